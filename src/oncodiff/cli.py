@@ -1,0 +1,205 @@
+"""The ``oncodiff`` command: thin Typer verbs over importable functions.
+
+Heavy modules (torch, MONAI) are imported inside each verb so that ``--help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from oncodiff.errors import OncodiffError
+
+app = typer.Typer(
+    help="Predict post-treatment tumour scans with conditional diffusion models, and evaluate them honestly.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+class Site(str, Enum):
+    brain = "brain"
+    lung = "lung"
+    breast = "breast"
+
+
+PRESET_HELP = "preset name (see `oncodiff presets`) or a YAML path"
+SET_HELP = "override a config key, e.g. --set training.max_minutes=2 (repeatable)"
+
+
+def _fail(error: Exception) -> None:
+    typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code=2)
+
+
+def _run(fn, *args, **kwargs):
+    try:
+        return fn(*args, **kwargs)
+    except OncodiffError as e:
+        _fail(e)
+
+
+def _config(preset: str, overrides: list[str] | None):
+    from oncodiff.config import load_config
+
+    return _run(load_config, preset, overrides or [])
+
+
+@app.command()
+def presets() -> None:
+    """List the presets that ship with oncodiff."""
+    from oncodiff.config import preset_names, preset_path
+
+    for name in preset_names():
+        first = preset_path(name).read_text().splitlines()[0].lstrip("# ").strip()
+        typer.echo(f"{name:14s} {first}")
+
+
+@app.command()
+def synth(
+    out: Path = typer.Option(..., "--out", help="new cohort folder to write"),
+    site: Site = typer.Option(Site.brain, help="anatomy and treatment to simulate"),
+    patients: int = typer.Option(48, min=1, help="number of patients"),
+    dims: int = typer.Option(2, min=2, max=3, help="2 for slices, 3 for volumes"),
+    seed: int = typer.Option(0, help="random seed; the same seed gives identical files"),
+    overwrite: bool = typer.Option(False, help="replace OUT if it already holds a cohort"),
+) -> None:
+    """Write a synthetic longitudinal cohort with ground truth and counterfactuals."""
+    from oncodiff.synth import synthesize
+
+    path = _run(synthesize, site=site.value, n_patients=patients, dims=dims, seed=seed, out=out, overwrite=overwrite)
+    typer.echo(f"wrote {path}")
+
+
+@app.command()
+def validate(cohort: Path = typer.Argument(..., help="cohort folder (cohort.yaml, patients.csv, scans.csv)")) -> None:
+    """Check a cohort folder and report every problem at once. Exit code 0 means valid."""
+    from oncodiff.cohort import validate_cohort
+
+    problems = _run(validate_cohort, cohort)
+    if problems:
+        typer.secho(f"{cohort}: {len(problems)} problem(s)", fg=typer.colors.RED, err=True)
+        for p in problems:
+            typer.echo(f"  - {p}", err=True)
+        raise typer.Exit(code=1)
+    typer.secho(f"{cohort}: valid", fg=typer.colors.GREEN)
+
+
+@app.command()
+def preprocess(
+    cohort: Path = typer.Argument(..., help="cohort folder"),
+    preset: str = typer.Option("demo", help=PRESET_HELP),
+    set_: Optional[list[str]] = typer.Option(None, "--set", help=SET_HELP),
+    cache_dir: Optional[Path] = typer.Option(None, help="cache folder (default ~/.cache/oncodiff)"),
+) -> None:
+    """Validate, then orient, resample, normalise, register and crop a cohort into the cache."""
+    from oncodiff.data import preprocess_cohort
+
+    config = _config(preset, set_)
+    result = _run(preprocess_cohort, cohort, config.data, cache_dir=cache_dir)
+    typer.echo(str(result))
+
+
+@app.command()
+def train(
+    cohort: Path = typer.Option(..., help="cohort folder"),
+    out: Path = typer.Option(..., help="run folder to create (or resume)"),
+    preset: str = typer.Option("demo", help=PRESET_HELP),
+    set_: Optional[list[str]] = typer.Option(None, "--set", help=SET_HELP),
+    stage: Optional[str] = typer.Option(None, help="shortcut for --set training.stage=STAGE"),
+    init_from: Optional[Path] = typer.Option(None, help="run folder of a pre-trained stage to start from"),
+    resume: bool = typer.Option(False, help="continue from OUT/checkpoints/last.ckpt"),
+    devices: Optional[str] = typer.Option(None, help="devices per node (Lightning), e.g. 2 or auto"),
+    num_nodes: Optional[int] = typer.Option(None, help="nodes for DDP (Lightning)"),
+) -> None:
+    """Train a model on a cohort; writes config.json, splits.json, checkpoints, metrics.csv, model.safetensors."""
+    from oncodiff.training import train as train_fn
+
+    extra = list(set_ or [])
+    if stage:
+        extra.append(f"training.stage={stage}")
+    if init_from:
+        extra.append(f"training.init_from={init_from}")
+    if devices:
+        extra.append(f"training.devices={devices}")
+    if num_nodes:
+        extra.append(f"training.num_nodes={num_nodes}")
+    config = _config(preset, extra)
+    run_dir = _run(train_fn, cohort=cohort, config=config, out=out, resume=resume)
+    typer.echo(f"run folder: {run_dir}")
+
+
+@app.command()
+def predict(
+    model: Path = typer.Option(..., help="run folder (or a folder with model.safetensors + config.json)"),
+    cohort: Path = typer.Option(..., help="cohort folder with the pre-treatment scans"),
+    out: Path = typer.Option(..., help="output folder"),
+    patient: Optional[list[str]] = typer.Option(None, help="patient id(s); default: the run's test split"),
+    samples: Optional[int] = typer.Option(None, min=1, help="samples per case (default: the run's config)"),
+    days: Optional[float] = typer.Option(None, help="days since baseline to predict (default: each follow-up's)"),
+    set_: Optional[list[str]] = typer.Option(
+        None, "--set", help="sampling.KEY=V, clinical.VAR=V or response=V (counterfactual)"
+    ),
+    seed: int = typer.Option(0, help="base seed; each case has its own generator"),
+) -> None:
+    """Sample post-treatment scans: mean, uncertainty, drift, volume change and response per case."""
+    from oncodiff.pipeline import predict as predict_fn
+
+    path = _run(predict_fn, model=model, cohort=cohort, out=out, patients=patient, samples=samples,
+                days=days, overrides=set_ or [], seed=seed)
+    typer.echo(f"predictions: {path}")
+
+
+@app.command()
+def evaluate(
+    model: Path = typer.Option(..., help="run folder"),
+    cohort: Path = typer.Option(..., help="cohort folder with ground-truth follow-ups"),
+    out: Path = typer.Option(..., help="evaluation folder (summary.json, tables)"),
+    set_: Optional[list[str]] = typer.Option(None, "--set", help="evaluation.KEY=V or sampling.KEY=V"),
+) -> None:
+    """Evaluate a run against ground truth and baselines on its test split; prints the side-by-side table."""
+    from oncodiff.evaluation import evaluate as evaluate_fn
+
+    path = _run(evaluate_fn, model=model, cohort=cohort, out=out, overrides=set_ or [])
+    typer.echo(f"summary: {path}")
+
+
+@app.command()
+def report(
+    evaluation: Path = typer.Argument(..., help="folder written by `oncodiff evaluate`"),
+    out: Optional[Path] = typer.Option(None, help="HTML file (default EVALUATION/report.html)"),
+) -> None:
+    """Render an evaluation as one self-contained HTML page with figures."""
+    from oncodiff.evaluation import write_report
+
+    path = _run(write_report, evaluation, out)
+    typer.echo(f"report: {path}")
+
+
+@app.command()
+def demo(
+    out: Path = typer.Option(Path("demo-output"), help="folder for the cohort, run, predictions and report"),
+    site: Site = typer.Option(Site.brain, help="synthetic site"),
+    patients: int = typer.Option(64, min=8, help="synthetic patients"),
+    preset: str = typer.Option("demo", help=PRESET_HELP),
+    set_: Optional[list[str]] = typer.Option(None, "--set", help=SET_HELP),
+) -> None:
+    """The whole pipeline on a built-in synthetic cohort: synth, validate, train, predict, evaluate, report."""
+    from oncodiff.demo import run_demo
+
+    config = _config(preset, set_)
+    path = _run(run_demo, out=out, site=site.value, n_patients=patients, config=config)
+    typer.echo(f"demo finished: open {path}")
+
+
+def main() -> None:  # pragma: no cover - console entry
+    app(sys.argv[1:])
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

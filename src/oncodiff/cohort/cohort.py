@@ -1,0 +1,65 @@
+"""A loaded cohort folder: its spec, patients table and scans table, with paths resolved."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from oncodiff.cohort.schema import COHORT_YAML, PATIENTS_CSV, SCANS_CSV, CohortSpec
+
+
+@dataclass(frozen=True)
+class Cohort:
+    """A cohort folder. ``patients`` is indexed by patient_id; ``scans`` keeps file order."""
+
+    root: Path
+    spec: CohortSpec
+    patients: pd.DataFrame
+    scans: pd.DataFrame
+
+    def path(self, relative: str) -> Path:
+        """Absolute path of a file referenced in scans.csv."""
+        return self.root / str(relative)
+
+    @property
+    def dims(self) -> int | None:
+        """2 or 3, read from the first baseline image's header; None for an empty cohort."""
+        from oncodiff.cohort.io import read_image
+
+        base = self.baselines()
+        return None if base.empty else read_image(self.path(base.iloc[0]["image"])).ndim
+
+    def baselines(self) -> pd.DataFrame:
+        return self.scans[self.scans["timepoint"] == self.spec.baseline]
+
+    def followups(self) -> pd.DataFrame:
+        return self.scans[self.scans["timepoint"] != self.spec.baseline]
+
+    def pairs(self) -> pd.DataFrame:
+        """One row per (baseline, follow-up) pair: follow-up columns plus ``pre_*`` baseline columns."""
+        base = self.baselines().add_prefix("pre_").rename(
+            columns={"pre_patient_id": "patient_id", "pre_lesion_id": "lesion_id"}
+        )
+        return self.followups().merge(base, on=["patient_id", "lesion_id"], how="inner").reset_index(drop=True)
+
+
+def read_tables(root: Path) -> tuple[CohortSpec, pd.DataFrame, pd.DataFrame]:
+    """Parse cohort.yaml, patients.csv and scans.csv without checking the images."""
+    spec = CohortSpec.model_validate(yaml.safe_load((root / COHORT_YAML).read_text()) or {})
+    patients = pd.read_csv(root / PATIENTS_CSV, dtype={"patient_id": str}, keep_default_na=False, na_values=[""])
+    scans = pd.read_csv(root / SCANS_CSV, dtype={"patient_id": str, "lesion_id": str}, keep_default_na=False,
+                        na_values=[""])
+    if "lesion_id" not in scans.columns:
+        scans["lesion_id"] = "L1"
+    scans["lesion_id"] = scans["lesion_id"].fillna("L1")
+    return spec, patients.set_index("patient_id", drop=False), scans
+
+
+def load_cohort(root: str | Path) -> Cohort:
+    """Load a cohort folder. Validation (every problem at once) lives in :func:`validate_cohort`."""
+    root = Path(root).resolve()
+    spec, patients, scans = read_tables(root)
+    return Cohort(root=root, spec=spec, patients=patients, scans=scans)

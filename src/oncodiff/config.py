@@ -1,0 +1,285 @@
+"""One validated, frozen experiment configuration.
+
+A config is built from a preset YAML (``oncodiff/presets/NAME.yaml`` or any path) plus
+``--set section.key=value`` overrides, validated by pydantic with unknown keys forbidden, and
+written into the run folder before anything runs. Options are enums (``Literal``) checked at
+construction; a typo in a key is an error that names the key and the closest valid ones.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from oncodiff.errors import ConfigError
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataConfig(_Section):
+    """Preprocessing, splits and augmentation."""
+
+    dims: Literal[2, 3] = Field(2, description="spatial dimensions of the training samples")
+    spacing: tuple[float, ...] | None = Field(
+        None, description="target voxel spacing in mm (one value per axis); null keeps the native spacing"
+    )
+    crop: Literal["fixed", "bbox"] = Field(
+        "fixed",
+        description="fixed: a crop of crop_size voxels centred on the baseline tumour; "
+        "bbox: the tumour bounding box plus margin, rescaled to crop_size (PULSAR)",
+    )
+    crop_size: tuple[int, ...] = Field((64, 64), description="crop size in voxels, one value per axis")
+    crop_margin: float = Field(0.25, ge=0.0, description="bbox crop: margin as a fraction of the box size")
+    slices: Literal["none", "tumor", "largest", "mip"] = Field(
+        "none",
+        description="3D scans to 2D: none keeps 3D; tumor: every slice holding tumour; largest: the slice "
+        "with most tumour; mip: maximum intensity projection along the last axis",
+    )
+    min_tumor_voxels: int = Field(1, ge=0, description="tumor slices: minimum tumour voxels for a slice to count")
+    normalization: Literal["auto", "percentile", "zscore", "ct_window", "none"] = Field(
+        "auto", description="auto: ct_window for CT cohorts, percentile otherwise"
+    )
+    percentiles: tuple[float, float] = (0.5, 99.5)
+    ct_window: tuple[float, float] = Field((-1000.0, 400.0), description="HU window (low, high) mapped to [0, 1]")
+    registration: Literal["none", "rigid", "affine"] = "none"
+    timepoints: tuple[str, ...] | None = Field(None, description="follow-up labels to train on; null = all")
+    flips: bool = True
+    rotations: bool = True
+    val_fraction: float = Field(0.15, ge=0.0, lt=1.0)
+    test_fraction: float = Field(0.15, ge=0.0, lt=1.0)
+    folds: int | None = Field(None, ge=2, description="stratified k-fold on the response label instead of fractions")
+    fold: int = Field(0, ge=0, description="which fold is the test fold when folds is set")
+    num_workers: int = Field(0, ge=0)
+    cache_dir: str | None = Field(None, description="preprocessing cache; default ~/.cache/oncodiff")
+
+    @model_validator(mode="after")
+    def _check(self) -> DataConfig:
+        if self.val_fraction + self.test_fraction >= 1.0:
+            raise ValueError("data.val_fraction + data.test_fraction must be below 1")
+        out_dims = 2 if self.slices != "none" else self.dims
+        if self.slices != "none" and self.dims != 2:
+            raise ValueError("data.slices turns 3D scans into 2D samples; set data.dims=2 with it")
+        if len(self.crop_size) != out_dims:
+            raise ValueError(f"data.crop_size has {len(self.crop_size)} values; data.dims={out_dims} needs {out_dims}")
+        if self.spacing is not None and len(self.spacing) not in (2, 3):
+            raise ValueError("data.spacing needs 2 or 3 values (mm per axis)")
+        if self.folds is not None and self.fold >= self.folds:
+            raise ValueError(f"data.fold={self.fold} must be below data.folds={self.folds}")
+        return self
+
+
+class ModelConfig(_Section):
+    """The denoiser and its conditioning."""
+
+    channels: tuple[int, ...] = (32, 64, 64)
+    attention_levels: tuple[bool, ...] = (False, False, True)
+    num_res_blocks: int = Field(1, ge=1)
+    num_head_channels: int = Field(32, ge=1)
+    norm_num_groups: int = Field(16, ge=1)
+    clinical: Literal["none", "tokens", "cbi"] = Field(
+        "tokens", description="clinical conditioning: tokens into cross-attention, or the cbi-Adapter"
+    )
+    token_dim: int = Field(64, ge=8, description="width of clinical tokens and the cross-attention context")
+    cbi_lambda: float = Field(0.05, description="ImmunoDiff: c = Z_img + lambda * sum_i Z_i")
+    class_label: Literal["none", "response", "survival2", "survival4"] = Field(
+        "response", description="class label with a trained null class for classifier-free guidance"
+    )
+    class_dropout: float = Field(0.15, ge=0.0, le=1.0, description="probability of dropping labels in training")
+    use_days: bool = Field(True, description="condition on days since baseline (continuous embedding)")
+    use_anatomy: bool = Field(True, description="concatenate the cohort's anatomy masks as input channels")
+    drift_head: Literal["none", "shared", "decoupled"] = "none"
+    control: Literal["none", "pre", "anatomy"] = Field("none", description="ControlNet branch over a frozen denoiser")
+    latent: Literal["none", "vqvae", "kl"] = Field("none", description="latent diffusion through an autoencoder")
+
+    @model_validator(mode="after")
+    def _check(self) -> ModelConfig:
+        if len(self.attention_levels) != len(self.channels):
+            raise ValueError(
+                f"model.attention_levels has {len(self.attention_levels)} entries; "
+                f"model.channels has {len(self.channels)}; give one per level"
+            )
+        for c in self.channels:
+            if c % self.norm_num_groups:
+                raise ValueError(f"model.channels value {c} is not a multiple of model.norm_num_groups={self.norm_num_groups}")
+        return self
+
+
+class DiffusionConfig(_Section):
+    """What the denoiser predicts and how noise is scheduled."""
+
+    target: Literal["post", "drift"] = Field("drift", description="generate the post scan or the drift post - pre")
+    prediction: Literal["eps", "v", "x0"] = Field("x0", description="network parameterisation")
+    schedule: Literal["linear", "scaled_linear", "cosine", "pulsar"] = "cosine"
+    num_train_timesteps: int = Field(1000, ge=2)
+    beta_start: float = 1e-4
+    beta_end: float = 2e-2
+    ssim_weight: float = Field(0.0, ge=0.0, le=1.0, description="loss = (1 - w) * MSE + w * (1 - SSIM); PULSAR: 0.1")
+    drift_loss_weight: float = Field(1.0, ge=0.0, description="weight of the auxiliary drift head loss")
+    tumor_loss_weight: float = Field(0.0, ge=0.0, description="extra loss weight inside the dilated tumour mask")
+
+
+class SamplingConfig(_Section):
+    """How predictions are drawn."""
+
+    sampler: Literal["ddpm", "ddim", "dpmpp", "single_step"] = "ddim"
+    steps: int = Field(20, ge=1)
+    eta: float = Field(0.0, ge=0.0)
+    guidance_scale: float = Field(1.0, description="classifier-free guidance; 1 = conditional, 0 = unconditional")
+    samples: int = Field(8, ge=1)
+    batch_size: int = Field(64, ge=1, description="network inputs per forward pass")
+
+
+class TrainingConfig(_Section):
+    """Optimisation and the Lightning Trainer."""
+
+    stage: Literal["diffusion", "regression", "autoencoder", "controlnet"] = "diffusion"
+    max_epochs: int = Field(200, ge=1)
+    max_minutes: float | None = Field(5.0, gt=0, description="wall-clock budget; null = no limit")
+    batch_size: int = Field(16, ge=1)
+    lr: float = Field(2e-4, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    warmup_steps: int = Field(50, ge=0)
+    ema_decay: float = Field(0.999, ge=0.0, lt=1.0)
+    patience: int = Field(10, ge=1, description="early stopping on validation loss (I-SPY: 10)")
+    precision: Literal["bf16-mixed", "16-mixed", "32"] = "bf16-mixed"
+    seed: int = 0
+    devices: int | str = "auto"
+    num_nodes: int = Field(1, ge=1)
+    accelerator: Literal["auto", "cpu", "gpu"] = "auto"
+    val_every_n_epochs: int = Field(1, ge=1)
+    init_from: str | None = Field(None, description="run folder of a pre-trained stage to start from")
+    freeze: tuple[str, ...] = Field((), description="parameter-name prefixes to freeze")
+
+
+class EvaluationConfig(_Section):
+    """Evaluation protocol."""
+
+    bbox_margin: int = Field(4, ge=0, description="voxels added around the tumour bounding box")
+    response_threshold: float = Field(
+        -0.20, description="relative volume change at or below which a case is a responder (PULSAR: -20 %)"
+    )
+    feature_timestep: int = Field(100, ge=0, description="noise level for up-block features (ImmunoDiff stage 2)")
+    folds: int = Field(5, ge=2)
+
+
+class Config(_Section):
+    """The whole experiment."""
+
+    preset: str = "custom"
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    diffusion: DiffusionConfig = DiffusionConfig()
+    sampling: SamplingConfig = SamplingConfig()
+    training: TrainingConfig = TrainingConfig()
+    evaluation: EvaluationConfig = EvaluationConfig()
+
+    @field_validator("preset")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return v.strip() or "custom"
+
+    def to_json(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.model_dump(mode="json"), indent=2) + "\n")
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> Config:
+        return cls.model_validate(json.loads(Path(path).read_text()))
+
+    def with_overrides(self, overrides: list[str] | dict[str, Any]) -> Config:
+        """A copy with ``section.key=value`` overrides applied and validated."""
+        raw = self.model_dump(mode="json")
+        items = overrides.items() if isinstance(overrides, dict) else [_split_override(o) for o in overrides]
+        for key, value in items:
+            _set_dotted(raw, key, value)
+        return _validate(raw, source="--set overrides")
+
+
+def preset_names() -> list[str]:
+    """Names of the presets that ship with oncodiff."""
+    return sorted(p.name[:-5] for p in resources.files("oncodiff.presets").iterdir() if p.name.endswith(".yaml"))
+
+
+def preset_path(name_or_path: str) -> Path:
+    """Resolve a preset name (``demo``) or a YAML path."""
+    p = Path(name_or_path)
+    if p.suffix in (".yaml", ".yml"):
+        if not p.is_file():
+            raise ConfigError(f"preset file {p} does not exist")
+        return p
+    candidate = Path(str(resources.files("oncodiff.presets").joinpath(f"{name_or_path}.yaml")))
+    if not candidate.is_file():
+        close = difflib.get_close_matches(name_or_path, preset_names(), n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise ConfigError(f"unknown preset {name_or_path!r}{hint} Available: {', '.join(preset_names())}, or a .yaml path")
+    return candidate
+
+
+def load_config(preset: str = "demo", overrides: list[str] | None = None) -> Config:
+    """Build the config from a preset YAML plus ``section.key=value`` overrides."""
+    path = preset_path(preset)
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from e
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: a preset is a mapping of sections (data, model, ...), got {type(raw).__name__}")
+    raw.setdefault("preset", path.stem)
+    config = _validate(raw, source=str(path))
+    return config.with_overrides(overrides or [])
+
+
+def _split_override(item: str) -> tuple[str, Any]:
+    if "=" not in item:
+        raise ConfigError(f"--set {item!r}: expected section.key=value, e.g. --set training.max_minutes=2")
+    key, _, value = item.partition("=")
+    return key.strip(), yaml.safe_load(value) if value.strip() else None
+
+
+def _set_dotted(raw: dict, key: str, value: Any) -> None:
+    parts = key.split(".")
+    node: Any = raw
+    for depth, part in enumerate(parts):
+        if not isinstance(node, dict) or part not in node:
+            options = list(node) if isinstance(node, dict) else []
+            close = difflib.get_close_matches(part, options, n=3)
+            where = ".".join(parts[:depth]) or "the config"
+            hint = f" Did you mean {', '.join(close)}?" if close else f" Valid keys: {', '.join(options)}."
+            raise ConfigError(f"--set {key}: {where} has no key {part!r}.{hint}")
+        if depth == len(parts) - 1:
+            node[part] = value
+        else:
+            node = node[part]
+
+
+def _validate(raw: dict, source: str) -> Config:
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as e:
+        lines = []
+        for err in e.errors():
+            loc = ".".join(str(x) for x in err["loc"])
+            msg = err["msg"]
+            if err["type"] == "extra_forbidden":
+                section = _section_fields(err["loc"][:-1])
+                close = difflib.get_close_matches(str(err["loc"][-1]), section, n=3)
+                msg = "unknown key" + (f"; did you mean {', '.join(close)}?" if close else "")
+            lines.append(f"  {loc}: {msg}")
+        raise ConfigError(f"invalid configuration in {source}:\n" + "\n".join(lines)) from None
+
+
+def _section_fields(loc: tuple) -> list[str]:
+    model: Any = Config
+    for part in loc:
+        field = model.model_fields.get(str(part))
+        if field is None or not isinstance(field.annotation, type) or not issubclass(field.annotation, BaseModel):
+            return []
+        model = field.annotation
+    return list(model.model_fields)

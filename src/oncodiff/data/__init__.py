@@ -1,0 +1,1 @@
+"""oncodiff.data (see docs/design.md for what this package owns)."""

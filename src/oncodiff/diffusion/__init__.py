@@ -1,0 +1,1 @@
+"""oncodiff.diffusion (see docs/design.md for what this package owns)."""

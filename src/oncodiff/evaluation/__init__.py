@@ -1,0 +1,1 @@
+"""oncodiff.evaluation (see docs/design.md for what this package owns)."""

@@ -1,0 +1,1 @@
+"""oncodiff.models (see docs/design.md for what this package owns)."""

@@ -1,0 +1,1 @@
+"""oncodiff.pipeline (see docs/design.md for what this package owns)."""

@@ -1,0 +1,1 @@
+"""oncodiff.synth (see docs/design.md for what this package owns)."""

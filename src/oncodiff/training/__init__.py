@@ -1,0 +1,1 @@
+"""oncodiff.training (see docs/design.md for what this package owns)."""
