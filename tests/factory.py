@@ -1,0 +1,80 @@
+"""Tiny hand-made cohort folders for tests (fast, fully controlled; `oncodiff synth` makes realistic ones)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from oncodiff.cohort import affine_from_spacing, write_image
+
+CLINICAL = [
+    {"name": "age", "type": "numeric", "group": "demographics", "unit": "years"},
+    {"name": "sex", "type": "categorical", "group": "demographics", "categories": ["F", "M"]},
+    {"name": "nlr", "type": "numeric", "group": "blood"},
+]
+
+
+def ball(shape: tuple[int, ...], center: tuple[float, ...], radius: float) -> np.ndarray:
+    """Binary ball (disc in 2D) of ``radius`` voxels."""
+    grid = np.indices(shape, dtype=np.float32)
+    dist2 = sum((g - c) ** 2 for g, c in zip(grid, center))
+    return (dist2 <= radius**2).astype(np.uint8)
+
+
+def write_cohort(
+    root: str | Path,
+    n_patients: int = 6,
+    dims: int = 2,
+    shape: tuple[int, ...] | None = None,
+    followups: tuple[tuple[str, int], ...] = (("week6", 42),),
+    anatomy: tuple[str, ...] = ("organ",),
+    spacing: tuple[float, ...] | None = None,
+    seed: int = 0,
+) -> Path:
+    """Write a valid cohort: a bright disc/ball tumour that shrinks in responders, grows otherwise."""
+    rng = np.random.default_rng(seed)
+    root = Path(root)
+    shape = shape or ((32, 32) if dims == 2 else (24, 24, 8))
+    spacing = spacing or (1.0,) * dims
+    affine = affine_from_spacing(spacing)
+    center = tuple(s / 2 for s in shape)
+    organ = ball(shape, center, min(shape) * 0.45)
+    patients, scans = [], []
+    for i in range(n_patients):
+        pid = f"P{i + 1:03d}"
+        responder = i % 2 == 0
+        radius = 3.0 + rng.uniform(0, 2)
+        patients.append({
+            "patient_id": pid, "age": float(rng.integers(40, 80)), "sex": "F" if i % 3 else "M",
+            "nlr": "" if i == 1 else round(float(rng.uniform(1, 6)), 2),
+            "response": "responder" if responder else "non-responder",
+            "os_days": int(rng.integers(100, 900)), "death": int(i % 3 != 0),
+        })
+        (root / pid).mkdir(parents=True, exist_ok=True)
+        write_image(organ, affine, root / pid / "organ.nii.gz")
+        timepoints = (("pre", 0, radius),) + tuple(
+            (label, day, radius * (0.6 if responder else 1.3) ** (k + 1)) for k, (label, day) in enumerate(followups)
+        )
+        for label, day, r in timepoints:
+            mask = ball(shape, center, r)
+            image = (0.2 * organ + 0.6 * mask + 0.02 * rng.standard_normal(shape)).astype(np.float32)
+            write_image(image, affine, root / pid / f"{label}.nii.gz")
+            write_image(mask, affine, root / pid / f"{label}_gtv.nii.gz")
+            row = {"patient_id": pid, "lesion_id": "L1", "timepoint": label, "days": day,
+                   "image": f"{pid}/{label}.nii.gz", "tumor_mask": f"{pid}/{label}_gtv.nii.gz"}
+            for name in anatomy:
+                row[f"anatomy:{name}"] = f"{pid}/organ.nii.gz" if label == "pre" else ""
+            scans.append(row)
+    spec = {
+        "format": 1, "name": "tiny", "modality": "MRI", "baseline": "pre", "clinical": CLINICAL,
+        "outcomes": {"response": {"column": "response", "positive": "responder"},
+                     "survival": {"time": "os_days", "event": "death"}},
+        "anatomy": list(anatomy),
+    }
+    (root / "cohort.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    pd.DataFrame(patients).to_csv(root / "patients.csv", index=False)
+    pd.DataFrame(scans).to_csv(root / "scans.csv", index=False)
+    return root
