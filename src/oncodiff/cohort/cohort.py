@@ -9,7 +9,7 @@ import pandas as pd
 import yaml
 
 from oncodiff.cohort.schema import COHORT_YAML, PATIENTS_CSV, SCANS_CSV, CohortSpec
-from oncodiff.cohort.validate import validate_cohort
+from oncodiff.cohort.validate import DEFAULT_LESION, validate_cohort
 from oncodiff.errors import CohortError
 
 
@@ -63,8 +63,8 @@ def read_tables(root: Path) -> tuple[CohortSpec, pd.DataFrame, pd.DataFrame]:
     scans = pd.read_csv(root / SCANS_CSV, dtype=dict.fromkeys(["patient_id", "lesion_id", "timepoint"], str),
                         keep_default_na=False, na_values=[""])
     if "lesion_id" not in scans.columns:
-        scans["lesion_id"] = "L1"
-    scans["lesion_id"] = scans["lesion_id"].fillna("L1")
+        scans["lesion_id"] = DEFAULT_LESION
+    scans["lesion_id"] = scans["lesion_id"].fillna(DEFAULT_LESION)
     return spec, patients.set_index("patient_id", drop=False), scans
 
 

@@ -19,7 +19,7 @@ from pydantic import ValidationError
 
 from oncodiff.cohort.io import read_image
 from oncodiff.cohort.schema import (
-    ANATOMY_PREFIX, COHORT_YAML, PATIENTS_CSV, SCAN_REQUIRED_COLUMNS, SCANS_CSV, CohortSpec,
+    ANATOMY_PREFIX, COHORT_YAML, PATIENTS_CSV, SCAN_REQUIRED_COLUMNS, SCANS_CSV, ClinicalVariable, CohortSpec,
 )
 from oncodiff.errors import Problem
 
@@ -34,10 +34,10 @@ def validate_cohort(root: str | Path) -> list[Problem]:
     if not root.is_dir():
         return [Problem(str(root), "is not a folder.", fix="pass the cohort folder that holds cohort.yaml, "
                         "patients.csv and scans.csv.")]
-    spec, baseline, problems = read_spec(root)
-    patients, found = read_table(root, PATIENTS_CSV, ("patient_id",))
+    spec, baseline, problems = _read_spec(root)
+    patients, found = _read_table(root, PATIENTS_CSV, ("patient_id",))
     problems += found
-    scans, found = read_table(root, SCANS_CSV, SCAN_REQUIRED_COLUMNS)
+    scans, found = _read_table(root, SCANS_CSV, SCAN_REQUIRED_COLUMNS)
     problems += found
     if patients is not None:
         problems += _check_patients(patients, spec)
@@ -52,7 +52,7 @@ def validate_cohort(root: str | Path) -> list[Problem]:
 
 # ---- cohort.yaml -------------------------------------------------------------------------------
 
-def read_spec(root: Path) -> tuple[CohortSpec | None, str, list[Problem]]:
+def _read_spec(root: Path) -> tuple[CohortSpec | None, str, list[Problem]]:
     """cohort.yaml as a CohortSpec (None if invalid), the baseline label to check scans with, problems."""
     path = root / COHORT_YAML
     default = CohortSpec().baseline
@@ -76,6 +76,8 @@ def read_spec(root: Path) -> tuple[CohortSpec | None, str, list[Problem]]:
 def _yaml_problem(error: dict) -> Problem:
     key = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in error["loc"]).lstrip(".")
     message = error["msg"].removeprefix("Value error, ")
+    if isinstance(error.get("input"), (str, int, float, bool)):
+        message += f" (got {error['input']!r})"
     if error["type"] == "extra_forbidden":
         fix = f"remove or rename {key!r}; {FORMAT_DOC} lists the keys."
     elif error["type"] == "string_type":
@@ -87,7 +89,7 @@ def _yaml_problem(error: dict) -> Problem:
 
 # ---- CSV tables --------------------------------------------------------------------------------
 
-def read_table(root: Path, name: str, required: tuple[str, ...]) -> tuple[pd.DataFrame | None, list[Problem]]:
+def _read_table(root: Path, name: str, required: tuple[str, ...]) -> tuple[pd.DataFrame | None, list[Problem]]:
     """A CSV as text cells (empty -> NaN) indexed by 1-based data row; None if it cannot be read."""
     path = root / name
     if not path.is_file():
@@ -164,7 +166,7 @@ def _spec_patient_columns(spec: CohortSpec) -> list[str]:
     return list(dict.fromkeys(columns))
 
 
-def _check_clinical_values(values: pd.Series, variable) -> list[Problem]:
+def _check_clinical_values(values: pd.Series, variable: ClinicalVariable) -> list[Problem]:
     problems = []
     for row, value in values.dropna().items():
         if variable.type == "categorical" and value not in variable.categories:
@@ -297,7 +299,7 @@ def _check_baselines_exist(scans: pd.DataFrame, baseline: str) -> list[Problem]:
 # ---- scans.csv: the image files ----------------------------------------------------------------
 
 @dataclass(frozen=True)
-class VoxelSummary:
+class _VoxelSummary:
     """What validation needs to know about one image file, so that each is read only once."""
 
     shape: tuple[int, ...]
@@ -307,7 +309,7 @@ class VoxelSummary:
     any_nonzero: bool
 
 
-def summarise(path: Path) -> VoxelSummary | Problem:
+def _summarise(path: Path) -> _VoxelSummary | Problem:
     """Read an image once; its voxel summary, or a Problem (file = the image) if it cannot be read."""
     if not path.exists():
         return Problem(str(path), "does not exist.", fix="check the path; it is relative to the cohort folder.")
@@ -315,13 +317,13 @@ def summarise(path: Path) -> VoxelSummary | Problem:
         array = read_image(path).array
     except (ValueError, OSError) as error:
         message, _, fix = str(error).partition(" Fix: ")
-        return Problem(str(path), message, fix=fix)
+        return Problem(str(path), message.removeprefix(f"{path}: "), fix=fix)  # the row names the file
     if array.dtype.kind != "f":
-        return VoxelSummary(shape=array.shape, finite=True, binary=bool(np.isin(array, (0, 1)).all()),
+        return _VoxelSummary(shape=array.shape, finite=True, binary=bool(np.isin(array, (0, 1)).all()),
                             integer_valued=True, any_nonzero=bool(array.any()))
     finite = np.isfinite(array)
     values = array[finite]
-    return VoxelSummary(
+    return _VoxelSummary(
         shape=array.shape, finite=bool(finite.all()), binary=bool(np.isin(values, (0, 1)).all()),
         integer_valued=bool((values == np.round(values)).all()), any_nonzero=bool(values.any()),
     )
@@ -333,19 +335,19 @@ def _file_columns(scans: pd.DataFrame) -> list[str]:
 
 
 def _check_scan_files(root: Path, scans: pd.DataFrame, baseline: str) -> list[Problem]:
-    summaries: dict[Path, VoxelSummary | Problem] = {}
+    summaries: dict[Path, _VoxelSummary | Problem] = {}
     problems, image_dims = [], {}
     for row, scan in scans.iterrows():
         found = {}
         for column in _file_columns(scans):
             relative = _cell(scan[column])
             if relative is not None:
-                path = root / relative
+                path = (root / relative).resolve()  # two spellings of one file are still one read
                 if path not in summaries:
-                    summaries[path] = summarise(path)
+                    summaries[path] = _summarise(path)
                 found[column] = summaries[path]
         problems += _check_row_files(row, scan, found, _cell(scan.get("timepoint")) == baseline)
-        if isinstance(found.get("image"), VoxelSummary):
+        if isinstance(found.get("image"), _VoxelSummary):
             image_dims[row] = len(found["image"].shape)
     return problems + _check_mixed_dims(scans, image_dims)
 
@@ -363,14 +365,14 @@ def _check_row_files(row: int, scan: pd.Series, found: dict, is_baseline: bool) 
     return problems
 
 
-def _content_problems(column: str, summary: VoxelSummary, image, is_baseline: bool) -> list[tuple[str, str]]:
+def _content_problems(column: str, summary: _VoxelSummary, image, is_baseline: bool) -> list[tuple[str, str]]:
     """(message, fix) for what is wrong with one file's voxels in its role: image, tumour mask or anatomy."""
     found = []
     if not summary.finite:
         found.append(("has NaN or infinite voxels.", "replace them with finite values (0 outside the body, say)."))
     if column == "image":
         return found
-    if isinstance(image, VoxelSummary) and summary.shape != image.shape:
+    if isinstance(image, _VoxelSummary) and summary.shape != image.shape:
         found.append((f"has shape {summary.shape}, but its image has shape {image.shape}.",
                       "resample the mask onto its image's grid (same size and geometry)."))
     if column == "tumor_mask" and not summary.binary:
