@@ -78,3 +78,19 @@ def write_cohort(
     pd.DataFrame(patients).to_csv(root / "patients.csv", index=False)
     pd.DataFrame(scans).to_csv(root / "scans.csv", index=False)
     return root
+
+
+def edit_csv(root: str | Path, name: str, row: int, column: str, value: object) -> None:
+    """Set one cell of a cohort CSV; ``row`` is the 1-based data row (the header is row 0)."""
+    path = Path(root) / name
+    table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    table.loc[row - 1, column] = value
+    table.to_csv(path, index=False)
+
+
+def edit_yaml(root: str | Path, **changes: object) -> None:
+    """Change top-level keys of a cohort's cohort.yaml."""
+    path = Path(root) / "cohort.yaml"
+    spec = yaml.safe_load(path.read_text())
+    spec.update(changes)
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))

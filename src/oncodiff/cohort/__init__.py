@@ -2,10 +2,14 @@
 
 from oncodiff.cohort.cohort import Cohort, load_cohort
 from oncodiff.cohort.image import Image, affine_from_spacing
-from oncodiff.cohort.io import read_image, write_image
-from oncodiff.cohort.schema import CohortSpec, ClinicalVariable
+from oncodiff.cohort.io import (
+    ImageNotFoundError, ImageReadError, affine_from_sitk, read_image, sitk_image, write_image, write_like,
+)
+from oncodiff.cohort.schema import ClinicalVariable, CohortSpec
+from oncodiff.cohort.validate import validate_cohort
 
 __all__ = [
-    "Cohort", "CohortSpec", "ClinicalVariable", "Image", "affine_from_spacing", "load_cohort", "read_image",
-    "write_image",
+    "ClinicalVariable", "Cohort", "CohortSpec", "Image", "ImageNotFoundError", "ImageReadError",
+    "affine_from_sitk", "affine_from_spacing", "load_cohort", "read_image", "sitk_image", "validate_cohort",
+    "write_image", "write_like",
 ]

@@ -9,6 +9,8 @@ import pandas as pd
 import yaml
 
 from oncodiff.cohort.schema import COHORT_YAML, PATIENTS_CSV, SCANS_CSV, CohortSpec
+from oncodiff.cohort.validate import DEFAULT_LESION, validate_cohort
+from oncodiff.errors import CohortError
 
 
 @dataclass(frozen=True)
@@ -47,19 +49,36 @@ class Cohort:
 
 
 def read_tables(root: Path) -> tuple[CohortSpec, pd.DataFrame, pd.DataFrame]:
-    """Parse cohort.yaml, patients.csv and scans.csv without checking the images."""
+    """Parse cohort.yaml, patients.csv and scans.csv without checking the images.
+
+    Ids, time-point labels and categorical values are read as text (so a category "1" stays "1");
+    empty cells are NaN.
+    """
     spec = CohortSpec.model_validate(yaml.safe_load((root / COHORT_YAML).read_text()) or {})
-    patients = pd.read_csv(root / PATIENTS_CSV, dtype={"patient_id": str}, keep_default_na=False, na_values=[""])
-    scans = pd.read_csv(root / SCANS_CSV, dtype={"patient_id": str, "lesion_id": str}, keep_default_na=False,
-                        na_values=[""])
+    text_columns = ["patient_id"] + [v.name for v in spec.clinical if v.type == "categorical"]
+    if spec.outcomes.response is not None:
+        text_columns.append(spec.outcomes.response.column)
+    patients = pd.read_csv(root / PATIENTS_CSV, dtype=dict.fromkeys(text_columns, str), keep_default_na=False,
+                           na_values=[""])
+    scans = pd.read_csv(root / SCANS_CSV, dtype=dict.fromkeys(["patient_id", "lesion_id", "timepoint"], str),
+                        keep_default_na=False, na_values=[""])
     if "lesion_id" not in scans.columns:
-        scans["lesion_id"] = "L1"
-    scans["lesion_id"] = scans["lesion_id"].fillna("L1")
+        scans["lesion_id"] = DEFAULT_LESION
+    scans["lesion_id"] = scans["lesion_id"].fillna(DEFAULT_LESION)
     return spec, patients.set_index("patient_id", drop=False), scans
 
 
-def load_cohort(root: str | Path) -> Cohort:
-    """Load a cohort folder. Validation (every problem at once) lives in :func:`validate_cohort`."""
+def load_cohort(root: str | Path, validate: bool = True) -> Cohort:
+    """Load a cohort folder.
+
+    With ``validate=True`` every image is read once first (:func:`validate_cohort`) and an invalid
+    folder raises :class:`CohortError` listing every problem. ``validate=False`` only parses the
+    three tables: the fast path for a folder already validated.
+    """
     root = Path(root).resolve()
+    if validate:
+        problems = validate_cohort(root)
+        if problems:
+            raise CohortError(problems, str(root))
     spec, patients, scans = read_tables(root)
     return Cohort(root=root, spec=spec, patients=patients, scans=scans)

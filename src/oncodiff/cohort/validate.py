@@ -1,0 +1,395 @@
+"""Validation of a cohort folder (docs/dataset-format.md, "What a valid cohort means").
+
+:func:`validate_cohort` reports every problem at once, each naming the file, the 1-based CSV data row
+(the header is row 0), the column and the fix. It only reads: nothing is written anywhere, and each
+image file is read once however many rows point to it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+from pydantic import ValidationError
+
+from oncodiff.cohort.io import read_image
+from oncodiff.cohort.schema import (
+    ANATOMY_PREFIX, COHORT_YAML, PATIENTS_CSV, SCAN_REQUIRED_COLUMNS, SCANS_CSV, ClinicalVariable, CohortSpec,
+)
+from oncodiff.errors import Problem
+
+FORMAT_DOC = "see docs/dataset-format.md"
+FILE_ORDER = (COHORT_YAML, PATIENTS_CSV, SCANS_CSV)
+DEFAULT_LESION = "L1"
+
+
+def validate_cohort(root: str | Path) -> list[Problem]:
+    """Check a cohort folder; returns every :class:`Problem` found (an empty list means valid)."""
+    root = Path(root)
+    if not root.is_dir():
+        return [Problem(str(root), "is not a folder.", fix="pass the cohort folder that holds cohort.yaml, "
+                        "patients.csv and scans.csv.")]
+    spec, baseline, problems = _read_spec(root)
+    patients, found = _read_table(root, PATIENTS_CSV, ("patient_id",))
+    problems += found
+    scans, found = _read_table(root, SCANS_CSV, SCAN_REQUIRED_COLUMNS)
+    problems += found
+    if patients is not None:
+        problems += _check_patients(patients, spec)
+    if scans is not None:
+        problems += _check_scans(scans, spec, baseline, patients)
+        problems += _check_scan_files(root, scans, baseline)
+    if patients is not None and scans is not None:
+        problems += _check_patients_have_scans(patients, scans)
+    rank = {name: k for k, name in enumerate(FILE_ORDER)}
+    return sorted(problems, key=lambda p: (rank.get(p.file, len(rank)), p.row or 0))
+
+
+# ---- cohort.yaml -------------------------------------------------------------------------------
+
+def _read_spec(root: Path) -> tuple[CohortSpec | None, str, list[Problem]]:
+    """cohort.yaml as a CohortSpec (None if invalid), the baseline label to check scans with, problems."""
+    path = root / COHORT_YAML
+    default = CohortSpec().baseline
+    if not path.is_file():
+        return None, default, [Problem(COHORT_YAML, "is missing.", fix=f"write the cohort's yaml; {FORMAT_DOC}.")]
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as error:
+        return None, default, [Problem(COHORT_YAML, f"is not valid YAML: {error}", fix="correct the YAML syntax.")]
+    if not isinstance(raw, dict):
+        return None, default, [Problem(COHORT_YAML, f"holds a {type(raw).__name__}, not a mapping of keys.",
+                                       fix=f"write keys such as 'format: 1' and 'baseline: pre'; {FORMAT_DOC}.")]
+    try:
+        spec = CohortSpec.model_validate(raw)
+    except ValidationError as error:
+        baseline = raw.get("baseline") if isinstance(raw.get("baseline"), str) else default
+        return None, baseline, [_yaml_problem(e) for e in error.errors()]
+    return spec, spec.baseline, []
+
+
+def _yaml_problem(error: dict) -> Problem:
+    key = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in error["loc"]).lstrip(".")
+    message = error["msg"].removeprefix("Value error, ")
+    if isinstance(error.get("input"), (str, int, float, bool)):
+        message += f" (got {error['input']!r})"
+    if error["type"] == "extra_forbidden":
+        fix = f"remove or rename {key!r}; {FORMAT_DOC} lists the keys."
+    elif error["type"] == "string_type":
+        fix = "quote the value, e.g. 'yes' or '1' (YAML reads yes/no, on/off and numbers as non-text)."
+    else:
+        fix = f"correct {key or 'the file'!r}; {FORMAT_DOC}."
+    return Problem(COHORT_YAML, f"key {key or '(top level)'!r}: {message}.", fix=fix)
+
+
+# ---- CSV tables --------------------------------------------------------------------------------
+
+def _read_table(root: Path, name: str, required: tuple[str, ...]) -> tuple[pd.DataFrame | None, list[Problem]]:
+    """A CSV as text cells (empty -> NaN) indexed by 1-based data row; None if it cannot be read."""
+    path = root / name
+    if not path.is_file():
+        return None, [Problem(name, "is missing.", fix=f"write {name} in the cohort folder; {FORMAT_DOC}.")]
+    try:
+        # Blank lines are kept (then dropped) so that the index stays the file's data-row number.
+        table = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""], skip_blank_lines=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
+        return None, [Problem(name, f"cannot be read as CSV: {error}.",
+                              fix="save it as comma-separated UTF-8 text with one header line.")]
+    table.index = table.index + 1
+    table = table.dropna(how="all")
+    problems = [Problem(name, f"has no column {column!r}.", fix=f"add the column {column!r}.", column=column)
+                for column in required if column not in table.columns]
+    if table.empty:
+        problems.append(Problem(name, "has no data rows.", fix="add one row per patient or scan."))
+    return table, problems
+
+
+def _cell(value: object) -> str | None:
+    return None if value is None or (isinstance(value, float) and math.isnan(value)) else str(value)
+
+
+def _number(text: str | None) -> float | None:
+    """The finite number in a cell, else None."""
+    try:
+        number = float(text)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _duplicates(table: pd.DataFrame, keys: list[str], name: str, what: str) -> list[Problem]:
+    problems, first = [], {}
+    for row, key in zip(table.index, table[keys].fillna("").itertuples(index=False, name=None)):
+        if "" in key:  # a missing key cell is reported on its own
+            continue
+        if key in first:
+            problems.append(Problem(name, f"repeats {what} {'/'.join(key)} of row {first[key]}.",
+                                    fix="remove the duplicate row or correct its key.", row=row, column=keys[-1]))
+        first.setdefault(key, row)
+    return problems
+
+
+# ---- patients.csv ------------------------------------------------------------------------------
+
+def _check_patients(patients: pd.DataFrame, spec: CohortSpec | None) -> list[Problem]:
+    problems = []
+    if "patient_id" in patients.columns:
+        problems += [Problem(PATIENTS_CSV, "has no patient_id.", fix="fill in the patient's id.", row=row,
+                             column="patient_id") for row in patients.index[patients["patient_id"].isna()]]
+        problems += _duplicates(patients, ["patient_id"], PATIENTS_CSV, "patient")
+    if spec is None:
+        return problems
+    for column in _spec_patient_columns(spec):
+        if column not in patients.columns:
+            problems.append(Problem(PATIENTS_CSV, f"has no column {column!r}, which cohort.yaml names.",
+                                    fix=f"add the column {column!r} (empty cells mean unknown) or remove it "
+                                        "from cohort.yaml.", column=column))
+    for variable in spec.clinical:
+        if variable.name in patients.columns:
+            problems += _check_clinical_values(patients[variable.name], variable)
+    if spec.outcomes.survival is not None:
+        problems += _check_survival(patients, spec.outcomes.survival.time, spec.outcomes.survival.event)
+    return problems
+
+
+def _spec_patient_columns(spec: CohortSpec) -> list[str]:
+    columns = [variable.name for variable in spec.clinical]
+    if spec.outcomes.response is not None:
+        columns.append(spec.outcomes.response.column)
+    if spec.outcomes.survival is not None:
+        columns += [spec.outcomes.survival.time, spec.outcomes.survival.event]
+    return list(dict.fromkeys(columns))
+
+
+def _check_clinical_values(values: pd.Series, variable: ClinicalVariable) -> list[Problem]:
+    problems = []
+    for row, value in values.dropna().items():
+        if variable.type == "categorical" and value not in variable.categories:
+            problems.append(Problem(PATIENTS_CSV, f"{value!r} is not a category of {variable.name!r}.",
+                                    fix=f"use one of {list(variable.categories)}, leave it empty if unknown, or "
+                                        "add the category to cohort.yaml.", row=row, column=variable.name))
+        elif variable.type == "numeric" and _number(value) is None:
+            problems.append(Problem(PATIENTS_CSV, f"{value!r} is not a number, but {variable.name!r} is numeric.",
+                                    fix="write a finite number with a '.' decimal point, or leave it empty if "
+                                        "unknown.", row=row, column=variable.name))
+    return problems
+
+
+def _check_survival(patients: pd.DataFrame, time: str, event: str) -> list[Problem]:
+    problems = []
+    if time in patients.columns:
+        for row, value in patients[time].dropna().items():
+            if _number(value) is None or _number(value) < 0:
+                problems.append(Problem(PATIENTS_CSV, f"survival time {value!r} is not a number of days >= 0.",
+                                        fix="write the days to the event or censoring, or leave it empty.",
+                                        row=row, column=time))
+    if event in patients.columns:
+        for row, value in patients[event].dropna().items():
+            if _number(value) not in (0.0, 1.0):
+                problems.append(Problem(PATIENTS_CSV, f"survival event {value!r} is not 0 or 1.",
+                                        fix="write 1 if the event was observed, 0 if censored, or leave it empty.",
+                                        row=row, column=event))
+    return problems
+
+
+def _check_patients_have_scans(patients: pd.DataFrame, scans: pd.DataFrame) -> list[Problem]:
+    if "patient_id" not in patients.columns or "patient_id" not in scans.columns:
+        return []
+    scanned = set(scans["patient_id"].dropna())
+    return [Problem(PATIENTS_CSV, f"patient {pid} has no scan in scans.csv.", fix="add its baseline scan to "
+                    "scans.csv, or remove the patient.", row=row, column="patient_id")
+            for row, pid in patients["patient_id"].dropna().items() if pid not in scanned]
+
+
+# ---- scans.csv: the table ----------------------------------------------------------------------
+
+def _check_scans(scans: pd.DataFrame, spec: CohortSpec | None, baseline: str,
+                 patients: pd.DataFrame | None) -> list[Problem]:
+    problems = _check_scan_columns(scans, spec)
+    known = None if patients is None or "patient_id" not in patients.columns else set(patients["patient_id"])
+    for row, scan in scans.iterrows():
+        problems += _check_scan_row(row, scan, baseline, known)
+    if {"patient_id", "timepoint"} <= set(scans.columns):
+        keyed = scans.assign(lesion_id=_lesions(scans))
+        problems += _duplicates(keyed, ["patient_id", "lesion_id", "timepoint"], SCANS_CSV, "patient/lesion/timepoint")
+        problems += _check_baselines_exist(keyed, baseline)
+    return problems
+
+
+def _lesions(scans: pd.DataFrame) -> pd.Series:
+    lesions = scans["lesion_id"] if "lesion_id" in scans.columns else pd.Series(np.nan, index=scans.index)
+    return lesions.fillna(DEFAULT_LESION)
+
+
+def _check_scan_columns(scans: pd.DataFrame, spec: CohortSpec | None) -> list[Problem]:
+    problems = []
+    if "tumor_mask" not in scans.columns:
+        problems.append(Problem(SCANS_CSV, "has no column 'tumor_mask'; every baseline scan needs its tumour mask.",
+                                fix="add the column 'tumor_mask' with the mask of each baseline scan.",
+                                column="tumor_mask"))
+    if spec is None:
+        return problems
+    present = {c.removeprefix(ANATOMY_PREFIX) for c in scans.columns if c.startswith(ANATOMY_PREFIX)}
+    for name in sorted(set(spec.anatomy) - present):
+        problems.append(Problem(SCANS_CSV, f"has no column '{ANATOMY_PREFIX}{name}' for the anatomy cohort.yaml "
+                                f"lists.", fix=f"add the column, or remove {name!r} from 'anatomy' in cohort.yaml.",
+                                column=ANATOMY_PREFIX + name))
+    for name in sorted(present - set(spec.anatomy)):
+        problems.append(Problem(SCANS_CSV, f"has the column '{ANATOMY_PREFIX}{name}', but cohort.yaml's 'anatomy' "
+                                "does not list it.", fix=f"add {name!r} to 'anatomy' in cohort.yaml, or remove "
+                                "the column.", column=ANATOMY_PREFIX + name))
+    return problems
+
+
+def _check_scan_row(row: int, scan: pd.Series, baseline: str, known_patients: set | None) -> list[Problem]:
+    problems = []
+
+    def problem(column: str, message: str, fix: str) -> None:
+        problems.append(Problem(SCANS_CSV, message, fix=fix, row=row, column=column))
+
+    pid, timepoint = _cell(scan.get("patient_id")), _cell(scan.get("timepoint"))
+    if "patient_id" in scan.index and pid is None:
+        problem("patient_id", "has no patient_id.", "fill in the patient's id.")
+    elif known_patients is not None and pid is not None and pid not in known_patients:
+        problem("patient_id", f"patient {pid} is not in patients.csv.", "add the patient to patients.csv, or "
+                "correct the id.")
+    if "timepoint" in scan.index and timepoint is None:
+        problem("timepoint", "has no timepoint.", f"write {baseline!r} for the baseline scan, or a follow-up label.")
+    is_baseline = timepoint == baseline
+    problems += _check_days(row, _cell(scan.get("days")), is_baseline, "days" in scan.index)
+    if "image" in scan.index and _cell(scan["image"]) is None:
+        what = "the baseline" if is_baseline else "this follow-up"
+        problem("image", f"{what} has no image.", "write the path of its image, relative to the cohort folder.")
+    if is_baseline and "tumor_mask" in scan.index and _cell(scan["tumor_mask"]) is None:
+        problem("tumor_mask", "the baseline scan has no tumor_mask.", "write the path of its tumour mask (GTV).")
+    return problems
+
+
+def _check_days(row: int, days: str | None, is_baseline: bool, has_column: bool) -> list[Problem]:
+    def problem(message: str, fix: str) -> list[Problem]:
+        return [Problem(SCANS_CSV, message, fix=fix, row=row, column="days")]
+
+    if not has_column:
+        return []
+    number = _number(days)
+    if number is None:
+        return problem(f"days {days or '(empty)'!r} is not a number.", "write the days since the baseline scan.")
+    if is_baseline and number != 0:
+        return problem(f"the baseline scan has days = {days}, not 0.", "write 0: days count from the baseline.")
+    if number < 0:
+        return problem(f"days = {days} is before the baseline.", "write the days since the baseline scan (>= 0).")
+    return []
+
+
+def _check_baselines_exist(scans: pd.DataFrame, baseline: str) -> list[Problem]:
+    problems = []
+    for (pid, lesion), group in scans.dropna(subset=["patient_id"]).groupby(["patient_id", "lesion_id"], sort=False):
+        if not (group["timepoint"] == baseline).any():
+            problems.append(Problem(SCANS_CSV, f"patient {pid}, lesion {lesion} has no baseline ({baseline!r}) scan.",
+                                    fix=f"add its baseline scan with timepoint {baseline!r} and days 0, or check "
+                                        "'baseline' in cohort.yaml.", row=int(group.index[0]), column="timepoint"))
+    return problems
+
+
+# ---- scans.csv: the image files ----------------------------------------------------------------
+
+@dataclass(frozen=True)
+class _VoxelSummary:
+    """What validation needs to know about one image file, so that each is read only once."""
+
+    shape: tuple[int, ...]
+    finite: bool
+    binary: bool
+    integer_valued: bool
+    any_nonzero: bool
+
+
+def _summarise(path: Path) -> _VoxelSummary | Problem:
+    """Read an image once; its voxel summary, or a Problem (file = the image) if it cannot be read."""
+    if not path.exists():
+        return Problem(str(path), "does not exist.", fix="check the path; it is relative to the cohort folder.")
+    try:
+        array = read_image(path).array
+    except (ValueError, OSError) as error:
+        message, _, fix = str(error).partition(" Fix: ")
+        return Problem(str(path), message.removeprefix(f"{path}: "), fix=fix)  # the row names the file
+    if array.dtype.kind != "f":
+        return _VoxelSummary(shape=array.shape, finite=True, binary=bool(np.isin(array, (0, 1)).all()),
+                            integer_valued=True, any_nonzero=bool(array.any()))
+    finite = np.isfinite(array)
+    values = array[finite]
+    return _VoxelSummary(
+        shape=array.shape, finite=bool(finite.all()), binary=bool(np.isin(values, (0, 1)).all()),
+        integer_valued=bool((values == np.round(values)).all()), any_nonzero=bool(values.any()),
+    )
+
+
+def _file_columns(scans: pd.DataFrame) -> list[str]:
+    columns = ["image", "tumor_mask"] + [c for c in scans.columns if c.startswith(ANATOMY_PREFIX)]
+    return [c for c in columns if c in scans.columns]
+
+
+def _check_scan_files(root: Path, scans: pd.DataFrame, baseline: str) -> list[Problem]:
+    summaries: dict[Path, _VoxelSummary | Problem] = {}
+    problems, image_dims = [], {}
+    for row, scan in scans.iterrows():
+        found = {}
+        for column in _file_columns(scans):
+            relative = _cell(scan[column])
+            if relative is not None:
+                path = (root / relative).resolve()  # two spellings of one file are still one read
+                if path not in summaries:
+                    summaries[path] = _summarise(path)
+                found[column] = summaries[path]
+        problems += _check_row_files(row, scan, found, _cell(scan.get("timepoint")) == baseline)
+        if isinstance(found.get("image"), _VoxelSummary):
+            image_dims[row] = len(found["image"].shape)
+    return problems + _check_mixed_dims(scans, image_dims)
+
+
+def _check_row_files(row: int, scan: pd.Series, found: dict, is_baseline: bool) -> list[Problem]:
+    problems = []
+    image = found.get("image")
+    for column, summary in found.items():
+        name = scan[column]
+        if isinstance(summary, Problem):
+            problems.append(Problem(SCANS_CSV, f"{name}: {summary.message}", fix=summary.fix, row=row, column=column))
+            continue
+        for message, fix in _content_problems(column, summary, image, is_baseline):
+            problems.append(Problem(SCANS_CSV, f"{name}: {message}", fix=fix, row=row, column=column))
+    return problems
+
+
+def _content_problems(column: str, summary: _VoxelSummary, image, is_baseline: bool) -> list[tuple[str, str]]:
+    """(message, fix) for what is wrong with one file's voxels in its role: image, tumour mask or anatomy."""
+    found = []
+    if not summary.finite:
+        found.append(("has NaN or infinite voxels.", "replace them with finite values (0 outside the body, say)."))
+    if column == "image":
+        return found
+    if isinstance(image, _VoxelSummary) and summary.shape != image.shape:
+        found.append((f"has shape {summary.shape}, but its image has shape {image.shape}.",
+                      "resample the mask onto its image's grid (same size and geometry)."))
+    if column == "tumor_mask" and not summary.binary:
+        found.append(("is not a binary mask (values other than 0 and 1).",
+                      "save the mask with 0 outside and 1 inside the tumour (a 0/255 picture: divide by 255)."))
+    elif column == "tumor_mask" and is_baseline and not summary.any_nonzero:
+        found.append(("is empty: the baseline tumour mask marks no voxel.", "use the mask that outlines the tumour."))
+    if column.startswith(ANATOMY_PREFIX) and not summary.integer_valued:
+        found.append(("is not a mask or label map (non-integer values).", "save integer labels (0 = background)."))
+    return found
+
+
+def _check_mixed_dims(scans: pd.DataFrame, image_dims: dict[int, int]) -> list[Problem]:
+    if len(set(image_dims.values())) < 2:
+        return []
+    majority, count = Counter(image_dims.values()).most_common(1)[0]
+    return [Problem(SCANS_CSV, f"{scans.at[row, 'image']} is {dims}D, but {count} of the cohort's "
+                    f"{len(image_dims)} images are {majority}D; one cohort holds one kind.",
+                    fix="keep 2D and 3D scans in separate cohorts.", row=row, column="image")
+            for row, dims in image_dims.items() if dims != majority]
