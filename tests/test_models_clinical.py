@@ -97,7 +97,9 @@ def test_tokenizer_with_only_numeric_or_only_categorical_variables():
 
 @pytest.mark.parametrize("spatial_dims", [2, 3])
 def test_cbi_fusion_equals_z_img_plus_lambda_sum_z_i(spatial_dims):
-    adapter = CbiAdapter(spatial_dims, image_channels=2, out_channels=4, variables=VARIABLES, token_dim=8, cbi_lambda=0.05)
+    adapter = CbiAdapter(
+        spatial_dims, image_channels=2, out_channels=4, variables=VARIABLES, token_dim=8, cbi_lambda=0.05
+    )
     assert adapter.groups == ("demographics", "blood", "immune")
     image_bias = torch.tensor([0.5, -1.0, 2.0, 0.0])
     group_bias = torch.tensor([[1.0, 2.0, 3.0, 4.0], [-1.0, 0.5, 0.0, 2.0], [0.25, 0.25, -3.0, 1.0]])

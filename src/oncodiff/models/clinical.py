@@ -27,7 +27,9 @@ class ClinicalTokenizer(nn.Module):
     def __init__(self, variables: Sequence[ClinicalVariable], token_dim: int):
         super().__init__()
         if not variables:
-            raise ValueError("ClinicalTokenizer needs at least one clinical variable; use model.clinical=none without any")
+            raise ValueError(
+                "ClinicalTokenizer needs at least one clinical variable; use model.clinical=none without any"
+            )
         if token_dim < 1:
             raise ValueError(f"ClinicalTokenizer: token_dim={token_dim} must be >= 1")
         self.variables = tuple(variables)

@@ -94,14 +94,15 @@ class ConditionalDenoiser(nn.Module):
         self.n_classes = n_classes if config.class_label != "none" else 0
         self.config = config
         time_embed_dim = 4 * config.channels[0]  # MONAI's DiffusionModelUNet timestep embedding width
-        self.clinical_tokens = (
-            ClinicalTokenizer(self.clinical_variables, config.token_dim) if self.clinical_mode == "tokens" else None
-        )
-        self.cbi_adapter = (
-            CbiAdapter(spatial_dims, image_condition_channels, config.channels[0], self.clinical_variables,
-                       config.token_dim, config.cbi_lambda)
-            if self.clinical_mode == "cbi" else None
-        )
+        self.clinical_tokens = None
+        self.cbi_adapter = None
+        if self.clinical_mode == "tokens":
+            self.clinical_tokens = ClinicalTokenizer(self.clinical_variables, config.token_dim)
+        elif self.clinical_mode == "cbi":
+            self.cbi_adapter = CbiAdapter(
+                spatial_dims, image_condition_channels, config.channels[0], self.clinical_variables,
+                config.token_dim, config.cbi_lambda,
+            )
         self.days_embedding = DaysEmbedding(time_embed_dim) if config.use_days else None
         self.unet = self._build_unet()
         self.drift_head = (

@@ -30,7 +30,9 @@ class DaysEmbedding(nn.Module):
     def __init__(self, embedding_dim: int, n_frequencies: int = 8):
         super().__init__()
         if embedding_dim < 1 or n_frequencies < 1:
-            raise ValueError(f"DaysEmbedding: embedding_dim={embedding_dim} and n_frequencies={n_frequencies} must be >= 1")
+            raise ValueError(
+                f"DaysEmbedding: embedding_dim={embedding_dim} and n_frequencies={n_frequencies} must be >= 1"
+            )
         self.n_frequencies = n_frequencies
         self.mlp = nn.Sequential(
             nn.Linear(2 * n_frequencies + 1, embedding_dim), nn.SiLU(), nn.Linear(embedding_dim, embedding_dim)
