@@ -160,14 +160,16 @@ class ConditionalDenoiser(nn.Module):
 
     def forward(self, x_t: Tensor, t: Tensor, cond: Conditions) -> DenoiserOutput:
         self._check_inputs(x_t, t, cond)
-        context = self.clinical_tokens(cond.clinical, cond.clinical_missing) if self.clinical_tokens else None
+        context = None
+        if self.clinical_tokens is not None:
+            context = self.clinical_tokens(cond.clinical, cond.clinical_missing)
         with ExitStack() as stack:
             if self.days_embedding is not None:
                 stack.enter_context(added_to_output(self.unet.time_embed, self.days_embedding(cond.days)))
             if self.cbi_adapter is not None:
                 c = self.cbi_adapter(cond.image, cond.clinical, cond.clinical_missing)
                 stack.enter_context(added_to_output(self.unet.conv_in, c))
-            last_up = stack.enter_context(captured_outputs([self.unet.up_blocks[-1]])) if self.drift_head else None
+            last_up = stack.enter_context(captured_outputs([self.unet.up_blocks[-1]]))
             output = self.unet(
                 torch.cat([x_t, cond.image.to(x_t.dtype)], dim=1),
                 t,
