@@ -93,6 +93,13 @@ class ModelConfig(_Section):
         "response", description="class label with a trained null class for classifier-free guidance"
     )
     class_dropout: float = Field(0.15, ge=0.0, le=1.0, description="probability of dropping labels in training")
+    clinical_dropout: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="probability of marking all clinical variables missing in training "
+        "(trains the clinical-unconditional model for classifier-free guidance)",
+    )
     use_days: bool = Field(True, description="condition on days since baseline (continuous embedding)")
     use_anatomy: bool = Field(True, description="concatenate the cohort's anatomy masks as input channels")
     drift_head: Literal["none", "shared", "decoupled"] = "none"
@@ -106,6 +113,8 @@ class ModelConfig(_Section):
                 f"model.attention_levels has {len(self.attention_levels)} entries; "
                 f"model.channels has {len(self.channels)}; give one per level"
             )
+        if self.token_dim % 2:
+            raise ValueError(f"model.token_dim={self.token_dim} must be even (rotary embeddings rotate pairs)")
         for c in self.channels:
             if c % self.norm_num_groups:
                 raise ValueError(f"model.channels value {c} is not a multiple of model.norm_num_groups={self.norm_num_groups}")

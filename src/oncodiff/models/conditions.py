@@ -1,0 +1,107 @@
+"""What the denoiser is conditioned on (CONTRACTS section 2), and how a training batch maps onto it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, fields, replace
+
+import torch
+from torch import Tensor
+
+from oncodiff.config import ModelConfig
+
+# Which batch key holds the class label for each `model.class_label` option, and its class count.
+CLASS_LABEL_KEYS = {"response": "response", "survival2": "survival_class2", "survival4": "survival_class4"}
+CLASS_COUNTS = {"none": 0, "response": 2, "survival2": 2, "survival4": 4}
+
+
+@dataclass
+class Conditions:
+    """Everything the denoiser sees besides the noisy target and the timestep.
+
+    image: (B, Cc, *S) channels concatenated to the noisy target (pre, tumor_mask, anatomy...).
+    clinical: (B, V) float; clinical_missing: (B, V) bool, True where the value is unknown.
+    days: (B,) float, days since baseline of the target scan.
+    class_label: (B,) int64, 0..n_classes-1, or n_classes = the trained null class.
+    Fields a model does not use may be None.
+    """
+
+    image: Tensor
+    clinical: Tensor | None = None
+    clinical_missing: Tensor | None = None
+    days: Tensor | None = None
+    class_label: Tensor | None = None
+
+    @property
+    def batch_size(self) -> int:
+        return self.image.shape[0]
+
+    def _map(self, fn: Callable[[Tensor], Tensor]) -> Conditions:
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        return Conditions(**{k: None if v is None else fn(v) for k, v in values.items()})
+
+    def to(self, device: torch.device | str) -> Conditions:
+        """The same conditions on ``device`` (dtypes unchanged)."""
+        return self._map(lambda v: v.to(device))
+
+    def repeat_interleave(self, n: int) -> Conditions:
+        """Each case repeated ``n`` times in a row: (B, ...) -> (B * n, ...), for N samples per case."""
+        return self._map(lambda v: v.repeat_interleave(n, dim=0))
+
+    def select(self, index: Tensor | slice) -> Conditions:
+        """The cases at ``index`` along the batch axis."""
+        return self._map(lambda v: v[index])
+
+    def cat(self, other: Conditions) -> Conditions:
+        """``self`` followed by ``other`` along the batch axis, e.g. to double a batch for guidance."""
+        merged = {}
+        for f in fields(self):
+            mine, theirs = getattr(self, f.name), getattr(other, f.name)
+            if (mine is None) != (theirs is None):
+                raise ValueError(f"Conditions.cat: field {f.name!r} is set in one batch and None in the other")
+            merged[f.name] = None if mine is None else torch.cat([mine, theirs], dim=0)
+        return Conditions(**merged)
+
+    def null(self, null_class: int, drop_class: bool = True, drop_clinical: bool = False) -> Conditions:
+        """The unconditional version for classifier-free guidance.
+
+        drop_class: class_label -> ``null_class`` (the denoiser's ``null_class``, = n_classes).
+        drop_clinical: every clinical variable marked missing, so its learned missing embedding is used.
+        """
+        out = self
+        if drop_class and self.class_label is not None:
+            out = replace(out, class_label=torch.full_like(self.class_label, null_class))
+        if drop_clinical and self.clinical is not None:
+            out = replace(
+                out,
+                clinical=torch.zeros_like(self.clinical),
+                clinical_missing=torch.ones_like(self.clinical, dtype=torch.bool),
+            )
+        return out
+
+
+def image_condition_names(anatomy: Sequence[str], config: ModelConfig) -> tuple[str, ...]:
+    """Names of the image condition channels, in order: pre, tumor_mask, then anatomy when used."""
+    return ("pre", "tumor_mask", *(tuple(anatomy) if config.use_anatomy else ()))
+
+
+def conditions_from_batch(batch: Mapping[str, object], config: ModelConfig) -> Conditions:
+    """Conditions from a training batch (CONTRACTS section 1).
+
+    Unknown class labels (-1) become the null class: an unknown label is exactly the unconditional case.
+    """
+    images = [batch["pre"], batch["tumor_mask"]]
+    anatomy = batch.get("anatomy")
+    if config.use_anatomy and anatomy is not None and anatomy.shape[1] > 0:
+        images.append(anatomy)
+    class_label = None
+    if config.class_label != "none":
+        labels = batch[CLASS_LABEL_KEYS[config.class_label]].long()
+        class_label = torch.where(labels < 0, torch.full_like(labels, CLASS_COUNTS[config.class_label]), labels)
+    return Conditions(
+        image=torch.cat(images, dim=1),
+        clinical=batch["clinical"].float(),
+        clinical_missing=batch["clinical_missing"].bool(),
+        days=batch["days"].float() if config.use_days else None,
+        class_label=class_label,
+    )

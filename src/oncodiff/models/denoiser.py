@@ -1,0 +1,275 @@
+"""The conditional denoiser: MONAI's DiffusionModelUNet plus our conditioning and drift heads."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import ExitStack
+from dataclasses import fields
+from typing import NamedTuple
+
+import torch
+from monai.networks.blocks import Convolution
+from monai.networks.nets import DiffusionModelUNet
+from torch import Tensor, nn
+
+from oncodiff.cohort.schema import ClinicalVariable, CohortSpec
+from oncodiff.config import ModelConfig
+from oncodiff.models.clinical import CbiAdapter, ClinicalTokenizer
+from oncodiff.models.conditions import CLASS_COUNTS, Conditions, image_condition_names
+from oncodiff.models.embeddings import DaysEmbedding
+from oncodiff.models.hooks import added_to_output, captured_outputs
+
+
+class DenoiserOutput(NamedTuple):
+    """prediction: (B, Ct, *S) in the diffusion parameterisation; drift: (B, 1, *S) or None without a head."""
+
+    prediction: Tensor
+    drift: Tensor | None
+
+
+class DecoupledDriftHead(nn.Module):
+    """PULSAR's decoupled drift head: its own decoder layers on the last up-block features.
+
+    (B, C0, *S) -> (B, 1, *S). The UNet's own output block keeps predicting the diffusion target, so the
+    two objectives share the encoder/decoder trunk but not their final layers (PULSAR: noise and drift
+    interfere less with decoupled decoder layers).
+    """
+
+    def __init__(self, spatial_dims: int, channels: int, norm_num_groups: int):
+        super().__init__()
+        self.layers = nn.Sequential(
+            nn.GroupNorm(norm_num_groups, channels),
+            nn.SiLU(),
+            Convolution(spatial_dims, channels, channels, kernel_size=3, padding=1, conv_only=True),
+            nn.GroupNorm(norm_num_groups, channels),
+            nn.SiLU(),
+            Convolution(spatial_dims, channels, 1, kernel_size=3, padding=1, conv_only=True),
+        )
+
+    def forward(self, features: Tensor) -> Tensor:
+        return self.layers(features)
+
+
+class ConditionalDenoiser(nn.Module):
+    """forward(x_t (B, Ct, *S), t (B,) int64, cond: Conditions) -> DenoiserOutput.
+
+    The UNet input is x_t concatenated on channels with cond.image (Ct + Cc channels).
+    - class label: MONAI's class embedding with n_classes + 1 entries; index n_classes is the trained null
+      class (glioblastoma LDM: classifier-free guidance). Dropout is `drop_labels`, called by training.
+    - days since baseline: Fourier features of days/365 -> MLP, added to the timestep embedding. That sum
+      feeds every ResBlock of MONAI's UNet, so the time point conditions all levels in every clinical mode,
+      including those without cross-attention (a prompt token, as in NAC, would only reach the attention
+      levels, which we keep at low resolution).
+    - clinical "tokens": one token per variable (ClinicalTokenizer) as the cross-attention context.
+    - clinical "cbi": ImmunoDiff's c = Z_img + lambda * sum_i Z_i, added to the output of the UNet's first
+      convolution: the point where a ControlNet injects its condition embedding (ImmunoDiff feeds c to a
+      ControlNet), so c is a feature map with the first level's channels.
+    - drift head "shared": one extra UNet output channel; "decoupled": DecoupledDriftHead.
+    """
+
+    def __init__(
+        self,
+        spatial_dims: int,
+        target_channels: int,
+        image_condition_channels: int,
+        clinical: Sequence[ClinicalVariable],
+        n_classes: int,
+        config: ModelConfig,
+        image_condition_names: Sequence[str] | None = None,
+    ):
+        super().__init__()
+        _check_arguments(spatial_dims, target_channels, image_condition_channels, n_classes, config)
+        if image_condition_names is not None and len(image_condition_names) != image_condition_channels:
+            raise ValueError(
+                f"image_condition_names has {len(image_condition_names)} names for {image_condition_channels} channels"
+            )
+        self.spatial_dims = spatial_dims
+        self.target_channels = target_channels
+        self.image_condition_channels = image_condition_channels
+        self.image_condition_names = tuple(image_condition_names or ())
+        self.clinical_variables = tuple(clinical)
+        self.clinical_mode = config.clinical if self.clinical_variables else "none"
+        if self.clinical_mode == "cbi" and image_condition_channels < 1:
+            raise ValueError("model.clinical=cbi builds Z_img from the image condition; it needs at least one channel")
+        self.n_classes = n_classes if config.class_label != "none" else 0
+        self.config = config
+        time_embed_dim = 4 * config.channels[0]  # MONAI's DiffusionModelUNet timestep embedding width
+        self.clinical_tokens = None
+        self.cbi_adapter = None
+        if self.clinical_mode == "tokens":
+            self.clinical_tokens = ClinicalTokenizer(self.clinical_variables, config.token_dim)
+        elif self.clinical_mode == "cbi":
+            self.cbi_adapter = CbiAdapter(
+                spatial_dims, image_condition_channels, config.channels[0], self.clinical_variables,
+                config.token_dim, config.cbi_lambda,
+            )
+        self.days_embedding = DaysEmbedding(time_embed_dim) if config.use_days else None
+        self.unet = self._build_unet()
+        self.drift_head = (
+            DecoupledDriftHead(spatial_dims, config.channels[0], config.norm_num_groups)
+            if config.drift_head == "decoupled" else None
+        )
+
+    @classmethod
+    def from_spec(cls, spec: CohortSpec, spatial_dims: int, config: ModelConfig, target_channels: int = 1):
+        """The denoiser for a cohort: image channels pre, tumor_mask (+ anatomy), its clinical variables."""
+        names = image_condition_names(spec.anatomy, config)
+        return cls(spatial_dims, target_channels, len(names), spec.clinical, CLASS_COUNTS[config.class_label],
+                   config, image_condition_names=names)
+
+    def _build_unet(self) -> DiffusionModelUNet:
+        c = self.config
+        with_context = self.clinical_mode == "tokens"
+        return DiffusionModelUNet(
+            spatial_dims=self.spatial_dims,
+            in_channels=self.target_channels + self.image_condition_channels,
+            out_channels=self.target_channels + (1 if c.drift_head == "shared" else 0),
+            num_res_blocks=c.num_res_blocks,
+            channels=c.channels,
+            attention_levels=c.attention_levels,
+            norm_num_groups=c.norm_num_groups,
+            num_head_channels=c.num_head_channels,
+            with_conditioning=with_context,
+            cross_attention_dim=c.token_dim if with_context else None,
+            num_class_embeds=self.n_classes + 1 if self.n_classes else None,
+        )
+
+    @property
+    def null_class(self) -> int:
+        """The class index of the trained null class (= n_classes)."""
+        return self.n_classes
+
+    def drop_labels(self, cond: Conditions, generator: torch.Generator | None = None) -> Conditions:
+        """Training-time dropout for classifier-free guidance.
+
+        Each case's class label becomes the null class with probability model.class_dropout, and (separately)
+        all its clinical variables become missing with probability model.clinical_dropout.
+        """
+        device = generator.device if generator is not None else cond.image.device
+        batch = cond.batch_size
+        drop_class = torch.rand(batch, generator=generator, device=device) < self.config.class_dropout
+        drop_clinical = torch.rand(batch, generator=generator, device=device) < self.config.clinical_dropout
+        out = cond
+        if self.n_classes and cond.class_label is not None:
+            nulled = cond.null(self.null_class, drop_class=True)
+            out = _where_case(drop_class.to(cond.image.device), nulled, out, ("class_label",))
+        if self.clinical_variables and cond.clinical is not None:
+            nulled = cond.null(self.null_class, drop_class=False, drop_clinical=True)
+            out = _where_case(drop_clinical.to(cond.image.device), nulled, out, ("clinical", "clinical_missing"))
+        return out
+
+    def forward(self, x_t: Tensor, t: Tensor, cond: Conditions) -> DenoiserOutput:
+        self._check_inputs(x_t, t, cond)
+        context = None
+        if self.clinical_tokens is not None:
+            context = self.clinical_tokens(cond.clinical, cond.clinical_missing)
+        with ExitStack() as stack:
+            if self.days_embedding is not None:
+                stack.enter_context(added_to_output(self.unet.time_embed, self.days_embedding(cond.days)))
+            if self.cbi_adapter is not None:
+                c = self.cbi_adapter(cond.image, cond.clinical, cond.clinical_missing)
+                stack.enter_context(added_to_output(self.unet.conv_in, c))
+            last_up = stack.enter_context(captured_outputs([self.unet.up_blocks[-1]]))
+            output = self.unet(
+                torch.cat([x_t, cond.image.to(x_t.dtype)], dim=1),
+                t,
+                context=context,
+                class_labels=cond.class_label if self.n_classes else None,
+            )
+        if self.drift_head is not None:
+            return DenoiserOutput(output, self.drift_head(last_up[0]))
+        if self.config.drift_head == "shared":
+            return DenoiserOutput(output[:, : self.target_channels], output[:, self.target_channels :])
+        return DenoiserOutput(output, None)
+
+    def _check_inputs(self, x_t: Tensor, t: Tensor, cond: Conditions) -> None:
+        batch, spatial = x_t.shape[0], tuple(x_t.shape[2:])
+        if x_t.dim() != self.spatial_dims + 2 or x_t.shape[1] != self.target_channels:
+            raise ValueError(f"x_t must be (B, {self.target_channels}, *S) with {self.spatial_dims} spatial axes; "
+                             f"got {tuple(x_t.shape)}")
+        if tuple(t.shape) != (batch,):
+            raise ValueError(f"t must be (B,) = ({batch},) timesteps; got shape {tuple(t.shape)}")
+        expected_image = (batch, self.image_condition_channels, *spatial)
+        if tuple(cond.image.shape) != expected_image:
+            raise ValueError(f"cond.image must be {expected_image} (pre, tumor_mask, anatomy...); "
+                             f"got {tuple(cond.image.shape)}")
+        if self.clinical_mode != "none":
+            for name in ("clinical", "clinical_missing"):
+                value = getattr(cond, name)
+                if value is None or tuple(value.shape) != (batch, len(self.clinical_variables)):
+                    shape = None if value is None else tuple(value.shape)
+                    raise ValueError(f"cond.{name} must be (B, V) = ({batch}, {len(self.clinical_variables)}); "
+                                     f"got {shape}")
+        for name, needed in (("days", self.days_embedding is not None), ("class_label", self.n_classes > 0)):
+            value = getattr(cond, name)
+            if needed and (value is None or tuple(value.shape) != (batch,)):
+                shape = None if value is None else tuple(value.shape)
+                raise ValueError(f"cond.{name} must be (B,) = ({batch},) for this model; got {shape}")
+
+    def describe(self) -> dict:
+        """The channel layout and conditioning, JSON-ready, for the run folder."""
+        c = self.config
+        names = list(self.image_condition_names) or [f"condition_{k}" for k in range(self.image_condition_channels)]
+        return {
+            "spatial_dims": self.spatial_dims,
+            "input_channels": [f"x_t[{k}]" for k in range(self.target_channels)] + names,
+            "output_channels": {
+                "prediction": self.target_channels,
+                "drift": 0 if c.drift_head == "none" else 1,
+                "drift_head": c.drift_head,
+            },
+            "unet": {
+                "channels": list(c.channels),
+                "attention_levels": list(c.attention_levels),
+                "num_res_blocks": c.num_res_blocks,
+                "num_head_channels": c.num_head_channels,
+                "norm_num_groups": c.norm_num_groups,
+                "cross_attention_dim": c.token_dim if self.clinical_mode == "tokens" else None,
+            },
+            "clinical": {
+                "mode": self.clinical_mode,
+                "variables": [v.name for v in self.clinical_variables],
+                "groups": list(dict.fromkeys(v.group for v in self.clinical_variables)),
+                "token_dim": c.token_dim if self.clinical_mode != "none" else None,
+                "cbi_lambda": c.cbi_lambda if self.clinical_mode == "cbi" else None,
+            },
+            "class_label": {"kind": c.class_label, "n_classes": self.n_classes,
+                            "null_class": self.null_class if self.n_classes else None},
+            "days": "fourier(days/365) -> MLP -> + timestep embedding" if c.use_days else None,
+            "parameters": count_parameters(self),
+        }
+
+
+def count_parameters(module: nn.Module) -> dict[str, int]:
+    """Parameter counts: total, trainable, and per direct child module."""
+    counts = {"total": sum(p.numel() for p in module.parameters()),
+              "trainable": sum(p.numel() for p in module.parameters() if p.requires_grad)}
+    for name, child in module.named_children():
+        counts[name] = sum(p.numel() for p in child.parameters())
+    return counts
+
+
+def _where_case(mask: Tensor, if_true: Conditions, if_false: Conditions, names: tuple[str, ...]) -> Conditions:
+    """Per case (mask (B,)), take the fields ``names`` from ``if_true``, others from ``if_false``."""
+    out = {}
+    for field in fields(Conditions):
+        value = getattr(if_false, field.name)
+        if field.name in names and value is not None:
+            pick = mask.reshape(-1, *([1] * (value.dim() - 1)))
+            value = torch.where(pick, getattr(if_true, field.name), value)
+        out[field.name] = value
+    return Conditions(**out)
+
+
+def _check_arguments(spatial_dims, target_channels, image_condition_channels, n_classes, config) -> None:
+    if spatial_dims not in (2, 3):
+        raise ValueError(f"spatial_dims={spatial_dims}: oncodiff denoisers are 2D or 3D")
+    if target_channels < 1:
+        raise ValueError(f"target_channels={target_channels} must be >= 1")
+    if image_condition_channels < 0:
+        raise ValueError(f"image_condition_channels={image_condition_channels} must be >= 0")
+    if config.class_label != "none" and n_classes < 1:
+        raise ValueError(
+            f"model.class_label={config.class_label} needs n_classes >= 1 (got {n_classes}); "
+            "set model.class_label=none to train without a class label"
+        )
