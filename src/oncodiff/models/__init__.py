@@ -7,6 +7,8 @@ from oncodiff.models.conditions import (
     Conditions,
     conditions_from_batch,
     image_condition_names,
+    post_from_target,
+    target_from_batch,
 )
 from oncodiff.models.denoiser import ConditionalDenoiser, DecoupledDriftHead, DenoiserOutput, count_parameters
 from oncodiff.models.embeddings import ROPE_BASE, DaysEmbedding, apply_rope, fourier_features, rope_frequencies
@@ -29,6 +31,8 @@ __all__ = [
     "count_parameters",
     "fourier_features",
     "image_condition_names",
+    "post_from_target",
+    "target_from_batch",
     "rope_frequencies",
     "upblock_feature_dim",
     "upblock_features",

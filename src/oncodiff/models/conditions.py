@@ -105,3 +105,17 @@ def conditions_from_batch(batch: Mapping[str, object], config: ModelConfig) -> C
         days=batch["days"].float() if config.use_days else None,
         class_label=class_label,
     )
+
+
+def target_from_batch(batch: Mapping[str, Tensor], target: str) -> Tensor:
+    """What the network generates: the follow-up ``post`` or the drift post - pre (PULSAR eq. 1). (B, 1, *S)."""
+    if target == "drift":
+        return batch["post"] - batch["pre"]
+    if target == "post":
+        return batch["post"]
+    raise ValueError(f"diffusion.target must be 'post' or 'drift', got {target!r}")
+
+
+def post_from_target(pre: Tensor, generated: Tensor, target: str) -> Tensor:
+    """The follow-up implied by a generated target: pre + drift, or the generated post itself."""
+    return pre + generated if target == "drift" else generated

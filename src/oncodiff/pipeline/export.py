@@ -1,0 +1,121 @@
+"""The exported model: ``model.safetensors`` + ``config.json``, all that ``predict`` needs.
+
+config.json holds the experiment config, the layout (spatial dims, input channels, clinical
+variables, class count) and the fitted clinical encoding (training-split statistics), so a model
+is rebuilt from plain data: no pickled code, no training code.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from oncodiff import __version__
+from oncodiff.cohort.schema import ClinicalVariable
+from oncodiff.config import Config, ModelConfig
+from oncodiff.errors import OncodiffError
+from oncodiff.models import CLASS_COUNTS, ConditionalDenoiser
+
+EXPORT_FORMAT = 1
+WEIGHTS = "model.safetensors"
+CONFIG = "config.json"
+
+
+@dataclass(frozen=True)
+class ModelLayout:
+    """What the network's inputs are: enough to rebuild it without the cohort."""
+
+    spatial_dims: int
+    image_condition_names: tuple[str, ...]
+    clinical: tuple[ClinicalVariable, ...]
+    anatomy: tuple[str, ...] = ()
+    target_channels: int = 1
+    crop_size: tuple[int, ...] = ()
+    clinical_encoder: dict[str, Any] = field(default_factory=dict)
+    response_positive: str | None = None
+
+    def n_classes(self, model: ModelConfig) -> int:
+        return CLASS_COUNTS[model.class_label]
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["clinical"] = [v.model_dump(mode="json") for v in self.clinical]
+        return out
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> ModelLayout:
+        raw = dict(raw)
+        raw["clinical"] = tuple(ClinicalVariable.model_validate(v) for v in raw.get("clinical", ()))
+        for key in ("image_condition_names", "anatomy", "crop_size"):
+            raw[key] = tuple(raw.get(key, ()))
+        return cls(**raw)
+
+
+def build_denoiser(model: ModelConfig, layout: ModelLayout) -> ConditionalDenoiser:
+    """The denoiser for ``layout``, freshly initialised."""
+    return ConditionalDenoiser(
+        spatial_dims=layout.spatial_dims,
+        target_channels=layout.target_channels,
+        image_condition_channels=len(layout.image_condition_names),
+        clinical=layout.clinical,
+        n_classes=layout.n_classes(model),
+        config=model,
+        image_condition_names=layout.image_condition_names,
+    )
+
+
+@dataclass
+class ExportedModel:
+    """A loaded export: the network in eval mode, its config and its layout."""
+
+    net: ConditionalDenoiser
+    config: Config
+    layout: ModelLayout
+    path: Path
+
+
+def save_export(folder: str | Path, net: torch.nn.Module, config: Config, layout: ModelLayout,
+                extra: dict[str, Any] | None = None) -> Path:
+    """Write ``folder/model.safetensors`` and ``folder/config.json``."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
+    save_file(state, str(folder / WEIGHTS))
+    meta = {"format": EXPORT_FORMAT, "oncodiff_version": __version__, "config": config.model_dump(mode="json"),
+            "layout": layout.to_dict(), **(extra or {})}
+    (folder / CONFIG).write_text(json.dumps(meta, indent=2) + "\n")
+    return folder
+
+
+def export_folder(path: str | Path) -> Path:
+    """The folder holding model.safetensors: ``path`` itself, or a run folder's ``model/``."""
+    path = Path(path)
+    for candidate in (path, path / "model"):
+        if (candidate / WEIGHTS).is_file() and (candidate / CONFIG).is_file():
+            return candidate
+    raise OncodiffError(f"{path}: no {WEIGHTS} + {CONFIG} here or in {path / 'model'}; "
+                        "pass a run folder written by `oncodiff train` (training must have finished)")
+
+
+def read_export_meta(path: str | Path) -> dict[str, Any]:
+    """config.json of an export, checked for a supported format."""
+    meta = json.loads((export_folder(path) / CONFIG).read_text())
+    if meta.get("format") != EXPORT_FORMAT:
+        raise OncodiffError(f"{path}: export format {meta.get('format')} is not supported (expected {EXPORT_FORMAT})")
+    return meta
+
+
+def load_export(path: str | Path, device: str | torch.device = "cpu") -> ExportedModel:
+    """Rebuild the network from an export and load its weights (strictly: every tensor must match)."""
+    folder = export_folder(path)
+    meta = read_export_meta(folder)
+    config = Config.model_validate(meta["config"])
+    layout = ModelLayout.from_dict(meta["layout"])
+    net = build_denoiser(config.model, layout)
+    net.load_state_dict(load_file(str(folder / WEIGHTS)), strict=True)
+    return ExportedModel(net=net.to(device).eval(), config=config, layout=layout, path=folder)

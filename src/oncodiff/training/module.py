@@ -1,0 +1,137 @@
+"""LightningModules: the diffusion model and the deterministic regression baseline.
+
+Both wrap the same :class:`~oncodiff.models.ConditionalDenoiser`, so "the same U-Net trained
+deterministically" (the regression baseline of issue 4) differs from the diffusion model only in
+its objective. Randomness in a training step (timesteps, noise, label dropout) comes from generators
+seeded by (seed, global step, rank, element): a resumed run replays exactly what an uninterrupted
+run would have drawn.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from oncodiff.config import Config
+from oncodiff.diffusion import DiffusionLoss, NoiseSchedule
+from oncodiff.models import ConditionalDenoiser, Conditions, conditions_from_batch, target_from_batch
+from oncodiff.pipeline.export import ModelLayout, build_denoiser
+
+VALIDATION_SEED = 12345  # validation draws the same t and noise for each case at every check
+
+
+def step_generators(seed: int, step: int, rank: int, n: int) -> list[torch.Generator]:
+    """One generator per batch element, a pure function of (seed, step, rank, element)."""
+    base = (seed * 1_000_003 + step) * 1_009 + rank
+    return [torch.Generator().manual_seed(base * 1_013 + i) for i in range(n)]
+
+
+def tumor_weight_map(tumor_mask: Tensor, weight: float, dilation: int = 3) -> Tensor | None:
+    """1 everywhere plus ``weight`` inside the tumour mask dilated by ``dilation`` voxels. (B, 1, *S)."""
+    if weight <= 0:
+        return None
+    pool = F.max_pool2d if tumor_mask.ndim == 4 else F.max_pool3d
+    dilated = pool(tumor_mask.float(), kernel_size=2 * dilation + 1, stride=1, padding=dilation)
+    return 1.0 + weight * dilated
+
+
+class _DenoiserModule(L.LightningModule):
+    """Optimiser, LR schedule and logging shared by both objectives."""
+
+    def __init__(self, config: Config, layout: ModelLayout, total_steps: int):
+        super().__init__()
+        self.config = config
+        self.layout = layout
+        self.total_steps = max(1, total_steps)
+        self.net: ConditionalDenoiser = build_denoiser(config.model, layout)
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        train = self.config.training
+        params = [p for p in self.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(params, lr=train.lr, weight_decay=train.weight_decay)
+        warmup = min(train.warmup_steps, self.total_steps // 4)
+
+        def lr_factor(step: int) -> float:  # linear warm-up, then cosine to zero over total_steps
+            if step < warmup:
+                return (step + 1) / (warmup + 1)
+            progress = min(1.0, (step - warmup) / max(1, self.total_steps - warmup))
+            return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def _conditions(self, batch: dict, generators: list[torch.Generator] | None) -> Conditions:
+        cond = conditions_from_batch(batch, self.config.model)
+        if generators is None:  # validation: conditional, nothing dropped
+            return cond
+        return self.net.drop_labels(cond, generator=generators[0])
+
+    def _generators(self, batch: dict, validation: bool) -> list[torch.Generator]:
+        n = batch["pre"].shape[0]
+        if validation:
+            return [torch.Generator().manual_seed(VALIDATION_SEED + int(i)) for i in batch["index"]]
+        return step_generators(self.config.training.seed, self.global_step, self.global_rank, n)
+
+    def _log_parts(self, parts: dict[str, Tensor], stage: str, batch_size: int) -> None:
+        on_step = stage == "train"
+        for name, value in parts.items():
+            key = f"{stage}_{name}" if name != "loss" else f"{stage}_loss"
+            self.log(key, value, on_step=on_step, on_epoch=True, prog_bar=name == "loss", batch_size=batch_size,
+                     sync_dist=not on_step)
+
+    def training_step(self, batch: dict, batch_idx: int) -> Tensor:
+        loss, parts = self.objective(batch, validation=False)
+        self._log_parts(parts, "train", batch["pre"].shape[0])
+        return loss
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        _, parts = self.objective(batch, validation=True)
+        self._log_parts(parts, "val", batch["pre"].shape[0])
+
+    def objective(self, batch: dict, validation: bool) -> tuple[Tensor, dict[str, Tensor]]:
+        raise NotImplementedError
+
+
+class DiffusionModule(_DenoiserModule):
+    """Conditional diffusion on the target (post or drift) with the configured parameterisation."""
+
+    def __init__(self, config: Config, layout: ModelLayout, total_steps: int):
+        super().__init__(config, layout, total_steps)
+        self.loss_fn = DiffusionLoss.from_config(config.diffusion, NoiseSchedule.from_config(config.diffusion))
+
+    def objective(self, batch: dict, validation: bool) -> tuple[Tensor, dict[str, Tensor]]:
+        generators = self._generators(batch, validation)
+        cond = self._conditions(batch, None if validation else generators)
+        diffusion = self.config.diffusion
+        x0 = target_from_batch(batch, diffusion.target)
+        drift_target = (batch["post"] - batch["pre"]) if self.net.drift_head is not None else None
+
+        def model_fn(x_t: Tensor, t: Tensor):
+            out = self.net(x_t, t, cond)
+            return out.prediction if drift_target is None else (out.prediction, out.drift)
+
+        weight = tumor_weight_map(batch["tumor_mask"], diffusion.tumor_loss_weight)
+        return self.loss_fn(model_fn, x0, generators, weight_map=weight, drift_target=drift_target)
+
+
+class RegressionModule(_DenoiserModule):
+    """The deterministic baseline: the same U-Net, no noise, fed zeros and t = 0, trained with MSE."""
+
+    def objective(self, batch: dict, validation: bool) -> tuple[Tensor, dict[str, Tensor]]:
+        generators = self._generators(batch, validation)
+        cond = self._conditions(batch, None if validation else generators)
+        target = target_from_batch(batch, self.config.diffusion.target)
+        prediction = self.net(torch.zeros_like(target), torch.zeros(target.shape[0], dtype=torch.long,
+                                                                    device=target.device), cond).prediction.float()
+        weight = tumor_weight_map(batch["tumor_mask"], self.config.diffusion.tumor_loss_weight)
+        squared = (prediction - target).square()
+        mse = (squared * weight).mean() if weight is not None else squared.mean()
+        return mse, {"mse": mse.detach(), "loss": mse.detach()}
+
+
+MODULES = {"diffusion": DiffusionModule, "regression": RegressionModule}
