@@ -193,6 +193,14 @@ def test_dpm_solver_pp_matches_diffusers(prediction, steps):
     torch.testing.assert_close(ours, expected, rtol=1e-4, atol=1e-4)
 
 
+def test_trailing_timesteps_are_steps_distinct_timesteps_from_the_last():
+    for train in (21, 22, 100, 1000):
+        for steps in range(1, train + 1, 1 if train < 200 else 37):
+            timesteps = trailing_timesteps(train, steps)
+            assert len(timesteps) == steps and timesteps[0] == train - 1 and min(timesteps) >= 0
+            assert all(a > b for a, b in zip(timesteps, timesteps[1:], strict=False))
+
+
 def test_trailing_timesteps_match_diffusers():
     diffusers = pytest.importorskip("diffusers")
     for train, steps in [(1000, 10), (1000, 7), (21, 21), (21, 5), (100, 1)]:

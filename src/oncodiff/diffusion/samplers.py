@@ -49,7 +49,10 @@ def trailing_timesteps(num_train_timesteps: int, steps: int) -> tuple[int, ...]:
     """``steps`` descending train timesteps, the first one T - 1 (diffusers' "trailing" spacing)."""
     if not 1 <= steps <= num_train_timesteps:
         raise ValueError(f"steps={steps} must be between 1 and the {num_train_timesteps} train timesteps")
-    return tuple(int(t) for t in np.round(np.arange(num_train_timesteps, 0, -num_train_timesteps / steps)) - 1)
+    # round(T - k T / n) - 1 for k < n; diffusers' np.arange(T, 0, -T / n) form can yield n + 1 values
+    # (e.g. T = 21, n = 15) through floating-point error, the last one -1.
+    spacing = num_train_timesteps / steps
+    return tuple(int(t) for t in np.round(num_train_timesteps - np.arange(steps) * spacing) - 1)
 
 
 class Sampler(ABC):
