@@ -126,13 +126,20 @@ class DiffusionConfig(_Section):
 
     target: Literal["post", "drift"] = Field("drift", description="generate the post scan or the drift post - pre")
     prediction: Literal["eps", "v", "x0"] = Field("x0", description="network parameterisation")
-    schedule: Literal["linear", "scaled_linear", "cosine", "pulsar"] = "cosine"
+    schedule: Literal["linear", "scaled_linear", "cosine", "pulsar"] = Field(
+        "cosine",
+        description="linear / scaled_linear betas from beta_start..beta_end; cosine (Nichol & Dhariwal); "
+        "pulsar: alpha_bar = 1 - linspace(0.05, 0.95, T), the paper's T = 21",
+    )
     num_train_timesteps: int = Field(1000, ge=2)
     beta_start: float = 1e-4
     beta_end: float = 2e-2
     ssim_weight: float = Field(0.0, ge=0.0, le=1.0, description="loss = (1 - w) * MSE + w * (1 - SSIM); PULSAR: 0.1")
     drift_loss_weight: float = Field(1.0, ge=0.0, description="weight of the auxiliary drift head loss")
     tumor_loss_weight: float = Field(0.0, ge=0.0, description="extra loss weight inside the dilated tumour mask")
+    min_snr_gamma: float | None = Field(
+        None, gt=0.0, description="Min-SNR-gamma loss weighting (Hang et al. 2023; 5 is their choice); null = off"
+    )
 
 
 class SamplingConfig(_Section):
@@ -142,6 +149,9 @@ class SamplingConfig(_Section):
     steps: int = Field(20, ge=1)
     eta: float = Field(0.0, ge=0.0)
     guidance_scale: float = Field(1.0, description="classifier-free guidance; 1 = conditional, 0 = unconditional")
+    clip_x0: float | None = Field(
+        None, gt=0.0, description="clamp the predicted x0 to [-clip_x0, clip_x0] at every step; null = no clamp"
+    )
     samples: int = Field(8, ge=1)
     batch_size: int = Field(64, ge=1, description="network inputs per forward pass")
 
