@@ -1,0 +1,31 @@
+"""Small Lightning callbacks: one readable line per epoch where no progress bar fits."""
+
+from __future__ import annotations
+
+import time
+
+import lightning as L
+from lightning.pytorch.callbacks import Callback
+
+
+class EpochLine(Callback):
+    """Prints ``epoch 3/200  step 150/900  train_loss 0.0123  val_loss 0.0150  lr 1.9e-04  2.1 min``."""
+
+    def __init__(self, total_steps: int):
+        self.total_steps = total_steps
+        self.start = time.monotonic()
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking or not trainer.is_global_zero:
+            return
+        metrics = trainer.callback_metrics
+        parts = [f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}",
+                 f"step {trainer.global_step}/{self.total_steps}"]
+        for key in ("train_loss_epoch", "val_loss"):
+            if key in metrics:
+                parts.append(f"{key.removesuffix('_epoch')} {float(metrics[key]):.5f}")
+        optimizers = trainer.optimizers
+        if optimizers:
+            parts.append(f"lr {optimizers[0].param_groups[0]['lr']:.2e}")
+        parts.append(f"{(time.monotonic() - self.start) / 60:.1f} min")
+        print("  ".join(parts), flush=True)
