@@ -148,6 +148,10 @@ def test_bad_inputs_raise_clear_errors():
         mse(pred, target, mask=np.ones((8, 8)))
     with pytest.raises(ValueError, match="data_range"):
         psnr(pred, target, data_range=0)
+    with pytest.raises(ValueError, match="kernel_size"):
+        ssim(pred, target, kernel_size=10)
+    with pytest.raises(ValueError, match="kernel_sigma"):
+        ssim(pred, target, kernel_sigma=0.0)
     with pytest.raises(ValueError, match="spatial"):
         mse(pred[None, None], target[None, None], spatial_dims=2)
 
@@ -164,7 +168,8 @@ def test_summarize_known_values():
 def test_metric_table_collects_per_method_and_counts_undefined():
     table = MetricTable()
     table.add("identity", {"ssim": 0.5, "ssim_tumor": None}, case_ids="P1")
-    table.add("identity", [{"ssim": 0.7, "ssim_tumor": 0.2}, {"ssim": 0.9, "ssim_tumor": np.float32(0.4)}], ["P2", "P3"])
+    batch = [{"ssim": 0.7, "ssim_tumor": 0.2}, {"ssim": 0.9, "ssim_tumor": np.float32(0.4)}]
+    table.add("identity", batch, ["P2", "P3"])
     table.add("diffusion", {"ssim": 0.8, "agree": True})
     assert table.methods == ["identity", "diffusion"]
     assert table.values("identity", "ssim") == [0.5, 0.7, 0.9]  # the per-case list for a histogram

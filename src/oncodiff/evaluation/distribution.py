@@ -59,7 +59,8 @@ def mmd(x: np.ndarray, y: np.ndarray, bandwidth: float | None = None) -> float:
     """
     x_flat, y_flat = _flatten(x, "x"), _flatten(y, "y")
     if x_flat.shape[1] != y_flat.shape[1]:
-        raise ValueError(f"x and y must have the same number of features per sample, got {x_flat.shape[1]} and {y_flat.shape[1]}")
+        widths = (x_flat.shape[1], y_flat.shape[1])
+        raise ValueError(f"x and y must have the same number of features per sample, got {widths[0]} and {widths[1]}")
     if bandwidth is None:
         bandwidth = median_heuristic_bandwidth(x_flat, y_flat)
     if not bandwidth > 0:
@@ -90,7 +91,8 @@ def frechet_distance_from_moments(
     mean_a, mean_b = np.asarray(mean_a, dtype=np.float64), np.asarray(mean_b, dtype=np.float64)
     cov_a, cov_b = np.atleast_2d(cov_a).astype(np.float64), np.atleast_2d(cov_b).astype(np.float64)
     if cov_a.shape != cov_b.shape or cov_a.shape != (mean_a.size, mean_a.size) or mean_a.shape != mean_b.shape:
-        raise ValueError(f"means (D,) and covariances (D, D) must agree, got {mean_a.shape}, {cov_a.shape}, {mean_b.shape}, {cov_b.shape}")
+        shapes = (mean_a.shape, cov_a.shape, mean_b.shape, cov_b.shape)
+        raise ValueError(f"means (D,) and covariances (D, D) must agree, got shapes {shapes}")
     root_a = _psd_sqrt(cov_a)
     product_eigenvalues = np.linalg.eigvalsh(root_a @ cov_b @ root_a)
     trace_sqrt = np.sqrt(np.clip(product_eigenvalues, 0.0, None)).sum()
@@ -176,7 +178,8 @@ def lpips(
     if weights is None:
         return {"values": None, "mean": None, "status": NO_LPIPS_WEIGHTS}
     if np.shape(pred) != np.shape(target) or np.ndim(pred) < 3:
-        raise ValueError(f"LPIPS needs paired batches (N, *S) of one shape, got {np.shape(pred)} and {np.shape(target)}")
+        shapes = (np.shape(pred), np.shape(target))
+        raise ValueError(f"LPIPS needs paired batches (N, *S) of one shape, got {shapes[0]} and {shapes[1]}")
     net = load_torchscript(weights, "evaluation.lpips_weights")
     pred, target = np.asarray(pred, dtype=np.float32), np.asarray(target, dtype=np.float32)
     values: list[float] = []

@@ -124,6 +124,8 @@ def _check_range(data_range: float) -> None:
 
 
 def _windows(spatial_shape: Sequence[int], kernel_size: int) -> tuple[int, ...]:
+    if kernel_size < 1 or kernel_size % 2 == 0:
+        raise ValueError(f"SSIM kernel_size must be a positive odd number of voxels (default 11), got {kernel_size}")
     # An axis shorter than the window (thin 3D crops, e.g. 16 or 8 slices) gets the largest odd
     # window that fits instead of an error; sigma stays the same.
     return tuple(min(kernel_size, n if n % 2 else n - 1) for n in spatial_shape)
@@ -148,6 +150,8 @@ def ssim_map(
     than the window.
     """
     _check_range(data_range)
+    if not kernel_sigma > 0:
+        raise ValueError(f"SSIM kernel_sigma must be positive (default 1.5), got {kernel_sigma}")
     pred_b, target_b, _, batched = _pair(pred, target, spatial_dims)
     radius = (0,) + tuple(w // 2 for w in _windows(pred_b.shape[1:], kernel_size))
     sigma = (0.0,) + (kernel_sigma,) * (pred_b.ndim - 1)  # sigma 0: no smoothing across cases
@@ -177,7 +181,7 @@ def ssim(
 
     Whole image: the mean of the SSIM map without the half-window border, which equals
     ``skimage.metrics.structural_similarity(gaussian_weights=True, sigma=1.5,
-    use_sample_covariance=False)`` and MONAI's ``SSIMMetric``. In a mask: the SSIM map is computed
+    use_sample_covariance=False)`` (and MONAI's float32 ``SSIMMetric`` to ~1e-3). In a mask: the SSIM map is computed
     over the whole image (:func:`ssim_map`) and averaged over the masked voxels, the usual masked
     SSIM; windows near the tumour edge therefore also see surrounding tissue. None for an empty mask.
     """

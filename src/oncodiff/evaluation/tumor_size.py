@@ -13,7 +13,6 @@ axis) gives the number of spatial axes, so volumes are in mm^3 (3D) or mm^2 (2D)
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -166,7 +165,7 @@ class TumorSegmenter:
         if spatial_dims not in (2, 3):
             raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}")
         if len(channels) < 2 or any(c < 1 for c in channels):
-            raise ValueError(f"channels needs at least two positive widths (one per U-Net level), got {tuple(channels)}")
+            raise ValueError(f"channels needs two or more positive widths (one per U-Net level), got {tuple(channels)}")
         if not learning_rate > 0:
             raise ValueError(f"learning_rate must be positive, got {learning_rate}")
         self.spatial_dims, self.channels = spatial_dims, tuple(int(c) for c in channels)
@@ -217,7 +216,8 @@ class TumorSegmenter:
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-        report: dict[str, Value | int] = {"steps": steps, "final_loss": loss.item(), "val_dice": None, "val_undefined": 0}
+        report: dict[str, Value | int] = {"steps": steps, "final_loss": loss.item()}
+        report.update(val_dice=None, val_undefined=0)
         if val is not None:
             scores = dice(self.predict(val[0])[:, 0], np.asarray(val[1])[:, 0] > 0, spatial_dims=self.spatial_dims)
             defined = [s for s in scores if s is not None]
@@ -256,7 +256,7 @@ class TumorSegmenter:
             metadata = f.metadata() or {}
             state = {k: f.get_tensor(k) for k in f.keys()}
         if "spatial_dims" not in metadata or "channels" not in metadata:
-            raise ValueError(f"{path}: not a TumorSegmenter file (no spatial_dims/channels metadata); write it with save()")
+            raise ValueError(f"{path}: not a TumorSegmenter file (no spatial_dims/channels metadata); use save()")
         segmenter = cls(int(metadata["spatial_dims"]), json.loads(metadata["channels"]), device=device)
         segmenter.network.load_state_dict(state)
         return segmenter

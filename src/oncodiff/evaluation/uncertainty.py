@@ -20,7 +20,8 @@ def _valid_cases(samples: np.ndarray, truth: np.ndarray, min_samples: int) -> tu
     samples = np.asarray(samples, dtype=np.float64)
     truth = np.asarray(truth, dtype=np.float64)
     if samples.ndim != 2 or truth.shape != (samples.shape[0],):
-        raise ValueError(f"expected samples (N_cases, N_samples) and truth (N_cases,), got {samples.shape} and {truth.shape}")
+        shapes = (samples.shape, truth.shape)
+        raise ValueError(f"expected samples (N_cases, N_samples) and truth (N_cases,), got {shapes[0]} and {shapes[1]}")
     if samples.shape[1] < min_samples:
         raise ValueError(f"need at least {min_samples} samples per case, got {samples.shape[1]}")
     keep = np.isfinite(truth) & np.isfinite(samples).all(axis=1)
