@@ -202,7 +202,7 @@ class TumorSegmenter:
         x = _pad_to_multiple(_as_images(images, self.spatial_dims, "images"), self._multiple, "replicate")
         y = _pad_to_multiple((_as_images(masks, self.spatial_dims, "masks") > 0).float(), self._multiple, "constant")
         if x.shape != y.shape:
-            raise ValueError(f"images {tuple(images.shape)} and masks {tuple(masks.shape)} must have the same shape")
+            raise ValueError(f"images {np.shape(images)} and masks {np.shape(masks)} must have the same shape")
         generator = torch.Generator().manual_seed(self.seed)
         loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
         optimizer = torch.optim.Adam(self.network.parameters(), lr=self.learning_rate)
