@@ -187,6 +187,31 @@ class EvaluationConfig(_Section):
     )
     feature_timestep: int = Field(100, ge=0, description="noise level for up-block features (ImmunoDiff stage 2)")
     folds: int = Field(5, ge=2)
+    data_range: float = Field(
+        1.0, gt=0, description="intensity span for PSNR and SSIM; preprocessing normalises images to about [0, 1]"
+    )
+    mmd_bandwidth: float | None = Field(
+        None, gt=0, description="RBF kernel bandwidth for MMD; null = median pairwise distance (median heuristic)"
+    )
+    fid_weights: str | None = Field(
+        None, description="TorchScript feature extractor for FID: (B, 1, *S) images in [0, 1] -> (B, D) features"
+    )
+    lpips_weights: str | None = Field(
+        None, description="TorchScript LPIPS network: (pred, target), each (B, 1, *S) in [0, 1] -> (B,) distances"
+    )
+    segmenter_steps: int = Field(
+        300, ge=1, description="training steps of the follow-up tumour segmenter used for size change (NAC paper)"
+    )
+    coverage_levels: tuple[float, ...] = Field(
+        (0.5, 0.9), description="nominal levels of the central sample intervals checked for coverage"
+    )
+
+    @field_validator("coverage_levels")
+    @classmethod
+    def _levels(cls, v: tuple[float, ...]) -> tuple[float, ...]:
+        if not v or any(not 0.0 < level < 1.0 for level in v):
+            raise ValueError("evaluation.coverage_levels must be fractions strictly between 0 and 1, e.g. [0.5, 0.9]")
+        return v
 
 
 class Config(_Section):
