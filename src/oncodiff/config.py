@@ -168,7 +168,7 @@ class EvaluationConfig(_Section):
     )
     feature_timestep: int = Field(100, ge=0, description="noise level for up-block features (ImmunoDiff stage 2)")
     folds: int = Field(5, ge=2)
-    head_epochs: int = Field(300, ge=1, description="full-batch AdamW steps of the response and Cox heads per fold")
+    head_epochs: int = Field(200, ge=1, description="full-batch AdamW steps of the response and Cox heads per fold")
     cnn_epochs: int = Field(10, ge=1, description="epochs of the from-scratch scan CNN baseline per fold")
 
 
