@@ -1,5 +1,7 @@
 """Outcome heads, the Cox loss, metrics and patient-grouped cross-validation (evaluation/outcomes.py)."""
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -136,6 +138,15 @@ def test_predicting_responders_as_one_gives_recall_one_never_inverted():
     assert partial["balanced_accuracy"] == pytest.approx((0.5 + 0.75) / 2)
 
 
+@pytest.mark.parametrize("model", ["head", "logistic"])
+def test_cross_validation_never_inverts_labels(model):
+    labels = np.array([1, 0, 0, 0] * 10)  # responders are the minority and come first
+    features = labels[:, None] + 0.01 * np.random.default_rng(13).normal(size=(40, 2))
+    result = cross_validate_response(features, labels, np.arange(40), folds=5, seed=0, model=model, options=FAST)
+    assert result.pooled["recall"] == 1.0 and result.pooled["precision"] == 1.0
+    assert (result.oof[labels == RESPONDER] > 0.5).all()
+
+
 def test_response_metrics_on_a_single_class_are_none_not_a_crash():
     metrics = response_metrics(np.zeros(4, dtype=int), np.array([0.1, 0.2, 0.3, 0.4]))
     assert metrics["auc"] is None and metrics["balanced_accuracy"] is None and metrics["recall"] is None
@@ -207,7 +218,7 @@ def test_response_cv_degenerate_folds_and_unknown_labels():
     # one responder: the fold holding it out trains on non-responders only
     single = cross_validate_response(features[1:], labels[1:], np.arange(19), folds=5, seed=0, model="logistic")
     assert len(single.notes) == 1 and "one class" in single.notes[0]
-    result_dict = single.to_dict()
+    result_dict = json.loads(json.dumps(single.to_dict()))
     assert result_dict["oof"][-1] is None and len(result_dict["per_fold"]) == 5
 
 
@@ -281,7 +292,7 @@ def test_kaplan_meier_by_risk_matches_lifelines_and_separates_groups():
     np.testing.assert_allclose(high.survival, reference.survival_function_.iloc[:, 0].to_numpy())
     assert (np.diff(high.survival) <= 0).all() and (high.ci_lower <= high.survival).all()
     assert (high.survival <= high.ci_upper).all()
-    assert set(km.to_dict()) == {"curves", "threshold", "logrank_p"}
+    assert set(json.loads(json.dumps(km.to_dict()))) == {"curves", "threshold", "logrank_p"}
     equal = kaplan_meier_by_risk(time, event, np.zeros(120))
     assert len(equal.curves) == 1 and equal.logrank_p is None
 

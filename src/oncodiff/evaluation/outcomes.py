@@ -18,7 +18,7 @@ import math
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import numpy as np
 import pandas as pd
@@ -41,8 +41,8 @@ RESPONSE_METRICS = ("balanced_accuracy", "f1", "precision", "recall", "auc")
 SURVIVAL_METRICS = ("c_index",)
 ResponseModel = Literal["head", "logistic"]
 SurvivalModel = Literal["cox_head", "coxph"]
-_RESPONSE_MODELS = ("head", "logistic")
-_SURVIVAL_MODELS = ("cox_head", "coxph")
+_RESPONSE_MODELS = get_args(ResponseModel)
+_SURVIVAL_MODELS = get_args(SurvivalModel)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -74,7 +74,11 @@ class HeadOptions:
 
 @dataclass(frozen=True)
 class CNNOptions:
-    """The from-scratch scan CNN baseline (MONAI DenseNet, tiny widths so it trains on a CPU)."""
+    """The from-scratch scan CNN baseline (MONAI DenseNet, tiny widths so it trains on a CPU).
+
+    ``precision="bf16-mixed"`` autocasts to bf16 on GPU and for 2D on CPU; 3D on CPU trains in
+    float32 because this torch's CPU bf16 conv3d weight gradients are wrong (see ``_autocast``).
+    """
 
     epochs: int = 10
     batch_size: int = 16
@@ -136,11 +140,11 @@ class CVResult:
 
     def formatted(self, digits: int = 2) -> dict[str, str]:
         """Each metric as the paper's tables write it, ``"0.74 ± 0.20"`` (``"n/a"`` if undefined)."""
-        out = {}
-        for name, mean in self.mean.items():
-            std = self.std[name]
-            out[name] = "n/a" if mean is None else f"{mean:.{digits}f} ± {'n/a' if std is None else f'{std:.{digits}f}'}"
-        return out
+        def number(value: float | None) -> str:
+            return "n/a" if value is None else f"{value:.{digits}f}"
+
+        return {name: "n/a" if mean is None else f"{number(mean)} ± {number(self.std[name])}"
+                for name, mean in self.mean.items()}
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: NaN predictions become None."""
@@ -602,9 +606,13 @@ def _device(options: CNNOptions) -> torch.device:
     return torch.device(options.device)
 
 
-def _autocast(options: CNNOptions, device: torch.device) -> torch.autocast:
+def _autocast(options: CNNOptions, device: torch.device, spatial_dims: int) -> torch.autocast:
     # bf16 autocast: the CPUs we target have AMX bf16 (design.md), GPUs have bf16 tensor cores.
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=options.precision == "bf16-mixed")
+    # Except 3D on CPU: oneDNN's bf16 conv3d weight gradient is wrong (NaN or >5 % off, every time)
+    # when the first spatial axis is 2 and in_channels >= 16 (torch 2.13 CPU, with or without AMX),
+    # which this network's deepest block reaches on small crops. Forward and input gradients are fine.
+    enabled = options.precision == "bf16-mixed" and not (device.type == "cpu" and spatial_dims == 3)
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled)
 
 
 def _batches(order: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
@@ -635,7 +643,7 @@ def _train_scan_cnn(images: np.ndarray, clinical: np.ndarray | None,
         net.train()
         for _ in range(options.epochs):
             for batch in _batches(torch.randperm(len(x), generator=shuffle), options.batch_size):
-                with _autocast(options, device):
+                with _autocast(options, device, x.ndim - 2):
                     out = net(x[batch.to(device)], None if c is None else c[batch.to(device)])
                 optimizer.zero_grad()
                 loss(out.float(), batch).backward()
@@ -648,7 +656,7 @@ def _predict_scan_cnn(net: ScanOutcomeCNN, images: np.ndarray, clinical: np.ndar
     device = next(net.parameters()).device
     x, c = _as_tensors(images, clinical, device)
     outputs = []
-    with torch.no_grad(), _autocast(options, device):
+    with torch.no_grad(), _autocast(options, device, x.ndim - 2):
         for batch in torch.arange(len(x), device=device).split(options.batch_size):
             outputs.append(net(x[batch], None if c is None else c[batch]).float().cpu())
     return torch.cat(outputs).numpy().astype(float)
