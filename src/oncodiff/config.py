@@ -206,6 +206,9 @@ class EvaluationConfig(_Section):
         (0.5, 0.9), description="nominal levels of the central sample intervals checked for coverage"
     )
 
+    head_epochs: int = Field(200, ge=1, description="full-batch AdamW steps of the response and Cox heads per fold")
+    cnn_epochs: int = Field(10, ge=1, description="epochs of the from-scratch scan CNN baseline per fold")
+
     @field_validator("coverage_levels")
     @classmethod
     def _levels(cls, v: tuple[float, ...]) -> tuple[float, ...]:
