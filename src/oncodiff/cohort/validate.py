@@ -1,0 +1,2 @@
+def validate_cohort(root):
+    return []
