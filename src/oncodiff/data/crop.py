@@ -20,7 +20,7 @@ from oncodiff.config import DataConfig
 from oncodiff.data.geometry import GeometryRecord, Grid
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Crop:
     """One sample's place: sample the scan on ``grid``; for a MIP take the max over its last axis."""
 
@@ -78,7 +78,7 @@ def _tumor_slices(tumor: np.ndarray, config: DataConfig) -> list[int]:
     return [int(k) for k in np.flatnonzero(counts >= max(1, config.min_tumor_voxels))]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class _Placement:
     """An in-plane crop on ``grid``: ``to_grid`` maps crop voxels to grid voxels on the crop's axes."""
 

@@ -24,7 +24,7 @@ from oncodiff.cohort.image import Image
 _TIE_NUDGE = 1e-6
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Grid:
     """A voxel grid: ``shape`` (*spatial) and a 4x4 voxel-to-RAS ``affine`` in mm."""
 
@@ -103,7 +103,7 @@ def nearest_on_grid(array: np.ndarray, array_affine: np.ndarray, grid: Grid) -> 
     return np.transpose(array, source_axes)[np.ix_(*index)]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class GeometryRecord:
     """Where a crop came from, so a prediction can be put back into the original baseline scan.
 

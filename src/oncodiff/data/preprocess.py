@@ -33,7 +33,7 @@ from oncodiff.errors import CohortError, ConfigError
 ARRAY_KEYS = ("pre", "post", "tumor_mask", "post_mask", "anatomy")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class SampleRecord:
     """Where one sample came from and how to map a prediction on it back to the baseline scan.
 
@@ -73,7 +73,7 @@ class SampleRecord:
         )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class PreprocessedCohort:
     """All samples of a cohort, in memory. N samples, A = len(spec.anatomy), S = crop_size:
 
@@ -144,7 +144,7 @@ def baseline_scan(record: SampleRecord, cohort_root: str | Path) -> Image:
     return Image(image.array.max(axis=axis), record.geometry.original_affine)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class BaselineCrops:
     """One baseline scan cut into its crops: what a prediction needs when there is no follow-up.
 
@@ -205,7 +205,7 @@ def _stack(items: list[np.ndarray], item_shape: tuple[int, ...], dtype, channels
     return stacked if channels_first else stacked[:, None]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class FollowUpCrops:
     """One follow-up scan sampled on its baseline's K crops: ``post`` (K, 1, *S) float32 normalised by the
     follow-up's own statistics, ``post_mask`` (K, 1, *S) uint8 (zeros when the row has no mask)."""
