@@ -145,3 +145,15 @@ def test_cli_preprocess_prints_the_result(tiny_cohort_2d, tmp_path):
     assert second.exit_code == 0 and "cache hit" in second.output
     wrong = CliRunner().invoke(app, args + ["--set", "data.dims=3", "--set", "data.crop_size=[8,8,8]"])
     assert wrong.exit_code == 2 and "2D scans" in wrong.output
+
+
+def test_an_empty_baseline_mask_is_reported_not_a_crash(tiny_cohort_3d, tmp_path):
+    from oncodiff.cohort import read_image, write_image
+
+    path = tiny_cohort_3d / "P001" / "pre_gtv.nii.gz"
+    mask = read_image(path)
+    write_image(np.zeros_like(mask.array), mask, path)
+    result = preprocess_cohort(tiny_cohort_3d, CONFIG_3D, cache_dir=tmp_path / "cache")
+    assert len(result) == 6 and "P001, lesion L1: the baseline tumour mask" in str(result)
+    slices = preprocess_cohort(tiny_cohort_3d, DataConfig(slices="tumor", crop_size=(8, 8)), tmp_path / "cache")
+    assert "P001" not in {r.patient_id for r in slices.records} and "are left out" in str(slices)

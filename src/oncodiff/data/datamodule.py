@@ -51,9 +51,11 @@ class CohortDataModule(L.LightningDataModule):
         self.cache_dir = cache_dir
         self.splits_path = Path(splits_path) if splits_path is not None else None
         self._state: _State | None = None
+        self._preprocessed: PreprocessedCohort | None = None
 
     def prepare_data(self) -> None:
-        preprocess_cohort(self.cohort_root, self.config.data, cache_dir=self.cache_dir)
+        # Lightning runs this on one process per node; other processes read the cache in setup().
+        self._preprocessed = preprocess_cohort(self.cohort_root, self.config.data, cache_dir=self.cache_dir)
 
     def setup(self, stage: str | None = None) -> None:
         if self._state is None:
@@ -132,7 +134,8 @@ class CohortDataModule(L.LightningDataModule):
                           pin_memory=torch.cuda.is_available())
 
     def _build(self) -> _State:
-        preprocessed = preprocess_cohort(self.cohort_root, self.config.data, cache_dir=self.cache_dir)
+        preprocessed = self._preprocessed or preprocess_cohort(self.cohort_root, self.config.data,
+                                                               cache_dir=self.cache_dir)
         cohort = load_cohort(self.cohort_root)
         selected = _select_timepoints(preprocessed.records, self.config.data.timepoints)
         outcomes = patient_outcomes(cohort.patients, cohort.spec)

@@ -82,7 +82,7 @@ def sample(
     """
     to_array = np.linalg.inv(array_affine) @ (np.eye(4) if world_map is None else world_map) @ grid.affine
     coords = _grid_coords(to_array, grid.shape, array.ndim, nudge=_TIE_NUDGE if order == 0 else 0.0)
-    values = ndimage.map_coordinates(np.asarray(array, dtype=np.float32), coords, order=order, mode="nearest")
+    values = ndimage.map_coordinates(array, coords, output=np.float32, order=order, mode="nearest")
     values[~_inside(coords, array.shape, closed=True)] = cval
     return values.reshape(grid.shape)
 

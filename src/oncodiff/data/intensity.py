@@ -59,12 +59,13 @@ def normalization_method(config: DataConfig, modality: str) -> str:
 
 def fit_intensity(array: np.ndarray, method: str, config: DataConfig) -> IntensityTransform:
     """The transform ``method`` fits to a whole scan ``array`` (any shape)."""
-    values = np.asarray(array, dtype=np.float64)
+    values = np.asarray(array)
     if method == "percentile":
         low, high = np.percentile(values, config.percentiles)
         return IntensityTransform(method, float(low), _positive(high - low), clip=True)
     if method == "zscore":
-        return IntensityTransform(method, float(values.mean()), _positive(values.std()), clip=False)
+        mean, std = values.mean(dtype=np.float64), values.std(dtype=np.float64)
+        return IntensityTransform(method, float(mean), _positive(std), clip=False)
     if method == "ct_window":
         low, high = config.ct_window
         return IntensityTransform(method, float(low), _positive(high - low), clip=True)

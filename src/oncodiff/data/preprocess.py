@@ -24,6 +24,7 @@ import pandas as pd
 from oncodiff.cohort import Cohort, CohortSpec, Image, load_cohort, read_image, validate_cohort
 from oncodiff.config import DataConfig
 from oncodiff.data import cache
+from oncodiff.data.clinical import is_missing
 from oncodiff.data.crop import Crop, plan_crops
 from oncodiff.data.geometry import GeometryRecord, canonical_grid, nearest_on_grid, sample
 from oncodiff.data.intensity import IntensityTransform, fit_intensity, normalization_method
@@ -191,7 +192,7 @@ def _cut_anatomy(cohort: Cohort, baseline: Mapping[str, Any], crop: Crop) -> np.
     channels = []
     for column in cohort.spec.anatomy_columns():
         relative = baseline.get(column)
-        if relative is None or pd.isna(relative) or relative == "":
+        if is_missing(relative):
             channels.append(np.zeros(crop.geometry.crop_shape, np.float32))
         else:
             channels.append(_cut(read_image(cohort.path(relative)), crop, order=0))
@@ -229,7 +230,7 @@ def cut_followup(cohort: Cohort, row: Mapping[str, Any], baseline: BaselineCrops
         world_map = register(baseline.normalised, normalised, config.registration)
     background = float(intensity.apply(np.min(image.array)))
     post = [_cut(normalised, crop, 1, background, world_map) for crop in baseline.crops]
-    has_mask = _present(row.get("tumor_mask"))
+    has_mask = not is_missing(row.get("tumor_mask"))
     if has_mask:
         mask = read_image(cohort.path(row["tumor_mask"]))
         masks = [_cut(mask, crop, 0, 0.0, world_map) > 0 for crop in baseline.crops]
@@ -237,11 +238,7 @@ def cut_followup(cohort: Cohort, row: Mapping[str, Any], baseline: BaselineCrops
         masks = [np.zeros(crop.geometry.crop_shape, bool) for crop in baseline.crops]
     size = (1, *config.crop_size)
     return FollowUpCrops(baseline.intensity, intensity, world_map, _stack(post, size, np.float32),
-                     _stack(masks, size, np.uint8), has_mask)
-
-
-def _present(value: Any) -> bool:
-    return value is not None and not (isinstance(value, float) and np.isnan(value)) and str(value) != ""
+                         _stack(masks, size, np.uint8), has_mask)
 
 
 def _preprocess(cohort: Cohort, config: DataConfig) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
@@ -257,6 +254,9 @@ def _preprocess(cohort: Cohort, config: DataConfig) -> tuple[dict[str, np.ndarra
             warnings.append(f"patient {patient}, lesion {lesion}: no slice has {config.min_tumor_voxels}+ tumour "
                             f"voxels in {baseline_row['tumor_mask']}; its {len(rows)} pair(s) are left out")
             continue
+        if not baseline.tumor_mask.any():
+            warnings.append(f"patient {patient}, lesion {lesion}: the baseline tumour mask "
+                            f"{baseline_row['tumor_mask']} is empty in its crops; crops are centred on the scan")
         for _, row in rows.iterrows():
             followup = cut_followup(cohort, row.to_dict(), baseline, config)
             _append_samples(parts, records, baseline, followup, row, baseline_row)
