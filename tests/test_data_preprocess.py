@@ -147,9 +147,11 @@ def test_cli_preprocess_prints_the_result(tiny_cohort_2d, tmp_path):
     assert wrong.exit_code == 2 and "2D scans" in wrong.output
 
 
-def test_an_empty_baseline_mask_is_reported_not_a_crash(tiny_cohort_3d, tmp_path):
+def test_an_empty_baseline_mask_is_reported_not_a_crash(tiny_cohort_3d, tmp_path, monkeypatch):
     from oncodiff.cohort import read_image, write_image
 
+    # validate_cohort rejects an empty baseline mask; preprocessing must still not crash on one.
+    monkeypatch.setattr(preprocess_module, "validate_cohort", lambda root: [])
     path = tiny_cohort_3d / "P001" / "pre_gtv.nii.gz"
     mask = read_image(path)
     write_image(np.zeros_like(mask.array), mask, path)
@@ -157,3 +159,10 @@ def test_an_empty_baseline_mask_is_reported_not_a_crash(tiny_cohort_3d, tmp_path
     assert len(result) == 6 and "P001, lesion L1: the baseline tumour mask" in str(result)
     slices = preprocess_cohort(tiny_cohort_3d, DataConfig(slices="tumor", crop_size=(8, 8)), tmp_path / "cache")
     assert "P001" not in {r.patient_id for r in slices.records} and "are left out" in str(slices)
+
+
+def test_slices_below_min_tumor_voxels_leave_the_lesion_out(tiny_cohort_3d, tmp_path):
+    config = DataConfig(slices="tumor", min_tumor_voxels=10_000, crop_size=(8, 8))
+    result = preprocess_cohort(tiny_cohort_3d, config, cache_dir=tmp_path / "cache")
+    assert len(result) == 0 and result.arrays["pre"].shape == (0, 1, 8, 8)
+    assert str(result).count("no slice has 10000+ tumour voxels") == 6

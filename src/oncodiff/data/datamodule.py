@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from oncodiff.cohort import Cohort, CohortSpec, load_cohort
+from oncodiff.cohort import Cohort, CohortSpec
 from oncodiff.config import Config
 from oncodiff.data.clinical import ClinicalEncoder
 from oncodiff.data.dataset import PairedDataset, SampleLabels, SeededSampler
@@ -136,7 +136,7 @@ class CohortDataModule(L.LightningDataModule):
     def _build(self) -> _State:
         preprocessed = self._preprocessed or preprocess_cohort(self.cohort_root, self.config.data,
                                                                cache_dir=self.cache_dir)
-        cohort = load_cohort(self.cohort_root)
+        cohort = preprocessed.cohort
         selected = _select_timepoints(preprocessed.records, self.config.data.timepoints)
         outcomes = patient_outcomes(cohort.patients, cohort.spec)
         patients = [preprocessed.records[i].patient_id for i in selected]

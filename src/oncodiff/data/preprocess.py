@@ -21,7 +21,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from oncodiff.cohort import Cohort, CohortSpec, Image, load_cohort, read_image, validate_cohort
+from oncodiff.cohort import Cohort, CohortSpec, Image, read_image, validate_cohort
+from oncodiff.cohort.cohort import read_tables
 from oncodiff.config import DataConfig
 from oncodiff.data import cache
 from oncodiff.data.clinical import is_missing
@@ -79,11 +80,11 @@ class PreprocessedCohort:
     """All samples of a cohort, in memory. N samples, A = len(spec.anatomy), S = crop_size:
 
     arrays: pre, post (N, 1, *S) float32 normalised; tumor_mask, post_mask (N, 1, *S) uint8;
-    anatomy (N, A, *S) float32 (label values kept). ``records[i]`` describes sample i.
+    anatomy (N, A, *S) float32 (label values kept). ``records[i]`` describes sample i. ``cohort``: the
+    validated cohort's tables (patients.csv for clinical values and outcomes).
     """
 
-    root: Path
-    spec: CohortSpec
+    cohort: Cohort
     arrays: Mapping[str, np.ndarray]
     records: tuple[SampleRecord, ...]
     cache_path: Path
@@ -93,6 +94,14 @@ class PreprocessedCohort:
 
     def __len__(self) -> int:
         return len(self.records)
+
+    @property
+    def root(self) -> Path:
+        return self.cohort.root
+
+    @property
+    def spec(self) -> CohortSpec:
+        return self.cohort.spec
 
     @property
     def spatial_shape(self) -> tuple[int, ...]:
@@ -122,7 +131,7 @@ def preprocess_cohort(
     problems = validate_cohort(root)
     if problems:
         raise CohortError(problems, str(root))
-    cohort = load_cohort(root)
+    cohort = Cohort(root, *read_tables(root))  # just validated: parse the tables only
     _check_options(cohort, data_config)
     directory = cache.resolve_cache_dir(cache_dir, data_config, root)
     path = cache.entry_path(directory, cohort, cache.cache_key(cohort, data_config))
@@ -292,7 +301,7 @@ def _concatenate(parts: list[np.ndarray], key: str, cohort: Cohort, config: Data
 
 def _result(cohort: Cohort, arrays, metadata, path: Path, cache_hit: bool) -> PreprocessedCohort:
     return PreprocessedCohort(
-        root=cohort.root, spec=cohort.spec, arrays=arrays,
+        cohort=cohort, arrays=arrays,
         records=tuple(SampleRecord.from_dict(r) for r in metadata["records"]), cache_path=path,
         cache_hit=cache_hit, normalization=str(metadata["normalization"]), warnings=tuple(metadata["warnings"]),
     )
