@@ -73,6 +73,11 @@ class DataConfig(_Section):
             raise ValueError("data.spacing needs 2 or 3 values (mm per axis)")
         if self.folds is not None and self.fold >= self.folds:
             raise ValueError(f"data.fold={self.fold} must be below data.folds={self.folds}")
+        if self.rotations and self.crop_size[0] != self.crop_size[1]:
+            raise ValueError(
+                f"data.rotations turns crops by 90 degrees in-plane, which needs a square in-plane crop; "
+                f"data.crop_size={list(self.crop_size)}: make the first two values equal or set data.rotations=false"
+            )
         return self
 
 

@@ -1,0 +1,205 @@
+"""The Lightning DataModule: a cohort's preprocessed samples, split by patient, as training batches."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from oncodiff.cohort import Cohort, CohortSpec
+from oncodiff.config import Config
+from oncodiff.data.clinical import ClinicalEncoder
+from oncodiff.data.dataset import PairedDataset, SampleLabels, SeededSampler
+from oncodiff.data.labels import SurvivalClasses, patient_outcomes
+from oncodiff.data.preprocess import PreprocessedCohort, SampleRecord, preprocess_cohort
+from oncodiff.data.splits import SPLIT_NAMES, Splits, make_splits
+from oncodiff.data.transforms import paired_augmentation
+from oncodiff.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, eq=False)
+class _State:
+    preprocessed: PreprocessedCohort
+    splits: Splits
+    encoder: ClinicalEncoder
+    survival: SurvivalClasses
+    datasets: dict[str, PairedDataset]
+
+
+class CohortDataModule(L.LightningDataModule):
+    """Batches of CONTRACTS section 1 from a cohort folder.
+
+    prepare_data() preprocesses into the cache (once per node); setup() reads it, keeps every array in
+    memory, applies data.timepoints, splits by patient (``splits_path``: read it when it exists, else
+    write the new splits there), fits the clinical encoder and the survival classes on the training
+    patients, and builds the datasets. Training batches are shuffled and augmented under
+    config.training.seed; val and test batches are neither.
+    """
+
+    def __init__(self, cohort_root: str | Path, config: Config, cache_dir: str | Path | None = None,
+                 splits_path: str | Path | None = None):
+        super().__init__()
+        self.cohort_root = Path(cohort_root)
+        self.config = config
+        self.cache_dir = cache_dir
+        self.splits_path = Path(splits_path) if splits_path is not None else None
+        self._state: _State | None = None
+        self._preprocessed: PreprocessedCohort | None = None
+
+    def prepare_data(self) -> None:
+        # Lightning runs this on one process per node; other processes read the cache in setup().
+        self._preprocessed = preprocess_cohort(self.cohort_root, self.config.data, cache_dir=self.cache_dir)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self._state is None:
+            self._state = self._build()
+
+    @property
+    def state(self) -> _State:
+        self.setup()
+        return self._state
+
+    # What the model and training code need to know about the data.
+    @property
+    def preprocessed(self) -> PreprocessedCohort:
+        return self.state.preprocessed
+
+    @property
+    def records(self) -> tuple[SampleRecord, ...]:
+        """Geometry and origin of every sample; a batch's ``index`` points here."""
+        return self.state.preprocessed.records
+
+    @property
+    def splits(self) -> Splits:
+        return self.state.splits
+
+    @property
+    def clinical_encoder(self) -> ClinicalEncoder:
+        return self.state.encoder
+
+    @property
+    def survival_classes(self) -> SurvivalClasses:
+        return self.state.survival
+
+    @property
+    def spec(self) -> CohortSpec:
+        return self.state.preprocessed.spec
+
+    @property
+    def anatomy_names(self) -> tuple[str, ...]:
+        return tuple(self.spec.anatomy)
+
+    @property
+    def n_anatomy(self) -> int:
+        """A: anatomy channels in ``batch["anatomy"]``."""
+        return len(self.spec.anatomy)
+
+    @property
+    def spatial_shape(self) -> tuple[int, ...]:
+        return tuple(self.config.data.crop_size)
+
+    @property
+    def spatial_dims(self) -> int:
+        return len(self.spatial_shape)
+
+    def dataset(self, split: str) -> PairedDataset:
+        if split not in SPLIT_NAMES:
+            raise ValueError(f"unknown split {split!r}; choose one of {', '.join(SPLIT_NAMES)}")
+        return self.state.datasets[split]
+
+    def train_dataloader(self) -> DataLoader:
+        dataset = self.dataset("train")
+        return self._loader(dataset, sampler=SeededSampler(len(dataset), self.config.training.seed))
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.dataset("val"))
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.dataset("test"))
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader(self.dataset("test"))
+
+    def _loader(self, dataset: PairedDataset, sampler: SeededSampler | None = None) -> DataLoader:
+        workers = self.config.data.num_workers
+        return DataLoader(dataset, batch_size=self.config.training.batch_size, sampler=sampler, shuffle=False,
+                          num_workers=workers, persistent_workers=workers > 0,
+                          pin_memory=torch.cuda.is_available())
+
+    def _build(self) -> _State:
+        preprocessed = self._preprocessed or preprocess_cohort(self.cohort_root, self.config.data,
+                                                               cache_dir=self.cache_dir)
+        cohort = preprocessed.cohort
+        selected = _select_timepoints(preprocessed.records, self.config.data.timepoints)
+        outcomes = patient_outcomes(cohort.patients, cohort.spec)
+        patients = [preprocessed.records[i].patient_id for i in selected]
+        splits = self._splits(cohort, patients, [int(outcomes.loc[p, "response"]) for p in patients])
+        encoder = ClinicalEncoder.fit(cohort.spec.clinical, cohort.patients, splits.train)
+        survival = SurvivalClasses.fit(outcomes.loc[list(splits.train), "survival_time"].to_numpy(float))
+        labels = _sample_labels(preprocessed, cohort, outcomes, encoder, survival)
+        augmentation = paired_augmentation(self.config.data.flips, self.config.data.rotations)
+        datasets = {}
+        for name in SPLIT_NAMES:
+            members = set(getattr(splits, name))
+            indices = [i for i in selected if preprocessed.records[i].patient_id in members]
+            datasets[name] = PairedDataset(preprocessed, labels, indices, augmentation if name == "train" else None)
+        if not len(datasets["train"]):
+            raise ConfigError(f"the training split of {self.cohort_root} has no samples; check the splits and "
+                              "data.timepoints")
+        return _State(preprocessed, splits, encoder, survival, datasets)
+
+    def _splits(self, cohort: Cohort, patients: list[str], labels: list[int]) -> Splits:
+        if self.splits_path is not None and self.splits_path.is_file():
+            splits = Splits.from_json(self.splits_path)
+            _check_split_patients(splits, cohort, set(patients), self.splits_path)
+            return splits
+        try:
+            splits = make_splits(patients, labels, self.config.data, self.config.training.seed)
+        except ValueError as e:
+            raise ConfigError(f"cannot split cohort {self.cohort_root}: {e}") from None
+        if self.splits_path is not None:
+            splits.to_json(self.splits_path)
+        return splits
+
+
+def _select_timepoints(records: tuple[SampleRecord, ...], timepoints: tuple[str, ...] | None) -> list[int]:
+    """Indices of the samples whose follow-up label is in data.timepoints (all when None)."""
+    if timepoints is None:
+        return list(range(len(records)))
+    known = list(dict.fromkeys(r.timepoint for r in records))
+    unknown = [t for t in timepoints if t not in known]
+    if unknown:
+        raise ConfigError(f"data.timepoints lists {', '.join(unknown)}, which no follow-up has; "
+                          f"the cohort's follow-up labels are {', '.join(known)}")
+    return [i for i, r in enumerate(records) if r.timepoint in timepoints]
+
+
+def _check_split_patients(splits: Splits, cohort: Cohort, with_samples: set[str], path: Path) -> None:
+    listed = set(splits.train) | set(splits.val) | set(splits.test)
+    unknown = sorted(listed - set(cohort.patients.index))
+    if unknown:
+        raise ConfigError(f"{path}: patient(s) {', '.join(unknown[:5])} are not in {cohort.root}/patients.csv; "
+                          "remove them or use the splits of this cohort")
+    left_out = sorted(with_samples - listed)
+    if left_out:
+        log.warning("%s: %d patient(s) with samples are in no split and are left out: %s", path, len(left_out),
+                    ", ".join(left_out[:10]))
+
+
+def _sample_labels(preprocessed: PreprocessedCohort, cohort: Cohort, outcomes, encoder: ClinicalEncoder,
+                   survival: SurvivalClasses) -> SampleLabels:
+    patients = [r.patient_id for r in preprocessed.records]
+    clinical, missing = encoder.encode_patients(cohort.patients, patients)
+    time = outcomes.loc[patients, "survival_time"].to_numpy(np.float32) if patients else np.zeros(0, np.float32)
+    event = outcomes.loc[patients, "survival_event"].to_numpy(np.float32) if patients else np.zeros(0, np.float32)
+    classes = np.array([survival.classify(float(t), float(e)) for t, e in zip(time, event)], np.int64).reshape(-1, 2)
+    response = outcomes.loc[patients, "response"].to_numpy(np.int64) if patients else np.zeros(0, np.int64)
+    return SampleLabels(clinical=clinical, clinical_missing=missing, response=response, survival_time=time,
+                        survival_event=event, survival_class2=classes[:, 0], survival_class4=classes[:, 1])

@@ -1,0 +1,97 @@
+"""The torch side: a Dataset of CONTRACTS section 1 samples, and a seeded epoch sampler."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Sampler
+
+from oncodiff.data.preprocess import PreprocessedCohort
+from oncodiff.data.transforms import augment
+
+
+@dataclass(frozen=True, eq=False)
+class SampleLabels:
+    """Per-sample conditions and outcomes, aligned with a PreprocessedCohort's samples (N rows)."""
+
+    clinical: np.ndarray  # (N, V) float32
+    clinical_missing: np.ndarray  # (N, V) bool
+    response: np.ndarray  # (N,) int64, -1 unknown
+    survival_time: np.ndarray  # (N,) float32, NaN unknown
+    survival_event: np.ndarray  # (N,) float32, NaN unknown
+    survival_class2: np.ndarray  # (N,) int64, -1 unknown
+    survival_class4: np.ndarray  # (N,) int64, -1 unknown
+
+
+class PairedDataset(Dataset):
+    """The samples ``indices`` of ``preprocessed`` as dicts of CONTRACTS section 1 without the batch dim:
+    pre, post, tumor_mask, post_mask (1, *S) float32; anatomy (A, *S); clinical (V,) float32;
+    clinical_missing (V,) bool; scalars as 0-d tensors; patient_id, lesion_id, timepoint str;
+    index = the sample's position in ``preprocessed`` (its geometry record: ``records[index]``).
+
+    An item key may be ``(position, seed)`` (see :class:`SeededSampler`): with a ``transform`` the
+    sample is then augmented under that seed, independent of worker processes and batch order.
+    """
+
+    def __init__(self, preprocessed: PreprocessedCohort, labels: SampleLabels, indices: Sequence[int],
+                 transform=None):
+        self.arrays: Mapping[str, np.ndarray] = preprocessed.arrays
+        self.records = preprocessed.records
+        self.labels = labels
+        self.indices = np.asarray(indices, dtype=np.int64)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, item: int | tuple[int, int]) -> dict:
+        position, seed = item if isinstance(item, tuple) else (item, None)
+        index = int(self.indices[position])
+        sample = self._sample(index)
+        if self.transform is not None and seed is not None:
+            sample = augment(self.transform, sample, seed)
+        return sample
+
+    def _sample(self, index: int) -> dict:
+        record, labels = self.records[index], self.labels
+        sample = {key: torch.from_numpy(self.arrays[key][index].astype(np.float32, copy=False))
+                  for key in ("pre", "post", "tumor_mask", "post_mask", "anatomy")}
+        sample.update(
+            has_post_mask=torch.tensor(record.has_post_mask),
+            clinical=torch.from_numpy(labels.clinical[index]),
+            clinical_missing=torch.from_numpy(labels.clinical_missing[index]),
+            days=torch.tensor(record.days, dtype=torch.float32),
+            response=torch.tensor(labels.response[index], dtype=torch.int64),
+            survival_time=torch.tensor(labels.survival_time[index], dtype=torch.float32),
+            survival_event=torch.tensor(labels.survival_event[index], dtype=torch.float32),
+            survival_class2=torch.tensor(labels.survival_class2[index], dtype=torch.int64),
+            survival_class4=torch.tensor(labels.survival_class4[index], dtype=torch.int64),
+            patient_id=record.patient_id, lesion_id=record.lesion_id, timepoint=record.timepoint,
+            index=torch.tensor(index, dtype=torch.int64),
+        )
+        return sample
+
+
+class SeededSampler(Sampler):
+    """Yields ``(position, augmentation seed)`` for each of ``n`` samples, in an order drawn from
+    (seed, epoch): the same seed gives the same epochs. Lightning calls :meth:`set_epoch`; without it
+    each pass over the sampler is the next epoch."""
+
+    def __init__(self, n: int, seed: int, shuffle: bool = True):
+        self.n, self.seed, self.shuffle, self.epoch = int(n), int(seed), shuffle, 0
+
+    def __len__(self) -> int:
+        return self.n
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __iter__(self):
+        rng = np.random.default_rng([self.seed, self.epoch])
+        self.epoch += 1
+        order = rng.permutation(self.n) if self.shuffle else np.arange(self.n)
+        seeds = rng.integers(0, 2**31, size=self.n)
+        return iter([(int(i), int(s)) for i, s in zip(order, seeds)])

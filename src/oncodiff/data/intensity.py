@@ -1,0 +1,79 @@
+"""Intensity normalisation of one scan, and its inverse for predictions.
+
+Each scan is normalised by its OWN whole-scan statistics, before any crop: MRI intensities have no
+absolute unit and drift between sessions, so a follow-up scaled by its own percentiles (or mean and
+std) lands on the same scale as its baseline. CT keeps Hounsfield units, so one fixed window serves
+every scan. A prediction on the baseline's crop is mapped back to scanner units with the
+BASELINE's transform (the only one known at prediction time).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from oncodiff.config import DataConfig
+
+METHODS = ("percentile", "zscore", "ct_window", "none")
+
+
+@dataclass(frozen=True)
+class IntensityTransform:
+    """``normalised = (raw - offset) / scale``, clipped to [0, 1] when ``clip``."""
+
+    method: str
+    offset: float
+    scale: float
+    clip: bool
+
+    def apply(self, raw: np.ndarray) -> np.ndarray:
+        """Raw scanner values -> normalised float32 (same shape)."""
+        out = (np.asarray(raw, dtype=np.float32) - np.float32(self.offset)) / np.float32(self.scale)
+        return np.clip(out, 0.0, 1.0) if self.clip else out
+
+    def invert(self, normalised: np.ndarray) -> np.ndarray:
+        """Normalised -> raw units. Values clipped by :meth:`apply` come back as the clip bounds."""
+        return np.asarray(normalised, dtype=np.float32) * np.float32(self.scale) + np.float32(self.offset)
+
+    def invert_difference(self, difference: np.ndarray) -> np.ndarray:
+        """A normalised difference (a drift map, post - pre) -> raw units (no offset)."""
+        return np.asarray(difference, dtype=np.float32) * np.float32(self.scale)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> IntensityTransform:
+        return cls(method=str(raw["method"]), offset=float(raw["offset"]), scale=float(raw["scale"]),
+                   clip=bool(raw["clip"]))
+
+
+def normalization_method(config: DataConfig, modality: str) -> str:
+    """The method ``data.normalization`` selects for a cohort; ``auto``: ct_window for CT, else percentile."""
+    if config.normalization == "auto":
+        return "ct_window" if modality == "CT" else "percentile"
+    return config.normalization
+
+
+def fit_intensity(array: np.ndarray, method: str, config: DataConfig) -> IntensityTransform:
+    """The transform ``method`` fits to a whole scan ``array`` (any shape)."""
+    values = np.asarray(array)
+    if method == "percentile":
+        low, high = np.percentile(values, config.percentiles)
+        return IntensityTransform(method, float(low), _positive(high - low), clip=True)
+    if method == "zscore":
+        mean, std = values.mean(dtype=np.float64), values.std(dtype=np.float64)
+        return IntensityTransform(method, float(mean), _positive(std), clip=False)
+    if method == "ct_window":
+        low, high = config.ct_window
+        return IntensityTransform(method, float(low), _positive(high - low), clip=True)
+    if method == "none":
+        return IntensityTransform(method, 0.0, 1.0, clip=False)
+    raise ValueError(f"unknown normalisation {method!r}; choose one of {', '.join(METHODS)}")
+
+
+def _positive(scale: float) -> float:
+    # A constant scan has no spread; scale 1 keeps it finite instead of dividing by zero.
+    return float(scale) if scale > 1e-12 else 1.0

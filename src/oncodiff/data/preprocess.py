@@ -1,0 +1,321 @@
+"""Preprocess a cohort into paired samples: orient, resample, normalise, register, crop; cached.
+
+For each (baseline, follow-up) pair of each lesion:
+1. the baseline's preprocessed grid: RAS orientation, resampled to ``data.spacing`` (geometry.py);
+2. each scan is normalised by its own whole-scan statistics (intensity.py);
+3. optionally the follow-up is registered to the baseline (registration.py); its masks follow the
+   same transform with nearest-neighbour interpolation;
+4. crops centred on the baseline tumour, or its bounding box, or 2D slices / MIPs (crop.py);
+5. every scan is sampled on each crop in one interpolation, and a :class:`SampleRecord` keeps what
+   :func:`oncodiff.data.geometry.paste_back` needs to put a prediction back into the baseline scan.
+The cohort is validated first and never written to; results are cached (cache.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from oncodiff.cohort import Cohort, CohortSpec, Image, load_cohort, read_image
+from oncodiff.config import DataConfig
+from oncodiff.data import cache
+from oncodiff.data.clinical import is_missing
+from oncodiff.data.crop import Crop, plan_crops
+from oncodiff.data.geometry import GeometryRecord, canonical_grid, nearest_on_grid, sample
+from oncodiff.data.intensity import IntensityTransform, fit_intensity, normalization_method
+from oncodiff.data.registration import register
+from oncodiff.errors import CohortError, ConfigError
+
+ARRAY_KEYS = ("pre", "post", "tumor_mask", "post_mask", "anatomy")
+
+
+@dataclass(frozen=True, eq=False)
+class SampleRecord:
+    """Where one sample came from and how to map a prediction on it back to the baseline scan.
+
+    ``registration``: 4x4 map on RAS mm, baseline point -> follow-up point (identity without
+    registration). ``pre_intensity`` inverts a predicted image or drift to the baseline's units.
+    """
+
+    patient_id: str
+    lesion_id: str
+    timepoint: str
+    days: float
+    baseline_image: str
+    followup_image: str
+    has_post_mask: bool
+    geometry: GeometryRecord
+    pre_intensity: IntensityTransform
+    post_intensity: IntensityTransform
+    registration: np.ndarray
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {k: getattr(self, k) for k in ("patient_id", "lesion_id", "timepoint", "days", "baseline_image",
+                                             "followup_image", "has_post_mask")}
+        out.update(geometry=self.geometry.to_dict(), pre_intensity=self.pre_intensity.to_dict(),
+                   post_intensity=self.post_intensity.to_dict(), registration=self.registration.tolist())
+        return out
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> SampleRecord:
+        return cls(
+            patient_id=str(raw["patient_id"]), lesion_id=str(raw["lesion_id"]), timepoint=str(raw["timepoint"]),
+            days=float(raw["days"]), baseline_image=str(raw["baseline_image"]),
+            followup_image=str(raw["followup_image"]), has_post_mask=bool(raw["has_post_mask"]),
+            geometry=GeometryRecord.from_dict(raw["geometry"]),
+            pre_intensity=IntensityTransform.from_dict(raw["pre_intensity"]),
+            post_intensity=IntensityTransform.from_dict(raw["post_intensity"]),
+            registration=np.asarray(raw["registration"], dtype=np.float64),
+        )
+
+
+@dataclass(frozen=True, eq=False)
+class PreprocessedCohort:
+    """All samples of a cohort, in memory. N samples, A = len(spec.anatomy), S = crop_size:
+
+    arrays: pre, post (N, 1, *S) float32 normalised; tumor_mask, post_mask (N, 1, *S) uint8;
+    anatomy (N, A, *S) float32 (label values kept). ``records[i]`` describes sample i. ``cohort``: the
+    validated cohort's tables (patients.csv for clinical values and outcomes).
+    """
+
+    cohort: Cohort
+    arrays: Mapping[str, np.ndarray]
+    records: tuple[SampleRecord, ...]
+    cache_path: Path
+    cache_hit: bool
+    normalization: str
+    warnings: tuple[str, ...] = field(default=())
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    @property
+    def root(self) -> Path:
+        return self.cohort.root
+
+    @property
+    def spec(self) -> CohortSpec:
+        return self.cohort.spec
+
+    @property
+    def spatial_shape(self) -> tuple[int, ...]:
+        return tuple(self.arrays["pre"].shape[2:])
+
+    def __str__(self) -> str:
+        shape = "x".join(str(s) for s in self.spatial_shape)
+        patients = len({r.patient_id for r in self.records})
+        how = "cache hit, nothing recomputed" if self.cache_hit else "computed and cached"
+        lines = [
+            f"{self.spec.name}: {len(self)} samples from {patients} patients, {len(self.spatial_shape)}D crops "
+            f"of {shape} voxels, {self.normalization} normalisation",
+            f"cache: {self.cache_path} ({how})",
+        ]
+        return "\n".join(lines + [f"warning: {w}" for w in self.warnings])
+
+
+def preprocess_cohort(
+    cohort_root: str | Path, data_config: DataConfig, cache_dir: str | Path | None = None
+) -> PreprocessedCohort:
+    """Validate a cohort, then preprocess every (baseline, follow-up) pair, or read them from the cache.
+
+    Raises CohortError (every problem) before anything is written when the cohort is invalid, and
+    ConfigError when the options do not fit the cohort (e.g. 2D crops of a 3D cohort without data.slices).
+    """
+    root = Path(cohort_root).resolve()
+    cohort = load_cohort(root)  # raises CohortError with every problem before anything is written
+    _check_options(cohort, data_config)
+    directory = cache.resolve_cache_dir(cache_dir, data_config, root)
+    path = cache.entry_path(directory, cohort, cache.cache_key(cohort, data_config))
+    entry = cache.read_entry(path)
+    if entry is not None:
+        arrays, metadata = entry
+        return _result(cohort, arrays, metadata, path, cache_hit=True)
+    arrays, metadata = _preprocess(cohort, data_config)
+    cache.write_entry(path, arrays, metadata)
+    return _result(cohort, arrays, metadata, path, cache_hit=False)
+
+
+def baseline_scan(record: SampleRecord, cohort_root: str | Path) -> Image:
+    """The baseline scan in its original geometry (for a MIP sample, its maximum projection), raw units:
+    the background that a predicted image is pasted into."""
+    image = read_image(Path(cohort_root) / record.baseline_image)
+    axis = record.geometry.projection_axis
+    if axis is None:
+        return image
+    return Image(image.array.max(axis=axis), record.geometry.original_affine)
+
+
+@dataclass(frozen=True, eq=False)
+class BaselineCrops:
+    """One baseline scan cut into its crops: what a prediction needs when there is no follow-up.
+
+    ``pre`` (K, 1, *S) float32, ``tumor_mask`` (K, 1, *S) uint8, ``anatomy`` (K, A, *S) float32 for the
+    K crops (K > 1 for tumour slices). ``normalised``: the whole scan after normalisation.
+    """
+
+    crops: tuple[Crop, ...]
+    intensity: IntensityTransform
+    normalised: Image
+    pre: np.ndarray
+    tumor_mask: np.ndarray
+    anatomy: np.ndarray
+
+
+def crop_baseline(cohort: Cohort, baseline: Mapping[str, Any], config: DataConfig) -> BaselineCrops:
+    """Cut one baseline scan (a scans.csv row: image, tumor_mask, anatomy:NAME) into its crops."""
+    image = read_image(cohort.path(baseline["image"]))
+    method = normalization_method(config, cohort.spec.modality)
+    intensity = fit_intensity(image.array, method, config)
+    normalised = Image(intensity.apply(image.array), image.affine)
+    tumor = read_image(cohort.path(baseline["tumor_mask"]))
+    grid = canonical_grid(image, config.spacing)
+    crops = tuple(plan_crops(grid, nearest_on_grid(tumor.array, tumor.affine, grid), image.affine, image.shape, config))
+    background = float(intensity.apply(np.min(image.array)))
+    pre = [_cut(normalised, crop, order=1, cval=background) for crop in crops]
+    masks = [_cut(tumor, crop, order=0) > 0 for crop in crops]
+    anatomy = [_cut_anatomy(cohort, baseline, crop) for crop in crops]
+    size = tuple(config.crop_size)
+    return BaselineCrops(
+        crops=crops, intensity=intensity, normalised=normalised,
+        pre=_stack(pre, (1, *size), np.float32), tumor_mask=_stack(masks, (1, *size), np.uint8),
+        anatomy=_stack(anatomy, (len(cohort.spec.anatomy), *size), np.float32, channels_first=True),
+    )
+
+
+def _cut(image: Image, crop: Crop, order: int, cval: float = 0.0, world_map: np.ndarray | None = None) -> np.ndarray:
+    values = sample(image.array, image.affine, crop.grid, order=order, cval=cval, world_map=world_map)
+    return values.max(axis=-1) if crop.project else values
+
+
+def _cut_anatomy(cohort: Cohort, baseline: Mapping[str, Any], crop: Crop) -> np.ndarray:
+    """(A, *S): one channel per anatomy name; zeros where the baseline has no such mask."""
+    channels = []
+    for column in cohort.spec.anatomy_columns():
+        relative = baseline.get(column)
+        if is_missing(relative):
+            channels.append(np.zeros(crop.geometry.crop_shape, np.float32))
+        else:
+            channels.append(_cut(read_image(cohort.path(relative)), crop, order=0))
+    return np.stack(channels) if channels else np.zeros((0, *crop.geometry.crop_shape), np.float32)
+
+
+def _stack(items: list[np.ndarray], item_shape: tuple[int, ...], dtype, channels_first: bool = False) -> np.ndarray:
+    if not items:
+        return np.zeros((0, *item_shape), dtype)
+    stacked = np.stack(items).astype(dtype)
+    return stacked if channels_first else stacked[:, None]
+
+
+@dataclass(frozen=True, eq=False)
+class FollowUpCrops:
+    """One follow-up scan sampled on its baseline's K crops: ``post`` (K, 1, *S) float32 normalised by the
+    follow-up's own statistics, ``post_mask`` (K, 1, *S) uint8 (zeros when the row has no mask)."""
+
+    pre_intensity: IntensityTransform
+    post_intensity: IntensityTransform
+    registration: np.ndarray
+    post: np.ndarray
+    post_mask: np.ndarray
+    has_post_mask: bool
+
+
+def cut_followup(cohort: Cohort, row: Mapping[str, Any], baseline: BaselineCrops, config: DataConfig) -> FollowUpCrops:
+    """Sample one follow-up scan (a scans.csv row) on the crops of its baseline, registering it first
+    when ``data.registration`` asks. post / post_mask: (K, 1, *S)."""
+    image = read_image(cohort.path(row["image"]))
+    intensity = fit_intensity(image.array, baseline.intensity.method, config)
+    normalised = Image(intensity.apply(image.array), image.affine)
+    world_map = np.eye(4)
+    if config.registration != "none":
+        world_map = register(baseline.normalised, normalised, config.registration)
+    background = float(intensity.apply(np.min(image.array)))
+    post = [_cut(normalised, crop, 1, background, world_map) for crop in baseline.crops]
+    has_mask = not is_missing(row.get("tumor_mask"))
+    if has_mask:
+        mask = read_image(cohort.path(row["tumor_mask"]))
+        masks = [_cut(mask, crop, 0, 0.0, world_map) > 0 for crop in baseline.crops]
+    else:
+        masks = [np.zeros(crop.geometry.crop_shape, bool) for crop in baseline.crops]
+    size = (1, *config.crop_size)
+    return FollowUpCrops(baseline.intensity, intensity, world_map, _stack(post, size, np.float32),
+                         _stack(masks, size, np.uint8), has_mask)
+
+
+def _preprocess(cohort: Cohort, config: DataConfig) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Every pair of the cohort -> (arrays as in PreprocessedCohort, metadata with records and warnings)."""
+    parts: dict[str, list[np.ndarray]] = {key: [] for key in ARRAY_KEYS}
+    records: list[dict[str, Any]] = []
+    warnings: list[str] = []
+    pairs = cohort.pairs()
+    for (patient, lesion), rows in pairs.groupby(["patient_id", "lesion_id"], sort=False):
+        baseline_row = {k[len("pre_"):]: v for k, v in rows.iloc[0].items() if k.startswith("pre_")}
+        baseline = crop_baseline(cohort, baseline_row, config)
+        if not baseline.crops:
+            warnings.append(f"patient {patient}, lesion {lesion}: no slice has {config.min_tumor_voxels}+ tumour "
+                            f"voxels in {baseline_row['tumor_mask']}; its {len(rows)} pair(s) are left out")
+            continue
+        if not baseline.tumor_mask.any():
+            warnings.append(f"patient {patient}, lesion {lesion}: the baseline tumour mask "
+                            f"{baseline_row['tumor_mask']} is empty in its crops; crops are centred on the scan")
+        for _, row in rows.iterrows():
+            followup = cut_followup(cohort, row.to_dict(), baseline, config)
+            _append_samples(parts, records, baseline, followup, row, baseline_row)
+    arrays = {key: _concatenate(parts[key], key, cohort, config) for key in ARRAY_KEYS}
+    metadata = {"version": cache.CACHE_VERSION, "normalization": normalization_method(config, cohort.spec.modality),
+                "records": records, "warnings": warnings}
+    return arrays, metadata
+
+
+def _append_samples(parts, records, baseline: BaselineCrops, followup: FollowUpCrops, row: pd.Series,
+                    baseline_row: Mapping[str, Any]) -> None:
+    parts["pre"].append(baseline.pre)
+    parts["tumor_mask"].append(baseline.tumor_mask)
+    parts["anatomy"].append(baseline.anatomy)
+    parts["post"].append(followup.post)
+    parts["post_mask"].append(followup.post_mask)
+    for crop in baseline.crops:
+        records.append(SampleRecord(
+            patient_id=str(row["patient_id"]), lesion_id=str(row["lesion_id"]), timepoint=str(row["timepoint"]),
+            days=float(row["days"]), baseline_image=str(baseline_row["image"]), followup_image=str(row["image"]),
+            has_post_mask=followup.has_post_mask, geometry=crop.geometry, pre_intensity=followup.pre_intensity,
+            post_intensity=followup.post_intensity, registration=followup.registration,
+        ).to_dict())
+
+
+def _concatenate(parts: list[np.ndarray], key: str, cohort: Cohort, config: DataConfig) -> np.ndarray:
+    if parts:
+        return np.concatenate(parts)
+    channels = len(cohort.spec.anatomy) if key == "anatomy" else 1
+    dtype = np.uint8 if key.endswith("mask") else np.float32
+    return np.zeros((0, channels, *config.crop_size), dtype)
+
+
+def _result(cohort: Cohort, arrays, metadata, path: Path, cache_hit: bool) -> PreprocessedCohort:
+    return PreprocessedCohort(
+        cohort=cohort, arrays=arrays,
+        records=tuple(SampleRecord.from_dict(r) for r in metadata["records"]), cache_path=path,
+        cache_hit=cache_hit, normalization=str(metadata["normalization"]), warnings=tuple(metadata["warnings"]),
+    )
+
+
+def _check_options(cohort: Cohort, config: DataConfig) -> None:
+    """ConfigError when the data options cannot apply to this cohort's scans."""
+    dims = cohort.dims
+    if dims is None:
+        return
+    if dims == 2 and config.dims == 3:
+        raise ConfigError(f"cohort {cohort.root} holds 2D scans; set data.dims=2 with a 2-value data.crop_size")
+    if dims == 2 and config.slices != "none":
+        raise ConfigError(f"data.slices={config.slices} cuts 3D scans into 2D, but cohort {cohort.root} is 2D; "
+                          "set data.slices=none")
+    if dims == 3 and config.dims == 2 and config.slices == "none":
+        raise ConfigError(f"cohort {cohort.root} holds 3D scans; for 2D samples choose data.slices=tumor, largest "
+                          "or mip, or set data.dims=3 with a 3-value data.crop_size")
+    if config.spacing is not None and len(config.spacing) != dims:
+        raise ConfigError(f"data.spacing has {len(config.spacing)} values; cohort {cohort.root} is {dims}D, "
+                          f"give {dims}")

@@ -1,0 +1,68 @@
+"""Splits by patient: seeded fractions and stratified k-fold, and a readable, editable splits.json."""
+
+import json
+
+import pytest
+
+from oncodiff.config import DataConfig
+from oncodiff.data import Splits, make_splits
+from oncodiff.errors import ConfigError
+
+# 20 patients, 1 to 3 samples each (lesions, slices, time points); responders are every third.
+PATIENTS = [f"P{i:02d}" for i in range(20)]
+SAMPLE_PATIENTS = [p for i, p in enumerate(PATIENTS) for _ in range(1 + i % 3)]
+SAMPLE_LABELS = [int(int(p[1:]) % 3 == 0) for p in SAMPLE_PATIENTS]
+
+
+def assert_partition(splits, patients):
+    sides = [set(splits.train), set(splits.val), set(splits.test)]
+    assert not (sides[0] & sides[1]) and not (sides[0] & sides[2]) and not (sides[1] & sides[2])
+    assert set().union(*sides) == set(patients)
+
+
+def test_fraction_splits_are_seeded_and_disjoint():
+    config = DataConfig(val_fraction=0.2, test_fraction=0.1)
+    splits = make_splits(SAMPLE_PATIENTS, SAMPLE_LABELS, config, seed=3)
+    assert_partition(splits, PATIENTS)
+    assert (len(splits.train), len(splits.val), len(splits.test)) == (14, 4, 2)
+    assert make_splits(SAMPLE_PATIENTS, SAMPLE_LABELS, config, seed=3) == splits
+    assert make_splits(SAMPLE_PATIENTS, SAMPLE_LABELS, config, seed=4) != splits
+    assert splits.method == "fractions" and splits.split_of(splits.test[0]) == "test"
+
+
+def test_kfold_test_folds_partition_the_patients_and_keep_the_label_mix():
+    config = dict(val_fraction=0.1, test_fraction=0.0, folds=4)
+    test_sets = []
+    for fold in range(4):
+        splits = make_splits(SAMPLE_PATIENTS, SAMPLE_LABELS, DataConfig(**config, fold=fold), seed=0)
+        assert_partition(splits, PATIENTS)
+        assert splits.method == "kfold" and splits.fold == fold and len(splits.val) == 2
+        responders = [p for p in splits.test if int(p[1:]) % 3 == 0]
+        assert 0 < len(responders) < len(splits.test)  # stratified: both labels in every test fold
+        test_sets.append(set(splits.test))
+    assert set().union(*test_sets) == set(PATIENTS) and sum(map(len, test_sets)) == len(PATIENTS)
+
+
+def test_too_few_patients_is_a_clear_error():
+    with pytest.raises(ValueError, match="too few"):
+        make_splits(["A", "B"], [0, 1], DataConfig(), seed=0)
+    with pytest.raises(ValueError, match="data.folds=5 needs at least 5 patients"):
+        make_splits(["A", "B", "C"], [0, 1, 0], DataConfig(folds=5), seed=0)
+
+
+def test_splits_json_round_trip_and_errors(tmp_path):
+    splits = make_splits(SAMPLE_PATIENTS, SAMPLE_LABELS, DataConfig(), seed=1)
+    path = splits.to_json(tmp_path / "run" / "splits.json")
+    raw = json.loads(path.read_text())
+    assert set(raw) >= {"train", "val", "test", "seed", "method"} and raw["seed"] == 1
+    assert Splits.from_json(path) == splits
+    raw["test"].append(raw["train"][0])
+    path.write_text(json.dumps(raw))
+    with pytest.raises(ConfigError, match="is in both train and test"):
+        Splits.from_json(path)
+    path.write_text('{"train": "P01"}')
+    with pytest.raises(ConfigError, match="'train' must be a list of patient ids"):
+        Splits.from_json(path)
+    path.write_text("not json")
+    with pytest.raises(ConfigError, match="cannot read splits"):
+        Splits.from_json(path)
