@@ -168,6 +168,12 @@ class TrainingConfig(_Section):
     max_epochs: int = Field(200, ge=1)
     max_minutes: float | None = Field(5.0, gt=0, description="wall-clock budget; null = no limit")
     batch_size: int = Field(16, ge=1)
+    samples_per_epoch: int | None = Field(
+        512, ge=1, description="training samples drawn per epoch (several passes over small cohorts); null = one pass"
+    )
+    max_steps: int | None = Field(
+        None, ge=1, description="optimiser steps; null = as many as max_minutes allows (measured at start)"
+    )
     lr: float = Field(2e-4, gt=0)
     weight_decay: float = Field(0.0, ge=0)
     warmup_steps: int = Field(50, ge=0)

@@ -116,7 +116,8 @@ class CohortDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         dataset = self.dataset("train")
-        return self._loader(dataset, sampler=SeededSampler(len(dataset), self.config.training.seed))
+        sampler = SeededSampler(len(dataset), self.config.training.seed, length=self.config.training.samples_per_epoch)
+        return self._loader(dataset, sampler=sampler)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.dataset("val"))

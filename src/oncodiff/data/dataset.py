@@ -76,15 +76,18 @@ class PairedDataset(Dataset):
 
 
 class SeededSampler(Sampler):
-    """Yields ``(position, augmentation seed)`` for each of ``n`` samples, in an order drawn from
-    (seed, epoch): the same seed gives the same epochs. Lightning calls :meth:`set_epoch`; without it
-    each pass over the sampler is the next epoch."""
+    """Yields ``(position, augmentation seed)`` pairs, ``length`` of them per epoch (default ``n``), in an
+    order drawn from (seed, epoch): the same seed gives the same epochs. With ``length`` > ``n`` an epoch
+    makes several passes, each a fresh permutation, so small cohorts still get epochs long enough for
+    validation and early stopping to mean something. Lightning calls :meth:`set_epoch`; without it each
+    pass over the sampler is the next epoch."""
 
-    def __init__(self, n: int, seed: int, shuffle: bool = True):
+    def __init__(self, n: int, seed: int, shuffle: bool = True, length: int | None = None):
         self.n, self.seed, self.shuffle, self.epoch = int(n), int(seed), shuffle, 0
+        self.length = int(length) if length else self.n
 
     def __len__(self) -> int:
-        return self.n
+        return self.length
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -92,6 +95,8 @@ class SeededSampler(Sampler):
     def __iter__(self):
         rng = np.random.default_rng([self.seed, self.epoch])
         self.epoch += 1
-        order = rng.permutation(self.n) if self.shuffle else np.arange(self.n)
-        seeds = rng.integers(0, 2**31, size=self.n)
+        passes = -(-self.length // self.n)
+        order = np.concatenate([rng.permutation(self.n) if self.shuffle else np.arange(self.n)
+                                for _ in range(passes)])[: self.length]
+        seeds = rng.integers(0, 2**31, size=self.length)
         return iter([(int(i), int(s)) for i, s in zip(order, seeds)])

@@ -1,1 +1,1 @@
-"""oncodiff.pipeline (see docs/design.md for what this package owns)."""
+"""oncodiff.pipeline: checkpoint + inputs -> predictions, with no training code."""

@@ -1,1 +1,5 @@
-"""oncodiff.training (see docs/design.md for what this package owns)."""
+"""oncodiff.training: LightningModules, callbacks and run folders. Never imported by models, diffusion or pipeline."""
+
+from oncodiff.training.train import train
+
+__all__ = ["train"]

@@ -1,0 +1,156 @@
+"""``oncodiff train``: cohort + config -> run folder (see run_folder.py for its layout).
+
+The step budget is fixed before the first step and saved in RUN/plan.json: either
+training.max_steps, or as many steps as training.max_minutes allows at the throughput measured on
+this machine. The cosine schedule spans exactly that many steps, and a resumed run reads the same
+plan, so resuming reproduces an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.loggers import CSVLogger
+
+from oncodiff.config import Config
+from oncodiff.data import CohortDataModule
+from oncodiff.errors import OncodiffError
+from oncodiff.models import image_condition_names
+from oncodiff.pipeline.export import ModelLayout, save_export
+from oncodiff.training.callbacks import EpochLine
+from oncodiff.training.ema import WarmupEMA
+from oncodiff.training.module import MODULES
+from oncodiff.training.run_folder import RunFolder, open_run_folder
+
+PLAN = "plan.json"
+BUDGET_MARGIN = 0.85  # share of max_minutes planned for training steps; the rest covers validation and export
+
+
+def train(cohort: str | Path, config: Config, out: str | Path, resume: bool = False,
+          cache_dir: str | Path | None = None) -> Path:
+    """Train the model ``config`` describes on ``cohort``; returns the run folder."""
+    if config.training.stage not in MODULES:
+        raise OncodiffError(f"training.stage={config.training.stage!r} is not available; choose one of "
+                            f"{', '.join(MODULES)}")
+    L.seed_everything(config.training.seed, workers=True, verbose=False)
+    run = open_run_folder(out, config, resume) if _is_rank_zero() else RunFolder(Path(out).resolve())
+    data = CohortDataModule(cohort, config, cache_dir=cache_dir, splits_path=run.splits_json)
+    data.prepare_data()
+    data.setup()
+    layout = model_layout(data, config)
+    total_steps = _plan_steps(run, config, layout, data)
+    module = MODULES[config.training.stage](config, layout, total_steps)
+    trainer = _trainer(run, config, total_steps)
+    trainer.fit(module, datamodule=data, ckpt_path=str(run.last_checkpoint) if resume else None)
+    if trainer.is_global_zero:
+        _finish(run, config, layout, module, trainer)
+    return run.root
+
+
+def model_layout(data: CohortDataModule, config: Config) -> ModelLayout:
+    """What the network's inputs are, read off the data module."""
+    spec = data.spec
+    return ModelLayout(
+        spatial_dims=data.spatial_dims,
+        image_condition_names=image_condition_names(data.anatomy_names, config.model),
+        clinical=tuple(spec.clinical),
+        anatomy=data.anatomy_names,
+        crop_size=tuple(config.data.crop_size),
+        clinical_encoder=data.clinical_encoder.to_dict(),
+        response_positive=spec.outcomes.response.positive if spec.outcomes.response else None,
+    )
+
+
+def _is_rank_zero() -> bool:
+    # Lightning's DDP launcher and torchrun set these in every process but the first.
+    return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", 0))) == 0 and int(os.environ.get("NODE_RANK", 0)) == 0
+
+
+def _plan_steps(run: RunFolder, config: Config, layout: ModelLayout, data: CohortDataModule) -> int:
+    """Total optimiser steps, decided once per run and stored in RUN/plan.json."""
+    path = run.root / PLAN
+    if path.is_file():
+        return int(json.loads(path.read_text())["total_steps"])
+    train = config.training
+    steps_per_epoch = -(-(train.samples_per_epoch or len(data.dataset("train"))) // train.batch_size)
+    by_epochs = train.max_epochs * steps_per_epoch
+    plan = {"steps_per_epoch": steps_per_epoch, "by_epochs": by_epochs}
+    if train.max_steps is not None:
+        total = min(train.max_steps, by_epochs)
+    elif train.max_minutes is not None:
+        seconds = measure_step_seconds(config, layout, data)
+        plan["measured_step_seconds"] = round(seconds, 4)
+        total = min(by_epochs, max(1, int(train.max_minutes * 60 * BUDGET_MARGIN / seconds)))
+    else:
+        total = by_epochs
+    plan["total_steps"] = total
+    if _is_rank_zero():
+        path.write_text(json.dumps(plan, indent=2) + "\n")
+    return total
+
+
+def measure_step_seconds(config: Config, layout: ModelLayout, data: CohortDataModule, repeats: int = 3) -> float:
+    """Seconds per training step (forward, backward, optimiser) of this model on this machine."""
+    module = MODULES[config.training.stage](config, layout, total_steps=1)
+    optimizer = torch.optim.AdamW(module.parameters(), lr=1e-9)
+    batch = next(iter(data.train_dataloader()))
+    precision = config.training.precision
+    times = []
+    for _ in range(repeats + 1):
+        start = time.perf_counter()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16-mixed"):
+            loss, _ = module.objective(batch, validation=False)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        times.append(time.perf_counter() - start)
+    return sorted(times[1:])[len(times[1:]) // 2]
+
+
+def _trainer(run: RunFolder, config: Config, total_steps: int) -> L.Trainer:
+    train = config.training
+    callbacks = [
+        ModelCheckpoint(dirpath=run.checkpoints, filename="best", monitor="val_loss", mode="min", save_last=True),
+        EarlyStopping(monitor="val_loss", mode="min", patience=train.patience),
+        LearningRateMonitor(logging_interval="step"),
+        WarmupEMA(decay=train.ema_decay),
+        EpochLine(total_steps),
+    ]
+    interactive = sys.stderr.isatty()
+    if interactive:
+        callbacks.append(TQDMProgressBar(refresh_rate=5))
+    return L.Trainer(
+        accelerator=train.accelerator, devices=train.devices, num_nodes=train.num_nodes,
+        precision=train.precision, max_epochs=train.max_epochs, max_steps=total_steps,
+        max_time={"minutes": train.max_minutes} if train.max_minutes else None,
+        check_val_every_n_epoch=train.val_every_n_epochs, callbacks=callbacks,
+        logger=CSVLogger(run.root, name="logs"), log_every_n_steps=10, enable_progress_bar=interactive,
+        enable_model_summary=False, num_sanity_val_steps=0, deterministic=False,
+    )
+
+
+def _finish(run: RunFolder, config: Config, layout: ModelLayout, module: L.LightningModule,
+            trainer: L.Trainer) -> None:
+    """Export the best EMA weights and write the run summary."""
+    best = Path(trainer.checkpoint_callback.best_model_path or run.last_checkpoint)
+    state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
+    module.load_state_dict(state)
+    summary = {
+        "global_step": trainer.global_step, "epochs": trainer.current_epoch,
+        "best_checkpoint": best.name, "best_val_loss": _float(trainer.checkpoint_callback.best_model_score),
+        "stopped_early": bool(getattr(trainer.early_stopping_callback, "stopped_epoch", 0)),
+    }
+    save_export(run.model_dir, module.net, config, layout, extra={"training": summary})
+    run.consolidate_metrics()
+    (run.root / "train_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+
+
+def _float(value) -> float | None:
+    return None if value is None else float(value)
