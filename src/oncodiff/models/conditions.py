@@ -79,6 +79,20 @@ class Conditions:
             )
         return out
 
+    def null_where(self, mask: Tensor, null_class: int, drop_class: bool = True,
+                   drop_clinical: bool = False) -> Conditions:
+        """Per case, the :meth:`null` version where ``mask`` (B,) bool is True, ``self`` elsewhere."""
+        nulled = self.null(null_class, drop_class=drop_class, drop_clinical=drop_clinical)
+        out = {}
+        for f in fields(self):
+            mine, theirs = getattr(self, f.name), getattr(nulled, f.name)
+            if mine is None or theirs is mine:
+                out[f.name] = mine
+            else:
+                pick = mask.reshape(-1, *([1] * (mine.dim() - 1)))
+                out[f.name] = torch.where(pick, theirs, mine)
+        return Conditions(**out)
+
 
 def image_condition_names(anatomy: Sequence[str], config: ModelConfig) -> tuple[str, ...]:
     """Names of the image condition channels, in order: pre, tumor_mask, then anatomy when used."""

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from contextlib import ExitStack
-from dataclasses import fields
 from typing import NamedTuple
 
 import torch
@@ -151,11 +150,10 @@ class ConditionalDenoiser(nn.Module):
         drop_clinical = torch.rand(batch, generator=generator, device=device) < self.config.clinical_dropout
         out = cond
         if self.n_classes and cond.class_label is not None:
-            nulled = cond.null(self.null_class, drop_class=True)
-            out = _where_case(drop_class.to(cond.image.device), nulled, out, ("class_label",))
+            out = out.null_where(drop_class.to(cond.image.device), self.null_class, drop_class=True)
         if self.clinical_variables and cond.clinical is not None:
-            nulled = cond.null(self.null_class, drop_class=False, drop_clinical=True)
-            out = _where_case(drop_clinical.to(cond.image.device), nulled, out, ("clinical", "clinical_missing"))
+            out = out.null_where(drop_clinical.to(cond.image.device), self.null_class, drop_class=False,
+                                 drop_clinical=True)
         return out
 
     def forward(self, x_t: Tensor, t: Tensor, cond: Conditions) -> DenoiserOutput:
@@ -247,18 +245,6 @@ def count_parameters(module: nn.Module) -> dict[str, int]:
     for name, child in module.named_children():
         counts[name] = sum(p.numel() for p in child.parameters())
     return counts
-
-
-def _where_case(mask: Tensor, if_true: Conditions, if_false: Conditions, names: tuple[str, ...]) -> Conditions:
-    """Per case (mask (B,)), take the fields ``names`` from ``if_true``, others from ``if_false``."""
-    out = {}
-    for field in fields(Conditions):
-        value = getattr(if_false, field.name)
-        if field.name in names and value is not None:
-            pick = mask.reshape(-1, *([1] * (value.dim() - 1)))
-            value = torch.where(pick, getattr(if_true, field.name), value)
-        out[field.name] = value
-    return Conditions(**out)
 
 
 def _check_arguments(spatial_dims, target_channels, image_condition_channels, n_classes, config) -> None:
