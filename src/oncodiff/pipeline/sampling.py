@@ -1,0 +1,79 @@
+"""Drawing N samples per case from a trained denoiser: the one sampling path of predict and evaluate.
+
+Each (case, sample) pair has its own torch.Generator, seeded from (seed, case key, sample index), so
+a case's samples are the same however cases are batched (design.md, "Randomness is explicit").
+All samples of all cases are flattened into rows and run through the sampler in chunks of
+``sampling.batch_size`` rows: one forward pass serves many samples and cases.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from contextlib import nullcontext
+
+import torch
+from torch import Tensor
+
+from oncodiff.config import Config
+from oncodiff.diffusion import NoiseSchedule, guided_model_fn, make_sampler, randn_per_element, sample
+from oncodiff.models import ConditionalDenoiser, Conditions
+
+
+def case_seed(seed: int, case_key: str, sample_index: int) -> int:
+    """A 63-bit seed from (seed, case key, sample index), stable across runs and platforms."""
+    digest = hashlib.sha256(f"{seed}|{case_key}|{sample_index}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+def sample_generators(seed: int, case_keys: Sequence[str], n_samples: int,
+                      device: torch.device | str = "cpu") -> list[torch.Generator]:
+    """Generators for rows ordered case-major: case 0 samples 0..N-1, case 1 samples 0..N-1, ..."""
+    return [torch.Generator(device=device).manual_seed(case_seed(seed, key, k))
+            for key in case_keys for k in range(n_samples)]
+
+
+def autocast_for(config: Config, device: torch.device):
+    """bf16 (or fp16 on GPU) autocast as the training precision says; nothing for fp32."""
+    precision = config.training.precision
+    if precision == "32":
+        return nullcontext()
+    dtype = torch.float16 if precision == "16-mixed" and device.type == "cuda" else torch.bfloat16
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def draw_samples(net: ConditionalDenoiser, config: Config, cond: Conditions, n_samples: int,
+                 generators: Sequence[torch.Generator], guidance_drop_clinical: bool = False) -> Tensor:
+    """(B, N, Ct, *S) generated targets (drift or post, per diffusion.target) for B cases, N samples each.
+
+    ``generators``: B * N, case-major (see :func:`sample_generators`). Guidance (sampling.guidance_scale)
+    nulls the class label, and the clinical variables too when ``guidance_drop_clinical``.
+    """
+    cases, device = cond.batch_size, cond.image.device
+    if len(generators) != cases * n_samples:
+        raise ValueError(f"need {cases * n_samples} generators ({cases} cases x {n_samples} samples), "
+                         f"got {len(generators)}")
+    rows = cond.repeat_interleave(n_samples)
+    shape = (net.target_channels, *cond.image.shape[2:])
+    schedule = NoiseSchedule.from_config(config.diffusion)
+    sampler = make_sampler(config.sampling, schedule, config.diffusion.prediction)
+    chunk = max(1, config.sampling.batch_size // (1 if config.sampling.guidance_scale in (0.0, 1.0) else 2))
+    out = []
+    with torch.inference_mode(), autocast_for(config, device):
+        for start in range(0, cases * n_samples, chunk):
+            index = slice(start, min(start + chunk, cases * n_samples))
+            gens = generators[index]
+            x_T = randn_per_element((len(gens), *shape), gens, device)
+            model_fn = _guided(net, rows.select(index), config.sampling.guidance_scale, guidance_drop_clinical)
+            out.append(sample(model_fn, x_T, sampler, config.sampling.steps, gens))
+    return torch.cat(out).reshape(cases, n_samples, *shape)
+
+
+def _guided(net: ConditionalDenoiser, cond: Conditions, scale: float, drop_clinical: bool):
+    def masked_fn(x_t: Tensor, t: Tensor, use_condition: Tensor) -> Tensor:
+        rows = cond if x_t.shape[0] == cond.batch_size else cond.cat(cond)
+        if not bool(use_condition.all()):
+            rows = rows.null_where(~use_condition, net.null_class, drop_class=True, drop_clinical=drop_clinical)
+        return net(x_t, t, rows).prediction
+
+    return guided_model_fn(masked_fn, scale)
