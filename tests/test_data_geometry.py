@@ -139,7 +139,7 @@ def test_mip_is_the_projection_of_the_scan(tiny_cohort_3d, tmp_path):
     config = _cfg(2, slices="mip", crop_size=(12, 12), normalization="zscore")
     result = preprocess_cohort(tiny_cohort_3d, config, cache_dir=tmp_path / "cache")
     record = result.records[0]
-    projected = baseline_scan(record, tiny_cohort_3d)
+    projected = baseline_scan(tiny_cohort_3d, record.baseline_image, record.geometry)
     assert projected.shape == (24, 24)
     np.testing.assert_allclose(projected.array, read_image(tiny_cohort_3d / record.baseline_image).array.max(axis=2))
     pasted = paste_back(record.geometry, record.pre_intensity.invert(result.arrays["pre"][0, 0]))

@@ -140,14 +140,15 @@ def preprocess_cohort(
     return _result(cohort, arrays, metadata, path, cache_hit=False)
 
 
-def baseline_scan(record: SampleRecord, cohort_root: str | Path) -> Image:
-    """The baseline scan in its original geometry (for a MIP sample, its maximum projection), raw units:
-    the background that a predicted image is pasted into."""
-    image = read_image(Path(cohort_root) / record.baseline_image)
-    axis = record.geometry.projection_axis
+def baseline_scan(cohort_root: str | Path, baseline_image: str, geometry: GeometryRecord) -> Image:
+    """The baseline scan ``baseline_image`` (relative to the cohort) in the original geometry of a
+    sample's ``geometry`` (for a MIP sample, the scan's maximum projection), raw units: the background
+    that a predicted image is pasted into."""
+    image = read_image(Path(cohort_root) / baseline_image)
+    axis = geometry.projection_axis
     if axis is None:
         return image
-    return Image(image.array.max(axis=axis), record.geometry.original_affine)
+    return Image(image.array.max(axis=axis), geometry.original_affine)
 
 
 @dataclass(frozen=True, eq=False)

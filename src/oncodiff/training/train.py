@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import torch
 from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger
@@ -22,8 +23,10 @@ from lightning.pytorch.loggers import CSVLogger
 from oncodiff.config import Config
 from oncodiff.data import CohortDataModule
 from oncodiff.errors import OncodiffError
+from oncodiff.evaluation.tumor_size import TumorSegmenter
 from oncodiff.models import image_condition_names
 from oncodiff.pipeline.export import ModelLayout, save_export
+from oncodiff.pipeline.volumes import SEGMENTER
 from oncodiff.training.callbacks import EpochLine
 from oncodiff.training.ema import WarmupEMA
 from oncodiff.training.module import MODULES
@@ -50,7 +53,7 @@ def train(cohort: str | Path, config: Config, out: str | Path, resume: bool = Fa
     trainer = _trainer(run, config, total_steps)
     trainer.fit(module, datamodule=data, ckpt_path=str(run.last_checkpoint) if resume else None)
     if trainer.is_global_zero:
-        _finish(run, config, layout, module, trainer)
+        _finish(run, config, layout, module, trainer, data)
     return run.root
 
 
@@ -137,8 +140,8 @@ def _trainer(run: RunFolder, config: Config, total_steps: int) -> L.Trainer:
 
 
 def _finish(run: RunFolder, config: Config, layout: ModelLayout, module: L.LightningModule,
-            trainer: L.Trainer) -> None:
-    """Export the best EMA weights and write the run summary."""
+            trainer: L.Trainer, data: CohortDataModule) -> None:
+    """Export the best EMA weights and the tumour segmenter, and write the run summary."""
     best = Path(trainer.checkpoint_callback.best_model_path or run.last_checkpoint)
     state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
     module.load_state_dict(state)
@@ -147,9 +150,33 @@ def _finish(run: RunFolder, config: Config, layout: ModelLayout, module: L.Light
         "best_checkpoint": best.name, "best_val_loss": _float(trainer.checkpoint_callback.best_model_score),
         "stopped_early": bool(getattr(trainer.early_stopping_callback, "stopped_epoch", 0)),
     }
-    save_export(run.model_dir, module.net, config, layout, extra={"training": summary})
+    segmenter = train_segmenter(data, config, run.model_dir / SEGMENTER)
+    save_export(run.model_dir, module.net, config, layout, extra={"training": summary, "segmenter": segmenter})
     run.consolidate_metrics()
     (run.root / "train_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+
+
+def train_segmenter(data: CohortDataModule, config: Config, path: Path) -> dict:
+    """Fit the follow-up tumour segmenter on the training split's true follow-ups (NAC paper's protocol)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    splits = {name: _post_with_masks(data, name) for name in ("train", "val")}
+    images, masks = splits["train"]
+    if not len(images):
+        return {"trained": False, "reason": "no follow-up tumour masks in the training split"}
+    print(f"training the tumour segmenter on {len(images)} true follow-ups ...", flush=True)
+    segmenter = TumorSegmenter(spatial_dims=data.spatial_dims, seed=config.training.seed, device="cpu")
+    report = segmenter.fit(images, masks, val=splits["val"] if len(splits["val"][0]) else None,
+                           steps=config.evaluation.segmenter_steps)
+    segmenter.save(path)
+    print(f"segmenter validation Dice {report['val_dice']}", flush=True)
+    return {"trained": True, **report}
+
+
+def _post_with_masks(data: CohortDataModule, split: str) -> tuple[np.ndarray, np.ndarray]:
+    dataset = data.dataset(split)
+    arrays = data.preprocessed.arrays
+    keep = [i for i in dataset.indices if data.records[i].has_post_mask]
+    return arrays["post"][keep], arrays["post_mask"][keep]
 
 
 def _float(value) -> float | None:

@@ -1,0 +1,185 @@
+"""Cases to predict: a cohort's baseline crops, conditions and (when known) ground truth, as one batch.
+
+A case is one crop of one lesion at one target time: a (baseline, follow-up) pair of the cohort, or a
+baseline scan alone with ``days`` given (a new patient: the tool's real use). Clinical values are
+encoded with the model's own encoder (training-split statistics, from the export), and may be
+overridden for "what if" predictions (``clinical.age=70``, ``response=responder``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from oncodiff.cohort import Cohort
+from oncodiff.data import (
+    BaselineCrops, ClinicalEncoder, GeometryRecord, IntensityTransform, crop_baseline, patient_outcomes,
+    preprocess_cohort,
+)
+from oncodiff.errors import ConfigError, OncodiffError
+from oncodiff.models import CLASS_COUNTS, CLASS_LABEL_KEYS
+from oncodiff.pipeline.export import ExportedModel
+
+NULL_VALUES = ("none", "null", "unknown", "")
+
+
+@dataclass(frozen=True)
+class Case:
+    """Where one predicted crop goes back to, and what is known about it."""
+
+    key: str  # patient/lesion/timepoint[/slice]
+    patient_id: str
+    lesion_id: str
+    timepoint: str
+    days: float
+    baseline_image: str
+    geometry: GeometryRecord
+    pre_intensity: IntensityTransform
+    has_truth: bool  # a follow-up scan at exactly these days exists (post and post_mask are real)
+
+
+@dataclass
+class CaseSet:
+    """B cases and their batch (CONTRACTS section 1 keys, tensors with batch dim B)."""
+
+    cases: list[Case]
+    batch: dict[str, Any]
+    cohort: Cohort
+
+    def __len__(self) -> int:
+        return len(self.cases)
+
+    def select(self, index: Sequence[int]) -> CaseSet:
+        index = list(index)
+        batch = {k: (v[index] if isinstance(v, torch.Tensor) else [v[i] for i in index]) for k, v in self.batch.items()}
+        return CaseSet([self.cases[i] for i in index], batch, self.cohort)
+
+
+def load_cases(model: ExportedModel, cohort_root: str | Path, patients: Sequence[str] | None = None,
+               days: float | None = None, overrides: Mapping[str, str] | None = None,
+               cache_dir: str | Path | None = None) -> CaseSet:
+    """The cases of ``patients`` (default: every patient with a follow-up) of a cohort.
+
+    Patients with follow-ups give one case per follow-up (at ``days`` instead, when given); patients
+    with only a baseline scan need ``days``. ``overrides``: clinical.NAME=value and
+    response=value / survival_class=k for counterfactual predictions.
+    """
+    data = model.config.data
+    preprocessed = preprocess_cohort(cohort_root, data, cache_dir=cache_dir)
+    cohort = preprocessed.cohort
+    wanted = _check_patients(cohort, patients)
+    arrays, cases = [], []
+    with_pairs = {r.patient_id for r in preprocessed.records}
+    for i, record in enumerate(preprocessed.records):
+        if wanted is None or record.patient_id in wanted:
+            arrays.append({k: preprocessed.arrays[k][i] for k in ("pre", "post", "tumor_mask", "post_mask", "anatomy")})
+            cases.append(Case(
+                key=_key(record.patient_id, record.lesion_id, record.timepoint, record.geometry.slice_index),
+                patient_id=record.patient_id, lesion_id=record.lesion_id, timepoint=record.timepoint,
+                days=record.days, baseline_image=record.baseline_image, geometry=record.geometry,
+                pre_intensity=record.pre_intensity, has_truth=True))
+    for patient in sorted((wanted or set()) - with_pairs):
+        _baseline_only(cohort, patient, days, data, arrays, cases)
+    if days is not None:
+        cases = [replace(c, days=float(days), has_truth=c.has_truth and c.days == float(days),
+                         timepoint=c.timepoint if c.days == float(days) else f"day{days:g}",
+                         key=c.key if c.days == float(days) else _key(c.patient_id, c.lesion_id, f"day{days:g}",
+                                                                      c.geometry.slice_index)) for c in cases]
+    if not cases:
+        raise OncodiffError(f"no cases to predict in {cohort.root}: no patient selected has a baseline scan")
+    batch = _batch(model, cohort, cases, arrays, overrides or {})
+    return CaseSet(cases, batch, cohort)
+
+
+def _key(patient: str, lesion: str, timepoint: str, slice_index: int | None) -> str:
+    return f"{patient}/{lesion}/{timepoint}" + (f"/z{slice_index}" if slice_index is not None else "")
+
+
+def _check_patients(cohort: Cohort, patients: Sequence[str] | None) -> set[str] | None:
+    if patients is None:
+        return None
+    unknown = [p for p in patients if p not in cohort.patients.index]
+    if unknown:
+        raise OncodiffError(f"--patient {', '.join(unknown)}: not in {cohort.root / 'patients.csv'}")
+    return set(patients)
+
+
+def _baseline_only(cohort: Cohort, patient: str, days: float | None, data, arrays: list, cases: list) -> None:
+    if days is None:
+        raise OncodiffError(f"patient {patient} has no follow-up scan in {cohort.root / 'scans.csv'}; "
+                            "pass --days to say which time point to predict")
+    for _, row in cohort.baselines()[cohort.baselines()["patient_id"] == patient].iterrows():
+        crops: BaselineCrops = crop_baseline(cohort, row.to_dict(), data)
+        for k, crop in enumerate(crops.crops):
+            empty = np.zeros_like(crops.pre[k])
+            arrays.append({"pre": crops.pre[k], "post": empty, "tumor_mask": crops.tumor_mask[k],
+                           "post_mask": empty.astype(np.uint8), "anatomy": crops.anatomy[k]})
+            cases.append(Case(
+                key=_key(patient, str(row["lesion_id"]), f"day{days:g}", crop.geometry.slice_index),
+                patient_id=patient, lesion_id=str(row["lesion_id"]), timepoint=f"day{days:g}", days=float(days),
+                baseline_image=str(row["image"]), geometry=crop.geometry, pre_intensity=crops.intensity,
+                has_truth=False))
+
+
+def _batch(model: ExportedModel, cohort: Cohort, cases: list[Case], arrays: list[dict],
+           overrides: Mapping[str, str]) -> dict[str, Any]:
+    encoder = ClinicalEncoder.from_dict(model.layout.clinical_encoder)
+    clinical_overrides = {k.removeprefix("clinical."): v for k, v in overrides.items() if k.startswith("clinical.")}
+    rows = [cohort.patients.loc[c.patient_id].to_dict() for c in cases]
+    try:
+        encoded = [encoder.encode(row, clinical_overrides) for row in rows]
+    except (KeyError, ValueError) as e:
+        raise ConfigError(f"--set clinical...: {e}") from None
+    outcomes = patient_outcomes(cohort.patients, cohort.spec)
+    batch = {k: torch.from_numpy(np.stack([a[k] for a in arrays]).astype(np.float32))
+             for k in ("pre", "post", "tumor_mask", "post_mask", "anatomy")}
+    batch.update(
+        clinical=torch.from_numpy(np.stack([e[0] for e in encoded]).astype(np.float32)),
+        clinical_missing=torch.from_numpy(np.stack([e[1] for e in encoded]).astype(bool)),
+        days=torch.tensor([c.days for c in cases], dtype=torch.float32),
+        has_post_mask=torch.tensor([c.has_truth for c in cases]),
+        response=torch.tensor([int(outcomes.loc[c.patient_id, "response"]) for c in cases], dtype=torch.int64),
+        survival_time=torch.tensor([float(outcomes.loc[c.patient_id, "survival_time"]) for c in cases]),
+        survival_event=torch.tensor([float(outcomes.loc[c.patient_id, "survival_event"]) for c in cases]),
+        patient_id=[c.patient_id for c in cases], lesion_id=[c.lesion_id for c in cases],
+        timepoint=[c.timepoint for c in cases], index=torch.arange(len(cases)),
+    )
+    batch["class_label"] = class_labels(model, batch, overrides)
+    return batch
+
+
+def class_labels(model: ExportedModel, batch: Mapping[str, Any], overrides: Mapping[str, str]) -> torch.Tensor | None:
+    """The class label each case is conditioned on: an override, else the null class (outcome unknown).
+
+    Prediction never reads the true outcome: before treatment it is unknown. ``evaluate`` reports the
+    papers' protocol (the true class, an oracle) separately.
+    """
+    kind = model.config.model.class_label
+    if kind == "none":
+        return None
+    n = len(batch["patient_id"])
+    null = CLASS_COUNTS[kind]
+    key = "response" if kind == "response" else "survival_class"
+    value = overrides.get(key)
+    if value is None or str(value).strip().lower() in NULL_VALUES:
+        return torch.full((n,), null, dtype=torch.int64)
+    return torch.full((n,), _class_index(kind, str(value), model.layout.response_positive), dtype=torch.int64)
+
+
+def _class_index(kind: str, value: str, positive: str | None) -> int:
+    if kind == "response":
+        if value in ("1", "responder", positive):
+            return 1
+        if value.lower().replace("_", "-") in ("0", "non-responder", "nonresponder"):
+            return 0
+        raise ConfigError(f"--set response={value}: use {positive!r} or 1 (responder), non-responder or 0, "
+                          "or none (outcome unknown)")
+    classes = CLASS_COUNTS[kind]
+    if value.isdigit() and int(value) < classes:
+        return int(value)
+    raise ConfigError(f"--set survival_class={value}: use 0..{classes - 1} ({CLASS_LABEL_KEYS[kind]}) or none")

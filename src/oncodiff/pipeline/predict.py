@@ -1,0 +1,155 @@
+"""``oncodiff predict``: an exported model + a cohort -> N samples per case, their mean, uncertainty,
+drift, tumour volume change with an interval, and the implied response.
+
+Outputs per case (folder ``OUT/<patient>_<lesion>_<timepoint>``), all in the geometry of the
+baseline scan they were predicted from (same affine and shape), in the scan's own intensity units:
+mean, std (uncertainty), drift (mean post - pre), sample_KK, tumor_probability (the fraction of
+samples in which the segmenter finds tumour), PNG previews for 2D cohorts, and summary.json.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from dataclasses import replace as dc_replace
+from pathlib import Path
+
+import numpy as np
+
+from oncodiff.cohort import write_image
+from oncodiff.config import Config
+from oncodiff.data import baseline_scan, paste_back
+from oncodiff.errors import OncodiffError
+from oncodiff.models import Conditions, conditions_from_batch, post_from_target
+from oncodiff.pipeline.cases import CaseSet, load_cases
+from oncodiff.pipeline.export import ExportedModel, load_export
+from oncodiff.pipeline.sampling import draw_samples, sample_generators
+from oncodiff.pipeline.volumes import CaseVolumes, load_segmenter
+
+
+@dataclass
+class Predictions:
+    """Generated follow-ups for B cases: ``samples`` (B, N, *S) normalised units, ``pre`` (B, *S)."""
+
+    samples: np.ndarray
+    pre: np.ndarray
+
+    @property
+    def mean(self) -> np.ndarray:
+        return self.samples.mean(axis=1)
+
+    @property
+    def std(self) -> np.ndarray:
+        return self.samples.std(axis=1, ddof=1) if self.samples.shape[1] > 1 else np.zeros_like(self.pre)
+
+    @property
+    def drift(self) -> np.ndarray:
+        return self.mean - self.pre
+
+
+def case_conditions(model: ExportedModel, cases: CaseSet, class_label: str = "given") -> Conditions:
+    """Conditions for ``cases``. class_label: "given" (the case set's: an override, else null),
+    "true" (the known outcome: the papers' oracle protocol) or "null"."""
+    cond = conditions_from_batch(cases.batch, model.config.model)
+    if cond.class_label is None or class_label == "true":
+        return cond
+    if class_label == "null":
+        return cond.null(model.net.null_class)
+    return dc_replace(cond, class_label=cases.batch["class_label"])
+
+
+def predict_cases(model: ExportedModel, cases: CaseSet, n_samples: int, seed: int = 0,
+                  class_label: str = "given", config: Config | None = None) -> Predictions:
+    """Draw ``n_samples`` follow-ups for every case (one generator per case and sample)."""
+    config = config or model.config
+    device = next(model.net.parameters()).device
+    cond = case_conditions(model, cases, class_label).to(device)
+    generators = sample_generators(seed, [c.key for c in cases.cases], n_samples)
+    generated = draw_samples(model.net, config, cond, n_samples, generators)  # (B, N, 1, *S)
+    pre = cases.batch["pre"].to(device)
+    post = post_from_target(pre.unsqueeze(1), generated, config.diffusion.target)
+    return Predictions(samples=post[:, :, 0].float().cpu().numpy(), pre=pre[:, 0].cpu().numpy())
+
+
+def predict(model: str | Path, cohort: str | Path, out: str | Path, patients: Sequence[str] | None = None,
+            samples: int | None = None, days: float | None = None, overrides: Sequence[str] = (), seed: int = 0,
+            cache_dir: str | Path | None = None) -> Path:
+    """Predict follow-ups for a cohort's cases and write them under ``out``; returns ``out``."""
+    exported = load_export(model)
+    config_overrides, case_overrides = _split_overrides(overrides)
+    config = exported.config.with_overrides(config_overrides) if config_overrides else exported.config
+    out = _output_folder(out, cohort)
+    if patients is None:
+        patients = _default_patients(Path(model))
+    cases = load_cases(exported, cohort, patients, days, case_overrides, cache_dir)
+    n = samples or config.sampling.samples
+    predictions = predict_cases(exported, cases, n, seed, config=config)
+    volumes = CaseVolumes.measure(load_segmenter(exported.path), cases, predictions,
+                                  config.evaluation.response_threshold)
+    summaries = [write_case(out, cases, i, predictions, volumes) for i in range(len(cases))]
+    (out / "summary.json").write_text(json.dumps({
+        "model": str(exported.path), "cohort": str(cases.cohort.root), "samples": n, "seed": seed,
+        "overrides": list(overrides), "sampling": config.sampling.model_dump(mode="json"), "cases": summaries,
+    }, indent=2) + "\n")
+    return out
+
+
+def _split_overrides(overrides: Sequence[str]) -> tuple[list[str], dict[str, str]]:
+    config, cases = [], {}
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise OncodiffError(f"--set {item!r}: expected KEY=VALUE, e.g. --set response=responder")
+        key = key.strip()
+        if key.startswith(("sampling.", "evaluation.")):
+            config.append(item)
+        elif key.startswith("clinical.") or key in ("response", "survival_class"):
+            cases[key] = value.strip()
+        else:
+            raise OncodiffError(f"--set {key}: predict takes sampling.KEY, evaluation.KEY, clinical.NAME, "
+                                "response or survival_class")
+    return config, cases
+
+
+def _output_folder(out: str | Path, cohort: str | Path) -> Path:
+    out, cohort = Path(out).resolve(), Path(cohort).resolve()
+    if out == cohort or cohort in out.parents:
+        raise OncodiffError(f"--out {out} is inside the cohort folder {cohort}; oncodiff never writes into a "
+                            "cohort: choose a folder outside it")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def _default_patients(model: Path) -> list[str] | None:
+    """The run's test split when predicting from a run folder, else every patient."""
+    splits = model / "splits.json"
+    if splits.is_file():
+        return list(json.loads(splits.read_text())["test"]) or None
+    return None
+
+
+def write_case(out: Path, cases: CaseSet, i: int, predictions: Predictions, volumes: CaseVolumes) -> dict:
+    """Write one case's images (baseline geometry, scanner units) and return its summary."""
+    case = cases.cases[i]
+    folder = out / case.key.replace("/", "_")
+    folder.mkdir(parents=True, exist_ok=True)
+    background = baseline_scan(cases.cohort.root, case.baseline_image, case.geometry).array
+    intensity = case.pre_intensity
+    images = {"mean": paste_back(case.geometry, intensity.invert(predictions.mean[i]), 1, background),
+              "std": paste_back(case.geometry, intensity.invert_difference(predictions.std[i])),
+              "drift": paste_back(case.geometry, intensity.invert_difference(predictions.drift[i])),
+              "tumor_probability": paste_back(case.geometry, volumes.probability[i])}
+    for k in range(predictions.samples.shape[1]):
+        images[f"sample_{k:02d}"] = paste_back(case.geometry, intensity.invert(predictions.samples[i, k]), 1,
+                                               background)
+    files = {}
+    for name, image in images.items():
+        files[name] = write_image(image.array, image, folder / f"{name}.nii.gz").name
+        if image.ndim == 2 and not name.startswith("sample_"):
+            write_image(image.array, image, folder / f"{name}.png")
+    summary = {"key": case.key, "patient_id": case.patient_id, "lesion_id": case.lesion_id,
+               "timepoint": case.timepoint, "days": case.days, **volumes.summary(i), "files": files}
+    (folder / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+

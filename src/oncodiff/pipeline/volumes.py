@@ -1,0 +1,107 @@
+"""Tumour size of generated follow-ups: one segmenter for generated and true scans alike.
+
+The NAC paper measured tumour size on generated images with a segmentation network trained on
+ground-truth follow-ups; so do we (``TumorSegmenter``, trained at the end of ``oncodiff train`` on
+the training split's true follow-ups and exported beside the model). Each sample is segmented, so
+the volume change comes with an interval across samples, and the response probability is the
+fraction of samples whose change meets the response rule.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from oncodiff.data import GeometryRecord
+from oncodiff.evaluation.tumor_size import TumorSegmenter
+
+if TYPE_CHECKING:  # avoid an import cycle: predict imports this module
+    from oncodiff.pipeline.cases import CaseSet
+    from oncodiff.pipeline.predict import Predictions
+
+SEGMENTER = "segmenter.safetensors"
+
+
+def load_segmenter(folder: str | Path) -> TumorSegmenter | None:
+    """The exported segmenter, or None when the run had no follow-up masks to train one."""
+    path = Path(folder) / SEGMENTER
+    return TumorSegmenter.load(path) if path.is_file() else None
+
+
+def crop_spacing(geometry: GeometryRecord) -> tuple[float, ...]:
+    """Voxel size (mm) of a crop along its own axes."""
+    columns = np.linalg.norm(np.asarray(geometry.crop_affine)[:3, :3], axis=0)
+    return tuple(float(s) for s in columns[: len(geometry.crop_shape)])
+
+
+@dataclass
+class CaseVolumes:
+    """Tumour volumes of B cases: baseline (B,), per sample (B, N), truth (B,) (NaN unknown), and the
+    per-voxel tumour probability across samples (B, *S). Units: mm^3 for 3D crops, mm^2 for 2D."""
+
+    baseline: np.ndarray
+    samples: np.ndarray
+    true: np.ndarray
+    probability: np.ndarray
+    unit: str
+    threshold: float
+    note: str = ""
+
+    @classmethod
+    def measure(cls, segmenter: TumorSegmenter | None, cases: CaseSet, predictions: Predictions,
+                threshold: float) -> CaseVolumes:
+        n_cases, n_samples = predictions.samples.shape[:2]
+        spatial = predictions.samples.shape[2:]
+        voxel = np.array([np.prod(crop_spacing(c.geometry)) for c in cases.cases])
+        baseline = cases.batch["tumor_mask"][:, 0].reshape(n_cases, -1).sum(1).numpy() * voxel
+        known = cases.batch["has_post_mask"].numpy()
+        true = np.where(known, cases.batch["post_mask"][:, 0].reshape(n_cases, -1).sum(1).numpy() * voxel, np.nan)
+        unit = "mm3" if len(spatial) == 3 else "mm2"
+        if segmenter is None:
+            nan = np.full((n_cases, n_samples), np.nan)
+            return cls(baseline, nan, true, np.zeros((n_cases, *spatial), np.float32), unit, threshold,
+                       note="no segmenter: the training cohort had no follow-up tumour masks")
+        masks = segmenter.predict(predictions.samples.reshape(n_cases * n_samples, 1, *spatial))
+        masks = masks.reshape(n_cases, n_samples, *spatial)
+        volumes = masks.reshape(n_cases, n_samples, -1).sum(-1) * voxel[:, None]
+        return cls(baseline, volumes, true, masks.mean(axis=1).astype(np.float32), unit, threshold)
+
+    def change(self) -> np.ndarray:
+        """(B, N) relative volume change of each sample from baseline; NaN where the baseline is empty."""
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(self.baseline[:, None] > 0, self.samples / self.baseline[:, None] - 1.0, np.nan)
+
+    def true_change(self) -> np.ndarray:
+        """(B,) true relative change (from the follow-up's ground-truth mask); NaN where unknown."""
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(self.baseline > 0, self.true / self.baseline - 1.0, np.nan)
+
+    def summary(self, i: int) -> dict:
+        """JSON-ready sizes of case i; None where undefined."""
+        change = self.change()[i]
+        defined = change[np.isfinite(change)]
+        out = {"volume_unit": self.unit, "volume_baseline": float(self.baseline[i]),
+               "volume_pred_mean": _num(np.nanmean(self.samples[i]) if np.isfinite(self.samples[i]).any() else None),
+               "change_pct_mean": None, "change_pct_interval_50": None, "change_pct_interval_90": None,
+               "response": None, "response_probability": None, "response_rule": f"change <= {self.threshold:+.0%}"}
+        if defined.size:
+            out.update(
+                change_pct_mean=100 * float(defined.mean()),
+                change_pct_interval_50=[100 * float(q) for q in np.quantile(defined, [0.25, 0.75])],
+                change_pct_interval_90=[100 * float(q) for q in np.quantile(defined, [0.05, 0.95])],
+                response="responder" if defined.mean() <= self.threshold else "non-responder",
+                response_probability=float((defined <= self.threshold).mean()),
+            )
+        if np.isfinite(self.true[i]):
+            out["volume_true"] = float(self.true[i])
+            out["change_pct_true"] = _num(100 * self.true_change()[i])
+        if self.note:
+            out["note"] = self.note
+        return out
+
+
+def _num(value) -> float | None:
+    return None if value is None or not np.isfinite(value) else float(value)
