@@ -217,6 +217,13 @@ class EvaluationConfig(_Section):
         (0.5, 0.9), description="nominal levels of the central sample intervals checked for coverage"
     )
 
+    baselines: tuple[Literal["regression", "regression_drift", "no_clinical"], ...] = Field(
+        ("regression", "regression_drift", "no_clinical"),
+        description="trained baselines to compare with (identity always); each is trained once into RUN/baselines/",
+    )
+    baseline_minutes: float | None = Field(
+        None, gt=0, description="training budget of each baseline; null = the run's own training.max_minutes"
+    )
     head_epochs: int = Field(200, ge=1, description="full-batch AdamW steps of the response and Cox heads per fold")
     cnn_epochs: int = Field(10, ge=1, description="epochs of the from-scratch scan CNN baseline per fold")
 

@@ -1,4 +1,4 @@
-"""oncodiff.evaluation (see docs/design.md for what this package owns)."""
+"""oncodiff.evaluation: metrics, tumour size, baselines, downstream heads and the report."""
 
 from oncodiff.evaluation.distribution import (
     extract_features,
@@ -24,7 +24,23 @@ from oncodiff.evaluation.metrics import (
 from oncodiff.evaluation.tumor_size import TumorSegmenter, dice, relative_change, size_metrics, volume
 from oncodiff.evaluation.uncertainty import calibration_curve, coverage, spread_error_correlation
 
+
+def evaluate(*args, **kwargs):
+    """See :func:`oncodiff.evaluation.evaluate.evaluate` (imported lazily: it pulls in the pipeline)."""
+    from oncodiff.evaluation.evaluate import evaluate as run
+
+    return run(*args, **kwargs)
+
+
+def write_report(*args, **kwargs):
+    """See :func:`oncodiff.evaluation.report.write_report`."""
+    from oncodiff.evaluation.report import write_report as run
+
+    return run(*args, **kwargs)
+
 __all__ = [
+    "evaluate",
+    "write_report",
     "MetricTable",
     "TumorSegmenter",
     "bbox_mask",

@@ -50,6 +50,7 @@ class CaseSet:
     cases: list[Case]
     batch: dict[str, Any]
     cohort: Cohort
+    data_hash: str = ""  # the preprocessing cache key: a hash of the input files and the data options
 
     def __len__(self) -> int:
         return len(self.cases)
@@ -57,7 +58,7 @@ class CaseSet:
     def select(self, index: Sequence[int]) -> CaseSet:
         index = list(index)
         batch = {k: (v[index] if isinstance(v, torch.Tensor) else [v[i] for i in index]) for k, v in self.batch.items()}
-        return CaseSet([self.cases[i] for i in index], batch, self.cohort)
+        return CaseSet([self.cases[i] for i in index], batch, self.cohort, self.data_hash)
 
 
 def load_cases(model: ExportedModel, cohort_root: str | Path, patients: Sequence[str] | None = None,
@@ -93,7 +94,7 @@ def load_cases(model: ExportedModel, cohort_root: str | Path, patients: Sequence
     if not cases:
         raise OncodiffError(f"no cases to predict in {cohort.root}: no patient selected has a baseline scan")
     batch = _batch(model, cohort, cases, arrays, overrides or {})
-    return CaseSet(cases, batch, cohort)
+    return CaseSet(cases, batch, cohort, preprocessed.cache_path.name)
 
 
 def _key(patient: str, lesion: str, timepoint: str, slice_index: int | None) -> str:

@@ -24,7 +24,7 @@ from oncodiff.errors import OncodiffError
 from oncodiff.models import Conditions, conditions_from_batch, post_from_target
 from oncodiff.pipeline.cases import CaseSet, load_cases
 from oncodiff.pipeline.export import ExportedModel, load_export
-from oncodiff.pipeline.sampling import draw_samples, sample_generators
+from oncodiff.pipeline.sampling import draw_samples, regress, sample_generators
 from oncodiff.pipeline.volumes import CaseVolumes, load_segmenter
 
 
@@ -61,12 +61,16 @@ def case_conditions(model: ExportedModel, cases: CaseSet, class_label: str = "gi
 
 def predict_cases(model: ExportedModel, cases: CaseSet, n_samples: int, seed: int = 0,
                   class_label: str = "given", config: Config | None = None) -> Predictions:
-    """Draw ``n_samples`` follow-ups for every case (one generator per case and sample)."""
+    """Draw ``n_samples`` follow-ups for every case (one generator per case and sample); a regression
+    run gives its single deterministic prediction."""
     config = config or model.config
     device = next(model.net.parameters()).device
     cond = case_conditions(model, cases, class_label).to(device)
-    generators = sample_generators(seed, [c.key for c in cases.cases], n_samples)
-    generated = draw_samples(model.net, config, cond, n_samples, generators)  # (B, N, 1, *S)
+    if model.config.training.stage == "regression":  # deterministic: one prediction per case
+        generated = regress(model.net, config, cond)
+    else:
+        generators = sample_generators(seed, [c.key for c in cases.cases], n_samples)
+        generated = draw_samples(model.net, config, cond, n_samples, generators)  # (B, N, 1, *S)
     pre = cases.batch["pre"].to(device)
     post = post_from_target(pre.unsqueeze(1), generated, config.diffusion.target)
     return Predictions(samples=post[:, :, 0].float().cpu().numpy(), pre=pre[:, 0].cpu().numpy())

@@ -69,6 +69,20 @@ def draw_samples(net: ConditionalDenoiser, config: Config, cond: Conditions, n_s
     return torch.cat(out).reshape(cases, n_samples, *shape)
 
 
+def regress(net: ConditionalDenoiser, config: Config, cond: Conditions) -> Tensor:
+    """(B, 1, Ct, *S): the deterministic regression baseline's one prediction per case (zeros in, t = 0)."""
+    shape = (cond.batch_size, net.target_channels, *cond.image.shape[2:])
+    out = []
+    with torch.inference_mode(), autocast_for(config, cond.image.device):
+        for start in range(0, cond.batch_size, config.sampling.batch_size):
+            index = slice(start, min(start + config.sampling.batch_size, cond.batch_size))
+            rows = cond.select(index)
+            zeros = torch.zeros((rows.batch_size, *shape[1:]), device=cond.image.device)
+            t = torch.zeros(rows.batch_size, dtype=torch.long, device=cond.image.device)
+            out.append(net(zeros, t, rows).prediction.float())
+    return torch.cat(out).unsqueeze(1)
+
+
 def _guided(net: ConditionalDenoiser, cond: Conditions, scale: float, drop_clinical: bool):
     def masked_fn(x_t: Tensor, t: Tensor, use_condition: Tensor) -> Tensor:
         rows = cond if x_t.shape[0] == cond.batch_size else cond.cat(cond)

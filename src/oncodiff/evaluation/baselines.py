@@ -1,0 +1,51 @@
+"""Baselines and ablations, trained on the run's own split by the same code, on demand.
+
+Each trained baseline lives in ``RUN/baselines/NAME/`` (a run folder of its own, reused by later
+evaluations) and differs from the run's config only as its definition below says:
+
+  regression        the same U-Net trained deterministically with MSE to map pre to post (issue 4)
+  regression_drift  the same, predicting the drift post - pre (isolates the drift parameterisation)
+  no_clinical       the diffusion model without clinical variables or class label (days kept)
+
+The identity baseline (post = pre) needs no training.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from oncodiff.config import Config
+
+TRAINED_BASELINES = {  # name: (label in tables, config overrides)
+    "regression": ("regression U-Net (pre -> post, MSE)",
+                   ["training.stage=regression", "diffusion.target=post", "model.class_label=none"]),
+    "regression_drift": ("regression U-Net (drift, MSE)",
+                         ["training.stage=regression", "diffusion.target=drift", "model.class_label=none"]),
+    "no_clinical": ("diffusion without clinical conditioning", ["model.clinical=none", "model.class_label=none"]),
+}
+BASELINE_NAMES = ("identity", *TRAINED_BASELINES)
+
+
+def baseline_config(config: Config, name: str, minutes: float | None) -> Config:
+    """The run's config changed only as baseline ``name`` says (and its time budget)."""
+    overrides = list(TRAINED_BASELINES[name][1])
+    if minutes is not None:
+        overrides.append(f"training.max_minutes={minutes}")
+    return config.with_overrides(overrides)
+
+
+def ensure_baseline(run: Path, cohort: str | Path, config: Config, name: str, minutes: float | None,
+                    cache_dir: str | Path | None = None) -> Path:
+    """The run folder of baseline ``name`` for ``run``: trained now if it is not there yet."""
+    from oncodiff.training import train  # training is heavy; only evaluate's baselines need it
+
+    folder = run / "baselines" / name
+    if (folder / "model" / "model.safetensors").is_file():
+        return folder
+    if folder.exists():  # an interrupted earlier attempt: start it again
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    shutil.copy(run / "splits.json", folder / "splits.json")  # the same patients on each side
+    print(f"training baseline {name!r} into {folder} ...", flush=True)
+    return train(cohort, baseline_config(config, name, minutes), folder, cache_dir=cache_dir)

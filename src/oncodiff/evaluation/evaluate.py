@@ -1,0 +1,183 @@
+"""``oncodiff evaluate``: a run + its cohort -> every number of the evaluation protocol, side by side.
+
+On the run's test split, each method predicts every case; the same code then scores them:
+image metrics (whole image, baseline tumour mask, tumour box), tumour size through one segmenter
+(NAC protocol), volume-change accuracy, uncertainty calibration, counterfactual direction (synthetic
+cohorts), distribution distances, and ImmunoDiff's stage-2 response and survival heads against their
+baselines in patient-grouped cross-validation. Writes ``OUT/summary.json`` (every number, per case and
+aggregated, with the config and the data hash), ``OUT/tables.md`` and ``OUT/figures.npz`` (the arrays
+the report draws), and prints the main table.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from scipy import stats
+
+from oncodiff import __version__
+from oncodiff.config import Config
+from oncodiff.errors import OncodiffError
+from oncodiff.evaluation.baselines import TRAINED_BASELINES, ensure_baseline
+from oncodiff.evaluation.counterfactual import evaluate_counterfactuals
+from oncodiff.evaluation.distribution import fid, lpips, mmd
+from oncodiff.evaluation.metrics import MetricTable, image_metrics
+from oncodiff.evaluation.stage2 import evaluate_outcomes
+from oncodiff.evaluation.tables import format_tables
+from oncodiff.evaluation.uncertainty import calibration_curve, coverage, spread_error_correlation
+from oncodiff.pipeline.cases import CaseSet, load_cases
+from oncodiff.pipeline.export import ExportedModel, load_export
+from oncodiff.pipeline.predict import Predictions, predict_cases
+from oncodiff.pipeline.volumes import CaseVolumes, load_segmenter
+
+FIGURE_CASES = 6
+
+
+@dataclass
+class MethodResult:
+    """One method's predictions on the test cases and their measured tumour volumes."""
+
+    name: str
+    label: str
+    predictions: Predictions
+    volumes: CaseVolumes
+
+
+def evaluate(model: str | Path, cohort: str | Path, out: str | Path, overrides: Sequence[str] = (),
+             cache_dir: str | Path | None = None) -> Path:
+    """Evaluate the run ``model`` on its test split of ``cohort``; returns ``OUT/summary.json``."""
+    run = Path(model).resolve()
+    if not (run / "splits.json").is_file():
+        raise OncodiffError(f"{run}: not a run folder (no splits.json); evaluate needs the run written by "
+                            "`oncodiff train`, to score its own test split")
+    exported = load_export(run)
+    config = exported.config.with_overrides(list(overrides)) if overrides else exported.config
+    out = _output_folder(out, cohort)
+    test = json.loads((run / "splits.json").read_text())["test"]
+    cases = load_cases(exported, cohort, patients=test, cache_dir=cache_dir)
+    cases = cases.select([i for i, c in enumerate(cases.cases) if c.has_truth])
+    print(f"evaluating {len(cases)} test cases of {len(test)} patients", flush=True)
+    methods = _run_methods(run, exported, config, cases, cohort, cache_dir)
+    summary = _score(methods, cases, config)
+    summary["counterfactual"] = evaluate_counterfactuals(exported, config, cases, cache_dir)
+    summary["outcomes"] = evaluate_outcomes(exported, config, cohort, run, cache_dir)
+    summary.update(_provenance(run, exported, config, cases, cohort))
+    _write_figures(out, methods, cases)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=_json_default) + "\n")
+    tables = format_tables(summary)
+    (out / "tables.md").write_text(tables)
+    print(tables, flush=True)
+    return out / "summary.json"
+
+
+def _output_folder(out: str | Path, cohort: str | Path) -> Path:
+    out, cohort = Path(out).resolve(), Path(cohort).resolve()
+    if out == cohort or cohort in out.parents:
+        raise OncodiffError(f"--out {out} is inside the cohort folder {cohort}; choose a folder outside it")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def _run_methods(run: Path, exported: ExportedModel, config: Config, cases: CaseSet, cohort,
+                 cache_dir) -> list[MethodResult]:
+    segmenter = load_segmenter(exported.path)
+    threshold = config.evaluation.response_threshold
+    n, seed = config.sampling.samples, config.training.seed
+    pre = cases.batch["pre"][:, 0].numpy()
+    results = [("identity", "identity (post = pre)", Predictions(samples=pre[:, None].copy(), pre=pre))]
+    for name in config.evaluation.baselines:
+        baseline = load_export(ensure_baseline(run, cohort, exported.config, name, config.evaluation.baseline_minutes,
+                                               cache_dir))
+        print(f"predicting with baseline {name} ...", flush=True)
+        results.append((name, TRAINED_BASELINES[name][0], predict_cases(baseline, cases, n, seed, "null")))
+    print(f"sampling {n} predictions per case with the full model ...", flush=True)
+    results.append(("diffusion", "diffusion, outcome unknown (null class)",
+                    predict_cases(exported, cases, n, seed, "null", config)))
+    if exported.config.model.class_label != "none":
+        results.append(("diffusion_true_class", "diffusion, true class (oracle, as in the papers)",
+                        predict_cases(exported, cases, n, seed, "true", config)))
+    return [MethodResult(name, label, p, CaseVolumes.measure(segmenter, cases, p, threshold))
+            for name, label, p in results]
+
+
+def _score(methods: list[MethodResult], cases: CaseSet, config: Config) -> dict:
+    ev = config.evaluation
+    spatial_dims = cases.batch["pre"].ndim - 2
+    post = cases.batch["post"][:, 0].numpy()
+    tumor = cases.batch["tumor_mask"][:, 0].numpy() > 0
+    table = MetricTable()
+    keys = [c.key for c in cases.cases]
+    out = {"methods": {m.name: {"label": m.label, "samples": int(m.predictions.samples.shape[1])} for m in methods},
+           "image_metrics": {}, "size": {}, "uncertainty": {}, "distribution": {}}
+    for m in methods:
+        table.add(m.name, image_metrics(m.predictions.mean, post, tumor, ev.bbox_margin, ev.data_range,
+                                        spatial_dims=spatial_dims), case_ids=keys)
+        out["size"][m.name] = _size_scores(m.volumes)
+        out["uncertainty"][m.name] = _uncertainty(m.volumes)
+        out["distribution"][m.name] = {"mmd": mmd(m.predictions.mean.reshape(len(post), -1),
+                                                  post.reshape(len(post), -1), ev.mmd_bandwidth)}
+    out["image_metrics"] = {"aggregate": table.aggregate(), "per_case": table.rows()}
+    out["distribution"]["fid"] = fid(methods[-1].predictions.mean[:, None], post[:, None], ev.fid_weights)
+    out["distribution"]["lpips"] = {k: v for k, v in lpips(methods[-1].predictions.mean[:, None], post[:, None],
+                                                            ev.lpips_weights).items() if k != "values"}
+    out["per_case_size"] = {m.name: [m.volumes.summary(i) | {"key": k} for i, k in enumerate(keys)] for m in methods}
+    return out
+
+
+def _size_scores(volumes: CaseVolumes) -> dict:
+    """Volume-change accuracy of one method against the ground-truth follow-up masks."""
+    pred = np.nanmean(volumes.change(), axis=1) if np.isfinite(volumes.samples).any() else np.full(len(volumes.true), np.nan)
+    true = volumes.true_change()
+    ok = np.isfinite(pred) & np.isfinite(true)
+    if ok.sum() < 3:
+        return {"n": int(ok.sum()), "status": "not defined: fewer than 3 cases with a measurable change"}
+    r = stats.pearsonr(pred[ok], true[ok]) if np.std(pred[ok]) > 0 else None
+    agree = ((pred[ok] <= volumes.threshold) == (true[ok] <= volumes.threshold)).mean()
+    return {"n": int(ok.sum()), "n_undefined": int((~ok).sum()),
+            "change_mae_pp": float(100 * np.abs(pred[ok] - true[ok]).mean()),
+            "change_bias_pp": float(100 * (pred[ok] - true[ok]).mean()),
+            "pearson_r": None if r is None else float(r.statistic), "pearson_p": None if r is None else float(r.pvalue),
+            "response_agreement": float(agree)}
+
+
+def _uncertainty(volumes: CaseVolumes) -> dict:
+    change, true = volumes.change(), volumes.true_change()
+    if change.shape[1] < 2:
+        return {"status": "deterministic: one prediction per case, no interval"}
+    return {"coverage": coverage(change, true), "spread_error": spread_error_correlation(change, true),
+            "calibration": calibration_curve(change, true)}
+
+
+def _provenance(run: Path, exported: ExportedModel, config: Config, cases: CaseSet, cohort) -> dict:
+    return {"oncodiff_version": __version__, "run": str(run), "cohort": str(Path(cohort).resolve()),
+            "data_hash": cases.data_hash, "config": config.model_dump(mode="json"),
+            "test_cases": [c.key for c in cases.cases], "training_curves": str(run / "metrics.csv"),
+            "segmenter": json.loads((exported.path / "config.json").read_text()).get("segmenter")}
+
+
+def _write_figures(out: Path, methods: list[MethodResult], cases: CaseSet) -> None:
+    """The arrays the report draws: the first cases' images, all methods' means, samples, maps."""
+    k = min(FIGURE_CASES, len(cases))
+    arrays = {"keys": np.array([c.key for c in cases.cases[:k]]), "pre": cases.batch["pre"][:k, 0].numpy(),
+              "post": cases.batch["post"][:k, 0].numpy(), "tumor_mask": cases.batch["tumor_mask"][:k, 0].numpy(),
+              "post_mask": cases.batch["post_mask"][:k, 0].numpy()}
+    for m in methods:
+        arrays[f"{m.name}/mean"] = m.predictions.mean[:k]
+        arrays[f"{m.name}/samples"] = m.predictions.samples[:k, :2]
+        arrays[f"{m.name}/std"] = m.predictions.std[:k]
+        arrays[f"{m.name}/tumor_probability"] = m.volumes.probability[:k]
+    np.savez_compressed(out / "figures.npz", **arrays)
+
+
+def _json_default(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON-serialisable: {type(value).__name__}")
