@@ -16,6 +16,8 @@ def warmup_ema_fn(decay: float):
     """``avg_fn`` for :class:`torch.optim.swa_utils.AveragedModel`: EMA with warm-up."""
 
     def avg_fn(averaged: torch.Tensor, current: torch.Tensor, num_averaged: torch.Tensor | int) -> torch.Tensor:
+        if not averaged.is_floating_point():  # indices and counts are copied, never averaged
+            return current.clone()
         n = float(num_averaged)
         d = min(decay, (1.0 + n) / (10.0 + n))
         return d * averaged + (1.0 - d) * current
@@ -29,5 +31,7 @@ class WarmupEMA(WeightAveraging):
     def __init__(self, decay: float = 0.999):
         if not 0.0 <= decay < 1.0:
             raise ValueError(f"training.ema_decay must be in [0, 1), got {decay}")
-        super().__init__(avg_fn=warmup_ema_fn(decay), use_buffers=True)
+        # Buffers are not averaged: our networks normalise with GroupNorm (no running statistics), and
+        # their buffers are constants such as index tables, which float averaging would corrupt.
+        super().__init__(avg_fn=warmup_ema_fn(decay), use_buffers=False)
         self.decay = decay
