@@ -171,6 +171,7 @@ def test_latent_denoiser_encodes_conditions_and_decodes_post(spatial_dims):
 
 def test_latent_denoiser_keeps_its_codec_frozen_and_in_eval_mode():
     net = latent_denoiser(2, kind="vqvae")
+    assert not net.codec.training
     net.train()
     assert not net.codec.training and net.base.training
     assert not any(p.requires_grad for p in net.codec.parameters())

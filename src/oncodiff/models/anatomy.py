@@ -24,7 +24,11 @@ class AnatomyEncoder(nn.Module):
     """F: one structure's mask (B, 1, *S) -> embedding map (B, width, *S).
 
     ``depth`` 3x3 convolutions at full resolution with dilations 1, 2, 4, ... (a receptive field of
-    2^(depth+1) - 1 voxels without downsampling), instance norm and SiLU between them.
+    2^(depth+1) - 1 voxels without downsampling), SiLU between them. Without biases the map is exactly 0
+    away from the structure (SiLU(0) = 0), so h reflects the structure, not a shared background. No
+    normalisation layer: per-case
+    (instance, group) norms remove the per-case means that the pooled embedding h must keep, and batch
+    norm is unreliable at the batch sizes of 3D training (ImmunoDiff: 2).
     """
 
     def __init__(self, spatial_dims: int, width: int, depth: int):
@@ -38,8 +42,7 @@ class AnatomyEncoder(nn.Module):
             last = k == depth - 1
             layers.append(Convolution(
                 spatial_dims, 1 if k == 0 else width, width, kernel_size=3, dilation=2**k, padding=2**k,
-                act=None if last else "SWISH", norm=None if last else ("instance", {"affine": True}),
-                conv_only=last,
+                act=None if last else "SWISH", conv_only=last, bias=False,
             ))
         self.layers = nn.Sequential(*layers)
 
@@ -48,11 +51,16 @@ class AnatomyEncoder(nn.Module):
 
 
 class ProjectionHead(nn.Module):
-    """g(h) = W2 ReLU(W1 h): (B, width) -> (B, projection_dim) (ImmunoDiff, SimCLR)."""
+    """g(h) = W2 ReLU(W1 h): (B, width) -> (B, projection_dim) (ImmunoDiff, SimCLR).
+
+    Without biases, as the paper writes it: g is positively homogeneous, so the cosine similarities of
+    the loss see the directions of the embeddings h from the first step (biases would dominate small h).
+    """
 
     def __init__(self, width: int, projection_dim: int):
         super().__init__()
-        self.layers = nn.Sequential(nn.Linear(width, width), nn.ReLU(), nn.Linear(width, projection_dim))
+        self.layers = nn.Sequential(nn.Linear(width, width, bias=False), nn.ReLU(),
+                                    nn.Linear(width, projection_dim, bias=False))
 
     def forward(self, h: Tensor) -> Tensor:
         return self.layers(h)

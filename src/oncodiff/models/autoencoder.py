@@ -198,10 +198,12 @@ class LatentCodec(nn.Module):
 
     @torch.no_grad()
     def calibrate(self, images: Tensor, masks: Tensor) -> None:
-        """Set the scales to 1/std of the latents of ``images`` and ``masks`` (B, 1, *S) (LDM, sec. 4.3.2)."""
-        self.image_scale.fill_(_inverse_std(self.image.encode(images)))
-        if self.mask is not None:
-            self.mask_scale.fill_(_inverse_std(self.mask.encode(masks)))
+        """Set the scales to 1/std of the latents of ``images`` and ``masks`` (B, 1, *S) (LDM, sec. 4.3.2),
+        encoded in float32 whatever the autocast, so the scale does not depend on the training precision."""
+        with torch.autocast(images.device.type, enabled=False):
+            self.image_scale.fill_(_inverse_std(self.image.encode(images.float())))
+            if self.mask is not None:
+                self.mask_scale.fill_(_inverse_std(self.mask.encode(masks.float())))
 
     def encode_image(self, x: Tensor) -> Tensor:
         """(B, 1, *S) -> scaled latent (B, Cz, *S/f)."""
@@ -268,6 +270,7 @@ class LatentDenoiser(WrappedDenoiser):
                              f"condition channels ({', '.join(expected)}); got {self.base.target_channels} and "
                              f"{self.base.image_condition_channels}")
         self.codec.requires_grad_(False)
+        self.codec.eval()
 
     def train(self, mode: bool = True) -> LatentDenoiser:
         super().train(mode)
