@@ -125,7 +125,8 @@ def test_autoencoder_objective(dims, kind):
 
 def test_adversarial_term_trains_the_discriminator_only_on_its_own_loss():
     torch.manual_seed(0)
-    config = make_config(training__stage="autoencoder", model__latent="vqvae", model__autoencoder__adversarial_weight=0.5)
+    config = make_config(training__stage="autoencoder", model__latent="vqvae",
+                         model__autoencoder__adversarial_weight=0.5)
     module = AutoencoderModule(config, make_layout(), total_steps=10)
     _, parts = module.objective(make_batch(), validation=False)
     assert {"generator", "discriminator"} <= set(parts)
@@ -263,7 +264,7 @@ def test_controlnet_starts_as_the_frozen_denoiser(tmp_path, dims):
     batch = make_batch(dims)
     loss, _ = module.objective(batch, validation=True)
     reference, _ = pretrained.objective(batch, validation=True)
-    assert float(loss) == float(reference)
+    assert float(loss.detach()) == float(reference.detach())
     loss, _ = module.objective(batch, validation=False)
     loss.backward()
     assert all(p.grad is None for p in module.net.denoiser.parameters())
@@ -326,7 +327,7 @@ def test_latent_controlnet_starts_as_the_latent_denoiser(tmp_path):
     assert module.net.codec.calibrated and module.net.denoiser.controlnet.control_downsample_levels == 1
     loss, _ = module.objective(batch, validation=True)
     reference, _ = pretrained.objective(batch, validation=True)
-    assert float(loss) == float(reference)
+    assert float(loss.detach()) == float(reference.detach())
 
 
 # ------------------------------------------------------------------------------ init-from and freezing

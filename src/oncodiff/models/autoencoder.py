@@ -110,8 +110,8 @@ def latent_grid(spatial: Sequence[int], factor: int, spatial_dims: int) -> tuple
         raise ValueError(f"spatial shape {spatial} has {len(spatial)} axes; expected {spatial_dims}")
     bad = [s for s in spatial if s % factor]
     if bad:
-        raise ValueError(f"crop size {list(spatial)} is not divisible by the autoencoder's downsampling factor {factor} "
-                         f"(axis sizes {bad}); choose data.crop_size as multiples of {factor} or use fewer "
+        raise ValueError(f"crop size {list(spatial)} is not divisible by the autoencoder's downsampling factor "
+                         f"{factor} (axis sizes {bad}); choose data.crop_size as multiples of {factor} or use fewer "
                          "model.autoencoder.channels levels")
     return tuple(s // factor for s in spatial)
 
@@ -317,7 +317,8 @@ class LatentDenoiser(WrappedDenoiser):
 
 
 def latent_condition_names(codec: LatentCodec, image_condition_names: Sequence[str]) -> tuple[str, ...]:
-    """Channel names of a LatentDenoiser's image condition: z_pre[k], z_tumor_mask[k] (or tumor_mask@latent), anatomy@latent."""
+    """Channel names of a LatentDenoiser's image condition: z_pre[k], z_tumor_mask[k] (or tumor_mask@latent),
+    then each anatomy structure as name@latent."""
     z_pre = tuple(f"z_pre[{k}]" for k in range(codec.latent_channels))
     if codec.mask is not None:
         z_mask = tuple(f"z_tumor_mask[{k}]" for k in range(codec.mask_latent_channels))

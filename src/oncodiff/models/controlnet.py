@@ -43,16 +43,16 @@ class ControlNetBranch(nn.Module):
         super().__init__()
         if control_channels < 1 or embedding_width < 1 or control_downsample_levels < 0:
             raise ValueError(f"ControlNetBranch: control_channels={control_channels} and embedding_width="
-                             f"{embedding_width} must be >= 1, control_downsample_levels={control_downsample_levels} >= 0")
+                             f"{embedding_width} must be >= 1, control_downsample_levels="
+                             f"{control_downsample_levels} >= 0")
         arguments = denoiser.unet_arguments()
         arguments.pop("out_channels")
         self.control_channels = control_channels
         self.control_downsample_levels = control_downsample_levels
-        self.controlnet = ControlNet(
-            **arguments,
-            conditioning_embedding_in_channels=control_channels,
-            conditioning_embedding_num_channels=tuple(embedding_width * 2**k for k in range(control_downsample_levels + 1)),
-        )
+        # One embedding level per halving between the control and x_t (latent space), widths doubling.
+        embedding_channels = tuple(embedding_width * 2**k for k in range(control_downsample_levels + 1))
+        self.controlnet = ControlNet(**arguments, conditioning_embedding_in_channels=control_channels,
+                                     conditioning_embedding_num_channels=embedding_channels)
         days = denoiser.days_embedding
         self.days_embedding = DaysEmbedding(days.mlp[-1].out_features, days.n_frequencies) if days is not None else None
 

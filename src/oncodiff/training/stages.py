@@ -131,7 +131,6 @@ def load_components(net: nn.Module, run: str, kinds: Sequence[type[nn.Module]] =
     with torch.device("meta"):  # only the structure is needed: where each component sits
         source = build_network(source_config, ModelLayout.from_dict(meta["layout"]))
     state = load_file(str(folder / WEIGHTS))
-    target_state = net.state_dict()
     targets = component_prefixes(net)
     updates: dict[str, Tensor] = {}
     problems: list[str] = []
@@ -141,26 +140,30 @@ def load_components(net: nn.Module, run: str, kinds: Sequence[type[nn.Module]] =
         if kind not in targets:
             problems.append(f"the export holds a {kind.__name__}, which this stage's network has no place for")
             continue
-        for name, value in state.items():
-            if not name.startswith(source_prefix):
-                continue
-            target_name = targets[kind] + name[len(source_prefix):]
-            if target_name not in target_state:
-                problems.append(f"{name}: no tensor {target_name} in this network")
-            elif tuple(target_state[target_name].shape) != tuple(value.shape):
-                problems.append(f"{name}: export {tuple(value.shape)}, this network "
-                                f"{tuple(target_state[target_name].shape)}")
-            else:
-                updates[target_name] = value
+        part = {name[len(source_prefix):]: value for name, value in state.items() if name.startswith(source_prefix)}
+        problems += _match(part, targets[kind], net.state_dict(), updates)
     if problems:
-        stage = source_config.training.stage
         raise OncodiffError(
-            f"{folder} (stage {stage}) does not fit this stage's network, {len(problems)} problem(s):\n  "
-            + "\n  ".join(problems[:30]) + ("\n  ..." if len(problems) > 30 else "")
+            f"{folder} (stage {source_config.training.stage}) does not fit this stage's network, "
+            f"{len(problems)} problem(s):\n  " + "\n  ".join(problems[:30]) + ("\n  ..." if len(problems) > 30 else "")
             + "\nThe model options (model.channels, model.autoencoder, model.anatomy_encoder...) and the cohort's "
               "channels must match that run's config.json.")
     net.load_state_dict(updates, strict=False)
     return sorted(updates)
+
+
+def _match(part: dict[str, Tensor], prefix: str, target: dict[str, Tensor], updates: dict[str, Tensor]) -> list[str]:
+    """Put each tensor of an exported component into ``updates`` under ``prefix``; return the misfits."""
+    problems = []
+    for name, value in part.items():
+        target_name = prefix + name
+        if target_name not in target:
+            problems.append(f"{name}: no tensor {target_name} in this network")
+        elif tuple(target[target_name].shape) != tuple(value.shape):
+            problems.append(f"{name}: export {tuple(value.shape)}, this network {tuple(target[target_name].shape)}")
+        else:
+            updates[target_name] = value
+    return problems
 
 
 def freeze_parameters(net: nn.Module, prefixes: Iterable[str]) -> int:
@@ -273,7 +276,8 @@ class AutoencoderModule(_StageModule):
         if layout.crop_size:
             self.net.latent_shape(layout.crop_size)
         self.init_report = prepare_network(self.net, config)
-        self.adversarial = _Adversarial(layout.spatial_dims, layout.crop_size, config.model.autoencoder.adversarial_weight)
+        weight = config.model.autoencoder.adversarial_weight
+        self.adversarial = _Adversarial(layout.spatial_dims, layout.crop_size, weight)
 
     def objective(self, batch: dict, validation: bool) -> tuple[Tensor, dict[str, Tensor]]:
         # KL autoencoders sample z ~ q(z|x) in training (element i from generators[i]); validation decodes the mean.
@@ -358,7 +362,7 @@ def reconstruction_metrics(reconstruction: Tensor, images: Tensor, data_range: f
 
 
 class ContrastiveModule(_StageModule):
-    """training.stage=contrastive: the anatomy encoders and projection heads, NT-Xent at model.anatomy_encoder.temperature.
+    """training.stage=contrastive: anatomy encoders and projection heads, NT-Xent (model.anatomy_encoder.temperature).
 
     positives "views": two random augmentations of each case's structure k are a positive pair, the other
     cases of the batch the negatives (SimCLR), averaged over the structures. "anatomy": ImmunoDiff eq. 1,
@@ -370,8 +374,8 @@ class ContrastiveModule(_StageModule):
         super().__init__(config, layout, total_steps)
         settings = config.model.anatomy_encoder
         if settings.positives == "anatomy" and len(layout.anatomy) < 2:
-            raise OncodiffError(f"model.anatomy_encoder.positives=anatomy pairs different anatomy structures of a case; "
-                                f"this cohort has {list(layout.anatomy)}: list >= 2, or use positives=views")
+            raise OncodiffError(f"model.anatomy_encoder.positives=anatomy pairs different anatomy structures of a "
+                                f"case; this cohort has {list(layout.anatomy)}: list >= 2, or use positives=views")
         self.net = build_network(config, layout)
         self.init_report = prepare_network(self.net, config)
         self.views = anatomy_views(layout.spatial_dims, layout.crop_size)
