@@ -393,7 +393,7 @@ def _validate(raw: dict, source: str) -> Config:
     except ValidationError as e:
         lines = []
         for err in e.errors():
-            loc = ".".join(str(x) for x in err["loc"])
+            loc = ".".join(str(x) for x in err["loc"]) or "config"
             msg = err["msg"]
             if err["type"] == "extra_forbidden":
                 section = _section_fields(err["loc"][:-1])
