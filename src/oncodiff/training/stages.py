@@ -28,7 +28,6 @@ from dataclasses import dataclass, field
 
 import lightning as L
 import torch
-import torch.nn.functional as F
 from monai.losses import PatchAdversarialLoss
 from monai.metrics import SSIMMetric
 from monai.networks.nets import PatchDiscriminator
