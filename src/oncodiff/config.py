@@ -81,6 +81,51 @@ class DataConfig(_Section):
         return self
 
 
+class AutoencoderConfig(_Section):
+    """Autoencoders for latent diffusion (model.latent): MONAI VQVAE or AutoencoderKL, 2D or 3D."""
+
+    channels: tuple[int, ...] = Field(
+        (32, 64, 64),
+        description="one width per resolution level; the latent grid is the crop halved len(channels) - 1 times",
+    )
+    latent_channels: int = Field(3, ge=1, description="channels of the latent (the VQ codebook vector size)")
+    num_res_blocks: int = Field(1, ge=1, description="residual blocks (VQ: residual layers) per level")
+    norm_num_groups: int = Field(16, ge=1, description="AutoencoderKL group norm; every channel count a multiple")
+    codebook_size: int = Field(256, ge=2, description="VQ-VAE: codebook entries")
+    commitment_cost: float = Field(0.25, ge=0.0, description="VQ-VAE: weight of the commitment loss")
+    kl_weight: float = Field(1e-6, ge=0.0, description="AutoencoderKL: weight of the KL term (LDM: 1e-6)")
+    adversarial_weight: float = Field(
+        0.0, ge=0.0, description="weight of a MONAI PatchDiscriminator adversarial term; 0 = off"
+    )
+    mask: Literal["autoencoder", "resize"] = Field(
+        "autoencoder",
+        description="tumour mask in latent space: autoencoder = its own autoencoder with the image latent's shape "
+        "(glioblastoma LDM); resize = the mask area-averaged onto the latent grid",
+    )
+    checkpointing: bool = Field(False, description="activation checkpointing: less memory for 3D, slower steps")
+
+    @field_validator("channels")
+    @classmethod
+    def _levels(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        if not v or any(c < 1 for c in v):
+            raise ValueError("model.autoencoder.channels needs at least one positive width per level, e.g. [32, 64, 64]")
+        return v
+
+
+class AnatomyEncoderConfig(_Section):
+    """ImmunoDiff's anatomy (vessel, lobe) encoders, pre-trained contrastively (training.stage=contrastive)."""
+
+    width: int = Field(16, ge=1, description="channels of each anatomy structure's embedding map")
+    depth: int = Field(3, ge=1, description="3x3 convolutions per encoder (all at full resolution)")
+    projection_dim: int = Field(64, ge=1, description="output width of the projection head W2 ReLU W1")
+    temperature: float = Field(0.5, gt=0.0, description="NT-Xent temperature (ImmunoDiff: 0.5)")
+    positives: Literal["views", "anatomy"] = Field(
+        "views",
+        description="views: two augmentations of each structure of a case (SimCLR); anatomy: different structures "
+        "of the same case, e.g. its vessels and its lobes (ImmunoDiff eq. 1; needs >= 2 anatomy masks)",
+    )
+
+
 class ModelConfig(_Section):
     """The denoiser and its conditioning."""
 
@@ -110,6 +155,11 @@ class ModelConfig(_Section):
     drift_head: Literal["none", "shared", "decoupled"] = "none"
     control: Literal["none", "pre", "anatomy"] = Field("none", description="ControlNet branch over a frozen denoiser")
     latent: Literal["none", "vqvae", "kl"] = Field("none", description="latent diffusion through an autoencoder")
+    autoencoder: AutoencoderConfig = AutoencoderConfig()
+    anatomy_encoder: AnatomyEncoderConfig = AnatomyEncoderConfig()
+    control_embedding_width: int = Field(
+        16, ge=1, description="ControlNet: channels of the first layer of its control embedding"
+    )
 
     @model_validator(mode="after")
     def _check(self) -> ModelConfig:
@@ -123,6 +173,10 @@ class ModelConfig(_Section):
         for c in self.channels:
             if c % self.norm_num_groups:
                 raise ValueError(f"model.channels value {c} is not a multiple of model.norm_num_groups={self.norm_num_groups}")
+        groups = self.autoencoder.norm_num_groups
+        if self.latent == "kl" and any(c % groups for c in self.autoencoder.channels):
+            raise ValueError(f"model.autoencoder.channels {list(self.autoencoder.channels)} must all be multiples of "
+                             f"model.autoencoder.norm_num_groups={groups} for model.latent=kl")
         return self
 
 
@@ -164,7 +218,12 @@ class SamplingConfig(_Section):
 class TrainingConfig(_Section):
     """Optimisation and the Lightning Trainer."""
 
-    stage: Literal["diffusion", "regression", "autoencoder", "controlnet"] = "diffusion"
+    stage: Literal["diffusion", "regression", "autoencoder", "contrastive", "latent_diffusion", "controlnet"] = Field(
+        "diffusion",
+        description="diffusion / regression: the pixel-space denoiser; autoencoder: the image (and mask) autoencoders "
+        "of model.latent; contrastive: the anatomy encoders (NT-Xent); latent_diffusion: the denoiser in the latent "
+        "space of init_from's autoencoders; controlnet: a ControlNet over init_from's frozen denoiser",
+    )
     max_epochs: int = Field(200, ge=1)
     max_minutes: float | None = Field(5.0, gt=0, description="wall-clock budget; null = no limit")
     batch_size: int = Field(16, ge=1)
@@ -187,6 +246,9 @@ class TrainingConfig(_Section):
     val_every_n_epochs: int = Field(1, ge=1)
     init_from: str | None = Field(None, description="run folder of a pre-trained stage to start from")
     freeze: tuple[str, ...] = Field((), description="parameter-name prefixes to freeze")
+    anatomy_from: str | None = Field(
+        None, description="run folder of a contrastive stage whose anatomy encoders make the ControlNet's control"
+    )
 
 
 class EvaluationConfig(_Section):
@@ -250,6 +312,25 @@ class Config(_Section):
     @classmethod
     def _name(cls, v: str) -> str:
         return v.strip() or "custom"
+
+    @model_validator(mode="after")
+    def _stage_needs(self) -> Config:
+        stage, model, training = self.training.stage, self.model, self.training
+        latent_stages = ("autoencoder", "latent_diffusion")
+        if stage in latent_stages and model.latent == "none":
+            raise ValueError(f"training.stage={stage} needs an autoencoder kind: set model.latent=vqvae or kl")
+        if stage in ("diffusion", "regression") and model.latent != "none":
+            raise ValueError(f"model.latent={model.latent} diffuses in latent space: use training.stage=latent_diffusion "
+                             f"(after training.stage=autoencoder), or set model.latent=none")
+        if stage == "controlnet" and model.control == "none":
+            raise ValueError("training.stage=controlnet needs model.control=pre or anatomy")
+        if stage in ("latent_diffusion", "controlnet") and training.init_from is None:
+            needed = "an autoencoder (or latent_diffusion) run" if stage == "latent_diffusion" else "a diffusion run"
+            raise ValueError(f"training.stage={stage} starts from {needed}: set training.init_from (--init-from RUN)")
+        if model.latent != "none" and model.drift_head != "none" and stage in ("latent_diffusion", "controlnet"):
+            raise ValueError("model.drift_head predicts an image-space drift map; latent diffusion has none: "
+                             "set model.drift_head=none")
+        return self
 
     def to_json(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.model_dump(mode="json"), indent=2) + "\n")
@@ -330,7 +411,7 @@ def _validate(raw: dict, source: str) -> Config:
     except ValidationError as e:
         lines = []
         for err in e.errors():
-            loc = ".".join(str(x) for x in err["loc"])
+            loc = ".".join(str(x) for x in err["loc"]) or "config"
             msg = err["msg"]
             if err["type"] == "extra_forbidden":
                 section = _section_fields(err["loc"][:-1])

@@ -1,16 +1,26 @@
 """oncodiff.models: networks only (see docs/design.md). Never imports data, training or cli."""
 
+from oncodiff.models.anatomy import AnatomyEncoder, AnatomyEncoders, nt_xent
+from oncodiff.models.autoencoder import Autoencoder, LatentCodec, LatentDenoiser
 from oncodiff.models.clinical import CbiAdapter, ClinicalTokenizer, GroupAttention
 from oncodiff.models.conditions import (
     CLASS_COUNTS,
     CLASS_LABEL_KEYS,
     Conditions,
     conditions_from_batch,
+    control_from_batch,
     image_condition_names,
     post_from_target,
     target_from_batch,
 )
-from oncodiff.models.denoiser import ConditionalDenoiser, DecoupledDriftHead, DenoiserOutput, count_parameters
+from oncodiff.models.controlnet import ControlledDenoiser, ControlNetBranch
+from oncodiff.models.denoiser import (
+    ConditionalDenoiser,
+    DecoupledDriftHead,
+    DenoiserOutput,
+    WrappedDenoiser,
+    count_parameters,
+)
 from oncodiff.models.embeddings import ROPE_BASE, DaysEmbedding, apply_rope, fourier_features, rope_frequencies
 from oncodiff.models.features import upblock_feature_dim, upblock_features
 
@@ -18,19 +28,29 @@ __all__ = [
     "CLASS_COUNTS",
     "CLASS_LABEL_KEYS",
     "ROPE_BASE",
+    "AnatomyEncoder",
+    "AnatomyEncoders",
+    "Autoencoder",
     "CbiAdapter",
     "ClinicalTokenizer",
     "ConditionalDenoiser",
     "Conditions",
+    "ControlNetBranch",
+    "ControlledDenoiser",
     "DaysEmbedding",
     "DecoupledDriftHead",
     "DenoiserOutput",
     "GroupAttention",
+    "LatentCodec",
+    "LatentDenoiser",
+    "WrappedDenoiser",
     "apply_rope",
     "conditions_from_batch",
+    "control_from_batch",
     "count_parameters",
     "fourier_features",
     "image_condition_names",
+    "nt_xent",
     "post_from_target",
     "target_from_batch",
     "rope_frequencies",

@@ -23,6 +23,8 @@ class Conditions:
     clinical: (B, V) float; clinical_missing: (B, V) bool, True where the value is unknown.
     days: (B,) float, days since baseline of the target scan.
     class_label: (B,) int64, 0..n_classes-1, or n_classes = the trained null class.
+    control: (B, Ck, *S_image) the ControlNet's control image at image resolution (model.control: the pre scan,
+        or the anatomy masks that frozen anatomy encoders turn into c_a); kept by ``null`` like ``image``.
     Fields a model does not use may be None.
     """
 
@@ -31,6 +33,7 @@ class Conditions:
     clinical_missing: Tensor | None = None
     days: Tensor | None = None
     class_label: Tensor | None = None
+    control: Tensor | None = None
 
     @property
     def batch_size(self) -> int:
@@ -118,7 +121,21 @@ def conditions_from_batch(batch: Mapping[str, object], config: ModelConfig) -> C
         clinical_missing=batch["clinical_missing"].bool(),
         days=batch["days"].float() if config.use_days else None,
         class_label=class_label,
+        control=control_from_batch(batch, config),
     )
+
+
+def control_from_batch(batch: Mapping[str, Tensor], config: ModelConfig) -> Tensor | None:
+    """The ControlNet's control image (B, Ck, *S): the pre scan, the anatomy masks, or None without a ControlNet."""
+    if config.control == "none":
+        return None
+    if config.control == "pre":
+        return batch["pre"].float()
+    anatomy = batch.get("anatomy")
+    if anatomy is None or anatomy.shape[1] == 0:
+        raise ValueError("model.control=anatomy needs anatomy masks in the batch; this cohort has none "
+                         "(list them under 'anatomy' in cohort.yaml) or set model.control=pre")
+    return anatomy.float()
 
 
 def target_from_batch(batch: Mapping[str, Tensor], target: str) -> Tensor:

@@ -117,9 +117,13 @@ class ConditionalDenoiser(nn.Module):
                    config, image_condition_names=names)
 
     def _build_unet(self) -> DiffusionModelUNet:
+        return DiffusionModelUNet(**self.unet_arguments())
+
+    def unet_arguments(self) -> dict:
+        """The keyword arguments of MONAI's DiffusionModelUNet here (a ControlNet mirrors them)."""
         c = self.config
         with_context = self.clinical_mode == "tokens"
-        return DiffusionModelUNet(
+        return dict(
             spatial_dims=self.spatial_dims,
             in_channels=self.target_channels + self.image_condition_channels,
             out_channels=self.target_channels + (1 if c.drift_head == "shared" else 0),
@@ -156,7 +160,15 @@ class ConditionalDenoiser(nn.Module):
                                  drop_clinical=True)
         return out
 
-    def forward(self, x_t: Tensor, t: Tensor, cond: Conditions) -> DenoiserOutput:
+    def forward(
+        self,
+        x_t: Tensor,
+        t: Tensor,
+        cond: Conditions,
+        down_block_additional_residuals: Sequence[Tensor] | None = None,
+        mid_block_additional_residual: Tensor | None = None,
+    ) -> DenoiserOutput:
+        """The residuals, when given, are a ControlNet's: added to the UNet's skip connections and mid block."""
         self._check_inputs(x_t, t, cond)
         context = None
         if self.clinical_tokens is not None:
@@ -173,6 +185,8 @@ class ConditionalDenoiser(nn.Module):
                 t,
                 context=context,
                 class_labels=cond.class_label if self.n_classes else None,
+                down_block_additional_residuals=down_block_additional_residuals,
+                mid_block_additional_residual=mid_block_additional_residual,
             )
         if self.drift_head is not None:
             return DenoiserOutput(output, self.drift_head(last_up[0]))
@@ -259,3 +273,40 @@ def _check_arguments(spatial_dims, target_channels, image_condition_channels, n_
             f"model.class_label={config.class_label} needs n_classes >= 1 (got {n_classes}); "
             "set model.class_label=none to train without a class label"
         )
+
+
+
+def _delegated(name: str) -> property:
+    return property(lambda self: getattr(self.base, name), doc=f"The wrapped ConditionalDenoiser's ``{name}``.")
+
+
+class WrappedDenoiser(nn.Module):
+    """Base of networks that wrap a ConditionalDenoiser (a ControlNet over it, or it in latent space).
+
+    A subclass registers the wrapped network as ``self.denoiser`` and defines forward(x_t, t, cond) ->
+    DenoiserOutput. What training, sampling and feature extraction read (config, unet, drift_head,
+    null_class, drop_labels...) is the innermost ConditionalDenoiser's, so a wrapped network drops in
+    wherever a ConditionalDenoiser is used.
+    """
+
+    denoiser: nn.Module
+    config = _delegated("config")
+    unet = _delegated("unet")
+    drift_head = _delegated("drift_head")
+    null_class = _delegated("null_class")
+    n_classes = _delegated("n_classes")
+    spatial_dims = _delegated("spatial_dims")
+    target_channels = _delegated("target_channels")
+    image_condition_channels = _delegated("image_condition_channels")
+    image_condition_names = _delegated("image_condition_names")
+    clinical_variables = _delegated("clinical_variables")
+    clinical_mode = _delegated("clinical_mode")
+
+    @property
+    def base(self) -> ConditionalDenoiser:
+        """The innermost ConditionalDenoiser."""
+        inner = self.denoiser
+        return inner.base if isinstance(inner, WrappedDenoiser) else inner
+
+    def drop_labels(self, cond: Conditions, generator: torch.Generator | None = None) -> Conditions:
+        return self.base.drop_labels(cond, generator=generator)

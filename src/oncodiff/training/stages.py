@@ -1,0 +1,480 @@
+"""The training stages of issue 6: autoencoders, contrastive anatomy encoders, latent diffusion, ControlNet.
+
+Every module has the constructor ``Module(config, layout, total_steps)`` and ``objective(batch, validation)
+-> (loss, parts)`` of the diffusion modules; ``self.net`` is the network to export. ``module_class(config)``
+picks the module for ``training.stage`` and ``build_network(config, layout)`` rebuilds any stage's network
+from an export's config.json, e.g.:
+
+    stage             trains                          frozen                      training.init_from
+    autoencoder       image (+ mask) autoencoders     -                           optional: autoencoder run
+    contrastive       anatomy encoders + heads        -                           optional: contrastive run
+    latent_diffusion  latent denoiser                 the autoencoders            autoencoder or latent_diffusion run
+    controlnet        ControlNet (+ new modules)      what init_from loaded into  diffusion / latent_diffusion /
+                                                      the denoiser; autoencoders; controlnet run (+ anatomy_from:
+                                                      anatomy encoders            contrastive run, control=anatomy)
+
+``prepare_network`` applies training.init_from, training.anatomy_from and training.freeze for every stage,
+including the diffusion and regression modules. An export fills the components of the new network that
+have its type (ConditionalDenoiser, ControlNetBranch, LatentCodec, AnatomyEncoders): every exported tensor
+must find a tensor of the same name and shape there; tensors of modules new to this stage keep their
+initialisation.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+
+import lightning as L
+import torch
+from monai.losses import PatchAdversarialLoss
+from monai.metrics import SSIMMetric
+from monai.networks.nets import PatchDiscriminator
+from monai.transforms import Compose, Rand2DElastic, Rand3DElastic, RandAffine, RandFlip, RandRotate90
+from safetensors.torch import load_file
+from torch import Tensor, nn
+
+from oncodiff.config import Config
+from oncodiff.diffusion import randn_per_element
+from oncodiff.errors import OncodiffError
+from oncodiff.models import CLASS_COUNTS, ConditionalDenoiser
+from oncodiff.models.anatomy import AnatomyEncoders, nt_xent, positive_is_nearest
+from oncodiff.models.autoencoder import Autoencoder, LatentCodec, LatentDenoiser, latent_condition_names
+from oncodiff.models.controlnet import ControlledDenoiser, ControlNetBranch
+from oncodiff.pipeline.export import WEIGHTS, ModelLayout, build_denoiser, export_folder, read_export_meta
+from oncodiff.training.module import MODULES, DiffusionModule, _DenoiserModule, tumor_weight_map
+
+COMPONENT_TYPES: tuple[type[nn.Module], ...] = (ConditionalDenoiser, ControlNetBranch, LatentCodec, AnatomyEncoders)
+
+
+# ---------------------------------------------------------------------------------------------- networks
+
+
+def build_network(config: Config, layout: ModelLayout) -> nn.Module:
+    """The freshly initialised network that ``config.training.stage`` trains and exports, for ``layout``."""
+    stage, model = config.training.stage, config.model
+    if stage in ("diffusion", "regression"):
+        return build_denoiser(model, layout)
+    if stage == "contrastive":
+        return AnatomyEncoders(layout.spatial_dims, layout.anatomy, model.anatomy_encoder)
+    if stage == "autoencoder":
+        return LatentCodec(layout.spatial_dims, model.latent, model.autoencoder)
+    if model.latent == "none":  # a pixel-space ControlNet
+        return _controlled(build_denoiser(model, layout), config, layout, control_downsample_levels=0)
+    codec = LatentCodec(layout.spatial_dims, model.latent, model.autoencoder)
+    if layout.crop_size:
+        codec.latent_shape(layout.crop_size)  # fail now, naming the crop size, rather than at the first batch
+    names = latent_condition_names(codec, layout.image_condition_names)
+    denoiser = ConditionalDenoiser(layout.spatial_dims, codec.latent_channels, len(names), layout.clinical,
+                                   CLASS_COUNTS[model.class_label], model, image_condition_names=names)
+    if stage == "controlnet":
+        denoiser = _controlled(denoiser, config, layout, control_downsample_levels=codec.downsample_levels)
+    return LatentDenoiser(codec, denoiser, layout.image_condition_names)
+
+
+def _controlled(denoiser: ConditionalDenoiser, config: Config, layout: ModelLayout,
+                control_downsample_levels: int) -> ControlledDenoiser:
+    model = config.model
+    encoders = None
+    if model.control == "anatomy":
+        encoders = AnatomyEncoders(layout.spatial_dims, layout.anatomy, model.anatomy_encoder)
+    channels = len(layout.anatomy) if model.control == "anatomy" else 1
+    return ControlledDenoiser(denoiser, model.control, channels, model.control_embedding_width,
+                              control_downsample_levels, anatomy_encoders=encoders)
+
+
+# ------------------------------------------------------------------------------------ init-from, freezing
+
+
+@dataclass
+class InitReport:
+    """What prepare_network did: the tensors loaded (names in the new network), the tensors copied from the
+    denoiser into a fresh ControlNet, and the parameter counts that end up frozen (requires_grad False: what
+    the stage and training.freeze froze, the always-frozen autoencoders and anatomy encoders under a
+    denoiser, and a VQ codebook, which learns by EMA) and trainable."""
+
+    loaded: list[str] = field(default_factory=list)
+    copied_to_controlnet: list[str] = field(default_factory=list)
+    frozen_parameters: int = 0
+    trainable_parameters: int = 0
+
+    def summary(self) -> str:
+        return (f"{len(self.loaded)} tensors loaded, {len(self.copied_to_controlnet)} copied into the ControlNet; "
+                f"{self.trainable_parameters:,} parameters train, {self.frozen_parameters:,} are frozen")
+
+
+def component_prefixes(net: nn.Module) -> dict[type[nn.Module], str]:
+    """Where each component type sits in ``net``: {type: "name." prefix} ("" for the root).
+
+    A network holds at most one component of each type, and components never nest in one another.
+    """
+    found: dict[type[nn.Module], str] = {}
+    for name, module in net.named_modules():
+        kind = type(module)
+        if kind in COMPONENT_TYPES and kind not in found:
+            found[kind] = f"{name}." if name else ""
+    return found
+
+
+def load_components(net: nn.Module, run: str, kinds: Sequence[type[nn.Module]] = COMPONENT_TYPES) -> list[str]:
+    """Load the export of ``run`` (a run folder or its model/ folder) into the matching components of ``net``.
+
+    Strict: every exported tensor of a component type in ``kinds`` must exist in ``net``'s component of that
+    type with the same shape, else OncodiffError naming each mismatching tensor. Tensors of ``net`` that the
+    export lacks keep their values. Returns the names (in ``net``) of the tensors loaded.
+    """
+    folder = export_folder(run)
+    meta = read_export_meta(folder)
+    source_config = Config.model_validate(meta["config"])
+    with torch.device("meta"):  # only the structure is needed: where each component sits
+        source = build_network(source_config, ModelLayout.from_dict(meta["layout"]))
+    state = load_file(str(folder / WEIGHTS))
+    targets = component_prefixes(net)
+    updates: dict[str, Tensor] = {}
+    problems: list[str] = []
+    for kind, source_prefix in component_prefixes(source).items():
+        if kind not in kinds:
+            continue
+        if kind not in targets:
+            problems.append(f"the export holds a {kind.__name__}, which this stage's network has no place for")
+            continue
+        part = {name[len(source_prefix):]: value for name, value in state.items() if name.startswith(source_prefix)}
+        problems += _match(part, targets[kind], net.state_dict(), updates)
+    if problems:
+        raise OncodiffError(
+            f"{folder} (stage {source_config.training.stage}) does not fit this stage's network, "
+            f"{len(problems)} problem(s):\n  " + "\n  ".join(problems[:30]) + ("\n  ..." if len(problems) > 30 else "")
+            + "\nThe model options (model.channels, model.autoencoder, model.anatomy_encoder...) and the cohort's "
+              "channels must match that run's config.json.")
+    net.load_state_dict(updates, strict=False)
+    return sorted(updates)
+
+
+def _match(part: dict[str, Tensor], prefix: str, target: dict[str, Tensor], updates: dict[str, Tensor]) -> list[str]:
+    """Put each tensor of an exported component into ``updates`` under ``prefix``; return the misfits."""
+    problems = []
+    for name, value in part.items():
+        target_name = prefix + name
+        if target_name not in target:
+            problems.append(f"{name}: no tensor {target_name} in this network")
+        elif tuple(target[target_name].shape) != tuple(value.shape):
+            problems.append(f"{name}: export {tuple(value.shape)}, this network {tuple(target[target_name].shape)}")
+        else:
+            updates[target_name] = value
+    return problems
+
+
+def freeze_parameters(net: nn.Module, prefixes: Iterable[str]) -> int:
+    """Set requires_grad False on the parameters whose names start with a prefix ("denoiser.unet" or
+    "denoiser.unet."); returns how many parameter elements were newly frozen. A prefix that matches no
+    parameter is a ValueError (a typo would otherwise train everything)."""
+    prefixes = [p.rstrip(".") for p in prefixes]
+    parameters = dict(net.named_parameters())
+    unmatched = [p for p in prefixes if not any(_under(name, p) for name in parameters)]
+    if unmatched:
+        top = sorted({name.split(".")[0] for name in parameters})
+        raise ValueError(f"training.freeze: {unmatched} match(es) no parameter; names start with {top}")
+    return _freeze(net, lambda name: any(_under(name, p) for p in prefixes))
+
+
+def _under(name: str, prefix: str) -> bool:
+    return prefix == "" or name == prefix or name.startswith(prefix + ".")
+
+
+def _freeze(net: nn.Module, chosen: Callable[[str], bool]) -> int:
+    count = 0
+    for name, parameter in net.named_parameters():
+        if chosen(name) and parameter.requires_grad:
+            parameter.requires_grad_(False)
+            count += parameter.numel()
+    return count
+
+
+def prepare_network(net: nn.Module, config: Config) -> InitReport:
+    """Apply training.init_from / anatomy_from, the stage's own freezing, then training.freeze (see the module doc)."""
+    training = config.training
+    report = InitReport()
+    if training.init_from:
+        report.loaded += load_components(net, training.init_from)
+    if training.anatomy_from:
+        report.loaded += load_components(net, training.anatomy_from, kinds=(AnatomyEncoders,))
+    if training.stage == "controlnet":
+        _prepare_controlnet(net, report)
+    elif training.stage == "latent_diffusion":
+        _require_loaded(net, report, LatentCodec, "training.stage=latent_diffusion starts from trained autoencoders: "
+                        "set training.init_from to an autoencoder (or latent_diffusion) run")
+    freeze_parameters(net, training.freeze)
+    report.frozen_parameters = sum(p.numel() for p in net.parameters() if not p.requires_grad)
+    report.trainable_parameters = sum(p.numel() for p in net.parameters() if p.requires_grad)
+    return report
+
+
+def _prepare_controlnet(net: nn.Module, report: InitReport) -> None:
+    controlled = next(m for m in net.modules() if isinstance(m, ControlledDenoiser))
+    _require_loaded(net, report, ConditionalDenoiser, "training.stage=controlnet locks a pre-trained denoiser: set "
+                    "training.init_from to a diffusion, latent_diffusion or controlnet run")
+    if controlled.anatomy_encoders is not None:
+        _require_loaded(net, report, AnatomyEncoders, "model.control=anatomy needs pre-trained anatomy encoders: "
+                        "set training.anatomy_from to a contrastive run")
+    if not _loaded_into(net, report, ControlNetBranch):  # the ControlNet recipe: start from the denoiser's copy
+        report.copied_to_controlnet = controlled.controlnet.copy_from(controlled.denoiser)
+    denoiser_prefix = component_prefixes(net)[ConditionalDenoiser]
+    loaded = {name for name in report.loaded if name.startswith(denoiser_prefix)}
+    _freeze(net, lambda name: name in loaded)
+
+
+def _loaded_into(net: nn.Module, report: InitReport, kind: type[nn.Module]) -> bool:
+    prefix = component_prefixes(net).get(kind)
+    return prefix is not None and any(name.startswith(prefix) for name in report.loaded)
+
+
+def _require_loaded(net: nn.Module, report: InitReport, kind: type[nn.Module], message: str) -> None:
+    if not _loaded_into(net, report, kind):
+        raise OncodiffError(message)
+
+
+# ------------------------------------------------------------------------------------- non-denoiser base
+
+
+class _StageModule(L.LightningModule):
+    """Optimiser, LR schedule, seeded generators and logging of the diffusion modules (one implementation,
+    borrowed from _DenoiserModule) for stages whose network is not a denoiser."""
+
+    configure_optimizers = _DenoiserModule.configure_optimizers
+    training_step = _DenoiserModule.training_step
+    validation_step = _DenoiserModule.validation_step
+    _log_parts = _DenoiserModule._log_parts
+    _generators = _DenoiserModule._generators
+
+    def __init__(self, config: Config, layout: ModelLayout, total_steps: int):
+        super().__init__()
+        self.config = config
+        self.layout = layout
+        self.total_steps = max(1, total_steps)
+
+    def objective(self, batch: dict, validation: bool) -> tuple[Tensor, dict[str, Tensor]]:
+        raise NotImplementedError
+
+
+# -------------------------------------------------------------------------------------------- autoencoder
+
+
+class AutoencoderModule(_StageModule):
+    """training.stage=autoencoder: the image autoencoder on pre and post crops (one shared latent space,
+    glioblastoma LDM) and, with model.autoencoder.mask=autoencoder, the mask autoencoder on tumour masks.
+
+    loss = L1(x_hat, x) + regulariser (VQ commitment, or kl_weight * KL) per autoencoder, plus, when
+    adversarial_weight > 0, a PatchDiscriminator term on the images. Validation logs the images'
+    reconstruction PSNR and SSIM (data range evaluation.data_range; glioblastoma LDM: 42 dB, 0.988).
+    """
+
+    def __init__(self, config: Config, layout: ModelLayout, total_steps: int):
+        super().__init__(config, layout, total_steps)
+        self.net = build_network(config, layout)
+        if layout.crop_size:
+            self.net.latent_shape(layout.crop_size)
+        self.init_report = prepare_network(self.net, config)
+        weight = config.model.autoencoder.adversarial_weight
+        self.adversarial = _Adversarial(layout.spatial_dims, layout.crop_size, weight)
+
+    def objective(self, batch: dict, validation: bool) -> tuple[Tensor, dict[str, Tensor]]:
+        # KL autoencoders sample z ~ q(z|x) in training (element i from generators[i]); validation decodes the mean.
+        generators = None if validation else self._generators(batch, validation)
+        images = torch.cat([batch["pre"], batch["post"]]).float()
+        reconstruction, total, parts = self._autoencoder_loss(
+            "image", self.net.image, images, None if generators is None else generators * 2)
+        if self.net.mask is not None:
+            has_post = batch["has_post_mask"].bool()
+            masks = torch.cat([batch["tumor_mask"], batch["post_mask"][has_post]]).float()
+            mask_generators = None if generators is None else generators + [
+                g for g, has in zip(generators, has_post.tolist()) if has]
+            _, mask_total, mask_parts = self._autoencoder_loss("mask", self.net.mask, masks, mask_generators)
+            total, parts = total + mask_total, {**parts, **mask_parts}
+        if self.adversarial.weight > 0 and not validation:
+            adversarial_total, adversarial_parts = self.adversarial(images, reconstruction)
+            total, parts = total + adversarial_total, {**parts, **adversarial_parts}
+        if validation:
+            parts.update(reconstruction_metrics(reconstruction.float(), images, self.config.evaluation.data_range))
+        parts = {name: value.detach() for name, value in parts.items()}
+        parts["loss"] = total.detach()
+        return total, parts
+
+    def _autoencoder_loss(self, name: str, autoencoder: Autoencoder, x: Tensor,
+                          generators: list[torch.Generator] | None) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+        """(reconstruction, L1 + weighted regulariser, parts) for x (N, 1, *S), one generator per element."""
+        noise = None
+        if autoencoder.kind == "kl" and generators is not None:
+            shape = (x.shape[0], autoencoder.latent_channels, *autoencoder.latent_shape(x.shape[2:]))
+            noise = randn_per_element(shape, generators, x.device)
+        reconstruction, regulariser = autoencoder.reconstruct(x, noise)
+        l1 = (reconstruction.float() - x).abs().mean()
+        if autoencoder.kind == "kl":
+            total, regulariser_name = l1 + self.config.model.autoencoder.kl_weight * regulariser, "kl"
+        else:  # MONAI's VQ loss already carries commitment_cost
+            total, regulariser_name = l1 + regulariser, "vq"
+        return reconstruction, total, {f"{name}_l1": l1, f"{name}_{regulariser_name}": regulariser}
+
+
+class _Adversarial(nn.Module):
+    """A MONAI PatchDiscriminator term, trained by the same optimiser step as the autoencoder.
+
+    Generator term: w * LSGAN(D(x_hat) -> real) through a detached copy of D's parameters (D gets no
+    gradient from it); discriminator term: (LSGAN(D(x) -> real) + LSGAN(D(sg(x_hat)) -> fake)) / 2. The two
+    parameter sets are disjoint, so one step updates both, as alternating GAN steps from the same state would.
+    """
+
+    def __init__(self, spatial_dims: int, crop_size: Sequence[int], weight: float):
+        super().__init__()
+        self.weight = weight
+        self.discriminator = None
+        if weight > 0:
+            smallest = min(crop_size) if crop_size else 64
+            layers = max(1, min(3, int(math.log2(smallest)) - 2))  # the output keeps at least one voxel
+            self.discriminator = PatchDiscriminator(spatial_dims=spatial_dims, channels=32, in_channels=1,
+                                                    num_layers_d=layers)
+            self.loss = PatchAdversarialLoss(criterion="least_squares")
+
+    def forward(self, images: Tensor, reconstruction: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        detached = {name: p.detach() for name, p in self.discriminator.named_parameters()}
+        fake_for_generator = torch.func.functional_call(self.discriminator, detached, (reconstruction,))[-1]
+        generator = self.loss(fake_for_generator.float(), target_is_real=True, for_discriminator=False)
+        real = self.loss(self.discriminator(images)[-1].float(), target_is_real=True, for_discriminator=True)
+        fake = self.loss(self.discriminator(reconstruction.detach())[-1].float(), target_is_real=False,
+                         for_discriminator=True)
+        discriminator = 0.5 * (real + fake)
+        return self.weight * generator + discriminator, {"generator": generator, "discriminator": discriminator}
+
+
+def reconstruction_metrics(reconstruction: Tensor, images: Tensor, data_range: float) -> dict[str, Tensor]:
+    """Batch-mean PSNR (dB) and SSIM (MONAI; window 7, or the odd size that fits the crop) of (B, 1, *S)."""
+    mse = (reconstruction - images).square().flatten(1).mean(1).clamp_min(1e-12)
+    psnr = 10 * torch.log10(data_range**2 / mse)
+    window = min(7, *images.shape[2:])
+    window -= 1 - window % 2
+    ssim = SSIMMetric(spatial_dims=images.dim() - 2, data_range=data_range, win_size=window)
+    with torch.autocast(images.device.type, enabled=False):
+        return {"psnr": psnr.mean(), "ssim": ssim(reconstruction.float(), images.float()).mean()}
+
+
+# ------------------------------------------------------------------------------------------- contrastive
+
+
+class ContrastiveModule(_StageModule):
+    """training.stage=contrastive: anatomy encoders and projection heads, NT-Xent (model.anatomy_encoder.temperature).
+
+    positives "views": two random augmentations of each case's structure k are a positive pair, the other
+    cases of the batch the negatives (SimCLR), averaged over the structures. "anatomy": ImmunoDiff eq. 1,
+    different structures of the same case (its vessels and its lobes) are the positive pair, averaged over
+    the pairs of structures, on one augmentation shared by the structures.
+    """
+
+    def __init__(self, config: Config, layout: ModelLayout, total_steps: int):
+        super().__init__(config, layout, total_steps)
+        settings = config.model.anatomy_encoder
+        if settings.positives == "anatomy" and len(layout.anatomy) < 2:
+            raise OncodiffError(f"model.anatomy_encoder.positives=anatomy pairs different anatomy structures of a "
+                                f"case; this cohort has {list(layout.anatomy)}: list >= 2, or use positives=views")
+        self.net = build_network(config, layout)
+        self.init_report = prepare_network(self.net, config)
+        self.views = anatomy_views(layout.spatial_dims, layout.crop_size)
+
+    def objective(self, batch: dict, validation: bool) -> tuple[Tensor, dict[str, Tensor]]:
+        generators = self._generators(batch, validation)
+        anatomy = batch["anatomy"].float()
+        temperature = self.config.model.anatomy_encoder.temperature
+        first = self.net.project(self._augment(anatomy, generators))
+        if self.config.model.anatomy_encoder.positives == "views":
+            second = self.net.project(self._augment(anatomy, generators))
+            pairs = [(first[:, k], second[:, k]) for k in range(first.shape[1])]
+        else:
+            pairs = [(first[:, k], first[:, m]) for k in range(first.shape[1]) for m in range(k + 1, first.shape[1])]
+        loss = torch.stack([nt_xent(a, b, temperature) for a, b in pairs]).mean()
+        nearest = torch.stack([positive_is_nearest(a.detach(), b.detach()) for a, b in pairs]).mean()
+        return loss, {"nt_xent": loss.detach(), "positive_nearest": nearest, "loss": loss.detach()}
+
+    def _augment(self, anatomy: Tensor, generators: list[torch.Generator]) -> Tensor:
+        """One random view of each case (B, A, *S); case i's parameters come from generators[i]."""
+        views = []
+        with torch.autocast(anatomy.device.type, enabled=False):
+            for case, generator in zip(anatomy, generators):
+                self.views.set_random_state(seed=int(torch.randint(2**31 - 1, (1,), generator=generator)))
+                view = self.views(case)
+                views.append(view.as_tensor() if hasattr(view, "as_tensor") else torch.as_tensor(view))
+        return torch.stack(views).to(anatomy.device)
+
+
+def anatomy_views(spatial_dims: int, crop_size: Sequence[int]) -> Compose:
+    """MONAI augmentations for contrastive views of (A, *S) masks: in-plane flips and 90-degree turns (square
+    crops only), a small in-plane affine (+-15 degrees, +-10 % scale, +-2 voxels), and a mild elastic warp."""
+    in_plane = (0, 1)
+    steps = [RandFlip(prob=0.5, spatial_axis=axis) for axis in in_plane]
+    if len(crop_size) >= 2 and crop_size[0] == crop_size[1]:
+        steps.append(RandRotate90(prob=0.75, max_k=3, spatial_axes=in_plane))
+    angle = math.pi / 12
+    if spatial_dims == 2:
+        steps.append(RandAffine(prob=0.8, rotate_range=(angle,), scale_range=(0.1, 0.1), translate_range=(2, 2),
+                                padding_mode="zeros"))
+        spacing = max(4, min(crop_size) // 4) if crop_size else 8
+        steps.append(Rand2DElastic(spacing=(spacing, spacing), magnitude_range=(0.0, 1.0), prob=0.3,
+                                   padding_mode="zeros"))
+    else:
+        steps.append(RandAffine(prob=0.8, rotate_range=(0.0, 0.0, angle), scale_range=(0.1, 0.1, 0.0),
+                                translate_range=(2, 2, 0), padding_mode="zeros"))
+        steps.append(Rand3DElastic(sigma_range=(2.0, 4.0), magnitude_range=(0.0, 2.0), prob=0.3, padding_mode="zeros"))
+    return Compose(steps)
+
+
+# ------------------------------------------------------------------------------- ControlNet, latent space
+
+
+class ControlNetModule(DiffusionModule):
+    """training.stage=controlnet in pixel space: DiffusionModule's objective on a ControlledDenoiser."""
+
+    def __init__(self, config: Config, layout: ModelLayout, total_steps: int):
+        super().__init__(config, layout, total_steps)
+        self.net = build_network(config, layout)  # replaces the plain denoiser built by the base class
+        self.init_report = prepare_network(self.net, config)
+
+
+class LatentDiffusionModule(DiffusionModule):
+    """training.stage=latent_diffusion (and controlnet with model.latent set): diffusion in the frozen codec's
+    latent space (glioblastoma LDM, Algorithm 1).
+
+    The batch is encoded inside ``objective`` under no_grad: conditions -> cond.image = z_pre (+) z_tumor_mask
+    (+) anatomy on the latent grid, target -> z_post (or z_post - z_pre for diffusion.target=drift). The latent
+    scales are set from the first batch the module sees when the loaded autoencoders have none (LDM).
+    """
+
+    def __init__(self, config: Config, layout: ModelLayout, total_steps: int):
+        super().__init__(config, layout, total_steps)
+        self.net: LatentDenoiser = build_network(config, layout)  # replaces the pixel denoiser of the base class
+        self.init_report = prepare_network(self.net, config)
+
+    def objective(self, batch: dict, validation: bool) -> tuple[Tensor, dict[str, Tensor]]:
+        net = self.net
+        if not net.codec.calibrated:
+            net.codec.calibrate(torch.cat([batch["pre"], batch["post"]]).float(), batch["tumor_mask"].float())
+        generators = self._generators(batch, validation)
+        cond = net.encode_conditions(self._conditions(batch, None if validation else generators))
+        x0 = net.encode_target(batch["post"].float(), cond, self.config.diffusion.target)
+        tumor = (net.codec.resize(batch["tumor_mask"].float()) > 0).float()
+        weight = tumor_weight_map(tumor, self.config.diffusion.tumor_loss_weight, dilation=1)
+        return self.loss_fn(lambda x_t, t: net(x_t, t, cond).prediction, x0, generators, weight_map=weight)
+
+
+STAGE_MODULES: dict[str, type[L.LightningModule]] = {
+    "autoencoder": AutoencoderModule,
+    "contrastive": ContrastiveModule,
+    "latent_diffusion": LatentDiffusionModule,
+    "controlnet": ControlNetModule,
+}
+
+
+def module_class(config: Config) -> type[L.LightningModule]:
+    """The LightningModule for training.stage; a ControlNet over a latent denoiser trains in latent space."""
+    stage = config.training.stage
+    if stage == "controlnet" and config.model.latent != "none":
+        return LatentDiffusionModule
+    return {**MODULES, **STAGE_MODULES}[stage]
+
