@@ -11,18 +11,15 @@ from oncodiff.cohort.schema import ClinicalVariable
 from oncodiff.config import Config
 from oncodiff.errors import ConfigError, OncodiffError
 from oncodiff.models import ConditionalDenoiser, LatentCodec
-from oncodiff.pipeline.export import ModelLayout, save_export
+from oncodiff.pipeline.export import ModelLayout, build_network, save_export
+from oncodiff.training.init import component_prefixes, freeze_parameters, prepare_network
 from oncodiff.training.module import DiffusionModule
 from oncodiff.training.stages import (
     AutoencoderModule,
     ContrastiveModule,
     ControlNetModule,
     LatentDiffusionModule,
-    build_network,
-    component_prefixes,
-    freeze_parameters,
     module_class,
-    prepare_network,
 )
 
 VARIABLES = (

@@ -29,7 +29,7 @@ from oncodiff.data.crop import Crop, plan_crops
 from oncodiff.data.geometry import GeometryRecord, canonical_grid, nearest_on_grid, sample
 from oncodiff.data.intensity import IntensityTransform, fit_intensity, normalization_method
 from oncodiff.data.registration import register
-from oncodiff.errors import CohortError, ConfigError
+from oncodiff.errors import ConfigError
 
 ARRAY_KEYS = ("pre", "post", "tumor_mask", "post_mask", "anatomy")
 

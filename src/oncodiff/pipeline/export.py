@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 from safetensors.torch import load_file, save_file
 
 from oncodiff import __version__
@@ -20,6 +21,9 @@ from oncodiff.cohort.schema import ClinicalVariable
 from oncodiff.config import Config, ModelConfig
 from oncodiff.errors import OncodiffError
 from oncodiff.models import CLASS_COUNTS, ConditionalDenoiser
+from oncodiff.models.anatomy import AnatomyEncoders
+from oncodiff.models.autoencoder import LatentCodec, LatentDenoiser, latent_condition_names
+from oncodiff.models.controlnet import ControlledDenoiser
 
 EXPORT_FORMAT = 1
 WEIGHTS = "model.safetensors"
@@ -69,11 +73,44 @@ def build_denoiser(model: ModelConfig, layout: ModelLayout) -> ConditionalDenois
     )
 
 
+def build_network(config: Config, layout: ModelLayout) -> nn.Module:
+    """The freshly initialised network that ``config.training.stage`` trains and exports, for ``layout``."""
+    stage, model = config.training.stage, config.model
+    if stage in ("diffusion", "regression"):
+        return build_denoiser(model, layout)
+    if stage == "contrastive":
+        return AnatomyEncoders(layout.spatial_dims, layout.anatomy, model.anatomy_encoder)
+    if stage == "autoencoder":
+        return LatentCodec(layout.spatial_dims, model.latent, model.autoencoder)
+    if model.latent == "none":  # a pixel-space ControlNet
+        return _controlled(build_denoiser(model, layout), config, layout, control_downsample_levels=0)
+    codec = LatentCodec(layout.spatial_dims, model.latent, model.autoencoder)
+    if layout.crop_size:
+        codec.latent_shape(layout.crop_size)  # fail now, naming the crop size, rather than at the first batch
+    names = latent_condition_names(codec, layout.image_condition_names)
+    denoiser = ConditionalDenoiser(layout.spatial_dims, codec.latent_channels, len(names), layout.clinical,
+                                   CLASS_COUNTS[model.class_label], model, image_condition_names=names)
+    if stage == "controlnet":
+        denoiser = _controlled(denoiser, config, layout, control_downsample_levels=codec.downsample_levels)
+    return LatentDenoiser(codec, denoiser, layout.image_condition_names)
+
+
+def _controlled(denoiser: ConditionalDenoiser, config: Config, layout: ModelLayout,
+                control_downsample_levels: int) -> ControlledDenoiser:
+    model = config.model
+    encoders = None
+    if model.control == "anatomy":
+        encoders = AnatomyEncoders(layout.spatial_dims, layout.anatomy, model.anatomy_encoder)
+    channels = len(layout.anatomy) if model.control == "anatomy" else 1
+    return ControlledDenoiser(denoiser, model.control, channels, model.control_embedding_width,
+                              control_downsample_levels, anatomy_encoders=encoders)
+
+
 @dataclass
 class ExportedModel:
     """A loaded export: the network in eval mode, its config and its layout."""
 
-    net: ConditionalDenoiser
+    net: torch.nn.Module
     config: Config
     layout: ModelLayout
     path: Path
@@ -116,6 +153,6 @@ def load_export(path: str | Path, device: str | torch.device = "cpu") -> Exporte
     meta = read_export_meta(folder)
     config = Config.model_validate(meta["config"])
     layout = ModelLayout.from_dict(meta["layout"])
-    net = build_denoiser(config.model, layout)
+    net = build_network(config, layout)
     net.load_state_dict(load_file(str(folder / WEIGHTS)), strict=True)
     return ExportedModel(net=net.to(device).eval(), config=config, layout=layout, path=folder)

@@ -19,8 +19,9 @@ from torch import Tensor
 
 from oncodiff.config import Config
 from oncodiff.diffusion import DiffusionLoss, NoiseSchedule
-from oncodiff.models import ConditionalDenoiser, Conditions, conditions_from_batch, target_from_batch
-from oncodiff.pipeline.export import ModelLayout, build_denoiser
+from oncodiff.models import Conditions, conditions_from_batch, target_from_batch
+from oncodiff.pipeline.export import ModelLayout, build_network
+from oncodiff.training.init import prepare_network
 
 VALIDATION_SEED = 12345  # validation draws the same t and noise for each case at every check
 
@@ -40,15 +41,18 @@ def tumor_weight_map(tumor_mask: Tensor, weight: float, dilation: int = 3) -> Te
     return 1.0 + weight * dilated
 
 
-class _DenoiserModule(L.LightningModule):
-    """Optimiser, LR schedule and logging shared by both objectives."""
+class TrainingModule(L.LightningModule):
+    """What every stage shares: its network (``build_network`` for training.stage, then init-from and
+    freezing), the optimiser and LR schedule, seeded generators, and logging. Subclasses define
+    ``objective(batch, validation) -> (loss, parts)``."""
 
     def __init__(self, config: Config, layout: ModelLayout, total_steps: int):
         super().__init__()
         self.config = config
         self.layout = layout
         self.total_steps = max(1, total_steps)
-        self.net: ConditionalDenoiser = build_denoiser(config.model, layout)
+        self.net = build_network(config, layout)
+        self.init_report = prepare_network(self.net, config)
 
     def configure_optimizers(self) -> dict[str, Any]:
         train = self.config.training
@@ -64,12 +68,6 @@ class _DenoiserModule(L.LightningModule):
 
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
-
-    def _conditions(self, batch: dict, generators: list[torch.Generator] | None) -> Conditions:
-        cond = conditions_from_batch(batch, self.config.model)
-        if generators is None:  # validation: conditional, nothing dropped
-            return cond
-        return self.net.drop_labels(cond, generator=generators[0])
 
     def _generators(self, batch: dict, validation: bool) -> list[torch.Generator]:
         n = batch["pre"].shape[0]
@@ -95,6 +93,16 @@ class _DenoiserModule(L.LightningModule):
 
     def objective(self, batch: dict, validation: bool) -> tuple[Tensor, dict[str, Tensor]]:
         raise NotImplementedError
+
+
+class _DenoiserModule(TrainingModule):
+    """A stage whose network is a (wrapped) ConditionalDenoiser conditioned on the batch."""
+
+    def _conditions(self, batch: dict, generators: list[torch.Generator] | None) -> Conditions:
+        cond = conditions_from_batch(batch, self.config.model)
+        if generators is None:  # validation: conditional, nothing dropped
+            return cond
+        return self.net.drop_labels(cond, generator=generators[0])
 
 
 class DiffusionModule(_DenoiserModule):

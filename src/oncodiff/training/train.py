@@ -22,26 +22,23 @@ from lightning.pytorch.loggers import CSVLogger
 
 from oncodiff.config import Config
 from oncodiff.data import CohortDataModule
-from oncodiff.errors import OncodiffError
 from oncodiff.evaluation.tumor_size import TumorSegmenter
 from oncodiff.models import image_condition_names
 from oncodiff.pipeline.export import ModelLayout, save_export
 from oncodiff.pipeline.volumes import SEGMENTER
 from oncodiff.training.callbacks import EpochLine
 from oncodiff.training.ema import WarmupEMA
-from oncodiff.training.module import MODULES
+from oncodiff.training.stages import module_class
 from oncodiff.training.run_folder import RunFolder, open_run_folder
 
 PLAN = "plan.json"
+PREDICTING_STAGES = ("diffusion", "regression", "latent_diffusion", "controlnet")  # stages that generate follow-ups
 BUDGET_MARGIN = 0.85  # share of max_minutes planned for training steps; the rest covers validation and export
 
 
 def train(cohort: str | Path, config: Config, out: str | Path, resume: bool = False,
           cache_dir: str | Path | None = None) -> Path:
     """Train the model ``config`` describes on ``cohort``; returns the run folder."""
-    if config.training.stage not in MODULES:
-        raise OncodiffError(f"training.stage={config.training.stage!r} is not available; choose one of "
-                            f"{', '.join(MODULES)}")
     L.seed_everything(config.training.seed, workers=True, verbose=False)
     run = open_run_folder(out, config, resume) if _is_rank_zero() else RunFolder(Path(out).resolve())
     data = CohortDataModule(cohort, config, cache_dir=cache_dir, splits_path=run.splits_json)
@@ -49,7 +46,7 @@ def train(cohort: str | Path, config: Config, out: str | Path, resume: bool = Fa
     data.setup()
     layout = model_layout(data, config)
     total_steps = _plan_steps(run, config, layout, data)
-    module = MODULES[config.training.stage](config, layout, total_steps)
+    module = module_class(config)(config, layout, total_steps)
     trainer = _trainer(run, config, total_steps)
     trainer.fit(module, datamodule=data, ckpt_path=str(run.last_checkpoint) if resume else None)
     if trainer.is_global_zero:
@@ -101,7 +98,7 @@ def _plan_steps(run: RunFolder, config: Config, layout: ModelLayout, data: Cohor
 
 def measure_step_seconds(config: Config, layout: ModelLayout, data: CohortDataModule, repeats: int = 3) -> float:
     """Seconds per training step (forward, backward, optimiser) of this model on this machine."""
-    module = MODULES[config.training.stage](config, layout, total_steps=1)
+    module = module_class(config)(config, layout, total_steps=1)
     optimizer = torch.optim.AdamW(module.parameters(), lr=1e-9)
     batch = next(iter(data.train_dataloader()))
     precision = config.training.precision
@@ -150,7 +147,9 @@ def _finish(run: RunFolder, config: Config, layout: ModelLayout, module: L.Light
         "best_checkpoint": best.name, "best_val_loss": _float(trainer.checkpoint_callback.best_model_score),
         "stopped_early": bool(getattr(trainer.early_stopping_callback, "stopped_epoch", 0)),
     }
-    segmenter = train_segmenter(data, config, run.model_dir / SEGMENTER)
+    segmenter = None
+    if config.training.stage in PREDICTING_STAGES:
+        segmenter = train_segmenter(data, config, run.model_dir / SEGMENTER)
     save_export(run.model_dir, module.net, config, layout, extra={"training": summary, "segmenter": segmenter})
     run.consolidate_metrics()
     (run.root / "train_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
