@@ -95,11 +95,17 @@ def _run_methods(run: Path, exported: ExportedModel, config: Config, cases: Case
         print(f"predicting with baseline {name} ...", flush=True)
         results.append((name, TRAINED_BASELINES[name][0], predict_cases(baseline, cases, n, seed, "null")))
     print(f"sampling {n} predictions per case with the full model ...", flush=True)
-    results.append(("diffusion", "diffusion, outcome unknown (null class)",
-                    predict_cases(exported, cases, n, seed, "null", config)))
-    if exported.config.model.class_label != "none":
-        results.append(("diffusion_true_class", "diffusion, true class (oracle, as in the papers)",
-                        predict_cases(exported, cases, n, seed, "true", config)))
+    if exported.config.model.class_label == "none":
+        results.append(("diffusion", "diffusion", predict_cases(exported, cases, n, seed, "null", config)))
+    else:
+        results += [
+            ("diffusion", "diffusion, class predicted from clinical data (mixture)",
+             predict_cases(exported, cases, n, seed, "predicted", config)),
+            ("diffusion_null_class", "diffusion, null class (unconditional on the outcome)",
+             predict_cases(exported, cases, n, seed, "null", config)),
+            ("diffusion_true_class", "diffusion, true class (oracle, as in the papers)",
+             predict_cases(exported, cases, n, seed, "true", config)),
+        ]
     return [MethodResult(name, label, p, CaseVolumes.measure(segmenter, cases, p, threshold))
             for name, label, p in results]
 

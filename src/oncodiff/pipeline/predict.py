@@ -23,17 +23,21 @@ from oncodiff.data import baseline_scan, paste_back
 from oncodiff.errors import OncodiffError
 from oncodiff.models import Conditions, conditions_from_batch, post_from_target
 from oncodiff.pipeline.cases import CaseSet, load_cases
-from oncodiff.pipeline.export import ExportedModel, load_export
+from oncodiff.pipeline.class_prior import ClassPrior, allocate_classes, prior_features
+from oncodiff.pipeline.export import ExportedModel, load_export, read_export_meta
 from oncodiff.pipeline.sampling import draw_samples, regress, sample_generators
 from oncodiff.pipeline.volumes import CaseVolumes, load_segmenter
 
 
 @dataclass
 class Predictions:
-    """Generated follow-ups for B cases: ``samples`` (B, N, *S) normalised units, ``pre`` (B, *S)."""
+    """Generated follow-ups for B cases: ``samples`` (B, N, *S) normalised units, ``pre`` (B, *S);
+    with class marginalisation, ``class_probability`` (B, K) and each sample's class (B, N)."""
 
     samples: np.ndarray
     pre: np.ndarray
+    class_probability: np.ndarray | None = None
+    sample_classes: np.ndarray | None = None
 
     @property
     def mean(self) -> np.ndarray:
@@ -48,15 +52,31 @@ class Predictions:
         return self.mean - self.pre
 
 
+CLASS_MODES = ("given", "predicted", "true", "null")
+
+
 def case_conditions(model: ExportedModel, cases: CaseSet, class_label: str = "given") -> Conditions:
     """Conditions for ``cases``. class_label: "given" (the case set's: an override, else null),
-    "true" (the known outcome: the papers' oracle protocol) or "null"."""
+    "true" (the known outcome: the papers' oracle protocol) or "null"; "predicted" is handled by
+    :func:`predict_cases` per sample and gives the null class here."""
+    if class_label not in CLASS_MODES:
+        raise ValueError(f"class_label must be one of {CLASS_MODES}, got {class_label!r}")
     cond = conditions_from_batch(cases.batch, model.config.model)
     if cond.class_label is None or class_label == "true":
         return cond
-    if class_label == "null":
+    if class_label in ("null", "predicted"):
         return cond.null(model.net.null_class)
     return dc_replace(cond, class_label=cases.batch["class_label"])
+
+
+def class_probabilities(model: ExportedModel, cases: CaseSet) -> np.ndarray | None:
+    """(B, K) p(class | clinical, baseline size) from the exported class prior; None without one."""
+    raw = read_export_meta(model.path).get("class_prior")
+    if not raw or model.config.model.class_label == "none":
+        return None
+    features = prior_features(cases.batch["clinical"].numpy(), cases.batch["clinical_missing"].numpy(),
+                              cases.batch["tumor_mask"].numpy(), model.layout.clinical)
+    return ClassPrior.from_dict(raw).probabilities(features)
 
 
 def predict_cases(model: ExportedModel, cases: CaseSet, n_samples: int, seed: int = 0,
@@ -66,14 +86,17 @@ def predict_cases(model: ExportedModel, cases: CaseSet, n_samples: int, seed: in
     config = config or model.config
     device = next(model.net.parameters()).device
     cond = case_conditions(model, cases, class_label).to(device)
+    probability = class_probabilities(model, cases) if class_label == "predicted" else None
+    classes = None if probability is None else allocate_classes(probability, n_samples)
     if model.config.training.stage == "regression":  # deterministic: one prediction per case
         generated = regress(model.net, config, cond)
     else:
         generators = sample_generators(seed, [c.key for c in cases.cases], n_samples)
-        generated = draw_samples(model.net, config, cond, n_samples, generators)  # (B, N, 1, *S)
+        generated = draw_samples(model.net, config, cond, n_samples, generators, sample_classes=classes)
     pre = cases.batch["pre"].to(device)
-    post = post_from_target(pre.unsqueeze(1), generated, config.diffusion.target)
-    return Predictions(samples=post[:, :, 0].float().cpu().numpy(), pre=pre[:, 0].cpu().numpy())
+    post = post_from_target(pre.unsqueeze(1), generated, config.diffusion.target)  # (B, N, 1, *S)
+    return Predictions(samples=post[:, :, 0].float().cpu().numpy(), pre=pre[:, 0].cpu().numpy(),
+                       class_probability=probability, sample_classes=None if classes is None else classes.numpy())
 
 
 def predict(model: str | Path, cohort: str | Path, out: str | Path, patients: Sequence[str] | None = None,
@@ -88,7 +111,9 @@ def predict(model: str | Path, cohort: str | Path, out: str | Path, patients: Se
         patients = _default_patients(Path(model))
     cases = load_cases(exported, cohort, patients, days, case_overrides, cache_dir)
     n = samples or config.sampling.samples
-    predictions = predict_cases(exported, cases, n, seed, config=config)
+    # Without a class override the outcome is unknown: marginalise over the predicted class.
+    mode = "given" if {"response", "survival_class"} & case_overrides.keys() else "predicted"
+    predictions = predict_cases(exported, cases, n, seed, mode, config)
     volumes = CaseVolumes.measure(load_segmenter(exported.path), cases, predictions,
                                   config.evaluation.response_threshold)
     summaries = [write_case(out, cases, i, predictions, volumes) for i in range(len(cases))]
@@ -154,6 +179,9 @@ def write_case(out: Path, cases: CaseSet, i: int, predictions: Predictions, volu
             write_image(image.array, image, folder / f"{name}.png")
     summary = {"key": case.key, "patient_id": case.patient_id, "lesion_id": case.lesion_id,
                "timepoint": case.timepoint, "days": case.days, **volumes.summary(i), "files": files}
+    if predictions.class_probability is not None:
+        summary["class_probability"] = [float(p) for p in predictions.class_probability[i]]
+        summary["sample_classes"] = [int(c) for c in predictions.sample_classes[i]]
     (folder / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from contextlib import nullcontext
+from dataclasses import replace
 
 import torch
 from torch import Tensor
@@ -43,17 +44,21 @@ def autocast_for(config: Config, device: torch.device):
 
 
 def draw_samples(net: ConditionalDenoiser, config: Config, cond: Conditions, n_samples: int,
-                 generators: Sequence[torch.Generator], guidance_drop_clinical: bool = False) -> Tensor:
+                 generators: Sequence[torch.Generator], guidance_drop_clinical: bool = False,
+                 sample_classes: Tensor | None = None) -> Tensor:
     """(B, N, Ct, *S) generated targets (drift or post, per diffusion.target) for B cases, N samples each.
 
     ``generators``: B * N, case-major (see :func:`sample_generators`). Guidance (sampling.guidance_scale)
     nulls the class label, and the clinical variables too when ``guidance_drop_clinical``.
+    ``sample_classes`` (B, N): a class label per sample (marginalising over the class), else cond's.
     """
     cases, device = cond.batch_size, cond.image.device
     if len(generators) != cases * n_samples:
         raise ValueError(f"need {cases * n_samples} generators ({cases} cases x {n_samples} samples), "
                          f"got {len(generators)}")
     rows = cond.repeat_interleave(n_samples)
+    if sample_classes is not None:
+        rows = replace(rows, class_label=sample_classes.reshape(-1).to(cond.image.device))
     shape = (net.target_channels, *cond.image.shape[2:])
     schedule = NoiseSchedule.from_config(config.diffusion)
     sampler = make_sampler(config.sampling, schedule, config.diffusion.prediction)

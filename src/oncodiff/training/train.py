@@ -23,7 +23,8 @@ from lightning.pytorch.loggers import CSVLogger
 from oncodiff.config import Config
 from oncodiff.data import CohortDataModule
 from oncodiff.evaluation.tumor_size import TumorSegmenter
-from oncodiff.models import image_condition_names
+from oncodiff.models import CLASS_COUNTS, CLASS_LABEL_KEYS, image_condition_names
+from oncodiff.pipeline.class_prior import ClassPrior, prior_features
 from oncodiff.pipeline.export import ModelLayout, save_export
 from oncodiff.pipeline.volumes import SEGMENTER
 from oncodiff.training.callbacks import EpochLine
@@ -147,10 +148,12 @@ def _finish(run: RunFolder, config: Config, layout: ModelLayout, module: L.Light
         "best_checkpoint": best.name, "best_val_loss": _float(trainer.checkpoint_callback.best_model_score),
         "stopped_early": bool(getattr(trainer.early_stopping_callback, "stopped_epoch", 0)),
     }
-    segmenter = None
+    extra = {"training": summary}
     if config.training.stage in PREDICTING_STAGES:
-        segmenter = train_segmenter(data, config, run.model_dir / SEGMENTER)
-    save_export(run.model_dir, module.net, config, layout, extra={"training": summary, "segmenter": segmenter})
+        extra["segmenter"] = train_segmenter(data, config, run.model_dir / SEGMENTER)
+        prior = fit_class_prior(data, config, layout)
+        extra["class_prior"] = None if prior is None else prior.to_dict()
+    save_export(run.model_dir, module.net, config, layout, extra=extra)
     run.consolidate_metrics()
     (run.root / "train_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
 
@@ -169,6 +172,18 @@ def train_segmenter(data: CohortDataModule, config: Config, path: Path) -> dict:
     segmenter.save(path)
     print(f"segmenter validation Dice {report['val_dice']}", flush=True)
     return {"trained": True, **report}
+
+
+def fit_class_prior(data: CohortDataModule, config: Config, layout: ModelLayout) -> ClassPrior | None:
+    """p(class | clinical, baseline size) on the training split, for the class the model is conditioned on."""
+    kind = config.model.class_label
+    if kind == "none":
+        return None
+    dataset = data.dataset("train")
+    labels = getattr(dataset.labels, CLASS_LABEL_KEYS[kind])[dataset.indices]
+    features = prior_features(dataset.labels.clinical[dataset.indices], dataset.labels.clinical_missing[dataset.indices],
+                              data.preprocessed.arrays["tumor_mask"][dataset.indices], layout.clinical)
+    return ClassPrior.fit(features, labels, CLASS_COUNTS[kind], seed=config.training.seed)
 
 
 def _post_with_masks(data: CohortDataModule, split: str) -> tuple[np.ndarray, np.ndarray]:
