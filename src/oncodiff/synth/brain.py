@@ -157,7 +157,7 @@ BRAIN = BrainSite(
     proliferation_per_day=0.018,
     clearance_per_day=1 / 80,  # post-radiotherapy necrosis lingers for months
     pre_growth_days=40,
-    seed_radius_mm=(5.0, 12.0),
+    seed_radius_mm=(4.0, 10.0),  # baseline GTV 11-30 mm across: fits the demo's 64 x 64 crop after growth
     penetration_mm=4.0,
     core_sensitivity=0.35,  # oxygen enhancement ratio ~3: the hypoxic core keeps about a third of the kill
     hypoxic_depth_mm=7.0,
@@ -170,5 +170,5 @@ BRAIN = BrainSite(
     intensity_scale=1000.0,
     stored_range=(0, 32767),
     survival=Survival(shape=1.6, median_days=240.0, censor_days=(365.0, 1460.0)),
-    reference_radius_mm=14.0,
+    reference_radius_mm=11.0,
 )

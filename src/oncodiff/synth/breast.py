@@ -26,7 +26,8 @@ Clinical variables (z_age = (age - 49) / 10):
     log hazard = 0.4 [HR-] + 0.15 z_age + 0.3 log_burden - 1.0 [pCR]
 
 Response rule: pathological complete response when no voxel keeps 5 % viable cellularity at
-surgery (day 160), a residual-cancer-burden-0 analogue. Tumour size, as in the NAC paper, is the tumour's area on the MIP.
+surgery (day 160), a residual-cancer-burden-0 analogue. Tumour size, as in the NAC paper, is the
+tumour's area on the MIP.
 """
 
 from __future__ import annotations
@@ -34,7 +35,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import ndimage
 
 from oncodiff.synth.fields import smooth_noise, smoothstep
 from oncodiff.synth.growth import MASK_THRESHOLD, TumourState
@@ -93,7 +93,7 @@ def _vessel_segments(rng, p) -> np.ndarray:
 
 
 def _background(rng, grid: Grid, p: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(intensity, breast mask, fibroglandular occupancy, vessel occupancy) in the volume."""
+    """(intensity, normalised breast radius, fibroglandular occupancy, vessel occupancy) in the volume."""
     shape, spacing = grid.shape, grid.spacing
     x, y, z = grid.coords()
     radius = np.broadcast_to(_breasts((x, y, z), p), shape)
@@ -113,7 +113,7 @@ def _background(rng, grid: Grid, p: dict) -> tuple[np.ndarray, np.ndarray, np.nd
     image[(radius >= 0.975) & (radius < 1.0)] = INTENSITY["skin"]
     vessels = rasterise_tubes(grid, _vessel_segments(rng, p)) * breast
     image = image + vessels * (INTENSITY["vessel"] - image)
-    return image.astype(np.float32), breast, fgt.astype(np.float32), vessels
+    return image.astype(np.float32), radius, fgt.astype(np.float32), vessels
 
 
 @dataclass(frozen=True)
@@ -161,10 +161,11 @@ class BreastSite(Site):
     def make_anatomy(self, rng: np.random.Generator, dims: int) -> Anatomy:
         shape, spacing = VOLUME
         grid, p = Grid(shape, spacing), _draw_shape(rng)
-        image, breast, fgt, vessels = _background(rng, grid, p)
-        depth = ndimage.distance_transform_edt(breast, sampling=spacing)
+        image, radius, fgt, vessels = _background(rng, grid, p)
+        breast = radius < 1.0
         _, y, _ = grid.coords()
-        sites = (depth >= 14.0) & (fgt > 0.5) & (vessels < 0.1) & np.broadcast_to(y > p["chest_y"] + 15, shape)
+        deep = radius < 1.0 - 14.0 / min(p["axes"])  # at least ~14 mm inside the skin
+        sites = deep & (fgt > 0.5) & (vessels < 0.1) & np.broadcast_to(y > p["chest_y"] + 15, shape)
         output = grid if dims == 3 else Grid(shape[:2], spacing[:2])
         return Anatomy(
             background=image, diffusivity=(breast * (0.012 + 0.018 * fgt)).astype(np.float32),
@@ -200,7 +201,7 @@ BREAST = BreastSite(
     penetration_mm=4.0,
     core_sensitivity=0.3,
     hypoxic_depth_mm=9.0,
-    simulation_box_mm=36.0,
+    simulation_box_mm=28.0,  # tumours only shrink under chemotherapy
     mass_effect=0.3,
     mass_effect_reach_mm=15.0,
     look=Look(viable=1.0, necrotic=0.1, halo=0.4, halo_strength=0.4, texture=0.08),
@@ -210,4 +211,5 @@ BREAST = BreastSite(
     stored_range=(0, 32767),
     survival=Survival(shape=1.2, median_days=3000.0, censor_days=(900.0, 2500.0)),
     reference_radius_mm=12.0,
+    rician_noise=False,  # early-phase subtraction images: Gaussian noise
 )

@@ -15,11 +15,11 @@ def mm_grid(shape: tuple[int, ...], spacing: tuple[float, ...], origin_mm: tuple
 def smooth_noise(rng: np.random.Generator, shape: tuple[int, ...], sigma_vox: float | tuple[float, ...]) -> np.ndarray:
     """Gaussian random field of unit standard deviation, correlation length ``sigma_vox`` voxels.
 
-    Long correlation lengths are drawn on a grid coarser by sigma / 2 and interpolated up (cubic),
-    which is what they look like anyway and far cheaper than a wide Gaussian kernel.
+    Long correlation lengths (sigma >= 4 voxels) are drawn on a grid coarser by sigma / 2 and
+    interpolated up (cubic), which is what they look like anyway and far cheaper than a wide kernel.
     """
     sigma = np.broadcast_to(np.asarray(sigma_vox, dtype=np.float64), (len(shape),))
-    factor = np.maximum(sigma / 2.0, 1.0)
+    factor = np.where(sigma >= 4.0, sigma / 2.0, 1.0)
     coarse_shape = tuple(int(np.ceil(n / f)) + 3 for n, f in zip(shape, factor))
     field = ndimage.gaussian_filter(rng.standard_normal(coarse_shape).astype(np.float32), sigma / factor, mode="wrap")
     for axis, (n, f) in enumerate(zip(shape, factor)):

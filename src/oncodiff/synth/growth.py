@@ -6,17 +6,19 @@ that the body has not cleared yet). With D(x) the tissue diffusivity (mm^2/day),
 proliferation rate (1/day), L(t) the treatment's cumulative log survival and gamma the
 clearance rate (1/day):
 
-    dc/dt = div(D grad c) + rho c (1 - c - n) + c dL/dt - h(x) c       (Fisher-KPP + kill)
-    dn/dt = -c dL/dt + h(x) c - gamma n
+    dc/dt = div(D grad c) + rho c (1 - c - n) + w(x) c dL/dt - h(x) c       (Fisher-KPP + kill)
+    dn/dt = -w(x) c dL/dt + h(x) c - gamma n
 
 Treatment reaches the rim first: the kill is weighted by w(x) = w_core + (1 - w_core) exp(-depth / l),
 depth being the distance (mm) inside the current GTV from its edge and l the ``penetration_mm``
 (hypoxic radioresistance, drug penetration, immune infiltration from the margin), so a responding
 tumour shrinks concentrically instead of fading all at once. h(x) = ``hypoxia_rate`` deeper than
 ``hypoxic_depth_mm`` where the tumour is dense (viable >= 0.5): large tumours grow a necrotic core,
-small ones stay solid. Depth is recomputed every 5 simulated days. The diffusion term is discretised conservatively with
-harmonic-mean face diffusivities, so D = 0 (CSF, chest wall) is a no-flux wall; the scheme is
-explicit Euler with a step below the stability bound h^2 / (2 d D_max).
+small ones stay solid. Depth is recomputed every 5 simulated days (the physical tumour, c + n >= 0.3).
+
+The diffusion term is discretised conservatively with harmonic-mean face diffusivities, so D = 0
+(CSF, chest wall) is a no-flux wall; the scheme is explicit Euler with a step below the stability
+bound h^2 / (2 d D_max) and at most 2 days; kill, hypoxia and clearance use exact exponentials.
 """
 
 from __future__ import annotations

@@ -32,7 +32,7 @@ import numpy as np
 from scipy import ndimage
 from skimage.measure import regionprops
 
-from oncodiff.synth.fields import smooth_noise, smoothstep
+from oncodiff.synth.fields import smooth_noise
 from oncodiff.synth.growth import TumourState
 from oncodiff.synth.render import Look
 from oncodiff.synth.shapes import Grid, branching_tree, ellipsoid, rasterise_tubes
@@ -201,7 +201,8 @@ class LungSite(Site):
         right, left = (np.broadcast_to(m, shape) & cage & ~blocked for m in _lung_fields(coords, p))
         lung = right | left
         lobes, fissures = _lobes(coords, right, left, p)
-        parenchyma = HU["lung"] + 25 * smooth_noise(rng, shape, [2.0 / s for s in spacing]) + 70 * np.clip(-y / 100, 0, 1)
+        texture = smooth_noise(rng, shape, [2.0 / s for s in spacing])
+        parenchyma = HU["lung"] + 25 * texture + 70 * np.clip(-y / 100, 0, 1)  # dependent lung is denser
         hu = np.where(lung, parenchyma, hu)
         hu[fissures] = HU["fissure"]
         vessels = rasterise_tubes(grid, _vessel_trees(rng, p)) * lung
@@ -248,4 +249,5 @@ LUNG = LungSite(
     stored_range=(-1024, 3071),
     survival=Survival(shape=1.3, median_days=330.0, censor_days=(180.0, 1100.0)),
     reference_radius_mm=12.0,
+    rician_noise=False,
 )

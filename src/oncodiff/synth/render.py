@@ -9,7 +9,8 @@ outside ``reach`` mm), I_viable the enhancing viable tumour (so the rim of a tum
 core enhances), I_halo the peritumoural oedema / ground-glass / enhancement. All terms are exactly
 zero where total < 0.02 and outside the displacement's reach, so a counterfactual scan differs
 from the factual one only there. Scanner effects come last: a multiplicative (MRI) or additive
-(CT) smooth bias field per patient and independent noise per scan (Rician for MRI, Gaussian for CT).
+(CT) smooth bias field per patient and independent noise per scan (Rician for magnitude MRI,
+Gaussian for CT and for the breast's DCE subtraction images).
 """
 
 from __future__ import annotations
@@ -83,8 +84,8 @@ def mri_noise(rng: np.random.Generator, image: np.ndarray, sigma: float) -> np.n
     return np.sqrt(real * real + imag * imag)
 
 
-def ct_noise(rng: np.random.Generator, image: np.ndarray, sigma: float) -> np.ndarray:
-    """Gaussian quantum noise in HU."""
+def gaussian_noise(rng: np.random.Generator, image: np.ndarray, sigma: float) -> np.ndarray:
+    """Additive Gaussian noise (CT quantum noise in HU; DCE subtraction images)."""
     return image + sigma * rng.standard_normal(image.shape, dtype=np.float32)
 
 

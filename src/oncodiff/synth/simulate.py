@@ -14,7 +14,7 @@ from scipy import ndimage
 
 from oncodiff.synth.fields import box_around, smooth_noise
 from oncodiff.synth.growth import GrowthModel, TumourState, grow, seed_tumour
-from oncodiff.synth.render import composite, ct_noise, mri_noise, radial_drift, to_int16, warp
+from oncodiff.synth.render import composite, gaussian_noise, mri_noise, radial_drift, to_int16, warp
 from oncodiff.synth.site import Anatomy, Clinical, Site
 
 SITE_CODES = {"brain": 1, "lung": 2, "breast": 3}
@@ -69,7 +69,7 @@ class _Scene:
     box: tuple[slice, ...]
     center_vox: tuple[int, ...]
     texture: np.ndarray
-    bias: np.ndarray
+    bias: np.ndarray  # MRI: multiplicative gain field; CT: additive HU field
     inner_mm: float
     reach_mm: float
 
@@ -145,17 +145,21 @@ def _make_scene(site: Site, anatomy: Anatomy, rng: np.random.Generator, box, cen
     return _Scene(
         anatomy=anatomy, box=box, center_vox=center,
         texture=smooth_noise(rng, tuple(b.stop - b.start for b in box), [1.0 / s for s in spacing]),
-        bias=site.bias * smooth_noise(rng, shape, bias_sigma),
+        bias=_bias_field(site, smooth_noise(rng, shape, bias_sigma)),
         inner_mm=inner, reach_mm=inner + site.mass_effect_reach_mm,
     )
+
+
+def _bias_field(site: Site, field: np.ndarray) -> np.ndarray:
+    """A smooth field of unit spread -> the site's bias: exp(a f) gain for MRI, a f HU offset for CT."""
+    return site.bias * field if site.modality == "CT" else np.exp(site.bias * field).astype(np.float32)
 
 
 def _scanner(site: Site, image: np.ndarray, scene: _Scene, rng: np.random.Generator) -> np.ndarray:
     """Bias field (per patient) and noise (per scan) in the site's modality."""
     sigma = rng.uniform(*site.noise)
-    if site.modality == "CT":
-        return ct_noise(rng, image + scene.bias, sigma)
-    return mri_noise(rng, image * np.exp(scene.bias), sigma)
+    image = image + scene.bias if site.modality == "CT" else image * scene.bias
+    return mri_noise(rng, image, sigma) if site.rician_noise else gaussian_noise(rng, image, sigma)
 
 
 def _render(site: Site, scene: _Scene, state: TumourState, dims: int, rng: np.random.Generator):

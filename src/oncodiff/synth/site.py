@@ -85,6 +85,7 @@ class Site(ABC):
     survival: Survival
     reference_radius_mm: float  # equivalent radius of a typical baseline tumour (survival's burden term)
     missing_rate: float = 0.04
+    rician_noise: bool = True  # magnitude MRI; False: Gaussian (CT, subtraction images)
 
     @property
     def baseline(self) -> Timepoint:

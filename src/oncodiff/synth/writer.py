@@ -46,7 +46,8 @@ def _cell(value):
 def _write_scans(root: Path, record: PatientRecord, scans: tuple[Scan, ...], prefix: str) -> list[dict]:
     rows = []
     for scan in scans:
-        image, mask = f"{record.patient_id}/{prefix}{scan.timepoint}.nii.gz", f"{record.patient_id}/{prefix}{scan.timepoint}_gtv.nii.gz"
+        stem = f"{record.patient_id}/{prefix}{scan.timepoint}"
+        image, mask = f"{stem}.nii.gz", f"{stem}_gtv.nii.gz"
         write_image(scan.image, record.affine, root / image)
         write_image(scan.mask, record.affine, root / mask)
         rows.append({"patient_id": record.patient_id, "lesion_id": LESION_ID, "timepoint": scan.timepoint,
@@ -68,8 +69,9 @@ def _write_patient(site: Site, index: int, seed: int, dims: int, misalign_mm: fl
     for name, mask in record.anatomy.items():
         write_image(mask, record.affine, root / record.patient_id / f"{name}.nii.gz")
     for row in scan_rows:
+        is_baseline = row["timepoint"] == site.baseline.label
         for name in site.anatomy_names:
-            row[f"anatomy:{name}"] = f"{record.patient_id}/{name}.nii.gz" if row["timepoint"] == site.baseline.label else ""
+            row[f"anatomy:{name}"] = f"{record.patient_id}/{name}.nii.gz" if is_baseline else ""
     cf_label = positive if record.cf_label else negative
     cf_rows = [{**{k: row[k] for k in ("patient_id", "lesion_id", "timepoint", "days")}, "response": cf_label,
                 "image": row["image"], "tumor_mask": row["tumor_mask"]}
