@@ -15,8 +15,8 @@ Treatment (I-SPY 2 / ACRIN 6698 backbone): weekly paclitaxel from day 1 for 12 w
 cycles of AC (doxorubicin + cyclophosphamide) every two weeks from day 85; surgery on day 160.
 Cells die by the Norton-Simon mixture of treatment.py with 15 % taxane-resistant cells. Log kill
 per dose (sensitive, resistant):
-    pCR class:     paclitaxel (1.05, 0.205), AC (2.0, 2.0)  - AC reaches the resistant cells
-    non-pCR class: paclitaxel (1.00, 0.14),  AC (1.5, 0.1)  - residual disease survives
+    pCR class:     paclitaxel (0.95, 0.205), AC (2.0, 2.0)  - AC reaches the resistant cells
+    non-pCR class: paclitaxel (1.00, 0.13),  AC (1.5, 0.1)  - residual disease survives
 all times exp(-0.15 [HR+] + 0.1 [HER2+] + u), u ~ N(0, 0.15^2). These values reproduce the NAC
 paper's mean MIP size reductions (Table 3; see calibrate.py).
 
@@ -46,7 +46,7 @@ from oncodiff.synth.treatment import ChemoPhase, Chemotherapy
 VOLUME = ((160, 96, 48), (1.8, 1.8, 3.0))
 # per class: (resistant fraction, paclitaxel log kill (sensitive, resistant) per weekly dose,
 #             AC log kill (sensitive, resistant) per cycle)
-CHEMOSENSITIVITY_BY_CLASS = {True: (0.15, (1.05, 0.205), (2.0, 2.0)), False: (0.15, (1.0, 0.14), (1.5, 0.1))}
+CHEMOSENSITIVITY_BY_CLASS = {True: (0.15, (0.95, 0.205), (2.0, 2.0)), False: (0.15, (1.0, 0.13), (1.5, 0.1))}
 PACLITAXEL_DAYS = tuple(range(1, 79, 7))  # 12 weekly doses
 AC_DAYS = (85, 99, 113, 127)  # 4 cycles every 2 weeks
 PCR_MAX_RESIDUAL = 0.05  # pCR: no voxel keeps 5 % viable cellularity at surgery (residual cancer burden 0)

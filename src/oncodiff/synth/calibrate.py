@@ -96,7 +96,9 @@ def format_table(results: dict[str, list[tuple]], n_patients: int) -> str:
         for name, target, measured, half in checks:
             target_text = "-" if target is None else f"{target:8.1f}"
             within = "" if target is None else ("yes" if abs(measured - target) <= max(half, 1e-9) else "NO")
-            lines.append(f"{site_name:7s} {name:45s} {target_text:>8s} {measured:9.1f} {half:7.1f}  {within}")
+            measured_text = f"{measured:9.1f}" if np.isfinite(measured) else "not reached"
+            half_text = f"{half:7.1f}" if np.isfinite(half) else "-"
+            lines.append(f"{site_name:7s} {name:45s} {target_text:>8s} {measured_text:>9s} {half_text:>7s}  {within}")
     lines.append(f"({n_patients} simulated patients per site)")
     return "\n".join(lines)
 
