@@ -1,11 +1,11 @@
 """Breast: an invasive carcinoma in a DCE-MRI-like volume, treated with neoadjuvant chemotherapy.
 
 Anatomy (world mm): a prone bilateral breast volume, 160 x 96 x 48 voxels at 1.8 x 1.8 x 3 mm
-(x left-right, y posterior-anterior, z inferior-superior) in early post-contrast contrast: dark fat,
+(x left-right, y posterior-anterior, z inferior-superior; 32 slices of 4.5 mm for 2D cohorts) in early post-contrast contrast: dark fat,
 fibroglandular tissue (a thresholded Gaussian random field denser behind the nipple) with
 background parenchymal enhancement, a skin line, enhancing vessels branching from the lateral
 thoracic and internal mammary arteries, pectoral muscle, and the strongly enhancing heart behind
-the chest wall. 2D cohorts are the maximum intensity projection (MIP) along z of that same volume,
+the chest wall. 2D cohorts are the maximum intensity projection (MIP) along z of such a volume,
 as in the NAC paper (003); tumour masks are projected the same way. Anatomy masks: breast, vessels.
 
 Growth: Fisher-KPP with D = 0.03 mm^2/day in fibroglandular tissue and 0.012 in fat, zero outside
@@ -43,7 +43,8 @@ from oncodiff.synth.shapes import Grid, branching_tree, ellipsoid, rasterise_tub
 from oncodiff.synth.site import Anatomy, Clinical, Site, Survival, Timepoint
 from oncodiff.synth.treatment import ChemoPhase, Chemotherapy
 
-VOLUME = ((160, 96, 48), (1.8, 1.8, 3.0))
+VOLUME = {3: ((160, 96, 48), (1.8, 1.8, 3.0)),
+          2: ((160, 96, 32), (1.8, 1.8, 4.5))}  # the same 144 mm; a MIP does not need thin slices
 # per class: (resistant fraction, paclitaxel log kill (sensitive, resistant) per weekly dose,
 #             AC log kill (sensitive, resistant) per cycle)
 CHEMOSENSITIVITY_BY_CLASS = {True: (0.15, (0.95, 0.205), (2.0, 2.0)), False: (0.15, (1.0, 0.13), (1.5, 0.1))}
@@ -159,7 +160,7 @@ class BreastSite(Site):
         return 0.4 * (1 - hr) + 0.15 * z_age + 0.3 * log_burden - 1.0 * responder
 
     def make_anatomy(self, rng: np.random.Generator, dims: int) -> Anatomy:
-        shape, spacing = VOLUME
+        shape, spacing = VOLUME[dims]
         grid, p = Grid(shape, spacing), _draw_shape(rng)
         image, radius, fgt, vessels = _background(rng, grid, p)
         breast = radius < 1.0

@@ -18,7 +18,7 @@ from oncodiff.synth.render import composite, gaussian_noise, mri_noise, radial_d
 from oncodiff.synth.site import Anatomy, Clinical, Site
 
 SITE_CODES = {"brain": 1, "lung": 2, "breast": 3}
-STREAMS = ("clinical", "anatomy", "tumour", "outcome", "misalign")
+STREAMS = ("clinical", "anatomy", "tumour", "outcome")
 MAX_STRENGTHENING = 6  # attempts to push a patient's sensitivity into its class (see _simulate_arm)
 
 
