@@ -1,0 +1,279 @@
+"""One synthetic patient: clinical draw, anatomy, tumour growth under both response classes, scans.
+
+Randomness is split into independent streams per (seed, site, patient), so a patient's files do
+not depend on how many patients the cohort has, and the factual and counterfactual follow-ups of
+one scan share the same anatomy, tumour seed, bias field and scanner noise.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+from oncodiff.synth.fields import box_around, smooth_noise
+from oncodiff.synth.growth import GrowthModel, TumourState, grow, seed_tumour
+from oncodiff.synth.render import composite, gaussian_noise, mri_noise, radial_drift, to_int16, warp
+from oncodiff.synth.site import Anatomy, Clinical, Site
+
+SITE_CODES = {"brain": 1, "lung": 2, "breast": 3}
+STREAMS = ("clinical", "anatomy", "tumour", "outcome")
+MAX_STRENGTHENING = 6  # attempts to push a patient's sensitivity into its class (see _simulate_arm)
+
+
+@dataclass(frozen=True)
+class Scan:
+    """One rendered scan in output space: ``image`` int16 and ``mask`` uint8 of shape (*spatial)."""
+
+    timepoint: str
+    days: int
+    image: np.ndarray
+    mask: np.ndarray
+    size: float  # the site's size measure (mm^2 or mm^3, or diameter for lung), simulation space
+    drift_mm: float  # mass-effect displacement magnitude at the tumour edge
+    shift_mm: tuple[float, ...]  # known rigid misalignment of this scan (zeros by default)
+
+
+@dataclass(frozen=True)
+class Arm:
+    """The tumour's course under one response class."""
+
+    responder: bool  # the class simulated
+    label: bool  # the class the site's rule gives
+    metric: float  # the rule's measurement (volume ratio, diameter change, residual burden)
+    strengthened: int  # how often the sensitivity was pushed further into its class
+    states: tuple[TumourState, ...]  # at each follow-up day, inside the simulation box
+
+
+@dataclass(frozen=True)
+class PatientRecord:
+    patient_id: str
+    clinical: dict  # observed values, None where missing
+    label: bool
+    cf_label: bool
+    survival_days: int
+    death: int
+    truth: dict
+    scans: tuple[Scan, ...]
+    counterfactuals: tuple[Scan, ...]
+    anatomy: dict[str, np.ndarray]
+    affine: np.ndarray
+
+
+@dataclass(frozen=True)
+class _Scene:
+    """Per-patient fixed rendering inputs (simulation space)."""
+
+    anatomy: Anatomy
+    box: tuple[slice, ...]
+    center_vox: tuple[int, ...]
+    texture: np.ndarray
+    bias: np.ndarray  # MRI: multiplicative gain field; CT: additive HU field
+    inner_mm: float
+    reach_mm: float
+
+
+def patient_streams(seed: int, site: Site, index: int) -> dict[str, np.random.Generator]:
+    """Independent generators for each part of one patient's simulation."""
+    base = np.random.SeedSequence([int(seed), SITE_CODES[site.name], int(index)])
+    return {name: np.random.default_rng(child) for name, child in zip(STREAMS, base.spawn(len(STREAMS)))}
+
+
+def scan_noise_rng(seed: int, site: Site, index: int, scan: int) -> np.random.Generator:
+    """The scanner-noise generator of one scan, shared by its factual and counterfactual versions."""
+    return np.random.default_rng(np.random.SeedSequence([int(seed), SITE_CODES[site.name], int(index), 1000 + scan]))
+
+
+def equivalent_radius_mm(mask: np.ndarray, spacing: tuple[float, ...]) -> float:
+    """Radius of the disc (2D) or ball (3D) with the mask's area or volume."""
+    size = float(mask.sum() * np.prod(spacing))
+    return float(np.sqrt(size / np.pi)) if mask.ndim == 2 else float(np.cbrt(3 * size / (4 * np.pi)))
+
+
+def _choose_center(rng: np.random.Generator, anatomy: Anatomy, half: tuple[int, ...]) -> tuple[int, ...]:
+    allowed = anatomy.tumour_sites.copy()
+    for axis, h in enumerate(half):  # the whole simulation box must lie inside the image
+        index = [slice(None)] * allowed.ndim
+        index[axis] = np.r_[0:h, allowed.shape[axis] - h:allowed.shape[axis]]
+        allowed[tuple(index)] = False
+    candidates = np.flatnonzero(allowed)
+    if candidates.size == 0:
+        raise ValueError("no room for the tumour: the image is too small for the simulation box")
+    return tuple(int(i) for i in np.unravel_index(rng.choice(candidates), allowed.shape))
+
+
+def _growth_model(site: Site, anatomy: Anatomy, box: tuple[slice, ...], clinical: Clinical) -> GrowthModel:
+    rho = site.proliferation_per_day * site.growth_factor(clinical)
+    return GrowthModel(
+        diffusivity=anatomy.diffusivity[box], proliferation=(rho * anatomy.tissue[box]).astype(np.float32),
+        spacing=anatomy.spacing, clearance=site.clearance_per_day, hypoxic_depth_mm=site.hypoxic_depth_mm,
+        penetration_mm=site.penetration_mm, core_sensitivity=site.core_sensitivity,
+    )
+
+
+def _simulate_arm(site: Site, model: GrowthModel, baseline: TumourState, clinical: Clinical, responder: bool,
+                  random_effect: float) -> Arm:
+    """Grow the tumour under one class; if the rule disagrees, push the sensitivity 1.5x into the class.
+
+    The class-conditional sensitivities are far apart, so this rarely triggers (calibrate.py counts it);
+    it keeps every label consistent with its documented rule.
+    """
+    days = tuple(sorted({t.days for t in site.followups} | {site.assessment_day}))
+    treatment = site.treatment(clinical, responder, random_effect)
+    for attempt in range(MAX_STRENGTHENING + 1):
+        states = grow(baseline, model, 0.0, days, treatment.log_survival)
+        metric, label = site.classify(baseline, states[days.index(site.assessment_day)], model.spacing)
+        if label == responder or attempt == MAX_STRENGTHENING:
+            break
+        treatment = treatment.scaled(1.5 if responder else 1 / 1.5)
+    followup_states = tuple(states[days.index(t.days)] for t in site.followups)
+    return Arm(responder, label, metric, attempt, followup_states)
+
+
+def _in_full(site: Site, state: TumourState, box: tuple[slice, ...], shape: tuple[int, ...]) -> np.ndarray:
+    """The GTV of a simulation-box state, placed in the whole simulation space."""
+    mask = np.zeros(shape, np.uint8)
+    mask[box] = site.gtv(state)
+    return mask
+
+
+def _make_scene(site: Site, anatomy: Anatomy, rng: np.random.Generator, box, center, baseline_mask) -> _Scene:
+    shape, spacing = anatomy.background.shape, anatomy.spacing
+    bias_sigma = [n / 3 for n in shape]  # a few smooth lobes across the field of view
+    inner = max(equivalent_radius_mm(baseline_mask, spacing), 2.0)
+    return _Scene(
+        anatomy=anatomy, box=box, center_vox=center,
+        texture=smooth_noise(rng, tuple(b.stop - b.start for b in box), [1.0 / s for s in spacing]),
+        bias=_bias_field(site, smooth_noise(rng, shape, bias_sigma)),
+        inner_mm=inner, reach_mm=inner + site.mass_effect_reach_mm,
+    )
+
+
+def _bias_field(site: Site, field: np.ndarray) -> np.ndarray:
+    """A smooth field of unit spread -> the site's bias: exp(a f) gain for MRI, a f HU offset for CT."""
+    return site.bias * field if site.modality == "CT" else np.exp(site.bias * field).astype(np.float32)
+
+
+def _scanner(site: Site, image: np.ndarray, scene: _Scene, rng: np.random.Generator) -> np.ndarray:
+    """Bias field (per patient) and noise (per scan) in the site's modality."""
+    sigma = rng.uniform(*site.noise)
+    image = image + scene.bias if site.modality == "CT" else image * scene.bias
+    return mri_noise(rng, image, sigma) if site.rician_noise else gaussian_noise(rng, image, sigma)
+
+
+def _render(site: Site, scene: _Scene, state: TumourState, dims: int, rng: np.random.Generator):
+    """(image in stored units, GTV, drift) in output space for one tumour state."""
+    full_mask = _in_full(site, state, scene.box, scene.anatomy.background.shape)
+    drift, drift_box, displacement = _drift(site, scene, full_mask)
+    image = warp(scene.anatomy.background, drift_box, displacement)
+    image[scene.box] = composite(image[scene.box], state, site.look, scene.texture)
+    image = site.to_output(_scanner(site, image, scene, rng), dims) * site.intensity_scale
+    return image, site.to_output(full_mask, dims), drift
+
+
+def _misalign(rng: np.random.Generator, image, mask, spacing, misalign_mm: float):
+    """A known rigid shift of ``misalign_mm`` in a random direction (follow-ups only)."""
+    direction = rng.standard_normal(image.ndim)
+    shift_mm = misalign_mm * direction / np.linalg.norm(direction)
+    shift_vox = shift_mm / np.asarray(spacing[: image.ndim])
+    moved = ndimage.shift(image, shift_vox, order=1, mode="nearest")
+    return moved, ndimage.shift(mask, shift_vox, order=0, mode="constant"), tuple(float(s) for s in shift_mm)
+
+
+def _scans(site, scene, index, seed, dims, states, arm_days, misalign_mm, output_spacing) -> tuple[Scan, ...]:
+    """Render the baseline (scan 0) or follow-ups (scans 1..) of one arm."""
+    scans = []
+    for (scan_index, timepoint), state in zip(arm_days, states):
+        image, mask, drift = _render(site, scene, state, dims, scan_noise_rng(seed, site, index, scan_index))
+        shift = (0.0,) * dims
+        if misalign_mm > 0 and scan_index > 0:
+            shift_rng = np.random.default_rng(np.random.SeedSequence([int(seed), SITE_CODES[site.name], index,
+                                                                      2000 + scan_index]))
+            image, mask, shift = _misalign(shift_rng, image, mask, output_spacing, misalign_mm)
+        size = site.size(_in_full(site, state, scene.box, scene.anatomy.background.shape), scene.anatomy.spacing)
+        scans.append(Scan(timepoint.label, timepoint.days, to_int16(image, *site.stored_range), mask.astype(np.uint8),
+                          size, drift, shift))
+    return tuple(scans)
+
+
+def _drift(site: Site, scene: _Scene, full_mask: np.ndarray):
+    """(drift mm, support box, displacement) of the tissue around a tumour of this size."""
+    drift = site.mass_effect * equivalent_radius_mm(full_mask, scene.anatomy.spacing)
+    box, displacement = radial_drift(scene.anatomy.background.shape, scene.anatomy.spacing, scene.center_vox,
+                                     drift, scene.inner_mm, scene.reach_mm)
+    return drift, box, displacement
+
+
+def _baseline_anatomy(site: Site, scene: _Scene, state: TumourState, dims: int) -> dict[str, np.ndarray]:
+    """Anatomy masks displaced by the baseline tumour's mass effect, in output space."""
+    _, box, displacement = _drift(site, scene, _in_full(site, state, scene.box, scene.anatomy.background.shape))
+    return {name: site.to_output(warp(m, box, displacement, order=0), dims).astype(np.uint8)
+            for name, m in scene.anatomy.masks.items()}
+
+
+def _observed(site: Site, clinical: Clinical, rng: np.random.Generator) -> dict:
+    """Clinical values as recorded: each cell missing with probability ``site.missing_rate``."""
+    return {name: (None if rng.random() < site.missing_rate else value) for name, value in clinical.items()}
+
+
+def _survival(site: Site, rng: np.random.Generator, clinical: Clinical, log_burden: float, responder: bool):
+    """Weibull PH survival from baseline (the patient is alive at the last scan), uniform censoring."""
+    s, k = site.survival, site.survival.shape
+    scale = s.median_days / np.log(2) ** (1 / k)
+    risk = site.survival_risk(clinical, log_burden, responder)
+    death_day = site.timepoints[-1].days + scale * (-np.log(1 - rng.random())) ** (1 / k) * np.exp(-risk / k)
+    censor_day = rng.uniform(*s.censor_days)
+    return int(round(min(death_day, censor_day))), int(death_day <= censor_day), float(death_day)
+
+
+def simulate_patient(site: Site, index: int, seed: int, dims: int, misalign_mm: float = 0.0) -> PatientRecord:
+    """Simulate patient number ``index`` (0-based) of a cohort: scans, counterfactuals, outcomes, truth."""
+    rng = patient_streams(seed, site, index)
+    clinical = site.draw_clinical(rng["clinical"])
+    probability = site.response_probability(clinical)
+    responder = bool(rng["clinical"].random() < probability)
+    random_effect = float(rng["clinical"].normal(0.0, site.random_effect_sd))
+    observed = _observed(site, clinical, rng["clinical"])
+
+    anatomy = site.make_anatomy(rng["anatomy"], dims)
+    half = tuple(int(np.ceil(site.simulation_box_mm / s)) for s in anatomy.spacing)
+    center = _choose_center(rng["tumour"], anatomy, half)
+    box = box_around(center, half, anatomy.background.shape)
+    model = _growth_model(site, anatomy, box, clinical)
+    radius = rng["tumour"].uniform(*site.seed_radius_mm)
+    seed_state = seed_tumour(rng["tumour"], model.diffusivity.shape, anatomy.spacing,
+                             tuple(c - b.start for c, b in zip(center, box)), radius, anatomy.tissue[box])
+    baseline = grow(seed_state, model, -float(site.pre_growth_days), (0.0,))[0]
+
+    factual = _simulate_arm(site, model, baseline, clinical, responder, random_effect)
+    counterfactual = _simulate_arm(site, model, baseline, clinical, not responder, random_effect)
+    baseline_mask = _in_full(site, baseline, box, anatomy.background.shape)
+    scene = _make_scene(site, anatomy, rng["tumour"], box, center, baseline_mask)
+    return _record(site, index, seed, dims, misalign_mm, rng, scene, clinical, observed, baseline,
+                   (factual, counterfactual), probability, random_effect)
+
+
+def _record(site, index, seed, dims, misalign_mm, rng, scene, clinical, observed, baseline, arms, probability,
+            random_effect) -> PatientRecord:
+    factual, counterfactual = arms
+    spacing = tuple(float(s) for s in np.linalg.norm(scene.anatomy.affine[:3, :3], axis=0)[:dims])
+    followups = tuple(enumerate(site.followups, start=1))
+    base_scan = _scans(site, scene, index, seed, dims, (baseline,), ((0, site.baseline),), 0.0, spacing)
+    scans = _scans(site, scene, index, seed, dims, factual.states, followups, misalign_mm, spacing)
+    cf_scans = _scans(site, scene, index, seed, dims, counterfactual.states, followups, misalign_mm, spacing)
+    log_burden = 3.0 * float(np.log(scene.inner_mm / site.reference_radius_mm))
+    survival_days, death, death_day = _survival(site, rng["outcome"], clinical, log_burden, factual.label)
+    truth = {
+        "response_probability": probability, "responder_drawn": factual.responder, "random_effect": random_effect,
+        "growth_factor": site.growth_factor(clinical), "response_metric": factual.metric,
+        "cf_response_metric": counterfactual.metric, "strengthened": factual.strengthened,
+        "cf_strengthened": counterfactual.strengthened, "baseline_radius_mm": scene.inner_mm,
+        "center_voxel": " ".join(str(c) for c in scene.center_vox), "death_day": death_day,
+        **{f"true_{name}": value for name, value in clinical.items()},
+    }
+    return PatientRecord(
+        patient_id=f"P{index + 1:04d}", clinical=observed, label=factual.label, cf_label=counterfactual.label,
+        survival_days=survival_days, death=death, truth=truth, scans=base_scan + scans, counterfactuals=cf_scans,
+        anatomy=_baseline_anatomy(site, scene, baseline, dims), affine=scene.anatomy.affine,
+    )
