@@ -26,7 +26,7 @@ MAX_PANEL_PIXELS = 96  # larger slices are block-averaged first: the panel has n
 IMAGE_CMAP, DRIFT_CMAP, STD_CMAP = "gray", "RdBu_r", "viridis"
 # name: (colour, line style) of the tumour outlines drawn on the crops
 CONTOURS = {"baseline tumour": ("#00e5ff", "--"), "true follow-up tumour": ("#ffd60a", "-"),
-            "predicted tumour (p ≥ 0.5)": ("#ff3b8d", "-")}
+            "predicted tumour (in ≥ 50 % of samples)": ("#ff3b8d", "-")}
 METHOD_ARRAYS = ("mean", "samples", "std", "tumor_probability")
 
 
@@ -96,11 +96,15 @@ class _Windows:
 
 
 def _windows(case: CaseImages) -> _Windows:
-    """One intensity window per case for all images, a symmetric one for drifts, one for the spread."""
+    """One intensity window per case for all images, a symmetric one for drifts, one for the spread,
+    and the tumour crop."""
     low, high = np.percentile(np.concatenate([case.pre.ravel(), case.post.ravel()]), [1, 99])
     high = high if high > low else low + 1.0
-    drifts = [case.post - case.pre] + [m["mean"] - case.pre for m in case.methods.values()]
-    drift = max(float(np.percentile(np.abs(d), 99)) for d in drifts)
+    # The true drift sets the drift scale, so every method is read against it (a far-off baseline saturates
+    # instead of flattening the others); the predictions' scale is the fallback when nothing changed.
+    drift = float(np.percentile(np.abs(case.post - case.pre), 99.5))
+    if drift == 0:
+        drift = max((float(np.percentile(np.abs(m["mean"] - case.pre), 99.5)) for m in case.methods.values()), default=0)
     spreads = [float(np.percentile(m["std"], 99)) for m in case.methods.values()]
     std = max(spreads, default=0.0)
     masks = [case.tumor_mask, case.post_mask] + [m["tumor_probability"] for m in case.methods.values()]
@@ -208,7 +212,7 @@ def _method_row(axes, case: CaseImages, method: str, label: str, windows: _Windo
         _empty(axes[4], "no spread\n(deterministic)")
     _show(axes[5], arrays["mean"][rows, cols], windows.image, IMAGE_CMAP)
     for mask, name in ((case.tumor_mask, "baseline tumour"), (case.post_mask, "true follow-up tumour"),
-                       (arrays["tumor_probability"], "predicted tumour (p ≥ 0.5)")):
+                       (arrays["tumor_probability"], "predicted tumour (in ≥ 50 % of samples)")):
         _outline(axes[5], mask[rows, cols], name)
     _row_label(axes[0], label)
     if titles:

@@ -301,8 +301,9 @@ def _cases_section(summary: dict, figures: Mapping[str, np.ndarray] | None, labe
     cases = load_case_images(figures, list(labels))
     absent = [labels[m] for m in labels if not cases or m not in cases[0].methods]
     intro = (f"<p>The first {len(cases)} of {len(summary.get('test_cases', []))} test cases. Each case row uses one "
-             "intensity window for all its images; drift maps are centred at 0 (red = brighter at follow-up, "
-             "blue = darker); axial view, radiological convention (patient's right on the left).</p>")
+             "intensity window for all its images; drift maps are centred at 0 on the scale of the true drift (red "
+             "= brighter at follow-up, blue = darker; stronger predicted drifts saturate); uncertainty = per-voxel "
+             "std over the samples. Axial view, radiological convention (patient's right on the left).</p>")
     if absent:
         intro += _missing("Not in figures.npz, so not drawn: " + "; ".join(absent) + ".")
     return head + intro + "".join(_case_html(summary, case, labels) for case in cases) + "</section>"

@@ -127,7 +127,8 @@ def _size_table(summary: dict) -> Table:
             rows.append((method_label(summary, method), _cases(scores.get("n"), scores.get("n_undefined")),
                          *(_num(scores.get(k), 2 if "pp" in k else 3) for k, _ in SIZE_COLUMNS)))
     notes = ("Δvol = relative tumour volume change, follow-up vs baseline, in percentage points (pp); every "
-             "method's predictions are measured by the same segmenter.",)
+             "method's predictions are measured by the same segmenter, the baseline by its mask, so the identity "
+             "row shows the segmenter's own error.",)
     return Table("size", "Tumour volume change vs ground-truth follow-up masks (one segmenter for all methods)",
                  ("method", "cases", *(title for _, title in SIZE_COLUMNS)), tuple(rows), notes)
 
