@@ -9,7 +9,9 @@ import re
 
 import numpy as np
 import pytest
+from typer.testing import CliRunner
 
+from oncodiff.cli import app
 from oncodiff.errors import OncodiffError
 from oncodiff.evaluation import write_report
 from oncodiff.evaluation.figures import case_figure, load_case_images
@@ -168,7 +170,9 @@ def test_out_option_and_refusals(tmp_path):
     evaluation, cohort = write_evaluation(tmp_path, figures=False, curves=False, outcomes=False)
     elsewhere = tmp_path / "reports"
     elsewhere.mkdir()
-    assert write_report(evaluation, elsewhere) == elsewhere / "report.html"
+    result = CliRunner().invoke(app, ["report", str(evaluation), "--out", str(elsewhere)])
+    assert result.exit_code == 0, result.output
+    assert (elsewhere / "report.html").is_file() and not (evaluation / "report.html").exists()
     assert write_report(evaluation, tmp_path / "new" / "mine.html").is_file()
     with pytest.raises(OncodiffError, match="inside the cohort"):
         write_report(evaluation, cohort / "report.html")
@@ -184,7 +188,7 @@ def test_case_images_cut_3d_crops_at_the_most_tumour_and_orient_radiologically()
     figures["tumor_mask"][0, 5, 4, 2] = 1  # most right, most anterior voxel on slice z = 2
     figures["pre"][0, 5, 4, 2] = 9.0
     (case,) = load_case_images(figures, ["m"])
-    assert case.slice_note.startswith("axial slice 3 of 4")
+    assert case.slice_note.startswith("axial slice 3 of 4,")
     assert case.pre.shape == (5, 6) and case.methods["m"]["samples"].shape == (2, 5, 6)
     assert case.pre[0, 0] == 9.0 and case.tumor_mask[0, 0] == 1  # anterior at the top, patient's right on the left
 

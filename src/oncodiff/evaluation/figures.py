@@ -71,7 +71,7 @@ def load_case_images(figures: Mapping[str, np.ndarray], methods: Sequence[str]) 
         if masks.ndim == 3:
             area = masks.reshape(-1, masks.shape[-1]).sum(axis=0)
             z = int(area.argmax()) if area.any() else masks.shape[-1] // 2
-            note = f"axial slice {z + 1} of {masks.shape[-1]} (the one with most tumour)"
+            note = f"axial slice {z + 1} of {masks.shape[-1]}, the one with most tumour"
         per_method = {m: {name: _display(figures[f"{m}/{name}"][i], z) for name in METHOD_ARRAYS}
                       for m in methods if all(f"{m}/{name}" in figures for name in METHOD_ARRAYS)}
         cases.append(CaseImages(str(key), *(_display(figures[k][i], z) for k in ("pre", "post", "tumor_mask", "post_mask")),
