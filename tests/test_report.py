@@ -89,7 +89,8 @@ def make_figures(methods: dict, n_cases: int = 1, shape=SHAPE) -> dict[str, np.n
     arrays = {"keys": np.array(KEYS[:n_cases]), "pre": pre, "post": 0.8 * pre,
               "tumor_mask": np.stack([disc] * n_cases), "post_mask": np.zeros_like(pre)}
     for name, info in methods.items():
-        samples = np.repeat(pre[:, None], min(info["samples"], 2), axis=1) + 0.05 * rng.standard_normal((n_cases, min(info["samples"], 2), *shape))
+        kept = min(info["samples"], 2)  # figures.npz keeps two samples
+        samples = np.repeat(pre[:, None], kept, axis=1) + 0.05 * rng.standard_normal((n_cases, kept, *shape))
         arrays |= {f"{name}/mean": samples.mean(1), f"{name}/samples": samples.astype(np.float32),
                    f"{name}/std": samples.std(1), f"{name}/tumor_probability": np.stack([disc] * n_cases)}
     return arrays

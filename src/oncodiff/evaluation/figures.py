@@ -288,9 +288,9 @@ def kaplan_meier_figure(km: Mapping) -> Figure:
     """``summary["outcomes"]["kaplan_meier"]`` drawn by :func:`oncodiff.evaluation.outcomes.plot_kaplan_meier`."""
     from oncodiff.evaluation.outcomes import KaplanMeierCurve, KaplanMeierData, plot_kaplan_meier
 
+    arrays = ("time", "survival", "ci_lower", "ci_upper")
     curves = tuple(KaplanMeierCurve(label=c["label"], n=c["n"], events=c["events"],
-                                    **{k: np.asarray(c[k], dtype=float) for k in ("time", "survival", "ci_lower", "ci_upper")})
-                   for c in km["curves"])
+                                    **{k: np.asarray(c[k], dtype=float) for k in arrays}) for c in km["curves"])
     fig = Figure(figsize=(6.4, 4.0), layout="constrained")
     plot_kaplan_meier(KaplanMeierData(curves, float(km["threshold"]), km.get("logrank_p")), fig.subplots())
     return fig

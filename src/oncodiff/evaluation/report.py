@@ -113,7 +113,8 @@ def _scroll(fragment: str) -> str:
 
 def _image(fig, alt: str, caption: str = "", dpi: int = 100) -> str:
     img = f"<img src=\"data:image/png;base64,{png_base64(fig, dpi)}\" alt=\"{html.escape(alt)}\">"
-    return f"<figure>{img}<figcaption>{html.escape(caption)}</figcaption></figure>" if caption else f"<figure>{img}</figure>"
+    text = f"<figcaption>{html.escape(caption)}</figcaption>" if caption else ""
+    return f"<figure>{img}{text}</figure>"
 
 
 def _missing(text: str) -> str:
@@ -137,7 +138,8 @@ def _header(summary: dict, evaluation: Path) -> str:
             ("preset", config.get("preset")),
             ("data", f"{data.get('dims')}-D crops of {_shape(data.get('crop_size'))} voxels, crop {data.get('crop')}"),
             ("model", f"target {diffusion.get('target')}, prediction {diffusion.get('prediction')}, schedule "
-                      f"{diffusion.get('schedule')}, clinical {model.get('clinical')}, class label {model.get('class_label')}"),
+                      f"{diffusion.get('schedule')}, clinical {model.get('clinical')}, "
+                      f"class label {model.get('class_label')}"),
             ("sampling", f"sampler {sampling.get('sampler')}, {sampling.get('steps')} steps, {sampling.get('samples')} "
                          f"samples per case, guidance scale {sampling.get('guidance_scale')}, eta {sampling.get('eta')}"),
             ("volume segmenter", _segmenter(segmenter))]
@@ -223,10 +225,10 @@ def _undefined_metrics(summary: dict) -> list[str]:
     notes = []
     for method, metrics in summary.get("image_metrics", {}).get("aggregate", {}).items():
         for name, stat in metrics.items():
-            for key, meaning in (("n_undefined", "undefined"), ("n_infinite", "infinite (prediction equals truth there)")):
+            for key, meaning in (("n_undefined", "undefined"), ("n_infinite", "infinite (prediction equals truth)")):
                 if isinstance(stat, dict) and stat.get(key):
-                    notes.append(f"{method_label(summary, method)}: {METRIC_NAMES.get(name, name)} is {meaning} for {stat[key]} case(s); "
-                                 "left out of its mean")
+                    notes.append(f"{method_label(summary, method)}: {METRIC_NAMES.get(name, name)} is {meaning} "
+                                 f"for {stat[key]} case(s); left out of its mean")
     return notes
 
 

@@ -60,7 +60,9 @@ def to_markdown(table: Table) -> str:
 
 def to_html(table: Table, heading: str = "h3") -> str:
     """The table as an HTML fragment (every text escaped); status rows span the metric columns."""
-    parts = [f"<{heading} id=\"table-{html.escape(table.key)}\">{html.escape(table.title)}</{heading}>"] if table.title else []
+    parts = []
+    if table.title:
+        parts.append(f"<{heading} id=\"table-{html.escape(table.key)}\">{html.escape(table.title)}</{heading}>")
     if table.header:
         head = "".join(f"<th>{html.escape(h)}</th>" for h in table.header)
         body = "".join(_html_row(row) for row in table.rows)
@@ -191,8 +193,9 @@ def _response_table(outcomes: dict, with_caveat: bool) -> Table:
         return Table("response", "Response prediction", notes=(response.get("status", "not evaluated"),))
     rows = tuple((name, *(_cv(r, k) for k, _ in RESPONSE_COLUMNS), _test_only(r, "balanced_accuracy"))
                  for name, r in response.items())
-    return Table("response", f"Response prediction, {outcomes.get('folds')}-fold patient-grouped CV (mean ± std over folds)",
-                 ("model", *(title for _, title in RESPONSE_COLUMNS), "bal. acc., test-split patients"), rows,
+    title = f"Response prediction, {outcomes.get('folds')}-fold patient-grouped CV (mean ± std over folds)"
+    return Table("response", title,
+                 ("model", *(name for _, name in RESPONSE_COLUMNS), "bal. acc., test-split patients"), rows,
                  _outcome_notes(outcomes, response, with_caveat))
 
 
