@@ -107,20 +107,21 @@ def _windows(case: CaseImages) -> _Windows:
         drift = max((float(np.percentile(np.abs(m["mean"] - case.pre), 99.5)) for m in case.methods.values()), default=0)
     spreads = [float(np.percentile(m["std"], 99)) for m in case.methods.values()]
     std = max(spreads, default=0.0)
-    masks = [case.tumor_mask, case.post_mask] + [m["tumor_probability"] for m in case.methods.values()]
+    # the crop follows the true tumour only: a stray predicted blob elsewhere must not zoom the view out
     return _Windows(Normalize(low, high), Normalize(-drift, drift) if drift > 0 else Normalize(-1e-3, 1e-3),
-                    Normalize(0.0, std if std > 0 else 1.0), _crop(np.stack(masks) >= 0.5))
+                    Normalize(0.0, std if std > 0 else 1.0), _crop(np.stack([case.tumor_mask, case.post_mask]) >= 0.5))
 
 
 def _crop(masks: np.ndarray) -> tuple[slice, slice]:
-    """A square box around every tumour voxel of ``masks`` (K, H, W), with half its size as margin."""
+    """A square box around every tumour voxel of ``masks`` (K, H, W), with half its size as margin on
+    each side (at least 8 voxels across)."""
     height, width = masks.shape[-2:]
     rows, cols = np.nonzero(masks.any(axis=0))
     if rows.size == 0:
         return slice(0, height), slice(0, width)
     centre = ((rows.min() + rows.max()) / 2, (cols.min() + cols.max()) / 2)
     size = max(rows.max() - rows.min(), cols.max() - cols.min()) + 1
-    half = int(np.ceil(max(size, 8) * 0.75))
+    half = max(int(size), 4)  # box = 2 * size + 1 voxels across
     box = [(int(max(0, round(c) - half)), int(min(n, round(c) + half + 1))) for c, n in zip(centre, (height, width))]
     return slice(*box[0]), slice(*box[1])
 
@@ -232,7 +233,7 @@ def ssim_histogram(per_case: Sequence[Mapping], labels: Mapping[str, str]) -> Fi
     values = {(m, k): _finite([r.get(k) for r in per_case if r.get("method") == m]) for m in methods for k in columns}
     every = np.concatenate(list(values.values()) + [np.array([0.0, 1.0])])
     bins = np.linspace(min(0.0, float(every.min())), 1.0, 26)
-    fig = Figure(figsize=(8.0, 0.6 + 1.0 * len(methods)), layout="constrained")
+    fig = Figure(figsize=(10.0, 0.6 + 1.0 * len(methods)), layout="constrained")
     axes = fig.subplots(len(methods), 2, squeeze=False, sharex=True, sharey=True)
     for row, method in enumerate(methods):
         axes[row, 0].set_title(labels[method], loc="left", fontsize=8.5, fontweight="bold")
@@ -316,7 +317,7 @@ def training_curves_figure(metrics) -> Figure:
     lr_columns = [c for c in metrics.columns if c.startswith("lr")]
     for column in lr_columns:
         series = metrics[["step", column]].dropna()
-        lr_ax.plot(series["step"], series[column], marker=".", label=column)
+        lr_ax.plot(series["step"], series[column], marker=".", label=column.replace("lr-", "optimiser "))
     lr_ax.set(xlabel="optimiser step", ylabel="learning rate", title="learning rate")
     if lr_columns:
         lr_ax.legend(fontsize=7)
