@@ -1,23 +1,82 @@
-"""Markdown tables of an evaluation summary: every method side by side, mean ± std over cases."""
+"""Tables of an evaluation summary: every method side by side, mean ± std over cases.
+
+Each table is built once (:func:`summary_tables`: titles, headers, formatted cells, notes) and
+rendered twice: as markdown for ``tables.md`` (:func:`format_tables`) and as HTML for the report
+(:func:`to_html`). A section with nothing to tabulate keeps its title and says why in its notes.
+"""
 
 from __future__ import annotations
 
+import html
 from collections.abc import Sequence
+from dataclasses import dataclass
 
-IMAGE_COLUMNS = (("ssim_tumor", "SSIM tumour"), ("psnr_tumor", "PSNR tumour"), ("mae_tumor", "MAE tumour"),
-                 ("ssim_bbox", "SSIM box"), ("psnr_bbox", "PSNR box"), ("ssim", "SSIM image"),
-                 ("psnr", "PSNR image"), ("mae", "MAE image"))
-SIZE_COLUMNS = (("change_mae_pp", "|Δvol error| (pp)"), ("change_bias_pp", "bias (pp)"), ("pearson_r", "Pearson r"),
+IMAGE_COLUMNS = (("ssim_tumor", "SSIM tumour"), ("psnr_tumor", "PSNR tumour (dB)"), ("mae_tumor", "MAE tumour"),
+                 ("ssim_bbox", "SSIM box"), ("psnr_bbox", "PSNR box (dB)"), ("ssim", "SSIM image"),
+                 ("psnr", "PSNR image (dB)"), ("mae", "MAE image"))
+SIZE_COLUMNS = (("change_mae_pp", "Δvol MAE (pp)"), ("change_bias_pp", "bias (pp)"), ("pearson_r", "Pearson r"),
                 ("response_agreement", "response agreement"))
-RESPONSE_COLUMNS = ("balanced_accuracy", "f1", "precision", "recall", "auc")
+RESPONSE_COLUMNS = (("balanced_accuracy", "balanced accuracy"), ("f1", "F1"), ("precision", "precision"),
+                    ("recall", "recall"), ("auc", "AUC"))
+
+
+@dataclass(frozen=True)
+class Table:
+    """One section of the tables: ``key`` names it (``image``, ``size``, ``uncertainty``,
+    ``counterfactual``, ``distribution``, ``response``, ``survival``), ``rows`` hold formatted cells
+    under ``header``; a row whose cells after the second are all empty is a status line. ``notes``
+    are caveats shown under the table (or instead of it when there is no header)."""
+
+    key: str
+    title: str
+    header: tuple[str, ...] = ()
+    rows: tuple[tuple[str, ...], ...] = ()
+    notes: tuple[str, ...] = ()
+
+
+def summary_tables(summary: dict) -> list[Table]:
+    """The tables of ``summary`` (see evaluate.py), in reading order."""
+    outcomes = summary.get("outcomes", {})
+    survival_tabulated = bool(outcomes.get("survival")) and "status" not in outcomes["survival"]
+    return [_image_table(summary), _size_table(summary), _uncertainty_table(summary),
+            _counterfactual_table(summary.get("counterfactual", {})), _distribution_table(summary),
+            _response_table(outcomes, with_caveat=not survival_tabulated), _survival_table(outcomes)]
 
 
 def format_tables(summary: dict) -> str:
     """All tables of ``summary`` (see evaluate.py) as one markdown document."""
-    parts = [_image_table(summary), _size_table(summary), _uncertainty_table(summary),
-             _counterfactual_table(summary.get("counterfactual", {})), _distribution_table(summary),
-             _outcome_tables(summary.get("outcomes", {}))]
-    return "\n\n".join(p for p in parts if p) + "\n"
+    return "\n\n".join(to_markdown(t) for t in summary_tables(summary)) + "\n"
+
+
+def to_markdown(table: Table) -> str:
+    """``### title``, the pipe table (if any) and the notes as a bullet list."""
+    parts = [f"### {table.title}"]
+    if table.header:
+        parts.append(markdown(table.header, table.rows))
+    if table.notes:
+        parts.append("\n".join(f"- {note}" for note in table.notes))
+    return "\n\n".join(parts)
+
+
+def to_html(table: Table, heading: str = "h3") -> str:
+    """The table as an HTML fragment (every text escaped); status rows span the metric columns."""
+    parts = []
+    if table.title:
+        parts.append(f"<{heading} id=\"table-{html.escape(table.key)}\">{html.escape(table.title)}</{heading}>")
+    if table.header:
+        head = "".join(f"<th>{html.escape(h)}</th>" for h in table.header)
+        body = "".join(_html_row(row) for row in table.rows)
+        parts.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+    if table.notes:
+        parts.append("<ul class=\"notes\">" + "".join(f"<li>{html.escape(n)}</li>" for n in table.notes) + "</ul>")
+    return "\n".join(parts)
+
+
+def _html_row(row: Sequence[str]) -> str:
+    cells = [html.escape(c) for c in row]
+    if len(cells) > 2 and not any(row[2:]):
+        return f"<tr><th>{cells[0]}</th><td class=\"status\" colspan=\"{len(cells) - 1}\">{cells[1]}</td></tr>"
+    return f"<tr><th>{cells[0]}</th>" + "".join(f"<td>{c}</td>" for c in cells[1:]) + "</tr>"
 
 
 def markdown(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -37,92 +96,137 @@ def mean_std(stat: dict | None, digits: int = 3) -> str:
     return text
 
 
-def _label(summary: dict, method: str) -> str:
-    return summary["methods"][method]["label"]
+def method_label(summary: dict, method: str) -> str:
+    """The readable name of ``method`` (e.g. ``diffusion, outcome unknown (null class)``)."""
+    return summary.get("methods", {}).get(method, {}).get("label", method)
 
 
-def _image_table(summary: dict) -> str:
-    aggregate = summary["image_metrics"]["aggregate"]
-    rows = [[_label(summary, m)] + [mean_std(aggregate[m].get(k), 2 if k.startswith("psnr") else 3)
-                                    for k, _ in IMAGE_COLUMNS] for m in aggregate]
+def _image_table(summary: dict) -> Table:
+    aggregate = summary.get("image_metrics", {}).get("aggregate", {})
+    rows = tuple((method_label(summary, m), *(mean_std(aggregate[m].get(k), 2 if k.startswith("psnr") else 3)
+                                              for k, _ in IMAGE_COLUMNS)) for m in aggregate)
     n = len(summary.get("test_cases", []))
-    return f"### Image metrics on {n} test cases (mean ± std over cases; tumour = baseline mask)\n\n" + \
-        markdown(["method", *(title for _, title in IMAGE_COLUMNS)], rows)
+    notes = ("SSIM/PSNR/MAE of each method's mean prediction against the true follow-up; tumour = inside the "
+             "baseline tumour mask, box = its bounding box plus a margin.",)
+    return Table("image", f"Image metrics on {n} test cases (mean ± std over cases; tumour = baseline mask)",
+                 ("method", *(title for _, title in IMAGE_COLUMNS)), rows, notes)
 
 
 def _num(value, digits: int = 3) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
-def _size_table(summary: dict) -> str:
+def _cases(n, n_undefined) -> str:
+    return "-" if n is None else f"{n}" + (f" ({n_undefined} undef.)" if n_undefined else "")
+
+
+def _size_table(summary: dict) -> Table:
     rows = []
-    for method, scores in summary["size"].items():
+    for method, scores in summary.get("size", {}).items():
         if "status" in scores:
-            rows.append([_label(summary, method), scores["status"], "", "", ""])
+            rows.append((method_label(summary, method), scores["status"], *("" for _ in SIZE_COLUMNS)))
         else:
-            rows.append([_label(summary, method)] + [_num(scores.get(k), 2 if "pp" in k else 3) for k, _ in SIZE_COLUMNS])
-    return "### Tumour volume change vs ground-truth follow-up masks (one segmenter for all methods)\n\n" + \
-        markdown(["method", *(title for _, title in SIZE_COLUMNS)], rows)
+            rows.append((method_label(summary, method), _cases(scores.get("n"), scores.get("n_undefined")),
+                         *(_num(scores.get(k), 2 if "pp" in k else 3) for k, _ in SIZE_COLUMNS)))
+    notes = ("Δvol = relative tumour volume change, follow-up vs baseline, in percentage points (pp); every "
+             "method's predictions are measured by the same segmenter, the baseline by its mask, so the identity "
+             "row shows the segmenter's own error.",)
+    return Table("size", "Tumour volume change vs ground-truth follow-up masks (one segmenter for all methods)",
+                 ("method", "cases", *(title for _, title in SIZE_COLUMNS)), tuple(rows), notes)
 
 
-def _uncertainty_table(summary: dict) -> str:
-    rows = []
-    for method, u in summary["uncertainty"].items():
+def _uncertainty_table(summary: dict) -> Table:
+    rows, deterministic = [], []
+    for method, u in summary.get("uncertainty", {}).items():
         if "coverage" not in u:
+            deterministic.append(method_label(summary, method))
             continue
         empirical = dict(zip(u["coverage"]["nominal"], u["coverage"]["empirical"]))
         cells = [_num(empirical.get(level), 2) for level in (0.5, 0.9)]
-        rows.append([_label(summary, method), *cells, _num(u["spread_error"].get("spearman_rho"), 2)])
+        rows.append((method_label(summary, method), _cases(u["coverage"].get("n_cases"), u["coverage"].get("n_undefined")),
+                     *cells, _num(u.get("spread_error", {}).get("spearman_rho"), 2)))
+    notes = ["A calibrated model covers the truth in about 50 % / 90 % of cases; below = overconfident."]
+    if deterministic:
+        notes.append("No interval (one prediction per case): " + "; ".join(deterministic) + ".")
+    title = "Uncertainty: coverage of the true volume change by the sample interval"
     if not rows:
-        return ""
-    return "### Uncertainty: coverage of the true volume change by the sample interval\n\n" + \
-        markdown(["method", "coverage @50%", "coverage @90%", "spread-error Spearman ρ"], rows)
+        return Table("uncertainty", title, notes=tuple(notes[1:]) or ("no uncertainty results in the summary",))
+    return Table("uncertainty", title, ("method", "cases", "coverage @50%", "coverage @90%", "spread-error Spearman ρ"),
+                 tuple(rows), tuple(notes))
 
 
-def _counterfactual_table(cf: dict) -> str:
-    if "status" in cf:
-        return f"### Counterfactuals\n\n{cf['status']}"
-    rows = [["cases scored", str(cf["n_scored"])],
-            ["volume change moves the right way under the flipped class", _num(cf["fraction_right_direction"], 2)],
-            ["tumour MAE to counterfactual truth", _num(cf["tumor_mae_to_counterfactual_truth"], 4)],
-            ["tumour MAE to factual truth", _num(cf["tumor_mae_to_factual_truth"], 4)],
-            ["fraction closer to counterfactual truth", _num(cf["closer_to_counterfactual_truth"], 2)]]
-    return "### Counterfactuals (prediction under the opposite response class)\n\n" + markdown(["", "value"], rows)
+def _counterfactual_table(cf: dict) -> Table:
+    if "status" in cf or not cf:
+        return Table("counterfactual", "Counterfactuals", notes=(cf.get("status", "not evaluated"),))
+    rows = (("cases scored", str(cf["n_scored"])),
+            ("volume change moves the right way under the flipped class", _num(cf["fraction_right_direction"], 2)),
+            ("tumour MAE to counterfactual truth", _num(cf["tumor_mae_to_counterfactual_truth"], 4)),
+            ("tumour MAE to factual truth", _num(cf["tumor_mae_to_factual_truth"], 4)),
+            ("fraction closer to counterfactual truth", _num(cf["closer_to_counterfactual_truth"], 2)))
+    return Table("counterfactual", "Counterfactuals (prediction under the opposite response class)", ("", "value"), rows)
 
 
-def _distribution_table(summary: dict) -> str:
-    dist = summary["distribution"]
-    rows = [[_label(summary, m), _num(v["mmd"], 4)] for m, v in dist.items() if isinstance(v, dict) and "mmd" in v]
-    notes = [f"FID: {dist['fid'].get('status')}", f"LPIPS: {dist['lpips'].get('status')}"]
-    return "### Distribution distance to the true follow-ups (MMD², RBF kernel)\n\n" + \
-        markdown(["method", "MMD²"], rows) + "\n\n" + "\n".join(f"- {n}" for n in notes)
+def _distribution_table(summary: dict) -> Table:
+    dist = summary.get("distribution", {})
+    rows = tuple((method_label(summary, m), _num(v["mmd"], 4)) for m, v in dist.items()
+                 if isinstance(v, dict) and "mmd" in v)
+    notes = ("MMD² is the unbiased estimate: it can be below 0 when predictions and true follow-ups are close, and it "
+             "is noisy with few cases; compare methods, not values to 0.",
+             _fid_note(dist.get("fid", {})), _lpips_note(dist.get("lpips", {})))
+    return Table("distribution", "Distribution distance to the true follow-ups (MMD², RBF kernel)",
+                 ("method", "MMD²"), rows, notes)
 
 
-def _outcome_tables(outcomes: dict) -> str:
-    parts = []
+def _fid_note(fid: dict) -> str:
+    return f"FID: {fid['status']}" if fid.get("status") else f"FID: {_num(fid.get('value'), 2)}"
+
+
+def _lpips_note(lpips: dict) -> str:
+    if lpips.get("status"):
+        return f"LPIPS: {lpips['status']}"
+    return f"LPIPS: {_num(lpips.get('mean'), 4)}" + (f" ± {lpips['std']:.4f}" if lpips.get("std") is not None else "")
+
+
+def _response_table(outcomes: dict, with_caveat: bool) -> Table:
     response = outcomes.get("response", {})
-    if "status" in response:
-        parts.append(f"### Response prediction\n\n{response['status']}")
-    elif response:
-        rows = [[name, *(_cv(r, k) for k in RESPONSE_COLUMNS), _num((r.get("test_split_only") or {}).get("balanced_accuracy"), 2)]
-                for name, r in response.items()]
-        parts.append(f"### Response prediction, {outcomes.get('folds')}-fold patient-grouped CV (mean ± std over folds)\n\n"
-                     + markdown(["model", *RESPONSE_COLUMNS, "bal. acc., test-split patients"], rows))
+    if "status" in response or not response:
+        return Table("response", "Response prediction", notes=(response.get("status", "not evaluated"),))
+    rows = tuple((name, *(_cv(r, k) for k, _ in RESPONSE_COLUMNS), _test_only(r, "balanced_accuracy"))
+                 for name, r in response.items())
+    title = f"Response prediction, {outcomes.get('folds')}-fold patient-grouped CV (mean ± std over folds)"
+    return Table("response", title,
+                 ("model", *(name for _, name in RESPONSE_COLUMNS), "bal. acc., test-split patients"), rows,
+                 _outcome_notes(outcomes, response, with_caveat))
+
+
+def _survival_table(outcomes: dict) -> Table:
     survival = outcomes.get("survival", {})
-    if "status" in survival:
-        parts.append(f"### Survival prediction\n\n{survival['status']}")
-    elif survival:
-        rows = [[name, _cv(r, "c_index"), _num((r.get("test_split_only") or {}).get("c_index"), 2)]
-                for name, r in survival.items()]
-        parts.append("### Survival prediction (c-index, mean ± std over folds)\n\n"
-                     + markdown(["model", "c-index", "c-index, test-split patients"], rows))
-    if outcomes.get("caveat"):
-        parts.append("Note: " + " ".join(outcomes["caveat"].split()))
-    return "\n\n".join(parts)
+    if "status" in survival or not survival:
+        return Table("survival", "Survival prediction", notes=(survival.get("status", "not evaluated"),))
+    rows = tuple((name, _cv(r, "c_index"), _test_only(r, "c_index")) for name, r in survival.items())
+    return Table("survival", f"Survival prediction, {outcomes.get('folds')}-fold patient-grouped CV "
+                 "(c-index, mean ± std over folds)", ("model", "c-index", "c-index, test-split patients"), rows,
+                 _outcome_notes(outcomes, survival, with_caveat=True))
+
+
+def _outcome_notes(outcomes: dict, results: dict, with_caveat: bool) -> tuple[str, ...]:
+    """The folds each model could not fit normally, and the stage-2 caveat (shown once, under the last table)."""
+    notes = [f"{name}: {note}" for name, r in results.items() for note in r.get("notes", [])]
+    if with_caveat and outcomes.get("caveat"):
+        notes.append("Caveat: " + " ".join(outcomes["caveat"].split()))
+    return tuple(notes)
+
+
+def _test_only(result: dict, metric: str) -> str:
+    value = (result.get("test_split_only") or {}).get(metric)
+    n = result.get("n_test_split")
+    return _num(value, 2) + ("" if n is None else f" (n={n})")
 
 
 def _cv(result: dict, metric: str) -> str:
     mean, std = result.get("mean", {}).get(metric), result.get("std", {}).get(metric)
+    undefined = result.get("undefined", {}).get(metric)
+    suffix = f" ({undefined} folds undef.)" if undefined else ""
     if mean is None:
-        return "-"
-    return f"{mean:.2f}" + (f" ± {std:.2f}" if std is not None else "")
+        return "-" + suffix
+    return f"{mean:.2f}" + (f" ± {std:.2f}" if std is not None else "") + suffix
