@@ -74,7 +74,7 @@ def write_cohort(
                      "survival": {"time": "os_days", "event": "death"}},
         "anatomy": list(anatomy),
     }
-    (root / "cohort.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    (root / "cohort.yaml").write_text(yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")
     pd.DataFrame(patients).to_csv(root / "patients.csv", index=False)
     pd.DataFrame(scans).to_csv(root / "scans.csv", index=False)
     return root
@@ -91,6 +91,6 @@ def edit_csv(root: str | Path, name: str, row: int, column: str, value: object) 
 def edit_yaml(root: str | Path, **changes: object) -> None:
     """Change top-level keys of a cohort's cohort.yaml."""
     path = Path(root) / "cohort.yaml"
-    spec = yaml.safe_load(path.read_text())
+    spec = yaml.safe_load(path.read_text(encoding="utf-8"))
     spec.update(changes)
-    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    path.write_text(yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")

@@ -76,7 +76,7 @@ def test_missing_table(cohort, name):
 
 
 def test_unreadable_yaml(cohort):
-    (cohort / "cohort.yaml").write_text("format: [1\nname: x\n")
+    (cohort / "cohort.yaml").write_text("format: [1\nname: x\n", encoding="utf-8")
     only_problem(cohort, "cohort.yaml", None, None, "not valid YAML")
 
 
@@ -94,7 +94,7 @@ def test_unreadable_csv(cohort):
 def test_yaml_schema_errors_name_the_key(cohort, clinical_change, key, text):
     import yaml
 
-    spec = yaml.safe_load((cohort / "cohort.yaml").read_text())
+    spec = yaml.safe_load((cohort / "cohort.yaml").read_text(encoding="utf-8"))
     spec["clinical"][1].update(clinical_change)
     edit_yaml(cohort, clinical=spec["clinical"])
     problem = only_problem(cohort, "cohort.yaml", None, None, f"key {key!r}")
@@ -257,12 +257,12 @@ def test_every_problem_is_reported_at_once(cohort):
 
 
 def test_rows_count_blank_lines_as_in_the_file(cohort):
-    lines = (cohort / "scans.csv").read_text().splitlines()
-    (cohort / "scans.csv").write_text("\n".join([lines[0], ""] + lines[1:]) + "\n")  # blank line is row 1
+    lines = (cohort / "scans.csv").read_text(encoding="utf-8").splitlines()
+    (cohort / "scans.csv").write_text("\n".join([lines[0], ""] + lines[1:]) + "\n", encoding="utf-8")  # blank line is row 1
     edit_days = lines[2].split(",")
     edit_days[3] = "x"
-    text = (cohort / "scans.csv").read_text().replace(lines[2], ",".join(edit_days))
-    (cohort / "scans.csv").write_text(text)
+    text = (cohort / "scans.csv").read_text(encoding="utf-8").replace(lines[2], ",".join(edit_days))
+    (cohort / "scans.csv").write_text(text, encoding="utf-8")
     only_problem(cohort, "scans.csv", 3, "days", "not a number")  # P001 week6 sits on data row 3 now
 
 

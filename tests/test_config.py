@@ -38,7 +38,7 @@ def test_bad_override_is_a_clear_error(override, expected):
 
 def test_unknown_key_in_yaml_is_an_error(tmp_path):
     preset = tmp_path / "mine.yaml"
-    preset.write_text("training:\n  max_minuts: 3\n")
+    preset.write_text("training:\n  max_minuts: 3\n", encoding="utf-8")
     with pytest.raises(ConfigError, match="training.max_minuts: unknown key; did you mean max_minutes"):
         load_config(str(preset))
 
@@ -47,7 +47,7 @@ def test_json_round_trip(tmp_path):
     config = load_config("demo", ["sampling.steps=7"])
     config.to_json(tmp_path / "config.json")
     assert Config.from_json(tmp_path / "config.json") == config
-    assert json.loads((tmp_path / "config.json").read_text())["sampling"]["steps"] == 7
+    assert json.loads((tmp_path / "config.json").read_text(encoding="utf-8"))["sampling"]["steps"] == 7
 
 
 def test_cli_lists_every_verb():

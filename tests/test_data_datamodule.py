@@ -123,16 +123,16 @@ def test_shuffling_is_seeded_and_changes_every_epoch(tiny_cohort_2d, tmp_path):
 def test_splits_file_is_written_then_read_with_user_edits(tiny_cohort_2d, tmp_path):
     path = tmp_path / "run" / "splits.json"
     dm = module(tiny_cohort_2d, tmp_path, splits_path=path)
-    raw = json.loads(path.read_text())
+    raw = json.loads(path.read_text(encoding="utf-8"))
     assert raw["train"] == list(dm.splits.train) and raw["method"] == "fractions"
     moved = raw["train"].pop()
     raw["test"].append(moved)
-    path.write_text(json.dumps(raw))
+    path.write_text(json.dumps(raw), encoding="utf-8")
     again = module(tiny_cohort_2d, tmp_path, splits_path=path)
     assert again.splits.split_of(moved) == "test"
     assert {again.records[i].patient_id for i in again.dataset("test").indices} == set(raw["test"])
     raw["val"].append("NOBODY")
-    path.write_text(json.dumps(raw))
+    path.write_text(json.dumps(raw), encoding="utf-8")
     with pytest.raises(ConfigError, match="NOBODY are not in"):
         module(tiny_cohort_2d, tmp_path, splits_path=path)
 

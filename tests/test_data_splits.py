@@ -53,16 +53,16 @@ def test_too_few_patients_is_a_clear_error():
 def test_splits_json_round_trip_and_errors(tmp_path):
     splits = make_splits(SAMPLE_PATIENTS, SAMPLE_LABELS, DataConfig(), seed=1)
     path = splits.to_json(tmp_path / "run" / "splits.json")
-    raw = json.loads(path.read_text())
+    raw = json.loads(path.read_text(encoding="utf-8"))
     assert set(raw) >= {"train", "val", "test", "seed", "method"} and raw["seed"] == 1
     assert Splits.from_json(path) == splits
     raw["test"].append(raw["train"][0])
-    path.write_text(json.dumps(raw))
+    path.write_text(json.dumps(raw), encoding="utf-8")
     with pytest.raises(ConfigError, match="is in both train and test"):
         Splits.from_json(path)
-    path.write_text('{"train": "P01"}')
+    path.write_text('{"train": "P01"}', encoding="utf-8")
     with pytest.raises(ConfigError, match="'train' must be a list of patient ids"):
         Splits.from_json(path)
-    path.write_text("not json")
+    path.write_text("not json", encoding="utf-8")
     with pytest.raises(ConfigError, match="cannot read splits"):
         Splits.from_json(path)

@@ -137,6 +137,6 @@ def test_missing_or_invalid_weights_name_the_option(tmp_path):
     with pytest.raises(ConfigError, match="evaluation.fid_weights"):
         fid(images, images, tmp_path / "missing.pt")
     junk = tmp_path / "junk.pt"
-    junk.write_text("not a model")
+    junk.write_text("not a model", encoding="utf-8")
     with pytest.raises(ConfigError, match="evaluation.lpips_weights"):
         lpips(images, images, junk)

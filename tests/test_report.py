@@ -101,12 +101,12 @@ def write_evaluation(tmp_path, figures=True, curves=True, **options):
     for folder in (run, cohort, evaluation):
         folder.mkdir()
     summary = make_summary(run, cohort, **options)
-    (evaluation / "summary.json").write_text(json.dumps(summary))
+    (evaluation / "summary.json").write_text(json.dumps(summary), encoding="utf-8")
     if figures:
         np.savez_compressed(evaluation / "figures.npz", **make_figures(summary["methods"]))
     if curves:
         (run / "metrics.csv").write_text("epoch,lr-AdamW,step,train_loss_epoch,train_loss_step,val_loss\n"
-                                         "0,,3,,0.5,\n0,,3,,,0.4\n0,,3,0.45,,\n,1e-4,4,,,\n1,,7,,0.3,\n1,,7,,,0.25\n")
+                                         "0,,3,,0.5,\n0,,3,,,0.4\n0,,3,0.45,,\n,1e-4,4,,,\n1,,7,,0.3,\n1,,7,,,0.25\n", encoding="utf-8")
     return evaluation, cohort
 
 
@@ -159,7 +159,7 @@ def test_sections_and_caveats_are_shown(full_report):
 
 def test_missing_data_is_explained_not_fatal(tmp_path):
     evaluation, _ = write_evaluation(tmp_path, figures=False, curves=False, stochastic=False, outcomes=False)
-    page = write_report(evaluation).read_text()
+    page = write_report(evaluation).read_text(encoding="utf-8")
     assert "No figures.npz in the evaluation folder" in page
     assert "Calibration plot: no method has several samples per case" in page
     assert "Kaplan-Meier curves: not available" in page

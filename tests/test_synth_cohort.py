@@ -130,7 +130,7 @@ def test_labels_follow_the_documented_rules(cohorts):
 
 def test_cohort_yaml_is_a_valid_spec_with_days_and_baseline(cohorts):
     for site, root in cohorts.items():
-        spec = CohortSpec.model_validate(yaml.safe_load((root / "cohort.yaml").read_text()))
+        spec = CohortSpec.model_validate(yaml.safe_load((root / "cohort.yaml").read_text(encoding="utf-8")))
         scans = load_cohort(root).scans
         expected = {t.label: t.days for t in SITES[site].timepoints}
         assert dict(zip(scans.timepoint, scans.days)) == expected and spec.baseline == "pre"
@@ -152,7 +152,7 @@ def test_same_seed_gives_identical_files_in_any_number_of_processes(tmp_path):
 def test_refuses_a_non_empty_folder_unless_overwrite(tmp_path):
     out = tmp_path / "cohort"
     out.mkdir()
-    (out / "keep.txt").write_text("mine")
+    (out / "keep.txt").write_text("mine", encoding="utf-8")
     with pytest.raises(OncodiffError, match="not empty"):
         synthesize("lung", 1, 2, seed=0, out=out)
     assert (out / "keep.txt").exists()

@@ -56,7 +56,7 @@ def presets() -> None:
     from oncodiff.config import preset_names, preset_path
 
     for name in preset_names():
-        first = preset_path(name).read_text().splitlines()[0].lstrip("# ").strip()
+        first = preset_path(name).read_text(encoding="utf-8").splitlines()[0].lstrip("# ").strip()
         typer.echo(f"{name:14s} {first}")
 
 

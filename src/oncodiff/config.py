@@ -333,11 +333,11 @@ class Config(_Section):
         return self
 
     def to_json(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.model_dump(mode="json"), indent=2) + "\n")
+        Path(path).write_text(json.dumps(self.model_dump(mode="json"), indent=2) + "\n", encoding="utf-8")
 
     @classmethod
     def from_json(cls, path: str | Path) -> Config:
-        return cls.model_validate(json.loads(Path(path).read_text()))
+        return cls.model_validate(json.loads(Path(path).read_text(encoding="utf-8")))
 
     def with_overrides(self, overrides: list[str] | dict[str, Any]) -> Config:
         """A copy with ``section.key=value`` overrides applied and validated."""
@@ -372,7 +372,7 @@ def load_config(preset: str = "demo", overrides: list[str] | None = None) -> Con
     """Build the config from a preset YAML plus ``section.key=value`` overrides."""
     path = preset_path(preset)
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML: {e}") from e
     if not isinstance(raw, dict):

@@ -54,7 +54,7 @@ def read_tables(root: Path) -> tuple[CohortSpec, pd.DataFrame, pd.DataFrame]:
     Ids, time-point labels and categorical values are read as text (so a category "1" stays "1");
     empty cells are NaN.
     """
-    spec = CohortSpec.model_validate(yaml.safe_load((root / COHORT_YAML).read_text()) or {})
+    spec = CohortSpec.model_validate(yaml.safe_load((root / COHORT_YAML).read_text(encoding="utf-8")) or {})
     text_columns = ["patient_id"] + [v.name for v in spec.clinical if v.type == "categorical"]
     if spec.outcomes.response is not None:
         text_columns.append(spec.outcomes.response.column)

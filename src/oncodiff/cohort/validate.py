@@ -59,7 +59,7 @@ def _read_spec(root: Path) -> tuple[CohortSpec | None, str, list[Problem]]:
     if not path.is_file():
         return None, default, [Problem(COHORT_YAML, "is missing.", fix=f"write the cohort's yaml; {FORMAT_DOC}.")]
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except (yaml.YAMLError, UnicodeDecodeError) as error:
         return None, default, [Problem(COHORT_YAML, f"is not valid YAML: {error}", fix="correct the YAML syntax.")]
     if not isinstance(raw, dict):

@@ -73,7 +73,7 @@ def read_entry(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]] | Non
     """(arrays, metadata) of a complete entry, or None when there is none."""
     if not (path / SAMPLES_FILE).is_file():
         return None
-    metadata = json.loads((path / SAMPLES_FILE).read_text())
+    metadata = json.loads((path / SAMPLES_FILE).read_text(encoding="utf-8"))
     with np.load(path / ARRAYS_FILE) as data:
         arrays = {name: data[name] for name in data.files}
     return arrays, metadata
@@ -86,7 +86,7 @@ def write_entry(path: Path, arrays: dict[str, np.ndarray], metadata: dict[str, A
     try:
         with open(temporary / ARRAYS_FILE, "wb") as f:
             np.savez(f, **arrays)
-        (temporary / SAMPLES_FILE).write_text(json.dumps(metadata, indent=1) + "\n")
+        (temporary / SAMPLES_FILE).write_text(json.dumps(metadata, indent=1) + "\n", encoding="utf-8")
         try:
             os.rename(temporary, path)
         except OSError:

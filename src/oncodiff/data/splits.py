@@ -56,7 +56,7 @@ class Splits:
     def to_json(self, path: str | Path) -> Path:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
         return path
 
     @classmethod
@@ -64,7 +64,7 @@ class Splits:
         """Read a splits.json; ConfigError naming the file and the fix when it is malformed."""
         path = Path(path)
         try:
-            raw = json.loads(path.read_text())
+            raw = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError) as e:
             raise ConfigError(f"{path}: cannot read splits ({e})") from None
         if not isinstance(raw, dict):

@@ -57,7 +57,7 @@ def evaluate(model: str | Path, cohort: str | Path, out: str | Path, overrides: 
     exported = load_export(run)
     config = exported.config.with_overrides(list(overrides)) if overrides else exported.config
     out = _output_folder(out, cohort)
-    test = json.loads((run / "splits.json").read_text())["test"]
+    test = json.loads((run / "splits.json").read_text(encoding="utf-8"))["test"]
     cases = load_cases(exported, cohort, patients=test, cache_dir=cache_dir)
     cases = cases.select([i for i, c in enumerate(cases.cases) if c.has_truth])
     print(f"evaluating {len(cases)} test cases of {len(test)} patients", flush=True)
@@ -67,9 +67,9 @@ def evaluate(model: str | Path, cohort: str | Path, out: str | Path, overrides: 
     summary["outcomes"] = evaluate_outcomes(exported, config, cohort, run, cache_dir)
     summary.update(_provenance(run, exported, config, cases, cohort))
     _write_figures(out, methods, cases)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=_json_default) + "\n")
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=_json_default) + "\n", encoding="utf-8")
     tables = format_tables(summary)
-    (out / "tables.md").write_text(tables)
+    (out / "tables.md").write_text(tables, encoding="utf-8")
     print(tables, flush=True)
     return out / "summary.json"
 
@@ -162,7 +162,7 @@ def _provenance(run: Path, exported: ExportedModel, config: Config, cases: CaseS
     return {"oncodiff_version": __version__, "run": str(run), "cohort": str(Path(cohort).resolve()),
             "data_hash": cases.data_hash, "config": config.model_dump(mode="json"),
             "test_cases": [c.key for c in cases.cases], "training_curves": str(run / "metrics.csv"),
-            "segmenter": json.loads((exported.path / "config.json").read_text()).get("segmenter")}
+            "segmenter": json.loads((exported.path / "config.json").read_text(encoding="utf-8")).get("segmenter")}
 
 
 def _write_figures(out: Path, methods: list[MethodResult], cases: CaseSet) -> None:

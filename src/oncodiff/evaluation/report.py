@@ -64,7 +64,7 @@ def _load_summary(evaluation: Path) -> dict:
     if not path.is_file():
         raise OncodiffError(f"{evaluation}: no summary.json; pass the folder written by `oncodiff evaluate`")
     try:
-        summary = json.loads(path.read_text())
+        summary = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as error:
         raise OncodiffError(f"{path}: not valid JSON ({error}); re-run `oncodiff evaluate`") from error
     if not isinstance(summary, dict) or "methods" not in summary:
@@ -376,7 +376,7 @@ def _train_summary(run: Path) -> str:
     path = run / "train_summary.json"
     if not path.is_file():
         return ""
-    info = json.loads(path.read_text())
+    info = json.loads(path.read_text(encoding="utf-8"))
     best = info.get("best_val_loss")
     return (f"{info.get('global_step')} optimiser steps in {info.get('epochs')} epochs; best validation loss "
             + ("n/a" if best is None else f"{best:.4g}") + ("; stopped early." if info.get("stopped_early") else "."))

@@ -39,7 +39,7 @@ def evaluate_outcomes(model: ExportedModel, config: Config, cohort, run: Path, c
     """Cross-validated response and survival prediction: stage-2 heads vs baselines (module doc)."""
     cases = _first_case_per_patient(load_cases(model, cohort, cache_dir=cache_dir))
     patients = np.array([c.patient_id for c in cases.cases])
-    test = set(json.loads((run / "splits.json").read_text())["test"])
+    test = set(json.loads((run / "splits.json").read_text(encoding="utf-8"))["test"])
     features = patient_features(model, config, cases)
     clinical = clinical_design_matrix(cases.batch["clinical"].numpy(), cases.batch["clinical_missing"].numpy(),
                                       model.layout.clinical)

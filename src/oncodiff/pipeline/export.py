@@ -125,7 +125,7 @@ def save_export(folder: str | Path, net: torch.nn.Module, config: Config, layout
     save_file(state, str(folder / WEIGHTS))
     meta = {"format": EXPORT_FORMAT, "oncodiff_version": __version__, "config": config.model_dump(mode="json"),
             "layout": layout.to_dict(), **(extra or {})}
-    (folder / CONFIG).write_text(json.dumps(meta, indent=2) + "\n")
+    (folder / CONFIG).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     return folder
 
 
@@ -141,7 +141,7 @@ def export_folder(path: str | Path) -> Path:
 
 def read_export_meta(path: str | Path) -> dict[str, Any]:
     """config.json of an export, checked for a supported format."""
-    meta = json.loads((export_folder(path) / CONFIG).read_text())
+    meta = json.loads((export_folder(path) / CONFIG).read_text(encoding="utf-8"))
     if meta.get("format") != EXPORT_FORMAT:
         raise OncodiffError(f"{path}: export format {meta.get('format')} is not supported (expected {EXPORT_FORMAT})")
     return meta

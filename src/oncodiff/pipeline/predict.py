@@ -120,7 +120,7 @@ def predict(model: str | Path, cohort: str | Path, out: str | Path, patients: Se
     (out / "summary.json").write_text(json.dumps({
         "model": str(exported.path), "cohort": str(cases.cohort.root), "samples": n, "seed": seed,
         "overrides": list(overrides), "sampling": config.sampling.model_dump(mode="json"), "cases": summaries,
-    }, indent=2) + "\n")
+    }, indent=2) + "\n", encoding="utf-8")
     return out
 
 
@@ -154,7 +154,7 @@ def _default_patients(model: Path) -> list[str] | None:
     """The run's test split when predicting from a run folder, else every patient."""
     splits = model / "splits.json"
     if splits.is_file():
-        return list(json.loads(splits.read_text())["test"]) or None
+        return list(json.loads(splits.read_text(encoding="utf-8"))["test"]) or None
     return None
 
 
@@ -182,6 +182,6 @@ def write_case(out: Path, cases: CaseSet, i: int, predictions: Predictions, volu
     if predictions.class_probability is not None:
         summary["class_probability"] = [float(p) for p in predictions.class_probability[i]]
         summary["sample_classes"] = [int(c) for c in predictions.sample_classes[i]]
-    (folder / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (folder / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     return summary
 

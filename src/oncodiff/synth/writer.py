@@ -101,7 +101,7 @@ def _write_tables(root: Path, site: Site, dims: int, seed: int, rows: list[dict]
     header = (f"# Synthetic {site.name} cohort ({dims}D) written by `oncodiff synth`, seed {seed}.\n"
               "# Counterfactual follow-ups: counterfactuals.csv (never train on them); latent truth: truth/.\n"
               "# Generative model: docs/synthetic-cohorts.md\n")
-    (root / COHORT_YAML).write_text(header + yaml.safe_dump(cohort_spec(site, dims), sort_keys=False))
+    (root / COHORT_YAML).write_text(header + yaml.safe_dump(cohort_spec(site, dims), sort_keys=False), encoding="utf-8")
     (root / "truth").mkdir(exist_ok=True)
     tables = {PATIENTS_CSV: "patient", SCANS_CSV: "scans", COUNTERFACTUALS_CSV: "counterfactuals",
               "truth/patients.csv": "truth", "truth/scans.csv": "truth_scans"}

@@ -84,7 +84,7 @@ def open_run_folder(out: str | Path, config: Config, resume: bool) -> RunFolder:
 
 
 def _check_same_experiment(run: RunFolder, config: Config) -> None:
-    saved = _flatten(json.loads(run.config_json.read_text()))
+    saved = _flatten(json.loads(run.config_json.read_text(encoding="utf-8")))
     now = _flatten(config.model_dump(mode="json"))
     changed = sorted(k for k in saved.keys() | now.keys() if saved.get(k) != now.get(k) and k not in RESUMABLE_CHANGES)
     if changed:

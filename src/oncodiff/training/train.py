@@ -78,7 +78,7 @@ def _plan_steps(run: RunFolder, config: Config, layout: ModelLayout, data: Cohor
     """Total optimiser steps, decided once per run and stored in RUN/plan.json."""
     path = run.root / PLAN
     if path.is_file():
-        return int(json.loads(path.read_text())["total_steps"])
+        return int(json.loads(path.read_text(encoding="utf-8"))["total_steps"])
     train = config.training
     steps_per_epoch = -(-(train.samples_per_epoch or len(data.dataset("train"))) // train.batch_size)
     by_epochs = train.max_epochs * steps_per_epoch
@@ -93,7 +93,7 @@ def _plan_steps(run: RunFolder, config: Config, layout: ModelLayout, data: Cohor
         total = by_epochs
     plan["total_steps"] = total
     if _is_rank_zero():
-        path.write_text(json.dumps(plan, indent=2) + "\n")
+        path.write_text(json.dumps(plan, indent=2) + "\n", encoding="utf-8")
     return total
 
 
@@ -155,7 +155,7 @@ def _finish(run: RunFolder, config: Config, layout: ModelLayout, module: L.Light
         extra["class_prior"] = None if prior is None else prior.to_dict()
     save_export(run.model_dir, module.net, config, layout, extra=extra)
     run.consolidate_metrics()
-    (run.root / "train_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (run.root / "train_summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
 
 
 def train_segmenter(data: CohortDataModule, config: Config, path: Path) -> dict:
