@@ -273,7 +273,7 @@ class EvaluationConfig(_Section):
         None, description="TorchScript LPIPS network: (pred, target), each (B, 1, *S) in [0, 1] -> (B,) distances"
     )
     segmenter_steps: int = Field(
-        300, ge=1, description="training steps of the follow-up tumour segmenter used for size change (NAC paper)"
+        1500, ge=1, description="training steps of the follow-up tumour segmenter used for size change (NAC paper)"
     )
     coverage_levels: tuple[float, ...] = Field(
         (0.5, 0.9), description="nominal levels of the central sample intervals checked for coverage"

@@ -39,10 +39,16 @@ def crop_spacing(geometry: GeometryRecord) -> tuple[float, ...]:
 
 @dataclass
 class CaseVolumes:
-    """Tumour volumes of B cases: baseline (B,), per sample (B, N), truth (B,) (NaN unknown), and the
-    per-voxel tumour probability across samples (B, *S). Units: mm^3 for 3D crops, mm^2 for 2D."""
+    """Tumour volumes of B cases: baseline (B,) from the baseline mask, ``baseline_segmented`` (B,) by the
+    segmenter on the baseline scan, per sample (B, N), truth (B,) from the follow-up mask (NaN unknown),
+    and the per-voxel tumour probability across samples (B, *S). Units: mm^3 for 3D crops, mm^2 for 2D.
+
+    A predicted change compares the segmenter's reading of the generated scan with its reading of the
+    baseline scan: one instrument at both ends, so its systematic error cancels and post = pre reads
+    as no change. True changes compare the ground-truth masks."""
 
     baseline: np.ndarray
+    baseline_segmented: np.ndarray
     samples: np.ndarray
     true: np.ndarray
     probability: np.ndarray
@@ -62,17 +68,20 @@ class CaseVolumes:
         unit = "mm3" if len(spatial) == 3 else "mm2"
         if segmenter is None:
             nan = np.full((n_cases, n_samples), np.nan)
-            return cls(baseline, nan, true, np.zeros((n_cases, *spatial), np.float32), unit, threshold,
-                       note="no segmenter: the training cohort had no follow-up tumour masks")
-        masks = segmenter.predict(predictions.samples.reshape(n_cases * n_samples, 1, *spatial))
-        masks = masks.reshape(n_cases, n_samples, *spatial)
-        volumes = masks.reshape(n_cases, n_samples, -1).sum(-1) * voxel[:, None]
-        return cls(baseline, volumes, true, masks.mean(axis=1).astype(np.float32), unit, threshold)
+            return cls(baseline, np.full(n_cases, np.nan), nan, true, np.zeros((n_cases, *spatial), np.float32), unit,
+                       threshold, note="no segmenter: the training cohort had no follow-up tumour masks")
+        images = np.concatenate([predictions.pre[:, None], predictions.samples], axis=1)  # (B, 1 + N, *S)
+        masks = segmenter.predict(images.reshape(n_cases * (n_samples + 1), 1, *spatial))
+        volumes = masks.reshape(n_cases, n_samples + 1, -1).sum(-1) * voxel[:, None]
+        probability = masks.reshape(n_cases, n_samples + 1, *spatial)[:, 1:].mean(axis=1).astype(np.float32)
+        return cls(baseline, volumes[:, 0], volumes[:, 1:], true, probability, unit, threshold)
 
     def change(self) -> np.ndarray:
-        """(B, N) relative volume change of each sample from baseline; NaN where the baseline is empty."""
+        """(B, N) relative volume change of each sample from the segmented baseline; NaN where the
+        segmenter finds no tumour on the baseline scan."""
+        base = self.baseline_segmented[:, None]
         with np.errstate(divide="ignore", invalid="ignore"):
-            return np.where(self.baseline[:, None] > 0, self.samples / self.baseline[:, None] - 1.0, np.nan)
+            return np.where(base > 0, self.samples / base - 1.0, np.nan)
 
     def true_change(self) -> np.ndarray:
         """(B,) true relative change (from the follow-up's ground-truth mask); NaN where unknown."""
@@ -84,6 +93,7 @@ class CaseVolumes:
         change = self.change()[i]
         defined = change[np.isfinite(change)]
         out = {"volume_unit": self.unit, "volume_baseline": float(self.baseline[i]),
+               "volume_baseline_segmented": _num(self.baseline_segmented[i]),
                "volume_pred_mean": _num(np.nanmean(self.samples[i]) if np.isfinite(self.samples[i]).any() else None),
                "change_pct_mean": None, "change_pct_interval_50": None, "change_pct_interval_90": None,
                "response": None, "response_probability": None, "response_rule": f"change <= {self.threshold:+.0%}"}

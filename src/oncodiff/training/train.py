@@ -159,13 +159,19 @@ def _finish(run: RunFolder, config: Config, layout: ModelLayout, module: L.Light
 
 
 def train_segmenter(data: CohortDataModule, config: Config, path: Path) -> dict:
-    """Fit the follow-up tumour segmenter on the training split's true follow-ups (NAC paper's protocol)."""
+    """Fit the tumour segmenter on the training split's true follow-ups (NAC paper's protocol) and
+    baseline scans; validation Dice is on the validation split's follow-ups."""
     path.parent.mkdir(parents=True, exist_ok=True)
     splits = {name: _post_with_masks(data, name) for name in ("train", "val")}
-    images, masks = splits["train"]
-    if not len(images):
+    post, post_masks = splits["train"]
+    if not len(post):
         return {"trained": False, "reason": "no follow-up tumour masks in the training split"}
-    print(f"training the tumour segmenter on {len(images)} true follow-ups ...", flush=True)
+    train = data.dataset("train").indices
+    arrays = data.preprocessed.arrays
+    images = np.concatenate([post, arrays["pre"][train]])
+    masks = np.concatenate([post_masks, arrays["tumor_mask"][train]])
+    print(f"training the tumour segmenter on {len(post)} true follow-ups and {len(train)} baseline crops ...",
+          flush=True)
     segmenter = TumorSegmenter(spatial_dims=data.spatial_dims, seed=config.training.seed, device="cpu")
     report = segmenter.fit(images, masks, val=splits["val"] if len(splits["val"][0]) else None,
                            steps=config.evaluation.segmenter_steps)
