@@ -68,11 +68,14 @@ def synth(
     dims: int = typer.Option(2, min=2, max=3, help="2 for slices, 3 for volumes"),
     seed: int = typer.Option(0, help="random seed; the same seed gives identical files"),
     overwrite: bool = typer.Option(False, help="replace OUT if it already holds a cohort"),
+    misalign_mm: float = typer.Option(0.0, min=0.0, help="shift each follow-up rigidly by this many mm (tests registration)"),
+    workers: int = typer.Option(1, min=1, help="patients simulated in parallel processes (files do not depend on it)"),
 ) -> None:
-    """Write a synthetic longitudinal cohort with ground truth and counterfactuals."""
+    """Write a synthetic longitudinal cohort with ground truth and counterfactuals (docs/synthetic-cohorts.md)."""
     from oncodiff.synth import synthesize
 
-    path = _run(synthesize, site=site.value, n_patients=patients, dims=dims, seed=seed, out=out, overwrite=overwrite)
+    path = _run(synthesize, site=site.value, n_patients=patients, dims=dims, seed=seed, out=out, overwrite=overwrite,
+                misalign_mm=misalign_mm, workers=workers)
     typer.echo(f"wrote {path}")
 
 
