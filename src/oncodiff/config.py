@@ -153,6 +153,10 @@ class ModelConfig(_Section):
     use_days: bool = Field(True, description="condition on days since baseline (continuous embedding)")
     use_anatomy: bool = Field(True, description="concatenate the cohort's anatomy masks as input channels")
     drift_head: Literal["none", "shared", "decoupled"] = "none"
+    generate_mask: bool = Field(
+        False, description="generate the follow-up tumour mask with the image, as a second target channel "
+        "(needs follow-up masks in training); volumes then come from each sample's own mask, not the segmenter",
+    )
     control: Literal["none", "pre", "anatomy"] = Field("none", description="ControlNet branch over a frozen denoiser")
     latent: Literal["none", "vqvae", "kl"] = Field("none", description="latent diffusion through an autoencoder")
     autoencoder: AutoencoderConfig = AutoencoderConfig()
@@ -212,7 +216,7 @@ class SamplingConfig(_Section):
         None, gt=0.0, description="clamp the predicted x0 to [-clip_x0, clip_x0] at every step; null = no clamp"
     )
     samples: int = Field(8, ge=1)
-    batch_size: int = Field(64, ge=1, description="network inputs per forward pass")
+    batch_size: int = Field(256, ge=1, description="network inputs per forward pass (samples x cases, chunked)")
 
 
 class TrainingConfig(_Section):

@@ -88,7 +88,9 @@ def _run_methods(run: Path, exported: ExportedModel, config: Config, cases: Case
     threshold = config.evaluation.response_threshold
     n, seed = config.sampling.samples, config.training.seed
     pre = cases.batch["pre"][:, 0].numpy()
-    results = [("identity", "identity (post = pre)", Predictions(samples=pre[:, None].copy(), pre=pre))]
+    baseline_masks = cases.batch["tumor_mask"][:, 0].numpy()[:, None] > 0 if exported.config.model.generate_mask else None
+    results = [("identity", "identity (post = pre)", Predictions(samples=pre[:, None].copy(), pre=pre,
+                                                                  masks=baseline_masks))]
     for name in config.evaluation.baselines:
         baseline = load_export(ensure_baseline(run, cohort, exported.config, name, config.evaluation.baseline_minutes,
                                                cache_dir))
@@ -140,10 +142,11 @@ def _size_scores(volumes: CaseVolumes) -> dict:
     true = volumes.true_change()
     ok = np.isfinite(pred) & np.isfinite(true)
     if ok.sum() < 3:
-        return {"n": int(ok.sum()), "status": "not defined: fewer than 3 cases with a measurable change"}
+        return {"n": int(ok.sum()), "source": volumes.source,
+                "status": "not defined: fewer than 3 cases with a measurable change"}
     r = stats.pearsonr(pred[ok], true[ok]) if np.std(pred[ok]) > 0 else None
     agree = ((pred[ok] <= volumes.threshold) == (true[ok] <= volumes.threshold)).mean()
-    return {"n": int(ok.sum()), "n_undefined": int((~ok).sum()),
+    return {"n": int(ok.sum()), "n_undefined": int((~ok).sum()), "source": volumes.source,
             "change_mae_pp": float(100 * np.abs(pred[ok] - true[ok]).mean()),
             "change_bias_pp": float(100 * (pred[ok] - true[ok]).mean()),
             "pearson_r": None if r is None else float(r.statistic), "pearson_p": None if r is None else float(r.pvalue),

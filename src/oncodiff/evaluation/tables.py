@@ -124,15 +124,18 @@ def _size_table(summary: dict) -> Table:
     rows = []
     for method, scores in summary.get("size", {}).items():
         if "status" in scores:
-            rows.append((method_label(summary, method), scores["status"], *("" for _ in SIZE_COLUMNS)))
+            rows.append((method_label(summary, method), scores["status"], *("" for _ in SIZE_COLUMNS), ""))
         else:
             rows.append((method_label(summary, method), _cases(scores.get("n"), scores.get("n_undefined")),
-                         *(_num(scores.get(k), 2 if "pp" in k else 3) for k, _ in SIZE_COLUMNS)))
-    notes = ("Δvol = relative tumour volume change, follow-up vs baseline, in percentage points (pp); every "
-             "method's predictions are measured by the same segmenter, the baseline by its mask, so the identity "
-             "row shows the segmenter's own error.",)
-    return Table("size", "Tumour volume change vs ground-truth follow-up masks (one segmenter for all methods)",
-                 ("method", "cases", *(title for _, title in SIZE_COLUMNS)), tuple(rows), notes)
+                         *(_num(scores.get(k), 2 if "pp" in k else 3) for k, _ in SIZE_COLUMNS),
+                         str(scores.get("source", "-"))))
+    notes = ("Δvol = relative tumour volume change, follow-up vs baseline, in percentage points (pp), against the "
+             "change between the ground-truth baseline and follow-up masks. Predicted volumes are measured by each "
+             "sample's own generated tumour mask (model.generate_mask), or by the segmenter on the generated scan "
+             "relative to the segmenter on the baseline scan (one instrument at both ends, so post = pre reads as no "
+             "change).",)
+    return Table("size", "Tumour volume change vs ground-truth follow-up masks",
+                 ("method", "cases", *(title for _, title in SIZE_COLUMNS), "measured by"), tuple(rows), notes)
 
 
 def _uncertainty_table(summary: dict) -> Table:

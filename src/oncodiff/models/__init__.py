@@ -12,6 +12,7 @@ from oncodiff.models.conditions import (
     image_condition_names,
     post_from_target,
     target_from_batch,
+    target_weights,
 )
 from oncodiff.models.controlnet import ControlledDenoiser, ControlNetBranch
 from oncodiff.models.denoiser import (
@@ -53,6 +54,7 @@ __all__ = [
     "nt_xent",
     "post_from_target",
     "target_from_batch",
+    "target_weights",
     "rope_frequencies",
     "upblock_feature_dim",
     "upblock_features",

@@ -138,15 +138,29 @@ def control_from_batch(batch: Mapping[str, Tensor], config: ModelConfig) -> Tens
     return anatomy.float()
 
 
-def target_from_batch(batch: Mapping[str, Tensor], target: str) -> Tensor:
-    """What the network generates: the follow-up ``post`` or the drift post - pre (PULSAR eq. 1). (B, 1, *S)."""
+def target_from_batch(batch: Mapping[str, Tensor], target: str, with_mask: bool = False) -> Tensor:
+    """What the network generates: the follow-up ``post`` or the drift post - pre (PULSAR eq. 1), (B, 1, *S);
+    with ``with_mask`` the follow-up tumour mask as a second channel, (B, 2, *S)."""
     if target == "drift":
-        return batch["post"] - batch["pre"]
-    if target == "post":
-        return batch["post"]
-    raise ValueError(f"diffusion.target must be 'post' or 'drift', got {target!r}")
+        image = batch["post"] - batch["pre"]
+    elif target == "post":
+        image = batch["post"]
+    else:
+        raise ValueError(f"diffusion.target must be 'post' or 'drift', got {target!r}")
+    return torch.cat([image, batch["post_mask"].to(image.dtype)], dim=1) if with_mask else image
 
 
-def post_from_target(pre: Tensor, generated: Tensor, target: str) -> Tensor:
-    """The follow-up implied by a generated target: pre + drift, or the generated post itself."""
-    return pre + generated if target == "drift" else generated
+def target_weights(batch: Mapping[str, Tensor], image_weight: Tensor | None, with_mask: bool) -> Tensor | None:
+    """Per-voxel loss weights for :func:`target_from_batch`'s channels: ``image_weight`` (B, 1, *S) or 1 on
+    the image; on the mask channel, 1 where the case has a follow-up mask and 0 where it has none."""
+    if not with_mask:
+        return image_weight
+    like = batch["post"]
+    image = image_weight if image_weight is not None else torch.ones_like(like)
+    known = batch["has_post_mask"].to(like.dtype).reshape(-1, *([1] * (like.dim() - 1))).expand_as(like)
+    return torch.cat([image, known], dim=1)
+
+
+def post_from_target(pre: Tensor, generated_image: Tensor, target: str) -> Tensor:
+    """The follow-up implied by the generated image channel: pre + drift, or the generated post itself."""
+    return pre + generated_image if target == "drift" else generated_image

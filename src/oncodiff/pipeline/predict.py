@@ -32,10 +32,13 @@ from oncodiff.pipeline.volumes import CaseVolumes, load_segmenter
 @dataclass
 class Predictions:
     """Generated follow-ups for B cases: ``samples`` (B, N, *S) normalised units, ``pre`` (B, *S);
-    with class marginalisation, ``class_probability`` (B, K) and each sample's class (B, N)."""
+    ``masks`` (B, N, *S) bool, each sample's own tumour mask when the model generates one
+    (model.generate_mask); with class marginalisation, ``class_probability`` (B, K) and each
+    sample's class (B, N)."""
 
     samples: np.ndarray
     pre: np.ndarray
+    masks: np.ndarray | None = None
     class_probability: np.ndarray | None = None
     sample_classes: np.ndarray | None = None
 
@@ -53,6 +56,7 @@ class Predictions:
 
 
 CLASS_MODES = ("given", "predicted", "true", "null")
+MASK_THRESHOLD = 0.5  # a generated mask channel in [0, 1] is tumour above this
 
 
 def case_conditions(model: ExportedModel, cases: CaseSet, class_label: str = "given") -> Conditions:
@@ -94,8 +98,9 @@ def predict_cases(model: ExportedModel, cases: CaseSet, n_samples: int, seed: in
         generators = sample_generators(seed, [c.key for c in cases.cases], n_samples)
         generated = draw_samples(model.net, config, cond, n_samples, generators, sample_classes=classes)
     pre = cases.batch["pre"].to(device)
-    post = post_from_target(pre.unsqueeze(1), generated, config.diffusion.target)  # (B, N, 1, *S)
-    return Predictions(samples=post[:, :, 0].float().cpu().numpy(), pre=pre[:, 0].cpu().numpy(),
+    post = post_from_target(pre.unsqueeze(1), generated[:, :, :1], config.diffusion.target)  # (B, N, 1, *S)
+    masks = generated[:, :, 1].cpu().numpy() > MASK_THRESHOLD if generated.shape[2] > 1 else None
+    return Predictions(samples=post[:, :, 0].float().cpu().numpy(), pre=pre[:, 0].cpu().numpy(), masks=masks,
                        class_probability=probability, sample_classes=None if classes is None else classes.numpy())
 
 

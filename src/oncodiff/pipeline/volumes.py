@@ -39,13 +39,15 @@ def crop_spacing(geometry: GeometryRecord) -> tuple[float, ...]:
 
 @dataclass
 class CaseVolumes:
-    """Tumour volumes of B cases: baseline (B,) from the baseline mask, ``baseline_segmented`` (B,) by the
-    segmenter on the baseline scan, per sample (B, N), truth (B,) from the follow-up mask (NaN unknown),
-    and the per-voxel tumour probability across samples (B, *S). Units: mm^3 for 3D crops, mm^2 for 2D.
+    """Tumour volumes of B cases: baseline (B,) from the baseline mask, ``baseline_segmented`` (B,) the
+    baseline as measured by the instrument of the predictions, per sample (B, N), truth (B,) from the
+    follow-up mask (NaN unknown), and the per-voxel tumour probability across samples (B, *S).
+    Units: mm^3 for 3D crops, mm^2 for 2D.
 
-    A predicted change compares the segmenter's reading of the generated scan with its reading of the
-    baseline scan: one instrument at both ends, so its systematic error cancels and post = pre reads
-    as no change. True changes compare the ground-truth masks."""
+    Predicted volumes come from each sample's own generated mask when the model generates one (then
+    the baseline mask is the reference), else from the segmenter on the generated scan compared with
+    the segmenter on the baseline scan: one instrument at both ends, so its systematic error cancels
+    and post = pre reads as no change. True changes compare the ground-truth masks."""
 
     baseline: np.ndarray
     baseline_segmented: np.ndarray
@@ -54,6 +56,7 @@ class CaseVolumes:
     probability: np.ndarray
     unit: str
     threshold: float
+    source: str = "segmenter"  # what measured the predicted volumes: "generated masks" | "segmenter" | "none"
     note: str = ""
 
     @classmethod
@@ -66,15 +69,19 @@ class CaseVolumes:
         known = cases.batch["has_post_mask"].numpy()
         true = np.where(known, cases.batch["post_mask"][:, 0].reshape(n_cases, -1).sum(1).numpy() * voxel, np.nan)
         unit = "mm3" if len(spatial) == 3 else "mm2"
+        if predictions.masks is not None:  # each sample's own mask, in the units of the cohort's masks
+            volumes = predictions.masks.reshape(n_cases, n_samples, -1).sum(-1) * voxel[:, None]
+            return cls(baseline, baseline.copy(), volumes, true, predictions.masks.mean(axis=1).astype(np.float32),
+                       unit, threshold, source="generated masks")
         if segmenter is None:
             nan = np.full((n_cases, n_samples), np.nan)
             return cls(baseline, np.full(n_cases, np.nan), nan, true, np.zeros((n_cases, *spatial), np.float32), unit,
-                       threshold, note="no segmenter: the training cohort had no follow-up tumour masks")
+                       threshold, source="none", note="no segmenter: the training cohort had no follow-up tumour masks")
         images = np.concatenate([predictions.pre[:, None], predictions.samples], axis=1)  # (B, 1 + N, *S)
         masks = segmenter.predict(images.reshape(n_cases * (n_samples + 1), 1, *spatial))
         volumes = masks.reshape(n_cases, n_samples + 1, -1).sum(-1) * voxel[:, None]
         probability = masks.reshape(n_cases, n_samples + 1, *spatial)[:, 1:].mean(axis=1).astype(np.float32)
-        return cls(baseline, volumes[:, 0], volumes[:, 1:], true, probability, unit, threshold)
+        return cls(baseline, volumes[:, 0], volumes[:, 1:], true, probability, unit, threshold, source="segmenter")
 
     def change(self) -> np.ndarray:
         """(B, N) relative volume change of each sample from the segmented baseline; NaN where the
@@ -92,7 +99,7 @@ class CaseVolumes:
         """JSON-ready sizes of case i; None where undefined."""
         change = self.change()[i]
         defined = change[np.isfinite(change)]
-        out = {"volume_unit": self.unit, "volume_baseline": float(self.baseline[i]),
+        out = {"volume_unit": self.unit, "volume_source": self.source, "volume_baseline": float(self.baseline[i]),
                "volume_baseline_segmented": _num(self.baseline_segmented[i]),
                "volume_pred_mean": _num(np.nanmean(self.samples[i]) if np.isfinite(self.samples[i]).any() else None),
                "change_pct_mean": None, "change_pct_interval_50": None, "change_pct_interval_90": None,

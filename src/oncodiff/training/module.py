@@ -19,7 +19,7 @@ from torch import Tensor
 
 from oncodiff.config import Config
 from oncodiff.diffusion import DiffusionLoss, NoiseSchedule
-from oncodiff.models import Conditions, conditions_from_batch, target_from_batch
+from oncodiff.models import Conditions, conditions_from_batch, target_from_batch, target_weights
 from oncodiff.pipeline.export import ModelLayout, build_network
 from oncodiff.training.init import prepare_network
 
@@ -115,15 +115,15 @@ class DiffusionModule(_DenoiserModule):
     def objective(self, batch: dict, validation: bool) -> tuple[Tensor, dict[str, Tensor]]:
         generators = self._generators(batch, validation)
         cond = self._conditions(batch, None if validation else generators)
-        diffusion = self.config.diffusion
-        x0 = target_from_batch(batch, diffusion.target)
+        diffusion, with_mask = self.config.diffusion, self.config.model.generate_mask
+        x0 = target_from_batch(batch, diffusion.target, with_mask)
         drift_target = (batch["post"] - batch["pre"]) if self.net.drift_head is not None else None
 
         def model_fn(x_t: Tensor, t: Tensor):
             out = self.net(x_t, t, cond)
             return out.prediction if drift_target is None else (out.prediction, out.drift)
 
-        weight = tumor_weight_map(batch["tumor_mask"], diffusion.tumor_loss_weight)
+        weight = target_weights(batch, tumor_weight_map(batch["tumor_mask"], diffusion.tumor_loss_weight), with_mask)
         return self.loss_fn(model_fn, x0, generators, weight_map=weight, drift_target=drift_target)
 
 
@@ -133,10 +133,12 @@ class RegressionModule(_DenoiserModule):
     def objective(self, batch: dict, validation: bool) -> tuple[Tensor, dict[str, Tensor]]:
         generators = self._generators(batch, validation)
         cond = self._conditions(batch, None if validation else generators)
-        target = target_from_batch(batch, self.config.diffusion.target)
+        with_mask = self.config.model.generate_mask
+        target = target_from_batch(batch, self.config.diffusion.target, with_mask)
         prediction = self.net(torch.zeros_like(target), torch.zeros(target.shape[0], dtype=torch.long,
                                                                     device=target.device), cond).prediction.float()
-        weight = tumor_weight_map(batch["tumor_mask"], self.config.diffusion.tumor_loss_weight)
+        weight = target_weights(batch, tumor_weight_map(batch["tumor_mask"], self.config.diffusion.tumor_loss_weight),
+                                with_mask)
         squared = (prediction - target).square()
         mse = (squared * weight).mean() if weight is not None else squared.mean()
         return mse, {"mse": mse.detach(), "loss": mse.detach()}

@@ -63,6 +63,7 @@ def model_layout(data: CohortDataModule, config: Config) -> ModelLayout:
         image_condition_names=image_condition_names(data.anatomy_names, config.model),
         clinical=tuple(spec.clinical),
         anatomy=data.anatomy_names,
+        target_channels=1 + int(config.model.generate_mask),
         crop_size=tuple(config.data.crop_size),
         clinical_encoder=data.clinical_encoder.to_dict(),
         response_positive=spec.outcomes.response.positive if spec.outcomes.response else None,
