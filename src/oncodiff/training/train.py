@@ -151,7 +151,8 @@ def _finish(run: RunFolder, config: Config, layout: ModelLayout, module: L.Light
     }
     extra = {"training": summary}
     if config.training.stage in PREDICTING_STAGES:
-        extra["segmenter"] = train_segmenter(data, config, run.model_dir / SEGMENTER)
+        extra["segmenter"] = ({"trained": False, "reason": "model.generate_mask: every sample carries its own mask"}
+                              if config.model.generate_mask else train_segmenter(data, config, run.model_dir / SEGMENTER))
         prior = fit_class_prior(data, config, layout)
         extra["class_prior"] = None if prior is None else prior.to_dict()
     save_export(run.model_dir, module.net, config, layout, extra=extra)
