@@ -35,7 +35,8 @@ def test_two_process_ddp_on_cpu_trains_and_exports_once(tmp_path):
     # The same package in the child processes as in this one; one thread per rank on a small machine.
     env = {**os.environ, "PYTHONPATH": str(Path(oncodiff.__file__).parents[1]), "XDG_CACHE_HOME": str(tmp_path),
            "OMP_NUM_THREADS": "1", "PYTHONIOENCODING": "utf-8"}
-    done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, encoding="utf-8",
+                          errors="replace", timeout=300)  # the locale may have been reset to ASCII by now
     output = done.stdout + done.stderr
     assert done.returncode == 0, output[-4000:]
     assert "MEMBER: 2/2" in output and "distributed_backend=gloo" in output  # two processes really ran

@@ -158,3 +158,13 @@ def test_resume_without_a_checkpoint_and_a_second_run_into_one_folder_are_refuse
         train(runs["cohort"], runs["config"], tmp_path / "new", resume=True, cache_dir=runs["cache"])
     with pytest.raises(OncodiffError, match="already holds a run"):
         train(runs["cohort"], runs["config"], runs["uninterrupted"], cache_dir=runs["cache"])
+
+
+def test_a_run_without_a_validation_split_trains_and_exports(runs, tmp_path):
+    # No validation: early stopping never checks, the last checkpoint is the one exported.
+    config = runs["config"].with_overrides(["data.val_fraction=0", "training.max_steps=2"])
+    run = train(runs["cohort"], config, tmp_path / "no_val", cache_dir=runs["cache"])
+    assert json.loads((run / "splits.json").read_text(encoding="utf-8"))["val"] == []
+    summary = json.loads((run / "train_summary.json").read_text(encoding="utf-8"))
+    assert summary["global_step"] == 2 and summary["best_checkpoint"] == "last.ckpt"
+    assert (run / "model" / "model.safetensors").is_file()
