@@ -29,7 +29,13 @@ def evaluate(*args, **kwargs):
     """See :func:`oncodiff.evaluation.evaluate.evaluate` (imported lazily: it pulls in the pipeline)."""
     from oncodiff.evaluation.evaluate import evaluate as run
 
+    # Importing the submodule oncodiff.evaluation.evaluate rebinds this package's name ``evaluate`` to that
+    # module; rebind this function, or the next call would try to call the module.
+    globals()["evaluate"] = _evaluate
     return run(*args, **kwargs)
+
+
+_evaluate = evaluate
 
 
 def write_report(*args, **kwargs):

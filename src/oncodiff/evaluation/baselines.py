@@ -28,8 +28,10 @@ BASELINE_NAMES = ("identity", *TRAINED_BASELINES)
 
 
 def baseline_config(config: Config, name: str, minutes: float | None) -> Config:
-    """The run's config changed only as baseline ``name`` says (and its time budget)."""
-    overrides = list(TRAINED_BASELINES[name][1])
+    """The run's config changed only as baseline ``name`` says (and its time budget), trained on one device."""
+    # One process: Lightning's DDP launcher would re-run the whole `oncodiff evaluate` command once per
+    # extra device, and those copies evaluate (and load unfinished baselines) on their own.
+    overrides = [*TRAINED_BASELINES[name][1], "training.devices=1", "training.num_nodes=1"]
     if minutes is not None:
         overrides.append(f"training.max_minutes={minutes}")
     return config.with_overrides(overrides)

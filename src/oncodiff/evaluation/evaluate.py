@@ -35,6 +35,7 @@ from oncodiff.pipeline.predict import Predictions, predict_cases
 from oncodiff.pipeline.volumes import CaseVolumes, load_segmenter
 
 FIGURE_CASES = 6
+TOO_FEW_FOR_DISTANCES = "not defined: distribution distances compare sets of at least 2 test cases"
 
 
 @dataclass
@@ -126,14 +127,21 @@ def _score(methods: list[MethodResult], cases: CaseSet, config: Config) -> dict:
                                         spatial_dims=spatial_dims), case_ids=keys)
         out["size"][m.name] = _size_scores(m.volumes)
         out["uncertainty"][m.name] = _uncertainty(m.volumes)
-        out["distribution"][m.name] = {"mmd": mmd(m.predictions.mean.reshape(len(post), -1),
-                                                  post.reshape(len(post), -1), ev.mmd_bandwidth)}
+        out["distribution"][m.name] = _mmd(m.predictions.mean, post, ev.mmd_bandwidth)
     out["image_metrics"] = {"aggregate": table.aggregate(), "per_case": table.rows()}
-    out["distribution"]["fid"] = fid(methods[-1].predictions.mean[:, None], post[:, None], ev.fid_weights)
+    out["distribution"]["fid"] = (fid(methods[-1].predictions.mean[:, None], post[:, None], ev.fid_weights)
+                                  if len(post) >= 2 else {"value": None, "status": TOO_FEW_FOR_DISTANCES})
     out["distribution"]["lpips"] = {k: v for k, v in lpips(methods[-1].predictions.mean[:, None], post[:, None],
                                                             ev.lpips_weights).items() if k != "values"}
     out["per_case_size"] = {m.name: [m.volumes.summary(i) | {"key": k} for i, k in enumerate(keys)] for m in methods}
     return out
+
+
+def _mmd(mean: np.ndarray, post: np.ndarray, bandwidth: float | None) -> dict:
+    """MMD between a method's mean predictions and the true follow-ups, (B, *S) each; None with one case."""
+    if len(post) < 2:
+        return {"mmd": None, "status": TOO_FEW_FOR_DISTANCES}
+    return {"mmd": mmd(mean.reshape(len(post), -1), post.reshape(len(post), -1), bandwidth)}
 
 
 def _size_scores(volumes: CaseVolumes) -> dict:

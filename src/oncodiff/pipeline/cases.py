@@ -161,15 +161,25 @@ def class_labels(model: ExportedModel, batch: Mapping[str, Any], overrides: Mapp
     papers' protocol (the true class, an oracle) separately.
     """
     kind = model.config.model.class_label
-    if kind == "none":
+    key = {"none": None, "response": "response"}.get(kind, "survival_class")
+    _check_class_override(kind, key, overrides)
+    if key is None:
         return None
     n = len(batch["patient_id"])
     null = CLASS_COUNTS[kind]
-    key = "response" if kind == "response" else "survival_class"
     value = overrides.get(key)
     if value is None or str(value).strip().lower() in NULL_VALUES:
         return torch.full((n,), null, dtype=torch.int64)
     return torch.full((n,), _class_index(kind, str(value), model.layout.response_positive), dtype=torch.int64)
+
+
+def _check_class_override(kind: str, key: str | None, overrides: Mapping[str, str]) -> None:
+    """A class override the model was not conditioned on would be silently ignored: refuse it."""
+    unused = sorted({"response", "survival_class"} & overrides.keys() - {key})
+    if unused:
+        accepted = f"--set {key}=..." if key else "no class override"
+        raise ConfigError(f"--set {unused[0]}=...: this model is conditioned on model.class_label={kind}; "
+                          f"it takes {accepted}")
 
 
 def _class_index(kind: str, value: str, positive: str | None) -> int:

@@ -119,8 +119,13 @@ def measure_step_seconds(config: Config, layout: ModelLayout, data: CohortDataMo
 def _trainer(run: RunFolder, config: Config, total_steps: int) -> L.Trainer:
     train = config.training
     callbacks = [
-        ModelCheckpoint(dirpath=run.checkpoints, filename="best", monitor="val_loss", mode="min", save_last=True),
-        EarlyStopping(monitor="val_loss", mode="min", patience=train.patience),
+        # Both act when validation ends (early stopping first: Lightning runs checkpointing last), so a checkpoint
+        # holds its epoch's early-stopping check. Saved at the train epoch's end instead, a resumed run replays
+        # that end: the sampler is then set to the next epoch twice (data order one epoch ahead) and early
+        # stopping finds no val_loss logged yet and fails.
+        ModelCheckpoint(dirpath=run.checkpoints, filename="best", monitor="val_loss", mode="min", save_last=True,
+                        save_on_train_epoch_end=False),
+        EarlyStopping(monitor="val_loss", mode="min", patience=train.patience, check_on_train_epoch_end=False),
         LearningRateMonitor(logging_interval="step"),
         WarmupEMA(decay=train.ema_decay),
         EpochLine(total_steps),

@@ -1,0 +1,132 @@
+"""``oncodiff evaluate`` then ``oncodiff report`` end to end on a tiny trained run, with tiny budgets
+(the trained baselines inherit the run's 4 steps; 2 folds, 1 CNN epoch, 10 head epochs)."""
+
+from __future__ import annotations
+
+import html
+import json
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from factory import write_cohort
+from oncodiff.cli import app
+from oncodiff.config import load_config
+from oncodiff.evaluation.baselines import TRAINED_BASELINES
+from oncodiff.training import train
+
+TINY = ["model.channels=[8,16]", "model.attention_levels=[false,true]", "model.norm_num_groups=8",
+        "model.num_head_channels=8", "model.token_dim=16", "data.crop_size=[16,16]", "training.max_steps=4",
+        "training.samples_per_epoch=8", "training.batch_size=4", "training.max_minutes=null",
+        "evaluation.segmenter_steps=10"]
+BUDGETS = ["evaluation.folds=2", "evaluation.cnn_epochs=1", "evaluation.head_epochs=10",
+           "evaluation.segmenter_steps=20", "sampling.samples=2", "sampling.steps=2"]
+SECTIONS = {"methods", "image_metrics", "size", "uncertainty", "distribution", "counterfactual", "outcomes",
+            "per_case_size", "oncodiff_version", "run", "cohort", "data_hash", "config", "test_cases",
+            "training_curves", "segmenter"}
+METHODS = {"identity", *TRAINED_BASELINES, "diffusion", "diffusion_null_class", "diffusion_true_class"}
+
+
+def sets(items) -> list[str]:
+    return [arg for item in items for arg in ("--set", item)]
+
+
+def invoke(*args):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_torch_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def trained_run(root, n_patients: int):
+    cohort = write_cohort(root / "cohort", n_patients=n_patients)
+    config = load_config("demo", [*TINY, f"data.cache_dir={root / 'cache'}"])
+    return cohort, train(cohort, config, root / "run")
+
+
+@pytest.fixture(scope="module")
+def evaluated(tmp_path_factory):
+    root = tmp_path_factory.mktemp("evaluate")
+    cohort, run = trained_run(root, n_patients=10)  # 2 test patients
+    evaluation = invoke("evaluate", "--model", run, "--cohort", cohort, "--out", root / "evaluation", *sets(BUDGETS))
+    assert evaluation.exit_code == 0, evaluation.output
+    report = invoke("report", root / "evaluation")
+    assert report.exit_code == 0, report.output
+    return {"root": root, "cohort": cohort, "run": run, "out": root / "evaluation", "output": evaluation.output,
+            "report_output": report.output}
+
+
+def test_summary_has_every_section_and_method(evaluated):
+    summary = json.loads((evaluated["out"] / "summary.json").read_text(encoding="utf-8"))
+    assert SECTIONS <= summary.keys()
+    assert set(summary["methods"]) == METHODS
+    assert set(summary["size"]) == set(summary["uncertainty"]) == set(summary["per_case_size"]) == METHODS
+    assert len(summary["test_cases"]) == 2
+    assert {"response", "survival"} <= summary["outcomes"].keys()
+    assert summary["config"]["evaluation"]["folds"] == 2 and summary["config"]["sampling"]["samples"] == 2
+    assert summary["methods"]["diffusion"]["samples"] == 2 and summary["methods"]["regression"]["samples"] == 1
+    for name in TRAINED_BASELINES:  # trained once into the run folder, for later evaluations to reuse
+        assert (evaluated["run"] / "baselines" / name / "model" / "model.safetensors").is_file()
+
+
+def test_tables_list_every_method(evaluated):
+    summary = json.loads((evaluated["out"] / "summary.json").read_text(encoding="utf-8"))
+    tables = (evaluated["out"] / "tables.md").read_text(encoding="utf-8")
+    for name, method in summary["methods"].items():
+        assert f"| {method['label']} |" in tables, name
+    assert tables in evaluated["output"]  # printed as well as written
+    for title in ("### Image metrics", "### Tumour volume change", "### Uncertainty", "### Counterfactuals",
+                  "### Distribution distance", "### Response prediction", "### Survival prediction"):
+        assert title in tables
+
+
+def test_report_is_written_beside_the_evaluation(evaluated):
+    page_path = evaluated["out"] / "report.html"
+    assert f"report: {page_path}" in evaluated["report_output"]
+    page = page_path.read_text(encoding="utf-8")
+    summary = json.loads((evaluated["out"] / "summary.json").read_text(encoding="utf-8"))
+    for method in summary["methods"].values():
+        assert html.escape(method["label"]) in page
+    for section in ("methods", "cases", "training"):
+        assert f'<section id="{section}">' in page
+
+
+def test_a_second_evaluation_reuses_the_trained_baselines(evaluated):
+    again = invoke("evaluate", "--model", evaluated["run"], "--cohort", evaluated["cohort"],
+                   "--out", evaluated["root"] / "again", *sets([*BUDGETS, "evaluation.folds=3"]))
+    assert again.exit_code == 0, again.output
+    assert "training baseline" in evaluated["output"] and "training baseline" not in again.output
+    summary = json.loads((evaluated["root"] / "again" / "summary.json").read_text(encoding="utf-8"))
+    assert summary["outcomes"]["folds"] == 3
+
+
+def test_evaluate_refuses_to_write_into_the_cohort_or_to_score_a_non_run(evaluated):
+    inside = invoke("evaluate", "--model", evaluated["run"], "--cohort", evaluated["cohort"],
+                    "--out", evaluated["cohort"] / "evaluation")
+    assert inside.exit_code == 2 and "inside the cohort folder" in inside.output
+    not_a_run = invoke("evaluate", "--model", evaluated["run"] / "model", "--cohort", evaluated["cohort"],
+                       "--out", evaluated["root"] / "x")
+    assert not_a_run.exit_code == 2 and "not a run folder" in not_a_run.output
+
+
+def test_a_single_test_case_is_evaluated_without_distribution_distances(tmp_path):
+    # Six patients leave one for testing: MMD and FID compare sets and are not defined, everything else is.
+    cohort, run = trained_run(tmp_path, n_patients=6)
+    result = invoke("evaluate", "--model", run, "--cohort", cohort, "--out", tmp_path / "evaluation",
+                    *sets([*BUDGETS, "evaluation.baselines=[]"]))
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "evaluation" / "summary.json").read_text(encoding="utf-8"))
+    assert len(summary["test_cases"]) == 1
+    assert set(summary["methods"]) == {"identity", "diffusion", "diffusion_null_class", "diffusion_true_class"}
+    for name in summary["methods"]:
+        assert summary["distribution"][name]["mmd"] is None
+        assert "at least 2 test cases" in summary["distribution"][name]["status"]
+    assert "at least 2 test cases" in summary["distribution"]["fid"]["status"]
+    assert summary["image_metrics"]["aggregate"]
+    assert invoke("report", tmp_path / "evaluation").exit_code == 0

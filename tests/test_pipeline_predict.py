@@ -1,0 +1,185 @@
+"""Train tiny 2D and 3D models for a few steps (``oncodiff.training.train``), then predict
+(``oncodiff.pipeline.predict``): the run folder, the outputs' geometry and files, summary.json, new
+patients with only a baseline scan, and predictions that do not depend on which cases go together."""
+
+from __future__ import annotations
+
+import json
+from math import prod
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from factory import write_cohort
+from oncodiff.config import load_config
+from oncodiff.errors import OncodiffError
+from oncodiff.pipeline import predict, predict_cases
+from oncodiff.pipeline.cases import load_cases
+from oncodiff.pipeline.export import load_export
+from oncodiff.training import train
+
+CROPS = {2: [16, 16], 3: [16, 16, 8]}
+SHAPES = {2: (32, 28), 3: (24, 20, 10)}
+SPACINGS = {2: (0.9, 1.2), 3: (1.0, 0.8, 2.0)}  # anisotropic: the affine must survive the round trip
+TINY = ["model.channels=[8,16]", "model.attention_levels=[false,true]", "model.norm_num_groups=8",
+        "model.num_head_channels=8", "model.token_dim=16", "training.max_steps=4", "training.samples_per_epoch=8",
+        "training.batch_size=4", "training.max_minutes=null", "evaluation.segmenter_steps=10", "sampling.samples=2",
+        "sampling.steps=2"]
+NEW_PATIENT = "P007"  # has a baseline scan and no follow-up
+RUN_FILES = ("config.json", "splits.json", "plan.json", "train_summary.json", "metrics.csv", "checkpoints/last.ckpt",
+             "checkpoints/best.ckpt", "model/model.safetensors", "model/config.json", "model/segmenter.safetensors")
+SUMMARY_KEYS = {"model", "cohort", "samples", "seed", "overrides", "sampling", "cases"}
+CASE_KEYS = {"key", "patient_id", "lesion_id", "timepoint", "days", "volume_unit", "volume_baseline",
+             "volume_baseline_segmented", "volume_pred_mean", "change_pct_mean", "change_pct_interval_50",
+             "change_pct_interval_90", "response", "response_probability", "response_rule", "files"}
+IMAGES = ("mean", "std", "drift", "tumor_probability", "sample_00", "sample_01")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_torch_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def cohort_with_a_new_patient(root, dims: int):
+    """write_cohort's 7 patients, the last without its follow-up scan."""
+    cohort = write_cohort(root, n_patients=7, dims=dims, shape=SHAPES[dims], spacing=SPACINGS[dims])
+    scans = pd.read_csv(cohort / "scans.csv", dtype=str, keep_default_na=False)
+    scans[(scans.patient_id != NEW_PATIENT) | (scans.timepoint == "pre")].to_csv(cohort / "scans.csv", index=False)
+    return cohort
+
+
+@pytest.fixture(scope="module", params=[2, 3], ids=["2d", "3d"])
+def trained(request, tmp_path_factory):
+    dims = request.param
+    root = tmp_path_factory.mktemp(f"predict{dims}d")
+    cohort = cohort_with_a_new_patient(root / "cohort", dims)
+    config = load_config("demo", [*TINY, f"data.dims={dims}", f"data.crop_size={CROPS[dims]}"])
+    run = train(cohort, config, root / "run", cache_dir=root / "cache")
+    out = predict(run, cohort, root / "predictions", patients=["P001", "P002", "P003"], cache_dir=root / "cache")
+    return {"dims": dims, "root": root, "cohort": cohort, "run": run, "out": out, "cache": root / "cache"}
+
+
+def _image(path) -> nib.Nifti1Image:
+    return nib.load(str(path))
+
+
+def test_the_run_folder_has_every_file_and_the_planned_steps(trained):
+    run = trained["run"]
+    for name in RUN_FILES:
+        assert (run / name).is_file(), name
+    assert json.loads((run / "plan.json").read_text(encoding="utf-8"))["total_steps"] == 4
+    assert json.loads((run / "train_summary.json").read_text(encoding="utf-8"))["global_step"] == 4
+    splits = json.loads((run / "splits.json").read_text(encoding="utf-8"))
+    assert NEW_PATIENT not in {p for side in ("train", "val", "test") for p in splits[side]}  # no follow-up: nothing to learn from
+    meta = json.loads((run / "model" / "config.json").read_text(encoding="utf-8"))
+    assert meta["layout"]["spatial_dims"] == trained["dims"]
+    assert meta["class_prior"] is not None and meta["segmenter"]["trained"]
+
+
+def test_outputs_have_the_baseline_scans_shape_and_affine(trained):
+    cohort, out, dims = trained["cohort"], trained["out"], trained["dims"]
+    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    assert [c["patient_id"] for c in summary["cases"]] == ["P001", "P002", "P003"]
+    for case in summary["cases"]:
+        folder = out / case["key"].replace("/", "_")
+        baseline = _image(cohort / case["patient_id"] / "pre.nii.gz")
+        for name in IMAGES:
+            image = _image(folder / f"{name}.nii.gz")
+            assert image.shape == baseline.shape == SHAPES[dims], name
+            np.testing.assert_allclose(image.affine, baseline.affine, atol=1e-6, err_msg=name)
+            assert np.isfinite(image.get_fdata()).all(), name
+            assert (folder / f"{name}.png").is_file() == (dims == 2 and not name.startswith("sample_")), name
+        # Outside the crop a predicted scan is the baseline scan itself, and the uncertainty is zero.
+        crop = prod(CROPS[dims])
+        mean, pre = _image(folder / "mean.nii.gz").get_fdata(), baseline.get_fdata()
+        assert np.isclose(mean, pre, atol=1e-5).sum() >= mean.size - crop
+        assert np.count_nonzero(_image(folder / "std.nii.gz").get_fdata()) <= crop
+        assert np.count_nonzero(_image(folder / "std.nii.gz").get_fdata()) > 0  # two samples that differ
+
+
+def test_summary_json_has_the_documented_keys(trained):
+    out = trained["out"]
+    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    assert SUMMARY_KEYS <= summary.keys()
+    assert summary["samples"] == 2 and summary["sampling"]["steps"] == 2
+    for case in summary["cases"]:
+        assert CASE_KEYS <= case.keys()
+        assert case["volume_unit"] == ("mm2" if trained["dims"] == 2 else "mm3")
+        assert case["timepoint"] == "week6" and case["days"] == 42
+        assert "volume_true" in case and "change_pct_true" in case  # these cases have a follow-up
+        assert set(case["files"]) == set(IMAGES)
+        assert len(case["sample_classes"]) == 2 and sum(case["class_probability"]) == pytest.approx(1.0)
+        per_case = json.loads((out / case["key"].replace("/", "_") / "summary.json").read_text(encoding="utf-8"))
+        assert per_case == case
+
+
+def test_a_patient_with_only_a_baseline_scan_needs_days(trained, tmp_path):
+    with pytest.raises(OncodiffError, match=f"patient {NEW_PATIENT} has no follow-up.*--days"):
+        predict(trained["run"], trained["cohort"], tmp_path / "no_days", patients=[NEW_PATIENT],
+                cache_dir=trained["cache"])
+    out = predict(trained["run"], trained["cohort"], tmp_path / "day90", patients=[NEW_PATIENT], days=90,
+                  cache_dir=trained["cache"])
+    (case,) = json.loads((out / "summary.json").read_text(encoding="utf-8"))["cases"]
+    assert case["key"] == f"{NEW_PATIENT}/L1/day90" and case["days"] == 90
+    assert "volume_true" not in case
+    image = _image(out / f"{NEW_PATIENT}_L1_day90" / "mean.nii.gz")
+    assert image.shape == SHAPES[trained["dims"]]
+
+
+def test_predicting_from_a_run_folder_defaults_to_its_test_split(trained, tmp_path):
+    out = predict(trained["run"], trained["cohort"], tmp_path / "test_split", cache_dir=trained["cache"])
+    test = json.loads((trained["run"] / "splits.json").read_text(encoding="utf-8"))["test"]
+    cases = json.loads((out / "summary.json").read_text(encoding="utf-8"))["cases"]
+    assert sorted({c["patient_id"] for c in cases}) == sorted(test)
+
+
+def test_a_case_is_predicted_alike_whatever_cases_go_with_it(trained, tmp_path):
+    # Same seed, different sampling.batch_size and different case subsets: the same samples per case.
+    model = load_export(trained["run"])
+    cases = load_cases(model, trained["cohort"], cache_dir=trained["cache"])
+    assert len(cases) == 6
+    reference = predict_cases(model, cases, n_samples=3, seed=7, class_label="predicted")
+    one_at_a_time = model.config.with_overrides(["sampling.batch_size=1"])
+    by_one = predict_cases(model, cases, n_samples=3, seed=7, class_label="predicted", config=one_at_a_time)
+    np.testing.assert_allclose(by_one.samples, reference.samples, rtol=1e-4, atol=1e-4)
+    subset = [4, 1]
+    alone = predict_cases(model, cases.select(subset), n_samples=3, seed=7, class_label="predicted",
+                          config=model.config.with_overrides(["sampling.batch_size=5"]))
+    np.testing.assert_allclose(alone.samples, reference.samples[subset], rtol=1e-4, atol=1e-4)
+    np.testing.assert_array_equal(alone.sample_classes, reference.sample_classes[subset])
+    other_seed = predict_cases(model, cases, n_samples=3, seed=8, class_label="predicted")
+    assert not np.allclose(other_seed.samples, reference.samples, atol=1e-3)
+    # Through predict(): a patient's files are the same predicted alone or with others.
+    alone_dir = predict(trained["run"], trained["cohort"], tmp_path / "alone", patients=["P002"],
+                        cache_dir=trained["cache"])
+    key = "P002_L1_week6"
+    np.testing.assert_allclose(_image(alone_dir / key / "mean.nii.gz").get_fdata(),
+                               _image(trained["out"] / key / "mean.nii.gz").get_fdata(), rtol=1e-4, atol=1e-4)
+
+
+def test_counterfactual_class_and_clinical_overrides(trained, tmp_path):
+    run, cohort, cache = trained["run"], trained["cohort"], trained["cache"]
+    model = load_export(run)
+    cases = load_cases(model, cohort, patients=["P001", "P002"], overrides={"response": "responder",
+                                                                           "clinical.age": "70"}, cache_dir=cache)
+    assert cases.batch["class_label"].tolist() == [1, 1]  # P002 is a non-responder in fact: the override wins
+    plain = load_cases(model, cohort, patients=["P001", "P002"], cache_dir=cache)
+    assert plain.batch["class_label"].tolist() == [2, 2]  # outcome unknown before treatment: the null class
+    age = [v.name for v in model.layout.clinical].index("age")
+    assert torch.equal(cases.batch["clinical"][0, age], cases.batch["clinical"][1, age])  # both 70 now
+    assert not torch.equal(plain.batch["clinical"][0, age], plain.batch["clinical"][1, age])
+    means = {}
+    for value in ("responder", "non-responder"):
+        out = predict(run, cohort, tmp_path / value, patients=["P001"], overrides=[f"response={value}"],
+                      cache_dir=cache)
+        summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+        assert summary["overrides"] == [f"response={value}"]
+        assert "sample_classes" not in summary["cases"][0]  # the class is given, not marginalised over
+        means[value] = _image(out / "P001_L1_week6" / "mean.nii.gz").get_fdata()
+    assert not np.allclose(means["responder"], means["non-responder"])
