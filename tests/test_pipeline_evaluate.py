@@ -21,7 +21,8 @@ TINY = ["model.channels=[8,16]", "model.attention_levels=[false,true]", "model.n
         "training.samples_per_epoch=8", "training.batch_size=4", "training.max_minutes=null",
         "evaluation.segmenter_steps=10"]
 BUDGETS = ["evaluation.folds=2", "evaluation.cnn_epochs=1", "evaluation.head_epochs=10",
-           "evaluation.segmenter_steps=20", "sampling.samples=2", "sampling.steps=2"]
+           "evaluation.segmenter_steps=20", "sampling.samples=2", "sampling.steps=2",
+           "evaluation.baselines=[regression,regression_drift,no_clinical]"]
 SECTIONS = {"methods", "image_metrics", "size", "uncertainty", "distribution", "counterfactual", "outcomes",
             "per_case_size", "oncodiff_version", "run", "cohort", "data_hash", "config", "test_cases",
             "training_curves", "segmenter"}

@@ -166,7 +166,7 @@ def evaluate(
     set_: Optional[list[str]] = typer.Option(None, "--set", help="evaluation.KEY=V or sampling.KEY=V"),
 ) -> None:
     """Evaluate a run against ground truth and baselines on its test split; prints the side-by-side table."""
-    from oncodiff.evaluation.evaluate import evaluate as evaluate_fn  # the function, never the same-named module
+    from oncodiff.evaluation import evaluate as evaluate_fn
 
     path = _run(evaluate_fn, model=model, cohort=cohort, out=out, overrides=set_ or [])
     typer.echo(f"summary: {path}")

@@ -26,16 +26,10 @@ from oncodiff.evaluation.uncertainty import calibration_curve, coverage, spread_
 
 
 def evaluate(*args, **kwargs):
-    """See :func:`oncodiff.evaluation.evaluate.evaluate` (imported lazily: it pulls in the pipeline)."""
-    from oncodiff.evaluation.evaluate import evaluate as run
+    """See :func:`oncodiff.evaluation.protocol.evaluate` (imported lazily: it pulls in the pipeline)."""
+    from oncodiff.evaluation.protocol import evaluate as run
 
-    # Importing the submodule oncodiff.evaluation.evaluate rebinds this package's name ``evaluate`` to that
-    # module; rebind this function, or the next call would try to call the module.
-    globals()["evaluate"] = _evaluate
     return run(*args, **kwargs)
-
-
-_evaluate = evaluate
 
 
 def write_report(*args, **kwargs):

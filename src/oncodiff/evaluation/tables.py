@@ -35,7 +35,7 @@ class Table:
 
 
 def summary_tables(summary: dict) -> list[Table]:
-    """The tables of ``summary`` (see evaluate.py), in reading order."""
+    """The tables of ``summary`` (see protocol.py), in reading order."""
     outcomes = summary.get("outcomes", {})
     survival_tabulated = bool(outcomes.get("survival")) and "status" not in outcomes["survival"]
     return [_image_table(summary), _size_table(summary), _uncertainty_table(summary),
@@ -44,7 +44,7 @@ def summary_tables(summary: dict) -> list[Table]:
 
 
 def format_tables(summary: dict) -> str:
-    """All tables of ``summary`` (see evaluate.py) as one markdown document."""
+    """All tables of ``summary`` (see protocol.py) as one markdown document."""
     return "\n\n".join(to_markdown(t) for t in summary_tables(summary)) + "\n"
 
 

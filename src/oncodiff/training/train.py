@@ -22,6 +22,7 @@ from lightning.pytorch.loggers import CSVLogger
 
 from oncodiff.config import Config
 from oncodiff.data import CohortDataModule
+from oncodiff.errors import OncodiffError
 from oncodiff.evaluation.tumor_size import TumorSegmenter
 from oncodiff.models import CLASS_COUNTS, CLASS_LABEL_KEYS, image_condition_names
 from oncodiff.pipeline.class_prior import ClassPrior, prior_features
@@ -41,7 +42,11 @@ def train(cohort: str | Path, config: Config, out: str | Path, resume: bool = Fa
           cache_dir: str | Path | None = None) -> Path:
     """Train the model ``config`` describes on ``cohort``; returns the run folder."""
     L.seed_everything(config.training.seed, workers=True, verbose=False)
-    run = open_run_folder(out, config, resume) if _is_rank_zero() else RunFolder(Path(out).resolve())
+    if _is_rank_zero():
+        run = open_run_folder(out, config, resume)
+    else:  # torchrun/SLURM start every rank at once: read what rank 0 decided, never decide again
+        run = RunFolder(Path(out).resolve())
+        _wait_for((run.config_json, run.splits_json, run.root / PLAN))
     data = CohortDataModule(cohort, config, cache_dir=cache_dir, splits_path=run.splits_json)
     data.prepare_data()
     data.setup()
@@ -75,6 +80,16 @@ def _is_rank_zero() -> bool:
     return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", 0))) == 0 and int(os.environ.get("NODE_RANK", 0)) == 0
 
 
+def _wait_for(paths: tuple[Path, ...], timeout_s: float = 1800.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not all(p.is_file() for p in paths):
+        if time.monotonic() > deadline:
+            missing = ", ".join(str(p) for p in paths if not p.is_file())
+            raise OncodiffError(f"rank {os.environ.get('RANK', '?')}: rank 0 did not write {missing} within "
+                                f"{timeout_s:.0f} s; check rank 0's log")
+        time.sleep(1.0)
+
+
 def _plan_steps(run: RunFolder, config: Config, layout: ModelLayout, data: CohortDataModule) -> int:
     """Total optimiser steps, decided once per run and stored in RUN/plan.json."""
     path = run.root / PLAN
@@ -89,7 +104,9 @@ def _plan_steps(run: RunFolder, config: Config, layout: ModelLayout, data: Cohor
     elif train.max_minutes is not None:
         seconds = measure_step_seconds(config, layout, data)
         plan["measured_step_seconds"] = round(seconds, 4)
-        total = min(by_epochs, max(1, int(train.max_minutes * 60 * BUDGET_MARGIN / seconds)))
+        affordable = int(train.max_minutes * 60 * BUDGET_MARGIN / seconds)
+        # Whole epochs: steps after the last validation would never be checked or exported.
+        total = min(by_epochs, max(steps_per_epoch, affordable // steps_per_epoch * steps_per_epoch))
     else:
         total = by_epochs
     plan["total_steps"] = total
