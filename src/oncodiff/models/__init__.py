@@ -11,6 +11,7 @@ from oncodiff.models.conditions import (
     control_from_batch,
     image_condition_names,
     post_from_target,
+    source_in_target_space,
     target_from_batch,
 )
 from oncodiff.models.controlnet import ControlledDenoiser, ControlNetBranch
@@ -52,6 +53,7 @@ __all__ = [
     "image_condition_names",
     "nt_xent",
     "post_from_target",
+    "source_in_target_space",
     "target_from_batch",
     "rope_frequencies",
     "upblock_feature_dim",

@@ -147,6 +147,20 @@ def target_from_batch(batch: Mapping[str, Tensor], target: str) -> Tensor:
     raise ValueError(f"diffusion.target must be 'post' or 'drift', got {target!r}")
 
 
+def source_in_target_space(pre: Tensor, target: str, source: str) -> Tensor | None:
+    """What the forward process noises instead of the clean target (diffusion.source), (B, C, *S).
+
+    "pre" (PULSAR): the pre-treatment scan expressed as a target, i.e. ``pre`` itself for a post target and a
+    zero drift (no change) for a drift target; x_T is then the noised pre scan. "noise": None (the usual
+    diffusion, x_T ~ N(0, I)). ``pre`` may be a latent z_pre for latent diffusion.
+    """
+    if source == "noise":
+        return None
+    if source != "pre":
+        raise ValueError(f"diffusion.source must be 'noise' or 'pre', got {source!r}")
+    return pre if target == "post" else torch.zeros_like(pre)
+
+
 def post_from_target(pre: Tensor, generated: Tensor, target: str) -> Tensor:
     """The follow-up implied by a generated target: pre + drift, or the generated post itself."""
     return pre + generated if target == "drift" else generated
