@@ -69,6 +69,7 @@ def model_layout(data: CohortDataModule, config: Config) -> ModelLayout:
         crop_size=tuple(config.data.crop_size),
         clinical_encoder=data.clinical_encoder.to_dict(),
         response_positive=spec.outcomes.response.positive if spec.outcomes.response else None,
+        survival_classes=data.survival_classes.to_dict(),
     )
 
 
