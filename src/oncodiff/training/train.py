@@ -135,7 +135,8 @@ def _trainer(run: RunFolder, config: Config, total_steps: int) -> L.Trainer:
     train = config.training
     callbacks = [
         ModelCheckpoint(dirpath=run.checkpoints, filename="best", monitor="val_loss", mode="min", save_last=True),
-        EarlyStopping(monitor="val_loss", mode="min", patience=train.patience),
+        # Checked after validation only: a run whose budget ends inside its first epoch has no val_loss yet.
+        EarlyStopping(monitor="val_loss", mode="min", patience=train.patience, check_on_train_epoch_end=False),
         LearningRateMonitor(logging_interval="step"),
         WarmupEMA(decay=train.ema_decay),
         EpochLine(total_steps),
