@@ -68,11 +68,13 @@ def synth(
     dims: int = typer.Option(2, min=2, max=3, help="2 for slices, 3 for volumes"),
     seed: int = typer.Option(0, help="random seed; the same seed gives identical files"),
     overwrite: bool = typer.Option(False, help="replace OUT if it already holds a cohort"),
+    untreated: bool = typer.Option(False, help="natural growth without treatment (a pre-training cohort)"),
 ) -> None:
     """Write a synthetic longitudinal cohort with ground truth and counterfactuals."""
     from oncodiff.synth import synthesize
 
-    path = _run(synthesize, site=site.value, n_patients=patients, dims=dims, seed=seed, out=out, overwrite=overwrite)
+    path = _run(synthesize, site=site.value, n_patients=patients, dims=dims, seed=seed, out=out, overwrite=overwrite,
+                treated=not untreated)
     typer.echo(f"wrote {path}")
 
 
