@@ -57,7 +57,8 @@ class CaseSet:
 
     def select(self, index: Sequence[int]) -> CaseSet:
         index = list(index)
-        batch = {k: (v[index] if isinstance(v, torch.Tensor) else [v[i] for i in index]) for k, v in self.batch.items()}
+        batch = {k: (v[index] if isinstance(v, torch.Tensor) else None if v is None else [v[i] for i in index])
+                 for k, v in self.batch.items()}  # class_label is None for models without one
         return CaseSet([self.cases[i] for i in index], batch, self.cohort, self.data_hash)
 
 
