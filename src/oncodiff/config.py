@@ -406,9 +406,9 @@ def bf16_conv3d_problem(config: Config) -> str | None:
     """Why this config must not train in bf16 on CPU, or None.
 
     torch's CPU bf16 conv3d computes wrong weight gradients (inf/nan, or errors near 100 %) when the
-    convolution's input has size 2 on its FIRST spatial axis, whatever the channel count (measured with
-    torch 2.13; sizes 1 and >= 3 are fine). A 3D network that halves data.crop_size[0] down to 2 at some
-    level hits it in every step.
+    convolution's input has size 2 on its FIRST spatial axis (measured with torch 2.13 for 16 -> 16, 4 -> 16
+    and 16 -> 4 channels; sizes 1 and >= 3, and size 2 on the other axes, are fine). The check ignores the
+    channel counts: a 3D network that halves data.crop_size[0] down to 2 at some level is refused.
     """
     precision = config.training.precision
     if config.data.dims != 3 or config.data.slices != "none" or precision == "32":
