@@ -35,7 +35,7 @@ SUMMARY_KEYS = {"model", "cohort", "samples", "seed", "overrides", "sampling", "
 CASE_KEYS = {"key", "patient_id", "lesion_id", "timepoint", "days", "volume_unit", "volume_baseline",
              "volume_baseline_segmented", "volume_pred_mean", "change_pct_mean", "change_pct_interval_50",
              "change_pct_interval_90", "response", "response_probability", "response_rule", "files"}
-IMAGES = ("mean", "std", "drift", "tumor_probability", "sample_00", "sample_01")
+IMAGES = ("mean", "std", "drift", "tumor_probability", "agreement", "sample_00", "sample_01")
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -70,12 +70,13 @@ def synth(
     overwrite: bool = typer.Option(False, help="replace OUT if it already holds a cohort"),
     misalign_mm: float = typer.Option(0.0, min=0.0, help="shift each follow-up rigidly by this many mm (tests registration)"),
     workers: int = typer.Option(1, min=1, help="patients simulated in parallel processes (files do not depend on it)"),
+    untreated: bool = typer.Option(False, help="natural growth without treatment (a pre-training cohort)"),
 ) -> None:
     """Write a synthetic longitudinal cohort with ground truth and counterfactuals (docs/synthetic-cohorts.md)."""
     from oncodiff.synth import synthesize
 
     path = _run(synthesize, site=site.value, n_patients=patients, dims=dims, seed=seed, out=out, overwrite=overwrite,
-                misalign_mm=misalign_mm, workers=workers)
+                misalign_mm=misalign_mm, workers=workers, treated=not untreated)
     typer.echo(f"wrote {path}")
 
 

@@ -51,7 +51,11 @@ class DataConfig(_Section):
     ct_window: tuple[float, float] = Field((-1000.0, 400.0), description="HU window (low, high) mapped to [0, 1]")
     registration: Literal["none", "rigid", "affine"] = "none"
     timepoints: tuple[str, ...] | None = Field(None, description="follow-up labels to train on; null = all")
-    flips: bool = True
+    flips: bool | Literal["horizontal"] = Field(
+        True,
+        description="random in-plane flips: true = both in-plane axes, horizontal = left-right only (axis 0; "
+        "glioblastoma LDM), false = none",
+    )
     rotations: bool = True
     val_fraction: float = Field(0.15, ge=0.0, lt=1.0)
     test_fraction: float = Field(0.15, ge=0.0, lt=1.0)
@@ -151,6 +155,12 @@ class ModelConfig(_Section):
         "(trains the clinical-unconditional model for classifier-free guidance)",
     )
     use_days: bool = Field(True, description="condition on days since baseline (continuous embedding)")
+    prompt_tokens: bool = Field(
+        False,
+        description="NAC prompt tuning: the days (time point) and the class label enter as learned tokens of the "
+        "cross-attention context (each through its own MLP), next to the clinical tokens, instead of being added "
+        "to the timestep embedding",
+    )
     use_anatomy: bool = Field(True, description="concatenate the cohort's anatomy masks as input channels")
     drift_head: Literal["none", "shared", "decoupled"] = "none"
     generate_mask: bool = Field(
@@ -174,6 +184,13 @@ class ModelConfig(_Section):
             )
         if self.token_dim % 2:
             raise ValueError(f"model.token_dim={self.token_dim} must be even (rotary embeddings rotate pairs)")
+        if self.prompt_tokens and self.clinical == "cbi":
+            raise ValueError("model.prompt_tokens feeds tokens to cross-attention, which model.clinical=cbi has none "
+                             "of: set model.clinical=tokens (NAC) or model.prompt_tokens=false")
+        if self.generate_mask and self.latent != "none":
+            raise ValueError("model.generate_mask adds a mask channel to a pixel-space target; a latent model "
+                             "(model.latent) encodes its mask through model.autoencoder.mask instead: set "
+                             "model.generate_mask=false")
         for c in self.channels:
             if c % self.norm_num_groups:
                 raise ValueError(f"model.channels value {c} is not a multiple of model.norm_num_groups={self.norm_num_groups}")
@@ -203,6 +220,17 @@ class DiffusionConfig(_Section):
     min_snr_gamma: float | None = Field(
         None, gt=0.0, description="Min-SNR-gamma loss weighting (Hang et al. 2023; 5 is their choice); null = off"
     )
+    source: Literal["noise", "pre"] = Field(
+        "noise",
+        description="what the forward process noises: noise = the target (x_T ~ N(0, I) at sampling); pre = the "
+        "pre-treatment scan, so x_T is the noised pre scan and the network learns to move it to the follow-up "
+        "(PULSAR; for diffusion.target=drift the pre scan is a zero drift)",
+    )
+    max_noise_level: float | None = Field(
+        None, gt=0.0, lt=1.0,
+        description="keep only the timesteps whose noise level 1 - alpha_bar is at most this; training and "
+        "sampling stop there (PULSAR: 0.2, the '20 % noise' of x_T); null = the whole schedule",
+    )
 
 
 class SamplingConfig(_Section):
@@ -217,6 +245,12 @@ class SamplingConfig(_Section):
     )
     samples: int = Field(8, ge=1)
     batch_size: int = Field(256, ge=1, description="network inputs per forward pass (samples x cases, chunked)")
+    agreement_threshold: float = Field(
+        0.05, ge=0.0,
+        description="agreement map (PULSAR: several seeds per case): a sample's drift below this magnitude "
+        "(normalised intensity) counts as 'no change'; the map is the share of samples in the most common of "
+        "decrease / no change / increase",
+    )
 
 
 class TrainingConfig(_Section):
@@ -242,7 +276,9 @@ class TrainingConfig(_Section):
     warmup_steps: int = Field(50, ge=0)
     ema_decay: float = Field(0.999, ge=0.0, lt=1.0)
     patience: int = Field(10, ge=1, description="early stopping on validation loss (I-SPY: 10)")
-    precision: Literal["bf16-mixed", "16-mixed", "32"] = "bf16-mixed"
+    precision: Literal["bf16-mixed", "16-mixed", "32"] = Field(
+        "bf16-mixed", description="16-mixed (fp16, I-SPY) runs as bf16-mixed on CPU, which has no fp16 autocast"
+    )
     seed: int = 0
     devices: int | str = "auto"
     num_nodes: int = Field(1, ge=1)
@@ -334,6 +370,10 @@ class Config(_Section):
         if model.latent != "none" and model.drift_head != "none" and stage in ("latent_diffusion", "controlnet"):
             raise ValueError("model.drift_head predicts an image-space drift map; latent diffusion has none: "
                              "set model.drift_head=none")
+        if training.accelerator == "cpu":
+            problem = bf16_conv3d_problem(self)
+            if problem:
+                raise ValueError(problem)
         return self
 
     def to_json(self, path: str | Path) -> None:
@@ -350,6 +390,46 @@ class Config(_Section):
         for key, value in items:
             _set_dotted(raw, key, value)
         return _validate(raw, source="--set overrides")
+
+
+def first_axis_sizes(config: Config) -> set[int]:
+    """Sizes along the first spatial axis of the inputs of the stage's 3D convolutions (U-Net levels, and the
+    autoencoder's levels and the latent grid's U-Net levels for latent diffusion)."""
+    size = config.data.crop_size[0]
+    model = config.model
+    unet_levels = len(model.channels)
+    if config.training.stage == "contrastive":
+        return {size}
+    if model.latent == "none" or config.training.stage in ("diffusion", "regression"):
+        return {size // 2**k for k in range(unet_levels)}
+    autoencoder_levels = len(model.autoencoder.channels)
+    sizes = {size // 2**k for k in range(autoencoder_levels)}
+    if config.training.stage != "autoencoder":
+        latent = size // 2 ** (autoencoder_levels - 1)
+        sizes |= {latent // 2**k for k in range(unet_levels)}
+    return sizes
+
+
+def bf16_conv3d_problem(config: Config) -> str | None:
+    """Why this config must not train in bf16 on CPU, or None.
+
+    torch's CPU bf16 conv3d computes wrong weight gradients (inf/nan, or errors near 100 %) when the
+    convolution's input has size 2 on its FIRST spatial axis (measured with torch 2.13 for 16 -> 16, 4 -> 16
+    and 16 -> 4 channels; sizes 1 and >= 3, and size 2 on the other axes, are fine). The check ignores the
+    channel counts: a 3D network that halves data.crop_size[0] down to 2 at some level is refused.
+    """
+    precision = config.training.precision
+    if config.data.dims != 3 or config.data.slices != "none" or precision == "32":
+        return None
+    if 2 not in first_axis_sizes(config):
+        return None
+    return (f"data.crop_size={list(config.data.crop_size)} is halved to 2 voxels on its first axis inside the network "
+            f"(model.channels has {len(config.model.channels)} levels"
+            + (f", model.autoencoder.channels {len(config.model.autoencoder.channels)}" if config.model.latent != "none"
+               else "")
+            + f"), and torch's CPU {precision.replace('-mixed', '')} 3D convolutions compute wrong weight gradients "
+            "for inputs of size 2 on the first axis: make data.crop_size[0] larger (or the network shallower), "
+            "or set training.precision=32")
 
 
 def preset_names() -> list[str]:

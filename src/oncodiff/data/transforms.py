@@ -17,12 +17,16 @@ AUGMENTED_KEYS = ("pre", "post", "tumor_mask", "post_mask", "anatomy")
 IN_PLANE_AXES = (0, 1)
 
 
-def paired_augmentation(flips: bool, rotations: bool, keys: tuple[str, ...] = AUGMENTED_KEYS) -> Compose | None:
-    """Random in-plane flips (each axis with probability 1/2) and rotations by k * 90 degrees (k uniform
-    in 0..3) of ``keys``, each a (C, *spatial) tensor; None when both are off."""
+def paired_augmentation(flips: bool | str, rotations: bool, keys: tuple[str, ...] = AUGMENTED_KEYS) -> Compose | None:
+    """Random in-plane flips (each axis with probability 1/2; ``flips="horizontal"``: the left-right axis 0
+    only, the glioblastoma LDM's augmentation) and rotations by k * 90 degrees (k uniform in 0..3) of
+    ``keys``, each a (C, *spatial) tensor; None when both are off."""
+    if flips not in (True, False, "horizontal"):
+        raise ValueError(f"flips must be true, false or 'horizontal', got {flips!r}")
     steps = []
     if flips:
-        steps += [RandFlipd(keys=keys, prob=0.5, spatial_axis=axis) for axis in IN_PLANE_AXES]
+        axes = (0,) if flips == "horizontal" else IN_PLANE_AXES
+        steps += [RandFlipd(keys=keys, prob=0.5, spatial_axis=axis) for axis in axes]
     if rotations:
         # prob 3/4 of a rotation, then k uniform in 1..3: every k in 0..3 has probability 1/4.
         steps.append(RandRotate90d(keys=keys, prob=0.75, max_k=3, spatial_axes=IN_PLANE_AXES))

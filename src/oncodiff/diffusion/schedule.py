@@ -67,10 +67,14 @@ class NoiseSchedule:
         ``beta_start``..``beta_end``, alpha_bar = cumprod(1 - beta) (DDPM sec. 4; LDM).
         cosine: MONAI's cosine schedule (Nichol & Dhariwal 2021 eq. 17, betas clipped at 0.999).
         pulsar: see :func:`pulsar_alphas_cumprod`.
+        ``max_noise_level``: only the timesteps whose noise level 1 - alpha_bar is at most this are kept, so
+        training and sampling stop there (:func:`truncate_at_noise_level`).
         """
-        return cls(
-            schedule_alphas_cumprod(config.schedule, config.num_train_timesteps, config.beta_start, config.beta_end)
-        )
+        alphas_cumprod = schedule_alphas_cumprod(config.schedule, config.num_train_timesteps, config.beta_start,
+                                                 config.beta_end)
+        if config.max_noise_level is not None:
+            alphas_cumprod = truncate_at_noise_level(alphas_cumprod, config.max_noise_level)
+        return cls(alphas_cumprod)
 
     def __repr__(self) -> str:
         ab = self.alphas_cumprod
@@ -151,6 +155,22 @@ def schedule_alphas_cumprod(name: str, num_train_timesteps: int, beta_start: flo
         num_train_timesteps=num_train_timesteps, beta_start=beta_start, beta_end=beta_end
     )
     return torch.cumprod(1 - betas.double(), dim=0)
+
+
+def truncate_at_noise_level(alphas_cumprod: torch.Tensor, max_noise_level: float) -> torch.Tensor:
+    """The first timesteps of a schedule, those with noise level 1 - alpha_bar_t <= ``max_noise_level``.
+
+    PULSAR trains and samples from the pre scan noised to "20 % of the signal": with its T = 21 levels
+    linspace(0.05, 0.95) and max_noise_level 0.2 the schedule keeps t = 0..3 (levels 0.05 ... 0.185), and
+    sampling starts at 0.185. ValueError when fewer than 2 timesteps remain.
+    """
+    levels = 1 - alphas_cumprod
+    keep = int((levels <= max_noise_level + 1e-12).sum())
+    if keep < 2:
+        raise ValueError(f"diffusion.max_noise_level={max_noise_level} keeps {keep} timestep(s) of the schedule; "
+                         f"at least 2 are needed (its two lowest noise levels are {float(levels[0]):.4g} and "
+                         f"{float(levels[1]):.4g})")
+    return alphas_cumprod[:keep]
 
 
 def pulsar_alphas_cumprod(num_train_timesteps: int = 21) -> torch.Tensor:

@@ -7,6 +7,8 @@ evaluations) and differs from the run's config only as its definition below says
   regression_drift  the same, predicting the drift post - pre (isolates the drift parameterisation)
   no_clinical       the diffusion model without clinical variables or class label (days kept)
 
+For a latent-diffusion or ControlNet run, every baseline is the pixel-space model trained from scratch.
+
 The identity baseline (post = pre) needs no training.
 """
 
@@ -17,12 +19,17 @@ from pathlib import Path
 
 from oncodiff.config import Config
 
+# Baselines are pixel-space models trained from scratch, whatever the run's stage: a latent or ControlNet
+# run's baseline does not load its autoencoders, locked denoiser or anatomy encoders.
+FROM_SCRATCH = ["model.latent=none", "model.control=none", "training.init_from=null", "training.anatomy_from=null"]
 TRAINED_BASELINES = {  # name: (label in tables, config overrides)
     "regression": ("regression U-Net (pre -> post, MSE)",
-                   ["training.stage=regression", "diffusion.target=post", "model.class_label=none"]),
+                   ["training.stage=regression", "diffusion.target=post", "model.class_label=none", *FROM_SCRATCH]),
     "regression_drift": ("regression U-Net (drift, MSE)",
-                         ["training.stage=regression", "diffusion.target=drift", "model.class_label=none"]),
-    "no_clinical": ("diffusion without clinical conditioning", ["model.clinical=none", "model.class_label=none"]),
+                         ["training.stage=regression", "diffusion.target=drift", "model.class_label=none",
+                          *FROM_SCRATCH]),
+    "no_clinical": ("diffusion without clinical conditioning",
+                    ["training.stage=diffusion", "model.clinical=none", "model.class_label=none", *FROM_SCRATCH]),
 }
 BASELINE_NAMES = ("identity", *TRAINED_BASELINES)
 

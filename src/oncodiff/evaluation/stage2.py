@@ -27,7 +27,7 @@ from oncodiff.evaluation.outcomes import (
     cross_validate_cnn_survival, cross_validate_response, cross_validate_survival, kaplan_meier_by_risk,
     response_metrics, survival_metrics,
 )
-from oncodiff.models import upblock_features
+from oncodiff.models import LatentDenoiser, upblock_features
 from oncodiff.pipeline.cases import CaseSet, load_cases
 from oncodiff.pipeline.export import ExportedModel
 from oncodiff.pipeline.predict import case_conditions
@@ -90,10 +90,15 @@ def patient_features(model: ExportedModel, config: Config, cases: CaseSet) -> np
     schedule = NoiseSchedule.from_config(model.config.diffusion)
     t_value = min(config.evaluation.feature_timestep, schedule.num_train_timesteps - 1)
     cond = case_conditions(model, cases, "null").to(device)
-    shape = (len(cases), net.target_channels, *cases.batch["pre"].shape[2:])
+    pre = cases.batch["pre"].to(device)
+    if isinstance(net, LatentDenoiser):  # features of the latent U-Net, on the latent grid
+        with torch.inference_mode():
+            cond = net.encode_conditions(cond)
+        pre = net.z_pre(cond)
+    shape = (len(cases), net.target_channels, *cond.image.shape[2:])
     noise = torch.randn(shape, generator=torch.Generator().manual_seed(FEATURE_SEED)).to(device)
     # The prior sample at this noise level: zero drift (or the pre scan, for a post target) plus noise.
-    x0 = torch.zeros(shape, device=device) if model.config.diffusion.target == "drift" else cases.batch["pre"].to(device)
+    x0 = torch.zeros(shape, device=device) if model.config.diffusion.target == "drift" else pre
     t = torch.full((len(cases),), t_value, dtype=torch.long, device=device)
     x_t = schedule.add_noise(x0, noise, t)
     with torch.inference_mode():

@@ -11,6 +11,7 @@ from oncodiff.models.conditions import (
     control_from_batch,
     image_condition_names,
     post_from_target,
+    source_in_target_space,
     target_from_batch,
     target_weights,
 )
@@ -53,6 +54,7 @@ __all__ = [
     "image_condition_names",
     "nt_xent",
     "post_from_target",
+    "source_in_target_space",
     "target_from_batch",
     "target_weights",
     "rope_frequencies",

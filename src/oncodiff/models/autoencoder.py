@@ -300,15 +300,16 @@ class LatentDenoiser(WrappedDenoiser):
     def encode_target(self, post: Tensor, latent_cond: Conditions, target: str) -> Tensor:
         """The latent diffusion target (B, Cz, *S/f): z_post, or z_post - z_pre for target "drift"."""
         z_post = self.codec.encode_image(post).float()
-        return z_post - self._z_pre(latent_cond) if _check_target(target) == "drift" else z_post
+        return z_post - self.z_pre(latent_cond) if _check_target(target) == "drift" else z_post
 
     @torch.no_grad()
     def decode_post(self, z0: Tensor, latent_cond: Conditions, target: str) -> Tensor:
         """The follow-up scan (B, 1, *S) implied by a generated latent target z0 (B, Cz, *S/f)."""
-        z_post = z0 + self._z_pre(latent_cond) if _check_target(target) == "drift" else z0
+        z_post = z0 + self.z_pre(latent_cond) if _check_target(target) == "drift" else z0
         return self.codec.decode_image(z_post).float()
 
-    def _z_pre(self, latent_cond: Conditions) -> Tensor:
+    def z_pre(self, latent_cond: Conditions) -> Tensor:
+        """The scaled latent of the pre scan, (B, Cz, *S/f), from encoded conditions."""
         return latent_cond.image[:, : self.codec.latent_channels].float()
 
     def describe(self) -> dict:

@@ -11,7 +11,7 @@ from monai.networks.blocks import Convolution
 from torch import Tensor, nn
 
 from oncodiff.cohort.schema import ClinicalVariable
-from oncodiff.models.embeddings import apply_rope
+from oncodiff.models.embeddings import DaysEmbedding, apply_rope
 
 
 class ClinicalTokenizer(nn.Module):
@@ -152,3 +152,32 @@ class CbiAdapter(nn.Module):
         z_clinical = self.group_embeddings(clinical, clinical_missing).sum(dim=1)
         broadcast = z_clinical.reshape(*z_clinical.shape, *([1] * (image.dim() - 2)))
         return z_image + self.cbi_lambda * broadcast.to(z_image.dtype)
+
+
+class PromptTokens(nn.Module):
+    """NAC prompt tuning (sec. 2.1, eq. 1): one learned token per factor, T = MLP(c), for the target time
+    point and the class label; the clinical factors (HR, HER2) are ClinicalTokenizer's tokens.
+
+    forward(days (B,) or None, class_label (B,) or None) -> (B, P, token_dim), P = the factors used. The time
+    point is days since baseline through Fourier features and an MLP (one model for every follow-up time,
+    NAC: 3 and 12 weeks); the class label (index n_classes = the null class) through an MLP on its one-hot
+    code, i.e. an embedding table followed by SiLU and a linear layer.
+    """
+
+    def __init__(self, token_dim: int, days: bool, n_class_embeddings: int):
+        super().__init__()
+        if token_dim < 1 or n_class_embeddings < 0 or not (days or n_class_embeddings):
+            raise ValueError(f"PromptTokens: token_dim={token_dim} must be >= 1 and at least one factor is needed "
+                             f"(days={days}, n_class_embeddings={n_class_embeddings})")
+        self.days = DaysEmbedding(token_dim) if days else None
+        self.class_mlp = nn.Sequential(
+            nn.Embedding(n_class_embeddings, token_dim), nn.SiLU(), nn.Linear(token_dim, token_dim)
+        ) if n_class_embeddings else None
+
+    def forward(self, days: Tensor | None, class_label: Tensor | None) -> Tensor:
+        tokens = []
+        if self.days is not None:
+            tokens.append(self.days(days))
+        if self.class_mlp is not None:
+            tokens.append(self.class_mlp(class_label.long()))
+        return torch.stack(tokens, dim=1)

@@ -161,6 +161,22 @@ def target_weights(batch: Mapping[str, Tensor], image_weight: Tensor | None, wit
     return torch.cat([image, known], dim=1)
 
 
+def source_in_target_space(pre: Tensor, target: str, source: str, tumor_mask: Tensor | None = None) -> Tensor | None:
+    """What the forward process noises instead of the clean target (diffusion.source), (B, C, *S).
+
+    "pre" (PULSAR): the pre-treatment scan expressed as a target, i.e. ``pre`` itself for a post target and a
+    zero drift (no change) for a drift target; x_T is then the noised pre scan. "noise": None (the usual
+    diffusion, x_T ~ N(0, I)). ``pre`` may be a latent z_pre for latent diffusion. With ``tumor_mask`` (a model
+    that generates the follow-up mask), the baseline mask is the mask channel's source: no change.
+    """
+    if source == "noise":
+        return None
+    if source != "pre":
+        raise ValueError(f"diffusion.source must be 'noise' or 'pre', got {source!r}")
+    image = pre if target == "post" else torch.zeros_like(pre)
+    return image if tumor_mask is None else torch.cat([image, tumor_mask.to(image.dtype)], dim=1)
+
+
 def post_from_target(pre: Tensor, generated_image: Tensor, target: str) -> Tensor:
     """The follow-up implied by the generated image channel: pre + drift, or the generated post itself."""
     return pre + generated_image if target == "drift" else generated_image

@@ -118,11 +118,10 @@ class ControlledDenoiser(WrappedDenoiser):
         """The ControlNet's residuals for the denoiser's skip connections and mid block."""
         d = self.denoiser
         d._check_inputs(x_t, t, cond)
-        context = d.clinical_tokens(cond.clinical, cond.clinical_missing) if d.clinical_tokens is not None else None
         cbi = d.cbi_adapter(cond.image, cond.clinical, cond.clinical_missing) if d.cbi_adapter is not None else None
         return self.controlnet(
-            torch.cat([x_t, cond.image.to(x_t.dtype)], dim=1), t, self.control_image(cond, x_t), context=context,
-            class_labels=cond.class_label if d.n_classes else None, days=cond.days, conv_in_addition=cbi,
+            torch.cat([x_t, cond.image.to(x_t.dtype)], dim=1), t, self.control_image(cond, x_t),
+            context=d.context(cond), class_labels=d.unet_class_labels(cond), days=cond.days, conv_in_addition=cbi,
         )
 
     def control_image(self, cond: Conditions, x_t: Tensor) -> Tensor:

@@ -13,7 +13,7 @@ from torch import Tensor, nn
 
 from oncodiff.cohort.schema import ClinicalVariable, CohortSpec
 from oncodiff.config import ModelConfig
-from oncodiff.models.clinical import CbiAdapter, ClinicalTokenizer
+from oncodiff.models.clinical import CbiAdapter, ClinicalTokenizer, PromptTokens
 from oncodiff.models.conditions import CLASS_COUNTS, Conditions, image_condition_names
 from oncodiff.models.embeddings import DaysEmbedding
 from oncodiff.models.hooks import added_to_output, captured_outputs
@@ -60,6 +60,8 @@ class ConditionalDenoiser(nn.Module):
       including those without cross-attention (a prompt token, as in NAC, would only reach the attention
       levels, which we keep at low resolution).
     - clinical "tokens": one token per variable (ClinicalTokenizer) as the cross-attention context.
+    - prompt_tokens (NAC prompt tuning): the days and the class label are tokens of that context instead
+      (PromptTokens, after the clinical tokens), and are then not added to the timestep embedding.
     - clinical "cbi": ImmunoDiff's c = Z_img + lambda * sum_i Z_i, added to the output of the UNet's first
       convolution: the point where a ControlNet injects its condition embedding (ImmunoDiff feeds c to a
       ControlNet), so c is a feature map with the first level's channels.
@@ -102,7 +104,11 @@ class ConditionalDenoiser(nn.Module):
                 spatial_dims, image_condition_channels, config.channels[0], self.clinical_variables,
                 config.token_dim, config.cbi_lambda,
             )
-        self.days_embedding = DaysEmbedding(time_embed_dim) if config.use_days else None
+        self.prompt_tokens = None
+        if config.prompt_tokens and (config.use_days or self.n_classes):
+            self.prompt_tokens = PromptTokens(config.token_dim, config.use_days,
+                                              self.n_classes + 1 if self.n_classes else 0)
+        self.days_embedding = DaysEmbedding(time_embed_dim) if config.use_days and not config.prompt_tokens else None
         self.unet = self._build_unet()
         self.drift_head = (
             DecoupledDriftHead(spatial_dims, config.channels[0], config.norm_num_groups)
@@ -122,7 +128,8 @@ class ConditionalDenoiser(nn.Module):
     def unet_arguments(self) -> dict:
         """The keyword arguments of MONAI's DiffusionModelUNet here (a ControlNet mirrors them)."""
         c = self.config
-        with_context = self.clinical_mode == "tokens"
+        with_context = self.has_context
+        class_in_unet = self.n_classes and self.prompt_tokens is None
         return dict(
             spatial_dims=self.spatial_dims,
             in_channels=self.target_channels + self.image_condition_channels,
@@ -134,8 +141,26 @@ class ConditionalDenoiser(nn.Module):
             num_head_channels=c.num_head_channels,
             with_conditioning=with_context,
             cross_attention_dim=c.token_dim if with_context else None,
-            num_class_embeds=self.n_classes + 1 if self.n_classes else None,
+            num_class_embeds=self.n_classes + 1 if class_in_unet else None,
         )
+
+    @property
+    def has_context(self) -> bool:
+        """Whether the UNet has cross-attention to a context of tokens (clinical and/or prompt tokens)."""
+        return self.clinical_mode == "tokens" or self.prompt_tokens is not None
+
+    def context(self, cond: Conditions) -> Tensor | None:
+        """The cross-attention context (B, V + P, token_dim): clinical tokens, then prompt tokens; or None."""
+        parts = []
+        if self.clinical_tokens is not None:
+            parts.append(self.clinical_tokens(cond.clinical, cond.clinical_missing))
+        if self.prompt_tokens is not None:
+            parts.append(self.prompt_tokens(cond.days, cond.class_label))
+        return torch.cat([p.float() for p in parts], dim=1) if parts else None
+
+    def unet_class_labels(self, cond: Conditions) -> Tensor | None:
+        """The class labels for MONAI's class embedding; None when the class is a prompt token (or absent)."""
+        return cond.class_label if self.n_classes and self.prompt_tokens is None else None
 
     @property
     def null_class(self) -> int:
@@ -170,9 +195,7 @@ class ConditionalDenoiser(nn.Module):
     ) -> DenoiserOutput:
         """The residuals, when given, are a ControlNet's: added to the UNet's skip connections and mid block."""
         self._check_inputs(x_t, t, cond)
-        context = None
-        if self.clinical_tokens is not None:
-            context = self.clinical_tokens(cond.clinical, cond.clinical_missing)
+        context = self.context(cond)
         with ExitStack() as stack:
             if self.days_embedding is not None:
                 stack.enter_context(added_to_output(self.unet.time_embed, self.days_embedding(cond.days)))
@@ -184,7 +207,7 @@ class ConditionalDenoiser(nn.Module):
                 torch.cat([x_t, cond.image.to(x_t.dtype)], dim=1),
                 t,
                 context=context,
-                class_labels=cond.class_label if self.n_classes else None,
+                class_labels=self.unet_class_labels(cond),
                 down_block_additional_residuals=down_block_additional_residuals,
                 mid_block_additional_residual=mid_block_additional_residual,
             )
@@ -212,7 +235,7 @@ class ConditionalDenoiser(nn.Module):
                     shape = None if value is None else tuple(value.shape)
                     raise ValueError(f"cond.{name} must be (B, V) = ({batch}, {len(self.clinical_variables)}); "
                                      f"got {shape}")
-        for name, needed in (("days", self.days_embedding is not None), ("class_label", self.n_classes > 0)):
+        for name, needed in (("days", self.config.use_days), ("class_label", self.n_classes > 0)):
             value = getattr(cond, name)
             if needed and (value is None or tuple(value.shape) != (batch,)):
                 shape = None if value is None else tuple(value.shape)
@@ -236,8 +259,10 @@ class ConditionalDenoiser(nn.Module):
                 "num_res_blocks": c.num_res_blocks,
                 "num_head_channels": c.num_head_channels,
                 "norm_num_groups": c.norm_num_groups,
-                "cross_attention_dim": c.token_dim if self.clinical_mode == "tokens" else None,
+                "cross_attention_dim": c.token_dim if self.has_context else None,
             },
+            "prompt_tokens": [name for name, used in (("days", c.use_days), ("class_label", self.n_classes))
+                              if used] if self.prompt_tokens is not None else None,
             "clinical": {
                 "mode": self.clinical_mode,
                 "variables": [v.name for v in self.clinical_variables],
@@ -247,7 +272,8 @@ class ConditionalDenoiser(nn.Module):
             },
             "class_label": {"kind": c.class_label, "n_classes": self.n_classes,
                             "null_class": self.null_class if self.n_classes else None},
-            "days": "fourier(days/365) -> MLP -> + timestep embedding" if c.use_days else None,
+            "days": None if not c.use_days else ("fourier(days/365) -> MLP -> prompt token" if self.prompt_tokens
+                                                 is not None else "fourier(days/365) -> MLP -> + timestep embedding"),
             "parameters": count_parameters(self),
         }
 

@@ -18,8 +18,8 @@ import torch
 
 from oncodiff.cohort import Cohort
 from oncodiff.data import (
-    BaselineCrops, ClinicalEncoder, GeometryRecord, IntensityTransform, crop_baseline, patient_outcomes,
-    preprocess_cohort,
+    BaselineCrops, ClinicalEncoder, GeometryRecord, IntensityTransform, SurvivalClasses, crop_baseline,
+    patient_outcomes, preprocess_cohort,
 )
 from oncodiff.errors import ConfigError, OncodiffError
 from oncodiff.models import CLASS_COUNTS, CLASS_LABEL_KEYS
@@ -57,7 +57,8 @@ class CaseSet:
 
     def select(self, index: Sequence[int]) -> CaseSet:
         index = list(index)
-        batch = {k: (v[index] if isinstance(v, torch.Tensor) else [v[i] for i in index]) for k, v in self.batch.items()}
+        batch = {k: (v[index] if isinstance(v, torch.Tensor) else None if v is None else [v[i] for i in index])
+                 for k, v in self.batch.items()}  # class_label is None for models without one
         return CaseSet([self.cases[i] for i in index], batch, self.cohort, self.data_hash)
 
 
@@ -150,8 +151,22 @@ def _batch(model: ExportedModel, cohort: Cohort, cases: list[Case], arrays: list
         patient_id=[c.patient_id for c in cases], lesion_id=[c.lesion_id for c in cases],
         timepoint=[c.timepoint for c in cases], index=torch.arange(len(cases)),
     )
+    batch["survival_class2"], batch["survival_class4"] = survival_classes(model, batch)
     batch["class_label"] = class_labels(model, batch, overrides)
     return batch
+
+
+def survival_classes(model: ExportedModel, batch: Mapping[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B,) int64 survival_class2 and survival_class4 of each case by the model's training-split median and
+    quartiles (-1 unknown; all unknown for an export without them), as the training batches had them."""
+    thresholds = model.layout.survival_classes
+    if not thresholds:
+        unknown = torch.full((len(batch["patient_id"]),), -1, dtype=torch.int64)
+        return unknown, unknown.clone()
+    classes = SurvivalClasses.from_dict(thresholds)
+    pairs = [classes.classify(float(t), float(e)) for t, e in zip(batch["survival_time"], batch["survival_event"])]
+    return (torch.tensor([p[0] for p in pairs], dtype=torch.int64),
+            torch.tensor([p[1] for p in pairs], dtype=torch.int64))
 
 
 def class_labels(model: ExportedModel, batch: Mapping[str, Any], overrides: Mapping[str, str]) -> torch.Tensor | None:

@@ -42,6 +42,7 @@ class ModelLayout:
     crop_size: tuple[int, ...] = ()
     clinical_encoder: dict[str, Any] = field(default_factory=dict)
     response_positive: str | None = None
+    survival_classes: dict[str, Any] = field(default_factory=dict)  # training-split median / quartiles (days)
 
     def n_classes(self, model: ModelConfig) -> int:
         return CLASS_COUNTS[model.class_label]

@@ -3,7 +3,8 @@ drift, tumour volume change with an interval, and the implied response.
 
 Outputs per case (folder ``OUT/<patient>_<lesion>_<timepoint>``), all in the geometry of the
 baseline scan they were predicted from (same affine and shape), in the scan's own intensity units:
-mean, std (uncertainty), drift (mean post - pre), sample_KK, tumor_probability (the fraction of
+mean, std (uncertainty), drift (mean post - pre), agreement (the share of samples that agree on the
+kind of change, PULSAR's several-seeds confidence), sample_KK, tumor_probability (the fraction of
 samples in which the segmenter finds tumour), PNG previews for 2D cohorts, and summary.json.
 """
 
@@ -53,6 +54,25 @@ class Predictions:
     @property
     def drift(self) -> np.ndarray:
         return self.mean - self.pre
+
+    def agreement(self, threshold: float) -> np.ndarray:
+        """(B, *S) in [1/3, 1]: how many of a case's samples agree on the change at each voxel (PULSAR:
+        "if all generated outcomes are similar regardless of noise, the model likely has high confidence")."""
+        return agreement_map(self.samples, self.pre, threshold)
+
+
+def agreement_map(samples: np.ndarray, pre: np.ndarray, threshold: float) -> np.ndarray:
+    """Share of samples in the most common change category per voxel: (B, N, *S), (B, *S) -> (B, *S).
+
+    Each sample's drift (sample - pre) is a decrease (< -threshold), no change (|drift| <= threshold) or an
+    increase (> threshold); 1 means every seed predicts the same kind of change there.
+    """
+    if threshold < 0:
+        raise ValueError(f"agreement threshold must be >= 0, got {threshold}")
+    drift = samples - pre[:, None]
+    category = np.sign(drift) * (np.abs(drift) > threshold)
+    shares = np.stack([(category == c).mean(axis=1) for c in (-1, 0, 1)])
+    return shares.max(axis=0)
 
 
 CLASS_MODES = ("given", "predicted", "true", "null")
@@ -121,7 +141,8 @@ def predict(model: str | Path, cohort: str | Path, out: str | Path, patients: Se
     predictions = predict_cases(exported, cases, n, seed, mode, config)
     volumes = CaseVolumes.measure(load_segmenter(exported.path), cases, predictions,
                                   config.evaluation.response_threshold)
-    summaries = [write_case(out, cases, i, predictions, volumes) for i in range(len(cases))]
+    summaries = [write_case(out, cases, i, predictions, volumes, config.sampling.agreement_threshold)
+                 for i in range(len(cases))]
     (out / "summary.json").write_text(json.dumps({
         "model": str(exported.path), "cohort": str(cases.cohort.root), "samples": n, "seed": seed,
         "overrides": list(overrides), "sampling": config.sampling.model_dump(mode="json"), "cases": summaries,
@@ -163,16 +184,19 @@ def _default_patients(model: Path) -> list[str] | None:
     return None
 
 
-def write_case(out: Path, cases: CaseSet, i: int, predictions: Predictions, volumes: CaseVolumes) -> dict:
+def write_case(out: Path, cases: CaseSet, i: int, predictions: Predictions, volumes: CaseVolumes,
+               agreement_threshold: float = 0.05) -> dict:
     """Write one case's images (baseline geometry, scanner units) and return its summary."""
     case = cases.cases[i]
     folder = out / case.key.replace("/", "_")
     folder.mkdir(parents=True, exist_ok=True)
     background = baseline_scan(cases.cohort.root, case.baseline_image, case.geometry).array
     intensity = case.pre_intensity
+    agreement = agreement_map(predictions.samples[i:i + 1], predictions.pre[i:i + 1], agreement_threshold)[0]
     images = {"mean": paste_back(case.geometry, intensity.invert(predictions.mean[i]), 1, background),
               "std": paste_back(case.geometry, intensity.invert_difference(predictions.std[i])),
               "drift": paste_back(case.geometry, intensity.invert_difference(predictions.drift[i])),
+              "agreement": paste_back(case.geometry, agreement),
               "tumor_probability": paste_back(case.geometry, volumes.probability[i])}
     for k in range(predictions.samples.shape[1]):
         images[f"sample_{k:02d}"] = paste_back(case.geometry, intensity.invert(predictions.samples[i, k]), 1,

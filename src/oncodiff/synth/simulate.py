@@ -7,7 +7,7 @@ one scan share the same anatomy, tumour seed, bias field and scanner noise.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy import ndimage
@@ -20,6 +20,7 @@ from oncodiff.synth.site import Anatomy, Clinical, Site
 SITE_CODES = {"brain": 1, "lung": 2, "breast": 3}
 STREAMS = ("clinical", "anatomy", "tumour", "outcome")
 MAX_STRENGTHENING = 6  # attempts to push a patient's sensitivity into its class (see _simulate_arm)
+UNTREATED = 7  # extra seed word of untreated cohorts' patients
 
 
 @dataclass(frozen=True)
@@ -74,9 +75,10 @@ class _Scene:
     reach_mm: float
 
 
-def patient_streams(seed: int, site: Site, index: int) -> dict[str, np.random.Generator]:
-    """Independent generators for each part of one patient's simulation."""
-    base = np.random.SeedSequence([int(seed), SITE_CODES[site.name], int(index)])
+def patient_streams(seed: int, site: Site, index: int, treated: bool = True) -> dict[str, np.random.Generator]:
+    """Independent generators for each part of one patient's simulation. Untreated cohorts draw other
+    patients than treated ones of the same seed (a pre-training cohort must not repeat the treated one)."""
+    base = np.random.SeedSequence([int(seed), SITE_CODES[site.name], int(index)] + ([] if treated else [UNTREATED]))
     return {name: np.random.default_rng(child) for name, child in zip(STREAMS, base.spawn(len(STREAMS)))}
 
 
@@ -129,6 +131,14 @@ def _simulate_arm(site: Site, model: GrowthModel, baseline: TumourState, clinica
         treatment = treatment.scaled(1.5 if responder else 1 / 1.5)
     followup_states = tuple(states[days.index(t.days)] for t in site.followups)
     return Arm(responder, label, metric, attempt, followup_states)
+
+
+def _untreated_arm(site: Site, model: GrowthModel, baseline: TumourState) -> Arm:
+    """The tumour's natural course (no treatment kill), labelled by the site's rule (normally no response)."""
+    days = tuple(sorted({t.days for t in site.followups} | {site.assessment_day}))
+    states = grow(baseline, model, 0.0, days)
+    metric, label = site.classify(baseline, states[days.index(site.assessment_day)], model.spacing)
+    return Arm(False, label, metric, 0, tuple(states[days.index(t.days)] for t in site.followups))
 
 
 def _in_full(site: Site, state: TumourState, box: tuple[slice, ...], shape: tuple[int, ...]) -> np.ndarray:
@@ -227,9 +237,15 @@ def _survival(site: Site, rng: np.random.Generator, clinical: Clinical, log_burd
     return int(round(min(death_day, censor_day))), int(death_day <= censor_day), float(death_day)
 
 
-def simulate_patient(site: Site, index: int, seed: int, dims: int, misalign_mm: float = 0.0) -> PatientRecord:
-    """Simulate patient number ``index`` (0-based) of a cohort: scans, counterfactuals, outcomes, truth."""
-    rng = patient_streams(seed, site, index)
+def simulate_patient(site: Site, index: int, seed: int, dims: int, misalign_mm: float = 0.0,
+                     treated: bool = True) -> PatientRecord:
+    """Simulate patient number ``index`` (0-based) of a cohort: scans, counterfactuals, outcomes, truth.
+
+    ``treated=False``: an untreated (natural history) patient, e.g. for a pre-training cohort (ImmunoDiff
+    stage 1): the follow-ups grow without the treatment's kill, there are no counterfactuals, and the id
+    is U0001... instead of P0001....
+    """
+    rng = patient_streams(seed, site, index, treated)
     clinical = site.draw_clinical(rng["clinical"])
     probability = site.response_probability(clinical)
     responder = bool(rng["clinical"].random() < probability)
@@ -246,12 +262,18 @@ def simulate_patient(site: Site, index: int, seed: int, dims: int, misalign_mm: 
                              tuple(c - b.start for c, b in zip(center, box)), radius, anatomy.tissue[box])
     baseline = grow(seed_state, model, -float(site.pre_growth_days), (0.0,))[0]
 
-    factual = _simulate_arm(site, model, baseline, clinical, responder, random_effect)
-    counterfactual = _simulate_arm(site, model, baseline, clinical, not responder, random_effect)
+    if treated:
+        factual = _simulate_arm(site, model, baseline, clinical, responder, random_effect)
+        counterfactual = _simulate_arm(site, model, baseline, clinical, not responder, random_effect)
+    else:
+        factual = counterfactual = _untreated_arm(site, model, baseline)
     baseline_mask = _in_full(site, baseline, box, anatomy.background.shape)
     scene = _make_scene(site, anatomy, rng["tumour"], box, center, baseline_mask)
-    return _record(site, index, seed, dims, misalign_mm, rng, scene, clinical, observed, baseline,
-                   (factual, counterfactual), probability, random_effect)
+    record = _record(site, index, seed, dims, misalign_mm, rng, scene, clinical, observed, baseline,
+                     (factual, counterfactual), probability, random_effect)
+    if treated:
+        return record
+    return replace(record, patient_id=f"U{index + 1:04d}", counterfactuals=())
 
 
 def _record(site, index, seed, dims, misalign_mm, rng, scene, clinical, observed, baseline, arms, probability,

@@ -61,9 +61,10 @@ def _truth_scan_rows(record: PatientRecord, scans: tuple[Scan, ...], counterfact
              **{f"shift_mm_{axis}": _cell(v) for axis, v in zip("xyz", s.shift_mm)}} for s in scans]
 
 
-def _write_patient(site: Site, index: int, seed: int, dims: int, misalign_mm: float, root: Path) -> dict:
+def _write_patient(site: Site, index: int, seed: int, dims: int, misalign_mm: float, root: Path,
+                   treated: bool = True) -> dict:
     """Simulate one patient, write its images, return its table rows."""
-    record = simulate_patient(site, index, seed, dims, misalign_mm)
+    record = simulate_patient(site, index, seed, dims, misalign_mm, treated)
     positive, negative = site.response_values
     scan_rows = _write_scans(root, record, record.scans, "")
     for name, mask in record.anatomy.items():
@@ -76,8 +77,8 @@ def _write_patient(site: Site, index: int, seed: int, dims: int, misalign_mm: fl
     cf_rows = [{**{k: row[k] for k in ("patient_id", "lesion_id", "timepoint", "days")}, "response": cf_label,
                 "image": row["image"], "tumor_mask": row["tumor_mask"]}
                for row in _write_scans(root, record, record.counterfactuals, "cf_")]
-    patient = {"patient_id": record.patient_id, **{k: _cell(v) for k, v in record.clinical.items()},
-               site.response_column: positive if record.label else negative,
+    response = {site.response_column: positive if record.label else negative} if treated else {}
+    patient = {"patient_id": record.patient_id, **{k: _cell(v) for k, v in record.clinical.items()}, **response,
                "os_days": record.survival_days, "death": record.death}
     truth = {"patient_id": record.patient_id, **{k: _cell(v) for k, v in record.truth.items()}}
     truth_scans = _truth_scan_rows(record, record.scans, False) + _truth_scan_rows(record, record.counterfactuals, True)
@@ -85,30 +86,33 @@ def _write_patient(site: Site, index: int, seed: int, dims: int, misalign_mm: fl
             "truth_scans": truth_scans}
 
 
-def cohort_spec(site: Site, dims: int) -> dict:
-    """The cohort.yaml content for a synthetic cohort of ``site``."""
+def cohort_spec(site: Site, dims: int, treated: bool = True) -> dict:
+    """The cohort.yaml content for a synthetic cohort of ``site`` (untreated: no response outcome)."""
     positive, _ = site.response_values
+    outcomes = {"response": {"column": site.response_column, "positive": positive}} if treated else {}
     return {
-        "format": 1, "name": f"synthetic-{site.name}-{dims}d", "modality": site.modality,
-        "baseline": site.baseline.label, "clinical": [dict(v) for v in site.clinical_spec],
-        "outcomes": {"response": {"column": site.response_column, "positive": positive},
-                     "survival": {"time": "os_days", "event": "death"}},
+        "format": 1, "name": f"synthetic-{site.name}-{dims}d" + ("" if treated else "-untreated"),
+        "modality": site.modality, "baseline": site.baseline.label, "clinical": [dict(v) for v in site.clinical_spec],
+        "outcomes": {**outcomes, "survival": {"time": "os_days", "event": "death"}},
         "anatomy": list(site.anatomy_names),
     }
 
 
-def _write_tables(root: Path, site: Site, dims: int, seed: int, rows: list[dict]) -> None:
-    header = (f"# Synthetic {site.name} cohort ({dims}D) written by `oncodiff synth`, seed {seed}.\n"
+def _write_tables(root: Path, site: Site, dims: int, seed: int, rows: list[dict], treated: bool = True) -> None:
+    kind = "" if treated else "untreated (natural growth, no counterfactuals) "
+    header = (f"# Synthetic {kind}{site.name} cohort ({dims}D) written by `oncodiff synth`, seed {seed}.\n"
               "# Counterfactual follow-ups: counterfactuals.csv (never train on them); latent truth: truth/.\n"
               "# Generative model: docs/synthetic-cohorts.md\n")
-    (root / COHORT_YAML).write_text(header + yaml.safe_dump(cohort_spec(site, dims), sort_keys=False), encoding="utf-8")
+    spec = yaml.safe_dump(cohort_spec(site, dims, treated), sort_keys=False)
+    (root / COHORT_YAML).write_text(header + spec, encoding="utf-8")
     (root / "truth").mkdir(exist_ok=True)
     tables = {PATIENTS_CSV: "patient", SCANS_CSV: "scans", COUNTERFACTUALS_CSV: "counterfactuals",
               "truth/patients.csv": "truth", "truth/scans.csv": "truth_scans"}
     for name, key in tables.items():
         items = [r[key] for r in rows]
         flat = items if isinstance(items[0], dict) else [row for group in items for row in group]
-        pd.DataFrame(flat).to_csv(root / name, index=False, lineterminator="\n")
+        if flat:  # untreated cohorts have no counterfactuals
+            pd.DataFrame(flat).to_csv(root / name, index=False, lineterminator="\n")
 
 
 def _check_out(out: Path, overwrite: bool) -> None:
@@ -136,14 +140,16 @@ def _check_options(site: str, n_patients: int, dims: int, misalign_mm: float, wo
 
 def synthesize(
     site: str, n_patients: int, dims: int, seed: int, out: Path, overwrite: bool = False, *,
-    misalign_mm: float = 0.0, workers: int = 1,
+    misalign_mm: float = 0.0, workers: int = 1, treated: bool = True,
 ) -> Path:
     """Write a synthetic cohort of ``n_patients`` to the new folder ``out`` and return its path.
 
     site: brain | lung | breast; dims: 2 (slices, or a MIP for breast) or 3 (volumes). The same
     arguments give byte-identical files, whatever ``workers`` (processes) is. ``misalign_mm`` > 0
     shifts every follow-up (and its counterfactual) rigidly by that many mm in a random direction,
-    recorded in truth/scans.csv, for registration tests.
+    recorded in truth/scans.csv, for registration tests. ``treated=False`` writes an untreated cohort
+    (natural growth, patients U0001..., other patients than the treated cohort of the same seed, survival
+    but no response outcome, no counterfactuals): a pre-training cohort "without treatment" (ImmunoDiff).
     """
     site_model = _check_options(site, n_patients, dims, misalign_mm, workers)
     out = Path(out)
@@ -152,13 +158,13 @@ def synthesize(
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
     try:
-        jobs = [(site_model, i, seed, dims, misalign_mm, partial) for i in range(n_patients)]
+        jobs = [(site_model, i, seed, dims, misalign_mm, partial, treated) for i in range(n_patients)]
         if workers == 1:
             rows = [_write_patient(*job) for job in jobs]
         else:
             with ProcessPoolExecutor(max_workers=workers) as pool:
                 rows = list(pool.map(_write_patient, *zip(*jobs)))
-        _write_tables(partial, site_model, dims, seed, rows)
+        _write_tables(partial, site_model, dims, seed, rows, treated)
         if out.exists():
             shutil.rmtree(out)
         partial.rename(out)

@@ -19,7 +19,9 @@ from torch import Tensor
 
 from oncodiff.config import Config
 from oncodiff.diffusion import DiffusionLoss, NoiseSchedule
-from oncodiff.models import Conditions, conditions_from_batch, target_from_batch, target_weights
+from oncodiff.models import (
+    Conditions, conditions_from_batch, source_in_target_space, target_from_batch, target_weights,
+)
 from oncodiff.pipeline.export import ModelLayout, build_network
 from oncodiff.training.init import prepare_network
 
@@ -124,7 +126,9 @@ class DiffusionModule(_DenoiserModule):
             return out.prediction if drift_target is None else (out.prediction, out.drift)
 
         weight = target_weights(batch, tumor_weight_map(batch["tumor_mask"], diffusion.tumor_loss_weight), with_mask)
-        return self.loss_fn(model_fn, x0, generators, weight_map=weight, drift_target=drift_target)
+        source = source_in_target_space(batch["pre"].float(), diffusion.target, diffusion.source,
+                                        batch["tumor_mask"].float() if with_mask else None)
+        return self.loss_fn(model_fn, x0, generators, weight_map=weight, source=source, drift_target=drift_target)
 
 
 class RegressionModule(_DenoiserModule):

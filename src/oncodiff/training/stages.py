@@ -36,6 +36,7 @@ from torch import Tensor, nn
 from oncodiff.config import Config
 from oncodiff.diffusion import randn_per_element
 from oncodiff.errors import OncodiffError
+from oncodiff.models import source_in_target_space
 from oncodiff.models.anatomy import nt_xent, positive_is_nearest
 from oncodiff.models.autoencoder import Autoencoder, LatentDenoiser
 from oncodiff.pipeline.export import ModelLayout
@@ -228,10 +229,13 @@ class LatentDiffusionModule(DiffusionModule):
             net.codec.calibrate(torch.cat([batch["pre"], batch["post"]]).float(), batch["tumor_mask"].float())
         generators = self._generators(batch, validation)
         cond = net.encode_conditions(self._conditions(batch, None if validation else generators))
-        x0 = net.encode_target(batch["post"].float(), cond, self.config.diffusion.target)
+        diffusion = self.config.diffusion
+        x0 = net.encode_target(batch["post"].float(), cond, diffusion.target)
         tumor = (net.codec.resize(batch["tumor_mask"].float()) > 0).float()
-        weight = tumor_weight_map(tumor, self.config.diffusion.tumor_loss_weight, dilation=1)
-        return self.loss_fn(lambda x_t, t: net(x_t, t, cond).prediction, x0, generators, weight_map=weight)
+        weight = tumor_weight_map(tumor, diffusion.tumor_loss_weight, dilation=1)
+        source = source_in_target_space(net.z_pre(cond), diffusion.target, diffusion.source)
+        return self.loss_fn(lambda x_t, t: net(x_t, t, cond).prediction, x0, generators, weight_map=weight,
+                            source=source)
 
 
 STAGE_MODULES: dict[str, type[L.LightningModule]] = {

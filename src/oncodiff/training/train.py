@@ -20,9 +20,9 @@ import torch
 from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger
 
-from oncodiff.config import Config
+from oncodiff.config import Config, bf16_conv3d_problem
 from oncodiff.data import CohortDataModule
-from oncodiff.errors import OncodiffError
+from oncodiff.errors import ConfigError, OncodiffError
 from oncodiff.evaluation.tumor_size import TumorSegmenter
 from oncodiff.models import CLASS_COUNTS, CLASS_LABEL_KEYS, image_condition_names
 from oncodiff.pipeline.class_prior import ClassPrior, prior_features
@@ -41,6 +41,8 @@ BUDGET_MARGIN = 0.85  # share of max_minutes planned for training steps; the res
 def train(cohort: str | Path, config: Config, out: str | Path, resume: bool = False,
           cache_dir: str | Path | None = None) -> Path:
     """Train the model ``config`` describes on ``cohort``; returns the run folder."""
+    if not _on_gpu(config) and bf16_conv3d_problem(config):
+        raise ConfigError(bf16_conv3d_problem(config))
     L.seed_everything(config.training.seed, workers=True, verbose=False)
     if _is_rank_zero():
         run = open_run_folder(out, config, resume)
@@ -72,7 +74,20 @@ def model_layout(data: CohortDataModule, config: Config) -> ModelLayout:
         crop_size=tuple(config.data.crop_size),
         clinical_encoder=data.clinical_encoder.to_dict(),
         response_positive=spec.outcomes.response.positive if spec.outcomes.response else None,
+        survival_classes=data.survival_classes.to_dict(),
     )
+
+
+def _on_gpu(config: Config) -> bool:
+    accelerator = config.training.accelerator
+    return accelerator == "gpu" or (accelerator == "auto" and torch.cuda.is_available())
+
+
+def effective_precision(config: Config) -> str:
+    """training.precision as the Trainer runs it: 16-mixed (fp16) becomes bf16-mixed on CPU (I-SPY: "16-bit
+    mixed precision" on CUDA, CPU fallback), since CPUs have no fp16 autocast."""
+    precision = config.training.precision
+    return "bf16-mixed" if precision == "16-mixed" and not _on_gpu(config) else precision
 
 
 def _is_rank_zero() -> bool:
@@ -120,7 +135,7 @@ def measure_step_seconds(config: Config, layout: ModelLayout, data: CohortDataMo
     module = module_class(config)(config, layout, total_steps=1)
     optimizer = torch.optim.AdamW(module.parameters(), lr=1e-9)
     batch = next(iter(data.train_dataloader()))
-    precision = config.training.precision
+    precision = effective_precision(config)
     times = []
     for _ in range(repeats + 1):
         start = time.perf_counter()
@@ -142,6 +157,7 @@ def _trainer(run: RunFolder, config: Config, total_steps: int) -> L.Trainer:
         # stopping finds no val_loss logged yet and fails.
         ModelCheckpoint(dirpath=run.checkpoints, filename="best", monitor="val_loss", mode="min", save_last=True,
                         save_on_train_epoch_end=False),
+        # Checked after validation only: a run whose budget ends inside its first epoch has no val_loss yet.
         EarlyStopping(monitor="val_loss", mode="min", patience=train.patience, check_on_train_epoch_end=False),
         LearningRateMonitor(logging_interval="step"),
         WarmupEMA(decay=train.ema_decay),
@@ -152,7 +168,7 @@ def _trainer(run: RunFolder, config: Config, total_steps: int) -> L.Trainer:
         callbacks.append(TQDMProgressBar(refresh_rate=5))
     return L.Trainer(
         accelerator=train.accelerator, devices=train.devices, num_nodes=train.num_nodes,
-        precision=train.precision, max_epochs=train.max_epochs, max_steps=total_steps,
+        precision=effective_precision(config), max_epochs=train.max_epochs, max_steps=total_steps,
         max_time={"minutes": train.max_minutes} if train.max_minutes else None,
         check_val_every_n_epoch=train.val_every_n_epochs, callbacks=callbacks,
         logger=CSVLogger(run.root, name="logs"), log_every_n_steps=10, enable_progress_bar=interactive,
