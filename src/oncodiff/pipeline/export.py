@@ -148,8 +148,13 @@ def read_export_meta(path: str | Path) -> dict[str, Any]:
     return meta
 
 
-def load_export(path: str | Path, device: str | torch.device = "cpu") -> ExportedModel:
-    """Rebuild the network from an export and load its weights (strictly: every tensor must match)."""
+def load_export(path: str | Path, device: str | torch.device = "auto") -> ExportedModel:
+    """Rebuild the network from an export and load its weights (strictly: every tensor must match).
+
+    ``device="auto"``: the GPU when torch sees one (predict and evaluate then sample there), else the CPU.
+    """
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     folder = export_folder(path)
     meta = read_export_meta(folder)
     config = Config.model_validate(meta["config"])
