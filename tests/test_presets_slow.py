@@ -1,0 +1,69 @@
+"""Every paper preset trains and predicts end to end on a synthetic cohort of its site, by the commands of
+docs/presets.md (same run folders, so each later stage finds the earlier one through its preset's
+``training.init_from``), at the presets' CPU-sized defaults but with 2 optimiser steps per stage.
+
+Slow (several minutes): ``make test-slow`` or ``pytest -m slow tests/test_presets_slow.py``.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from oncodiff.cli import app
+
+pytestmark = pytest.mark.slow
+
+BUDGET = ["training.max_steps=2", "training.max_minutes=null", "training.samples_per_epoch=8",
+          "evaluation.segmenter_steps=2"]
+SAMPLING = ["sampling.steps=2"]
+CHAINS = {  # paper: (site, untreated pre-training cohort?, [(preset, run folder, cohort)], predicted run)
+    "immunodiff": ("lung", True, [("immunodiff-encoders", "runs/id-encoders", "public"),
+                                  ("immunodiff-ddpm", "runs/id-ddpm", "public"),
+                                  ("immunodiff-controlnet", "runs/id-controlnet", "public"),
+                                  ("immunodiff", "runs/immunodiff", "treated")]),
+    "gbm-ldm": ("brain", False, [("gbm-ldm-autoencoder", "runs/gbm-autoencoder", "treated"),
+                                 ("gbm-ldm", "runs/gbm-ldm", "treated")]),
+    "pulsar": ("brain", False, [("pulsar-drift", "runs/pulsar", "treated"),
+                                ("pulsar-drift-method1", "runs/pulsar-m1", "treated")]),
+    "nac": ("breast", False, [("nac-prompt-base", "runs/nac-base", "treated"), ("nac-prompt", "runs/nac", "treated")]),
+    "ispy": ("breast", False, [("ispy-ddpm", "runs/ispy", "treated")]),
+}
+
+
+def invoke(*args):
+    result = CliRunner().invoke(app, [str(a) for a in args])
+    assert result.exit_code == 0, f"oncodiff {' '.join(map(str, args))}\n{result.output}"
+    return result
+
+
+def sets(items):
+    return [arg for item in items for arg in ("--set", item)]
+
+
+@pytest.mark.parametrize("paper", list(CHAINS))
+def test_paper_chain_trains_and_predicts(paper, tmp_path, monkeypatch):
+    site, pretrain, stages = CHAINS[paper]
+    monkeypatch.chdir(tmp_path)  # the presets name earlier runs relative to where the commands run
+    cohorts = {"treated": tmp_path / "cohorts" / "treated"}
+    invoke("synth", "--site", site, "--dims", 3, "--patients", 10, "--seed", 1, "--out", cohorts["treated"])
+    if pretrain:
+        cohorts["public"] = tmp_path / "cohorts" / "public"
+        invoke("synth", "--site", site, "--dims", 3, "--patients", 8, "--untreated", "--seed", 2,
+               "--out", cohorts["public"])
+    cache = [f"data.cache_dir={tmp_path / 'cache'}"]
+    for preset, run, cohort in stages:
+        invoke("train", "--preset", preset, "--cohort", cohorts[cohort], "--out", run, *sets(BUDGET + cache))
+        assert (tmp_path / run / "model" / "model.safetensors").is_file(), f"{preset} exported nothing"
+    last = stages[-1][1]
+    if json.loads((tmp_path / last / "model" / "config.json").read_text(encoding="utf-8"))["config"]["training"][
+            "stage"] == "autoencoder":
+        return
+    invoke("predict", "--model", last, "--cohort", cohorts["treated"], "--out", "predictions", "--samples", 2,
+           *sets(SAMPLING))
+    summary = json.loads((tmp_path / "predictions" / "summary.json").read_text(encoding="utf-8"))
+    assert summary["cases"], f"{paper}: predicted no case"
+    for case in summary["cases"]:
+        assert {"mean", "std", "drift"} <= set(case["files"]), case["files"]
