@@ -168,3 +168,19 @@ def test_a_run_without_a_validation_split_trains_and_exports(runs, tmp_path):
     summary = json.loads((run / "train_summary.json").read_text(encoding="utf-8"))
     assert summary["global_step"] == 2 and summary["best_checkpoint"] == "last.ckpt"
     assert (run / "model" / "model.safetensors").is_file()
+
+
+def test_resume_accepts_a_run_started_before_new_config_keys_existed(tmp_path):
+    """A config.json without keys that oncodiff added later is compared with their defaults filled in."""
+    from oncodiff.training.run_folder import RunFolder, _check_same_experiment
+
+    config = load_config("demo")
+    run = RunFolder(tmp_path)
+    saved = config.model_dump(mode="json")
+    del saved["sampling"]["agreement_threshold"], saved["diffusion"]["source"]  # keys of a later version
+    run.config_json.write_text(json.dumps(saved), encoding="utf-8")
+    _check_same_experiment(run, config)  # no error
+    with pytest.raises(OncodiffError, match="sampling.steps"):
+        _check_same_experiment(run, config.with_overrides(["sampling.steps=7"]))
+    with pytest.raises(OncodiffError, match="diffusion.source"):  # a default filled in still compares
+        _check_same_experiment(run, config.with_overrides(["diffusion.source=pre"]))

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
+from pydantic import ValidationError
 
 from oncodiff.config import Config
 from oncodiff.errors import OncodiffError
@@ -84,7 +85,12 @@ def open_run_folder(out: str | Path, config: Config, resume: bool) -> RunFolder:
 
 
 def _check_same_experiment(run: RunFolder, config: Config) -> None:
-    saved = _flatten(json.loads(run.config_json.read_text(encoding="utf-8")))
+    raw = json.loads(run.config_json.read_text(encoding="utf-8"))
+    try:  # keys added to oncodiff since the run started take their defaults, which keep the old behaviour
+        raw = Config.model_validate(raw).model_dump(mode="json")
+    except ValidationError:
+        pass  # compared as saved: the differences below name what no longer fits
+    saved = _flatten(raw)
     now = _flatten(config.model_dump(mode="json"))
     changed = sorted(k for k in saved.keys() | now.keys() if saved.get(k) != now.get(k) and k not in RESUMABLE_CHANGES)
     if changed:
