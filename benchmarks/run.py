@@ -72,10 +72,14 @@ SETTINGS = [
     ("ddim50", "ddim", 50, 3),
     ("ddim20", "ddim", 20, 2),
     ("dpmpp20", "dpmpp", 20, 2),
+    ("ddim10", "ddim", 10, 2),
     ("dpmpp10", "dpmpp", 10, 2),
+    ("ddim5", "ddim", 5, 2),
+    ("dpmpp5", "dpmpp", 5, 2),
     ("single_step", "single_step", 1, 1),
 ]
 QUICK_REFERENCE_STEPS = 4
+TEST_SPLIT_SETTINGS = ("ddim20", "ddim10", "dpmpp10", "dpmpp5", "single_step")  # the whole split: fast ones only
 QUICK_MODEL = ["model.channels=[8,16]", "model.attention_levels=[false,true]", "model.norm_num_groups=8",
                "model.num_head_channels=8", "model.token_dim=16", "data.crop_size=[32,32]"]
 
@@ -239,13 +243,16 @@ def bench_sampling(model: ExportedModel, cases: CaseSet, settings: list, referen
     Interleaving per case spreads the machine's load changes over all methods alike.
     """
     net, config = model.net, model.config
+    # The reference is what a user writes: the network as built, in PyTorch's default (contiguous) memory format,
+    # not our channels_last export (load_export).
+    reference_net = _copy(net).to(memory_format=torch.contiguous_format)
     cond = case_conditions(model, cases, CLASS_MODE).to(device)
     shape = (net.target_channels, *cond.image.shape[2:])
     keys = [c.key for c in cases.cases]
     configs = {name: sampling_config(config, sampler, steps) for name, sampler, steps in settings}
     # Warm-up: first calls build oneDNN primitives; time none of them.
     warm = cond.select(slice(0, 1))
-    reference_chain(net, config, warm, torch.randn((1, *shape), device=device), 2)
+    reference_chain(reference_net, config, warm, torch.randn((1, *shape), device=device), 2)
     for name, sampler, steps in settings:
         gens = sample_generators(seed + 1, keys[:1], n_samples)
         draw_samples(net, sampling_config(config, sampler, min(steps, 2)), warm, n_samples, gens)
@@ -259,7 +266,7 @@ def bench_sampling(model: ExportedModel, cases: CaseSet, settings: list, referen
         for k in range(n_samples):
             x_T = randn_per_element((1, *shape), gens[k:k + 1], device)  # the same x_T as draw_samples' row k
             start = now()
-            chains.append(reference_chain(net, config, one, x_T, reference_steps))
+            chains.append(reference_chain(reference_net, config, one, x_T, reference_steps))
             sync(device)
             ref_chain_s.append(now() - start)
         ref_case_s.append(now() - start_case)
@@ -305,6 +312,7 @@ def bench_sampling(model: ExportedModel, cases: CaseSet, settings: list, referen
             "achieved_tflops": flops * calls * n_samples / seconds / 1e12,
             "ssim_tumor_delta": delta,
             "ssim_parity": None if delta is None else bool(abs(delta) <= SSIM_TOLERANCE),
+            "ssim_no_loss": None if delta is None else bool(delta >= -SSIM_TOLERANCE),
             **q,
         })
     return {"cases": keys, "samples": n_samples, "class_label": CLASS_MODE, "seed": seed,
@@ -332,36 +340,47 @@ def bench_test_split(model: ExportedModel, split: CaseSet, settings: list, n_sam
 # --------------------------------------------------------------------------------------------- variants
 
 
-def bench_variants(model: ExportedModel, cond: Conditions, batches: list[int], flops: int, peak_bf16: float,
-                   repeats: int, try_compile: bool) -> list[dict]:
-    """Forward-pass time per crop for each way of running the network (the utilisation experiments)."""
+def bench_variants(model: ExportedModel, cond: Conditions, batches: list[int], extra_batches: list[int], flops: int,
+                   peak_bf16: float, repeats: int, try_compile: bool) -> list[dict]:
+    """Forward-pass time per crop for each way of running the network (the utilisation experiments);
+    ours also at ``extra_batches`` (how many rows per forward pass pay off: sampling.batch_size)."""
     net = model.net
     shape = (net.target_channels, *cond.image.shape[2:])
     bf16 = lambda: torch.autocast(cond.image.device.type, dtype=torch.bfloat16)
+    plain = _copy(net).to(memory_format=torch.contiguous_format)  # the network as built, default memory format
     variants = [
         ("fp32, no_grad", nullcontext, torch.no_grad, None),
         ("bf16 autocast, no_grad", bf16, torch.no_grad, None),
-        ("bf16 autocast, inference_mode (ours)", bf16, torch.inference_mode, None),
-        ("bf16 autocast, inference_mode, channels_last", bf16, torch.inference_mode, "channels_last"),
+        ("bf16 autocast, inference_mode", bf16, torch.inference_mode, None),
+        ("bf16 autocast, inference_mode, channels_last weights and input", bf16, torch.inference_mode,
+         "channels_last_input"),
         ("bf16 weights + bf16 autocast, inference_mode", bf16, torch.inference_mode, "bf16_weights"),
     ]
+    if net.spatial_dims == 2:  # load_export's 2D networks: channels_last weights, inputs as they come
+        variants.insert(3, ("bf16 autocast, inference_mode, channels_last weights (ours)", bf16, torch.inference_mode,
+                            "ours"))
+    else:
+        variants[2] = ("bf16 autocast, inference_mode (ours)", bf16, torch.inference_mode, None)
     if try_compile:
         variants.append(("bf16 autocast, inference_mode, torch.compile", bf16, torch.inference_mode, "compile"))
     rows = []
     for name, precision, grad_mode, change in variants:
-        for batch in batches:
-            subject = net
+        sizes = batches + extra_batches if name.endswith("(ours)") else batches
+        for batch in sizes if change != "compile" else batches[1:2]:  # compile: one shape, minutes of warm-up
+            subject = plain
             c = cond.select(slice(0, 1)).repeat_interleave(batch)
             x = torch.randn((batch, *shape), device=cond.image.device)
             t = torch.full((batch,), 500, dtype=torch.long, device=cond.image.device)
-            if change == "channels_last":
-                subject = _copy(net).to(memory_format=torch.channels_last)
+            if change == "ours":
+                subject = net
+            elif change == "channels_last_input":
+                subject = _copy(plain).to(memory_format=torch.channels_last)
                 x = x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
                 c = replace(c, image=c.image.contiguous(memory_format=torch.channels_last)) if x.dim() == 4 else c
             elif change == "bf16_weights":  # no per-call weight casts; the inputs stay float32 (autocast casts them)
-                subject = _copy(net).to(torch.bfloat16)
+                subject = _copy(plain).to(torch.bfloat16)
             elif change == "compile":
-                subject = torch.compile(_copy(net))
+                subject = torch.compile(_copy(net))  # ours, compiled
             start = now()
             with grad_mode(), precision():
                 try:
@@ -626,12 +645,13 @@ def main(argv: list[str] | None = None) -> dict:
         row["fraction_bf16_peak"] = row["achieved_tflops"] / peak["bf16_tflops"]
         row["fraction_fp32_peak"] = row["achieved_tflops"] / peak["fp32_tflops"]
     log("test split ...")
-    fast = [s for s in settings if s[2] <= (2 if args.quick else 20)]
+    fast = [s for s in settings if s[0] in TEST_SPLIT_SETTINGS]
     test_split = bench_test_split(model, split, fast, args.samples, args.seed,
                                   sampling["reference"]["chain_seconds_median"], reference_steps, device)
     log("forward-pass variants ...")
-    variants = bench_variants(model, cond, [1, args.samples, 32] if not args.quick else [2], flops,
-                              peak["bf16_tflops"], 2 if args.quick else 5, args.compile)
+    variants = bench_variants(model, cond, [1, args.samples, 32] if not args.quick else [2],
+                              [] if args.quick else [128], flops, peak["bf16_tflops"], 2 if args.quick else 5,
+                              args.compile)
     log("training throughput ...")
     state = model.net.state_dict()
     crop = tuple(model.config.data.crop_size)
