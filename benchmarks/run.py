@@ -489,32 +489,31 @@ def bench_training(config: Config, layout: ModelLayout, state: dict | None, case
 
 
 def child_memory(spec_path: Path) -> None:
-    """Run one job of a memory measurement (in a fresh process) and print its peak RSS."""
+    """Run a memory measurement's jobs (in a fresh process), printing each job's peak RSS as one JSON line."""
     spec = json.loads(spec_path.read_text())
     torch.set_num_threads(spec["threads"])
     model = load_export(spec["run"])
     saved = torch.load(spec["conditions"], weights_only=False)
-    cond, shape = saved["cond"], saved["shape"]
+    shape = saved["shape"]
     import_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    resident = _rss_mb()
-    try:  # Linux: reset the peak RSS, so ru_maxrss below is this job's peak, not the imports'
-        Path("/proc/self/clear_refs").write_text("5")
-        reset = True
-    except OSError:
-        reset = False
-    job, n = spec["job"], spec["samples"]
-    if job == "reference":
-        for k in range(n):
-            reference_chain(model.net, model.config, cond.select(slice(0, 1)), torch.randn(1, *shape), spec["steps"])
-    elif job in ("ours", "split"):
-        cases = cond.batch_size if job == "split" else 1
-        one = cond if job == "split" else cond.select(slice(0, 1))
-        config = sampling_config(model.config, spec["sampler"], spec["steps"])
-        gens = sample_generators(0, [str(i) for i in range(cases)], n)
-        draw_samples(model.net, config, one, n, gens)
-    peak = _status_mb("VmHWM") if reset else None  # ru_maxrss keeps the import peak in a threaded process
-    print(json.dumps({"maxrss_mb": peak or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                      "loaded_mb": resident, "import_peak_mb": import_peak, "peak_reset": reset}))
+    for job in spec["jobs"]:
+        resident = _rss_mb()
+        try:  # Linux: reset the peak RSS, so the peak below is this job's, not the imports' (or an earlier job's)
+            Path("/proc/self/clear_refs").write_text("5")
+            reset = True
+        except OSError:
+            reset = False
+        kind, n = job["job"], job["samples"]
+        if kind == "reference":
+            for _ in range(n):
+                reference_chain(model.net, model.config, saved["one"], torch.randn(1, *shape), job["steps"])
+        elif kind in ("ours", "split"):
+            cond = saved["split"] if kind == "split" else saved["one"]
+            config = sampling_config(model.config, job["sampler"], job["steps"])
+            draw_samples(model.net, config, cond, n, sample_generators(0, [str(i) for i in range(cond.batch_size)], n))
+        peak = _status_mb("VmHWM") if reset else None  # ru_maxrss keeps the import peak in a threaded process
+        print(json.dumps({"name": job["name"], "maxrss_mb": peak or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+                          / 1024, "loaded_mb": resident, "import_peak_mb": import_peak, "peak_reset": reset}))
 
 
 def _rss_mb() -> float | None:
@@ -530,32 +529,35 @@ def _status_mb(field: str) -> float | None:
 
 
 def bench_memory(run: Path, out: Path, cond: Conditions, split_cond: Conditions, shape, threads: int,
-                 jobs: list[dict]) -> dict:
-    """Peak RSS (ru_maxrss) of each job in its own process, torch's allocations included; on Linux the peak is
-    reset after imports and model loading (/proc/self/clear_refs), so it is the job's own peak."""
+                 groups: list[list[dict]]) -> dict:
+    """Peak RSS of each job, torch's allocations included, in fresh processes (one per group of jobs, run
+    concurrently); on Linux the peak is reset before each job (/proc/self/clear_refs), so it is the job's own."""
     work = out / "memory"
     work.mkdir(exist_ok=True)
-    running = {}
-    for job in jobs:  # concurrently: ru_maxrss is each process's own, and the children are mostly imports
-        conditions = work / f"{job['name']}.pt"
-        torch.save({"cond": split_cond if job["job"] == "split" else cond.select(slice(0, 1)), "shape": shape},
-                   conditions)
-        spec = work / f"{job['name']}.json"
-        spec.write_text(json.dumps({**job, "run": str(run), "conditions": str(conditions), "threads": threads}))
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-        running[job["name"]] = (job, subprocess.Popen([sys.executable, __file__, "--child-memory", str(spec)],
-                                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                                      env=env))
+    conditions = work / "conditions.pt"
+    torch.save({"one": cond.select(slice(0, 1)), "split": split_cond, "shape": shape}, conditions)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    running = []
+    for k, jobs in enumerate(groups):
+        spec = work / f"group{k}.json"
+        spec.write_text(json.dumps({"jobs": jobs, "run": str(run), "conditions": str(conditions), "threads": threads}))
+        running.append((jobs, subprocess.Popen([sys.executable, __file__, "--child-memory", str(spec)],
+                                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)))
     results = {}
-    for name, (job, process) in running.items():
+    for jobs, process in running:
         stdout, stderr = process.communicate()
-        if process.returncode != 0:
-            results[name] = {"error": stderr[-500:], **job}
-            continue
-        results[name] = {**json.loads(stdout.strip().splitlines()[-1]), **job}
-        loaded = results[name]["loaded_mb"]
-        results[name]["above_loaded_mb"] = None if loaded is None else results[name]["maxrss_mb"] - loaded
-        log(f"memory {name}: {results[name]['maxrss_mb']:.0f} MB")
+        measured = {}
+        for line in stdout.strip().splitlines():
+            if line.startswith("{"):
+                row = json.loads(line)
+                measured[row.pop("name")] = row
+        for job in jobs:
+            if job["name"] not in measured:
+                results[job["name"]] = {"error": stderr[-500:] or f"exit status {process.returncode}", **job}
+                continue
+            row = results[job["name"]] = {**measured[job["name"]], **job}
+            row["above_loaded_mb"] = None if row["loaded_mb"] is None else row["maxrss_mb"] - row["loaded_mb"]
+            log(f"memory {job['name']}: {row['maxrss_mb']:.0f} MB")
     for path in work.iterdir():
         path.unlink()
     work.rmdir()
@@ -668,12 +670,13 @@ def main(argv: list[str] | None = None) -> dict:
     mem_steps = 2 if args.quick else 20
     jobs = [] if args.quick else [{"name": "loaded", "job": "loaded", "samples": 0, "steps": 0}]
     jobs += [{"name": "reference", "job": "reference", "samples": args.samples, "steps": mem_steps},
-            {"name": "ours_one_case", "job": "ours", "sampler": "ddim", "samples": args.samples, "steps": mem_steps}]
+             {"name": "ours_one_case", "job": "ours", "sampler": "ddim", "samples": args.samples, "steps": mem_steps}]
     if not args.quick:
         jobs.append({"name": "ours_test_split", "job": "split", "sampler": "ddim", "samples": args.samples,
                      "steps": mem_steps})
+    groups = [jobs] if args.quick else [[job] for job in jobs]  # quick: one process (its numbers mean nothing)
     split_cond = case_conditions(model, split, CLASS_MODE)
-    memory = bench_memory(run, args.out, cond.to("cpu"), split_cond, shape, args.threads, jobs)
+    memory = bench_memory(run, args.out, cond.to("cpu"), split_cond, shape, args.threads, groups)
     results = {
         "command": " ".join([Path(sys.executable).name, *sys.argv]) if argv is None else "main(" + repr(argv) + ")",
         "quick": args.quick,
