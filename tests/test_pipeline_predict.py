@@ -30,7 +30,7 @@ TINY = ["model.channels=[8,16]", "model.attention_levels=[false,true]", "model.n
         "sampling.steps=2"]
 NEW_PATIENT = "P007"  # has a baseline scan and no follow-up
 RUN_FILES = ("config.json", "splits.json", "plan.json", "train_summary.json", "metrics.csv", "checkpoints/last.ckpt",
-             "checkpoints/best.ckpt", "model/model.safetensors", "model/config.json", "model/segmenter.safetensors")
+             "checkpoints/best.ckpt", "model/model.safetensors", "model/config.json")
 SUMMARY_KEYS = {"model", "cohort", "samples", "seed", "overrides", "sampling", "cases"}
 CASE_KEYS = {"key", "patient_id", "lesion_id", "timepoint", "days", "volume_unit", "volume_baseline",
              "volume_baseline_segmented", "volume_pred_mean", "change_pct_mean", "change_pct_interval_50",
@@ -59,7 +59,9 @@ def trained(request, tmp_path_factory):
     dims = request.param
     root = tmp_path_factory.mktemp(f"predict{dims}d")
     cohort = cohort_with_a_new_patient(root / "cohort", dims)
-    config = load_config("demo", [*TINY, f"data.dims={dims}", f"data.crop_size={CROPS[dims]}"])
+    # 2D generates its follow-up masks (the demo preset's default); 3D measures volumes with the segmenter.
+    config = load_config("demo", [*TINY, f"data.dims={dims}", f"data.crop_size={CROPS[dims]}",
+                                  f"model.generate_mask={dims == 2}"])
     run = train(cohort, config, root / "run", cache_dir=root / "cache")
     out = predict(run, cohort, root / "predictions", patients=["P001", "P002", "P003"], cache_dir=root / "cache")
     return {"dims": dims, "root": root, "cohort": cohort, "run": run, "out": out, "cache": root / "cache"}
@@ -79,7 +81,10 @@ def test_the_run_folder_has_every_file_and_the_planned_steps(trained):
     assert NEW_PATIENT not in {p for side in ("train", "val", "test") for p in splits[side]}  # no follow-up: nothing to learn from
     meta = json.loads((run / "model" / "config.json").read_text(encoding="utf-8"))
     assert meta["layout"]["spatial_dims"] == trained["dims"]
-    assert meta["class_prior"] is not None and meta["segmenter"]["trained"]
+    assert meta["class_prior"] is not None
+    segmenter = trained["dims"] == 3  # the 2D model generates its own masks and needs no segmenter
+    assert (run / "model" / "segmenter.safetensors").is_file() == segmenter
+    assert bool(meta["segmenter"] and meta["segmenter"].get("trained")) == segmenter
 
 
 def test_outputs_have_the_baseline_scans_shape_and_affine(trained):
