@@ -211,3 +211,14 @@ def test_markdown_and_html_tables_carry_the_same_cells(tmp_path):
         assert f"### {table.title}" in markdown and html.escape(table.title) in fragment
         for cell in [c for row in table.rows for c in row if c] + list(table.notes):
             assert cell in markdown and html.escape(cell) in fragment, cell
+
+
+def test_a_model_that_generates_its_masks_is_not_reported_as_lacking_a_segmenter():
+    from oncodiff.evaluation.report import _caveats, _segmenter
+
+    skipped = {"trained": False, "reason": "model.generate_mask: every sample carries its own mask"}
+    generating = {"config": {"model": {"generate_mask": True}}, "segmenter": skipped, "test_cases": ["a"] * 20}
+    assert not any("segmenter" in note.lower() for note in _caveats(generating, []))
+    assert "generates each sample's tumour mask" in _segmenter(skipped, generates_masks=True)
+    missing = {**generating, "config": {"model": {"generate_mask": False}}}  # no segmenter and no masks: warn
+    assert any("not meaningful" in note for note in _caveats(missing, []))

@@ -142,7 +142,7 @@ def _header(summary: dict, evaluation: Path) -> str:
                       f"class label {model.get('class_label')}"),
             ("sampling", f"sampler {sampling.get('sampler')}, {sampling.get('steps')} steps, {sampling.get('samples')} "
                          f"samples per case, guidance scale {sampling.get('guidance_scale')}, eta {sampling.get('eta')}"),
-            ("volume segmenter", _segmenter(segmenter))]
+            ("tumour volumes", _segmenter(segmenter, _generates_masks(summary)))]
     items = "".join(f"<dt>{html.escape(k)}</dt><dd>{html.escape(str(v))}</dd>" for k, v in rows)
     nav = " ".join(f"<a href=\"#{a}\">{html.escape(t)}</a>" for a, t in _CONTENTS)
     return (f"<header><h1>oncodiff evaluation report</h1><nav>{nav}</nav>"
@@ -170,7 +170,13 @@ def _shape(size) -> str:
     return "×".join(str(s) for s in size) if isinstance(size, (list, tuple)) else str(size)
 
 
-def _segmenter(segmenter: dict) -> str:
+def _generates_masks(summary: dict) -> bool:
+    return bool(((summary.get("config") or {}).get("model") or {}).get("generate_mask"))
+
+
+def _segmenter(segmenter: dict, generates_masks: bool = False) -> str:
+    if generates_masks:
+        return "none needed: the model generates each sample's tumour mask (model.generate_mask)"
     if not segmenter:
         return "not recorded"
     if not segmenter.get("trained"):
@@ -198,7 +204,8 @@ def _caveats(summary: dict, tables: list[Table]) -> list[str]:
     notes += [f"{name}: {dist[key]['status']}" for key, name in (("fid", "FID"), ("lpips", "LPIPS"))
               if isinstance(dist.get(key), dict) and dist[key].get("status")]
     segmenter = summary.get("segmenter") or {}
-    if segmenter and (not segmenter.get("trained") or (segmenter.get("val_dice") or 0) < 0.7):
+    if segmenter and not _generates_masks(summary) and (not segmenter.get("trained")
+                                                         or (segmenter.get("val_dice") or 0) < 0.7):
         notes.append(f"Volume segmenter: {_segmenter(segmenter)}; volume-change numbers inherit its errors.")
     outcomes = summary.get("outcomes", {})
     for task in ("response", "survival"):
