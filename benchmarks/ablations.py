@@ -79,8 +79,8 @@ GBM = {"full": Budget(48, steps={"autoencoder": 600, "ldm": 600}, sampling_steps
 class Ablation:
     """Cohorts, runs and timings of one ablation under OUT."""
 
-    def __init__(self, out: Path, seed: int):
-        self.out, self.seed = out, seed
+    def __init__(self, out: Path, seed: int, extra: list[str] | None = None):
+        self.out, self.seed, self.extra = out, seed, list(extra or [])
         self.cache = out / "cache"
         self.wall: dict[str, float] = {}
         (out / "runs").mkdir(parents=True, exist_ok=True)
@@ -103,7 +103,7 @@ class Ablation:
         folder.mkdir(parents=True)
         if splits_from:  # the same patients in the same splits as that run
             shutil.copy(self.out / "runs" / splits_from / "splits.json", folder / "splits.json")
-        config = load_config(preset, overrides + [
+        config = load_config(preset, overrides + self.extra + [
             f"training.max_steps={steps}", "training.max_minutes=null", f"training.seed={self.seed}",
             "evaluation.segmenter_steps=1",  # the ablations never measure tumour size
         ])
@@ -120,6 +120,7 @@ class Ablation:
 
     def write(self, results: dict, table: str) -> None:
         results["wall_seconds"] = {k: round(v, 1) for k, v in self.wall.items()}
+        results["overrides"] = self.extra
         (self.out / "results.json").write_text(json.dumps(results, indent=2, default=_json) + "\n", encoding="utf-8")
         (self.out / "table.md").write_text(table, encoding="utf-8")
         print("\n" + table, flush=True)
@@ -147,8 +148,8 @@ def _json(value):
 # ------------------------------------------------------------------------------------------------ ImmunoDiff
 
 
-def immunodiff(out: Path, budget: Budget, seed: int) -> None:
-    ab = Ablation(out, seed)
+def immunodiff(out: Path, budget: Budget, seed: int, extra: list[str] | None = None) -> None:
+    ab = Ablation(out, seed, extra)
     public = ab.cohort("lung3d-untreated", "lung", budget.pretrain_patients, seed + 1, treated=False)
     treated = ab.cohort("lung3d", "lung", budget.patients, seed)
     steps = budget.steps
@@ -265,8 +266,8 @@ GBM_COLUMNS = (("psnr", "PSNR ↑", 2), ("psnr_tumor", "PSNR local ↑", 2), ("s
                ("ssim_tumor", "SSIM local ↑", 3), ("mse", "MSE ↓", 4), ("mse_tumor", "MSE local ↓", 4))
 
 
-def gbm_ldm(out: Path, budget: Budget, seed: int) -> None:
-    ab = Ablation(out, seed)
+def gbm_ldm(out: Path, budget: Budget, seed: int, extra: list[str] | None = None) -> None:
+    ab = Ablation(out, seed, extra)
     cohort = ab.cohort("brain3d", "brain", budget.patients, seed)
     steps = budget.steps
     autoencoder = ab.run("autoencoder", "gbm-ldm-autoencoder", cohort, steps["autoencoder"], GBM_COMMON)
@@ -349,14 +350,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--quick", action="store_true", help="tiny cohorts and budgets (a smoke test)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        help="config override for every run of the ablation (e.g. diffusion.prediction=v)")
     parser.add_argument("--cohort", type=Path, help="immunodiff-memory: the treated cohort")
     parser.add_argument("--init-from", type=Path, help="immunodiff-memory: the stage-1C run")
     args = parser.parse_args(argv)
     level = "quick" if args.quick else "full"
     if args.ablation == "immunodiff":
-        immunodiff(args.out.resolve(), IMMUNODIFF[level], args.seed)
+        immunodiff(args.out.resolve(), IMMUNODIFF[level], args.seed, args.overrides)
     elif args.ablation == "gbm-ldm":
-        gbm_ldm(args.out.resolve(), GBM[level], args.seed)
+        gbm_ldm(args.out.resolve(), GBM[level], args.seed, args.overrides)
     else:
         print(json.dumps(memory_run(args.out.resolve(), args.cohort, args.init_from, args.seed)))
 
