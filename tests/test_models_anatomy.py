@@ -13,13 +13,7 @@ from oncodiff.models.anatomy import AnatomyEncoders, nt_xent, positive_is_neares
 SHAPES = {2: (16, 16), 3: (16, 16, 8)}
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    # Tiny networks on a shared 2-core machine run 10-20x faster on one thread than on two.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def nt_xent_by_definition(z1: torch.Tensor, z2: torch.Tensor, tau: float) -> float:

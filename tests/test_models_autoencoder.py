@@ -15,13 +15,7 @@ SHAPES = {2: (16, 16), 3: (16, 16, 8)}
 VARIABLES = (ClinicalVariable(name="age", type="numeric", group="demographics"),)
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    # Tiny networks on a shared 2-core machine run 10-20x faster on one thread than on two.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny_autoencoder_config(**overrides) -> AutoencoderConfig:

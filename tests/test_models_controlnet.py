@@ -20,13 +20,7 @@ ZERO_INITIALISED = ("controlnet.controlnet_down_blocks.", "controlnet.controlnet
                     "controlnet.controlnet_cond_embedding.")
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    # Tiny networks on a shared 2-core machine run 10-20x faster on one thread than on two.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny_denoiser(spatial_dims: int, clinical: str = "tokens", seed: int = 0) -> ConditionalDenoiser:

@@ -9,13 +9,7 @@ from oncodiff.models.heads import ScanOutcomeCNN
 
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    # Tiny networks on a shared 2-core machine run 10-20x faster on one thread than on two.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 TINY = CNNOptions(epochs=2, batch_size=8, init_features=4, growth_rate=4, block_config=(1, 1))

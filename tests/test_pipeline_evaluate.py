@@ -7,7 +7,6 @@ import html
 import json
 
 import pytest
-import torch
 from typer.testing import CliRunner
 
 from factory import write_cohort
@@ -37,12 +36,7 @@ def invoke(*args):
     return CliRunner().invoke(app, [str(a) for a in args])
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def trained_run(root, n_patients: int):

@@ -38,12 +38,7 @@ CASE_KEYS = {"key", "patient_id", "lesion_id", "timepoint", "days", "volume_unit
 IMAGES = ("mean", "std", "drift", "tumor_probability", "agreement", "sample_00", "sample_01")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def cohort_with_a_new_patient(root, dims: int):

@@ -28,12 +28,7 @@ MODEL = dict(channels=(8, 16), attention_levels=(False, True), num_head_channels
              class_label="response")
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def make_config(**sampling) -> Config:

@@ -66,13 +66,7 @@ def _train_with(callbacks, *args, **kwargs):
         return train(*args, **kwargs)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    # Tiny networks on a shared 2-core machine run far faster on one thread; both runs use the same count.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

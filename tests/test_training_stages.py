@@ -38,13 +38,7 @@ TINY = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    # Tiny networks on a shared 2-core machine run 10-20x faster on one thread than on two.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def make_config(dims: int = 2, **overrides) -> Config:
