@@ -46,3 +46,13 @@ def test_one_class_only_gives_no_prior():
 @pytest.mark.parametrize("n", [1, 3])
 def test_allocation_small_n(n):
     assert allocate_classes(np.array([[0.4, 0.6]]), n).shape == (1, n)
+
+
+def test_prior_keeps_an_imbalanced_base_rate():
+    # The mixture samples classes in proportion to p: with features that carry no information, p must be the
+    # training base rate (27 % responders, as in the lung cohort), not the 50 % that class weighting gives.
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(400, 2))
+    y = (rng.random(400) < 0.27).astype(int)
+    p = ClassPrior.fit(x, y, n_classes=2).probabilities(x)
+    assert abs(p[:, 1].mean() - y.mean()) < 0.02

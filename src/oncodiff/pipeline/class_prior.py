@@ -57,7 +57,9 @@ class ClassPrior:
             return None
         mean, scale = x.mean(0), x.std(0)
         scale = np.where(scale > 1e-12, scale, 1.0)
-        model = LogisticRegression(C=L2_C, class_weight="balanced", max_iter=1000, random_state=seed)
+        # Unweighted: the mixture needs calibrated probabilities, and class weights would pull them towards the
+        # balanced split (a 27 % responder rate would be sampled as if it were 50 %).
+        model = LogisticRegression(C=L2_C, max_iter=1000, random_state=seed)
         model.fit((x - mean) / scale, y)
         coef, intercept = np.zeros((n_classes, x.shape[1])), np.full(n_classes, -1e4)
         if len(model.classes_) == 2 and model.coef_.shape[0] == 1:  # sklearn's binary form: one row for class 1
