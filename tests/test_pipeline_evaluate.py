@@ -70,6 +70,21 @@ def test_summary_has_every_section_and_method(evaluated):
         assert (evaluated["run"] / "baselines" / name / "model" / "model.safetensors").is_file()
 
 
+def test_calibrated_coverage_is_reported_for_the_outcome_unknown_predictions_only(evaluated):
+    summary = json.loads((evaluated["out"] / "summary.json").read_text(encoding="utf-8"))
+    uncertainty = summary["uncertainty"]
+    calibrated = {name for name, u in uncertainty.items() if "calibrated" in u}
+    # Margins are fitted for the mixture (and each trained baseline) at the end of its training; the null-class
+    # and oracle predictions are other distributions, and identity is not trained.
+    assert calibrated == {"diffusion", *TRAINED_BASELINES}
+    for name in calibrated:
+        entry = uncertainty[name]["calibrated"]
+        assert entry["nominal"] == [0.5, 0.9] and entry["n_cases"] == 2
+        assert "val cases" in entry["fitted_on"]
+    tables = (evaluated["out"] / "tables.md").read_text(encoding="utf-8")
+    assert "calibrated @90%" in tables and "| regression U-Net (pre -> post, MSE) | 2 | - | - |" in tables
+
+
 def test_tables_list_every_method(evaluated):
     summary = json.loads((evaluated["out"] / "summary.json").read_text(encoding="utf-8"))
     tables = (evaluated["out"] / "tables.md").read_text(encoding="utf-8")

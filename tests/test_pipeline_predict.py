@@ -31,7 +31,7 @@ TINY = ["model.channels=[8,16]", "model.attention_levels=[false,true]", "model.n
 NEW_PATIENT = "P007"  # has a baseline scan and no follow-up
 RUN_FILES = ("config.json", "splits.json", "plan.json", "train_summary.json", "metrics.csv", "checkpoints/last.ckpt",
              "checkpoints/best.ckpt", "model/model.safetensors", "model/config.json")
-SUMMARY_KEYS = {"model", "cohort", "samples", "seed", "overrides", "sampling", "cases"}
+SUMMARY_KEYS = {"model", "cohort", "samples", "seed", "overrides", "sampling", "interval_calibration", "cases"}
 CASE_KEYS = {"key", "patient_id", "lesion_id", "timepoint", "days", "volume_unit", "volume_baseline",
              "volume_baseline_segmented", "volume_pred_mean", "change_pct_mean", "change_pct_interval_50",
              "change_pct_interval_90", "response", "response_probability", "response_rule", "files"}
@@ -117,6 +117,26 @@ def test_summary_json_has_the_documented_keys(trained):
         assert len(case["sample_classes"]) == 2 and sum(case["class_probability"]) == pytest.approx(1.0)
         per_case = json.loads((out / case["key"].replace("/", "_") / "summary.json").read_text(encoding="utf-8"))
         assert per_case == case
+
+
+def test_training_calibrates_the_intervals_and_predict_reports_them(trained):
+    run, out = trained["run"], trained["out"]
+    meta = json.loads((run / "model" / "config.json").read_text(encoding="utf-8"))
+    splits = json.loads((run / "splits.json").read_text(encoding="utf-8"))
+    calibration = meta["interval_calibration"]
+    assert calibration == json.loads((run / "train_summary.json").read_text(encoding="utf-8"))["interval_calibration"]
+    assert calibration["calibrated"] and calibration["split"] == "val" and calibration["n_samples"] == 2
+    assert 1 <= calibration["n_cases"] <= len(splits["val"]) * 2  # one case per follow-up of each validation patient
+    assert calibration["levels"] == [0.5, 0.9]
+    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    assert summary["interval_calibration"].startswith(f"conformal margins from {calibration['n_cases']} val cases")
+    for case in summary["cases"]:
+        for level, margin in zip((50, 90), calibration["margins"]):
+            calibrated, raw = case[f"change_pct_interval_{level}_calibrated"], case[f"change_pct_interval_{level}"]
+            if margin is None or raw is None:  # too few validation cases for this level
+                assert calibrated is None
+            else:
+                np.testing.assert_allclose(calibrated, [raw[0] - 100 * margin, raw[1] + 100 * margin])
 
 
 def test_a_patient_with_only_a_baseline_scan_needs_days(trained, tmp_path):

@@ -254,6 +254,11 @@ class SamplingConfig(_Section):
         "(normalised intensity) counts as 'no change'; the map is the share of samples in the most common of "
         "decrease / no change / increase",
     )
+    calibrate: bool = Field(
+        True,
+        description="at the end of training, sample the validation split as predict does and fit conformal margins "
+        "for the volume-change intervals (oncodiff.pipeline.calibration); predict reports the calibrated intervals",
+    )
 
 
 class TrainingConfig(_Section):
@@ -319,7 +324,8 @@ class EvaluationConfig(_Section):
         1500, ge=1, description="training steps of the follow-up tumour segmenter used for size change (NAC paper)"
     )
     coverage_levels: tuple[float, ...] = Field(
-        (0.5, 0.9), description="nominal levels of the central sample intervals checked for coverage"
+        (0.5, 0.9), description="nominal levels of the central sample intervals checked for coverage, and calibrated "
+        "at the end of training (sampling.calibrate)"
     )
 
     baselines: tuple[Literal["regression", "regression_drift", "no_clinical"], ...] = Field(

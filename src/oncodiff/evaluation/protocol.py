@@ -29,9 +29,10 @@ from oncodiff.evaluation.metrics import MetricTable, image_metrics
 from oncodiff.evaluation.stage2 import evaluate_outcomes
 from oncodiff.evaluation.tables import format_tables
 from oncodiff.evaluation.uncertainty import calibration_curve, coverage, spread_error_correlation
+from oncodiff.pipeline.calibration import IntervalCalibration
 from oncodiff.pipeline.cases import CaseSet, load_cases
 from oncodiff.pipeline.export import ExportedModel, load_export
-from oncodiff.pipeline.predict import Predictions, predict_cases
+from oncodiff.pipeline.predict import Predictions, load_calibration, predict_cases
 from oncodiff.pipeline.volumes import CaseVolumes, load_segmenter
 
 FIGURE_CASES = 6
@@ -46,6 +47,7 @@ class MethodResult:
     label: str
     predictions: Predictions
     volumes: CaseVolumes
+    calibration: IntervalCalibration | None = None  # the conformal margins that apply to these predictions
 
 
 def evaluate(model: str | Path, cohort: str | Path, out: str | Path, overrides: Sequence[str] = (),
@@ -91,26 +93,28 @@ def _run_methods(run: Path, exported: ExportedModel, config: Config, cases: Case
     pre = cases.batch["pre"][:, 0].numpy()
     baseline_masks = cases.batch["tumor_mask"][:, 0].numpy()[:, None] > 0 if exported.config.model.generate_mask else None
     results = [("identity", "identity (post = pre)", Predictions(samples=pre[:, None].copy(), pre=pre,
-                                                                  masks=baseline_masks))]
+                                                                  masks=baseline_masks), None)]
     for name in config.evaluation.baselines:
         baseline = load_export(ensure_baseline(run, cohort, exported.config, name, config.evaluation.baseline_minutes,
                                                cache_dir))
         print(f"predicting with baseline {name} ...", flush=True)
-        results.append((name, TRAINED_BASELINES[name][0], predict_cases(baseline, cases, n, seed, "null")))
+        # Baselines have no class label: their "predicted" (outcome unknown) and "null" modes are the same.
+        results.append((name, TRAINED_BASELINES[name][0], predict_cases(baseline, cases, n, seed, "predicted"),
+                        load_calibration(baseline)))
     print(f"sampling {n} predictions per case with the full model ...", flush=True)
-    if exported.config.model.class_label == "none":
-        results.append(("diffusion", "diffusion", predict_cases(exported, cases, n, seed, "null", config)))
-    else:
+    calibration = load_calibration(exported)  # fitted with the outcome unknown ("predicted")
+    results.append(("diffusion", "diffusion" if exported.config.model.class_label == "none" else
+                    "diffusion, class predicted from clinical data (mixture)",
+                    predict_cases(exported, cases, n, seed, "predicted", config), calibration))
+    if exported.config.model.class_label != "none":
         results += [
-            ("diffusion", "diffusion, class predicted from clinical data (mixture)",
-             predict_cases(exported, cases, n, seed, "predicted", config)),
             ("diffusion_null_class", "diffusion, null class (unconditional on the outcome)",
-             predict_cases(exported, cases, n, seed, "null", config)),
+             predict_cases(exported, cases, n, seed, "null", config), None),
             ("diffusion_true_class", "diffusion, true class (oracle, as in the papers)",
-             predict_cases(exported, cases, n, seed, "true", config)),
+             predict_cases(exported, cases, n, seed, "true", config), None),
         ]
-    return [MethodResult(name, label, p, CaseVolumes.measure(segmenter, cases, p, threshold))
-            for name, label, p in results]
+    return [MethodResult(name, label, p, CaseVolumes.measure(segmenter, cases, p, threshold), c)
+            for name, label, p, c in results]
 
 
 def _score(methods: list[MethodResult], cases: CaseSet, config: Config) -> dict:
@@ -126,14 +130,14 @@ def _score(methods: list[MethodResult], cases: CaseSet, config: Config) -> dict:
         table.add(m.name, image_metrics(m.predictions.mean, post, tumor, ev.bbox_margin, ev.data_range,
                                         spatial_dims=spatial_dims), case_ids=keys)
         out["size"][m.name] = _size_scores(m.volumes)
-        out["uncertainty"][m.name] = _uncertainty(m.volumes)
+        out["uncertainty"][m.name] = _uncertainty(m.volumes, m.calibration, ev.coverage_levels)
         out["distribution"][m.name] = _mmd(m.predictions.mean, post, ev.mmd_bandwidth)
     out["image_metrics"] = {"aggregate": table.aggregate(), "per_case": table.rows()}
     out["distribution"]["fid"] = (fid(methods[-1].predictions.mean[:, None], post[:, None], ev.fid_weights)
                                   if len(post) >= 2 else {"value": None, "status": TOO_FEW_FOR_DISTANCES})
     out["distribution"]["lpips"] = {k: v for k, v in lpips(methods[-1].predictions.mean[:, None], post[:, None],
                                                             ev.lpips_weights).items() if k != "values"}
-    out["per_case_size"] = {m.name: [m.volumes.summary(i) | {"key": k} for i, k in enumerate(keys)] for m in methods}
+    out["per_case_size"] = {m.name: [m.volumes.summary(i, m.calibration) | {"key": k} for i, k in enumerate(keys)] for m in methods}
     return out
 
 
@@ -161,12 +165,18 @@ def _size_scores(volumes: CaseVolumes) -> dict:
             "response_agreement": float(agree)}
 
 
-def _uncertainty(volumes: CaseVolumes) -> dict:
+def _uncertainty(volumes: CaseVolumes, calibration: IntervalCalibration | None = None,
+                 levels: Sequence[float] = (0.5, 0.9)) -> dict:
+    """Coverage of the raw sample intervals and, with the run's conformal margins, of the calibrated ones."""
     change, true = volumes.change(), volumes.true_change()
     if change.shape[1] < 2:
-        return {"status": "deterministic: one prediction per case, no interval"}
-    return {"coverage": coverage(change, true), "spread_error": spread_error_correlation(change, true),
-            "calibration": calibration_curve(change, true)}
+        out = {"status": "deterministic: one prediction per case, no sample interval"}
+    else:
+        out = {"coverage": coverage(change, true, levels), "spread_error": spread_error_correlation(change, true),
+               "calibration": calibration_curve(change, true)}
+    if calibration is not None:
+        out["calibrated"] = calibration.coverage(change, true) | {"fitted_on": calibration.describe()}
+    return out
 
 
 def _provenance(run: Path, exported: ExportedModel, config: Config, cases: CaseSet, cohort) -> dict:

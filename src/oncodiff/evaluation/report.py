@@ -333,7 +333,7 @@ def _case_table(summary: dict, key: str, labels: dict[str, str]) -> str:
         size, image = sizes.get(method, {}), metrics.get(method, {})
         rows.append((label, _fmt(image.get("ssim_tumor")), _fmt(image.get("ssim")), _change(size),
                      _fmt(size.get("response_probability"), 2), size.get("note", "")))
-    header = ("", "SSIM tumour", "SSIM image", "Δvol (%) [90 % interval of samples]", "P(responder)", "volumes / notes")
+    header = ("", "SSIM tumour", "SSIM image", "Δvol (%) [90 % interval of samples], calibrated interval", "P(responder)", "volumes / notes")
     return to_html(Table("case", "", header, tuple(rows)))
 
 
@@ -352,6 +352,9 @@ def _change(size: dict) -> str:
     text = _pct(size.get("change_pct_mean"))
     if interval and interval[0] != interval[1]:
         text += f" [{interval[0]:+.1f}, {interval[1]:+.1f}]"
+    calibrated = size.get("change_pct_interval_90_calibrated")
+    if calibrated:
+        text += f", calibrated [{calibrated[0]:+.1f}, {calibrated[1]:+.1f}]"
     return text
 
 

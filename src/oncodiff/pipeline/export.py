@@ -130,6 +130,16 @@ def save_export(folder: str | Path, net: torch.nn.Module, config: Config, layout
     return folder
 
 
+def update_export_meta(folder: str | Path, **entries: Any) -> None:
+    """Add or replace top-level entries of an export's config.json (written whole, then renamed)."""
+    path = export_folder(folder) / CONFIG
+    meta = json.loads(path.read_text(encoding="utf-8"))
+    meta.update(entries)
+    partial = path.with_suffix(".json.partial")
+    partial.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    partial.replace(path)
+
+
 def export_folder(path: str | Path) -> Path:
     """The folder holding model.safetensors: ``path`` itself, or a run folder's ``model/``."""
     path = Path(path)

@@ -23,9 +23,10 @@ from oncodiff.config import Config
 from oncodiff.data import baseline_scan, paste_back
 from oncodiff.errors import OncodiffError
 from oncodiff.models import Conditions, conditions_from_batch, post_from_target
+from oncodiff.pipeline.calibration import IntervalCalibration
 from oncodiff.pipeline.cases import CaseSet, load_cases
 from oncodiff.pipeline.class_prior import ClassPrior, allocate_classes, prior_features
-from oncodiff.pipeline.export import ExportedModel, load_export, read_export_meta
+from oncodiff.pipeline.export import ExportedModel, load_export, read_export_meta, update_export_meta
 from oncodiff.pipeline.sampling import draw_samples, regress, sample_generators
 from oncodiff.pipeline.volumes import CaseVolumes, load_segmenter
 
@@ -124,6 +125,46 @@ def predict_cases(model: ExportedModel, cases: CaseSet, n_samples: int, seed: in
                        class_probability=probability, sample_classes=None if classes is None else classes.numpy())
 
 
+def load_calibration(model: ExportedModel) -> IntervalCalibration | None:
+    """The export's conformal interval margins (fitted at the end of training), or None."""
+    raw = read_export_meta(model.path).get("interval_calibration")
+    return IntervalCalibration.from_dict(raw) if raw and "margins" in raw else None
+
+
+def calibrate_export(folder: str | Path, cohort: str | Path, patients: Sequence[str], seed: int = 0,
+                     cache_dir: str | Path | None = None) -> dict:
+    """Sample ``patients`` (the validation split) as ``predict`` does with the outcome unknown, fit conformal
+    margins for the volume-change intervals and store them in the export's config.json; returns what
+    was stored (``{"calibrated": False, "reason": ...}`` when it cannot be done)."""
+    exported = load_export(folder)
+    config = exported.config
+    result: dict = {"calibrated": False}
+    if not patients:
+        result["reason"] = "the validation split is empty"
+    else:
+        cases = load_cases(exported, cohort, patients, cache_dir=cache_dir)
+        cases = cases.select([i for i, c in enumerate(cases.cases) if c.has_truth])
+        if not len(cases):
+            result["reason"] = "no validation patient has a follow-up scan"
+        else:
+            n = config.sampling.samples
+            print(f"calibrating the volume-change intervals on {len(cases)} validation cases x {n} samples ...",
+                  flush=True)
+            predictions = predict_cases(exported, cases, n, seed, "predicted", config)
+            volumes = CaseVolumes.measure(load_segmenter(exported.path), cases, predictions,
+                                          config.evaluation.response_threshold)
+            calibration = IntervalCalibration.fit(volumes.change(), volumes.true_change(), n, "predicted",
+                                                  config.evaluation.coverage_levels)
+            if calibration is None:
+                result["reason"] = (f"no validation case has a measurable volume change ({volumes.source}"
+                                    f"{': ' + volumes.note if volumes.note else ''})")
+            else:
+                result = {"calibrated": True, **calibration.to_dict()}
+                print(calibration.describe(), flush=True)
+    update_export_meta(exported.path, interval_calibration=result)
+    return result
+
+
 def predict(model: str | Path, cohort: str | Path, out: str | Path, patients: Sequence[str] | None = None,
             samples: int | None = None, days: float | None = None, overrides: Sequence[str] = (), seed: int = 0,
             cache_dir: str | Path | None = None) -> Path:
@@ -141,13 +182,30 @@ def predict(model: str | Path, cohort: str | Path, out: str | Path, patients: Se
     predictions = predict_cases(exported, cases, n, seed, mode, config)
     volumes = CaseVolumes.measure(load_segmenter(exported.path), cases, predictions,
                                   config.evaluation.response_threshold)
-    summaries = [write_case(out, cases, i, predictions, volumes, config.sampling.agreement_threshold)
+    calibration, calibration_note = _calibration_for(exported, mode, n)
+    summaries = [write_case(out, cases, i, predictions, volumes, config.sampling.agreement_threshold, calibration)
                  for i in range(len(cases))]
     (out / "summary.json").write_text(json.dumps({
         "model": str(exported.path), "cohort": str(cases.cohort.root), "samples": n, "seed": seed,
-        "overrides": list(overrides), "sampling": config.sampling.model_dump(mode="json"), "cases": summaries,
+        "overrides": list(overrides), "sampling": config.sampling.model_dump(mode="json"),
+        "interval_calibration": calibration_note, "cases": summaries,
     }, indent=2) + "\n", encoding="utf-8")
     return out
+
+
+def _calibration_for(model: ExportedModel, mode: str, n_samples: int) -> tuple[IntervalCalibration | None, str]:
+    """The calibration that applies to this prediction, and a sentence for summary.json saying which."""
+    calibration = load_calibration(model)
+    if calibration is None:
+        raw = read_export_meta(model.path).get("interval_calibration") or {}
+        return None, f"intervals not calibrated: {raw.get('reason', 'the model was trained without sampling.calibrate')}"
+    if mode != calibration.mode:
+        return None, ("intervals not calibrated: the margins were fitted with the outcome unknown and do not apply "
+                      "to predictions under a given response or survival class")
+    note = calibration.describe()
+    if n_samples != calibration.n_samples:
+        note += f"; this prediction drew {n_samples} samples per case, so the calibrated coverage is approximate"
+    return calibration, note
 
 
 def _split_overrides(overrides: Sequence[str]) -> tuple[list[str], dict[str, str]]:
@@ -185,7 +243,7 @@ def _default_patients(model: Path) -> list[str] | None:
 
 
 def write_case(out: Path, cases: CaseSet, i: int, predictions: Predictions, volumes: CaseVolumes,
-               agreement_threshold: float = 0.05) -> dict:
+               agreement_threshold: float = 0.05, calibration: IntervalCalibration | None = None) -> dict:
     """Write one case's images (baseline geometry, scanner units) and return its summary."""
     case = cases.cases[i]
     folder = out / case.key.replace("/", "_")
@@ -207,7 +265,7 @@ def write_case(out: Path, cases: CaseSet, i: int, predictions: Predictions, volu
         if image.ndim == 2 and not name.startswith("sample_"):
             write_image(image.array, image, folder / f"{name}.png")
     summary = {"key": case.key, "patient_id": case.patient_id, "lesion_id": case.lesion_id,
-               "timepoint": case.timepoint, "days": case.days, **volumes.summary(i), "files": files}
+               "timepoint": case.timepoint, "days": case.days, **volumes.summary(i, calibration), "files": files}
     if predictions.class_probability is not None:
         summary["class_probability"] = [float(p) for p in predictions.class_probability[i]]
         summary["sample_classes"] = [int(c) for c in predictions.sample_classes[i]]

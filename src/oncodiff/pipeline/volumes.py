@@ -17,6 +17,7 @@ import numpy as np
 
 from oncodiff.data import GeometryRecord
 from oncodiff.evaluation.tumor_size import TumorSegmenter
+from oncodiff.pipeline.calibration import IntervalCalibration, sample_interval
 
 if TYPE_CHECKING:  # avoid an import cycle: predict imports this module
     from oncodiff.pipeline.cases import CaseSet
@@ -95,8 +96,10 @@ class CaseVolumes:
         with np.errstate(divide="ignore", invalid="ignore"):
             return np.where(self.baseline > 0, self.true / self.baseline - 1.0, np.nan)
 
-    def summary(self, i: int) -> dict:
-        """JSON-ready sizes of case i; None where undefined."""
+    def summary(self, i: int, calibration: IntervalCalibration | None = None) -> dict:
+        """JSON-ready sizes of case i; None where undefined. With ``calibration``, the conformally
+        calibrated intervals too (``change_pct_interval_50_calibrated``, ...; None for a level it has no
+        margin for)."""
         change = self.change()[i]
         defined = change[np.isfinite(change)]
         out = {"volume_unit": self.unit, "volume_source": self.source, "volume_baseline": float(self.baseline[i]),
@@ -104,14 +107,21 @@ class CaseVolumes:
                "volume_pred_mean": _num(np.nanmean(self.samples[i]) if np.isfinite(self.samples[i]).any() else None),
                "change_pct_mean": None, "change_pct_interval_50": None, "change_pct_interval_90": None,
                "response": None, "response_probability": None, "response_rule": f"change <= {self.threshold:+.0%}"}
+        if calibration is not None:
+            out.update({f"change_pct_interval_{round(100 * level)}_calibrated": None for level in calibration.levels})
         if defined.size:
             out.update(
                 change_pct_mean=100 * float(defined.mean()),
-                change_pct_interval_50=[100 * float(q) for q in np.quantile(defined, [0.25, 0.75])],
-                change_pct_interval_90=[100 * float(q) for q in np.quantile(defined, [0.05, 0.95])],
+                change_pct_interval_50=[100 * float(q) for q in sample_interval(defined, 0.5)],
+                change_pct_interval_90=[100 * float(q) for q in sample_interval(defined, 0.9)],
                 response="responder" if defined.mean() <= self.threshold else "non-responder",
                 response_probability=float((defined <= self.threshold).mean()),
             )
+            if calibration is not None:
+                for level in calibration.levels:
+                    bounds = calibration.interval(defined, level)
+                    out[f"change_pct_interval_{round(100 * level)}_calibrated"] = (
+                        None if bounds is None else [100 * float(b) for b in bounds])
         if np.isfinite(self.true[i]):
             out["volume_true"] = float(self.true[i])
             out["change_pct_true"] = _num(100 * self.true_change()[i])

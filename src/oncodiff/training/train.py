@@ -27,6 +27,7 @@ from oncodiff.evaluation.tumor_size import TumorSegmenter
 from oncodiff.models import CLASS_COUNTS, CLASS_LABEL_KEYS, image_condition_names
 from oncodiff.pipeline.class_prior import ClassPrior, prior_features
 from oncodiff.pipeline.export import ModelLayout, save_export
+from oncodiff.pipeline.predict import calibrate_export
 from oncodiff.pipeline.volumes import SEGMENTER
 from oncodiff.training.callbacks import EpochLine
 from oncodiff.training.ema import WarmupEMA
@@ -59,6 +60,8 @@ def train(cohort: str | Path, config: Config, out: str | Path, resume: bool = Fa
     trainer.fit(module, datamodule=data, ckpt_path=str(run.last_checkpoint) if resume else None)
     if trainer.is_global_zero:
         _finish(run, config, layout, module, trainer, data)
+        if config.training.stage in PREDICTING_STAGES and config.sampling.calibrate:
+            _calibrate(run, cohort, config, cache_dir)
     return run.root
 
 
@@ -196,6 +199,17 @@ def _finish(run: RunFolder, config: Config, layout: ModelLayout, module: L.Light
     save_export(run.model_dir, module.net, config, layout, extra=extra)
     run.consolidate_metrics()
     (run.root / "train_summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+
+
+def _calibrate(run: RunFolder, cohort: str | Path, config: Config, cache_dir: str | Path | None) -> None:
+    """Conformal margins for the volume-change intervals from the validation split, into the export and
+    train_summary.json."""
+    val = json.loads(run.splits_json.read_text(encoding="utf-8"))["val"]
+    result = calibrate_export(run.model_dir, cohort, val, seed=config.training.seed, cache_dir=cache_dir)
+    path = run.root / "train_summary.json"
+    summary = json.loads(path.read_text(encoding="utf-8"))
+    summary["interval_calibration"] = result
+    path.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
 
 
 def train_segmenter(data: CohortDataModule, config: Config, path: Path) -> dict:
