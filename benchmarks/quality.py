@@ -1,19 +1,22 @@
 """Does the demo-scale model learn something real? Issue 4's four claims, measured on a held-out split.
 
-    python benchmarks/quality.py --out benchmarks/results/quality            # brain, 64 patients, demo preset
-    python benchmarks/quality.py --out DIR --run DIR/run                      # re-evaluate an existing run
+    python benchmarks/quality.py --out benchmarks/results/quality            # brain, 104 patients, demo preset
+    python benchmarks/quality.py --out DIR --run DIR/run --cohort DIR/cohort  # re-evaluate an existing run
 
-Synthesises a cohort (unless --cohort is given), trains the demo preset (unless --run is given),
-evaluates the test split against every baseline (identity, regression U-Net on post, regression
-U-Net on drift, diffusion without clinical conditioning; each trained with the same budget on the
-same split) and prints, with the numbers behind each verdict:
+Synthesises a cohort (unless --cohort is given), trains the demo preset (unless --run is given) on
+the demo's scale of data: by default 104 patients split 44 train / 10 validation / 50 test, so the
+training set is the demo's (64 patients at 70/15/15) while the test set is five times larger (the
+demo's 10 test patients gave the PSNR difference to the regression U-Net a 95 % interval of -1.6 to
++1.2 dB). Then it evaluates the test split against every baseline (identity, regression U-Net on
+post, regression U-Net on drift, diffusion without clinical conditioning; each trained with the same
+budget on the same split) and prints, with the numbers behind each verdict:
   1. in-tumour SSIM and PSNR of the mean prediction vs both baselines (identity, regression U-Net);
   2. volume change: Pearson r with the true change, and MAE vs the identity baseline;
   3. counterfactuals: the fraction of cases whose predicted change moves the right way;
   4. uncertainty: coverage of the true volume change by the 50 % and 90 % sample intervals, raw and
      conformally calibrated on the validation split.
 Claim 1 also gets the paired per-case difference to the regression U-Net with a 95 % bootstrap interval
-over patients: a mean that beats the baseline by less than that interval's width is a tie.
+over patients: when that interval includes 0 the two are not told apart by this test set.
 Writes OUT/quality.json and OUT/quality.md.
 """
 
@@ -94,7 +97,9 @@ def main() -> None:
     parser.add_argument("--cohort", type=Path, help="an existing cohort (default: synthesise one under OUT)")
     parser.add_argument("--run", type=Path, help="an existing run folder (default: train the preset under OUT)")
     parser.add_argument("--site", default="brain")
-    parser.add_argument("--patients", type=int, default=64)
+    parser.add_argument("--patients", type=int, default=104)
+    parser.add_argument("--val-fraction", type=float, default=0.1)
+    parser.add_argument("--test-fraction", type=float, default=0.48)
     parser.add_argument("--preset", default="demo")
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="config override for training")
     parser.add_argument("--baselines", default="regression,regression_drift,no_clinical",
@@ -106,7 +111,8 @@ def main() -> None:
         synthesize(site=args.site, n_patients=args.patients, dims=2, seed=0, out=cohort)
     run = args.run or args.out / "run"
     if args.run is None and not (run / "model" / "model.safetensors").is_file():
-        train(cohort, load_config(args.preset, args.overrides), run)
+        split = [f"data.val_fraction={args.val_fraction}", f"data.test_fraction={args.test_fraction}"]
+        train(cohort, load_config(args.preset, [*split, *args.overrides]), run)
     baselines = f"evaluation.baselines=[{args.baselines}]"
     summary = json.loads(evaluate(run, cohort, args.out / "evaluation", [baselines]).read_text(encoding="utf-8"))
     rows = claims(summary)

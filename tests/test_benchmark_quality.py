@@ -1,0 +1,63 @@
+"""benchmarks/quality.py's verdicts on hand-made evaluation summaries: the paired difference and its
+patient bootstrap interval, and the claim rows (no training: the benchmark itself is run by hand)."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+QUALITY_PY = Path(__file__).resolve().parents[1] / "benchmarks" / "quality.py"
+
+
+@pytest.fixture(scope="module")
+def quality():
+    spec = importlib.util.spec_from_file_location("oncodiff_benchmark_quality", QUALITY_PY)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def summary(ours: list[float], regression: list[float]) -> dict:
+    cases = [f"P{i // 2:03d}/L1/t{i % 2}" for i in range(len(ours))]  # two follow-ups per patient
+    per_case = [{"method": m, "case_id": c, "psnr_tumor": v, "ssim_tumor": v / 40}
+                for m, values in (("diffusion", ours), ("regression", regression), ("identity", [0.0] * len(ours)))
+                for c, v in zip(cases, values)]
+    aggregate = {m: {k: {"mean": float(np.mean([r[k] for r in per_case if r["method"] == m]))}
+                     for k in ("psnr_tumor", "ssim_tumor")} for m in ("diffusion", "regression", "identity")}
+    size = {"pearson_r": 0.5, "change_mae_pp": 10.0}
+    return {"test_cases": cases, "image_metrics": {"per_case": per_case, "aggregate": aggregate},
+            "size": {"diffusion": size, "identity": {"change_mae_pp": 20.0}},
+            "counterfactual": {"fraction_right_direction": 1.0, "n_scored": len(cases)},
+            "uncertainty": {"diffusion": {"coverage": {"nominal": [0.5, 0.9], "empirical": [0.4, 0.8]},
+                                          "calibrated": {"nominal": [0.5, 0.9], "empirical": [0.5, None],
+                                                         "mean_width_pp": [20.0, None]}}}}
+
+
+def test_a_consistent_gain_has_an_interval_above_zero(quality):
+    rng = np.random.default_rng(0)
+    regression = list(18 + rng.normal(size=40))
+    ours = [v + 1.0 + 0.1 * rng.normal() for v in regression]
+    d = quality.paired_difference(summary(ours, regression), "psnr_tumor", "regression")
+    assert d["n_cases"] == 40 and d["n_patients"] == 20
+    assert d["mean"] == pytest.approx(1.0, abs=0.1) and 0 < d["ci95"][0] < d["mean"] < d["ci95"][1]
+
+
+def test_a_noisy_tie_has_an_interval_around_zero(quality):
+    rng = np.random.default_rng(1)
+    regression = list(18 + rng.normal(size=20))
+    ours = [v + 2.0 * rng.normal() for v in regression]
+    d = quality.paired_difference(summary(ours, regression), "psnr_tumor", "regression")
+    assert d["ci95"][0] < 0 < d["ci95"][1]
+
+
+def test_claim_rows_carry_the_verdicts_and_the_calibrated_coverage(quality):
+    rows = quality.claims(summary([20.0, 21.0, 19.0, 20.0], [19.0, 20.0, 19.5, 19.0]))
+    verdicts = {claim: verdict for claim, _, verdict in rows}
+    assert verdicts["1. in-tumour PSNR beats both baselines"] is True
+    text = dict((claim, numbers) for claim, numbers, _ in rows)
+    assert "paired difference vs regression +0.625" in text["1. in-tumour PSNR beats both baselines"]
+    calibrated = next(numbers for claim, numbers, _ in rows if "calibrated" in claim)
+    assert calibrated == "50 %: 0.50, 90 %: -; mean width 20 pp, -"
