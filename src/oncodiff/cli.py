@@ -151,7 +151,10 @@ def predict(
     ),
     seed: int = typer.Option(0, help="base seed; each case has its own generator"),
 ) -> None:
-    """Sample post-treatment scans: mean, uncertainty, drift, volume change and response per case."""
+    """Sample post-treatment scans: mean, uncertainty, drift, volume change and response per case.
+
+    summary.json: 50 % and 90 % sample intervals of the volume change, and conformally calibrated ones.
+    """
     from oncodiff.pipeline import predict as predict_fn
 
     path = _run(predict_fn, model=model, cohort=cohort, out=out, patients=patient, samples=samples,
