@@ -44,6 +44,7 @@ def test_two_process_ddp_on_cpu_trains_and_exports_once(tmp_path):
     plan = json.loads((run / "plan.json").read_text(encoding="utf-8"))
     summary = json.loads((run / "train_summary.json").read_text(encoding="utf-8"))
     assert plan["total_steps"] == summary["global_step"] == 4
+    assert plan["world_size"] == 2 and plan["steps_per_epoch"] == 1  # 8 samples per epoch, 4 per rank, batch 4
     # Rank 0 alone finished the run: one segmenter, one export, one log version.
     assert output.count("training the tumour segmenter") == 1
     assert sorted(p.name for p in (run / "model").iterdir()) == ["config.json", "model.safetensors",
@@ -61,3 +62,16 @@ def test_evaluation_trains_its_baselines_in_one_process():
     for name in TRAINED_BASELINES:
         training = baseline_config(config, name, minutes=None).training
         assert (training.devices, training.num_nodes) == (1, 1)
+
+
+def test_world_size_is_read_from_the_device_options(monkeypatch):
+    from oncodiff.training.train import _world_size
+
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    cases = {("auto", 1): 1, (2, 1): 2, ("3", 2): 6, ("0,1", 1): 2, ("-1", 1): 1}
+    for (devices, nodes), expected in cases.items():
+        config = Config().with_overrides([f"training.devices={devices}", f"training.num_nodes={nodes}",
+                                          "training.accelerator=cpu"])
+        assert _world_size(config) == expected, (devices, nodes)
+    monkeypatch.setenv("WORLD_SIZE", "8")  # torchrun / SLURM know best
+    assert _world_size(Config()) == 8

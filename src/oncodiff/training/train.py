@@ -93,6 +93,21 @@ def effective_precision(config: Config) -> str:
     return "bf16-mixed" if precision == "16-mixed" and not _on_gpu(config) else precision
 
 
+def _world_size(config: Config) -> int:
+    """Processes taking part in training: torchrun/SLURM's WORLD_SIZE, else devices x nodes (devices="auto":
+    every visible GPU when training on GPUs, one process on CPU)."""
+    if os.environ.get("WORLD_SIZE"):
+        return int(os.environ["WORLD_SIZE"])
+    devices, every_gpu = config.training.devices, max(torch.cuda.device_count(), 1) if _on_gpu(config) else 1
+    if isinstance(devices, str):
+        text = devices.strip().strip("[]")
+        if "," in text:  # a list of device indices
+            devices = len([d for d in text.split(",") if d.strip()])
+        else:
+            devices = int(text) if text.lstrip("-").isdigit() else every_gpu
+    return (every_gpu if devices == -1 else max(int(devices), 1)) * config.training.num_nodes
+
+
 def _is_rank_zero() -> bool:
     # Lightning's DDP launcher and torchrun set these in every process but the first.
     return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", 0))) == 0 and int(os.environ.get("NODE_RANK", 0)) == 0
@@ -114,9 +129,12 @@ def _plan_steps(run: RunFolder, config: Config, layout: ModelLayout, data: Cohor
     if path.is_file():
         return int(json.loads(path.read_text(encoding="utf-8"))["total_steps"])
     train = config.training
-    steps_per_epoch = -(-(train.samples_per_epoch or len(data.dataset("train"))) // train.batch_size)
+    world = _world_size(config)
+    # Lightning shares each epoch's samples out over the ranks (padded to a multiple of the world size).
+    per_rank = -(-(train.samples_per_epoch or len(data.dataset("train"))) // world)
+    steps_per_epoch = -(-per_rank // train.batch_size)
     by_epochs = train.max_epochs * steps_per_epoch
-    plan = {"steps_per_epoch": steps_per_epoch, "by_epochs": by_epochs}
+    plan = {"world_size": world, "steps_per_epoch": steps_per_epoch, "by_epochs": by_epochs}
     if train.max_steps is not None:
         total = min(train.max_steps, by_epochs)
     elif train.max_minutes is not None:
