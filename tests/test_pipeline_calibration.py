@@ -70,3 +70,11 @@ def test_interval_widens_the_sample_quantiles_by_the_margin(level):
     q = np.quantile(change, [(1 - level) / 2, (1 + level) / 2], axis=1)
     margin = 0.1 if level == 0.5 else 0.2
     np.testing.assert_allclose([low[0], high[0]], [q[0, 0] - margin, q[1, 0] + margin])
+
+
+def test_a_one_prediction_model_says_so():
+    calibration = IntervalCalibration((0.5, 0.9), (0.3, 0.9), 20, 1, "predicted")
+    assert "20 val cases x 1 prediction" in calibration.describe()
+    # one prediction per case: the interval is the prediction +- the margin
+    low, high = calibration.interval(np.array([[0.1]]), 0.9)
+    np.testing.assert_allclose([low[0], high[0]], [0.1 - 0.9, 0.1 + 0.9])

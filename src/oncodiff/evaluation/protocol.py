@@ -176,6 +176,9 @@ def _uncertainty(volumes: CaseVolumes, calibration: IntervalCalibration | None =
                "calibration": calibration_curve(change, true)}
     if calibration is not None:
         out["calibrated"] = calibration.coverage(change, true) | {"fitted_on": calibration.describe()}
+        if change.shape[1] != calibration.n_samples:
+            out["calibrated"]["note"] = (f"margins fitted with {calibration.n_samples} samples per case, applied to "
+                                         f"{change.shape[1]}: the calibrated coverage is approximate")
     return out
 
 

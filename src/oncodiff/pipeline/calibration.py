@@ -98,8 +98,8 @@ class IntervalCalibration:
     def describe(self) -> str:
         margins = ", ".join(f"{int(100 * p)} %: " + ("none (too few cases)" if m is None else f"{100 * m:+.1f} pp")
                             for p, m in zip(self.levels, self.margins))
-        return (f"conformal margins from {self.n_cases} {self.split} cases x {self.n_samples} samples "
-                f"({self.mode} class): {margins}")
+        samples = "1 prediction" if self.n_samples == 1 else f"{self.n_samples} samples"
+        return f"conformal margins from {self.n_cases} {self.split} cases x {samples} ({self.mode} class): {margins}"
 
     def to_dict(self) -> dict:
         return asdict(self)

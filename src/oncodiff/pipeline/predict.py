@@ -153,7 +153,8 @@ def calibrate_export(folder: str | Path, cohort: str | Path, patients: Sequence[
             predictions = predict_cases(exported, cases, n, seed, "predicted", config)
             volumes = CaseVolumes.measure(load_segmenter(exported.path), cases, predictions,
                                           config.evaluation.response_threshold)
-            calibration = IntervalCalibration.fit(volumes.change(), volumes.true_change(), n, "predicted",
+            drawn = predictions.samples.shape[1]  # 1 for a regression model
+            calibration = IntervalCalibration.fit(volumes.change(), volumes.true_change(), drawn, "predicted",
                                                   config.evaluation.coverage_levels)
             if calibration is None:
                 result["reason"] = (f"no validation case has a measurable volume change ({volumes.source}"
@@ -182,7 +183,7 @@ def predict(model: str | Path, cohort: str | Path, out: str | Path, patients: Se
     predictions = predict_cases(exported, cases, n, seed, mode, config)
     volumes = CaseVolumes.measure(load_segmenter(exported.path), cases, predictions,
                                   config.evaluation.response_threshold)
-    calibration, calibration_note = _calibration_for(exported, mode, n)
+    calibration, calibration_note = _calibration_for(exported, mode, predictions.samples.shape[1])
     summaries = [write_case(out, cases, i, predictions, volumes, config.sampling.agreement_threshold, calibration)
                  for i in range(len(cases))]
     (out / "summary.json").write_text(json.dumps({
