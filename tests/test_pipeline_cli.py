@@ -133,3 +133,18 @@ def test_predict_a_new_patient_needs_days(trained):
     unknown = invoke("predict", "--model", trained["run"], "--cohort", trained["cohort"], "--patient", "P999",
                      "--out", trained["root"] / "unknown")
     assert unknown.exit_code == 2 and "P999" in unknown.output and "patients.csv" in unknown.output
+
+
+def test_calibrate_refits_the_margins_for_another_sample_count(trained):
+    meta_path = trained["run"] / "model" / "config.json"
+    fitted_at_training = json.loads(meta_path.read_text(encoding="utf-8"))["interval_calibration"]
+    assert fitted_at_training["calibrated"] and fitted_at_training["n_samples"] == 8
+    result = invoke("calibrate", "--model", trained["run"], "--cohort", trained["cohort"], "--samples", 3)
+    assert result.exit_code == 0, result.output
+    stored = json.loads(meta_path.read_text(encoding="utf-8"))["interval_calibration"]
+    assert stored["n_samples"] == 3 and json.loads(result.output.strip().splitlines()[-1]) == stored
+    not_a_run = invoke("calibrate", "--model", trained["run"] / "model", "--cohort", trained["cohort"])
+    assert not_a_run.exit_code == 2 and "not a run folder" in not_a_run.output
+    restored = invoke("calibrate", "--model", trained["run"], "--cohort", trained["cohort"])  # as training left it
+    assert restored.exit_code == 0 and json.loads(meta_path.read_text(encoding="utf-8"))["interval_calibration"] == \
+        fitted_at_training

@@ -163,6 +163,25 @@ def predict(
 
 
 @app.command()
+def calibrate(
+    model: Path = typer.Option(..., help="run folder"),
+    cohort: Path = typer.Option(..., help="cohort folder the run was trained on (its validation patients)"),
+    samples: Optional[int] = typer.Option(None, min=1, help="samples per case (default: the run's config)"),
+    seed: int = typer.Option(0, help="base seed; each case has its own generator"),
+) -> None:
+    """Refit the conformal margins of the volume-change intervals on the run's validation split.
+
+    Training does this once with the run's sample count; run it again before predicting with another --samples.
+    """
+    import json
+
+    from oncodiff.pipeline import calibrate_run
+
+    result = _run(calibrate_run, model, cohort, samples=samples, seed=seed)
+    typer.echo(json.dumps(result))
+
+
+@app.command()
 def evaluate(
     model: Path = typer.Option(..., help="run folder"),
     cohort: Path = typer.Option(..., help="cohort folder with ground-truth follow-ups"),

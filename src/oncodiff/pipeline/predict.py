@@ -131,11 +131,25 @@ def load_calibration(model: ExportedModel) -> IntervalCalibration | None:
     return IntervalCalibration.from_dict(raw) if raw and "margins" in raw else None
 
 
+def calibrate_run(run: str | Path, cohort: str | Path, samples: int | None = None, seed: int = 0,
+                  cache_dir: str | Path | None = None) -> dict:
+    """``oncodiff calibrate``: (re)fit the conformal interval margins of a run on its validation split, e.g.
+    for predictions with another ``--samples``; returns what was stored in RUN/model/config.json."""
+    run = Path(run)
+    splits = run / "splits.json"
+    if not splits.is_file():
+        raise OncodiffError(f"{run}: not a run folder (no splits.json); calibration needs the run written by "
+                            "`oncodiff train`, to sample its own validation split")
+    val = json.loads(splits.read_text(encoding="utf-8"))["val"]
+    return calibrate_export(run, cohort, val, seed, cache_dir, samples)
+
+
 def calibrate_export(folder: str | Path, cohort: str | Path, patients: Sequence[str], seed: int = 0,
-                     cache_dir: str | Path | None = None) -> dict:
+                     cache_dir: str | Path | None = None, samples: int | None = None) -> dict:
     """Sample ``patients`` (the validation split) as ``predict`` does with the outcome unknown, fit conformal
     margins for the volume-change intervals and store them in the export's config.json; returns what
-    was stored (``{"calibrated": False, "reason": ...}`` when it cannot be done)."""
+    was stored (``{"calibrated": False, "reason": ...}`` when it cannot be done). ``samples``: per case
+    (default: the model's sampling.samples)."""
     exported = load_export(folder)
     config = exported.config
     result: dict = {"calibrated": False}
@@ -147,7 +161,7 @@ def calibrate_export(folder: str | Path, cohort: str | Path, patients: Sequence[
         if not len(cases):
             result["reason"] = "no validation patient has a follow-up scan"
         else:
-            n = config.sampling.samples
+            n = samples or config.sampling.samples
             print(f"calibrating the volume-change intervals on {len(cases)} validation cases x {n} samples ...",
                   flush=True)
             predictions = predict_cases(exported, cases, n, seed, "predicted", config)

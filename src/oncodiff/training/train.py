@@ -27,7 +27,7 @@ from oncodiff.evaluation.tumor_size import TumorSegmenter
 from oncodiff.models import CLASS_COUNTS, CLASS_LABEL_KEYS, image_condition_names
 from oncodiff.pipeline.class_prior import ClassPrior, prior_features
 from oncodiff.pipeline.export import ModelLayout, save_export
-from oncodiff.pipeline.predict import calibrate_export
+from oncodiff.pipeline.predict import calibrate_run
 from oncodiff.pipeline.volumes import SEGMENTER
 from oncodiff.training.callbacks import EpochLine
 from oncodiff.training.ema import WarmupEMA
@@ -222,8 +222,7 @@ def _finish(run: RunFolder, config: Config, layout: ModelLayout, module: L.Light
 def _calibrate(run: RunFolder, cohort: str | Path, config: Config, cache_dir: str | Path | None) -> None:
     """Conformal margins for the volume-change intervals from the validation split, into the export and
     train_summary.json."""
-    val = json.loads(run.splits_json.read_text(encoding="utf-8"))["val"]
-    result = calibrate_export(run.model_dir, cohort, val, seed=config.training.seed, cache_dir=cache_dir)
+    result = calibrate_run(run.root, cohort, seed=config.training.seed, cache_dir=cache_dir)
     path = run.root / "train_summary.json"
     summary = json.loads(path.read_text(encoding="utf-8"))
     summary["interval_calibration"] = result
