@@ -7,8 +7,9 @@ from oncodiff.pipeline.calibration import IntervalCalibration, conformal_margin
 
 
 def _overconfident(rng, n_cases, n_samples=8, spread=0.02, error=0.2):
-    """Samples far too tight around a prediction that misses the truth by N(0, error)."""
-    truth = rng.normal(size=n_cases)
+    """Samples far too tight around a prediction that misses the truth by N(0, error); changes around +200 %,
+    away from the -100 % floor."""
+    truth = 2.0 + rng.normal(size=n_cases)
     centre = truth + error * rng.normal(size=n_cases)
     return centre[:, None] + spread * rng.normal(size=(n_cases, n_samples)), truth
 
@@ -36,7 +37,7 @@ def test_calibrated_intervals_reach_nominal_coverage_on_new_cases():
 
 def test_too_wide_intervals_get_a_negative_margin():
     rng = np.random.default_rng(1)
-    truth = rng.normal(size=300)
+    truth = 3.0 + rng.normal(size=300)
     change = truth[:, None] + rng.normal(size=(300, 16))  # spread 1, no error: 90 % interval is too wide at 50 %
     calibration = IntervalCalibration.fit(change, truth, 16, "predicted", levels=(0.5,))
     assert calibration.margins[0] < 0
@@ -64,7 +65,7 @@ def test_uncalibrated_level_gives_no_interval():
 
 @pytest.mark.parametrize("level", [0.5, 0.9])
 def test_interval_widens_the_sample_quantiles_by_the_margin(level):
-    change = np.linspace(-1, 1, 9)[None]
+    change = np.linspace(-0.5, 1.5, 9)[None]
     calibration = IntervalCalibration((0.5, 0.9), (0.1, 0.2), 20, 9, "predicted")
     low, high = calibration.interval(change, level)
     q = np.quantile(change, [(1 - level) / 2, (1 + level) / 2], axis=1)
@@ -78,3 +79,9 @@ def test_a_one_prediction_model_says_so():
     # one prediction per case: the interval is the prediction +- the margin
     low, high = calibration.interval(np.array([[0.1]]), 0.9)
     np.testing.assert_allclose([low[0], high[0]], [0.1 - 0.9, 0.1 + 0.9])
+
+
+def test_the_lower_end_never_goes_below_a_vanished_tumour():
+    calibration = IntervalCalibration((0.9,), (1.5,), 20, 8, "predicted")
+    low, high = calibration.interval(np.array([[-0.5, -0.2, 0.1]]), 0.9)
+    assert low[0] == -1.0 and high[0] > 1.5

@@ -9,7 +9,7 @@ quantile regression (Romano, Patterson & Candes, NeurIPS 2019):
     score_i = max(lo_i - y_i, y_i - hi_i)        lo_i, hi_i: the central p sample interval of case i
     margin  = the ceil((n + 1) p)-th smallest score          (n validation cases)
 
-The calibrated interval is [lo - margin, hi + margin]. If the validation cases and a new case are
+The calibrated interval is [lo - margin, hi + margin], its lower end clipped at a change of -100 %. If the validation cases and a new case are
 exchangeable it covers the new case's true change with probability >= p (marginally, over cases). A
 negative margin shrinks an interval that was too wide. With too few validation cases for a level
 (ceil((n + 1) p) > n) no finite margin exists and that level stays uncalibrated (None).
@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 LEVELS = (0.5, 0.9)
+MIN_CHANGE = -1.0  # relative volume change of a tumour that has gone
 
 
 def sample_interval(samples: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
@@ -80,7 +81,8 @@ class IntervalCalibration:
         if margin is None:
             return None
         low, high = sample_interval(change, level)
-        return low - margin, high + margin
+        # A tumour cannot shrink by more than 100 %: clipping there loses no coverage.
+        return np.maximum(low - margin, MIN_CHANGE), high + margin
 
     def coverage(self, change: np.ndarray, true: np.ndarray) -> dict:
         """Empirical coverage of ``true`` (B,) by the calibrated intervals of ``change`` (B, N), and their
