@@ -139,6 +139,17 @@ def test_training_calibrates_the_intervals_and_predict_reports_them(trained):
                 np.testing.assert_allclose(calibrated, [max(raw[0] - 100 * margin, -100.0), raw[1] + 100 * margin])
 
 
+def test_predictions_say_when_the_calibration_does_not_quite_apply(trained, tmp_path):
+    common = dict(patients=["P001"], cache_dir=trained["cache"])
+    more = predict(trained["run"], trained["cohort"], tmp_path / "more", samples=3, **common)
+    note = json.loads((more / "summary.json").read_text(encoding="utf-8"))["interval_calibration"]
+    assert "drew 3 samples per case" in note and "approximate" in note
+    given = predict(trained["run"], trained["cohort"], tmp_path / "given", overrides=["response=responder"], **common)
+    summary = json.loads((given / "summary.json").read_text(encoding="utf-8"))
+    assert summary["interval_calibration"].startswith("intervals not calibrated")
+    assert "change_pct_interval_90_calibrated" not in summary["cases"][0]
+
+
 def test_a_patient_with_only_a_baseline_scan_needs_days(trained, tmp_path):
     with pytest.raises(OncodiffError, match=f"patient {NEW_PATIENT} has no follow-up.*--days"):
         predict(trained["run"], trained["cohort"], tmp_path / "no_days", patients=[NEW_PATIENT],
