@@ -202,6 +202,19 @@ def autoencoder_export(tmp_path, dims: int = 2, kind: str = "vqvae") -> tuple[st
     return export(tmp_path, "autoencoder", module, make_layout(dims)), module
 
 
+def test_predict_and_calibrate_refuse_a_stage_that_does_not_generate_follow_ups(tmp_path):
+    from oncodiff.errors import OncodiffError
+    from oncodiff.pipeline import predict
+    from oncodiff.pipeline.predict import calibrate_export
+
+    run, _ = autoencoder_export(tmp_path)
+    with pytest.raises(OncodiffError, match="'autoencoder' stage, which does not generate follow-ups"):
+        predict(run, tmp_path / "cohort", tmp_path / "out")
+    with pytest.raises(OncodiffError, match="does not generate follow-ups"):
+        calibrate_export(run, tmp_path / "cohort", ["P001"])
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize("dims", [2, 3])
 def test_latent_diffusion_trains_the_denoiser_in_the_frozen_latent_space(tmp_path, dims):
     run, autoencoder = autoencoder_export(tmp_path, dims)

@@ -261,6 +261,9 @@ class SamplingConfig(_Section):
     )
 
 
+PREDICTING_STAGES = ("diffusion", "regression", "latent_diffusion", "controlnet")  # stages that generate follow-ups
+
+
 class TrainingConfig(_Section):
     """Optimisation and the Lightning Trainer."""
 

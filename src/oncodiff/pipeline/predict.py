@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from oncodiff.cohort import write_image
-from oncodiff.config import Config
+from oncodiff.config import PREDICTING_STAGES, Config
 from oncodiff.data import baseline_scan, paste_back
 from oncodiff.errors import OncodiffError
 from oncodiff.models import Conditions, conditions_from_batch, post_from_target
@@ -150,7 +150,7 @@ def calibrate_export(folder: str | Path, cohort: str | Path, patients: Sequence[
     margins for the volume-change intervals and store them in the export's config.json; returns what
     was stored (``{"calibrated": False, "reason": ...}`` when it cannot be done). ``samples``: per case
     (default: the model's sampling.samples)."""
-    exported = load_export(folder)
+    exported = _predicting_export(folder)
     config = exported.config
     result: dict = {"calibrated": False}
     if not patients:
@@ -162,8 +162,7 @@ def calibrate_export(folder: str | Path, cohort: str | Path, patients: Sequence[
             result["reason"] = "no validation patient has a follow-up scan"
         else:
             n = samples or config.sampling.samples
-            print(f"calibrating the volume-change intervals on {len(cases)} validation cases x {n} samples ...",
-                  flush=True)
+            print(f"calibrating the volume-change intervals on {len(cases)} validation cases ...", flush=True)
             predictions = predict_cases(exported, cases, n, seed, "predicted", config)
             volumes = CaseVolumes.measure(load_segmenter(exported.path), cases, predictions,
                                           config.evaluation.response_threshold)
@@ -184,7 +183,7 @@ def predict(model: str | Path, cohort: str | Path, out: str | Path, patients: Se
             samples: int | None = None, days: float | None = None, overrides: Sequence[str] = (), seed: int = 0,
             cache_dir: str | Path | None = None) -> Path:
     """Predict follow-ups for a cohort's cases and write them under ``out``; returns ``out``."""
-    exported = load_export(model)
+    exported = _predicting_export(model)
     config_overrides, case_overrides = _split_overrides(overrides)
     config = exported.config.with_overrides(config_overrides) if config_overrides else exported.config
     out = _output_folder(out, cohort)
@@ -206,6 +205,15 @@ def predict(model: str | Path, cohort: str | Path, out: str | Path, patients: Se
         "interval_calibration": calibration_note, "cases": summaries,
     }, indent=2) + "\n", encoding="utf-8")
     return out
+
+
+def _predicting_export(path: str | Path) -> ExportedModel:
+    exported = load_export(path)
+    stage = exported.config.training.stage
+    if stage not in PREDICTING_STAGES:
+        raise OncodiffError(f"{path}: this run trained the {stage!r} stage, which does not generate follow-ups; "
+                            f"pass a run of one of the stages {', '.join(PREDICTING_STAGES)} (e.g. the chain's last)")
+    return exported
 
 
 def _calibration_for(model: ExportedModel, mode: str, n_samples: int) -> tuple[IntervalCalibration | None, str]:

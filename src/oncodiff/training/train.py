@@ -20,7 +20,7 @@ import torch
 from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger
 
-from oncodiff.config import Config, bf16_conv3d_problem
+from oncodiff.config import PREDICTING_STAGES, Config, bf16_conv3d_problem
 from oncodiff.data import CohortDataModule
 from oncodiff.errors import ConfigError, OncodiffError
 from oncodiff.evaluation.tumor_size import TumorSegmenter
@@ -35,7 +35,6 @@ from oncodiff.training.stages import module_class
 from oncodiff.training.run_folder import RunFolder, open_run_folder
 
 PLAN = "plan.json"
-PREDICTING_STAGES = ("diffusion", "regression", "latent_diffusion", "controlnet")  # stages that generate follow-ups
 BUDGET_MARGIN = 0.85  # share of max_minutes planned for training steps; the rest covers validation and export
 
 
