@@ -98,6 +98,7 @@ def main() -> None:
     parser.add_argument("--run", type=Path, help="an existing run folder (default: train the preset under OUT)")
     parser.add_argument("--site", default="brain")
     parser.add_argument("--patients", type=int, default=104)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic cohort")
     parser.add_argument("--val-fraction", type=float, default=0.1)
     parser.add_argument("--test-fraction", type=float, default=0.48)
     parser.add_argument("--preset", default="demo")
@@ -108,7 +109,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     cohort = args.cohort or args.out / "cohort"
     if args.cohort is None and not (cohort / "cohort.yaml").is_file():
-        synthesize(site=args.site, n_patients=args.patients, dims=2, seed=0, out=cohort)
+        synthesize(site=args.site, n_patients=args.patients, dims=2, seed=args.seed, out=cohort)
     run = args.run or args.out / "run"
     if args.run is None and not (run / "model" / "model.safetensors").is_file():
         split = [f"data.val_fraction={args.val_fraction}", f"data.test_fraction={args.test_fraction}"]
