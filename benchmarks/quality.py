@@ -44,7 +44,7 @@ def paired_difference(summary: dict, metric: str, other: str, n_boot: int = BOOT
     follow-ups are not independent cases)."""
     rows = summary["image_metrics"]["per_case"]
     values = {(r["method"], r["case_id"]): r[metric] for r in rows}
-    cases = [c for c in summary["test_cases"] if values.get((MAIN, c)) is not None and values.get((other, c)) is not None]
+    cases = [c for c in summary["test_cases"] if None not in (values.get((MAIN, c)), values.get((other, c)))]
     diff = np.array([values[(MAIN, c)] - values[(other, c)] for c in cases])
     patients = np.array([c.split("/")[0] for c in cases])
     groups = [diff[patients == p] for p in np.unique(patients)]
@@ -80,10 +80,12 @@ def claims(summary: dict) -> list[tuple[str, str, bool | None]]:
     rows.append(("3. counterfactuals move the right way (> 50 % of cases)",
                  f"{fraction} of {cf.get('n_scored')} cases" if fraction is not None else cf.get("status", "-"),
                  None if fraction is None else fraction > 0.5))
-    for key, claim in (("coverage", "4. coverage of the true volume change by the sample interval (nominal: empirical)"),
-                       ("calibrated", "4. the same, conformally calibrated intervals (margins from the validation split)")):
+    for key, claim in (
+        ("coverage", "4. coverage of the true volume change by the sample interval (nominal: empirical)"),
+        ("calibrated", "4. the same, conformally calibrated intervals (margins from the validation split)"),
+    ):
         coverage = summary["uncertainty"][MAIN].get(key, {})
-        text = ", ".join(f"{int(100 * n)} %: " + ("-" if e is None else f"{e:.2f}")
+        text = ", ".join(f"{round(100 * n)} %: " + ("-" if e is None else f"{e:.2f}")
                          for n, e in zip(coverage.get("nominal", []), coverage.get("empirical", [])))
         if coverage.get("mean_width_pp"):
             text += "; mean width " + ", ".join("-" if w is None else f"{w:.0f} pp" for w in coverage["mean_width_pp"])

@@ -137,7 +137,8 @@ def _score(methods: list[MethodResult], cases: CaseSet, config: Config) -> dict:
                                   if len(post) >= 2 else {"value": None, "status": TOO_FEW_FOR_DISTANCES})
     out["distribution"]["lpips"] = {k: v for k, v in lpips(methods[-1].predictions.mean[:, None], post[:, None],
                                                             ev.lpips_weights).items() if k != "values"}
-    out["per_case_size"] = {m.name: [m.volumes.summary(i, m.calibration) | {"key": k} for i, k in enumerate(keys)] for m in methods}
+    out["per_case_size"] = {m.name: [m.volumes.summary(i, m.calibration) | {"key": k} for i, k in enumerate(keys)]
+                            for m in methods}
     return out
 
 

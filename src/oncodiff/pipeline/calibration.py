@@ -9,10 +9,11 @@ quantile regression (Romano, Patterson & Candes, NeurIPS 2019):
     score_i = max(lo_i - y_i, y_i - hi_i)        lo_i, hi_i: the central p sample interval of case i
     margin  = the ceil((n + 1) p)-th smallest score          (n validation cases)
 
-The calibrated interval is [lo - margin, hi + margin], its lower end clipped at a change of -100 %. If the validation cases and a new case are
-exchangeable it covers the new case's true change with probability >= p (marginally, over cases). A
-negative margin shrinks an interval that was too wide. With too few validation cases for a level
-(ceil((n + 1) p) > n) no finite margin exists and that level stays uncalibrated (None).
+The calibrated interval is [lo - margin, hi + margin], its lower end clipped at a change of -100 %. If
+the validation cases and a new case are exchangeable it covers the new case's true change with
+probability >= p (marginally, over cases). A negative margin shrinks an interval that was too wide.
+With too few validation cases for a level (ceil((n + 1) p) > n) no finite margin exists and that level
+stays uncalibrated (None).
 
 Follow-ups of one patient are not independent, so with several time points per patient the guarantee
 is approximate. The margins hold for the sample count and mode they were fitted with; ``predict``
@@ -48,8 +49,9 @@ def conformal_margin(scores: np.ndarray, level: float) -> float | None:
 class IntervalCalibration:
     """Additive margins (relative-change units: 0.1 = 10 percentage points) per nominal level.
 
-    ``mode``: the class mode the validation split was sampled in ("predicted": the class marginalised
-    through the class prior; "null": a model without class label); ``n_samples``: samples per case.
+    ``mode``: how the validation split was sampled ("predicted": the outcome unknown, as ``predict`` samples
+    without a class override; a class-conditioned model marginalises the class through its class prior);
+    ``n_samples``: predictions per case (1 for a regression model).
     """
 
     levels: tuple[float, ...]
@@ -92,13 +94,18 @@ class IntervalCalibration:
         empirical, width = [], []
         for level in self.levels:
             bounds = self.interval(change[keep], level) if keep.any() else None
-            empirical.append(None if bounds is None else float(np.mean((bounds[0] <= true[keep]) & (true[keep] <= bounds[1]))))
-            width.append(None if bounds is None else float(100 * np.mean(bounds[1] - bounds[0])))
+            if bounds is None:
+                empirical.append(None)
+                width.append(None)
+                continue
+            empirical.append(float(np.mean((bounds[0] <= true[keep]) & (true[keep] <= bounds[1]))))
+            width.append(float(100 * np.mean(bounds[1] - bounds[0])))
         return {"nominal": list(self.levels), "empirical": empirical, "mean_width_pp": width,
-                "n_cases": int(keep.sum()), "n_undefined": int((~keep).sum()), "margins_pp": [None if m is None else 100 * m for m in self.margins]}
+                "n_cases": int(keep.sum()), "n_undefined": int((~keep).sum()),
+                "margins_pp": [None if m is None else 100 * m for m in self.margins]}
 
     def describe(self) -> str:
-        margins = ", ".join(f"{int(100 * p)} %: " + ("none (too few cases)" if m is None else f"{100 * m:+.1f} pp")
+        margins = ", ".join(f"{round(100 * p)} %: " + ("none (too few cases)" if m is None else f"{100 * m:+.1f} pp")
                             for p, m in zip(self.levels, self.margins))
         samples = "1 prediction" if self.n_samples == 1 else f"{self.n_samples} samples"
         return f"conformal margins from {self.n_cases} {self.split} cases x {samples} ({self.mode} class): {margins}"

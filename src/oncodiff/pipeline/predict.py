@@ -220,8 +220,9 @@ def _calibration_for(model: ExportedModel, mode: str, n_samples: int) -> tuple[I
     """The calibration that applies to this prediction, and a sentence for summary.json saying which."""
     calibration = load_calibration(model)
     if calibration is None:
-        raw = read_export_meta(model.path).get("interval_calibration") or {}
-        return None, f"intervals not calibrated: {raw.get('reason', 'the model was trained without sampling.calibrate')}"
+        reason = (read_export_meta(model.path).get("interval_calibration") or {}).get(
+            "reason", "the model was trained without sampling.calibrate")
+        return None, f"intervals not calibrated: {reason}"
     if mode != calibration.mode:
         return None, ("intervals not calibrated: the margins were fitted with the outcome unknown and do not apply "
                       "to predictions under a given response or survival class")
