@@ -333,7 +333,8 @@ def _case_table(summary: dict, key: str, labels: dict[str, str]) -> str:
         size, image = sizes.get(method, {}), metrics.get(method, {})
         rows.append((label, _fmt(image.get("ssim_tumor")), _fmt(image.get("ssim")), _change(size),
                      _fmt(size.get("response_probability"), 2), size.get("note", "")))
-    header = ("", "SSIM tumour", "SSIM image", "Δvol (%) [90 % interval of samples], calibrated interval", "P(responder)", "volumes / notes")
+    header = ("", "SSIM tumour", "SSIM image", "Δvol (%) [90 % interval of samples], calibrated interval",
+              "P(responder)", "volumes / notes")
     return to_html(Table("case", "", header, tuple(rows)))
 
 

@@ -16,7 +16,14 @@ from scipy import stats
 CALIBRATION_LEVELS = tuple(round(0.1 * k, 1) for k in range(1, 10))  # 0.1 .. 0.9
 
 
-def _valid_cases(samples: np.ndarray, truth: np.ndarray, min_samples: int) -> tuple[np.ndarray, np.ndarray, int]:
+def sample_interval(samples: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
+    """Central ``level`` interval of each row of ``samples`` (..., N): ``np.quantile``, linear interpolation."""
+    low, high = np.quantile(samples, [(1 - level) / 2, (1 + level) / 2], axis=-1)
+    return low, high
+
+
+def valid_cases(samples: np.ndarray, truth: np.ndarray, min_samples: int = 1) -> tuple[np.ndarray, np.ndarray, int]:
+    """The cases whose truth and every sample are finite, as float64, and how many were left out."""
     samples = np.asarray(samples, dtype=np.float64)
     truth = np.asarray(truth, dtype=np.float64)
     if samples.ndim != 2 or truth.shape != (samples.shape[0],):
@@ -41,10 +48,10 @@ def coverage(
     levels = [float(p) for p in levels]
     if not levels or any(not 0.0 < p < 1.0 for p in levels):
         raise ValueError(f"levels must be fractions strictly between 0 and 1, got {levels}")
-    samples, truth, n_undefined = _valid_cases(samples, truth, min_samples=1)
+    samples, truth, n_undefined = valid_cases(samples, truth, min_samples=1)
     empirical: list[float | None] = []
     for p in levels:
-        low, high = np.quantile(samples, [(1 - p) / 2, (1 + p) / 2], axis=1)
+        low, high = sample_interval(samples, p)
         empirical.append(float(np.mean((low <= truth) & (truth <= high))) if len(truth) else None)
     return {"nominal": levels, "empirical": empirical, "n_cases": len(truth), "n_undefined": n_undefined}
 
@@ -65,7 +72,7 @@ def spread_error_correlation(samples: np.ndarray, truth: np.ndarray) -> dict[str
     "n_undefined"}``; correlations are None with fewer than 3 valid cases or when spread or error is
     constant (the correlation is not defined there).
     """
-    samples, truth, n_undefined = _valid_cases(samples, truth, min_samples=2)
+    samples, truth, n_undefined = valid_cases(samples, truth, min_samples=2)
     spread = samples.std(axis=1, ddof=1)
     error = np.abs(samples.mean(axis=1) - truth)
     out: dict[str, float | int | None] = dict.fromkeys(("pearson_r", "pearson_p", "spearman_rho", "spearman_p"))

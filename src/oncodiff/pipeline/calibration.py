@@ -28,14 +28,10 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from oncodiff.evaluation.uncertainty import sample_interval, valid_cases
+
 LEVELS = (0.5, 0.9)
 MIN_CHANGE = -1.0  # relative volume change of a tumour that has gone
-
-
-def sample_interval(samples: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
-    """Central ``level`` interval of each row of ``samples`` (..., N): ``np.quantile``, linear interpolation."""
-    low, high = np.quantile(samples, [(1 - level) / 2, (1 + level) / 2], axis=-1)
-    return low, high
 
 
 def conformal_margin(scores: np.ndarray, level: float) -> float | None:
@@ -66,16 +62,14 @@ class IntervalCalibration:
             levels: Sequence[float] = LEVELS) -> IntervalCalibration | None:
         """From (B, N) sampled changes and (B,) true changes; cases with a NaN are left out. None
         without any usable case."""
-        change, true = np.asarray(change, dtype=np.float64), np.asarray(true, dtype=np.float64)
-        keep = np.isfinite(true) & np.isfinite(change).all(axis=1)
-        if not keep.any():
+        change, true, _ = valid_cases(change, true)
+        if not len(true):
             return None
-        change, true = change[keep], true[keep]
         margins = []
         for level in levels:
             low, high = sample_interval(change, level)
             margins.append(conformal_margin(np.maximum(low - true, true - high), level))
-        return cls(tuple(float(p) for p in levels), tuple(margins), int(keep.sum()), int(n_samples), mode)
+        return cls(tuple(float(p) for p in levels), tuple(margins), len(true), int(n_samples), mode)
 
     def interval(self, change: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray] | None:
         """The calibrated central interval of (..., N) sampled changes; None for an uncalibrated level."""
@@ -89,19 +83,18 @@ class IntervalCalibration:
     def coverage(self, change: np.ndarray, true: np.ndarray) -> dict:
         """Empirical coverage of ``true`` (B,) by the calibrated intervals of ``change`` (B, N), and their
         mean width in percentage points, per level."""
-        change, true = np.asarray(change, dtype=np.float64), np.asarray(true, dtype=np.float64)
-        keep = np.isfinite(true) & np.isfinite(change).all(axis=1)
+        change, true, n_undefined = valid_cases(change, true)
         empirical, width = [], []
         for level in self.levels:
-            bounds = self.interval(change[keep], level) if keep.any() else None
+            bounds = self.interval(change, level) if len(true) else None
             if bounds is None:
                 empirical.append(None)
                 width.append(None)
                 continue
-            empirical.append(float(np.mean((bounds[0] <= true[keep]) & (true[keep] <= bounds[1]))))
+            empirical.append(float(np.mean((bounds[0] <= true) & (true <= bounds[1]))))
             width.append(float(100 * np.mean(bounds[1] - bounds[0])))
         return {"nominal": list(self.levels), "empirical": empirical, "mean_width_pp": width,
-                "n_cases": int(keep.sum()), "n_undefined": int((~keep).sum()),
+                "n_cases": len(true), "n_undefined": n_undefined,
                 "margins_pp": [None if m is None else 100 * m for m in self.margins]}
 
     def describe(self) -> str:
