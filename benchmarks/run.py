@@ -50,12 +50,11 @@ from oncodiff.evaluation.tables import markdown
 from oncodiff.models import (
     Conditions,
     conditions_from_batch,
-    post_from_target,
     target_from_batch,
 )
 from oncodiff.pipeline.cases import CaseSet, load_cases
 from oncodiff.pipeline.export import ExportedModel, ModelLayout, load_export
-from oncodiff.pipeline.predict import Predictions, case_conditions, predict_cases
+from oncodiff.pipeline.predict import Predictions, case_conditions, predict_cases, predictions_from_generated
 from oncodiff.pipeline.sampling import draw_samples, sample_generators
 from oncodiff.pipeline.volumes import CaseVolumes, load_segmenter
 
@@ -194,14 +193,6 @@ def reference_chain(net: nn.Module, config: Config, cond: Conditions, x_T: torch
 # --------------------------------------------------------------------------------------------- sampling
 
 
-def predictions_from(cases: CaseSet, generated: torch.Tensor, config: Config) -> Predictions:
-    """(B, N, Ct, *S) generated targets -> Predictions, as predict_cases builds them."""
-    pre = cases.batch["pre"]
-    post = post_from_target(pre.unsqueeze(1), generated[:, :, :1].cpu(), config.diffusion.target)
-    masks = generated[:, :, 1].cpu().numpy() > 0.5 if generated.shape[2] > 1 else None
-    return Predictions(samples=post[:, :, 0].float().numpy(), pre=pre[:, 0].numpy(), masks=masks)
-
-
 def quality(model: ExportedModel, cases: CaseSet, predictions: Predictions) -> dict:
     """In-tumour SSIM (of the mean prediction, and of single samples) and the volume-change error."""
     config = model.config
@@ -292,14 +283,16 @@ def bench_sampling(model: ExportedModel, cases: CaseSet, settings: list, referen
         ours_n1[name] = float(np.median(times))
     ref_n1 = float(np.median(ref_chain_s[::n_samples]))
     ref_n8 = float(np.mean(ref_case_s))
-    reference_quality = quality(model, cases, predictions_from(cases, torch.cat(ref_out), config))
+    reference_quality = quality(model, cases, predictions_from_generated(cases.batch["pre"], torch.cat(ref_out).cpu(),
+                                                                         config.diffusion.target))
     reference = {"sampler": "MONAI DDIMScheduler via DiffusionInferer.sample", "steps": reference_steps,
                  "precision": "fp32", "batch": 1, "grad_mode": "no_grad",
                  "n1_seconds": ref_n1, "n_seconds": ref_n8, "chain_seconds_median": float(np.median(ref_chain_s)),
                  "achieved_tflops": flops * reference_steps * n_samples / ref_n8 / 1e12, **reference_quality}
     rows = []
     for name, sampler, steps in settings:
-        q = quality(model, cases, predictions_from(cases, torch.cat(ours_out[name]), config))
+        q = quality(model, cases, predictions_from_generated(cases.batch["pre"], torch.cat(ours_out[name]).cpu(),
+                                                              config.diffusion.target))
         seconds = float(np.mean(ours_case_s[name]))
         delta = None if q["ssim_tumor"] is None or reference_quality["ssim_tumor"] is None else \
             q["ssim_tumor"] - reference_quality["ssim_tumor"]

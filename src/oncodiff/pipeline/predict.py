@@ -17,6 +17,7 @@ from dataclasses import replace as dc_replace
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from oncodiff.cohort import write_image
 from oncodiff.config import PREDICTING_STAGES, Config
@@ -118,11 +119,17 @@ def predict_cases(model: ExportedModel, cases: CaseSet, n_samples: int, seed: in
     else:
         generators = sample_generators(seed, [c.key for c in cases.cases], n_samples)
         generated = draw_samples(model.net, config, cond, n_samples, generators, sample_classes=classes)
-    pre = cases.batch["pre"].to(device)
-    post = post_from_target(pre.unsqueeze(1), generated[:, :, :1], config.diffusion.target)  # (B, N, 1, *S)
+    return predictions_from_generated(cases.batch["pre"].to(device), generated, config.diffusion.target,
+                                      class_probability=probability,
+                                      sample_classes=None if classes is None else classes.numpy())
+
+
+def predictions_from_generated(pre: torch.Tensor, generated: torch.Tensor, target: str, **extra) -> Predictions:
+    """(B, 1, *S) pre and (B, N, Ct, *S) generated targets (drift or post; a mask channel with
+    model.generate_mask) -> Predictions in image space; ``extra``: Predictions' class fields."""
+    post = post_from_target(pre.unsqueeze(1), generated[:, :, :1], target)  # (B, N, 1, *S)
     masks = generated[:, :, 1].cpu().numpy() > MASK_THRESHOLD if generated.shape[2] > 1 else None
-    return Predictions(samples=post[:, :, 0].float().cpu().numpy(), pre=pre[:, 0].cpu().numpy(), masks=masks,
-                       class_probability=probability, sample_classes=None if classes is None else classes.numpy())
+    return Predictions(samples=post[:, :, 0].float().cpu().numpy(), pre=pre[:, 0].cpu().numpy(), masks=masks, **extra)
 
 
 def load_calibration(model: ExportedModel) -> IntervalCalibration | None:
