@@ -20,13 +20,13 @@ def quality():
     return module
 
 
-def summary(ours: list[float], regression: list[float]) -> dict:
+def summary(ours: list[float], regression: list[float], **others: list[float]) -> dict:
     cases = [f"P{i // 2:03d}/L1/t{i % 2}" for i in range(len(ours))]  # two follow-ups per patient
+    methods = {"diffusion": ours, "regression": regression, "identity": [0.0] * len(ours), **others}
     per_case = [{"method": m, "case_id": c, "psnr_tumor": v, "ssim_tumor": v / 40}
-                for m, values in (("diffusion", ours), ("regression", regression), ("identity", [0.0] * len(ours)))
-                for c, v in zip(cases, values)]
+                for m, values in methods.items() for c, v in zip(cases, values)]
     aggregate = {m: {k: {"mean": float(np.mean([r[k] for r in per_case if r["method"] == m]))}
-                     for k in ("psnr_tumor", "ssim_tumor")} for m in ("diffusion", "regression", "identity")}
+                     for k in ("psnr_tumor", "ssim_tumor")} for m in methods}
     size = {"pearson_r": 0.5, "change_mae_pp": 10.0}
     return {"test_cases": cases, "image_metrics": {"per_case": per_case, "aggregate": aggregate},
             "size": {"diffusion": size, "identity": {"change_mae_pp": 20.0}},
@@ -61,3 +61,16 @@ def test_claim_rows_carry_the_verdicts_and_the_calibrated_coverage(quality):
     assert "paired difference vs regression +0.625" in text["1. in-tumour PSNR beats both baselines"]
     calibrated = next(numbers for claim, numbers, _ in rows if "calibrated" in claim)
     assert calibrated == "50 %: 0.50, 90 %: -; mean width 20 pp, -"
+
+
+def test_the_other_way_of_sampling_an_unknown_outcome_gets_its_own_claim_rows(quality):
+    rows = quality.claims(summary([20.0, 21.0, 19.0, 20.0], [19.0, 20.0, 19.5, 19.0],
+                                  diffusion_most_probable=[10.0, 30.0, 10.0, 30.0]))
+    verdicts = {claim: verdict for claim, _, verdict in rows}
+    assert verdicts["1. in-tumour PSNR beats both baselines"] is True
+    assert verdicts["1. (diffusion_most_probable) in-tumour PSNR beats both baselines"] is True  # mean 20 > 19.4
+    # ... while the mean MSE of its committed predictions is far worse: PSNR of mean(0.1, 0.001) = 12.97 dB.
+    pooled = next(numbers for claim, numbers, _ in rows if claim.startswith("1. PSNR of the mean"))
+    assert "diffusion_most_probable 12.97" in pooled and "regression 19.36" in pooled
+    assert quality.pooled_psnr(summary([10.0, 20.0], [0.0, 0.0]), "diffusion") == pytest.approx(
+        -10 * np.log10((0.1 + 0.01) / 2))

@@ -25,7 +25,8 @@ BUDGETS = ["evaluation.folds=2", "evaluation.cnn_epochs=1", "evaluation.head_epo
 SECTIONS = {"methods", "image_metrics", "size", "uncertainty", "distribution", "counterfactual", "outcomes",
             "per_case_size", "oncodiff_version", "run", "cohort", "data_hash", "config", "test_cases",
             "training_curves", "segmenter"}
-METHODS = {"identity", *TRAINED_BASELINES, "diffusion", "diffusion_null_class", "diffusion_true_class"}
+DIFFUSION = {"diffusion", "diffusion_most_probable", "diffusion_null_class", "diffusion_true_class"}
+METHODS = {"identity", *TRAINED_BASELINES, *DIFFUSION}
 
 
 def sets(items) -> list[str]:
@@ -74,8 +75,8 @@ def test_calibrated_coverage_is_reported_for_the_outcome_unknown_predictions_onl
     summary = json.loads((evaluated["out"] / "summary.json").read_text(encoding="utf-8"))
     uncertainty = summary["uncertainty"]
     calibrated = {name for name, u in uncertainty.items() if "calibrated" in u}
-    # Margins are fitted for the mixture (and each trained baseline) at the end of its training; the null-class
-    # and oracle predictions are other distributions, and identity is not trained.
+    # Margins are fitted for the mixture (and each trained baseline) at the end of its training; the most probable
+    # class, null-class and oracle predictions are other distributions, and identity is not trained.
     assert calibrated == {"diffusion", *TRAINED_BASELINES}
     for name in calibrated:
         entry = uncertainty[name]["calibrated"]
@@ -136,7 +137,7 @@ def test_a_single_test_case_is_evaluated_without_distribution_distances(tmp_path
     assert result.exit_code == 0, result.output
     summary = json.loads((tmp_path / "evaluation" / "summary.json").read_text(encoding="utf-8"))
     assert len(summary["test_cases"]) == 1
-    assert set(summary["methods"]) == {"identity", "diffusion", "diffusion_null_class", "diffusion_true_class"}
+    assert set(summary["methods"]) == {"identity", *DIFFUSION}
     for name in summary["methods"]:
         assert summary["distribution"][name]["mmd"] is None
         assert "at least 2 test cases" in summary["distribution"][name]["status"]

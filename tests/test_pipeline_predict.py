@@ -5,6 +5,7 @@ patients with only a baseline scan, and predictions that do not depend on which 
 from __future__ import annotations
 
 import json
+import shutil
 from math import prod
 
 import nibabel as nib
@@ -16,7 +17,7 @@ import torch
 from factory import write_cohort
 from oncodiff.config import load_config
 from oncodiff.errors import OncodiffError
-from oncodiff.pipeline import predict, predict_cases
+from oncodiff.pipeline import calibrate_run, predict, predict_cases
 from oncodiff.pipeline.cases import load_cases
 from oncodiff.pipeline.export import load_export
 from oncodiff.training import train
@@ -148,6 +149,31 @@ def test_predictions_say_when_the_calibration_does_not_quite_apply(trained, tmp_
     summary = json.loads((given / "summary.json").read_text(encoding="utf-8"))
     assert summary["interval_calibration"].startswith("intervals not calibrated")
     assert "change_pct_interval_90_calibrated" not in summary["cases"][0]
+
+
+def test_most_probable_class_mode_and_its_own_calibration(trained, tmp_path):
+    # A copy of the run: calibrating rewrites the export's margins, which the other tests read.
+    run = tmp_path / "run"
+    shutil.copytree(trained["run"], run)
+    common = dict(patients=["P001", "P002", "P003"], cache_dir=trained["cache"])
+    setting = "sampling.unknown_class=most_probable"
+    out = predict(run, trained["cohort"], tmp_path / "most_probable", overrides=[setting], **common)
+    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    for case in summary["cases"]:  # every sample under the prior's most probable class, the probability still reported
+        assert case["sample_classes"] == [int(np.argmax(case["class_probability"]))] * 2
+    note = summary["interval_calibration"]
+    assert "fitted with sampling.unknown_class=mixture" in note and f"--set {setting}" in note
+    assert "change_pct_interval_90_calibrated" not in summary["cases"][0]
+    with pytest.raises(OncodiffError, match="calibrate takes sampling.KEY=VALUE only"):
+        calibrate_run(run, trained["cohort"], overrides=["response=responder"], cache_dir=trained["cache"])
+    assert calibrate_run(run, trained["cohort"], overrides=[setting], cache_dir=trained["cache"])["mode"] == "most_probable"
+    out = predict(run, trained["cohort"], tmp_path / "recalibrated", overrides=[setting], **common)
+    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    assert summary["interval_calibration"].startswith("conformal margins from")
+    assert "most_probable class" in summary["interval_calibration"]
+    plain = predict(run, trained["cohort"], tmp_path / "mixture", **common)  # the run's own setting: now unfitted
+    assert "fitted with sampling.unknown_class=most_probable" in json.loads(
+        (plain / "summary.json").read_text(encoding="utf-8"))["interval_calibration"]
 
 
 def test_a_patient_with_only_a_baseline_scan_needs_days(trained, tmp_path):

@@ -168,16 +168,20 @@ def calibrate(
     cohort: Path = typer.Option(..., help="cohort folder the run was trained on (its validation patients)"),
     samples: Optional[int] = typer.Option(None, min=1, help="samples per case (default: the run's config)"),
     seed: int = typer.Option(0, help="base seed; each case has its own generator"),
+    set_: Optional[list[str]] = typer.Option(
+        None, "--set", help="sampling.KEY=V, as predict will sample (e.g. sampling.unknown_class=most_probable)"
+    ),
 ) -> None:
     """Refit the conformal margins of the volume-change intervals on the run's validation split.
 
-    Training does this once with the run's sample count; run it again before predicting with another --samples.
+    Training does this once with the run's sample count and sampling settings; run it again before predicting
+    with another --samples or sampling.unknown_class.
     """
     import json
 
     from oncodiff.pipeline import calibrate_run
 
-    result = _run(calibrate_run, model, cohort, samples=samples, seed=seed)
+    result = _run(calibrate_run, model, cohort, samples=samples, seed=seed, overrides=set_ or [])
     typer.echo(json.dumps(result))
 
 

@@ -254,6 +254,14 @@ class SamplingConfig(_Section):
         "(normalised intensity) counts as 'no change'; the map is the share of samples in the most common of "
         "decrease / no change / increase",
     )
+    unknown_class: Literal["mixture", "most_probable"] = Field(
+        "mixture",
+        description="how a class-conditioned model (model.class_label) samples when the outcome is unknown (predict "
+        "without --set response=...): mixture = each case's samples split between the classes in proportion to the "
+        "class prior p(class | clinical, baseline size), so the mean is the expected follow-up and the samples show "
+        "both outcomes; most_probable = every sample under the prior's most probable class (the glioblastoma LDM's "
+        "'predicted class'): one sharp outcome, which is wrong whenever the prior is (benchmarks/results/quality)",
+    )
     calibrate: bool = Field(
         True,
         description="at the end of training, sample the validation split as predict does and fit conformal margins "

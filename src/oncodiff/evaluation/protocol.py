@@ -32,10 +32,14 @@ from oncodiff.evaluation.uncertainty import calibration_curve, coverage, spread_
 from oncodiff.pipeline.calibration import IntervalCalibration
 from oncodiff.pipeline.cases import CaseSet, load_cases
 from oncodiff.pipeline.export import ExportedModel, load_export
-from oncodiff.pipeline.predict import Predictions, load_calibration, predict_cases
+from oncodiff.pipeline.predict import UNKNOWN_CLASS_MODES, Predictions, load_calibration, predict_cases
 from oncodiff.pipeline.volumes import CaseVolumes, load_segmenter
 
 FIGURE_CASES = 6
+UNKNOWN_CLASS_LABELS = {  # sampling.unknown_class -> the method's label in the tables
+    "mixture": "diffusion, class predicted from clinical data (mixture)",
+    "most_probable": "diffusion, most probable class from clinical data",
+}
 TOO_FEW_FOR_DISTANCES = "not defined: distribution distances compare sets of at least 2 test cases"
 
 
@@ -102,11 +106,18 @@ def _run_methods(run: Path, exported: ExportedModel, config: Config, cases: Case
         results.append((name, TRAINED_BASELINES[name][0], predict_cases(baseline, cases, n, seed, "predicted"),
                         load_calibration(baseline)))
     print(f"sampling {n} predictions per case with the full model ...", flush=True)
-    calibration = load_calibration(exported)  # fitted with the outcome unknown ("predicted")
-    results.append(("diffusion", "diffusion" if exported.config.model.class_label == "none" else
-                    "diffusion, class predicted from clinical data (mixture)",
-                    predict_cases(exported, cases, n, seed, "predicted", config), calibration))
-    if exported.config.model.class_label != "none":
+    calibration = load_calibration(exported)  # fitted with the outcome unknown, as predict samples
+    if exported.config.model.class_label == "none":
+        results.append(("diffusion", "diffusion", predict_cases(exported, cases, n, seed, "predicted", config),
+                        calibration))
+    else:
+        # The outcome unknown: "diffusion" is what predict gives (sampling.unknown_class), then the other way.
+        main = config.sampling.unknown_class
+        for unknown in (main, *(u for u in UNKNOWN_CLASS_MODES if u != main)):
+            mode = UNKNOWN_CLASS_MODES[unknown]
+            fitted = calibration if calibration is not None and calibration.mode == mode else None
+            results.append(("diffusion" if unknown == main else f"diffusion_{unknown}", UNKNOWN_CLASS_LABELS[unknown],
+                            predict_cases(exported, cases, n, seed, mode, config), fitted))
         results += [
             ("diffusion_null_class", "diffusion, null class (unconditional on the outcome)",
              predict_cases(exported, cases, n, seed, "null", config), None),

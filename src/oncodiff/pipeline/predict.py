@@ -77,20 +77,24 @@ def agreement_map(samples: np.ndarray, pre: np.ndarray, threshold: float) -> np.
     return shares.max(axis=0)
 
 
-CLASS_MODES = ("given", "predicted", "true", "null")
+CLASS_MODES = ("given", "predicted", "most_probable", "true", "null")
+# sampling.unknown_class -> the class mode of a prediction with the outcome unknown ("predicted": the mixture,
+# the name stored in calibrations fitted before most_probable existed)
+UNKNOWN_CLASS_MODES = {"mixture": "predicted", "most_probable": "most_probable"}
 MASK_THRESHOLD = 0.5  # a generated mask channel in [0, 1] is tumour above this
 
 
 def case_conditions(model: ExportedModel, cases: CaseSet, class_label: str = "given") -> Conditions:
     """Conditions for ``cases``. class_label: "given" (the case set's: an override, else null),
-    "true" (the known outcome: the papers' oracle protocol) or "null"; "predicted" is handled by
-    :func:`predict_cases` per sample and gives the null class here."""
+    "true" (the known outcome: the papers' oracle protocol) or "null"; "predicted" (the class prior's
+    mixture) and "most_probable" (its most probable class) are handled by :func:`predict_cases` per sample
+    and give the null class here."""
     if class_label not in CLASS_MODES:
         raise ValueError(f"class_label must be one of {CLASS_MODES}, got {class_label!r}")
     cond = conditions_from_batch(cases.batch, model.config.model)
     if cond.class_label is None or class_label == "true":
         return cond
-    if class_label in ("null", "predicted"):
+    if class_label in ("null", "predicted", "most_probable"):
         return cond.null(model.net.null_class)
     return dc_replace(cond, class_label=cases.batch["class_label"])
 
@@ -112,8 +116,11 @@ def predict_cases(model: ExportedModel, cases: CaseSet, n_samples: int, seed: in
     config = config or model.config
     device = next(model.net.parameters()).device
     cond = case_conditions(model, cases, class_label).to(device)
-    probability = class_probabilities(model, cases) if class_label == "predicted" else None
-    classes = None if probability is None else allocate_classes(probability, n_samples)
+    probability = class_probabilities(model, cases) if class_label in ("predicted", "most_probable") else None
+    classes = None
+    if probability is not None:
+        chosen = np.eye(probability.shape[1])[probability.argmax(1)] if class_label == "most_probable" else probability
+        classes = allocate_classes(chosen, n_samples)
     if model.config.training.stage == "regression":  # deterministic: one prediction per case
         generated = regress(model.net, config, cond)
     else:
@@ -139,26 +146,32 @@ def load_calibration(model: ExportedModel) -> IntervalCalibration | None:
 
 
 def calibrate_run(run: str | Path, cohort: str | Path, samples: int | None = None, seed: int = 0,
-                  cache_dir: str | Path | None = None) -> dict:
+                  cache_dir: str | Path | None = None, overrides: Sequence[str] = ()) -> dict:
     """``oncodiff calibrate``: (re)fit the conformal interval margins of a run on its validation split, e.g.
-    for predictions with another ``--samples``; returns what was stored in RUN/model/config.json."""
+    for predictions with another ``--samples`` or ``--set sampling.KEY=V`` (``overrides``: sampling.* only);
+    returns what was stored in RUN/model/config.json."""
+    for item in overrides:
+        if not item.partition("=")[0].strip().startswith("sampling."):
+            raise OncodiffError(f"--set {item!r}: calibrate takes sampling.KEY=VALUE only (how the validation "
+                                "split is sampled, as predict will), e.g. --set sampling.unknown_class=most_probable")
     run = Path(run)
     splits = run / "splits.json"
     if not splits.is_file():
         raise OncodiffError(f"{run}: not a run folder (no splits.json); calibration needs the run written by "
                             "`oncodiff train`, to sample its own validation split")
     val = json.loads(splits.read_text(encoding="utf-8"))["val"]
-    return calibrate_export(run, cohort, val, seed, cache_dir, samples)
+    return calibrate_export(run, cohort, val, seed, cache_dir, samples, overrides)
 
 
 def calibrate_export(folder: str | Path, cohort: str | Path, patients: Sequence[str], seed: int = 0,
-                     cache_dir: str | Path | None = None, samples: int | None = None) -> dict:
+                     cache_dir: str | Path | None = None, samples: int | None = None,
+                     overrides: Sequence[str] = ()) -> dict:
     """Sample ``patients`` (the validation split) as ``predict`` does with the outcome unknown, fit conformal
     margins for the volume-change intervals and store them in the export's config.json; returns what
     was stored (``{"calibrated": False, "reason": ...}`` when it cannot be done). ``samples``: per case
-    (default: the model's sampling.samples)."""
+    (default: the model's sampling.samples); ``overrides``: sampling.KEY=V settings to sample with."""
     exported = _predicting_export(folder)
-    config = exported.config
+    config = exported.config.with_overrides(list(overrides)) if overrides else exported.config
     result: dict = {"calibrated": False}
     if not patients:
         result["reason"] = "the validation split is empty"
@@ -170,11 +183,12 @@ def calibrate_export(folder: str | Path, cohort: str | Path, patients: Sequence[
         else:
             n = samples or config.sampling.samples
             print(f"calibrating the volume-change intervals on {len(cases)} validation cases ...", flush=True)
-            predictions = predict_cases(exported, cases, n, seed, "predicted", config)
+            mode = UNKNOWN_CLASS_MODES[config.sampling.unknown_class]
+            predictions = predict_cases(exported, cases, n, seed, mode, config)
             volumes = CaseVolumes.measure(load_segmenter(exported.path), cases, predictions,
                                           config.evaluation.response_threshold)
             drawn = predictions.samples.shape[1]  # 1 for a regression model
-            calibration = IntervalCalibration.fit(volumes.change(), volumes.true_change(), drawn, "predicted",
+            calibration = IntervalCalibration.fit(volumes.change(), volumes.true_change(), drawn, mode,
                                                   config.evaluation.coverage_levels)
             if calibration is None:
                 result["reason"] = (f"no validation case has a measurable volume change ({volumes.source}"
@@ -198,8 +212,9 @@ def predict(model: str | Path, cohort: str | Path, out: str | Path, patients: Se
         patients = _default_patients(Path(model))
     cases = load_cases(exported, cohort, patients, days, case_overrides, cache_dir)
     n = samples or config.sampling.samples
-    # Without a class override the outcome is unknown: marginalise over the predicted class.
-    mode = "given" if {"response", "survival_class"} & case_overrides.keys() else "predicted"
+    # Without a class override the outcome is unknown: the class prior gives it (sampling.unknown_class).
+    given = {"response", "survival_class"} & case_overrides.keys()
+    mode = "given" if given else UNKNOWN_CLASS_MODES[config.sampling.unknown_class]
     predictions = predict_cases(exported, cases, n, seed, mode, config)
     volumes = CaseVolumes.measure(load_segmenter(exported.path), cases, predictions,
                                   config.evaluation.response_threshold)
@@ -230,9 +245,15 @@ def _calibration_for(model: ExportedModel, mode: str, n_samples: int) -> tuple[I
         reason = (read_export_meta(model.path).get("interval_calibration") or {}).get(
             "reason", "the model was trained without sampling.calibrate")
         return None, f"intervals not calibrated: {reason}"
-    if mode != calibration.mode:
+    if mode == "given":
         return None, ("intervals not calibrated: the margins were fitted with the outcome unknown and do not apply "
                       "to predictions under a given response or survival class")
+    if mode != calibration.mode:
+        names = {v: k for k, v in UNKNOWN_CLASS_MODES.items()}
+        return None, (f"intervals not calibrated: the margins were fitted with sampling.unknown_class="
+                      f"{names.get(calibration.mode, calibration.mode)}, this prediction used {names[mode]}; refit "
+                      f"them with `oncodiff calibrate --model RUN --cohort DIR --set sampling.unknown_class="
+                      f"{names[mode]}`")
     note = calibration.describe()
     if n_samples != calibration.n_samples:
         note += f"; this prediction drew {n_samples} samples per case, so the calibrated coverage is approximate"
