@@ -61,6 +61,8 @@ def test_claim_rows_carry_the_verdicts_and_the_calibrated_coverage(quality):
     assert "paired difference vs regression +0.625" in text["1. in-tumour PSNR beats both baselines"]
     calibrated = next(numbers for claim, numbers, _ in rows if "calibrated" in claim)
     assert calibrated == "50 %: 0.50, 90 %: -; mean width 20 pp, -"
+    assert text["2. volume change correlates with the truth (Pearson r > 0)"] == "r = 0.50"
+    assert text["3. counterfactuals move the right way (> 50 % of cases)"] == "4 of 4 cases"
 
 
 def test_the_other_way_of_sampling_an_unknown_outcome_gets_its_own_claim_rows(quality):
