@@ -93,13 +93,16 @@ def claims(summary: dict) -> list[tuple[str, str, bool | None]]:
     rows.append(("1. PSNR of the mean in-tumour MSE over cases (what an expected-value prediction optimises)",
                  ", ".join(f"{labels.get(m, m)} {v:.2f}" for m, v in pooled.items() if v is not None), None))
     size = summary["size"]
-    r, mae, identity_mae = size[MAIN].get("pearson_r"), size[MAIN].get("change_mae_pp"), size["identity"].get("change_mae_pp")
-    rows.append(("2. volume change correlates with the truth (Pearson r > 0)", "-" if r is None else f"r = {r:.2f}", r is not None and r > 0))
+    r, mae = size[MAIN].get("pearson_r"), size[MAIN].get("change_mae_pp")
+    identity_mae = size["identity"].get("change_mae_pp")
+    rows.append(("2. volume change correlates with the truth (Pearson r > 0)",
+                 "-" if r is None else f"r = {r:.2f}", r is not None and r > 0))
     rows.append(("2. volume-change MAE beats identity", f"{mae:.1f} pp vs {identity_mae:.1f} pp", mae < identity_mae))
     cf = summary.get("counterfactual", {})
     fraction = cf.get("fraction_right_direction")
     rows.append(("3. counterfactuals move the right way (> 50 % of cases)",
-                 f"{round(fraction * cf['n_scored'])} of {cf['n_scored']} cases" if fraction is not None else cf.get("status", "-"),
+                 f"{round(fraction * cf['n_scored'])} of {cf['n_scored']} cases" if fraction is not None
+                 else cf.get("status", "-"),
                  None if fraction is None else fraction > 0.5))
     for key, claim in (
         ("coverage", "4. coverage of the true volume change by the sample interval (nominal: empirical)"),
