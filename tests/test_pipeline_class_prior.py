@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from oncodiff.pipeline.class_prior import ClassPrior, allocate_classes
+from oncodiff.pipeline.class_prior import L2_C, ClassPrior, allocate_classes
 
 
 def test_allocation_matches_probabilities_and_sums_to_n():
@@ -56,3 +56,34 @@ def test_prior_keeps_an_imbalanced_base_rate():
     y = (rng.random(400) < 0.27).astype(int)
     p = ClassPrior.fit(x, y, n_classes=2).probabilities(x)
     assert abs(p[:, 1].mean() - y.mean()) < 0.02
+
+
+def test_regularisation_is_cross_validated_by_patient():
+    # 40 patients with 10 identical rows each and labels unrelated to the features. Rows of one patient in
+    # both the training and the held-out fold would reward memorising them (weak regularisation); folds that
+    # keep patients whole choose a strong one, so the probabilities stay nearer the base rate.
+    rng = np.random.default_rng(2)
+    patient_x, patient_y = rng.normal(size=(40, 6)), rng.integers(0, 2, size=40)
+    x, y, groups = np.repeat(patient_x, 10, axis=0), np.repeat(patient_y, 10), np.repeat(np.arange(40), 10)
+    grouped = ClassPrior.fit(x, y, n_classes=2, groups=groups)
+    leaky = ClassPrior.fit(x, y, n_classes=2)
+    assert "patient-grouped CV" in grouped.c_selection
+    assert grouped.c <= 0.03 < leaky.c
+    spread = [np.abs(prior.probabilities(x)[:, 1] - y.mean()).mean() for prior in (grouped, leaky)]
+    assert spread[0] < 0.7 * spread[1]
+
+
+def test_a_real_signal_keeps_weak_regularisation():
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(300, 3))
+    y = (2 * x[:, 0] + 0.3 * rng.normal(size=300) > 0).astype(int)
+    prior = ClassPrior.fit(x, y, n_classes=2)
+    assert prior.c >= 1.0
+    assert ((prior.probabilities(x)[:, 1] > 0.5) == y).mean() > 0.9
+
+
+def test_too_few_patients_for_folds_fall_back_to_the_default_and_old_exports_load():
+    prior = ClassPrior.fit(np.arange(6, dtype=float)[:, None], np.array([0, 0, 0, 1, 1, 0]), n_classes=2)
+    assert (prior.c, prior.c_selection) == (L2_C, "default")  # 2 patients of class 1: fewer than 2 folds of 2
+    old = {k: v for k, v in prior.to_dict().items() if k not in ("c", "c_selection")}
+    assert ClassPrior.from_dict(old).c == L2_C

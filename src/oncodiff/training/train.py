@@ -213,6 +213,8 @@ def _finish(run: RunFolder, config: Config, layout: ModelLayout, module: L.Light
                               if config.model.generate_mask else train_segmenter(data, config, run.model_dir / SEGMENTER))
         prior = fit_class_prior(data, config, layout)
         extra["class_prior"] = None if prior is None else prior.to_dict()
+        if prior is not None:
+            print(f"class prior: {prior.describe()}", flush=True)
     save_export(run.model_dir, module.net, config, layout, extra=extra)
     run.consolidate_metrics()
     (run.root / "train_summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
@@ -259,7 +261,8 @@ def fit_class_prior(data: CohortDataModule, config: Config, layout: ModelLayout)
     labels = getattr(dataset.labels, CLASS_LABEL_KEYS[kind])[dataset.indices]
     features = prior_features(dataset.labels.clinical[dataset.indices], dataset.labels.clinical_missing[dataset.indices],
                               data.preprocessed.arrays["tumor_mask"][dataset.indices], layout.clinical)
-    return ClassPrior.fit(features, labels, CLASS_COUNTS[kind], seed=config.training.seed)
+    patients = np.array([data.preprocessed.records[i].patient_id for i in dataset.indices])  # CV folds keep them whole
+    return ClassPrior.fit(features, labels, CLASS_COUNTS[kind], seed=config.training.seed, groups=patients)
 
 
 def _post_with_masks(data: CohortDataModule, split: str) -> tuple[np.ndarray, np.ndarray]:
