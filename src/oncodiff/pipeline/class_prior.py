@@ -14,8 +14,8 @@ The L2 strength is chosen by patient-grouped cross-validation on the training sp
 :data:`C_GRID`): with a few dozen patients and a dozen features, sklearn's default C = 1 overfits. On the
 44-patient training splits of benchmarks/quality.py (seeds 0 and 1), C = 1 scored a log loss of 0.74 on
 the test patients, worse than predicting the training base rate (0.72, 0.71); the C that cross-validation
-chose (0.03, 0.1) scored 0.67 and 0.68. The probabilities are what the mixture samples by and what predict reports, so they must be
-calibrated, not merely ranked.
+chose (0.03, 0.1) scored 0.67 and 0.68. The probabilities are what the mixture samples by and what
+predict reports, so they must be calibrated, not merely ranked.
 The fitted prior is plain numbers in the export's config.json.
 """
 
