@@ -87,3 +87,18 @@ def test_too_few_patients_for_folds_fall_back_to_the_default_and_old_exports_loa
     assert (prior.c, prior.c_selection) == (L2_C, "default")  # 2 patients of class 1: fewer than 2 folds of 2
     old = {k: v for k, v in prior.to_dict().items() if k not in ("c", "c_selection")}
     assert ClassPrior.from_dict(old).c == L2_C
+
+
+def test_scores_against_known_classes_and_the_training_rates():
+    x = np.repeat([[0.0], [1.0]], 20, axis=0)
+    y = np.repeat([0, 1], 20)
+    y[:5] = 1  # 25 of 40 in class 1
+    prior = ClassPrior.fit(x, y, n_classes=2)
+    assert prior.frequencies == (15 / 40, 25 / 40)
+    labels = np.array([0, 1, 1, -1])
+    p = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.5, 0.5]])
+    s = prior.scores(p, labels)
+    assert s["n"] == 3 and s["accuracy"] == 2 / 3 and s["auc"] == 1.0
+    assert np.isclose(s["log_loss"], -np.mean(np.log([0.9, 0.8, 0.4])))
+    assert np.isclose(s["base_rate_log_loss"], -np.mean(np.log([15 / 40, 25 / 40, 25 / 40])))
+    assert "status" in prior.scores(p, -np.ones(4, dtype=int))

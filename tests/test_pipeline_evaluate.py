@@ -6,6 +6,7 @@ from __future__ import annotations
 import html
 import json
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -22,7 +23,7 @@ TINY = ["model.channels=[8,16]", "model.attention_levels=[false,true]", "model.n
 BUDGETS = ["evaluation.folds=2", "evaluation.cnn_epochs=1", "evaluation.head_epochs=10",
            "evaluation.segmenter_steps=20", "sampling.samples=2", "sampling.steps=2",
            "evaluation.baselines=[regression,regression_drift,no_clinical]"]
-SECTIONS = {"methods", "image_metrics", "size", "uncertainty", "distribution", "counterfactual", "outcomes",
+SECTIONS = {"methods", "image_metrics", "size", "uncertainty", "distribution", "counterfactual", "class_prior", "outcomes",
             "per_case_size", "oncodiff_version", "run", "cohort", "data_hash", "config", "test_cases",
             "training_curves", "segmenter"}
 DIFFUSION = {"diffusion", "diffusion_most_probable", "diffusion_null_class", "diffusion_true_class"}
@@ -69,6 +70,17 @@ def test_summary_has_every_section_and_method(evaluated):
     assert summary["methods"]["diffusion"]["samples"] == 2 and summary["methods"]["regression"]["samples"] == 1
     for name in TRAINED_BASELINES:  # trained once into the run folder, for later evaluations to reuse
         assert (evaluated["run"] / "baselines" / name / "model" / "model.safetensors").is_file()
+
+
+def test_the_class_prior_is_scored_on_the_test_cases(evaluated):
+    summary = json.loads((evaluated["out"] / "summary.json").read_text(encoding="utf-8"))
+    prior, tables = summary["class_prior"], (evaluated["out"] / "tables.md").read_text(encoding="utf-8")
+    assert "### Class prior on the test cases" in tables
+    if "status" in prior:  # a tiny training split can hold one class only
+        assert prior["status"] in tables
+    else:
+        assert prior["n"] == 2 and np.isfinite(prior["log_loss"]) and 0 <= prior["accuracy"] <= 1
+        assert "C = " in prior["fitted"] and f"{prior['log_loss']:.3f}" in tables
 
 
 def test_calibrated_coverage_is_reported_for_the_outcome_unknown_predictions_only(evaluated):

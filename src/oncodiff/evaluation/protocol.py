@@ -29,10 +29,13 @@ from oncodiff.evaluation.metrics import MetricTable, image_metrics
 from oncodiff.evaluation.stage2 import evaluate_outcomes
 from oncodiff.evaluation.tables import format_tables
 from oncodiff.evaluation.uncertainty import calibration_curve, coverage, spread_error_correlation
+from oncodiff.models.conditions import CLASS_LABEL_KEYS
 from oncodiff.pipeline.calibration import IntervalCalibration
+from oncodiff.pipeline.class_prior import ClassPrior
 from oncodiff.pipeline.cases import CaseSet, load_cases
-from oncodiff.pipeline.export import ExportedModel, load_export
-from oncodiff.pipeline.predict import UNKNOWN_CLASS_MODES, Predictions, load_calibration, predict_cases
+from oncodiff.pipeline.export import ExportedModel, load_export, read_export_meta
+from oncodiff.pipeline.predict import (UNKNOWN_CLASS_MODES, Predictions, class_probabilities, load_calibration,
+                                       predict_cases)
 from oncodiff.pipeline.volumes import CaseVolumes, load_segmenter
 
 FIGURE_CASES = 6
@@ -71,6 +74,7 @@ def evaluate(model: str | Path, cohort: str | Path, out: str | Path, overrides: 
     methods = _run_methods(run, exported, config, cases, cohort, cache_dir)
     summary = _score(methods, cases, config)
     summary["counterfactual"] = evaluate_counterfactuals(exported, config, cases, cache_dir)
+    summary["class_prior"] = _class_prior_scores(exported, cases)
     summary["outcomes"] = evaluate_outcomes(exported, config, cohort, run, cache_dir)
     summary.update(_provenance(run, exported, config, cases, cohort))
     _write_figures(out, methods, cases)
@@ -151,6 +155,17 @@ def _score(methods: list[MethodResult], cases: CaseSet, config: Config) -> dict:
     out["per_case_size"] = {m.name: [m.volumes.summary(i, m.calibration) | {"key": k} for i, k in enumerate(keys)]
                             for m in methods}
     return out
+
+
+def _class_prior_scores(exported: ExportedModel, cases: CaseSet) -> dict:
+    """The class prior (what the mixture samples by) against the test cases' true classes."""
+    kind = exported.config.model.class_label
+    raw = read_export_meta(exported.path).get("class_prior")
+    if kind == "none" or not raw:
+        return {"status": "no class prior: the model is not conditioned on a class (model.class_label: none)"
+                if kind == "none" else "no class prior: the training split had fewer than two classes"}
+    labels = cases.batch[CLASS_LABEL_KEYS[kind]].numpy()
+    return ClassPrior.from_dict(raw).scores(class_probabilities(exported, cases), labels)
 
 
 def _mmd(mean: np.ndarray, post: np.ndarray, bandwidth: float | None) -> dict:

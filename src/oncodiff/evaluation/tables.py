@@ -23,7 +23,7 @@ RESPONSE_COLUMNS = (("balanced_accuracy", "balanced accuracy"), ("f1", "F1"), ("
 @dataclass(frozen=True)
 class Table:
     """One section of the tables: ``key`` names it (``image``, ``size``, ``uncertainty``,
-    ``counterfactual``, ``distribution``, ``response``, ``survival``), ``rows`` hold formatted cells
+    ``counterfactual``, ``class_prior``, ``distribution``, ``response``, ``survival``), ``rows`` hold formatted cells
     under ``header``; a row whose cells after the second are all empty is a status line. ``notes``
     are caveats shown under the table (or instead of it when there is no header)."""
 
@@ -39,7 +39,8 @@ def summary_tables(summary: dict) -> list[Table]:
     outcomes = summary.get("outcomes", {})
     survival_tabulated = bool(outcomes.get("survival")) and "status" not in outcomes["survival"]
     return [_image_table(summary), _size_table(summary), _uncertainty_table(summary),
-            _counterfactual_table(summary.get("counterfactual", {})), _distribution_table(summary),
+            _counterfactual_table(summary.get("counterfactual", {})), _class_prior_table(summary.get("class_prior")),
+            _distribution_table(summary),
             _response_table(outcomes, with_caveat=not survival_tabulated), _survival_table(outcomes)]
 
 
@@ -176,6 +177,19 @@ def _counterfactual_table(cf: dict) -> Table:
             ("tumour MAE to factual truth", _num(cf["tumor_mae_to_factual_truth"], 4)),
             ("fraction closer to counterfactual truth", _num(cf["closer_to_counterfactual_truth"], 2)))
     return Table("counterfactual", "Counterfactuals (prediction under the opposite response class)", ("", "value"), rows)
+
+
+def _class_prior_table(prior: dict | None) -> Table:
+    title = "Class prior on the test cases (what the mixture samples by with the outcome unknown)"
+    if not prior or "status" in prior:
+        return Table("class_prior", title, notes=((prior or {}).get("status", "not evaluated"),))
+    rows = [("cases with a known class", str(prior["n"])), ("log loss", _num(prior.get("log_loss"), 3)),
+            ("log loss of the training class rates", _num(prior.get("base_rate_log_loss"), 3)),
+            ("accuracy of the most probable class", _num(prior.get("accuracy"), 2)),
+            ("AUC", _num(prior.get("auc"), 2))]
+    notes = (f"fitted: {prior['fitted']}", "A log loss above that of the training class rates means the probabilities "
+             "are worse than no prior at all.")
+    return Table("class_prior", title, ("", "value"), tuple(rows), notes)
 
 
 def _distribution_table(summary: dict) -> Table:

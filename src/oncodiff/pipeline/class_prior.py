@@ -56,6 +56,7 @@ class ClassPrior:
     n_train: int
     c: float = L2_C  # the inverse L2 strength used (exports before it was cross-validated: L2_C)
     c_selection: str = "default"  # how c was chosen: "default" or "k-fold patient-grouped CV log loss"
+    frequencies: tuple[float, ...] | None = None  # (K,) training class rates, the prior's no-information reference
 
     @classmethod
     def fit(cls, features: np.ndarray, labels: np.ndarray, n_classes: int, seed: int = 0,
@@ -89,8 +90,9 @@ class ClassPrior:
             rows, biases = model.coef_, model.intercept_
         for row, klass in enumerate(model.classes_):
             coef[klass], intercept[klass] = rows[row], biases[row]
+        frequencies = tuple(float(f) for f in np.bincount(y, minlength=n_classes)[:n_classes] / len(y))
         return cls(tuple(mean), tuple(scale), tuple(map(tuple, coef)), tuple(intercept), n_classes, int(known.sum()),
-                   float(c), selection)
+                   float(c), selection, frequencies)
 
     def probabilities(self, features: np.ndarray) -> np.ndarray:
         """(N, K) class probabilities."""
@@ -107,7 +109,27 @@ class ClassPrior:
     def from_dict(cls, raw: dict) -> ClassPrior:
         return cls(tuple(raw["mean"]), tuple(raw["scale"]), tuple(map(tuple, raw["coef"])), tuple(raw["intercept"]),
                    int(raw["n_classes"]), int(raw["n_train"]), float(raw.get("c", L2_C)),
-                   str(raw.get("c_selection", "default")))
+                   str(raw.get("c_selection", "default")),
+                   None if raw.get("frequencies") is None else tuple(raw["frequencies"]))
+
+    def scores(self, probabilities: np.ndarray, labels: np.ndarray) -> dict:
+        """How well ``probabilities`` (N, K) predict ``labels`` (N,; < 0 = unknown, left out): log loss (against
+        the training class rates' log loss), accuracy of the most probable class and, with two classes, AUC."""
+        known = labels >= 0
+        p, y = probabilities[known], labels[known].astype(int)
+        out: dict = {"n": int(known.sum()), "fitted": self.describe()}
+        if not len(y):
+            return out | {"status": "not scored: no case has a known class"}
+        out["log_loss"] = float(-np.log(np.clip(p[np.arange(len(y)), y], 1e-12, None)).mean())
+        if self.frequencies is not None:
+            rates = np.clip(np.asarray(self.frequencies)[y], 1e-12, None)
+            out["base_rate_log_loss"] = float(-np.log(rates).mean())
+        out["accuracy"] = float((p.argmax(1) == y).mean())
+        if p.shape[1] == 2 and len(np.unique(y)) == 2:
+            from sklearn.metrics import roc_auc_score
+
+            out["auc"] = float(roc_auc_score(y, p[:, 1]))
+        return out
 
     def describe(self) -> str:
         return f"logistic regression on {self.n_train} training rows, C = {self.c:g} ({self.c_selection})"
