@@ -23,8 +23,8 @@ TINY = ["model.channels=[8,16]", "model.attention_levels=[false,true]", "model.n
 BUDGETS = ["evaluation.folds=2", "evaluation.cnn_epochs=1", "evaluation.head_epochs=10",
            "evaluation.segmenter_steps=20", "sampling.samples=2", "sampling.steps=2",
            "evaluation.baselines=[regression,regression_drift,no_clinical]"]
-SECTIONS = {"methods", "image_metrics", "size", "uncertainty", "distribution", "counterfactual", "class_prior", "outcomes",
-            "per_case_size", "oncodiff_version", "run", "cohort", "data_hash", "config", "test_cases",
+SECTIONS = {"methods", "image_metrics", "size", "uncertainty", "distribution", "counterfactual", "class_prior",
+            "outcomes", "per_case_size", "oncodiff_version", "run", "cohort", "data_hash", "config", "test_cases",
             "training_curves", "segmenter"}
 DIFFUSION = {"diffusion", "diffusion_most_probable", "diffusion_null_class", "diffusion_true_class"}
 METHODS = {"identity", *TRAINED_BASELINES, *DIFFUSION}
