@@ -31,11 +31,10 @@ from oncodiff.evaluation.tables import format_tables
 from oncodiff.evaluation.uncertainty import calibration_curve, coverage, spread_error_correlation
 from oncodiff.models.conditions import CLASS_LABEL_KEYS
 from oncodiff.pipeline.calibration import IntervalCalibration
-from oncodiff.pipeline.class_prior import ClassPrior
 from oncodiff.pipeline.cases import CaseSet, load_cases
-from oncodiff.pipeline.export import ExportedModel, load_export, read_export_meta
+from oncodiff.pipeline.export import ExportedModel, load_export
 from oncodiff.pipeline.predict import (UNKNOWN_CLASS_MODES, Predictions, class_probabilities, load_calibration,
-                                       predict_cases)
+                                       load_class_prior, predict_cases)
 from oncodiff.pipeline.volumes import CaseVolumes, load_segmenter
 
 FIGURE_CASES = 6
@@ -160,12 +159,12 @@ def _score(methods: list[MethodResult], cases: CaseSet, config: Config) -> dict:
 def _class_prior_scores(exported: ExportedModel, cases: CaseSet) -> dict:
     """The class prior (what the mixture samples by) against the test cases' true classes."""
     kind = exported.config.model.class_label
-    raw = read_export_meta(exported.path).get("class_prior")
-    if kind == "none" or not raw:
+    prior = load_class_prior(exported)
+    if prior is None:
         return {"status": "no class prior: the model is not conditioned on a class (model.class_label: none)"
                 if kind == "none" else "no class prior: the training split had fewer than two classes"}
     labels = cases.batch[CLASS_LABEL_KEYS[kind]].numpy()
-    return ClassPrior.from_dict(raw).scores(class_probabilities(exported, cases), labels)
+    return prior.scores(class_probabilities(exported, cases), labels)
 
 
 def _mmd(mean: np.ndarray, post: np.ndarray, bandwidth: float | None) -> dict:

@@ -120,7 +120,7 @@ class ClassPrior:
         out: dict = {"n": int(known.sum()), "fitted": self.describe()}
         if not len(y):
             return out | {"status": "not scored: no case has a known class"}
-        out["log_loss"] = float(-np.log(np.clip(p[np.arange(len(y)), y], 1e-12, None)).mean())
+        out["log_loss"] = float(_negative_log_likelihood(p, y).mean())
         if self.frequencies is not None:
             rates = np.clip(np.asarray(self.frequencies)[y], 1e-12, None)
             out["base_rate_log_loss"] = float(-np.log(rates).mean())
@@ -154,9 +154,14 @@ def _cross_validated_c(z: np.ndarray, y: np.ndarray, groups: np.ndarray, seed: i
             model = LogisticRegression(C=c, max_iter=1000, random_state=seed).fit(z[train], y[train])
             p = np.full((len(test), len(classes)), 1e-12)
             p[:, np.searchsorted(classes, model.classes_)] = model.predict_proba(z[test])
-            total -= np.log(np.clip(p[np.arange(len(test)), np.searchsorted(classes, y[test])], 1e-12, None)).sum()
+            total += _negative_log_likelihood(p, np.searchsorted(classes, y[test])).sum()
         losses.append(total / len(y))
     return C_GRID[int(np.argmin(losses))], f"{folds}-fold patient-grouped CV log loss"
+
+
+def _negative_log_likelihood(probabilities: np.ndarray, column: np.ndarray) -> np.ndarray:
+    """(N,) -log p[i, column[i]], the probabilities floored at 1e-12; its mean is the log loss."""
+    return -np.log(np.clip(probabilities[np.arange(len(column)), column], 1e-12, None))
 
 
 def allocate_classes(probabilities: np.ndarray, n_samples: int) -> torch.Tensor:

@@ -99,14 +99,22 @@ def case_conditions(model: ExportedModel, cases: CaseSet, class_label: str = "gi
     return dc_replace(cond, class_label=cases.batch["class_label"])
 
 
-def class_probabilities(model: ExportedModel, cases: CaseSet) -> np.ndarray | None:
-    """(B, K) p(class | clinical, baseline size) from the exported class prior; None without one."""
+def load_class_prior(model: ExportedModel) -> ClassPrior | None:
+    """The exported class prior; None when the model has no class label or training fitted none."""
     raw = read_export_meta(model.path).get("class_prior")
     if not raw or model.config.model.class_label == "none":
         return None
+    return ClassPrior.from_dict(raw)
+
+
+def class_probabilities(model: ExportedModel, cases: CaseSet) -> np.ndarray | None:
+    """(B, K) p(class | clinical, baseline size) from the exported class prior; None without one."""
+    prior = load_class_prior(model)
+    if prior is None:
+        return None
     features = prior_features(cases.batch["clinical"].numpy(), cases.batch["clinical_missing"].numpy(),
                               cases.batch["tumor_mask"].numpy(), model.layout.clinical)
-    return ClassPrior.from_dict(raw).probabilities(features)
+    return prior.probabilities(features)
 
 
 def predict_cases(model: ExportedModel, cases: CaseSet, n_samples: int, seed: int = 0,
