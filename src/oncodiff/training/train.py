@@ -151,21 +151,37 @@ def _plan_steps(run: RunFolder, config: Config, layout: ModelLayout, data: Cohor
 
 
 def measure_step_seconds(config: Config, layout: ModelLayout, data: CohortDataModule, repeats: int = 3) -> float:
-    """Seconds per training step (forward, backward, optimiser) of this model on this machine."""
-    module = module_class(config)(config, layout, total_steps=1)
+    """Seconds per training step (loading the batch, forward, backward, optimiser) of this model on the device
+    training will use: the GPU when training.accelerator selects one (a CPU timing there would plan a GPU run a
+    fraction of the steps its budget allows), under the precision the Trainer will run. The batch is loaded in
+    the timed step because on a GPU loading is a large share of it."""
+    device = torch.device("cuda") if _on_gpu(config) else torch.device("cpu")
+    module = module_class(config)(config, layout, total_steps=1).to(device)
     optimizer = torch.optim.AdamW(module.parameters(), lr=1e-9)
-    batch = next(iter(data.train_dataloader()))
-    precision = effective_precision(config)
+    dtype = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(effective_precision(config))
+    batches = _endless(data)
     times = []
     for _ in range(repeats + 1):
         start = time.perf_counter()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16-mixed"):
+        batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in next(batches).items()}
+        with torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
             loss, _ = module.objective(batch, validation=False)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
         times.append(time.perf_counter() - start)
+    del module, optimizer, batch
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
     return sorted(times[1:])[len(times[1:]) // 2]
+
+
+def _endless(data: CohortDataModule):
+    """Training batches, epoch after epoch (a tiny training split has fewer batches than the probe's steps)."""
+    while True:
+        yield from data.train_dataloader()
 
 
 def _trainer(run: RunFolder, config: Config, total_steps: int) -> L.Trainer:
