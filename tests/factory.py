@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import pandas as pd
@@ -94,3 +96,12 @@ def edit_yaml(root: str | Path, **changes: object) -> None:
     spec = yaml.safe_load(path.read_text(encoding="utf-8"))
     spec.update(changes)
     path.write_text(yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")
+
+
+def load_benchmark(name: str) -> ModuleType:
+    """benchmarks/NAME.py as a module (the benchmarks are scripts, not a package)."""
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"oncodiff_benchmark_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

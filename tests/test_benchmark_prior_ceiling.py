@@ -3,22 +3,17 @@ itself is run by hand on a quality.py output)."""
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "prior_ceiling.py"
+from factory import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def ceiling():
-    spec = importlib.util.spec_from_file_location("oncodiff_benchmark_prior_ceiling", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("prior_ceiling")
 
 
 @pytest.fixture(scope="module")

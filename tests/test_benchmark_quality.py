@@ -3,21 +3,15 @@ patient bootstrap interval, and the claim rows (no training: the benchmark itsel
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-QUALITY_PY = Path(__file__).resolve().parents[1] / "benchmarks" / "quality.py"
+from factory import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def quality():
-    spec = importlib.util.spec_from_file_location("oncodiff_benchmark_quality", QUALITY_PY)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("quality")
 
 
 def summary(ours: list[float], regression: list[float], **others: list[float]) -> dict:

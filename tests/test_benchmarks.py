@@ -3,27 +3,18 @@ the machines are shared and timings are noise; ratios are only checked to be pos
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-from pathlib import Path
 
 import pytest
 import torch
 
-RUN_PY = Path(__file__).resolve().parents[1] / "benchmarks" / "run.py"
-
-
-def _load_benchmark():
-    spec = importlib.util.spec_from_file_location("oncodiff_benchmark_run", RUN_PY)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from factory import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def bench():
-    return _load_benchmark()
+    return load_benchmark("run")
 
 
 @pytest.fixture(scope="module")
