@@ -38,9 +38,9 @@ import torch
 from oncodiff.evaluation.metrics import image_metrics
 from oncodiff.models import CLASS_COUNTS, CLASS_LABEL_KEYS
 from oncodiff.pipeline.cases import CaseSet, load_cases
-from oncodiff.pipeline.class_prior import ClassPrior, prior_features
+from oncodiff.pipeline.class_prior import ClassPrior
 from oncodiff.pipeline.export import load_export
-from oncodiff.pipeline.predict import class_probabilities, predict_cases
+from oncodiff.pipeline.predict import case_prior_features, class_probabilities, predict_cases
 from oncodiff.synth import synthesize
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -64,8 +64,7 @@ def fit_prior(model, case_sets: list[CaseSet], seed: int) -> ClassPrior | None:
     kind = model.config.model.class_label
     features, labels, groups = [], [], []
     for i, cs in enumerate(case_sets):
-        features.append(prior_features(cs.batch["clinical"].numpy(), cs.batch["clinical_missing"].numpy(),
-                                       cs.batch["tumor_mask"].numpy(), model.layout.clinical))
+        features.append(case_prior_features(model, cs))
         labels.append(cs.batch[CLASS_LABEL_KEYS[kind]].numpy())
         groups += [f"{i}:{c.patient_id}" for c in cs.cases]
     return ClassPrior.fit(np.concatenate(features), np.concatenate(labels), CLASS_COUNTS[kind], seed=seed,
@@ -150,10 +149,10 @@ def main() -> None:
     reg_rows = metrics(predict_cases(regression, test, 1, seed, "predicted").mean, truth)
 
     train = load_cases(model, cohort, patients=splits["train"])
-    exported = class_probabilities(model, test)
+    features = case_prior_features(model, test)
     refit = fit_prior(model, [train], seed)
-    weights = [("exported prior", exported),
-               (f"refitted on the training split ({refit.describe()})", refit.probabilities(_features(model, test)))]
+    weights = [("exported prior", class_probabilities(model, test)),
+               (f"refitted on the training split ({refit.describe()})", refit.probabilities(features))]
     for n in [int(x) for x in args.extra.split(",") if x.strip()]:
         extra_root = args.out / f"extra_cohort_{n}"
         if not (extra_root / "cohort.yaml").is_file():
@@ -162,7 +161,7 @@ def main() -> None:
                        seed=EXTRA_SEED_OFFSET + n, out=extra_root, overwrite=True)
         extra = load_cases(model, extra_root)
         prior = fit_prior(model, [train, extra], seed)
-        weights.append((f"prior + {n} patients ({prior.describe()})", prior.probabilities(_features(model, test))))
+        weights.append((f"prior + {n} patients ({prior.describe()})", prior.probabilities(features)))
     generator = pd.read_csv(cohort / "truth" / "patients.csv", dtype={"patient_id": str}).set_index("patient_id")
     p_good = generator.loc[[c.patient_id for c in test.cases], "response_probability"].to_numpy(float)
     weights.append(("generator probability", np.stack([1 - p_good, p_good], 1)))
@@ -177,11 +176,6 @@ def main() -> None:
     (args.out / "prior_ceiling.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     (args.out / "prior_ceiling.md").write_text(markdown(result), encoding="utf-8")
     print(markdown(result))
-
-
-def _features(model, cases: CaseSet) -> np.ndarray:
-    return prior_features(cases.batch["clinical"].numpy(), cases.batch["clinical_missing"].numpy(),
-                          cases.batch["tumor_mask"].numpy(), model.layout.clinical)
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ from oncodiff.models.conditions import CLASS_LABEL_KEYS
 from oncodiff.pipeline.calibration import IntervalCalibration
 from oncodiff.pipeline.cases import CaseSet, load_cases
 from oncodiff.pipeline.export import ExportedModel, load_export
-from oncodiff.pipeline.predict import (UNKNOWN_CLASS_MODES, Predictions, class_probabilities, load_calibration,
+from oncodiff.pipeline.predict import (UNKNOWN_CLASS_MODES, Predictions, case_prior_features, load_calibration,
                                        load_class_prior, predict_cases)
 from oncodiff.pipeline.volumes import CaseVolumes, load_segmenter
 
@@ -164,7 +164,7 @@ def _class_prior_scores(exported: ExportedModel, cases: CaseSet) -> dict:
         return {"status": "no class prior: the model is not conditioned on a class (model.class_label: none)"
                 if kind == "none" else "no class prior: the training split had fewer than two classes"}
     labels = cases.batch[CLASS_LABEL_KEYS[kind]].numpy()
-    return prior.scores(class_probabilities(exported, cases), labels)
+    return prior.scores(prior.probabilities(case_prior_features(exported, cases)), labels)
 
 
 def _mmd(mean: np.ndarray, post: np.ndarray, bandwidth: float | None) -> dict:

@@ -107,14 +107,16 @@ def load_class_prior(model: ExportedModel) -> ClassPrior | None:
     return ClassPrior.from_dict(raw)
 
 
+def case_prior_features(model: ExportedModel, cases: CaseSet) -> np.ndarray:
+    """(B, F) the class prior's features of ``cases`` (clinical design matrix and baseline size)."""
+    return prior_features(cases.batch["clinical"].numpy(), cases.batch["clinical_missing"].numpy(),
+                          cases.batch["tumor_mask"].numpy(), model.layout.clinical)
+
+
 def class_probabilities(model: ExportedModel, cases: CaseSet) -> np.ndarray | None:
     """(B, K) p(class | clinical, baseline size) from the exported class prior; None without one."""
     prior = load_class_prior(model)
-    if prior is None:
-        return None
-    features = prior_features(cases.batch["clinical"].numpy(), cases.batch["clinical_missing"].numpy(),
-                              cases.batch["tumor_mask"].numpy(), model.layout.clinical)
-    return prior.probabilities(features)
+    return None if prior is None else prior.probabilities(case_prior_features(model, cases))
 
 
 def predict_cases(model: ExportedModel, cases: CaseSet, n_samples: int, seed: int = 0,
