@@ -27,7 +27,7 @@ SECTIONS = {"methods", "image_metrics", "size", "uncertainty", "distribution", "
             "outcomes", "per_case_size", "oncodiff_version", "run", "cohort", "data_hash", "config", "test_cases",
             "training_curves", "segmenter"}
 DIFFUSION = {"diffusion", "diffusion_most_probable", "diffusion_null_class", "diffusion_true_class"}
-METHODS = {"identity", *TRAINED_BASELINES, *DIFFUSION}
+METHODS = {"identity", "denoised", *TRAINED_BASELINES, *DIFFUSION}
 
 
 def sets(items) -> list[str]:
@@ -149,7 +149,7 @@ def test_a_single_test_case_is_evaluated_without_distribution_distances(tmp_path
     assert result.exit_code == 0, result.output
     summary = json.loads((tmp_path / "evaluation" / "summary.json").read_text(encoding="utf-8"))
     assert len(summary["test_cases"]) == 1
-    assert set(summary["methods"]) == {"identity", *DIFFUSION}
+    assert set(summary["methods"]) == {"identity", "denoised", *DIFFUSION}
     for name in summary["methods"]:
         assert summary["distribution"][name]["mmd"] is None
         assert "at least 2 test cases" in summary["distribution"][name]["status"]

@@ -20,6 +20,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from oncodiff.errors import ConfigError
 
 
+# Gaussian sigmas (mm) that preprocessing smooths every pre and post scan with, for data.smoothing and the
+# denoised baseline of `oncodiff evaluate`; 0 = unsmoothed.
+SMOOTHING_MM = (0.0, 1.0, 1.5, 2.0, 3.0)
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -44,6 +49,17 @@ class DataConfig(_Section):
         "with most tumour; mip: maximum intensity projection along the last axis",
     )
     min_tumor_voxels: int = Field(1, ge=0, description="tumor slices: minimum tumour voxels for a slice to count")
+    slice_margin: int = Field(
+        0, ge=0, description="tumor slices: also this many slices above and below the tumour, so that growth into "
+        "neighbouring slices is predicted too"
+    )
+    smoothing: Literal["none", "auto"] | float = Field(
+        "none",
+        description="Gaussian denoising of the pre and post scans (sigma in mm) before cropping, for noisy "
+        "acquisitions: the model then starts from the denoised baseline and learns the change, not the noise; "
+        "auto: the sigma of SMOOTHING_MM (0 included) whose smoothed baseline best matches the follow-ups inside "
+        "the tumour on the training split, as the denoised baseline of `oncodiff evaluate` chooses it",
+    )
     normalization: Literal["auto", "percentile", "zscore", "ct_window", "none"] = Field(
         "auto", description="auto: ct_window for CT cohorts, percentile otherwise"
     )
@@ -75,6 +91,9 @@ class DataConfig(_Section):
             raise ValueError(f"data.crop_size has {len(self.crop_size)} values; data.dims={out_dims} needs {out_dims}")
         if self.spacing is not None and len(self.spacing) not in (2, 3):
             raise ValueError("data.spacing needs 2 or 3 values (mm per axis)")
+        if not isinstance(self.smoothing, str) and self.smoothing not in SMOOTHING_MM:
+            raise ValueError(f"data.smoothing={self.smoothing}: choose none, auto or a sigma in mm from "
+                             f"{', '.join(f'{s:g}' for s in SMOOTHING_MM)}")
         if self.folds is not None and self.fold >= self.folds:
             raise ValueError(f"data.fold={self.fold} must be below data.folds={self.folds}")
         if self.rotations and self.crop_size[0] != self.crop_size[1]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,3 +83,22 @@ def load_cohort(root: str | Path, validate: bool = True) -> Cohort:
             raise CohortError(problems, str(root))
     spec, patients, scans = read_tables(root)
     return Cohort(root=root, spec=spec, patients=patients, scans=scans)
+
+
+def cohort_fingerprint(root: str | Path) -> dict[str, str]:
+    """What identifies a cohort without reading its images: its resolved folder and a SHA-256 of its three
+    tables (cohort.yaml, patients.csv, scans.csv). A run records its training cohort's fingerprint, so that
+    ``predict`` and ``evaluate`` can tell the training cohort from a new one."""
+    root = Path(root).resolve()
+    digest = hashlib.sha256()
+    for name in (COHORT_YAML, PATIENTS_CSV, SCANS_CSV):
+        path = root / name
+        digest.update(name.encode() + b"\0" + (path.read_bytes() if path.is_file() else b""))
+    return {"path": str(root), "tables_sha256": digest.hexdigest()}
+
+
+def same_cohort(recorded: dict[str, str], root: str | Path) -> bool:
+    """Whether ``root`` is the cohort whose :func:`cohort_fingerprint` is ``recorded`` (moved or copied
+    folders count when their tables are byte-identical)."""
+    here = cohort_fingerprint(root)
+    return here["path"] == recorded.get("path") or here["tables_sha256"] == recorded.get("tables_sha256")

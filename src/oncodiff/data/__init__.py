@@ -7,7 +7,7 @@ torch, Lightning and MONAI load only when the DataModule, Dataset or transforms 
 from importlib import import_module
 
 from oncodiff.data.clinical import ClinicalEncoder
-from oncodiff.data.geometry import GeometryRecord, Grid, canonical_grid, crop_support, paste_back, sample
+from oncodiff.data.geometry import GeometryRecord, Grid, canonical_grid, crop_support, paste_back, paste_crops, sample
 from oncodiff.data.intensity import IntensityTransform, fit_intensity, normalization_method
 from oncodiff.data.labels import SurvivalClasses, patient_outcomes
 from oncodiff.data.preprocess import (
@@ -30,7 +30,7 @@ __all__ = [
     "BaselineCrops", "ClinicalEncoder", "FollowUpCrops", "GeometryRecord", "Grid", "IntensityTransform",
     "PreprocessedCohort", "SampleRecord", "Splits", "SurvivalClasses", "baseline_scan", "canonical_grid",
     "crop_baseline", "crop_support", "cut_followup", "fit_intensity", "make_splits", "normalization_method",
-    "paste_back", "patient_outcomes", "preprocess_cohort", "register", "sample", *_LAZY,
+    "paste_back", "paste_crops", "patient_outcomes", "preprocess_cohort", "register", "sample", *_LAZY,
 ]
 
 

@@ -8,6 +8,8 @@ A crop is a small grid placed on the preprocessed grid of the baseline (RAS, ``d
 - 3D scans to 2D samples (``data.slices``): the in-plane crop on every axial slice with tumour
   (``tumor``), on the slice with most tumour (``largest``), or the maximum intensity projection over
   all axial slices (``mip``). After RAS orientation the last axis is inferior -> superior.
+  ``slice_margin`` adds that many slices on each side of the tumour's slices (the range in between is
+  taken whole), so a tumour that grows into its neighbouring slices is predicted there too.
 """
 
 from __future__ import annotations
@@ -75,7 +77,11 @@ def _tumor_slices(tumor: np.ndarray, config: DataConfig) -> list[int]:
     counts = tumor.reshape(-1, tumor.shape[-1]).astype(bool).sum(axis=0)
     if config.slices == "largest":
         return [int(np.argmax(counts))] if counts.max() > 0 else []
-    return [int(k) for k in np.flatnonzero(counts >= max(1, config.min_tumor_voxels))]
+    chosen = np.flatnonzero(counts >= max(1, config.min_tumor_voxels))
+    if config.slice_margin and chosen.size:
+        margin = config.slice_margin
+        chosen = np.arange(max(chosen.min() - margin, 0), min(chosen.max() + margin + 1, len(counts)))
+    return [int(k) for k in chosen]
 
 
 @dataclass(frozen=True, eq=False)

@@ -12,9 +12,10 @@ import torch
 from torch.utils.data import DataLoader
 
 from oncodiff.cohort import Cohort, CohortSpec
-from oncodiff.config import Config
+from oncodiff.config import SMOOTHING_MM, Config
 from oncodiff.data.clinical import ClinicalEncoder
 from oncodiff.data.dataset import PairedDataset, SampleLabels, SeededSampler
+from oncodiff.data.denoise import smoothing_index
 from oncodiff.data.labels import SurvivalClasses, patient_outcomes
 from oncodiff.data.preprocess import PreprocessedCohort, SampleRecord, preprocess_cohort
 from oncodiff.data.splits import SPLIT_NAMES, Splits, make_splits
@@ -31,6 +32,8 @@ class _State:
     encoder: ClinicalEncoder
     survival: SurvivalClasses
     datasets: dict[str, PairedDataset]
+    smoothing: int  # index into SMOOTHING_MM of the pre/post scans the datasets give
+    smoothing_note: str
 
 
 class CohortDataModule(L.LightningDataModule):
@@ -102,6 +105,15 @@ class CohortDataModule(L.LightningDataModule):
         return len(self.spec.anatomy)
 
     @property
+    def smoothing_mm(self) -> float:
+        """The Gaussian sigma (mm) of the pre and post scans the datasets give (data.smoothing resolved)."""
+        return SMOOTHING_MM[self.state.smoothing]
+
+    @property
+    def smoothing_note(self) -> str:
+        return self.state.smoothing_note
+
+    @property
     def spatial_shape(self) -> tuple[int, ...]:
         return tuple(self.config.data.crop_size)
 
@@ -146,15 +158,18 @@ class CohortDataModule(L.LightningDataModule):
         survival = SurvivalClasses.fit(outcomes.loc[list(splits.train), "survival_time"].to_numpy(float))
         labels = _sample_labels(preprocessed, cohort, outcomes, encoder, survival)
         augmentation = paired_augmentation(self.config.data.flips, self.config.data.rotations)
-        datasets = {}
-        for name in SPLIT_NAMES:
-            members = set(getattr(splits, name))
-            indices = [i for i in selected if preprocessed.records[i].patient_id in members]
-            datasets[name] = PairedDataset(preprocessed, labels, indices, augmentation if name == "train" else None)
-        if not len(datasets["train"]):
+        members = {name: set(getattr(splits, name)) for name in SPLIT_NAMES}
+        indices = {name: [i for i in selected if preprocessed.records[i].patient_id in members[name]]
+                   for name in SPLIT_NAMES}
+        if not indices["train"]:
             raise ConfigError(f"the training split of {self.cohort_root} has no samples; check the splits and "
                               "data.timepoints")
-        return _State(preprocessed, splits, encoder, survival, datasets)
+        arrays, train = preprocessed.arrays, indices["train"]
+        smoothing, note = smoothing_index(self.config.data.smoothing, arrays["pre_smoothed"][train],
+                                          arrays["post"][train], arrays["tumor_mask"][train])
+        datasets = {name: PairedDataset(preprocessed, labels, indices[name], augmentation if name == "train" else None,
+                                        smoothing=smoothing) for name in SPLIT_NAMES}
+        return _State(preprocessed, splits, encoder, survival, datasets, smoothing, note)
 
     def _splits(self, cohort: Cohort, patients: list[str], labels: list[int]) -> Splits:
         if self.splits_path is not None and self.splits_path.is_file():

@@ -27,7 +27,8 @@ class SampleLabels:
 
 
 class PairedDataset(Dataset):
-    """The samples ``indices`` of ``preprocessed`` as dicts of CONTRACTS section 1 without the batch dim:
+    """The samples ``indices`` of ``preprocessed`` as dicts of CONTRACTS section 1 without the batch dim
+    (``smoothing`` > 0: pre and post are the scans smoothed by SMOOTHING_MM[smoothing]):
     pre, post, tumor_mask, post_mask (1, *S) float32; anatomy (A, *S); clinical (V,) float32;
     clinical_missing (V,) bool; scalars as 0-d tensors; patient_id, lesion_id, timepoint str;
     index = the sample's position in ``preprocessed`` (its geometry record: ``records[index]``).
@@ -37,8 +38,9 @@ class PairedDataset(Dataset):
     """
 
     def __init__(self, preprocessed: PreprocessedCohort, labels: SampleLabels, indices: Sequence[int],
-                 transform=None):
+                 transform=None, smoothing: int = 0):
         self.arrays: Mapping[str, np.ndarray] = preprocessed.arrays
+        self.smoothing = int(smoothing)
         self.records = preprocessed.records
         self.labels = labels
         self.indices = np.asarray(indices, dtype=np.int64)
@@ -59,6 +61,10 @@ class PairedDataset(Dataset):
         record, labels = self.records[index], self.labels
         sample = {key: torch.from_numpy(self.arrays[key][index].astype(np.float32, copy=False))
                   for key in ("pre", "post", "tumor_mask", "post_mask", "anatomy")}
+        if self.smoothing:  # data.smoothing: the denoised scans are the model's input and target
+            for key in ("pre", "post"):
+                smoothed = self.arrays[f"{key}_smoothed"][index, self.smoothing:self.smoothing + 1]
+                sample[key] = torch.from_numpy(smoothed.astype(np.float32, copy=False))
         sample.update(
             has_post_mask=torch.tensor(record.has_post_mask),
             clinical=torch.from_numpy(labels.clinical[index]),

@@ -10,6 +10,7 @@ the original voxels are interpolated once. :func:`paste_back` runs the same chai
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -174,6 +175,28 @@ def paste_back(
     region = out[tuple(slice(a, b) for a, b in zip(lo, hi))]
     region[inside] = values[inside]
     return Image(out, record.original_affine)
+
+
+def paste_crops(records: Sequence[GeometryRecord], crop_arrays: Sequence[np.ndarray], order: int = 1,
+                background: np.ndarray | None = None) -> Image:
+    """Several crops of one scan (e.g. its tumour slices, or overlapping patches) put back into its original
+    geometry -> Image (*original_shape); where crops overlap, the mean of their values. Voxels no crop covers
+    keep ``background`` (or 0), as in :func:`paste_back`."""
+    if len(records) != len(crop_arrays) or not records:
+        raise ValueError(f"paste_crops needs one array per record and at least one: got {len(records)} records, "
+                         f"{len(crop_arrays)} arrays")
+    if len(records) == 1:
+        return paste_back(records[0], crop_arrays[0], order, background)
+    total = np.zeros(tuple(records[0].original_shape), np.float64)
+    count = np.zeros_like(total)
+    for record, array in zip(records, crop_arrays):
+        support = crop_support(record)
+        total[support] += paste_back(record, array, order).array[support]
+        count[support] += 1
+    covered = count > 0
+    out = np.zeros(total.shape, np.float32) if background is None else np.array(background, dtype=np.float32)
+    out[covered] = (total[covered] / count[covered]).astype(np.float32)
+    return Image(out, records[0].original_affine)
 
 
 def crop_support(record: GeometryRecord) -> np.ndarray:

@@ -22,16 +22,18 @@ import numpy as np
 import pandas as pd
 
 from oncodiff.cohort import Cohort, CohortSpec, Image, load_cohort, read_image
-from oncodiff.config import DataConfig
+from oncodiff.config import SMOOTHING_MM, DataConfig
 from oncodiff.data import cache
 from oncodiff.data.clinical import is_missing
 from oncodiff.data.crop import Crop, plan_crops
+from oncodiff.data.denoise import smoothed
 from oncodiff.data.geometry import GeometryRecord, canonical_grid, nearest_on_grid, sample
 from oncodiff.data.intensity import IntensityTransform, fit_intensity, normalization_method
 from oncodiff.data.registration import register
 from oncodiff.errors import ConfigError
 
-ARRAY_KEYS = ("pre", "post", "tumor_mask", "post_mask", "anatomy")
+ARRAY_KEYS = ("pre", "post", "tumor_mask", "post_mask", "anatomy", "pre_smoothed", "post_smoothed")
+SMOOTHED_KEYS = ("pre_smoothed", "post_smoothed")
 
 
 @dataclass(frozen=True, eq=False)
@@ -79,7 +81,8 @@ class PreprocessedCohort:
     """All samples of a cohort, in memory. N samples, A = len(spec.anatomy), S = crop_size:
 
     arrays: pre, post (N, 1, *S) float32 normalised; tumor_mask, post_mask (N, 1, *S) uint8;
-    anatomy (N, A, *S) float32 (label values kept). ``records[i]`` describes sample i. ``cohort``: the
+    anatomy (N, A, *S) float32 (label values kept); pre_smoothed, post_smoothed (N, G, *S) float32: pre and post
+    cut from the scan smoothed by each sigma of SMOOTHING_MM (denoise.py; index 0 is unsmoothed). ``records[i]`` describes sample i. ``cohort``: the
     validated cohort's tables (patients.csv for clinical values and outcomes).
     """
 
@@ -156,7 +159,8 @@ class BaselineCrops:
     """One baseline scan cut into its crops: what a prediction needs when there is no follow-up.
 
     ``pre`` (K, 1, *S) float32, ``tumor_mask`` (K, 1, *S) uint8, ``anatomy`` (K, A, *S) float32 for the
-    K crops (K > 1 for tumour slices). ``normalised``: the whole scan after normalisation.
+    K crops (K > 1 for tumour slices); ``pre_smoothed`` (K, G, *S): ``pre`` cut from the scan smoothed by each
+    sigma of SMOOTHING_MM. ``normalised``: the whole scan after normalisation.
     """
 
     crops: tuple[Crop, ...]
@@ -165,6 +169,7 @@ class BaselineCrops:
     pre: np.ndarray
     tumor_mask: np.ndarray
     anatomy: np.ndarray
+    pre_smoothed: np.ndarray
 
 
 def crop_baseline(cohort: Cohort, baseline: Mapping[str, Any], config: DataConfig) -> BaselineCrops:
@@ -185,7 +190,20 @@ def crop_baseline(cohort: Cohort, baseline: Mapping[str, Any], config: DataConfi
         crops=crops, intensity=intensity, normalised=normalised,
         pre=_stack(pre, (1, *size), np.float32), tumor_mask=_stack(masks, (1, *size), np.uint8),
         anatomy=_stack(anatomy, (len(cohort.spec.anatomy), *size), np.float32, channels_first=True),
+        pre_smoothed=_smoothed_cuts(normalised, crops, size, background),
     )
+
+
+def _smoothed_cuts(normalised: Image, crops: tuple[Crop, ...], size: tuple[int, ...], background: float,
+                   world_map: np.ndarray | None = None) -> np.ndarray:
+    """(K, G, *S): the scan smoothed by each sigma of SMOOTHING_MM, sampled on each crop."""
+    if not crops:
+        return np.zeros((0, len(SMOOTHING_MM), *size), np.float32)
+    per_sigma = []
+    for sigma in SMOOTHING_MM:
+        scan = smoothed(normalised, sigma)
+        per_sigma.append(np.stack([_cut(scan, crop, 1, background, world_map) for crop in crops]))
+    return np.stack(per_sigma, axis=1).astype(np.float32)
 
 
 def _cut(image: Image, crop: Crop, order: int, cval: float = 0.0, world_map: np.ndarray | None = None) -> np.ndarray:
@@ -215,7 +233,8 @@ def _stack(items: list[np.ndarray], item_shape: tuple[int, ...], dtype, channels
 @dataclass(frozen=True, eq=False)
 class FollowUpCrops:
     """One follow-up scan sampled on its baseline's K crops: ``post`` (K, 1, *S) float32 normalised by the
-    follow-up's own statistics, ``post_mask`` (K, 1, *S) uint8 (zeros when the row has no mask)."""
+    follow-up's own statistics, ``post_mask`` (K, 1, *S) uint8 (zeros when the row has no mask),
+    ``post_smoothed`` (K, G, *S) as ``post`` from the scan smoothed by each sigma of SMOOTHING_MM."""
 
     pre_intensity: IntensityTransform
     post_intensity: IntensityTransform
@@ -223,6 +242,7 @@ class FollowUpCrops:
     post: np.ndarray
     post_mask: np.ndarray
     has_post_mask: bool
+    post_smoothed: np.ndarray
 
 
 def cut_followup(cohort: Cohort, row: Mapping[str, Any], baseline: BaselineCrops, config: DataConfig) -> FollowUpCrops:
@@ -243,8 +263,9 @@ def cut_followup(cohort: Cohort, row: Mapping[str, Any], baseline: BaselineCrops
     else:
         masks = [np.zeros(crop.geometry.crop_shape, bool) for crop in baseline.crops]
     size = (1, *config.crop_size)
+    smoothed_post = _smoothed_cuts(normalised, baseline.crops, tuple(config.crop_size), background, world_map)
     return FollowUpCrops(baseline.intensity, intensity, world_map, _stack(post, size, np.float32),
-                         _stack(masks, size, np.uint8), has_mask)
+                         _stack(masks, size, np.uint8), has_mask, smoothed_post)
 
 
 def _preprocess(cohort: Cohort, config: DataConfig) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
@@ -279,6 +300,8 @@ def _append_samples(parts, records, baseline: BaselineCrops, followup: FollowUpC
     parts["anatomy"].append(baseline.anatomy)
     parts["post"].append(followup.post)
     parts["post_mask"].append(followup.post_mask)
+    parts["pre_smoothed"].append(baseline.pre_smoothed)
+    parts["post_smoothed"].append(followup.post_smoothed)
     for crop in baseline.crops:
         records.append(SampleRecord(
             patient_id=str(row["patient_id"]), lesion_id=str(row["lesion_id"]), timepoint=str(row["timepoint"]),
@@ -291,7 +314,7 @@ def _append_samples(parts, records, baseline: BaselineCrops, followup: FollowUpC
 def _concatenate(parts: list[np.ndarray], key: str, cohort: Cohort, config: DataConfig) -> np.ndarray:
     if parts:
         return np.concatenate(parts)
-    channels = len(cohort.spec.anatomy) if key == "anatomy" else 1
+    channels = {"anatomy": len(cohort.spec.anatomy)}.get(key, len(SMOOTHING_MM) if key in SMOOTHED_KEYS else 1)
     dtype = np.uint8 if key.endswith("mask") else np.float32
     return np.zeros((0, channels, *config.crop_size), dtype)
 

@@ -9,7 +9,10 @@ evaluations) and differs from the run's config only as its definition below says
 
 For a latent-diffusion or ControlNet run, every baseline is the pixel-space model trained from scratch.
 
-The identity baseline (post = pre) needs no training.
+Two baselines need no training: identity (post = pre), and the denoised identity (post = the baseline
+smoothed by a Gaussian whose sigma is chosen on the training split, data/denoise.py). On noisy scans the
+follow-up's noise cannot be predicted, so post = pre pays for the noise of both scans; the denoised
+identity is the trivial prediction a model must beat there.
 """
 
 from __future__ import annotations
@@ -17,7 +20,12 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from oncodiff.config import Config
+import numpy as np
+
+from oncodiff.config import SMOOTHING_MM, Config
+from oncodiff.data.denoise import choose_smoothing
+from oncodiff.pipeline.cases import CaseSet, load_cases
+from oncodiff.pipeline.export import ExportedModel
 
 # Baselines are pixel-space models trained from scratch, whatever the run's stage: a latent or ControlNet
 # run's baseline does not load its autoencoders, locked denoiser or anatomy encoders.
@@ -31,7 +39,22 @@ TRAINED_BASELINES = {  # name: (label in tables, config overrides)
     "no_clinical": ("diffusion without clinical conditioning",
                     ["training.stage=diffusion", "model.clinical=none", "model.class_label=none", *FROM_SCRATCH]),
 }
-BASELINE_NAMES = ("identity", *TRAINED_BASELINES)
+BASELINE_NAMES = ("identity", "denoised", *TRAINED_BASELINES)
+DENOISED_LABEL = "denoised identity (post = smoothed pre)"
+
+
+def denoised_identity(exported: ExportedModel, cohort: str | Path, train_patients: list[str], cases: CaseSet,
+                      cache_dir: str | Path | None = None) -> tuple[np.ndarray, float, str]:
+    """(B, *S) the test cases' baselines smoothed by the sigma (mm) that best predicts the training split's
+    follow-ups inside the tumour; returns the predictions, the sigma and a sentence saying how it was chosen."""
+    train_cases = load_cases(exported, cohort, patients=train_patients, cache_dir=cache_dir)
+    known = [i for i, c in enumerate(train_cases.cases) if c.has_truth]
+    batch = train_cases.select(known).batch
+    index, errors = choose_smoothing(batch["pre_smoothed"].numpy(), batch["post"].numpy(),
+                                     batch["tumor_mask"].numpy())
+    note = ", ".join(f"{s:g} mm: {e:.4f}" for s, e in zip(SMOOTHING_MM, errors))
+    return (cases.batch["pre_smoothed"][:, index].numpy(), SMOOTHING_MM[index],
+            f"sigma {SMOOTHING_MM[index]:g} mm, chosen on {len(known)} training cases (in-tumour MAE {note})")
 
 
 def baseline_config(config: Config, name: str, minutes: float | None) -> Config:

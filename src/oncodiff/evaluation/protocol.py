@@ -22,7 +22,7 @@ from scipy import stats
 from oncodiff import __version__
 from oncodiff.config import Config
 from oncodiff.errors import OncodiffError
-from oncodiff.evaluation.baselines import TRAINED_BASELINES, ensure_baseline
+from oncodiff.evaluation.baselines import DENOISED_LABEL, TRAINED_BASELINES, denoised_identity, ensure_baseline
 from oncodiff.evaluation.counterfactual import evaluate_counterfactuals
 from oncodiff.evaluation.distribution import fid, lpips, mmd
 from oncodiff.evaluation.metrics import MetricTable, image_metrics
@@ -70,7 +70,8 @@ def evaluate(model: str | Path, cohort: str | Path, out: str | Path, overrides: 
     cases = load_cases(exported, cohort, patients=test, cache_dir=cache_dir)
     cases = cases.select([i for i, c in enumerate(cases.cases) if c.has_truth])
     print(f"evaluating {len(cases)} test cases of {len(test)} patients", flush=True)
-    methods = _run_methods(run, exported, config, cases, cohort, cache_dir)
+    splits = json.loads((run / "splits.json").read_text(encoding="utf-8"))
+    methods = _run_methods(run, exported, config, cases, cohort, cache_dir, list(splits["train"]))
     summary = _score(methods, cases, config)
     summary["counterfactual"] = evaluate_counterfactuals(exported, config, cases, cache_dir)
     summary["class_prior"] = _class_prior_scores(exported, cases)
@@ -93,14 +94,18 @@ def _output_folder(out: str | Path, cohort: str | Path) -> Path:
 
 
 def _run_methods(run: Path, exported: ExportedModel, config: Config, cases: CaseSet, cohort,
-                 cache_dir) -> list[MethodResult]:
+                 cache_dir, train_patients: list[str]) -> list[MethodResult]:
     segmenter = load_segmenter(exported.path)
     threshold = config.evaluation.response_threshold
     n, seed = config.sampling.samples, config.training.seed
-    pre = cases.batch["pre"][:, 0].numpy()
+    pre = cases.batch["pre_raw"][:, 0].numpy()
     baseline_masks = cases.batch["tumor_mask"][:, 0].numpy()[:, None] > 0 if exported.config.model.generate_mask else None
+    denoised, _, note = denoised_identity(exported, cohort, train_patients, cases, cache_dir)
+    print(f"denoised identity baseline: {note}", flush=True)
     results = [("identity", "identity (post = pre)", Predictions(samples=pre[:, None].copy(), pre=pre,
-                                                                  masks=baseline_masks), None)]
+                                                                  masks=baseline_masks), None),
+               ("denoised", DENOISED_LABEL, Predictions(samples=denoised[:, None].copy(), pre=denoised,
+                                                        masks=baseline_masks), None)]
     for name in config.evaluation.baselines:
         baseline = load_export(ensure_baseline(run, cohort, exported.config, name, config.evaluation.baseline_minutes,
                                                cache_dir))
@@ -218,7 +223,7 @@ def _provenance(run: Path, exported: ExportedModel, config: Config, cases: CaseS
 def _write_figures(out: Path, methods: list[MethodResult], cases: CaseSet) -> None:
     """The arrays the report draws: the first cases' images, all methods' means, samples, maps."""
     k = min(FIGURE_CASES, len(cases))
-    arrays = {"keys": np.array([c.key for c in cases.cases[:k]]), "pre": cases.batch["pre"][:k, 0].numpy(),
+    arrays = {"keys": np.array([c.key for c in cases.cases[:k]]), "pre": cases.batch["pre_raw"][:k, 0].numpy(),
               "post": cases.batch["post"][:k, 0].numpy(), "tumor_mask": cases.batch["tumor_mask"][:k, 0].numpy(),
               "post_mask": cases.batch["post_mask"][:k, 0].numpy()}
     for m in methods:

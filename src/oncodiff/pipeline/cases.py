@@ -21,6 +21,8 @@ from oncodiff.data import (
     BaselineCrops, ClinicalEncoder, GeometryRecord, IntensityTransform, SurvivalClasses, crop_baseline,
     patient_outcomes, preprocess_cohort,
 )
+from oncodiff.config import SMOOTHING_MM
+from oncodiff.data.preprocess import ARRAY_KEYS
 from oncodiff.errors import ConfigError, OncodiffError
 from oncodiff.models import CLASS_COUNTS, CLASS_LABEL_KEYS
 from oncodiff.pipeline.export import ExportedModel
@@ -42,10 +44,17 @@ class Case:
     pre_intensity: IntensityTransform
     has_truth: bool  # a follow-up scan at exactly these days exists (post and post_mask are real)
 
+    @property
+    def follow_up_key(self) -> str:
+        """patient/lesion/timepoint: the follow-up this crop belongs to (several crops for tumour slices)."""
+        return f"{self.patient_id}/{self.lesion_id}/{self.timepoint}"
+
 
 @dataclass
 class CaseSet:
-    """B cases and their batch (CONTRACTS section 1 keys, tensors with batch dim B)."""
+    """B cases and their batch (CONTRACTS section 1 keys, tensors with batch dim B). ``pre`` is the model's input
+    (smoothed as the model was trained, data.smoothing), ``pre_raw`` the baseline crop as preprocessed, and
+    ``pre_smoothed`` (B, G, *S) the baseline crop smoothed by each sigma of SMOOTHING_MM."""
 
     cases: list[Case]
     batch: dict[str, Any]
@@ -54,6 +63,13 @@ class CaseSet:
 
     def __len__(self) -> int:
         return len(self.cases)
+
+    def follow_ups(self) -> list[list[int]]:
+        """The case indices of each follow-up (its crops: one, or one per tumour slice), in first-seen order."""
+        groups: dict[str, list[int]] = {}
+        for i, case in enumerate(self.cases):
+            groups.setdefault(case.follow_up_key, []).append(i)
+        return list(groups.values())
 
     def select(self, index: Sequence[int]) -> CaseSet:
         index = list(index)
@@ -79,7 +95,7 @@ def load_cases(model: ExportedModel, cohort_root: str | Path, patients: Sequence
     with_pairs = {r.patient_id for r in preprocessed.records}
     for i, record in enumerate(preprocessed.records):
         if wanted is None or record.patient_id in wanted:
-            arrays.append({k: preprocessed.arrays[k][i] for k in ("pre", "post", "tumor_mask", "post_mask", "anatomy")})
+            arrays.append({k: preprocessed.arrays[k][i] for k in ARRAY_KEYS})
             cases.append(Case(
                 key=_key(record.patient_id, record.lesion_id, record.timepoint, record.geometry.slice_index),
                 patient_id=record.patient_id, lesion_id=record.lesion_id, timepoint=record.timepoint,
@@ -120,7 +136,8 @@ def _baseline_only(cohort: Cohort, patient: str, days: float | None, data, array
         for k, crop in enumerate(crops.crops):
             empty = np.zeros_like(crops.pre[k])
             arrays.append({"pre": crops.pre[k], "post": empty, "tumor_mask": crops.tumor_mask[k],
-                           "post_mask": empty.astype(np.uint8), "anatomy": crops.anatomy[k]})
+                           "post_mask": empty.astype(np.uint8), "anatomy": crops.anatomy[k],
+                           "pre_smoothed": crops.pre_smoothed[k], "post_smoothed": np.zeros_like(crops.pre_smoothed[k])})
             cases.append(Case(
                 key=_key(patient, str(row["lesion_id"]), f"day{days:g}", crop.geometry.slice_index),
                 patient_id=patient, lesion_id=str(row["lesion_id"]), timepoint=f"day{days:g}", days=float(days),
@@ -138,8 +155,13 @@ def _batch(model: ExportedModel, cohort: Cohort, cases: list[Case], arrays: list
     except (KeyError, ValueError) as e:
         raise ConfigError(f"--set clinical...: {e}") from None
     outcomes = patient_outcomes(cohort.patients, cohort.spec)
-    batch = {k: torch.from_numpy(np.stack([a[k] for a in arrays]).astype(np.float32))
-             for k in ("pre", "post", "tumor_mask", "post_mask", "anatomy")}
+    batch = {k: torch.from_numpy(np.stack([a[k] for a in arrays]).astype(np.float32)) for k in ARRAY_KEYS}
+    batch.pop("post_smoothed")
+    # The model's pre scan is the one it was trained on (data.smoothing); identity baselines use pre_raw.
+    batch["pre_raw"] = batch["pre"]
+    smoothing = SMOOTHING_MM.index(model.layout.smoothing_mm)
+    if smoothing:
+        batch["pre"] = batch["pre_smoothed"][:, smoothing:smoothing + 1].clone()
     batch.update(
         clinical=torch.from_numpy(np.stack([e[0] for e in encoded]).astype(np.float32)),
         clinical_missing=torch.from_numpy(np.stack([e[1] for e in encoded]).astype(bool)),

@@ -43,6 +43,7 @@ class ModelLayout:
     clinical_encoder: dict[str, Any] = field(default_factory=dict)
     response_positive: str | None = None
     survival_classes: dict[str, Any] = field(default_factory=dict)  # training-split median / quartiles (days)
+    smoothing_mm: float = 0.0  # the Gaussian sigma of the pre scans the model was trained on (data.smoothing)
 
     def n_classes(self, model: ModelConfig) -> int:
         return CLASS_COUNTS[model.class_label]

@@ -1,7 +1,8 @@
 """``oncodiff predict``: an exported model + a cohort -> N samples per case, their mean, uncertainty,
 drift, tumour volume change with an interval, and the implied response.
 
-Outputs per case (folder ``OUT/<patient>_<lesion>_<timepoint>``), all in the geometry of the
+Outputs per follow-up (folder ``OUT/<patient>_<lesion>_<timepoint>``; a follow-up predicted on several crops,
+such as the tumour slices of a 3D scan, has them stitched into one volume), all in the geometry of the
 baseline scan they were predicted from (same affine and shape), in the scan's own intensity units:
 mean, std (uncertainty), drift (mean post - pre), agreement (the share of samples that agree on the
 kind of change, PULSAR's several-seeds confidence), sample_KK, tumor_probability (the fraction of
@@ -19,9 +20,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from oncodiff.cohort import write_image
+from oncodiff.cohort import load_cohort, same_cohort, write_image
 from oncodiff.config import PREDICTING_STAGES, Config
-from oncodiff.data import baseline_scan, paste_back
+from oncodiff.data import baseline_scan, paste_crops
 from oncodiff.errors import OncodiffError
 from oncodiff.models import Conditions, conditions_from_batch, post_from_target
 from oncodiff.pipeline.calibration import IntervalCalibration
@@ -114,9 +115,16 @@ def case_prior_features(model: ExportedModel, cases: CaseSet) -> np.ndarray:
 
 
 def class_probabilities(model: ExportedModel, cases: CaseSet) -> np.ndarray | None:
-    """(B, K) p(class | clinical, baseline size) from the exported class prior; None without one."""
+    """(B, K) p(class | clinical, baseline size) from the exported class prior; None without one. The crops of
+    one follow-up (tumour slices) share the mean of their probabilities, so every crop of a follow-up's sample k
+    is drawn under the same class and the stitched sample shows one outcome."""
     prior = load_class_prior(model)
-    return None if prior is None else prior.probabilities(case_prior_features(model, cases))
+    if prior is None:
+        return None
+    probability = prior.probabilities(case_prior_features(model, cases))
+    for group in cases.follow_ups():
+        probability[group] = probability[group].mean(axis=0)
+    return probability
 
 
 def predict_cases(model: ExportedModel, cases: CaseSet, n_samples: int, seed: int = 0,
@@ -134,7 +142,8 @@ def predict_cases(model: ExportedModel, cases: CaseSet, n_samples: int, seed: in
     if model.config.training.stage == "regression":  # deterministic: one prediction per case
         generated = regress(model.net, config, cond)
     else:
-        generators = sample_generators(seed, [c.key for c in cases.cases], n_samples)
+        # Keyed by follow-up: the crops (slices) of one follow-up start sample k from the same noise.
+        generators = sample_generators(seed, [c.follow_up_key for c in cases.cases], n_samples)
         generated = draw_samples(model.net, config, cond, n_samples, generators, sample_classes=classes)
     return predictions_from_generated(cases.batch["pre"].to(device), generated, config.diffusion.target,
                                       class_probability=probability,
@@ -213,13 +222,18 @@ def calibrate_export(folder: str | Path, cohort: str | Path, patients: Sequence[
 def predict(model: str | Path, cohort: str | Path, out: str | Path, patients: Sequence[str] | None = None,
             samples: int | None = None, days: float | None = None, overrides: Sequence[str] = (), seed: int = 0,
             cache_dir: str | Path | None = None) -> Path:
-    """Predict follow-ups for a cohort's cases and write them under ``out``; returns ``out``."""
+    """Predict follow-ups for a cohort's cases and write them under ``out``, one folder per follow-up (the crops
+    of a follow-up, e.g. its tumour slices, stitched into the baseline scan); returns ``out``.
+
+    ``patients`` None: the run's test split when ``cohort`` is the cohort the run was trained on, else every
+    patient of ``cohort``."""
     exported = _predicting_export(model)
     config_overrides, case_overrides = _split_overrides(overrides)
     config = exported.config.with_overrides(config_overrides) if config_overrides else exported.config
     out = _output_folder(out, cohort)
     if patients is None:
-        patients = _default_patients(Path(model))
+        patients, which = default_patients(Path(model), cohort)
+        print(f"predicting {which}", flush=True)
     cases = load_cases(exported, cohort, patients, days, case_overrides, cache_dir)
     n = samples or config.sampling.samples
     # Without a class override the outcome is unknown: the class prior gives it (sampling.unknown_class).
@@ -229,8 +243,8 @@ def predict(model: str | Path, cohort: str | Path, out: str | Path, patients: Se
     volumes = CaseVolumes.measure(load_segmenter(exported.path), cases, predictions,
                                   config.evaluation.response_threshold)
     calibration, calibration_note = _calibration_for(exported, mode, predictions.samples.shape[1])
-    summaries = [write_case(out, cases, i, predictions, volumes, config.sampling.agreement_threshold, calibration)
-                 for i in range(len(cases))]
+    summaries = [write_follow_up(out, cases, group, predictions, volumes, config.sampling.agreement_threshold,
+                                 calibration) for group in cases.follow_ups()]
     (out / "summary.json").write_text(json.dumps({
         "model": str(exported.path), "cohort": str(cases.cohort.root), "samples": n, "seed": seed,
         "overrides": list(overrides), "sampling": config.sampling.model_dump(mode="json"),
@@ -296,41 +310,56 @@ def _output_folder(out: str | Path, cohort: str | Path) -> Path:
     return out
 
 
-def _default_patients(model: Path) -> list[str] | None:
-    """The run's test split when predicting from a run folder, else every patient."""
+def default_patients(model: Path, cohort: str | Path) -> tuple[list[str] | None, str]:
+    """The patients to predict when none are named, and a sentence saying which: the run's test split when
+    ``cohort`` is the cohort the run was trained on (RUN/cohort.json: the same folder, or byte-identical tables;
+    a run without that record: every patient of the run's splits is in ``cohort``), else every patient."""
     splits = model / "splits.json"
-    if splits.is_file():
-        return list(json.loads(splits.read_text(encoding="utf-8"))["test"]) or None
-    return None
+    if not splits.is_file():
+        return None, f"every patient of {cohort}"
+    split = json.loads(splits.read_text(encoding="utf-8"))
+    recorded = model / "cohort.json"
+    if recorded.is_file():
+        trained_here = same_cohort(json.loads(recorded.read_text(encoding="utf-8")), cohort)
+    else:
+        listed = set(load_cohort(cohort).patients.index.astype(str))
+        trained_here = {p for name in ("train", "val", "test") for p in split.get(name, [])} <= listed
+    test = list(split.get("test", []))
+    if trained_here and test:
+        shown = ", ".join(test[:8]) + (", ..." if len(test) > 8 else "")
+        return test, f"the run's test split of its training cohort {cohort} ({len(test)} patients: {shown})"
+    return None, f"every patient of {cohort}" + ("" if trained_here else " (not the run's training cohort)")
 
 
-def write_case(out: Path, cases: CaseSet, i: int, predictions: Predictions, volumes: CaseVolumes,
-               agreement_threshold: float = 0.05, calibration: IntervalCalibration | None = None) -> dict:
-    """Write one case's images (baseline geometry, scanner units) and return its summary."""
-    case = cases.cases[i]
-    folder = out / case.key.replace("/", "_")
+def write_follow_up(out: Path, cases: CaseSet, group: Sequence[int], predictions: Predictions,
+                    volumes: CaseVolumes, agreement_threshold: float = 0.05,
+                    calibration: IntervalCalibration | None = None) -> dict:
+    """Write one follow-up's images (its crops ``group`` stitched into the baseline scan's geometry, scanner
+    units) and return its summary; volumes are summed over the crops."""
+    first = cases.cases[group[0]]
+    folder = out / first.follow_up_key.replace("/", "_")
     folder.mkdir(parents=True, exist_ok=True)
-    background = baseline_scan(cases.cohort.root, case.baseline_image, case.geometry).array
-    intensity = case.pre_intensity
-    agreement = agreement_map(predictions.samples[i:i + 1], predictions.pre[i:i + 1], agreement_threshold)[0]
-    images = {"mean": paste_back(case.geometry, intensity.invert(predictions.mean[i]), 1, background),
-              "std": paste_back(case.geometry, intensity.invert_difference(predictions.std[i])),
-              "drift": paste_back(case.geometry, intensity.invert_difference(predictions.drift[i])),
-              "agreement": paste_back(case.geometry, agreement),
-              "tumor_probability": paste_back(case.geometry, volumes.probability[i])}
+    background = baseline_scan(cases.cohort.root, first.baseline_image, first.geometry).array
+    geometries = [cases.cases[i].geometry for i in group]
+    intensity = first.pre_intensity
+    agreement = agreement_map(predictions.samples[group], predictions.pre[group], agreement_threshold)
+    crops = {"mean": (intensity.invert(predictions.mean[group]), background),
+             "std": (intensity.invert_difference(predictions.std[group]), None),
+             "drift": (intensity.invert_difference(predictions.drift[group]), None),
+             "agreement": (agreement, None), "tumor_probability": (volumes.probability[group], None)}
     for k in range(predictions.samples.shape[1]):
-        images[f"sample_{k:02d}"] = paste_back(case.geometry, intensity.invert(predictions.samples[i, k]), 1,
-                                               background)
+        crops[f"sample_{k:02d}"] = (intensity.invert(predictions.samples[group, k]), background)
     files = {}
-    for name, image in images.items():
+    for name, (arrays, base) in crops.items():
+        image = paste_crops(geometries, list(arrays), 1, base)
         files[name] = write_image(image.array, image, folder / f"{name}.nii.gz").name
         if image.ndim == 2 and not name.startswith("sample_"):
             write_image(image.array, image, folder / f"{name}.png")
-    summary = {"key": case.key, "patient_id": case.patient_id, "lesion_id": case.lesion_id,
-               "timepoint": case.timepoint, "days": case.days, **volumes.summary(i, calibration), "files": files}
+    summary = {"key": first.follow_up_key, "patient_id": first.patient_id, "lesion_id": first.lesion_id,
+               "timepoint": first.timepoint, "days": first.days, "crops": len(group),
+               **volumes.grouped([list(group)]).summary(0, calibration), "files": files}
     if predictions.class_probability is not None:
-        summary["class_probability"] = [float(p) for p in predictions.class_probability[i]]
-        summary["sample_classes"] = [int(c) for c in predictions.sample_classes[i]]
+        summary["class_probability"] = [float(p) for p in predictions.class_probability[group[0]]]
+        summary["sample_classes"] = [int(c) for c in predictions.sample_classes[group[0]]]
     (folder / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     return summary
-

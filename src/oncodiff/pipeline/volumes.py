@@ -34,9 +34,11 @@ def load_segmenter(folder: str | Path) -> TumorSegmenter | None:
 
 
 def crop_spacing(geometry: GeometryRecord) -> tuple[float, ...]:
-    """Voxel size (mm) of a crop along its own axes."""
+    """Voxel size (mm) of a crop along its own axes; a 2D crop of a 3D scan (a slab one voxel thick) has its
+    thickness as a third value, so that its voxels have a volume."""
     columns = np.linalg.norm(np.asarray(geometry.crop_affine)[:3, :3], axis=0)
-    return tuple(float(s) for s in columns[: len(geometry.crop_shape)])
+    axes = max(len(geometry.crop_shape), len(geometry.original_shape))
+    return tuple(float(s) for s in columns[:axes])
 
 
 @dataclass
@@ -70,7 +72,7 @@ class CaseVolumes:
         baseline = cases.batch["tumor_mask"][:, 0].reshape(n_cases, -1).sum(1).numpy() * voxel
         known = cases.batch["has_post_mask"].numpy()
         true = np.where(known, cases.batch["post_mask"][:, 0].reshape(n_cases, -1).sum(1).numpy() * voxel, np.nan)
-        unit = "mm3" if len(spatial) == 3 else "mm2"
+        unit = "mm3" if len(cases.cases[0].geometry.original_shape) == 3 else "mm2"
         if predictions.masks is not None:  # each sample's own mask, in the units of the cohort's masks
             volumes = predictions.masks.reshape(n_cases, n_samples, -1).sum(-1) * voxel[:, None]
             return cls(baseline, baseline.copy(), volumes, true, predictions.masks.mean(axis=1).astype(np.float32),
@@ -84,6 +86,17 @@ class CaseVolumes:
         volumes = masks.reshape(n_cases, n_samples + 1, -1).sum(-1) * voxel[:, None]
         probability = masks.reshape(n_cases, n_samples + 1, *spatial)[:, 1:].mean(axis=1).astype(np.float32)
         return cls(baseline, volumes[:, 0], volumes[:, 1:], true, probability, unit, threshold, source="segmenter")
+
+    def grouped(self, groups: list[list[int]]) -> CaseVolumes:
+        """Volumes of whole follow-ups, each the sum over its crops (``groups``: case indices per follow-up, as
+        :meth:`CaseSet.follow_ups` gives); a follow-up's true volume is unknown when any crop's is. The per-voxel
+        probability stays with the crops (an empty array here)."""
+        def total(values: np.ndarray) -> np.ndarray:
+            return np.stack([values[g].sum(axis=0) for g in groups])
+
+        return CaseVolumes(total(self.baseline), total(self.baseline_segmented), total(self.samples),
+                           total(self.true), np.zeros((len(groups), 0), np.float32), self.unit, self.threshold,
+                           self.source, self.note)
 
     def change(self) -> np.ndarray:
         """(B, N) relative volume change of each sample from the segmented baseline; NaN where the

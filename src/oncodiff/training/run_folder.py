@@ -2,6 +2,7 @@
 
     RUN/config.json        the experiment config, written before anything runs
     RUN/splits.json        patient-grouped splits, written once
+    RUN/cohort.json        the training cohort's fingerprint (folder, hash of its tables)
     RUN/checkpoints/       Lightning checkpoints (best.ckpt, last.ckpt)
     RUN/logs/version_N/    Lightning CSV logs, one version per (re)start
     RUN/metrics.csv        all logged metrics of every version, in step order
@@ -20,6 +21,7 @@ from pydantic import ValidationError
 from oncodiff.config import Config
 from oncodiff.errors import OncodiffError
 
+COHORT_FILE = "cohort.json"
 # Keys a resumed run may change: budgets and hardware, never the experiment itself.
 RESUMABLE_CHANGES = ("training.max_epochs", "training.max_minutes", "training.devices", "training.num_nodes",
                      "training.accelerator", "data.num_workers")
@@ -36,6 +38,10 @@ class RunFolder:
     @property
     def splits_json(self) -> Path:
         return self.root / "splits.json"
+
+    @property
+    def cohort_json(self) -> Path:
+        return self.root / COHORT_FILE
 
     @property
     def checkpoints(self) -> Path:

@@ -20,8 +20,10 @@ import torch
 from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger
 
+from oncodiff.cohort import cohort_fingerprint
 from oncodiff.config import PREDICTING_STAGES, Config, bf16_conv3d_problem
 from oncodiff.data import CohortDataModule
+from oncodiff.data.route import volumetric_route
 from oncodiff.errors import ConfigError, OncodiffError
 from oncodiff.evaluation.tumor_size import TumorSegmenter
 from oncodiff.models import CLASS_COUNTS, CLASS_LABEL_KEYS, image_condition_names
@@ -40,7 +42,11 @@ BUDGET_MARGIN = 0.85  # share of max_minutes planned for training steps; the res
 
 def train(cohort: str | Path, config: Config, out: str | Path, resume: bool = False,
           cache_dir: str | Path | None = None) -> Path:
-    """Train the model ``config`` describes on ``cohort``; returns the run folder."""
+    """Train the model ``config`` describes on ``cohort``; returns the run folder. A 3D cohort with a preset for
+    2D crops is trained by the volumetric route (data/route.py), which is printed and written to config.json."""
+    config, route = volumetric_route(config, cohort)
+    if route and _is_rank_zero():
+        print(route, flush=True)
     if not _on_gpu(config) and bf16_conv3d_problem(config):
         raise ConfigError(bf16_conv3d_problem(config))
     L.seed_everything(config.training.seed, workers=True, verbose=False)
@@ -52,7 +58,11 @@ def train(cohort: str | Path, config: Config, out: str | Path, resume: bool = Fa
     data = CohortDataModule(cohort, config, cache_dir=cache_dir, splits_path=run.splits_json)
     data.prepare_data()
     data.setup()
+    if _is_rank_zero():
+        run.cohort_json.write_text(json.dumps(cohort_fingerprint(cohort), indent=2) + "\n", encoding="utf-8")
     layout = model_layout(data, config)
+    if config.data.smoothing != "none":
+        print(data.smoothing_note, flush=True)
     total_steps = _plan_steps(run, config, layout, data)
     module = module_class(config)(config, layout, total_steps)
     trainer = _trainer(run, config, total_steps)
@@ -77,6 +87,7 @@ def model_layout(data: CohortDataModule, config: Config) -> ModelLayout:
         clinical_encoder=data.clinical_encoder.to_dict(),
         response_positive=spec.outcomes.response.positive if spec.outcomes.response else None,
         survival_classes=data.survival_classes.to_dict(),
+        smoothing_mm=data.smoothing_mm,
     )
 
 

@@ -1,0 +1,47 @@
+"""The default route for 3D cohorts: how a volumetric cohort is trained when the config does not say.
+
+A preset made for 2D crops (the demo's) cannot take 3D scans as they are. Rather than refuse, ``oncodiff
+train`` then trains on the tumour's axial slices (2.5D: each slice a 2D sample, stitched back into one
+volume per follow-up by ``predict``), with these settings:
+
+- ``data.slices=tumor`` and ``data.slice_margin=2``: every slice with tumour, and two more on each side so
+  that growth into neighbouring slices is predicted;
+- ``data.smoothing=auto``: the model starts from the denoised baseline and learns the change, not the
+  noise of two independent acquisitions (data/denoise.py);
+- ``data.registration=rigid``: follow-ups are registered to their baseline.
+
+Why slices and not 3D patches: on 2 CPU cores a 2D step costs a fraction of a 3D one, and a 48-patient
+cohort gives ~20 slices per follow-up, so the same budget sees far more training samples
+(``benchmarks/volumetric.py`` measures both routes' steps per minute and their quality). A user who sets
+``data.slices`` or ``data.dims=3`` keeps what they set.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from oncodiff.cohort import load_cohort
+from oncodiff.config import Config
+
+VOLUMETRIC_ROUTE = ("data.slices=tumor", "data.slice_margin=2", "data.smoothing=auto", "data.registration=rigid")
+
+
+def needs_route(config: Config, cohort_dims: int | None) -> bool:
+    """True when ``config`` asks for 2D crops without saying how a 3D cohort becomes 2D."""
+    return cohort_dims == 3 and config.data.dims == 2 and config.data.slices == "none"
+
+
+def volumetric_route(config: Config, cohort: str | Path) -> tuple[Config, str | None]:
+    """``config`` with the 3D route applied when the cohort is 3D and the config has no way to take it
+    (:func:`needs_route`), and a sentence saying what was chosen and why; else ``(config, None)``."""
+    dims = load_cohort(cohort).dims
+    if not needs_route(config, dims):
+        return config, None
+    routed = config.with_overrides(list(VOLUMETRIC_ROUTE))
+    crop = "x".join(str(s) for s in config.data.crop_size)
+    return routed, (f"3D cohort, 2D preset: training on the tumour's axial slices ({crop} crops, tumour slices "
+                    f"+-{routed.data.slice_margin}), from the denoised baseline (data.smoothing=auto), follow-ups "
+                    f"registered rigidly; predict stitches the slices into one volume per follow-up. Why: 2D steps "
+                    "are much cheaper than 3D ones and each follow-up gives many slices (benchmarks/volumetric.py). "
+                    f"Set: {' '.join('--set ' + o for o in VOLUMETRIC_ROUTE)} to pin this, or data.dims=3 with a "
+                    "3-value data.crop_size for 3D patches")
