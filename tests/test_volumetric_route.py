@@ -165,3 +165,18 @@ def test_a_new_cohort_is_predicted_whole(routed, capsys):
     test = json.loads((routed["run"] / "splits.json").read_text(encoding="utf-8"))["test"]
     assert default_patients(routed["run"], copied)[0] == test
     assert pd.read_csv(routed["cohort"] / "scans.csv").shape[0] == 16  # the cohort was not written to
+
+
+def test_evaluate_scores_a_new_cohort_whole_with_the_denoised_baseline_and_one_volume_per_follow_up(routed):
+    from oncodiff.evaluation import evaluate
+
+    other = write_cohort(routed["root"] / "other_eval", n_patients=4, dims=3, shape=SHAPE, spacing=(1.0, 1.0, 2.0),
+                         seed=11)
+    budgets = ["evaluation.folds=2", "evaluation.cnn_epochs=1", "evaluation.head_epochs=5", "evaluation.baselines=[]"]
+    summary = json.loads(evaluate(routed["run"], other, routed["root"] / "eval_other", budgets,
+                                  cache_dir=routed["cache"]).read_text(encoding="utf-8"))
+    assert {"identity", "denoised"} <= set(summary["methods"])
+    follow_ups = {row["key"] for row in summary["per_case_size"]["identity"]}
+    assert follow_ups == {f"P00{i}/L1/week6" for i in range(1, 5)}  # every patient, one row per follow-up
+    crops = {row["case_id"] for row in summary["image_metrics"]["per_case"]}
+    assert len(crops) > len(follow_ups)  # image metrics stay per crop (tumour slice)

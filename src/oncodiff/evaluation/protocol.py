@@ -33,8 +33,9 @@ from oncodiff.models.conditions import CLASS_LABEL_KEYS
 from oncodiff.pipeline.calibration import IntervalCalibration
 from oncodiff.pipeline.cases import CaseSet, load_cases
 from oncodiff.pipeline.export import ExportedModel, load_export
-from oncodiff.pipeline.predict import (UNKNOWN_CLASS_MODES, Predictions, case_prior_features, load_calibration,
-                                       load_class_prior, predict_cases)
+from oncodiff.cohort import same_cohort
+from oncodiff.pipeline.predict import (UNKNOWN_CLASS_MODES, Predictions, case_prior_features, default_patients,
+                                       load_calibration, load_class_prior, predict_cases)
 from oncodiff.pipeline.volumes import CaseVolumes, load_segmenter
 
 FIGURE_CASES = 6
@@ -58,7 +59,9 @@ class MethodResult:
 
 def evaluate(model: str | Path, cohort: str | Path, out: str | Path, overrides: Sequence[str] = (),
              cache_dir: str | Path | None = None) -> Path:
-    """Evaluate the run ``model`` on its test split of ``cohort``; returns ``OUT/summary.json``."""
+    """Evaluate the run ``model`` on ``cohort``: its test split when ``cohort`` is the run's training cohort, else
+    every patient (a new cohort; baselines and the denoised identity's sigma still come from the training
+    cohort, recorded in RUN/cohort.json); returns ``OUT/summary.json``."""
     run = Path(model).resolve()
     if not (run / "splits.json").is_file():
         raise OncodiffError(f"{run}: not a run folder (no splits.json); evaluate needs the run written by "
@@ -66,12 +69,13 @@ def evaluate(model: str | Path, cohort: str | Path, out: str | Path, overrides: 
     exported = load_export(run)
     config = exported.config.with_overrides(list(overrides)) if overrides else exported.config
     out = _output_folder(out, cohort)
-    test = json.loads((run / "splits.json").read_text(encoding="utf-8"))["test"]
-    cases = load_cases(exported, cohort, patients=test, cache_dir=cache_dir)
+    patients, which = default_patients(run, cohort)
+    training_cohort = _training_cohort(run, cohort)
+    cases = load_cases(exported, cohort, patients=patients, cache_dir=cache_dir)
     cases = cases.select([i for i, c in enumerate(cases.cases) if c.has_truth])
-    print(f"evaluating {len(cases)} test cases of {len(test)} patients", flush=True)
+    print(f"evaluating {which}: {len(cases)} cases with a follow-up", flush=True)
     splits = json.loads((run / "splits.json").read_text(encoding="utf-8"))
-    methods = _run_methods(run, exported, config, cases, cohort, cache_dir, list(splits["train"]))
+    methods = _run_methods(run, exported, config, cases, training_cohort, cache_dir, list(splits["train"]))
     summary = _score(methods, cases, config)
     summary["counterfactual"] = evaluate_counterfactuals(exported, config, cases, cache_dir)
     summary["class_prior"] = _class_prior_scores(exported, cases)
@@ -83,6 +87,21 @@ def evaluate(model: str | Path, cohort: str | Path, out: str | Path, overrides: 
     (out / "tables.md").write_text(tables, encoding="utf-8")
     print(tables, flush=True)
     return out / "summary.json"
+
+
+def _training_cohort(run: Path, cohort: str | Path) -> Path:
+    """The cohort the run was trained on: where its baselines train and the denoised identity's sigma is chosen."""
+    recorded = run / "cohort.json"
+    if not recorded.is_file():
+        return Path(cohort)
+    fingerprint = json.loads(recorded.read_text(encoding="utf-8"))
+    if same_cohort(fingerprint, cohort):
+        return Path(cohort)
+    if not (Path(fingerprint["path"]) / "scans.csv").is_file():
+        raise OncodiffError(f"{cohort} is not the cohort {run} was trained on, and that cohort ({fingerprint['path']}, "
+                            f"recorded in {recorded}) is gone; evaluate needs it to train the baselines on the run's "
+                            "training split: restore it there, or evaluate on the training cohort")
+    return Path(fingerprint["path"])
 
 
 def _output_folder(out: str | Path, cohort: str | Path) -> Path:
@@ -145,19 +164,22 @@ def _score(methods: list[MethodResult], cases: CaseSet, config: Config) -> dict:
     keys = [c.key for c in cases.cases]
     out = {"methods": {m.name: {"label": m.label, "samples": int(m.predictions.samples.shape[1])} for m in methods},
            "image_metrics": {}, "size": {}, "uncertainty": {}, "distribution": {}}
+    groups = cases.follow_ups()  # volumes are per follow-up: the sum over its crops (tumour slices)
+    follow_up_keys = [cases.cases[g[0]].follow_up_key for g in groups]
     for m in methods:
         table.add(m.name, image_metrics(m.predictions.mean, post, tumor, ev.bbox_margin, ev.data_range,
                                         spatial_dims=spatial_dims), case_ids=keys)
-        out["size"][m.name] = _size_scores(m.volumes)
-        out["uncertainty"][m.name] = _uncertainty(m.volumes, m.calibration, ev.coverage_levels)
+        volumes = m.volumes.grouped(groups)
+        out["size"][m.name] = _size_scores(volumes)
+        out["uncertainty"][m.name] = _uncertainty(volumes, m.calibration, ev.coverage_levels)
         out["distribution"][m.name] = _mmd(m.predictions.mean, post, ev.mmd_bandwidth)
     out["image_metrics"] = {"aggregate": table.aggregate(), "per_case": table.rows()}
     out["distribution"]["fid"] = (fid(methods[-1].predictions.mean[:, None], post[:, None], ev.fid_weights)
                                   if len(post) >= 2 else {"value": None, "status": TOO_FEW_FOR_DISTANCES})
     out["distribution"]["lpips"] = {k: v for k, v in lpips(methods[-1].predictions.mean[:, None], post[:, None],
                                                             ev.lpips_weights).items() if k != "values"}
-    out["per_case_size"] = {m.name: [m.volumes.summary(i, m.calibration) | {"key": k} for i, k in enumerate(keys)]
-                            for m in methods}
+    out["per_case_size"] = {m.name: [m.volumes.grouped(groups).summary(i, m.calibration) | {"key": k}
+                                     for i, k in enumerate(follow_up_keys)] for m in methods}
     return out
 
 

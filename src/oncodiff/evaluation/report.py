@@ -326,7 +326,9 @@ def _case_html(summary: dict, case: CaseImages, labels: dict[str, str]) -> str:
 
 def _case_table(summary: dict, key: str, labels: dict[str, str]) -> str:
     metrics = {r.get("method"): r for r in summary.get("image_metrics", {}).get("per_case", []) if r.get("case_id") == key}
-    sizes = {m: next((s for s in rows if s.get("key") == key), {}) for m, rows in summary.get("per_case_size", {}).items()}
+    follow_up = "/".join(key.split("/")[:3])  # sizes are per follow-up; a tumour-slice case key ends in /zK
+    sizes = {m: next((s for s in rows if s.get("key") in (key, follow_up)), {})
+             for m, rows in summary.get("per_case_size", {}).items()}
     truth = next(iter(sizes.values()), {})
     rows = [("ground truth", "", "", _pct(truth.get("change_pct_true")), "", _volumes(truth))]
     for method, label in labels.items():
