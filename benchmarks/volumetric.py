@@ -138,7 +138,9 @@ def _cpu_seconds_per_step(cohort: Path, overrides: list[str], cache: Path) -> di
     from oncodiff.data.route import volumetric_route
     from oncodiff.training.train import measure_step_seconds, model_layout
 
+    # A step's cost does not depend on registration: the probes skip it (it dominates preprocessing time).
     config, _ = volumetric_route(load_config("demo", [*COMMON, *overrides]), cohort)
+    config = config.with_overrides(["data.registration=none"])
     data = CohortDataModule(cohort, config, cache_dir=cache)
     data.prepare_data()
     data.setup()

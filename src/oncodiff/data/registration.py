@@ -17,7 +17,7 @@ import SimpleITK as sitk
 from oncodiff.cohort.image import Image
 
 # Above this many voxels the metric uses a fixed-seed random subset (speed, still deterministic).
-_FULL_SAMPLING_VOXELS = 200_000
+_FULL_SAMPLING_VOXELS = 50_000
 
 
 def register(fixed: Image, moving: Image, kind: Literal["rigid", "affine"], seed: int = 0) -> np.ndarray:
