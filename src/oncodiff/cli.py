@@ -28,6 +28,11 @@ class Site(str, Enum):
     breast = "breast"
 
 
+class Acquisition(str, Enum):
+    ideal = "ideal"
+    clinical = "clinical"
+
+
 PRESET_HELP = "preset name (see `oncodiff presets`) or a YAML path"
 SET_HELP = "override a config key, e.g. --set training.max_minutes=2 (repeatable)"
 
@@ -71,12 +76,15 @@ def synth(
     misalign_mm: float = typer.Option(0.0, min=0.0, help="shift each follow-up rigidly by this many mm (tests registration)"),
     workers: int = typer.Option(1, min=1, help="patients simulated in parallel processes (files do not depend on it)"),
     untreated: bool = typer.Option(False, help="natural growth without treatment (a pre-training cohort)"),
+    acquisition: Acquisition = typer.Option(
+        Acquisition.ideal, help="ideal: aligned scans on one grid and scale; clinical: as a clinic acquires them "
+        "(motion, thick slices, gain/offset, bias field, noise, missing clinical values; docs/synthetic-cohorts.md)"),
 ) -> None:
     """Write a synthetic longitudinal cohort with ground truth and counterfactuals (docs/synthetic-cohorts.md)."""
     from oncodiff.synth import synthesize
 
     path = _run(synthesize, site=site.value, n_patients=patients, dims=dims, seed=seed, out=out, overwrite=overwrite,
-                misalign_mm=misalign_mm, workers=workers, treated=not untreated)
+                misalign_mm=misalign_mm, workers=workers, treated=not untreated, acquisition=acquisition.value)
     typer.echo(f"wrote {path}")
 
 
