@@ -89,7 +89,11 @@ def synth(
 
 
 @app.command()
-def validate(cohort: Path = typer.Argument(..., help="cohort folder (cohort.yaml, patients.csv, scans.csv)")) -> None:
+def validate(
+    cohort: Path = typer.Argument(..., help="cohort folder (cohort.yaml, patients.csv, scans.csv)"),
+    check_alignment: bool = typer.Option(True, help="warn about follow-ups misaligned to their baseline (a coarse "
+                                         "rigid fit per follow-up)"),
+) -> None:
     """Check a cohort folder and report every problem at once. Exit code 0 means valid."""
     from oncodiff.cohort import validate_cohort
 
@@ -100,6 +104,11 @@ def validate(cohort: Path = typer.Argument(..., help="cohort folder (cohort.yaml
             typer.echo(f"  - {p}", err=True)
         raise typer.Exit(code=1)
     typer.secho(f"{cohort}: valid", fg=typer.colors.GREEN)
+    if check_alignment:
+        from oncodiff.cohort.validate import misalignment_warnings
+
+        for warning in _run(misalignment_warnings, cohort):
+            typer.secho(f"warning: {warning}", fg=typer.colors.YELLOW, err=True)
 
 
 @app.command()

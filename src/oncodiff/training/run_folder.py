@@ -2,6 +2,7 @@
 
     RUN/config.json        the experiment config, written before anything runs
     RUN/splits.json        patient-grouped splits, written once
+    RUN/preprocessing.json what preprocessing did to each scan pair (bias field, normalisation, registration)
     RUN/checkpoints/       Lightning checkpoints (best.ckpt, last.ckpt)
     RUN/logs/version_N/    Lightning CSV logs, one version per (re)start
     RUN/metrics.csv        all logged metrics of every version, in step order
@@ -36,6 +37,10 @@ class RunFolder:
     @property
     def splits_json(self) -> Path:
         return self.root / "splits.json"
+
+    @property
+    def preprocessing_json(self) -> Path:
+        return self.root / "preprocessing.json"
 
     @property
     def checkpoints(self) -> Path:

@@ -22,6 +22,7 @@ from lightning.pytorch.loggers import CSVLogger
 
 from oncodiff.config import PREDICTING_STAGES, Config, bf16_conv3d_problem
 from oncodiff.data import CohortDataModule
+from oncodiff.data.preprocess import write_preprocessing_report
 from oncodiff.errors import ConfigError, OncodiffError
 from oncodiff.evaluation.tumor_size import TumorSegmenter
 from oncodiff.models import CLASS_COUNTS, CLASS_LABEL_KEYS, image_condition_names
@@ -52,6 +53,8 @@ def train(cohort: str | Path, config: Config, out: str | Path, resume: bool = Fa
     data = CohortDataModule(cohort, config, cache_dir=cache_dir, splits_path=run.splits_json)
     data.prepare_data()
     data.setup()
+    if _is_rank_zero():
+        write_preprocessing_report(data.preprocessed, run.preprocessing_json)
     layout = model_layout(data, config)
     total_steps = _plan_steps(run, config, layout, data)
     module = module_class(config)(config, layout, total_steps)
