@@ -24,7 +24,7 @@ from oncodiff.cohort.schema import (
 from oncodiff.errors import Problem
 
 FORMAT_DOC = "see docs/dataset-format.md"
-MISALIGNMENT_WARNING_MM = 2.0  # misalignment_warnings: mean displacement that counts as misaligned
+MISALIGNMENT_WARNING_MM = 1.0  # misalignment_warnings: mean displacement that counts as misaligned
 MISALIGNMENT_MEASURE_MM = 6.0  # ... measured on voxels of about this size (cheap)
 FILE_ORDER = (COHORT_YAML, PATIENTS_CSV, SCANS_CSV)
 DEFAULT_LESION = "L1"

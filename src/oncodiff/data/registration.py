@@ -109,7 +109,8 @@ def _optimise(fixed: sitk.Image, moving: sitk.Image, transform: sitk.Transform, 
     voxels = int(np.prod(fixed.GetSize()))
     if voxels > _FULL_SAMPLING_VOXELS:
         method.SetMetricSamplingStrategy(method.RANDOM)
-        method.SetMetricSamplingPercentage(_FULL_SAMPLING_VOXELS / voxels, seed)
+        # SimpleITK reads seed 0 as "seed from the wall clock": shift by one to stay deterministic.
+        method.SetMetricSamplingPercentage(_FULL_SAMPLING_VOXELS / voxels, seed + 1)
     else:
         method.SetMetricSamplingStrategy(method.NONE)
     method.SetInterpolator(sitk.sitkLinear)
