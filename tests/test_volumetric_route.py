@@ -115,8 +115,7 @@ def routed(tmp_path_factory):
 
 def test_a_3d_cohort_with_a_2d_preset_trains_on_tumour_slices_and_says_so(routed, capsys):
     config = json.loads((routed["run"] / "config.json").read_text(encoding="utf-8"))["data"]
-    assert (config["slices"], config["slice_margin"], config["smoothing"], config["registration"]) == (
-        "tumor", 2, "auto", "rigid")
+    assert (config["slices"], config["slice_margin"], config["smoothing"]) == ("tumor", 2, "auto")
     routed_again, sentence = volumetric_route(load_config("demo", TINY), routed["cohort"])
     assert routed_again.data.slices == "tumor" and "tumour's axial slices" in sentence
     assert all(f"--set {o}" in sentence for o in VOLUMETRIC_ROUTE)

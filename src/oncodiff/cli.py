@@ -28,6 +28,11 @@ class Site(str, Enum):
     breast = "breast"
 
 
+class Acquisition(str, Enum):
+    ideal = "ideal"
+    clinical = "clinical"
+
+
 PRESET_HELP = "preset name (see `oncodiff presets`) or a YAML path"
 SET_HELP = "override a config key, e.g. --set training.max_minutes=2 (repeatable)"
 
@@ -71,17 +76,24 @@ def synth(
     misalign_mm: float = typer.Option(0.0, min=0.0, help="shift each follow-up rigidly by this many mm (tests registration)"),
     workers: int = typer.Option(1, min=1, help="patients simulated in parallel processes (files do not depend on it)"),
     untreated: bool = typer.Option(False, help="natural growth without treatment (a pre-training cohort)"),
+    acquisition: Acquisition = typer.Option(
+        Acquisition.ideal, help="ideal: aligned scans on one grid and scale; clinical: as a clinic acquires them "
+        "(motion, thick slices, gain/offset, bias field, noise, missing clinical values; docs/synthetic-cohorts.md)"),
 ) -> None:
     """Write a synthetic longitudinal cohort with ground truth and counterfactuals (docs/synthetic-cohorts.md)."""
     from oncodiff.synth import synthesize
 
     path = _run(synthesize, site=site.value, n_patients=patients, dims=dims, seed=seed, out=out, overwrite=overwrite,
-                misalign_mm=misalign_mm, workers=workers, treated=not untreated)
+                misalign_mm=misalign_mm, workers=workers, treated=not untreated, acquisition=acquisition.value)
     typer.echo(f"wrote {path}")
 
 
 @app.command()
-def validate(cohort: Path = typer.Argument(..., help="cohort folder (cohort.yaml, patients.csv, scans.csv)")) -> None:
+def validate(
+    cohort: Path = typer.Argument(..., help="cohort folder (cohort.yaml, patients.csv, scans.csv)"),
+    check_alignment: bool = typer.Option(True, help="warn about follow-ups misaligned to their baseline (a coarse "
+                                         "rigid fit per follow-up)"),
+) -> None:
     """Check a cohort folder and report every problem at once. Exit code 0 means valid."""
     from oncodiff.cohort import validate_cohort
 
@@ -92,6 +104,11 @@ def validate(cohort: Path = typer.Argument(..., help="cohort folder (cohort.yaml
             typer.echo(f"  - {p}", err=True)
         raise typer.Exit(code=1)
     typer.secho(f"{cohort}: valid", fg=typer.colors.GREEN)
+    if check_alignment:
+        from oncodiff.cohort.validate import misalignment_warnings
+
+        for warning in _run(misalignment_warnings, cohort):
+            typer.secho(f"warning: {warning}", fg=typer.colors.YELLOW, err=True)
 
 
 @app.command()

@@ -60,12 +60,24 @@ class DataConfig(_Section):
         "auto: the sigma of SMOOTHING_MM (0 included) whose smoothed baseline best matches the follow-ups inside "
         "the tumour on the training split, as the denoised baseline of `oncodiff evaluate` chooses it",
     )
-    normalization: Literal["auto", "percentile", "zscore", "ct_window", "none"] = Field(
-        "auto", description="auto: ct_window for CT cohorts, percentile otherwise"
+    normalization: Literal["auto", "percentile", "zscore", "nonzero_zscore", "whitestripe", "ct_window", "none"] = Field(
+        "auto", description="per-scan intensity normalisation. auto: ct_window for CT cohorts, percentile otherwise; "
+        "nonzero_zscore: z-score of the foreground clipped to data.percentiles (TaDiff); whitestripe: the "
+        "foreground's histogram mode (white matter on T1) and its +-5 % quantile stripe (WhiteStripe-like)"
     )
     percentiles: tuple[float, float] = (0.5, 99.5)
     ct_window: tuple[float, float] = Field((-1000.0, 400.0), description="HU window (low, high) mapped to [0, 1]")
-    registration: Literal["none", "rigid", "affine"] = "none"
+    registration: Literal["auto", "none", "rigid", "affine"] = Field(
+        "auto", description="follow-up to baseline: auto measures the misalignment (a coarse rigid fit) and "
+        "registers rigidly when it exceeds data.registration_threshold_mm; rigid, affine: always; none: never"
+    )
+    registration_threshold_mm: float = Field(
+        1.0, ge=0.0, description="auto registration: register when the measured mean displacement exceeds this (mm)"
+    )
+    bias_correction: Literal["auto", "n4", "none"] = Field(
+        "auto", description="N4 bias-field correction of every scan before normalisation: auto = n4 for MRI "
+        "cohorts, none for CT (Hounsfield units carry no multiplicative bias)"
+    )
     timepoints: tuple[str, ...] | None = Field(None, description="follow-up labels to train on; null = all")
     flips: bool | Literal["horizontal"] = Field(
         True,

@@ -26,7 +26,7 @@ from oncodiff.config import DataConfig
 from oncodiff.errors import ConfigError
 
 # Bump when preprocessing changes what it produces, so old entries are not reused.
-CACHE_VERSION = 2
+CACHE_VERSION = 3  # 2: bias correction, auto registration, per-sample steps; 3: smoothed scans
 # DataConfig fields that do not change the preprocessed arrays (they act in the DataModule).
 NOT_PREPROCESSING = frozenset(
     {"timepoints", "smoothing", "flips", "rotations", "val_fraction", "test_fraction", "folds", "fold", "num_workers", "cache_dir"}

@@ -16,7 +16,8 @@ import numpy as np
 
 from oncodiff.config import DataConfig
 
-METHODS = ("percentile", "zscore", "ct_window", "none")
+METHODS = ("percentile", "zscore", "nonzero_zscore", "whitestripe", "ct_window", "none")
+STRIPE_QUANTILE = 0.05  # whitestripe: the stripe is the mode's quantile +- this
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,8 @@ class IntensityTransform:
 
 
 def normalization_method(config: DataConfig, modality: str) -> str:
-    """The method ``data.normalization`` selects for a cohort; ``auto``: ct_window for CT, else percentile."""
+    """The method ``data.normalization`` selects for a cohort; ``auto``: ct_window for CT, else percentile
+    (chosen by benchmarks/preprocessing.py among percentile, nonzero_zscore and whitestripe)."""
     if config.normalization == "auto":
         return "ct_window" if modality == "CT" else "percentile"
     return config.normalization
@@ -66,12 +68,51 @@ def fit_intensity(array: np.ndarray, method: str, config: DataConfig) -> Intensi
     if method == "zscore":
         mean, std = values.mean(dtype=np.float64), values.std(dtype=np.float64)
         return IntensityTransform(method, float(mean), _positive(std), clip=False)
+    if method == "nonzero_zscore":
+        return _nonzero_zscore(values, config.percentiles)
+    if method == "whitestripe":
+        return _whitestripe(values)
     if method == "ct_window":
         low, high = config.ct_window
         return IntensityTransform(method, float(low), _positive(high - low), clip=True)
     if method == "none":
         return IntensityTransform(method, 0.0, 1.0, clip=False)
     raise ValueError(f"unknown normalisation {method!r}; choose one of {', '.join(METHODS)}")
+
+
+def foreground(values: np.ndarray) -> np.ndarray:
+    """The voxels above the scan's Otsu threshold (the body), as a flat array; all voxels if that is empty.
+
+    A scanner's offset makes air non-zero, so "nonzero" means "above the background mode" here."""
+    from skimage.filters import threshold_otsu
+
+    flat = np.asarray(values, dtype=np.float32).ravel()
+    inside = flat[flat > threshold_otsu(flat)] if np.ptp(flat) > 0 else flat
+    return inside if inside.size else flat
+
+
+def _nonzero_zscore(values: np.ndarray, percentiles: tuple[float, float]) -> IntensityTransform:
+    """Mean and std of the foreground, after clipping it to its ``percentiles`` (TaDiff)."""
+    body = foreground(values)
+    low, high = np.percentile(body, percentiles)
+    clipped = np.clip(body, low, high)
+    return IntensityTransform("nonzero_zscore", float(clipped.mean()), _positive(float(clipped.std())), clip=False)
+
+
+def _whitestripe(values: np.ndarray) -> IntensityTransform:
+    """WhiteStripe-like: the mode of the foreground's histogram (white matter on T1) is 0 and the spread
+    of the voxels within +- 5 % quantile of it is 1 (Shinohara et al. 2014, as `intensity-normalization`)."""
+    from scipy import ndimage
+
+    body = foreground(values)
+    counts, edges = np.histogram(body, bins=256)
+    smooth = ndimage.gaussian_filter1d(counts.astype(np.float64), 2.0)
+    mode = float((edges[np.argmax(smooth)] + edges[np.argmax(smooth) + 1]) / 2)
+    rank = float((body < mode).mean())
+    low, high = np.quantile(body, [max(rank - STRIPE_QUANTILE, 0.0), min(rank + STRIPE_QUANTILE, 1.0)])
+    stripe = body[(body >= low) & (body <= high)]
+    return IntensityTransform("whitestripe", mode, _positive(float(stripe.std()) if stripe.size > 1 else 0.0),
+                              clip=False)
 
 
 def _positive(scale: float) -> float:

@@ -1,18 +1,23 @@
-"""Preprocess a cohort into paired samples: orient, resample, normalise, register, crop; cached.
+"""Preprocess a cohort into paired samples: orient, resample, correct bias, normalise, register, crop; cached.
 
 For each (baseline, follow-up) pair of each lesion:
 1. the baseline's preprocessed grid: RAS orientation, resampled to ``data.spacing`` (geometry.py);
-2. each scan is normalised by its own whole-scan statistics (intensity.py);
-3. optionally the follow-up is registered to the baseline (registration.py); its masks follow the
-   same transform with nearest-neighbour interpolation;
-4. crops centred on the baseline tumour, or its bounding box, or 2D slices / MIPs (crop.py);
-5. every scan is sampled on each crop in one interpolation, and a :class:`SampleRecord` keeps what
+   a follow-up (whatever its own grid, e.g. thick slices) is sampled onto it in step 5;
+2. MRI scans are bias-field corrected with N4 (bias.py, ``data.bias_correction``);
+3. each scan is normalised by its own whole-scan statistics (intensity.py);
+4. the follow-up is registered to the baseline (registration.py, ``data.registration``; auto
+   measures the misalignment and registers when it exceeds ``data.registration_threshold_mm``); its
+   masks follow the same transform with nearest-neighbour interpolation;
+5. crops centred on the baseline tumour, or its bounding box, or 2D slices / MIPs (crop.py);
+6. every scan is sampled on each crop in one interpolation, and a :class:`SampleRecord` keeps what
    :func:`oncodiff.data.geometry.paste_back` needs to put a prediction back into the baseline scan.
 The cohort is validated first and never written to; results are cached (cache.py).
 """
 
 from __future__ import annotations
 
+import json
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,12 +29,13 @@ import pandas as pd
 from oncodiff.cohort import Cohort, CohortSpec, Image, load_cohort, read_image
 from oncodiff.config import SMOOTHING_MM, DataConfig
 from oncodiff.data import cache
+from oncodiff.data.bias import bias_method, correct_bias
 from oncodiff.data.clinical import is_missing
 from oncodiff.data.crop import Crop, plan_crops
 from oncodiff.data.denoise import smoothed
 from oncodiff.data.geometry import GeometryRecord, canonical_grid, nearest_on_grid, sample
 from oncodiff.data.intensity import IntensityTransform, fit_intensity, normalization_method
-from oncodiff.data.registration import register
+from oncodiff.data.registration import measure_misalignment, register
 from oncodiff.errors import ConfigError
 
 ARRAY_KEYS = ("pre", "post", "tumor_mask", "post_mask", "anatomy", "pre_smoothed", "post_smoothed")
@@ -41,7 +47,10 @@ class SampleRecord:
     """Where one sample came from and how to map a prediction on it back to the baseline scan.
 
     ``registration``: 4x4 map on RAS mm, baseline point -> follow-up point (identity without
-    registration). ``pre_intensity`` inverts a predicted image or drift to the baseline's units.
+    registration). ``pre_intensity`` inverts a predicted image or drift to the baseline's units (bias
+    corrected, when N4 ran). ``steps``: what was done to the two scans: ``pre_bias`` / ``post_bias``
+    (statistics of the field N4 removed, or None), ``misalignment_mm`` (measured by
+    ``data.registration=auto``, else None) and ``registration`` (none, rigid or affine: what was applied).
     """
 
     patient_id: str
@@ -55,10 +64,12 @@ class SampleRecord:
     pre_intensity: IntensityTransform
     post_intensity: IntensityTransform
     registration: np.ndarray
+    steps: Mapping[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         out = {k: getattr(self, k) for k in ("patient_id", "lesion_id", "timepoint", "days", "baseline_image",
                                              "followup_image", "has_post_mask")}
+        out["steps"] = dict(self.steps)
         out.update(geometry=self.geometry.to_dict(), pre_intensity=self.pre_intensity.to_dict(),
                    post_intensity=self.post_intensity.to_dict(), registration=self.registration.tolist())
         return out
@@ -72,7 +83,7 @@ class SampleRecord:
             geometry=GeometryRecord.from_dict(raw["geometry"]),
             pre_intensity=IntensityTransform.from_dict(raw["pre_intensity"]),
             post_intensity=IntensityTransform.from_dict(raw["post_intensity"]),
-            registration=np.asarray(raw["registration"], dtype=np.float64),
+            registration=np.asarray(raw["registration"], dtype=np.float64), steps=dict(raw.get("steps", {})),
         )
 
 
@@ -143,6 +154,24 @@ def preprocess_cohort(
     return _result(cohort, arrays, metadata, path, cache_hit=False)
 
 
+def write_preprocessing_report(preprocessed: PreprocessedCohort, path: str | Path) -> Path:
+    """Write what preprocessing did to each (baseline, follow-up) pair as JSON: the cache entry, and per
+    pair the bias fields N4 removed, both scans' normalisation, the measured misalignment and the
+    registration applied (4x4, baseline point -> follow-up point, RAS mm)."""
+    pairs = {}
+    for record in preprocessed.records:  # a pair cut into several crops appears once
+        pairs.setdefault((record.patient_id, record.lesion_id, record.timepoint), {
+            **{k: getattr(record, k) for k in ("patient_id", "lesion_id", "timepoint", "baseline_image",
+                                               "followup_image")},
+            "pre_intensity": record.pre_intensity.to_dict(), "post_intensity": record.post_intensity.to_dict(),
+            "registration": record.registration.tolist(), **dict(record.steps)})
+    report = {"cohort": str(preprocessed.root), "cache": str(preprocessed.cache_path),
+              "normalization": preprocessed.normalization, "pairs": list(pairs.values())}
+    path = Path(path)
+    path.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+    return path
+
+
 def baseline_scan(cohort_root: str | Path, baseline_image: str, geometry: GeometryRecord) -> Image:
     """The baseline scan ``baseline_image`` (relative to the cohort) in the original geometry of a
     sample's ``geometry`` (for a MIP sample, the scan's maximum projection), raw units: the background
@@ -170,11 +199,22 @@ class BaselineCrops:
     tumor_mask: np.ndarray
     anatomy: np.ndarray
     pre_smoothed: np.ndarray
+    bias: dict | None = None  # statistics of the field N4 removed; None: not corrected
+
+
+def read_corrected(cohort: Cohort, relative: str, config: DataConfig) -> tuple[Image, dict | None]:
+    """A scan of the cohort, bias-field corrected when ``data.bias_correction`` asks: (image, N4 statistics
+    or None)."""
+    image = read_image(cohort.path(relative))
+    if bias_method(config, cohort.spec.modality) != "n4":
+        return image, None
+    corrected, statistics = correct_bias(image)
+    return corrected, statistics.to_dict()
 
 
 def crop_baseline(cohort: Cohort, baseline: Mapping[str, Any], config: DataConfig) -> BaselineCrops:
     """Cut one baseline scan (a scans.csv row: image, tumor_mask, anatomy:NAME) into its crops."""
-    image = read_image(cohort.path(baseline["image"]))
+    image, bias = read_corrected(cohort, baseline["image"], config)
     method = normalization_method(config, cohort.spec.modality)
     intensity = fit_intensity(image.array, method, config)
     normalised = Image(intensity.apply(image.array), image.affine)
@@ -190,7 +230,7 @@ def crop_baseline(cohort: Cohort, baseline: Mapping[str, Any], config: DataConfi
         crops=crops, intensity=intensity, normalised=normalised,
         pre=_stack(pre, (1, *size), np.float32), tumor_mask=_stack(masks, (1, *size), np.uint8),
         anatomy=_stack(anatomy, (len(cohort.spec.anatomy), *size), np.float32, channels_first=True),
-        pre_smoothed=_smoothed_cuts(normalised, crops, size, background),
+        pre_smoothed=_smoothed_cuts(normalised, crops, size, background), bias=bias,
     )
 
 
@@ -243,17 +283,26 @@ class FollowUpCrops:
     post_mask: np.ndarray
     has_post_mask: bool
     post_smoothed: np.ndarray
+    steps: Mapping[str, Any] = field(default_factory=dict)  # as SampleRecord.steps
+
+
+def register_followup(baseline: Image, followup: Image, config: DataConfig) -> tuple[np.ndarray, dict[str, Any]]:
+    """(4x4 map baseline point -> follow-up point, {"misalignment_mm", "registration"}) by ``data.registration``."""
+    kind, measured = config.registration, None
+    if kind == "auto":
+        measured, _ = measure_misalignment(baseline, followup)
+        kind = "rigid" if measured > config.registration_threshold_mm else "none"
+    world_map = np.eye(4) if kind == "none" else register(baseline, followup, kind)
+    return world_map, {"misalignment_mm": measured, "registration": kind}
 
 
 def cut_followup(cohort: Cohort, row: Mapping[str, Any], baseline: BaselineCrops, config: DataConfig) -> FollowUpCrops:
-    """Sample one follow-up scan (a scans.csv row) on the crops of its baseline, registering it first
-    when ``data.registration`` asks. post / post_mask: (K, 1, *S)."""
-    image = read_image(cohort.path(row["image"]))
+    """Sample one follow-up scan (a scans.csv row) on the crops of its baseline, bias-corrected and
+    registered first when ``data.bias_correction`` and ``data.registration`` ask. post / post_mask: (K, 1, *S)."""
+    image, bias = read_corrected(cohort, row["image"], config)
     intensity = fit_intensity(image.array, baseline.intensity.method, config)
     normalised = Image(intensity.apply(image.array), image.affine)
-    world_map = np.eye(4)
-    if config.registration != "none":
-        world_map = register(baseline.normalised, normalised, config.registration)
+    world_map, steps = register_followup(baseline.normalised, normalised, config)
     background = float(intensity.apply(np.min(image.array)))
     post = [_cut(normalised, crop, 1, background, world_map) for crop in baseline.crops]
     has_mask = not is_missing(row.get("tumor_mask"))
@@ -265,7 +314,8 @@ def cut_followup(cohort: Cohort, row: Mapping[str, Any], baseline: BaselineCrops
     size = (1, *config.crop_size)
     smoothed_post = _smoothed_cuts(normalised, baseline.crops, tuple(config.crop_size), background, world_map)
     return FollowUpCrops(baseline.intensity, intensity, world_map, _stack(post, size, np.float32),
-                         _stack(masks, size, np.uint8), has_mask, smoothed_post)
+                         _stack(masks, size, np.uint8), has_mask, smoothed_post,
+                         {"pre_bias": baseline.bias, "post_bias": bias, **steps})
 
 
 def _preprocess(cohort: Cohort, config: DataConfig) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
@@ -273,8 +323,9 @@ def _preprocess(cohort: Cohort, config: DataConfig) -> tuple[dict[str, np.ndarra
     parts: dict[str, list[np.ndarray]] = {key: [] for key in ARRAY_KEYS}
     records: list[dict[str, Any]] = []
     warnings: list[str] = []
-    pairs = cohort.pairs()
-    for (patient, lesion), rows in pairs.groupby(["patient_id", "lesion_id"], sort=False):
+    lesions = cohort.pairs().groupby(["patient_id", "lesion_id"], sort=False)
+    for done, ((patient, lesion), rows) in enumerate(lesions, start=1):
+        _progress(done, lesions.ngroups, cohort.spec.name)
         baseline_row = {k[len("pre_"):]: v for k, v in rows.iloc[0].items() if k.startswith("pre_")}
         baseline = crop_baseline(cohort, baseline_row, config)
         if not baseline.crops:
@@ -293,6 +344,14 @@ def _preprocess(cohort: Cohort, config: DataConfig) -> tuple[dict[str, np.ndarra
     return arrays, metadata
 
 
+def _progress(done: int, total: int, name: str) -> None:
+    """A progress line on stderr: every lesion on a terminal, else every tenth of the cohort."""
+    interactive = sys.stderr.isatty()
+    if interactive or done == total or done % max(total // 10, 1) == 0:
+        end = "\n" if done == total or not interactive else ""
+        print(f"\rpreprocessing {name}: {done}/{total} lesions", end=end, file=sys.stderr, flush=True)
+
+
 def _append_samples(parts, records, baseline: BaselineCrops, followup: FollowUpCrops, row: pd.Series,
                     baseline_row: Mapping[str, Any]) -> None:
     parts["pre"].append(baseline.pre)
@@ -307,7 +366,7 @@ def _append_samples(parts, records, baseline: BaselineCrops, followup: FollowUpC
             patient_id=str(row["patient_id"]), lesion_id=str(row["lesion_id"]), timepoint=str(row["timepoint"]),
             days=float(row["days"]), baseline_image=str(baseline_row["image"]), followup_image=str(row["image"]),
             has_post_mask=followup.has_post_mask, geometry=crop.geometry, pre_intensity=followup.pre_intensity,
-            post_intensity=followup.post_intensity, registration=followup.registration,
+            post_intensity=followup.post_intensity, registration=followup.registration, steps=followup.steps,
         ).to_dict())
 
 
@@ -340,6 +399,9 @@ def _check_options(cohort: Cohort, config: DataConfig) -> None:
     if dims == 3 and config.dims == 2 and config.slices == "none":
         raise ConfigError(f"cohort {cohort.root} holds 3D scans; for 2D samples choose data.slices=tumor, largest "
                           "or mip, or set data.dims=3 with a 3-value data.crop_size")
+    if cohort.spec.modality == "CT" and config.bias_correction == "n4":
+        raise ConfigError(f"data.bias_correction=n4 corrects a multiplicative MRI bias field, but cohort {cohort.root} "
+                          "is CT (Hounsfield units); set data.bias_correction=auto or none")
     if config.spacing is not None and len(config.spacing) != dims:
         raise ConfigError(f"data.spacing has {len(config.spacing)} values; cohort {cohort.root} is {dims}D, "
                           f"give {dims}")

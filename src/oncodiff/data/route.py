@@ -8,7 +8,9 @@ volume per follow-up by ``predict``), with these settings:
   that growth into neighbouring slices is predicted;
 - ``data.smoothing=auto``: the model starts from the denoised baseline and learns the change, not the
   noise of two independent acquisitions (data/denoise.py);
-- ``data.registration=rigid``: follow-ups are registered to their baseline.
+
+Registration, bias correction and normalisation are preprocessing's defaults for every cohort
+(``data.registration=auto`` registers a follow-up rigidly when it is measurably misaligned).
 
 Why slices and not 3D patches: on 2 CPU cores a 2D step costs a fraction of a 3D one, and a 48-patient
 cohort gives ~20 slices per follow-up, so the same budget sees far more training samples
@@ -23,7 +25,7 @@ from pathlib import Path
 from oncodiff.cohort import load_cohort
 from oncodiff.config import Config
 
-VOLUMETRIC_ROUTE = ("data.slices=tumor", "data.slice_margin=2", "data.smoothing=auto", "data.registration=rigid")
+VOLUMETRIC_ROUTE = ("data.slices=tumor", "data.slice_margin=2", "data.smoothing=auto")
 
 
 def needs_route(config: Config, cohort_dims: int | None) -> bool:
@@ -40,8 +42,7 @@ def volumetric_route(config: Config, cohort: str | Path) -> tuple[Config, str | 
     routed = config.with_overrides(list(VOLUMETRIC_ROUTE))
     crop = "x".join(str(s) for s in config.data.crop_size)
     return routed, (f"3D cohort, 2D preset: training on the tumour's axial slices ({crop} crops, tumour slices "
-                    f"+-{routed.data.slice_margin}), from the denoised baseline (data.smoothing=auto), follow-ups "
-                    f"registered rigidly; predict stitches the slices into one volume per follow-up. Why: 2D steps "
+                    f"+-{routed.data.slice_margin}), from the denoised baseline (data.smoothing=auto); predict stitches the slices into one volume per follow-up. Why: 2D steps "
                     "are much cheaper than 3D ones and each follow-up gives many slices (benchmarks/volumetric.py). "
                     f"Set: {' '.join('--set ' + o for o in VOLUMETRIC_ROUTE)} to pin this, or data.dims=3 with a "
                     "3-value data.crop_size for 3D patches")

@@ -7,11 +7,12 @@ one scan share the same anatomy, tumour seed, bias field and scanner noise.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from scipy import ndimage
 
+from oncodiff.synth.acquisition import MISSING_RATE, acquire, acquisition_rng, draw_acquisition
 from oncodiff.synth.fields import box_around, smooth_noise
 from oncodiff.synth.growth import GrowthModel, TumourState, grow, seed_tumour
 from oncodiff.synth.render import composite, gaussian_noise, mri_noise, radial_drift, to_int16, warp
@@ -34,6 +35,10 @@ class Scan:
     size: float  # the site's size measure (mm^2 or mm^3, or diameter for lung), simulation space
     drift_mm: float  # mass-effect displacement magnitude at the tumour edge
     shift_mm: tuple[float, ...]  # known rigid misalignment of this scan (zeros by default)
+    affine: np.ndarray | None = None  # the scan's own grid (clinical acquisition); None: the patient's affine
+    truth_image: np.ndarray | None = None  # clinical: the clean scan in the baseline's space, stored units
+    truth_mask: np.ndarray | None = None  # clinical: its GTV in the baseline's space
+    acquisition: dict = field(default_factory=dict)  # clinical: truth/scans.csv columns of the acquisition
 
 
 @dataclass(frozen=True)
@@ -172,14 +177,35 @@ def _scanner(site: Site, image: np.ndarray, scene: _Scene, rng: np.random.Genera
     return mri_noise(rng, image, sigma) if site.rician_noise else gaussian_noise(rng, image, sigma)
 
 
-def _render(site: Site, scene: _Scene, state: TumourState, dims: int, rng: np.random.Generator):
-    """(image in stored units, GTV, drift) in output space for one tumour state."""
+def _render_clean(site: Site, scene: _Scene, state: TumourState):
+    """(image without scanner effects, GTV, drift) in simulation space for one tumour state."""
     full_mask = _in_full(site, state, scene.box, scene.anatomy.background.shape)
     drift, drift_box, displacement = _drift(site, scene, full_mask)
     image = warp(scene.anatomy.background, drift_box, displacement)
     image[scene.box] = composite(image[scene.box], state, site.look, scene.texture)
+    return image, full_mask, drift
+
+
+def _render(site: Site, scene: _Scene, state: TumourState, dims: int, rng: np.random.Generator):
+    """(image in stored units, GTV, drift) in output space for one tumour state."""
+    image, full_mask, drift = _render_clean(site, scene, state)
     image = site.to_output(_scanner(site, image, scene, rng), dims) * site.intensity_scale
     return image, site.to_output(full_mask, dims), drift
+
+
+def _clinical_scan(site: Site, scene: _Scene, state: TumourState, dims: int, key: tuple, misalign_mm: float):
+    """A scan acquired clinically (acquisition.py): (Scan fields from ``image`` on, as a dict)."""
+    seed, index, scan_index = key
+    clean, full_mask, drift = _render_clean(site, scene, state)
+    clean, mask = site.to_output(clean, dims), site.to_output(full_mask, dims).astype(np.uint8)
+    rng = acquisition_rng(seed, SITE_CODES[site.name], index, scan_index)
+    acquisition = draw_acquisition(rng, site, scene.anatomy.affine, clean.shape, scan_index > 0, misalign_mm)
+    image, gtv = acquire(site, clean, mask, scene.anatomy.affine, acquisition, rng,
+                         scan_noise_rng(seed, site, index, scan_index))
+    return {"image": to_int16(image, *site.stored_range), "mask": gtv, "drift_mm": drift,
+            "shift_mm": acquisition.translation_mm[:dims], "affine": acquisition.affine,
+            "truth_image": to_int16(clean * site.intensity_scale, *site.stored_range), "truth_mask": mask,
+            "acquisition": acquisition.truth_columns()}
 
 
 def _misalign(rng: np.random.Generator, image, mask, spacing, misalign_mm: float):
@@ -191,17 +217,22 @@ def _misalign(rng: np.random.Generator, image, mask, spacing, misalign_mm: float
     return moved, ndimage.shift(mask, shift_vox, order=0, mode="constant"), tuple(float(s) for s in shift_mm)
 
 
-def _scans(site, scene, index, seed, dims, states, arm_days, misalign_mm, output_spacing) -> tuple[Scan, ...]:
+def _scans(site, scene, index, seed, dims, states, arm_days, misalign_mm, output_spacing,
+           acquisition: str = "ideal") -> tuple[Scan, ...]:
     """Render the baseline (scan 0) or follow-ups (scans 1..) of one arm."""
     scans = []
     for (scan_index, timepoint), state in zip(arm_days, states):
+        size = site.size(_in_full(site, state, scene.box, scene.anatomy.background.shape), scene.anatomy.spacing)
+        if acquisition == "clinical":
+            fields = _clinical_scan(site, scene, state, dims, (seed, index, scan_index), misalign_mm)
+            scans.append(Scan(timepoint.label, timepoint.days, size=size, **fields))
+            continue
         image, mask, drift = _render(site, scene, state, dims, scan_noise_rng(seed, site, index, scan_index))
         shift = (0.0,) * dims
         if misalign_mm > 0 and scan_index > 0:
             shift_rng = np.random.default_rng(np.random.SeedSequence([int(seed), SITE_CODES[site.name], index,
                                                                       2000 + scan_index]))
             image, mask, shift = _misalign(shift_rng, image, mask, output_spacing, misalign_mm)
-        size = site.size(_in_full(site, state, scene.box, scene.anatomy.background.shape), scene.anatomy.spacing)
         scans.append(Scan(timepoint.label, timepoint.days, to_int16(image, *site.stored_range), mask.astype(np.uint8),
                           size, drift, shift))
     return tuple(scans)
@@ -222,9 +253,9 @@ def _baseline_anatomy(site: Site, scene: _Scene, state: TumourState, dims: int) 
             for name, m in scene.anatomy.masks.items()}
 
 
-def _observed(site: Site, clinical: Clinical, rng: np.random.Generator) -> dict:
-    """Clinical values as recorded: each cell missing with probability ``site.missing_rate``."""
-    return {name: (None if rng.random() < site.missing_rate else value) for name, value in clinical.items()}
+def _observed(clinical: Clinical, rng: np.random.Generator, missing_rate: float) -> dict:
+    """Clinical values as recorded: each cell missing with probability ``missing_rate``."""
+    return {name: (None if rng.random() < missing_rate else value) for name, value in clinical.items()}
 
 
 def _survival(site: Site, rng: np.random.Generator, clinical: Clinical, log_burden: float, responder: bool):
@@ -238,19 +269,20 @@ def _survival(site: Site, rng: np.random.Generator, clinical: Clinical, log_burd
 
 
 def simulate_patient(site: Site, index: int, seed: int, dims: int, misalign_mm: float = 0.0,
-                     treated: bool = True) -> PatientRecord:
+                     treated: bool = True, acquisition: str = "ideal") -> PatientRecord:
     """Simulate patient number ``index`` (0-based) of a cohort: scans, counterfactuals, outcomes, truth.
 
     ``treated=False``: an untreated (natural history) patient, e.g. for a pre-training cohort (ImmunoDiff
     stage 1): the follow-ups grow without the treatment's kill, there are no counterfactuals, and the id
-    is U0001... instead of P0001....
+    is U0001... instead of P0001.... ``acquisition="clinical"``: scans as a clinic acquires them
+    (acquisition.py), and more missing clinical values.
     """
     rng = patient_streams(seed, site, index, treated)
     clinical = site.draw_clinical(rng["clinical"])
     probability = site.response_probability(clinical)
     responder = bool(rng["clinical"].random() < probability)
     random_effect = float(rng["clinical"].normal(0.0, site.random_effect_sd))
-    observed = _observed(site, clinical, rng["clinical"])
+    observed = _observed(clinical, rng["clinical"], MISSING_RATE if acquisition == "clinical" else site.missing_rate)
 
     anatomy = site.make_anatomy(rng["anatomy"], dims)
     half = tuple(int(np.ceil(site.simulation_box_mm / s)) for s in anatomy.spacing)
@@ -269,21 +301,23 @@ def simulate_patient(site: Site, index: int, seed: int, dims: int, misalign_mm: 
         factual = counterfactual = _untreated_arm(site, model, baseline)
     baseline_mask = _in_full(site, baseline, box, anatomy.background.shape)
     scene = _make_scene(site, anatomy, rng["tumour"], box, center, baseline_mask)
-    record = _record(site, index, seed, dims, misalign_mm, rng, scene, clinical, observed, baseline,
+    record = _record(site, (index, seed, dims, misalign_mm, acquisition), rng, scene, clinical, observed, baseline,
                      (factual, counterfactual), probability, random_effect)
     if treated:
         return record
     return replace(record, patient_id=f"U{index + 1:04d}", counterfactuals=())
 
 
-def _record(site, index, seed, dims, misalign_mm, rng, scene, clinical, observed, baseline, arms, probability,
+def _record(site, options, rng, scene, clinical, observed, baseline, arms, probability,
             random_effect) -> PatientRecord:
+    index, seed, dims, misalign_mm, acquisition = options
     factual, counterfactual = arms
     spacing = tuple(float(s) for s in np.linalg.norm(scene.anatomy.affine[:3, :3], axis=0)[:dims])
     followups = tuple(enumerate(site.followups, start=1))
-    base_scan = _scans(site, scene, index, seed, dims, (baseline,), ((0, site.baseline),), 0.0, spacing)
-    scans = _scans(site, scene, index, seed, dims, factual.states, followups, misalign_mm, spacing)
-    cf_scans = _scans(site, scene, index, seed, dims, counterfactual.states, followups, misalign_mm, spacing)
+    base_scan = _scans(site, scene, index, seed, dims, (baseline,), ((0, site.baseline),), 0.0, spacing, acquisition)
+    scans = _scans(site, scene, index, seed, dims, factual.states, followups, misalign_mm, spacing, acquisition)
+    cf_scans = _scans(site, scene, index, seed, dims, counterfactual.states, followups, misalign_mm, spacing,
+                      acquisition)
     log_burden = 3.0 * float(np.log(scene.inner_mm / site.reference_radius_mm))
     survival_days, death, death_day = _survival(site, rng["outcome"], clinical, log_burden, factual.label)
     truth = {

@@ -5,6 +5,9 @@ Layout::
     OUT/cohort.yaml, patients.csv, scans.csv      the cohort, as any user's
     OUT/counterfactuals.csv                        follow-ups under the opposite response class (not for training)
     OUT/truth/patients.csv, truth/scans.csv        latent parameters, uncensored death day, sizes, drift, shifts
+                                                   (clinical acquisition: each scan's motion, grid, gain, bias, noise)
+    OUT/truth/P0001/<timepoint>[_gtv].nii.gz       clinical acquisition: the clean scan and its GTV in the baseline's
+                                                   space (also cf_<timepoint>), what preprocessing should recover
     OUT/P0001/pre.nii.gz, pre_gtv.nii.gz, <anatomy>.nii.gz, <timepoint>[_gtv].nii.gz, cf_<timepoint>[_gtv].nii.gz
 
 Everything is written into a hidden sibling folder that is renamed to OUT at the end, so a failure
@@ -26,6 +29,7 @@ import yaml
 from oncodiff.cohort import write_image
 from oncodiff.cohort.schema import COHORT_YAML, COUNTERFACTUALS_CSV, PATIENTS_CSV, SCANS_CSV
 from oncodiff.errors import OncodiffError
+from oncodiff.synth.acquisition import ACQUISITIONS
 from oncodiff.synth.simulate import PatientRecord, Scan, simulate_patient
 from oncodiff.synth.site import Site
 
@@ -48,23 +52,32 @@ def _write_scans(root: Path, record: PatientRecord, scans: tuple[Scan, ...], pre
     for scan in scans:
         stem = f"{record.patient_id}/{prefix}{scan.timepoint}"
         image, mask = f"{stem}.nii.gz", f"{stem}_gtv.nii.gz"
-        write_image(scan.image, record.affine, root / image)
-        write_image(scan.mask, record.affine, root / mask)
+        affine = record.affine if scan.affine is None else scan.affine
+        write_image(scan.image, affine, root / image)
+        write_image(scan.mask, affine, root / mask)
+        if scan.truth_image is not None:  # clinical acquisition: the clean scan in the baseline's space
+            write_image(scan.truth_image, record.affine, root / "truth" / image)
+            write_image(scan.truth_mask, record.affine, root / "truth" / mask)
         rows.append({"patient_id": record.patient_id, "lesion_id": LESION_ID, "timepoint": scan.timepoint,
                      "days": scan.days, "image": image, "tumor_mask": mask})
     return rows
 
 
 def _truth_scan_rows(record: PatientRecord, scans: tuple[Scan, ...], counterfactual: bool) -> list[dict]:
+    prefix = "cf_" if counterfactual else ""
     return [{"patient_id": record.patient_id, "lesion_id": LESION_ID, "timepoint": s.timepoint, "days": s.days,
              "counterfactual": int(counterfactual), "size": _cell(s.size), "drift_mm": _cell(s.drift_mm),
-             **{f"shift_mm_{axis}": _cell(v) for axis, v in zip("xyz", s.shift_mm)}} for s in scans]
+             **{f"shift_mm_{axis}": _cell(v) for axis, v in zip("xyz", s.shift_mm)},
+             **{k: _cell(v) for k, v in s.acquisition.items()},
+             **({"truth_image": f"truth/{record.patient_id}/{prefix}{s.timepoint}.nii.gz",
+                 "truth_mask": f"truth/{record.patient_id}/{prefix}{s.timepoint}_gtv.nii.gz"}
+                if s.truth_image is not None else {})} for s in scans]
 
 
 def _write_patient(site: Site, index: int, seed: int, dims: int, misalign_mm: float, root: Path,
-                   treated: bool = True) -> dict:
+                   treated: bool = True, acquisition: str = "ideal") -> dict:
     """Simulate one patient, write its images, return its table rows."""
-    record = simulate_patient(site, index, seed, dims, misalign_mm, treated)
+    record = simulate_patient(site, index, seed, dims, misalign_mm, treated, acquisition)
     positive, negative = site.response_values
     scan_rows = _write_scans(root, record, record.scans, "")
     for name, mask in record.anatomy.items():
@@ -98,9 +111,11 @@ def cohort_spec(site: Site, dims: int, treated: bool = True) -> dict:
     }
 
 
-def _write_tables(root: Path, site: Site, dims: int, seed: int, rows: list[dict], treated: bool = True) -> None:
+def _write_tables(root: Path, site: Site, dims: int, seed: int, rows: list[dict], treated: bool = True,
+                  acquisition: str = "ideal") -> None:
     kind = "" if treated else "untreated (natural growth, no counterfactuals) "
-    header = (f"# Synthetic {kind}{site.name} cohort ({dims}D) written by `oncodiff synth`, seed {seed}.\n"
+    how = "" if acquisition == "ideal" else f", {acquisition} acquisition"
+    header = (f"# Synthetic {kind}{site.name} cohort ({dims}D{how}) written by `oncodiff synth`, seed {seed}.\n"
               "# Counterfactual follow-ups: counterfactuals.csv (never train on them); latent truth: truth/.\n"
               "# Generative model: docs/synthetic-cohorts.md\n")
     spec = yaml.safe_dump(cohort_spec(site, dims, treated), sort_keys=False)
@@ -122,7 +137,8 @@ def _check_out(out: Path, overwrite: bool) -> None:
         raise OncodiffError(f"--out {out} exists and is not empty; choose a new folder or pass --overwrite")
 
 
-def _check_options(site: str, n_patients: int, dims: int, misalign_mm: float, workers: int) -> Site:
+def _check_options(site: str, n_patients: int, dims: int, misalign_mm: float, workers: int,
+                   acquisition: str = "ideal") -> Site:
     from oncodiff.synth.registry import SITES
 
     if site not in SITES:
@@ -135,12 +151,14 @@ def _check_options(site: str, n_patients: int, dims: int, misalign_mm: float, wo
         raise ValueError(f"misalign_mm must be >= 0; got {misalign_mm}")
     if workers < 1:
         raise ValueError(f"workers must be at least 1; got {workers}")
+    if acquisition not in ACQUISITIONS:
+        raise ValueError(f"acquisition must be one of {', '.join(ACQUISITIONS)}; got {acquisition!r}")
     return SITES[site]
 
 
 def synthesize(
     site: str, n_patients: int, dims: int, seed: int, out: Path, overwrite: bool = False, *,
-    misalign_mm: float = 0.0, workers: int = 1, treated: bool = True,
+    misalign_mm: float = 0.0, workers: int = 1, treated: bool = True, acquisition: str = "ideal",
 ) -> Path:
     """Write a synthetic cohort of ``n_patients`` to the new folder ``out`` and return its path.
 
@@ -150,21 +168,24 @@ def synthesize(
     recorded in truth/scans.csv, for registration tests. ``treated=False`` writes an untreated cohort
     (natural growth, patients U0001..., other patients than the treated cohort of the same seed, survival
     but no response outcome, no counterfactuals): a pre-training cohort "without treatment" (ImmunoDiff).
+    ``acquisition="clinical"`` acquires each scan as a clinic would (synth/acquisition.py: motion, thick
+    slices, gain and offset, bias field, noise, missing clinical values; ``misalign_mm`` > 0 then sets the
+    translation's length) and writes the clean, baseline-aligned scans under truth/.
     """
-    site_model = _check_options(site, n_patients, dims, misalign_mm, workers)
+    site_model = _check_options(site, n_patients, dims, misalign_mm, workers, acquisition)
     out = Path(out)
     _check_out(out, overwrite)
     partial = out.parent / f".{out.name}.partial-{os.getpid()}"
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
     try:
-        jobs = [(site_model, i, seed, dims, misalign_mm, partial, treated) for i in range(n_patients)]
+        jobs = [(site_model, i, seed, dims, misalign_mm, partial, treated, acquisition) for i in range(n_patients)]
         if workers == 1:
             rows = [_write_patient(*job) for job in jobs]
         else:
             with ProcessPoolExecutor(max_workers=workers) as pool:
                 rows = list(pool.map(_write_patient, *zip(*jobs)))
-        _write_tables(partial, site_model, dims, seed, rows, treated)
+        _write_tables(partial, site_model, dims, seed, rows, treated, acquisition)
         if out.exists():
             shutil.rmtree(out)
         partial.rename(out)

@@ -3,6 +3,7 @@
     RUN/config.json        the experiment config, written before anything runs
     RUN/splits.json        patient-grouped splits, written once
     RUN/cohort.json        the training cohort's fingerprint (folder, hash of its tables)
+    RUN/preprocessing.json what preprocessing did to each scan pair (bias field, normalisation, registration)
     RUN/checkpoints/       Lightning checkpoints (best.ckpt, last.ckpt)
     RUN/logs/version_N/    Lightning CSV logs, one version per (re)start
     RUN/metrics.csv        all logged metrics of every version, in step order
@@ -42,6 +43,10 @@ class RunFolder:
     @property
     def cohort_json(self) -> Path:
         return self.root / COHORT_FILE
+
+    @property
+    def preprocessing_json(self) -> Path:
+        return self.root / "preprocessing.json"
 
     @property
     def checkpoints(self) -> Path:

@@ -23,6 +23,7 @@ from lightning.pytorch.loggers import CSVLogger
 from oncodiff.cohort import cohort_fingerprint
 from oncodiff.config import PREDICTING_STAGES, Config, bf16_conv3d_problem
 from oncodiff.data import CohortDataModule
+from oncodiff.data.preprocess import write_preprocessing_report
 from oncodiff.data.route import volumetric_route
 from oncodiff.errors import ConfigError, OncodiffError
 from oncodiff.evaluation.tumor_size import TumorSegmenter
@@ -60,6 +61,7 @@ def train(cohort: str | Path, config: Config, out: str | Path, resume: bool = Fa
     data.setup()
     if _is_rank_zero():
         run.cohort_json.write_text(json.dumps(cohort_fingerprint(cohort), indent=2) + "\n", encoding="utf-8")
+        write_preprocessing_report(data.preprocessed, run.preprocessing_json)
     layout = model_layout(data, config)
     if config.data.smoothing != "none":
         print(data.smoothing_note, flush=True)
