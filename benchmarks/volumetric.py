@@ -46,10 +46,9 @@ from oncodiff.evaluation.metrics import image_metrics
 
 CANDIDATE_ROUTES = {  # name: config overrides on top of the demo preset
     "2.5D tumour slices (default)": [],
-    "3D patches 32^3, demo network": ["data.dims=3", "data.crop_size=[32,32,32]", "data.smoothing=auto",
-                                      "data.registration=rigid"],
+    "3D patches 32^3, demo network": ["data.dims=3", "data.crop_size=[32,32,32]", "data.smoothing=auto"],
     "3D patches 32^3, light network": ["data.dims=3", "data.crop_size=[32,32,32]", "data.smoothing=auto",
-                                       "data.registration=rigid", "model.channels=[16,32,32]",
+                                       "model.channels=[16,32,32]",
                                        "model.attention_levels=[false,false,false]"],
 }
 COMMON = ["data.test_fraction=0", "sampling.calibrate=false", "training.max_minutes=null"]
@@ -70,12 +69,17 @@ def main(argv: list[str] | None = None) -> int:
     sigma = _denoising_sigma(train_cohort)
     results["denoised_sigma_mm"] = sigma
     results["budgets"] = {}
-    seconds = results["speed"]["2.5D tumour slices (default)"]["cpu_seconds_per_step"]
+    routes = {"2.5D tumour slices (default)": []}
+    if args.compare_3d:
+        routes["3D patches 32^3, light network"] = CANDIDATE_ROUTES["3D patches 32^3, light network"]
     for minutes in args.budgets:
-        steps = max(1, int(minutes * 60 * 2 / seconds))
-        results["budgets"][str(minutes)] = _budget(train_cohort, test_cohort, truth, sigma, minutes, steps, out,
-                                                   args.samples)
-        _save(out, results)
+        for route, overrides in routes.items():
+            seconds = results["speed"][route]["cpu_seconds_per_step"]
+            steps = max(1, int(minutes * 60 * 2 / seconds))
+            key = str(minutes) if not overrides else f"{minutes} ({route})"
+            results["budgets"][key] = _budget(train_cohort, test_cohort, truth, sigma, minutes, steps, out,
+                                              args.samples, overrides, regression=not overrides)
+            _save(out, results)
     table = _table(results)
     (out / "table.md").write_text(table, encoding="utf-8")
     print(table)
@@ -92,6 +96,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--seeds", type=int, nargs=2, default=(100, 200), help="train and test cohort seeds")
     parser.add_argument("--budgets", type=float, nargs="+", default=(5.0, 20.0), help="minutes on 2 cores")
     parser.add_argument("--samples", type=int, default=8)
+    parser.add_argument("--compare-3d", action="store_true",
+                        help="also train and score the light 3D patch route at each budget (no regression for it)")
     parser.add_argument("--speed-patients", type=int, default=6,
                         help="patients of the training cohort the speed probes preprocess (a step's cost does not "
                              "depend on the cohort's size)")
@@ -208,22 +214,24 @@ def _denoising_sigma(train_cohort: Path) -> float:
 
 
 def _budget(train_cohort: Path, test_cohort: Path, truth: TestTruth, sigma: float, minutes: float, steps: int,
-            out: Path, samples: int) -> dict:
+            out: Path, samples: int, overrides: list[str] = (), regression: bool = True) -> dict:
     from oncodiff.evaluation.baselines import ensure_baseline
     from oncodiff.pipeline.predict import predict
     from oncodiff.training import train
 
-    folder = out / f"budget_{minutes:g}min"
+    folder = out / (f"budget_{minutes:g}min" + ("_3d" if overrides else ""))
     run = folder / "run"
-    config = load_config("demo", [*COMMON, f"training.max_steps={steps}"])
+    config = load_config("demo", [*COMMON, *overrides, f"training.max_steps={steps}"])
     started = time.perf_counter()
     if not (run / "model" / "model.safetensors").is_file():
         train(train_cohort, config, run, cache_dir=out / "cache")
     trained = Config.from_json(run / "config.json")
-    regression = ensure_baseline(run, train_cohort, trained, "regression", None, cache_dir=out / "cache")
+    models = {"oncodiff": run}
+    if regression:
+        models["regression"] = ensure_baseline(run, train_cohort, trained, "regression", None, cache_dir=out / "cache")
     train_seconds = time.perf_counter() - started
     predictions = {}
-    for name, model in (("oncodiff", run), ("regression", regression)):
+    for name, model in models.items():
         target = folder / f"predictions_{name}"
         if not (target / "summary.json").is_file():
             predict(model, test_cohort, target, samples=samples if name == "oncodiff" else 1, cache_dir=out / "cache")
