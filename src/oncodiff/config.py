@@ -44,7 +44,9 @@ class DataConfig(_Section):
         "with most tumour; mip: maximum intensity projection along the last axis",
     )
     min_tumor_voxels: int = Field(1, ge=0, description="tumor slices: minimum tumour voxels for a slice to count")
-    normalization: Literal["auto", "percentile", "zscore", "nonzero_zscore", "whitestripe", "ct_window", "none"] = Field(
+    normalization: Literal[
+        "auto", "percentile", "zscore", "nonzero_zscore", "whitestripe", "ct_window", "none"
+    ] = Field(
         "auto", description="per-scan intensity normalisation. auto: ct_window for CT cohorts, percentile otherwise; "
         "nonzero_zscore: z-score of the foreground clipped to data.percentiles (TaDiff); whitestripe: the "
         "foreground's histogram mode (white matter on T1) and its +-5 % quantile stripe (WhiteStripe-like)"
