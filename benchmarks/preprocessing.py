@@ -146,7 +146,8 @@ def summarise(pairs: list[Pair]) -> list[dict]:
         scores = [p.score(n4, normalisation, kind) for p in pairs]
         misalignment = [s["misalignment_mm"] for s in scores]
         rows.append({"variant": name, "n4": n4, "normalization": normalisation, "registration": kind,
-                     "misalignment_mm_mean": float(np.mean(misalignment)), "misalignment_mm_max": float(max(misalignment)),
+                     "misalignment_mm_mean": float(np.mean(misalignment)),
+                     "misalignment_mm_max": float(max(misalignment)),
                      "intensity_error_pct_mean": float(np.mean([s["intensity_error_pct"] for s in scores])),
                      "registered": sum(s["registered"] != "none" for s in scores), "per_follow_up": scores})
     return rows

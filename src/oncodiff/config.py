@@ -60,7 +60,9 @@ class DataConfig(_Section):
         "auto: the sigma of SMOOTHING_MM (0 included) whose smoothed baseline best matches the follow-ups inside "
         "the tumour on the training split, as the denoised baseline of `oncodiff evaluate` chooses it",
     )
-    normalization: Literal["auto", "percentile", "zscore", "nonzero_zscore", "whitestripe", "ct_window", "none"] = Field(
+    normalization: Literal[
+        "auto", "percentile", "zscore", "nonzero_zscore", "whitestripe", "ct_window", "none"
+    ] = Field(
         "auto", description="per-scan intensity normalisation. auto: ct_window for CT cohorts, percentile otherwise; "
         "nonzero_zscore: z-score of the foreground clipped to data.percentiles (TaDiff); whitestripe: the "
         "foreground's histogram mode (white matter on T1) and its +-5 % quantile stripe (WhiteStripe-like)"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+import nibabel as nib
 import numpy as np
 import SimpleITK as sitk
 
@@ -40,21 +41,40 @@ def bias_method(config, modality: str) -> str:
 
 
 def correct_bias(image: Image) -> tuple[Image, BiasStatistics]:
-    """(bias-corrected scan, statistics of the removed field). Needs intensities >= 0 (MRI)."""
-    array = np.asarray(image.array, dtype=np.float32)
-    spacing = [float(s) for s in image.spacing]
-    itk = sitk.GetImageFromArray(np.ascontiguousarray(np.clip(array, 0, None).T) + 1.0)  # N4 takes logs: > 0
-    itk.SetSpacing(spacing)
-    mask = sitk.OtsuThreshold(itk, 0, 1, 128)
-    shrink = [max(1, int(round(FIT_SPACING_MM / s))) for s in spacing]
-    corrector = sitk.N4BiasFieldCorrectionImageFilter()
-    corrector.SetMaximumNumberOfIterations(list(ITERATIONS))
-    corrector.Execute(sitk.Shrink(itk, shrink), sitk.Shrink(mask, shrink))
-    log_field = sitk.GetArrayFromImage(corrector.GetLogBiasFieldAsImage(itk)).T
-    foreground = sitk.GetArrayFromImage(mask).T > 0
+    """(bias-corrected scan, statistics of the removed field). Needs intensities >= 0 (MRI).
+
+    N4 runs on the scan turned to RAS axis order, so that how a scan is stored (flipped, transposed)
+    does not change the result."""
+    flips, order = _to_ras(image)
+    canonical = np.flip(np.asarray(image.array, dtype=np.float32), flips).transpose(order)
+    spacing = [float(image.spacing[a]) for a in order]
+    log_field, foreground = _n4_log_field(canonical, spacing)
     if not foreground.any():
         foreground = np.ones_like(foreground)
     log_field = log_field - float(log_field[foreground].mean())
     inside = log_field[foreground]
     statistics = BiasStatistics(float(inside.std()), float(np.exp(inside.min())), float(np.exp(inside.max())))
-    return Image((array * np.exp(-log_field)).astype(np.float32), image.affine), statistics
+    log_field = np.flip(log_field.transpose(np.argsort(order)), flips)
+    return Image((np.asarray(image.array, dtype=np.float32) * np.exp(-log_field)).astype(np.float32),
+                 image.affine), statistics
+
+
+def _to_ras(image: Image) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """(array axes to flip, then the axis order) that put a scan's axes in R, A, S order and direction."""
+    orientation = nib.orientations.io_orientation(image.affine)[: image.ndim]
+    flips = tuple(int(a) for a in np.flatnonzero(orientation[:, 1] < 0))
+    return flips, tuple(int(a) for a in np.argsort(orientation[:, 0]))
+
+
+def _n4_log_field(array: np.ndarray, spacing: list[float]) -> tuple[np.ndarray, np.ndarray]:
+    """(N4's log bias field, its Otsu foreground) of ``array``, both of its shape."""
+    itk = sitk.GetImageFromArray(np.ascontiguousarray(np.clip(array, 0, None).T) + 1.0)  # N4 takes logs: > 0
+    itk.SetSpacing(spacing)
+    mask = sitk.OtsuThreshold(itk, 0, 1, 128)
+    # about 8 mm voxels, but at least 4 along every axis of a small scan
+    shrink = [max(1, min(int(round(FIT_SPACING_MM / s)), n // 4)) for s, n in zip(spacing, array.shape)]
+    corrector = sitk.N4BiasFieldCorrectionImageFilter()
+    corrector.SetMaximumNumberOfIterations(list(ITERATIONS))
+    corrector.Execute(sitk.Shrink(itk, shrink), sitk.Shrink(mask, shrink))
+    log_field = sitk.GetArrayFromImage(corrector.GetLogBiasFieldAsImage(itk)).T
+    return log_field, sitk.GetArrayFromImage(mask).T > 0

@@ -128,8 +128,17 @@ class PreprocessedCohort:
             f"{self.spec.name}: {len(self)} samples from {patients} patients, {len(self.spatial_shape)}D crops "
             f"of {shape} voxels, {self.normalization} normalisation",
             f"cache: {self.cache_path} ({how})",
+            self.steps_summary(),
         ]
         return "\n".join(lines + [f"warning: {w}" for w in self.warnings])
+
+    def steps_summary(self) -> str:
+        """One line: how many follow-ups were bias-corrected and registered (pairs, not crops)."""
+        pairs = {(r.patient_id, r.lesion_id, r.timepoint): r.steps for r in self.records}
+        registered = sum(s.get("registration", "none") != "none" for s in pairs.values())
+        corrected = sum(s.get("post_bias") is not None for s in pairs.values())
+        return (f"steps: N4 bias correction on {corrected} of {len(pairs)} follow-ups (and their baselines), "
+                f"{registered} registered to their baseline")
 
 
 def preprocess_cohort(
