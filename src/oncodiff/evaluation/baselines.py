@@ -18,6 +18,7 @@ import shutil
 from pathlib import Path
 
 from oncodiff.config import Config
+from oncodiff.outputs import write_marker
 
 # Baselines are pixel-space models trained from scratch, whatever the run's stage: a latent or ControlNet
 # run's baseline does not load its autoencoders, locked denoiser or anatomy encoders.
@@ -55,6 +56,7 @@ def ensure_baseline(run: Path, cohort: str | Path, config: Config, name: str, mi
     if folder.exists():  # an interrupted earlier attempt: start it again
         shutil.rmtree(folder)
     folder.mkdir(parents=True)
+    write_marker(folder, "run", state="training")  # the run's own output (docs/outputs.md)
     shutil.copy(run / "splits.json", folder / "splits.json")  # the same patients on each side
     print(f"training baseline {name!r} into {folder} ...", flush=True)
-    return train(cohort, baseline_config(config, name, minutes), folder, cache_dir=cache_dir)
+    return train(cohort, baseline_config(config, name, minutes), folder, cache_dir=cache_dir, within=run)
