@@ -30,6 +30,7 @@ from oncodiff.evaluation.stage2 import evaluate_outcomes
 from oncodiff.evaluation.tables import format_tables
 from oncodiff.evaluation.uncertainty import calibration_curve, coverage, spread_error_correlation
 from oncodiff.models.conditions import CLASS_LABEL_KEYS
+from oncodiff.outputs import check_output, check_run_finished, staged_folder
 from oncodiff.pipeline.calibration import IntervalCalibration
 from oncodiff.pipeline.cases import CaseSet, load_cases
 from oncodiff.pipeline.export import ExportedModel, load_export
@@ -57,15 +58,18 @@ class MethodResult:
 
 
 def evaluate(model: str | Path, cohort: str | Path, out: str | Path, overrides: Sequence[str] = (),
-             cache_dir: str | Path | None = None) -> Path:
-    """Evaluate the run ``model`` on its test split of ``cohort``; returns ``OUT/summary.json``."""
+             cache_dir: str | Path | None = None, overwrite: bool = False) -> Path:
+    """Evaluate the run ``model`` on its test split of ``cohort``; returns ``OUT/summary.json``.
+
+    ``out`` is written whole or not at all; ``overwrite`` replaces an earlier evaluation there (oncodiff/outputs.py)."""
+    out = check_output(out, "evaluation", overwrite, inputs={"cohort": cohort, "run": model})
     run = Path(model).resolve()
+    check_run_finished(run, reading="evaluate")
     if not (run / "splits.json").is_file():
         raise OncodiffError(f"{run}: not a run folder (no splits.json); evaluate needs the run written by "
                             "`oncodiff train`, to score its own test split")
     exported = load_export(run)
     config = exported.config.with_overrides(list(overrides)) if overrides else exported.config
-    out = _output_folder(out, cohort)
     test = json.loads((run / "splits.json").read_text(encoding="utf-8"))["test"]
     cases = load_cases(exported, cohort, patients=test, cache_dir=cache_dir)
     cases = cases.select([i for i, c in enumerate(cases.cases) if c.has_truth])
@@ -76,20 +80,14 @@ def evaluate(model: str | Path, cohort: str | Path, out: str | Path, overrides: 
     summary["class_prior"] = _class_prior_scores(exported, cases)
     summary["outcomes"] = evaluate_outcomes(exported, config, cohort, run, cache_dir)
     summary.update(_provenance(run, exported, config, cases, cohort))
-    _write_figures(out, methods, cases)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=_json_default) + "\n", encoding="utf-8")
     tables = format_tables(summary)
-    (out / "tables.md").write_text(tables, encoding="utf-8")
+    with staged_folder(out, "evaluation") as partial:
+        _write_figures(partial, methods, cases)
+        (partial / "summary.json").write_text(json.dumps(summary, indent=2, default=_json_default) + "\n",
+                                              encoding="utf-8")
+        (partial / "tables.md").write_text(tables, encoding="utf-8")
     print(tables, flush=True)
     return out / "summary.json"
-
-
-def _output_folder(out: str | Path, cohort: str | Path) -> Path:
-    out, cohort = Path(out).resolve(), Path(cohort).resolve()
-    if out == cohort or cohort in out.parents:
-        raise OncodiffError(f"--out {out} is inside the cohort folder {cohort}; choose a folder outside it")
-    out.mkdir(parents=True, exist_ok=True)
-    return out
 
 
 def _run_methods(run: Path, exported: ExportedModel, config: Config, cases: CaseSet, cohort,
