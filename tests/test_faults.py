@@ -104,6 +104,9 @@ def test_synth_overwrite_never_replaces_a_folder_it_did_not_write(trained, untou
     monkeypatch.chdir(tmp_path / "here")  # its own cohort, but the working directory: never replaced
     refused(invoke("synth", "--out", ".", "--patients", 1, "--overwrite"), "working directory")
     assert (tmp_path / "here" / "cohort.yaml").is_file()
+    (tmp_path / "empty").mkdir()
+    monkeypatch.chdir(tmp_path / "empty")  # even an empty working directory is not renamed away
+    refused(invoke("synth", "--out", ".", "--patients", 1), "working directory")
 
 
 @pytest.mark.parametrize("verb", ["train", "predict", "evaluate"])
@@ -390,6 +393,7 @@ def test_train_and_predict_killed_at_each_stage(trained, tmp_path):
         refused(invoke(*args, "--resume"), "in use by", f"pid {pid}")
         refused(invoke(*args, "--overwrite"), "in use by")
         refused(invoke("predict", "--model", run, "--cohort", cohort, "--out", tmp_path / "p"), "being written")
+        refused(invoke("calibrate", "--model", run, "--cohort", cohort), "in use by")
     refused(invoke(*args), "before its first checkpoint", "--overwrite")
     refused(invoke(*args, "--resume"), "no checkpoint", "--overwrite")
     refused(invoke("predict", "--model", run, "--cohort", cohort, "--out", tmp_path / "p"),

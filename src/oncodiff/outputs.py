@@ -111,7 +111,7 @@ def check_output(out: str | Path, kind: str, overwrite: bool = False, inputs: di
         if not (overwrite or allow_existing):
             raise OutputError(f"--out {path} holds an earlier {kind} output; pass --overwrite to replace it, or "
                               "choose a new folder")
-    if overwrite:
+    if overwrite or (path.exists() and kind != "run"):  # a staged output replaces the folder by renaming
         _check_replaceable(path)
     _check_creatable(path)
     return path
@@ -170,7 +170,7 @@ def _check_replaceable(path: Path) -> None:
     cwd, home = Path.cwd().resolve(), Path.home().resolve()
     if path == Path(path.anchor) or path == home or path == cwd or path in cwd.parents:
         raise OutputError(f"--out {path} is the root, the home folder, the working directory or a parent of it; "
-                          "--overwrite never replaces these: give the output's own folder")
+                          "oncodiff never replaces these: give the output a folder of its own, e.g. --out NAME")
 
 
 def _check_creatable(path: Path) -> None:
