@@ -261,7 +261,7 @@ def test_validate_refuses_bad_geometry_values_and_paths(tmp_path, case):
     mask = cohort / "P001" / "pre_gtv.nii.gz"
     expected = {"spacing": "spacing (2, 2", "shift": "80 mm", "absolute": "absolute path", "escaping": "climbs out",
                 "slash id": "folder name", "dot id": "starts with '.'", "near label": "'Responder' in rows 3",
-                "three labels": "more than two", "negative label": "neither", "semicolon": "semicolons",
+                "three labels": "3 distinct response values", "negative label": "neither", "semicolon": "semicolons",
                 "nan affine": "NaN", "singular affine": "singular"}[case]
     affine = nib.load(mask).affine
     if case == "spacing":

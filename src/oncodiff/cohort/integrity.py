@@ -79,8 +79,9 @@ def check_response_values(patients: pd.DataFrame, spec: CohortSpec | None) -> li
         odd = [v for v in rows if v != response.positive and _squeezed(v) == _squeezed(response.positive)]
         why = (f"differs from the positive label {response.positive!r} only in case or spaces, so it would be read "
                "as a non-responder")
-        if len(rows) > 2:
-            odd, why = list(rows), "is one of more than two distinct response values; a response is binary"
+        if not odd and len(rows) > 2:  # one problem for the column, listing every value
+            odd = [min(rows, key=lambda v: rows[v][0])]
+            why = f"is one of {len(rows)} distinct response values; a response is binary"
     listed = "; ".join(f"{v!r} in rows {_rows(rows[v])}" for v in sorted(odd, key=lambda v: rows[v][0]))
     return [Problem(PATIENTS_CSV, f"response value {v!r} {why} (values: {listed}).", row=rows[v][0],
                     column=response.column,

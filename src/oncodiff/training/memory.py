@@ -87,7 +87,16 @@ def check_memory(config: Config, spatial_dims: int, in_channels: int, available:
     raise ConfigError(
         f"a training step needs about {needed / 2**30:.1f} GiB (estimated from data.crop_size="
         f"{list(config.data.crop_size)}, training.batch_size={config.training.batch_size}, model.channels="
-        f"{list(config.model.channels)}), but there is {available / 2**30:.1f} GiB of {where}; lower "
-        "training.batch_size or data.crop_size (or model.channels / model.attention_levels), e.g. "
-        f"--set training.batch_size={max(config.training.batch_size // 4, 1)}. If the estimate is wrong for "
-        "this machine, set ONCODIFF_SKIP_MEMORY_CHECK=1")
+        f"{list(config.model.channels)}), but there is {available / 2**30:.1f} GiB of {where}; "
+        f"{_what_fits(config, spatial_dims, in_channels, available)}. If the estimate is wrong for this machine, "
+        "set ONCODIFF_SKIP_MEMORY_CHECK=1")
+
+
+def _what_fits(config: Config, spatial_dims: int, in_channels: int, available: float) -> str:
+    """The largest training.batch_size that fits, or else the advice to lower data.crop_size."""
+    for batch in range(config.training.batch_size - 1, 0, -1):
+        smaller = config.with_overrides([f"training.batch_size={batch}"])
+        if estimate_peak_bytes(smaller, spatial_dims, in_channels) <= available:
+            return f"lower training.batch_size (--set training.batch_size={batch} fits) or data.crop_size"
+    return ("even training.batch_size=1 does not fit: lower data.crop_size (or model.channels, or switch off "
+            "model.attention_levels at the finest levels)")
