@@ -149,15 +149,23 @@ def test_same_seed_gives_identical_files_in_any_number_of_processes(tmp_path):
     assert first["P0001/pre.nii.gz"] != other["P0001/pre.nii.gz"]
 
 
-def test_refuses_a_non_empty_folder_unless_overwrite(tmp_path):
+def test_refuses_a_non_empty_folder_even_with_overwrite(tmp_path):
     out = tmp_path / "cohort"
     out.mkdir()
     (out / "keep.txt").write_text("mine", encoding="utf-8")
-    with pytest.raises(OncodiffError, match="not empty"):
+    for overwrite in (False, True):
+        with pytest.raises(OncodiffError, match="not empty"):
+            synthesize("lung", 1, 2, seed=0, out=out, overwrite=overwrite)
+    assert (out / "keep.txt").read_text(encoding="utf-8") == "mine"
+
+
+def test_overwrite_replaces_a_cohort_synth_wrote(tmp_path):
+    out = synthesize("lung", 2, 2, seed=0, out=tmp_path / "cohort")
+    with pytest.raises(OncodiffError, match="--overwrite"):
         synthesize("lung", 1, 2, seed=0, out=out)
-    assert (out / "keep.txt").exists()
     synthesize("lung", 1, 2, seed=0, out=out, overwrite=True)
-    assert not (out / "keep.txt").exists() and (out / "cohort.yaml").exists()
+    assert len((out / "patients.csv").read_text(encoding="utf-8").splitlines()) == 2
+    assert [p.name for p in tmp_path.iterdir()] == ["cohort"]  # no partial or old folder left beside it
 
 
 def test_a_failure_leaves_no_half_cohort(tmp_path, monkeypatch):

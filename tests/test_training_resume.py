@@ -148,7 +148,7 @@ def test_resume_refuses_a_changed_experiment(runs):
 
 
 def test_resume_without_a_checkpoint_and_a_second_run_into_one_folder_are_refused(runs, tmp_path):
-    with pytest.raises(OncodiffError, match="last.ckpt does not exist"):
+    with pytest.raises(OncodiffError, match="holds no run; start a new run without --resume"):
         train(runs["cohort"], runs["config"], tmp_path / "new", resume=True, cache_dir=runs["cache"])
     with pytest.raises(OncodiffError, match="already holds a run"):
         train(runs["cohort"], runs["config"], runs["uninterrupted"], cache_dir=runs["cache"])

@@ -47,6 +47,9 @@ def _run(fn, *args, **kwargs):
         return fn(*args, **kwargs)
     except OncodiffError as e:
         _fail(e)
+    except OSError as e:  # the file system refused (disk full, permissions, a path too long): no traceback
+        where = f"{e.filename}: " if e.filename else ""
+        _fail(f"{where}{e.strerror or e}; check the path, its permissions and the free disk space")
 
 
 def _config(preset: str, overrides: list[str] | None):
@@ -72,7 +75,8 @@ def synth(
     patients: int = typer.Option(48, min=1, help="number of patients"),
     dims: int = typer.Option(2, min=2, max=3, help="2 for slices, 3 for volumes"),
     seed: int = typer.Option(0, help="random seed; the same seed gives identical files"),
-    overwrite: bool = typer.Option(False, help="replace OUT if it already holds a cohort"),
+    overwrite: bool = typer.Option(False, help="replace OUT if it holds a cohort `oncodiff synth` wrote "
+                                   "(docs/outputs.md)"),
     misalign_mm: float = typer.Option(0.0, min=0.0, help="shift each follow-up rigidly by this many mm (tests registration)"),
     workers: int = typer.Option(1, min=1, help="patients simulated in parallel processes (files do not depend on it)"),
     untreated: bool = typer.Option(False, help="natural growth without treatment (a pre-training cohort)"),
@@ -97,7 +101,10 @@ def validate(
     """Check a cohort folder and report every problem at once. Exit code 0 means valid."""
     from oncodiff.cohort import validate_cohort
 
-    problems = _run(validate_cohort, cohort)
+    found = _run(validate_cohort, cohort, warnings=True)
+    problems = [p for p in found if not p.warning]
+    for warning in (p for p in found if p.warning):
+        typer.secho(f"warning: {warning}", fg=typer.colors.YELLOW, err=True)
     if problems:
         typer.secho(f"{cohort}: {len(problems)} problem(s)", fg=typer.colors.RED, err=True)
         for p in problems:
@@ -135,6 +142,7 @@ def train(
     stage: Optional[str] = typer.Option(None, help="shortcut for --set training.stage=STAGE"),
     init_from: Optional[Path] = typer.Option(None, help="run folder of a pre-trained stage to start from"),
     resume: bool = typer.Option(False, help="continue from OUT/checkpoints/last.ckpt"),
+    overwrite: bool = typer.Option(False, help="start the run in OUT again from scratch (docs/outputs.md)"),
     devices: Optional[str] = typer.Option(None, help="devices per node (Lightning), e.g. 2 or auto"),
     num_nodes: Optional[int] = typer.Option(None, help="nodes for DDP (Lightning)"),
 ) -> None:
@@ -151,7 +159,7 @@ def train(
     if num_nodes:
         extra.append(f"training.num_nodes={num_nodes}")
     config = _config(preset, extra)
-    run_dir = _run(train_fn, cohort=cohort, config=config, out=out, resume=resume)
+    run_dir = _run(train_fn, cohort=cohort, config=config, out=out, resume=resume, overwrite=overwrite)
     typer.echo(f"run folder: {run_dir}")
 
 
@@ -167,6 +175,7 @@ def predict(
         None, "--set", help="sampling.KEY=V, clinical.VAR=V or response=V (counterfactual)"
     ),
     seed: int = typer.Option(0, help="base seed; each case has its own generator"),
+    overwrite: bool = typer.Option(False, help="replace an earlier prediction in OUT (docs/outputs.md)"),
 ) -> None:
     """Sample post-treatment scans: mean, uncertainty, drift, volume change and response per case.
 
@@ -175,7 +184,7 @@ def predict(
     from oncodiff.pipeline import predict as predict_fn
 
     path = _run(predict_fn, model=model, cohort=cohort, out=out, patients=patient, samples=samples,
-                days=days, overrides=set_ or [], seed=seed)
+                days=days, overrides=set_ or [], seed=seed, overwrite=overwrite)
     typer.echo(f"predictions: {path}")
 
 
@@ -208,18 +217,20 @@ def evaluate(
     cohort: Path = typer.Option(..., help="cohort folder with ground-truth follow-ups"),
     out: Path = typer.Option(..., help="evaluation folder (summary.json, tables)"),
     set_: Optional[list[str]] = typer.Option(None, "--set", help="evaluation.KEY=V or sampling.KEY=V"),
+    overwrite: bool = typer.Option(False, help="replace an earlier evaluation in OUT (docs/outputs.md)"),
 ) -> None:
     """Evaluate a run against ground truth and baselines on its test split; prints the side-by-side table."""
     from oncodiff.evaluation import evaluate as evaluate_fn
 
-    path = _run(evaluate_fn, model=model, cohort=cohort, out=out, overrides=set_ or [])
+    path = _run(evaluate_fn, model=model, cohort=cohort, out=out, overrides=set_ or [], overwrite=overwrite)
     typer.echo(f"summary: {path}")
 
 
 @app.command()
 def report(
     evaluation: Path = typer.Argument(..., help="folder written by `oncodiff evaluate`"),
-    out: Optional[Path] = typer.Option(None, help="HTML file (default EVALUATION/report.html)"),
+    out: Optional[Path] = typer.Option(None, help="HTML file, new or an earlier report "
+                                       "(default EVALUATION/report.html)"),
 ) -> None:
     """Render an evaluation as one self-contained HTML page with figures."""
     from oncodiff.evaluation import write_report

@@ -37,14 +37,17 @@ def run_demo(out: str | Path, site: str, n_patients: int, config: Config, seed: 
         _step(start, f"reusing the trained model in {run} (delete it to train again)")
     else:
         _step(start, f"training ({config.training.max_minutes} min budget) into {run}")
-        train(cohort, config, run, resume=(run / "checkpoints" / "last.ckpt").is_file())
+        resume = (run / "checkpoints" / "last.ckpt").is_file()
+        # A run stopped before its first checkpoint cannot be resumed: start it again (it is the demo's own).
+        train(cohort, config, run, resume=resume, overwrite=not resume and (run / "config.json").is_file())
     test = _test_patients(run)[:PREDICTED_PATIENTS]
     _step(start, f"predicting {', '.join(test)}: outcome unknown, then as responders and as non-responders")
-    predict(run, cohort, out / "predictions" / "outcome-unknown", patients=test)
-    predict(run, cohort, out / "predictions" / "if-responder", patients=test, overrides=[f"response={_positive(cohort)}"])
-    predict(run, cohort, out / "predictions" / "if-non-responder", patients=test, overrides=["response=non-responder"])
+    again = {"patients": test, "overwrite": True}  # a demo run again replaces its own predictions
+    predict(run, cohort, out / "predictions" / "outcome-unknown", **again)
+    predict(run, cohort, out / "predictions" / "if-responder", overrides=[f"response={_positive(cohort)}"], **again)
+    predict(run, cohort, out / "predictions" / "if-non-responder", overrides=["response=non-responder"], **again)
     _step(start, "evaluating against ground truth and baselines")
-    summary = evaluate(run, cohort, out / "evaluation")
+    summary = evaluate(run, cohort, out / "evaluation", overwrite=True)  # a demo run again replaces its own outputs
     report = write_report(summary.parent)
     _step(start, f"done: {report}")
     return report

@@ -22,6 +22,7 @@ class Problem:
     fix: str = ""
     row: int | None = None  # 1-based data row in the CSV (the header is row 0), None when not a row
     column: str | None = None
+    warning: bool = False  # worth a look, but the cohort is still valid
 
     def __str__(self) -> str:
         where = self.file

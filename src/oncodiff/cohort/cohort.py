@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,14 +74,17 @@ def load_cohort(root: str | Path, validate: bool = True) -> Cohort:
     """Load a cohort folder.
 
     With ``validate=True`` every image is read once first (:func:`validate_cohort`) and an invalid
-    folder raises :class:`CohortError` listing every problem. ``validate=False`` only parses the
-    three tables: the fast path for a folder already validated.
+    folder raises :class:`CohortError` listing every problem; warnings are printed to stderr.
+    ``validate=False`` only parses the three tables: the fast path for a folder already validated.
     """
     root = Path(root).resolve()
     if validate:
-        problems = validate_cohort(root)
+        found = validate_cohort(root, warnings=True)
+        problems = [p for p in found if not p.warning]
         if problems:
             raise CohortError(problems, str(root))
+        for warning in found:
+            print(f"warning: {root}: {warning}", file=sys.stderr, flush=True)
     spec, patients, scans = read_tables(root)
     return Cohort(root=root, spec=spec, patients=patients, scans=scans)
 

@@ -96,6 +96,31 @@ def read_image(path: str | Path) -> Image:
     return _as_image(np.asarray(array), affine, path)
 
 
+def stored_shape(path: str | Path) -> tuple[int, ...]:
+    """The voxel shape as the file stores it, trailing singleton axes included (a 64x64x1 DICOM slice is
+    (64, 64, 1), where :func:`read_image` gives a (64, 64) image); read from the header where there is one."""
+    path = Path(path)
+    kind = image_format(path)
+    try:
+        if kind == "nifti":
+            return tuple(int(n) for n in nib.load(str(path)).shape)
+        if kind in ("itk", "dicom"):
+            reader = sitk.ImageFileReader()
+            reader.SetFileName(str(path))
+            reader.ReadImageInformation()
+            return tuple(int(n) for n in reader.GetSize())
+    except Exception:  # an unreadable header: the reader below names the problem
+        pass
+    return read_image(path).shape
+
+
+def with_stored_shape(array: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """``array`` given back the trailing singleton axes of ``shape`` that reading dropped (else unchanged)."""
+    if len(shape) > array.ndim and tuple(shape[:array.ndim]) == array.shape and set(shape[array.ndim:]) == {1}:
+        return array.reshape(shape)
+    return array
+
+
 def _check_dims(shape: tuple[int, ...], path: Path) -> int:
     """The number of spatial axes once trailing singleton axes are dropped; refuses 1D and 4D+."""
     ndim = len(shape)

@@ -40,6 +40,8 @@ class ClinicalVariable(_Strict):
 class ResponseOutcome(_Strict):
     column: str
     positive: str = Field(description="the value of `column` that marks a responder")
+    negative: str | None = Field(None, description="optional: the value that marks a non-responder; with it, "
+                                 "every other value is an error (without it, any other value is a non-responder)")
 
 
 class SurvivalOutcome(_Strict):

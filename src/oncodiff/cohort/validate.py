@@ -17,6 +17,9 @@ import pandas as pd
 import yaml
 from pydantic import ValidationError
 
+from oncodiff.cohort.integrity import (
+    affine_problem, check_followup_days, check_ids, check_response_values, geometry_mismatch, path_problem,
+)
 from oncodiff.cohort.io import read_image
 from oncodiff.cohort.schema import (
     ANATOMY_PREFIX, COHORT_YAML, PATIENTS_CSV, SCAN_REQUIRED_COLUMNS, SCANS_CSV, ClinicalVariable, CohortSpec,
@@ -30,8 +33,11 @@ FILE_ORDER = (COHORT_YAML, PATIENTS_CSV, SCANS_CSV)
 DEFAULT_LESION = "L1"
 
 
-def validate_cohort(root: str | Path) -> list[Problem]:
-    """Check a cohort folder; returns every :class:`Problem` found (an empty list means valid)."""
+def validate_cohort(root: str | Path, warnings: bool = False) -> list[Problem]:
+    """Check a cohort folder; returns every :class:`Problem` found (an empty list means valid).
+
+    ``warnings``: also return what is worth a look but valid (``Problem.warning``): a blank scan, a mask
+    covering the whole image, two follow-ups on the same day."""
     root = Path(root)
     if not root.is_dir():
         return [Problem(str(root), "is not a folder.", fix="pass the cohort folder that holds cohort.yaml, "
@@ -43,12 +49,17 @@ def validate_cohort(root: str | Path) -> list[Problem]:
     problems += found
     if patients is not None:
         problems += _check_patients(patients, spec)
+        problems += check_ids(patients, PATIENTS_CSV, ("patient_id",))
+        problems += check_response_values(patients, spec)
     if scans is not None:
         problems += _check_scans(scans, spec, baseline, patients)
+        problems += check_ids(scans, SCANS_CSV, ("patient_id", "lesion_id", "timepoint"))
+        problems += check_followup_days(scans, baseline)
         problems += _check_scan_files(root, scans, baseline)
     if patients is not None and scans is not None:
         problems += _check_patients_have_scans(patients, scans)
     rank = {name: k for k, name in enumerate(FILE_ORDER)}
+    problems = [p for p in problems if warnings or not p.warning]
     return sorted(problems, key=lambda p: (rank.get(p.file, len(rank)), p.row or 0))
 
 
@@ -100,15 +111,37 @@ def _read_table(root: Path, name: str, required: tuple[str, ...]) -> tuple[pd.Da
         # Blank lines are kept (then dropped) so that the index stays the file's data-row number.
         table = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""], skip_blank_lines=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
-        return None, [Problem(name, f"cannot be read as CSV: {error}.",
+        delimiter = _foreign_delimiter(path)
+        found = f" It is separated by {delimiter}, not by commas." if delimiter else ""
+        return None, [Problem(name, f"cannot be read as CSV: {error}.{found}",
                               fix="save it as comma-separated UTF-8 text with one header line.")]
     table.index = table.index + 1
     table = table.dropna(how="all")
     problems = [Problem(name, f"has no column {column!r}.", fix=f"add the column {column!r}.", column=column)
                 for column in required if column not in table.columns]
+    delimiter = _foreign_delimiter(path)
+    if problems and delimiter:  # nothing else in the table can be checked
+        return None, [Problem(name, f"is separated by {delimiter}, not by commas, so its header is read as one "
+                              f"column ({', '.join(map(repr, table.columns[:1]))}).",
+                              fix="save it as comma-separated UTF-8 text (in a spreadsheet: CSV, comma delimited).")]
     if table.empty:
         problems.append(Problem(name, "has no data rows.", fix="add one row per patient or scan."))
     return table, problems
+
+
+DELIMITERS = {";": "semicolons (';')", "\t": "tabs", "|": "vertical bars ('|')"}
+
+
+def _foreign_delimiter(path: Path) -> str | None:
+    """How the header line is separated when it is not by commas (e.g. "semicolons (';')"), else None."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            header = handle.readline()
+    except OSError:
+        return None
+    counts = {d: header.count(d) for d in DELIMITERS}
+    best = max(counts, key=counts.get)
+    return DELIMITERS[best] if counts[best] > header.count(",") else None
 
 
 def _cell(value: object) -> str | None:
@@ -309,6 +342,9 @@ class _VoxelSummary:
     binary: bool
     integer_valued: bool
     any_nonzero: bool
+    affine: np.ndarray | None = None
+    constant: bool = False  # every finite voxel has one value (a blank scan)
+    all_nonzero: bool = False  # every voxel is non-zero (a mask covering the whole image)
 
 
 def _summarise(path: Path) -> _VoxelSummary | Problem:
@@ -316,18 +352,18 @@ def _summarise(path: Path) -> _VoxelSummary | Problem:
     if not path.exists():
         return Problem(str(path), "does not exist.", fix="check the path; it is relative to the cohort folder.")
     try:
-        array = read_image(path).array
+        image = read_image(path)
     except (ValueError, OSError) as error:
         message, _, fix = str(error).partition(" Fix: ")
         return Problem(str(path), message.removeprefix(f"{path}: "), fix=fix)  # the row names the file
-    if array.dtype.kind != "f":
-        return _VoxelSummary(shape=array.shape, finite=True, binary=bool(np.isin(array, (0, 1)).all()),
-                            integer_valued=True, any_nonzero=bool(array.any()))
-    finite = np.isfinite(array)
+    array = image.array
+    finite = np.isfinite(array) if array.dtype.kind == "f" else np.ones(array.shape, dtype=bool)
     values = array[finite]
     return _VoxelSummary(
         shape=array.shape, finite=bool(finite.all()), binary=bool(np.isin(values, (0, 1)).all()),
         integer_valued=bool((values == np.round(values)).all()), any_nonzero=bool(values.any()),
+        affine=image.affine, constant=bool(values.size == 0 or values.min() == values.max()),
+        all_nonzero=bool(finite.all() and array.all()),
     )
 
 
@@ -343,7 +379,10 @@ def _check_scan_files(root: Path, scans: pd.DataFrame, baseline: str) -> list[Pr
         found = {}
         for column in _file_columns(scans):
             relative = _cell(scan[column])
-            if relative is not None:
+            if relative is not None and path_problem(relative):
+                found[column] = Problem(relative, path_problem(relative) + ".",
+                                        fix="copy the file into the cohort folder and write its path relative to it.")
+            elif relative is not None:
                 path = (root / relative).resolve()  # two spellings of one file are still one read
                 if path not in summaries:
                     summaries[path] = _summarise(path)
@@ -364,6 +403,8 @@ def _check_row_files(row: int, scan: pd.Series, found: dict, is_baseline: bool) 
             continue
         for message, fix in _content_problems(column, summary, image, is_baseline):
             problems.append(Problem(SCANS_CSV, f"{name}: {message}", fix=fix, row=row, column=column))
+        for message, fix in _content_warnings(column, summary):
+            problems.append(Problem(SCANS_CSV, f"{name}: {message}", fix=fix, row=row, column=column, warning=True))
     return problems
 
 
@@ -372,11 +413,21 @@ def _content_problems(column: str, summary: _VoxelSummary, image, is_baseline: b
     found = []
     if not summary.finite:
         found.append(("has NaN or infinite voxels.", "replace them with finite values (0 outside the body, say)."))
+    if affine_problem(summary.affine, len(summary.shape)):
+        found.append((affine_problem(summary.affine, len(summary.shape)) + ".",
+                      "fix the file's header (spacing, origin, direction), e.g. re-export it from the scanner's "
+                      "DICOM."))
     if column == "image":
         return found
     if isinstance(image, _VoxelSummary) and summary.shape != image.shape:
         found.append((f"has shape {summary.shape}, but its image has shape {image.shape}.",
                       "resample the mask onto its image's grid (same size and geometry)."))
+    elif isinstance(image, _VoxelSummary) and not affine_problem(image.affine, len(image.shape)) and \
+            geometry_mismatch(summary.affine, image.affine, len(image.shape)):
+        mismatch = geometry_mismatch(summary.affine, image.affine, len(image.shape))
+        found.append((f"is not on its image's grid: {mismatch}.",
+                      "resample the mask onto its image's grid (same spacing, origin and direction), e.g. with "
+                      "SimpleITK's Resample using the image as reference."))
     if column == "tumor_mask" and not summary.binary:
         found.append(("is not a binary mask (values other than 0 and 1).",
                       "save the mask with 0 outside and 1 inside the tumour (a 0/255 picture: divide by 255)."))
@@ -385,6 +436,16 @@ def _content_problems(column: str, summary: _VoxelSummary, image, is_baseline: b
     if column.startswith(ANATOMY_PREFIX) and not summary.integer_valued:
         found.append(("is not a mask or label map (non-integer values).", "save integer labels (0 = background)."))
     return found
+
+
+def _content_warnings(column: str, summary: _VoxelSummary) -> list[tuple[str, str]]:
+    """(message, fix) for what is valid but suspicious: a blank scan, a mask covering the whole image."""
+    if column == "image" and summary.constant:
+        return [("is blank: every voxel has the same value.", "check that the right file (and series) is listed.")]
+    if column == "tumor_mask" and summary.binary and summary.all_nonzero:
+        return [("marks every voxel as tumour.", "check that this is the tumour mask, not a body or field-of-view "
+                 "mask.")]
+    return []
 
 
 def _check_mixed_dims(scans: pd.DataFrame, image_dims: dict[int, int]) -> list[Problem]:

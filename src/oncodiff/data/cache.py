@@ -24,6 +24,7 @@ from oncodiff.cohort import Cohort
 from oncodiff.cohort.schema import ANATOMY_PREFIX, COHORT_YAML, SCANS_CSV
 from oncodiff.config import DataConfig
 from oncodiff.errors import ConfigError
+from oncodiff.outputs import check_not_inside
 
 # Bump when preprocessing changes what it produces, so old entries are not reused.
 CACHE_VERSION = 3  # 2: bias correction, auto registration, per-sample steps; 3: smoothed scans
@@ -50,6 +51,7 @@ def resolve_cache_dir(cache_dir: str | Path | None, config: DataConfig, cohort_r
             f"cache folder {chosen} is inside the cohort folder {root}; oncodiff never writes into a cohort. "
             "Pass --cache-dir (or data.cache_dir) outside it."
         )
+    check_not_inside(chosen, option="cache folder")  # nor inside another cohort, or a run's folders
     return chosen
 
 

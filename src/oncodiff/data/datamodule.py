@@ -93,7 +93,7 @@ class CohortDataModule(L.LightningDataModule):
 
     @property
     def spec(self) -> CohortSpec:
-        return self.state.preprocessed.spec
+        return (self._preprocessed or self.state.preprocessed).spec  # known after prepare_data, before setup
 
     @property
     def anatomy_names(self) -> tuple[str, ...]:

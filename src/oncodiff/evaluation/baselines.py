@@ -26,6 +26,7 @@ from oncodiff.config import SMOOTHING_MM, Config
 from oncodiff.data.denoise import choose_smoothing
 from oncodiff.pipeline.cases import CaseSet, load_cases
 from oncodiff.pipeline.export import ExportedModel
+from oncodiff.outputs import write_marker
 
 # Baselines are pixel-space models trained from scratch, whatever the run's stage: a latent or ControlNet
 # run's baseline does not load its autoencoders, locked denoiser or anatomy encoders.
@@ -78,6 +79,7 @@ def ensure_baseline(run: Path, cohort: str | Path, config: Config, name: str, mi
     if folder.exists():  # an interrupted earlier attempt: start it again
         shutil.rmtree(folder)
     folder.mkdir(parents=True)
+    write_marker(folder, "run", state="training")  # the run's own output (docs/outputs.md)
     shutil.copy(run / "splits.json", folder / "splits.json")  # the same patients on each side
     print(f"training baseline {name!r} into {folder} ...", flush=True)
-    return train(cohort, baseline_config(config, name, minutes), folder, cache_dir=cache_dir)
+    return train(cohort, baseline_config(config, name, minutes), folder, cache_dir=cache_dir, within=run)

@@ -30,6 +30,7 @@ from oncodiff.evaluation.stage2 import evaluate_outcomes
 from oncodiff.evaluation.tables import format_tables
 from oncodiff.evaluation.uncertainty import calibration_curve, coverage, spread_error_correlation
 from oncodiff.models.conditions import CLASS_LABEL_KEYS
+from oncodiff.outputs import check_output, check_run_finished, staged_folder
 from oncodiff.pipeline.calibration import IntervalCalibration
 from oncodiff.pipeline.cases import CaseSet, load_cases
 from oncodiff.pipeline.export import ExportedModel, load_export
@@ -58,17 +59,19 @@ class MethodResult:
 
 
 def evaluate(model: str | Path, cohort: str | Path, out: str | Path, overrides: Sequence[str] = (),
-             cache_dir: str | Path | None = None) -> Path:
+             cache_dir: str | Path | None = None, overwrite: bool = False) -> Path:
     """Evaluate the run ``model`` on ``cohort``: its test split when ``cohort`` is the run's training cohort, else
     every patient (a new cohort; baselines and the denoised identity's sigma still come from the training
-    cohort, recorded in RUN/cohort.json); returns ``OUT/summary.json``."""
+    cohort, recorded in RUN/cohort.json); returns ``OUT/summary.json``. ``out`` is written whole or not at all;
+    ``overwrite`` replaces an earlier evaluation there (oncodiff/outputs.py)."""
+    out = check_output(out, "evaluation", overwrite, inputs={"cohort": cohort, "run": model})
     run = Path(model).resolve()
+    check_run_finished(run, reading="evaluate")
     if not (run / "splits.json").is_file():
         raise OncodiffError(f"{run}: not a run folder (no splits.json); evaluate needs the run written by "
                             "`oncodiff train`, to score its own test split")
     exported = load_export(run)
     config = exported.config.with_overrides(list(overrides)) if overrides else exported.config
-    out = _output_folder(out, cohort)
     patients, which = default_patients(run, cohort)
     training_cohort = _training_cohort(run, cohort)
     cases = load_cases(exported, cohort, patients=patients, cache_dir=cache_dir)
@@ -81,10 +84,12 @@ def evaluate(model: str | Path, cohort: str | Path, out: str | Path, overrides: 
     summary["class_prior"] = _class_prior_scores(exported, cases)
     summary["outcomes"] = evaluate_outcomes(exported, config, cohort, run, cache_dir)
     summary.update(_provenance(run, exported, config, cases, cohort))
-    _write_figures(out, methods, cases)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=_json_default) + "\n", encoding="utf-8")
     tables = format_tables(summary)
-    (out / "tables.md").write_text(tables, encoding="utf-8")
+    with staged_folder(out, "evaluation") as partial:
+        _write_figures(partial, methods, cases)
+        (partial / "summary.json").write_text(json.dumps(summary, indent=2, default=_json_default) + "\n",
+                                              encoding="utf-8")
+        (partial / "tables.md").write_text(tables, encoding="utf-8")
     print(tables, flush=True)
     return out / "summary.json"
 
@@ -102,14 +107,6 @@ def _training_cohort(run: Path, cohort: str | Path) -> Path:
                             f"recorded in {recorded}) is gone; evaluate needs it to train the baselines on the run's "
                             "training split: restore it there, or evaluate on the training cohort")
     return Path(fingerprint["path"])
-
-
-def _output_folder(out: str | Path, cohort: str | Path) -> Path:
-    out, cohort = Path(out).resolve(), Path(cohort).resolve()
-    if out == cohort or cohort in out.parents:
-        raise OncodiffError(f"--out {out} is inside the cohort folder {cohort}; choose a folder outside it")
-    out.mkdir(parents=True, exist_ok=True)
-    return out
 
 
 def _run_methods(run: Path, exported: ExportedModel, config: Config, cases: CaseSet, cohort,

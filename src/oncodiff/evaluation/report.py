@@ -25,6 +25,7 @@ from oncodiff.evaluation.figures import (
     training_curves_figure,
 )
 from oncodiff.evaluation.tables import IMAGE_COLUMNS, Table, method_label, summary_tables, to_html
+from oncodiff.outputs import REPORT_SIGNATURE, check_output_file, make_folder, write_file_atomic
 
 FEW_TEST_CASES = 10
 METRIC_NAMES = dict(IMAGE_COLUMNS)
@@ -55,8 +56,7 @@ def write_report(evaluation_dir: str | Path, out: str | Path | None = None) -> P
     summary = _load_summary(evaluation)
     out = _output_path(evaluation, out, summary)
     page = render_report(summary, _load_figures(evaluation), evaluation)
-    out.write_text(page, encoding="utf-8")
-    return out
+    return write_file_atomic(out, page)
 
 
 def _load_summary(evaluation: Path) -> dict:
@@ -73,14 +73,10 @@ def _load_summary(evaluation: Path) -> dict:
 
 
 def _output_path(evaluation: Path, out: str | Path | None, summary: dict) -> Path:
-    path = evaluation / "report.html" if out is None else Path(out).resolve()
-    if path.is_dir():
-        path = path / "report.html"
-    cohort = Path(summary["cohort"]).resolve() if summary.get("cohort") else None
-    if cohort is not None and (path == cohort or cohort in path.parents):
-        raise OncodiffError(f"--out {path} is inside the cohort folder {cohort}; choose a file outside it")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return path
+    """A new file, or a report oncodiff wrote; never inside a cohort or run folder (oncodiff/outputs.py)."""
+    inputs = {role: summary[role] for role in ("cohort", "run") if summary.get(role)}
+    path = check_output_file(evaluation / "report.html" if out is None else out, evaluation, inputs)
+    return make_folder(path.parent) / path.name
 
 
 def _load_figures(evaluation: Path) -> dict[str, np.ndarray] | None:
@@ -102,7 +98,7 @@ def render_report(summary: dict, figures: Mapping[str, np.ndarray] | None, evalu
             body.append(_cases_section(summary, figures, labels))
     body.append(_training_section(summary))
     title = html.escape(f"oncodiff evaluation: {Path(summary.get('run', 'run')).name}")
-    return (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{title}</title>"
+    return (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">{REPORT_SIGNATURE}<title>{title}</title>"
             f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><style>{STYLE}</style></head>"
             f"<body>\n" + "\n".join(body) + "\n</body></html>\n")
 

@@ -7,7 +7,9 @@ is rebuilt from plain data: no pickled code, no training code.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -119,16 +121,38 @@ class ExportedModel:
 
 
 def save_export(folder: str | Path, net: torch.nn.Module, config: Config, layout: ModelLayout,
-                extra: dict[str, Any] | None = None) -> Path:
-    """Write ``folder/model.safetensors`` and ``folder/config.json``."""
+                extra: dict[str, Any] | None = None, source: str | Path | None = None) -> Path:
+    """Write ``folder/model.safetensors`` and ``folder/config.json``, each renamed into place, readable as any
+    other file the user writes (the umask decides). config.json records the weights' SHA-256 and the run they
+    came from (``source``), which :func:`load_export` checks."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
-    save_file(state, str(folder / WEIGHTS))
+    partial = folder / f".{WEIGHTS}.partial"
+    save_file(state, str(partial))
+    partial.chmod(0o666 & ~_umask())
+    partial.replace(folder / WEIGHTS)
     meta = {"format": EXPORT_FORMAT, "oncodiff_version": __version__, "config": config.model_dump(mode="json"),
-            "layout": layout.to_dict(), **(extra or {})}
-    (folder / CONFIG).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+            "layout": layout.to_dict(), "weights_sha256": file_sha256(folder / WEIGHTS),
+            "source_run": None if source is None else str(Path(source).resolve()), **(extra or {})}
+    partial = folder / f".{CONFIG}.partial"
+    partial.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    partial.replace(folder / CONFIG)
     return folder
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def update_export_meta(folder: str | Path, **entries: Any) -> None:
@@ -153,8 +177,14 @@ def export_folder(path: str | Path) -> Path:
 
 def read_export_meta(path: str | Path) -> dict[str, Any]:
     """config.json of an export, checked for a supported format."""
-    meta = json.loads((export_folder(path) / CONFIG).read_text(encoding="utf-8"))
-    if meta.get("format") != EXPORT_FORMAT:
+    config = export_folder(path) / CONFIG
+    try:
+        meta = json.loads(config.read_text(encoding="utf-8"))
+    except (ValueError, OSError) as error:
+        raise OncodiffError(f"{config}: cannot be read ({error}); the export is damaged: copy it again from its "
+                            "run, or train again") from None
+    if not isinstance(meta, dict) or meta.get("format") != EXPORT_FORMAT:
+        meta = meta if isinstance(meta, dict) else {}
         raise OncodiffError(f"{path}: export format {meta.get('format')} is not supported (expected {EXPORT_FORMAT})")
     return meta
 
@@ -168,13 +198,49 @@ def load_export(path: str | Path, device: str | torch.device = "auto") -> Export
         device = "cuda" if torch.cuda.is_available() else "cpu"
     folder = export_folder(path)
     meta = read_export_meta(folder)
-    config = Config.model_validate(meta["config"])
-    layout = ModelLayout.from_dict(meta["layout"])
-    net = build_network(config, layout)
-    net.load_state_dict(load_file(str(folder / WEIGHTS)), strict=True)
+    config, layout, net = _rebuild(folder, meta)
+    _check_weights(folder, meta)
+    try:
+        state = load_file(str(folder / WEIGHTS))
+    except Exception as error:  # safetensors raises its own error types for a truncated or foreign file
+        raise OncodiffError(f"{folder / WEIGHTS}: cannot be read as safetensors ({_first_line(error)}); the file is "
+                            "damaged or truncated: copy the export again from its run, or train again") from None
+    try:
+        net.load_state_dict(state, strict=True)
+    except RuntimeError as error:
+        raise OncodiffError(f"{folder / WEIGHTS} does not fit the network {folder / CONFIG} describes "
+                            f"({_first_line(error)}); the two files come from different models: use the pair one "
+                            "training run exported") from None
     net = net.to(device).eval()
     if layout.spatial_dims == 2:
         # channels_last convolution weights: 12-20 % less time per forward pass of the 2D demo U-Net on CPU in
         # bf16 at every batch size from 1 to 64 (benchmarks/run.py, issue 7); outputs change by bf16 rounding only.
         net = net.to(memory_format=torch.channels_last)
     return ExportedModel(net=net, config=config, layout=layout, path=folder)
+
+
+def _rebuild(folder: Path, meta: dict[str, Any]) -> tuple[Config, ModelLayout, nn.Module]:
+    """The config, layout and freshly built network an export's config.json describes."""
+    try:
+        config = Config.model_validate(meta["config"])
+        layout = ModelLayout.from_dict(meta["layout"])
+        return config, layout, build_network(config, layout)
+    except Exception as error:  # a hand-edited config.json: pydantic, KeyError, or the network refusing it
+        raise OncodiffError(f"{folder / CONFIG}: does not describe a network this oncodiff can build "
+                            f"({_first_line(error)}); restore the config.json the run exported") from None
+
+
+def _check_weights(folder: Path, meta: dict[str, Any]) -> None:
+    """Refuse weights whose SHA-256 is not the one the export recorded (exports without one are not checked)."""
+    expected = meta.get("weights_sha256")
+    if expected and file_sha256(folder / WEIGHTS) != expected:
+        source = meta.get("source_run") or "the run that exported it"
+        raise OncodiffError(f"{folder / WEIGHTS} is not the file exported with {folder / CONFIG} (its SHA-256 "
+                            f"differs: replaced, or copied from another run); restore the weights of {source}, or "
+                            "use the export folder that holds both files")
+
+
+def _first_line(error: Exception) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    text = lines[0] if lines else type(error).__name__
+    return text if len(text) <= 300 else text[:300] + "..."

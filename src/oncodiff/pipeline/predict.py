@@ -12,6 +12,7 @@ samples in which the segmenter finds tumour), PNG previews for 2D cohorts, and s
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from dataclasses import replace as dc_replace
@@ -21,9 +22,11 @@ import numpy as np
 import torch
 
 from oncodiff.cohort import load_cohort, same_cohort, write_image
+from oncodiff.cohort.io import stored_shape, with_stored_shape
 from oncodiff.config import PREDICTING_STAGES, Config
 from oncodiff.data import baseline_scan, paste_crops
 from oncodiff.errors import OncodiffError
+from oncodiff.outputs import RunLock, check_output, check_run_finished, read_marker, staged_folder, write_marker
 from oncodiff.models import Conditions, conditions_from_batch, post_from_target
 from oncodiff.pipeline.calibration import IntervalCalibration
 from oncodiff.pipeline.cases import CaseSet, load_cases
@@ -179,7 +182,11 @@ def calibrate_run(run: str | Path, cohort: str | Path, samples: int | None = Non
         raise OncodiffError(f"{run}: not a run folder (no splits.json); calibration needs the run written by "
                             "`oncodiff train`, to sample its own validation split")
     val = json.loads(splits.read_text(encoding="utf-8"))["val"]
-    return calibrate_export(run, cohort, val, seed, cache_dir, samples, overrides)
+    with RunLock(run, command="calibrate"):
+        result = calibrate_export(run, cohort, val, seed, cache_dir, samples, overrides)
+        if (read_marker(run) or {}).get("state") == "calibrating":
+            write_marker(run, "run")  # the calibration a stopped training left unfinished is now done
+    return result
 
 
 def calibrate_export(folder: str | Path, cohort: str | Path, patients: Sequence[str], seed: int = 0,
@@ -221,16 +228,17 @@ def calibrate_export(folder: str | Path, cohort: str | Path, patients: Sequence[
 
 def predict(model: str | Path, cohort: str | Path, out: str | Path, patients: Sequence[str] | None = None,
             samples: int | None = None, days: float | None = None, overrides: Sequence[str] = (), seed: int = 0,
-            cache_dir: str | Path | None = None) -> Path:
+            cache_dir: str | Path | None = None, overwrite: bool = False) -> Path:
     """Predict follow-ups for a cohort's cases and write them under ``out``, one folder per follow-up (the crops
     of a follow-up, e.g. its tumour slices, stitched into the baseline scan); returns ``out``.
 
     ``patients`` None: the run's test split when ``cohort`` is the cohort the run was trained on, else every
-    patient of ``cohort``."""
+    patient of ``cohort``. ``out`` is written whole or not at all (oncodiff/outputs.py); ``overwrite`` replaces an
+    earlier prediction there, never mixing its files with the new ones."""
+    out = check_output(out, "predictions", overwrite, inputs={"cohort": cohort, "model": model})
     exported = _predicting_export(model)
     config_overrides, case_overrides = _split_overrides(overrides)
     config = exported.config.with_overrides(config_overrides) if config_overrides else exported.config
-    out = _output_folder(out, cohort)
     if patients is None:
         patients, which = default_patients(Path(model), cohort)
         print(f"predicting {which}", flush=True)
@@ -243,17 +251,19 @@ def predict(model: str | Path, cohort: str | Path, out: str | Path, patients: Se
     volumes = CaseVolumes.measure(load_segmenter(exported.path), cases, predictions,
                                   config.evaluation.response_threshold)
     calibration, calibration_note = _calibration_for(exported, mode, predictions.samples.shape[1])
-    summaries = [write_follow_up(out, cases, group, predictions, volumes, config.sampling.agreement_threshold,
-                                 calibration) for group in cases.follow_ups()]
-    (out / "summary.json").write_text(json.dumps({
-        "model": str(exported.path), "cohort": str(cases.cohort.root), "samples": n, "seed": seed,
-        "overrides": list(overrides), "sampling": config.sampling.model_dump(mode="json"),
-        "interval_calibration": calibration_note, "cases": summaries,
-    }, indent=2) + "\n", encoding="utf-8")
+    with staged_folder(out, "predictions") as partial:
+        summaries = [write_follow_up(partial, cases, group, predictions, volumes, config.sampling.agreement_threshold,
+                                     calibration) for group in cases.follow_ups()]
+        (partial / "summary.json").write_text(json.dumps({
+            "model": str(exported.path), "cohort": str(cases.cohort.root), "samples": n, "seed": seed,
+            "overrides": list(overrides), "sampling": config.sampling.model_dump(mode="json"),
+            "interval_calibration": calibration_note, "cases": summaries,
+        }, indent=2) + "\n", encoding="utf-8")
     return out
 
 
 def _predicting_export(path: str | Path) -> ExportedModel:
+    check_run_finished(Path(path), reading="predict from")
     exported = load_export(path)
     stage = exported.config.training.stage
     if stage not in PREDICTING_STAGES:
@@ -266,8 +276,10 @@ def _calibration_for(model: ExportedModel, mode: str, n_samples: int) -> tuple[I
     """The calibration that applies to this prediction, and a sentence for summary.json saying which."""
     calibration = load_calibration(model)
     if calibration is None:
-        reason = (read_export_meta(model.path).get("interval_calibration") or {}).get(
-            "reason", "the model was trained without sampling.calibrate")
+        stored = read_export_meta(model.path).get("interval_calibration") or {}
+        reason = stored.get("reason", "the model was trained without sampling.calibrate")
+        if stored.get("unfinished"):
+            print(f"warning: intervals not calibrated: {reason}", file=sys.stderr, flush=True)
         return None, f"intervals not calibrated: {reason}"
     if mode == "given":
         return None, ("intervals not calibrated: the margins were fitted with the outcome unknown and do not apply "
@@ -299,15 +311,6 @@ def _split_overrides(overrides: Sequence[str]) -> tuple[list[str], dict[str, str
             raise OncodiffError(f"--set {key}: predict takes sampling.KEY, evaluation.KEY, clinical.NAME, "
                                 "response or survival_class")
     return config, cases
-
-
-def _output_folder(out: str | Path, cohort: str | Path) -> Path:
-    out, cohort = Path(out).resolve(), Path(cohort).resolve()
-    if out == cohort or cohort in out.parents:
-        raise OncodiffError(f"--out {out} is inside the cohort folder {cohort}; oncodiff never writes into a "
-                            "cohort: choose a folder outside it")
-    out.mkdir(parents=True, exist_ok=True)
-    return out
 
 
 def default_patients(model: Path, cohort: str | Path) -> tuple[list[str] | None, str]:
@@ -349,10 +352,10 @@ def write_follow_up(out: Path, cases: CaseSet, group: Sequence[int], predictions
              "agreement": (agreement, None), "tumor_probability": (volumes.probability[group], None)}
     for k in range(predictions.samples.shape[1]):
         crops[f"sample_{k:02d}"] = (intensity.invert(predictions.samples[group, k]), background)
-    files = {}
+    files, shape = {}, stored_shape(cases.cohort.path(first.baseline_image))  # singleton axes included
     for name, (arrays, base) in crops.items():
         image = paste_crops(geometries, list(arrays), 1, base)
-        files[name] = write_image(image.array, image, folder / f"{name}.nii.gz").name
+        files[name] = write_image(with_stored_shape(image.array, shape), image, folder / f"{name}.nii.gz").name
         if image.ndim == 2 and not name.startswith("sample_"):
             write_image(image.array, image, folder / f"{name}.png")
     summary = {"key": first.follow_up_key, "patient_id": first.patient_id, "lesion_id": first.lesion_id,

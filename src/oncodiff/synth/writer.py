@@ -11,14 +11,13 @@ Layout::
     OUT/P0001/pre.nii.gz, pre_gtv.nii.gz, <anatomy>.nii.gz, <timepoint>[_gtv].nii.gz, cf_<timepoint>[_gtv].nii.gz
 
 Everything is written into a hidden sibling folder that is renamed to OUT at the end, so a failure
-never leaves half a cohort. nibabel writes .nii.gz with a zero gzip timestamp, so equal arrays give
-equal bytes (tests/test_synth_writer.py checks it).
+never leaves half a cohort (oncodiff/outputs.py: the --out rules, the marker --overwrite looks for).
+nibabel writes .nii.gz with a zero gzip timestamp, so equal arrays give equal bytes
+(tests/test_synth_writer.py checks it).
 """
 
 from __future__ import annotations
 
-import os
-import shutil
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -30,6 +29,7 @@ from oncodiff.cohort import write_image
 from oncodiff.cohort.schema import COHORT_YAML, COUNTERFACTUALS_CSV, PATIENTS_CSV, SCANS_CSV
 from oncodiff.errors import OncodiffError
 from oncodiff.synth.acquisition import ACQUISITIONS
+from oncodiff.outputs import check_output, staged_folder
 from oncodiff.synth.simulate import PatientRecord, Scan, simulate_patient
 from oncodiff.synth.site import Site
 
@@ -130,13 +130,6 @@ def _write_tables(root: Path, site: Site, dims: int, seed: int, rows: list[dict]
             pd.DataFrame(flat).to_csv(root / name, index=False, lineterminator="\n")
 
 
-def _check_out(out: Path, overwrite: bool) -> None:
-    if out.exists() and not out.is_dir():
-        raise OncodiffError(f"--out {out} is a file; give a folder path")
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise OncodiffError(f"--out {out} exists and is not empty; choose a new folder or pass --overwrite")
-
-
 def _check_options(site: str, n_patients: int, dims: int, misalign_mm: float, workers: int,
                    acquisition: str = "ideal") -> Site:
     from oncodiff.synth.registry import SITES
@@ -173,12 +166,8 @@ def synthesize(
     translation's length) and writes the clean, baseline-aligned scans under truth/.
     """
     site_model = _check_options(site, n_patients, dims, misalign_mm, workers, acquisition)
-    out = Path(out)
-    _check_out(out, overwrite)
-    partial = out.parent / f".{out.name}.partial-{os.getpid()}"
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
-    try:
+    out = check_output(out, "cohort", overwrite)
+    with staged_folder(out, "cohort") as partial:
         jobs = [(site_model, i, seed, dims, misalign_mm, partial, treated, acquisition) for i in range(n_patients)]
         if workers == 1:
             rows = [_write_patient(*job) for job in jobs]
@@ -186,10 +175,4 @@ def synthesize(
             with ProcessPoolExecutor(max_workers=workers) as pool:
                 rows = list(pool.map(_write_patient, *zip(*jobs)))
         _write_tables(partial, site_model, dims, seed, rows, treated, acquisition)
-        if out.exists():
-            shutil.rmtree(out)
-        partial.rename(out)
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
     return out

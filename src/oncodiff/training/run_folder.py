@@ -8,11 +8,14 @@
     RUN/logs/version_N/    Lightning CSV logs, one version per (re)start
     RUN/metrics.csv        all logged metrics of every version, in step order
     RUN/model/             the export: model.safetensors + config.json, all `predict` needs
+    RUN/.oncodiff-output.json  the marker: training, then calibrating, then complete (docs/outputs.md)
+    RUN/train.lock         held by the process writing the run (pid, host); stale once that process is gone
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +24,7 @@ from pydantic import ValidationError
 
 from oncodiff.config import Config
 from oncodiff.errors import OncodiffError
+from oncodiff.outputs import RunLock, check_output, is_own_output, make_folder, write_marker
 
 COHORT_FILE = "cohort.json"
 # Keys a resumed run may change: budgets and hardware, never the experiment itself.
@@ -81,18 +85,51 @@ def _version(path: Path) -> int:
     return int(path.parent.name.split("_")[-1])
 
 
-def open_run_folder(out: str | Path, config: Config, resume: bool) -> RunFolder:
-    """Create a new run folder (writing config.json first) or reopen one to resume."""
-    run = RunFolder(Path(out).resolve())
-    if resume:
-        if not run.last_checkpoint.is_file():
-            raise OncodiffError(f"--resume: {run.last_checkpoint} does not exist; start a new run without --resume")
-        _check_same_experiment(run, config)
-    elif run.config_json.exists():
-        raise OncodiffError(f"{run.root} already holds a run; pass --resume to continue it, or choose a new --out")
-    run.root.mkdir(parents=True, exist_ok=True)
-    config.to_json(run.config_json)
+def check_run_out(out: str | Path, cohort: str | Path, resume: bool, overwrite: bool,
+                  within: Path | None = None) -> RunFolder:
+    """Check ``--out`` for ``oncodiff train`` (oncodiff/outputs.py's rules) before anything is written.
+    ``within``: the run that owns this one (a baseline run lives inside its run)."""
+    if resume and overwrite:
+        raise OncodiffError("--resume continues a run and --overwrite starts it again; pass one of them")
+    path = check_output(out, "run", overwrite, inputs={"cohort": cohort}, allow_existing=True, within=within)
+    run = RunFolder(path)
+    owner = RunLock(path).holder()
+    if owner is not None:
+        raise OncodiffError(f"{path} is in use by `oncodiff {owner.get('command')}` (pid {owner.get('pid')}); "
+                            "a run folder has one writer: wait for it to finish or stop it")
+    # A run has started once config.json is written (a marked folder without one was only prepared).
+    has_run, has_checkpoint = is_own_output(path, "run") and run.config_json.is_file(), run.last_checkpoint.is_file()
+    if resume and not has_checkpoint:
+        why = "holds no run" if not has_run else "has no checkpoint (training stopped before its first one)"
+        fix = "start a new run without --resume" if not has_run else "start it again with --overwrite"
+        raise OncodiffError(f"--resume: {path} {why}; {fix}")
+    if has_run and not (resume or overwrite):
+        fix = "pass --resume to continue it, " if has_checkpoint else "it stopped before its first checkpoint: "
+        raise OncodiffError(f"{path} already holds a run; {fix}pass --overwrite to start it again, or choose a "
+                            "new --out")
     return run
+
+
+def open_run_folder(run: RunFolder, config: Config, resume: bool, overwrite: bool, cohort: str | Path) -> RunLock:
+    """Create the run folder (or reopen it), lock it, mark it as training and write config.json; returns the
+    lock, which the caller releases when training ends."""
+    make_folder(run.root)
+    lock = RunLock(run.root).acquire()
+    try:
+        if resume:
+            _check_same_experiment(run, config)
+        elif overwrite:
+            for entry in run.root.iterdir():
+                if entry != lock.path:
+                    shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+        finish = (f"resume it with `oncodiff train --cohort {cohort} --out {run.root} --resume` (same preset and "
+                  "--set), or start it again with --overwrite")
+        write_marker(run.root, "run", state="training", finish=finish)
+        config.to_json(run.config_json)
+    except BaseException:
+        lock.release()
+        raise
+    return lock
 
 
 def _check_same_experiment(run: RunFolder, config: Config) -> None:

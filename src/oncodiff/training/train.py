@@ -30,34 +30,56 @@ from oncodiff.evaluation.tumor_size import TumorSegmenter
 from oncodiff.models import CLASS_COUNTS, CLASS_LABEL_KEYS, image_condition_names
 from oncodiff.pipeline.class_prior import ClassPrior, prior_features
 from oncodiff.pipeline.export import ModelLayout, save_export
+from oncodiff.outputs import write_marker
 from oncodiff.pipeline.predict import calibrate_run
 from oncodiff.pipeline.volumes import SEGMENTER
 from oncodiff.training.callbacks import EpochLine
 from oncodiff.training.ema import WarmupEMA
+from oncodiff.training.memory import check_memory
 from oncodiff.training.stages import module_class
-from oncodiff.training.run_folder import RunFolder, open_run_folder
+from oncodiff.training.run_folder import RunFolder, check_run_out, open_run_folder
 
 PLAN = "plan.json"
 BUDGET_MARGIN = 0.85  # share of max_minutes planned for training steps; the rest covers validation and export
 
 
 def train(cohort: str | Path, config: Config, out: str | Path, resume: bool = False,
-          cache_dir: str | Path | None = None) -> Path:
-    """Train the model ``config`` describes on ``cohort``; returns the run folder. A 3D cohort with a preset for
-    2D crops is trained by the volumetric route (data/route.py), which is printed and written to config.json."""
+          cache_dir: str | Path | None = None, overwrite: bool = False, within: Path | None = None) -> Path:
+    """Train the model ``config`` describes on ``cohort``; returns the run folder.
+
+    The cohort is validated and preprocessed, and the memory a step needs estimated, before the run folder
+    is created; the run folder is locked while training runs (docs/outputs.md). ``within``: the run that
+    owns this one (evaluate's baselines train inside their run). A 3D cohort with a preset for 2D crops is
+    trained by the volumetric route (data/route.py), which is printed and written to config.json."""
     config, route = volumetric_route(config, cohort)
     if route and _is_rank_zero():
         print(route, flush=True)
     if not _on_gpu(config) and bf16_conv3d_problem(config):
         raise ConfigError(bf16_conv3d_problem(config))
     L.seed_everything(config.training.seed, workers=True, verbose=False)
-    if _is_rank_zero():
-        run = open_run_folder(out, config, resume)
-    else:  # torchrun/SLURM start every rank at once: read what rank 0 decided, never decide again
+    if not _is_rank_zero():  # torchrun/SLURM start every rank at once: read what rank 0 decided, never decide again
         run = RunFolder(Path(out).resolve())
         _wait_for((run.config_json, run.splits_json, run.root / PLAN))
+        return _fit(run, cohort, config, resume, cache_dir, _prepared(cohort, config, cache_dir, run))
+    run = check_run_out(out, cohort, resume, overwrite, within)
+    data = _prepared(cohort, config, cache_dir, run)
+    check_memory(config, data.spatial_dims, len(image_condition_names(data.anatomy_names, config.model)))
+    lock = open_run_folder(run, config, resume, overwrite, cohort)
+    try:
+        return _fit(run, cohort, config, resume, cache_dir, data)
+    finally:
+        lock.release()
+
+
+def _prepared(cohort: str | Path, config: Config, cache_dir: str | Path | None, run: RunFolder) -> CohortDataModule:
+    """The data module with the cohort validated and preprocessed (into the cache, not the run folder)."""
     data = CohortDataModule(cohort, config, cache_dir=cache_dir, splits_path=run.splits_json)
     data.prepare_data()
+    return data
+
+
+def _fit(run: RunFolder, cohort: str | Path, config: Config, resume: bool, cache_dir: str | Path | None,
+         data: CohortDataModule) -> Path:
     data.setup()
     if _is_rank_zero():
         run.cohort_json.write_text(json.dumps(cohort_fingerprint(cohort), indent=2) + "\n", encoding="utf-8")
@@ -68,11 +90,15 @@ def train(cohort: str | Path, config: Config, out: str | Path, resume: bool = Fa
     total_steps = _plan_steps(run, config, layout, data)
     module = module_class(config)(config, layout, total_steps)
     trainer = _trainer(run, config, total_steps)
-    trainer.fit(module, datamodule=data, ckpt_path=str(run.last_checkpoint) if resume else None)
+    trainer.fit(module, datamodule=data, ckpt_path=str(run.last_checkpoint) if resume else None, weights_only=True)
     if trainer.is_global_zero:
-        _finish(run, config, layout, module, trainer, data)
-        if config.training.stage in PREDICTING_STAGES and config.sampling.calibrate:
+        calibrate = config.training.stage in PREDICTING_STAGES and config.sampling.calibrate
+        _finish(run, config, layout, module, trainer, data, cohort if calibrate else None)
+        if calibrate:
+            write_marker(run.root, "run", state="calibrating",
+                         finish=f"finish it with `oncodiff calibrate --model {run.root} --cohort {cohort}`")
             _calibrate(run, cohort, config, cache_dir)
+        write_marker(run.root, "run")
     return run.root
 
 
@@ -226,8 +252,9 @@ def _trainer(run: RunFolder, config: Config, total_steps: int) -> L.Trainer:
 
 
 def _finish(run: RunFolder, config: Config, layout: ModelLayout, module: L.LightningModule,
-            trainer: L.Trainer, data: CohortDataModule) -> None:
-    """Export the best EMA weights and the tumour segmenter, and write the run summary."""
+            trainer: L.Trainer, data: CohortDataModule, calibrate_on: str | Path | None = None) -> None:
+    """Export the best EMA weights and the tumour segmenter, and write the run summary. ``calibrate_on``: the
+    cohort the calibration that follows will sample; the export says it is unfinished until it has."""
     best = Path(trainer.checkpoint_callback.best_model_path or run.last_checkpoint)
     state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
     module.load_state_dict(state)
@@ -244,7 +271,11 @@ def _finish(run: RunFolder, config: Config, layout: ModelLayout, module: L.Light
         extra["class_prior"] = None if prior is None else prior.to_dict()
         if prior is not None:
             print(f"class prior: {prior.describe()}", flush=True)
-    save_export(run.model_dir, module.net, config, layout, extra=extra)
+    if calibrate_on is not None:
+        extra["interval_calibration"] = {"calibrated": False, "unfinished": True, "reason": (
+            f"the calibration did not finish (training stopped while calibrating); finish it with "
+            f"`oncodiff calibrate --model {run.root} --cohort {calibrate_on}`")}
+    save_export(run.model_dir, module.net, config, layout, extra=extra, source=run.root)
     run.consolidate_metrics()
     (run.root / "train_summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
 
