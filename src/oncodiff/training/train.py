@@ -24,8 +24,8 @@ from oncodiff.config import PREDICTING_STAGES, Config, bf16_conv3d_problem
 from oncodiff.data import CohortDataModule
 from oncodiff.errors import ConfigError, OncodiffError
 from oncodiff.evaluation.tumor_size import TumorSegmenter
-from oncodiff.models import CLASS_COUNTS, CLASS_LABEL_KEYS, image_condition_names
-from oncodiff.pipeline.class_prior import ClassPrior, prior_features
+from oncodiff.models import image_condition_names
+from oncodiff.pipeline.prior_inputs import fit_export_class_prior
 from oncodiff.pipeline.export import ModelLayout, save_export
 from oncodiff.pipeline.predict import calibrate_run
 from oncodiff.pipeline.volumes import SEGMENTER
@@ -59,8 +59,11 @@ def train(cohort: str | Path, config: Config, out: str | Path, resume: bool = Fa
     trainer.fit(module, datamodule=data, ckpt_path=str(run.last_checkpoint) if resume else None)
     if trainer.is_global_zero:
         _finish(run, config, layout, module, trainer, data)
-        if config.training.stage in PREDICTING_STAGES and config.sampling.calibrate:
-            _calibrate(run, cohort, config, cache_dir)
+        if config.training.stage in PREDICTING_STAGES:
+            # After the export: the prior's candidates include the trained denoiser's features.
+            fit_export_class_prior(run.model_dir, cohort, list(data.splits.train), config.training.seed, cache_dir)
+            if config.sampling.calibrate:  # samples by the class prior, so after it
+                _calibrate(run, cohort, config, cache_dir)
     return run.root
 
 
@@ -227,10 +230,6 @@ def _finish(run: RunFolder, config: Config, layout: ModelLayout, module: L.Light
     if config.training.stage in PREDICTING_STAGES:
         extra["segmenter"] = ({"trained": False, "reason": "model.generate_mask: every sample carries its own mask"}
                               if config.model.generate_mask else train_segmenter(data, config, run.model_dir / SEGMENTER))
-        prior = fit_class_prior(data, config, layout)
-        extra["class_prior"] = None if prior is None else prior.to_dict()
-        if prior is not None:
-            print(f"class prior: {prior.describe()}", flush=True)
     save_export(run.model_dir, module.net, config, layout, extra=extra)
     run.consolidate_metrics()
     (run.root / "train_summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
@@ -266,19 +265,6 @@ def train_segmenter(data: CohortDataModule, config: Config, path: Path) -> dict:
     segmenter.save(path)
     print(f"segmenter validation Dice {report['val_dice']}", flush=True)
     return {"trained": True, **report}
-
-
-def fit_class_prior(data: CohortDataModule, config: Config, layout: ModelLayout) -> ClassPrior | None:
-    """p(class | clinical, baseline size) on the training split, for the class the model is conditioned on."""
-    kind = config.model.class_label
-    if kind == "none":
-        return None
-    dataset = data.dataset("train")
-    labels = getattr(dataset.labels, CLASS_LABEL_KEYS[kind])[dataset.indices]
-    features = prior_features(dataset.labels.clinical[dataset.indices], dataset.labels.clinical_missing[dataset.indices],
-                              data.preprocessed.arrays["tumor_mask"][dataset.indices], layout.clinical)
-    patients = np.array([data.preprocessed.records[i].patient_id for i in dataset.indices])  # CV folds keep them whole
-    return ClassPrior.fit(features, labels, CLASS_COUNTS[kind], seed=config.training.seed, groups=patients)
 
 
 def _post_with_masks(data: CohortDataModule, split: str) -> tuple[np.ndarray, np.ndarray]:
