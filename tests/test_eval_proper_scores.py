@@ -105,3 +105,18 @@ def test_in_tumour_scores_use_the_box_around_the_baseline_tumour():
     assert np.isclose(s["crps"], 4 * 0.25 / 16)
     assert np.isclose(s["energy_score"], (0 + 2) / 2 - 0.5 * (2 * 2) / 4)  # ||x1-y|| = 0, ||x2-y|| = 2
     assert in_tumour_scores(samples, post, np.zeros_like(tumor), 1)["n"] == 0
+
+
+def test_pooled_c_index_with_a_patient_bootstrap_interval():
+    from oncodiff.evaluation.stage2 import bootstrap_c_index
+
+    rng = np.random.default_rng(3)
+    time = rng.exponential(100, size=40)
+    event = np.ones(40)
+    patients = np.array([f"P{i:02d}" for i in range(40)])
+    perfect = bootstrap_c_index(time, event, -time, patients, seed=0, n_boot=200)
+    assert perfect["c_index"] == 1.0 and perfect["ci95"] == [1.0, 1.0] and perfect["n_patients"] == 40
+    noise = bootstrap_c_index(time, event, rng.normal(size=40), patients, seed=0, n_boot=200)
+    low, high = noise["ci95"]
+    assert low < noise["c_index"] < high and high - low > 0.1
+    assert noise["n_boot"] == 200
