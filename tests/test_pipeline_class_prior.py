@@ -160,3 +160,22 @@ def test_an_export_without_the_new_fields_loads_as_an_unshrunk_clinical_prior():
     assert (loaded.inputs, loaded.shrinkage, loaded.cv_log_loss) == (CLINICAL, 0.0, ())
     if prior.inputs == CLINICAL and prior.shrinkage == 0:
         np.testing.assert_allclose(loaded.probabilities(x), prior.probabilities(x))
+
+
+def test_survival_risk_comes_from_survival_class_probabilities(monkeypatch):
+    from types import SimpleNamespace
+
+    from oncodiff.pipeline import prior_inputs
+
+    monkeypatch.setattr(prior_inputs, "class_prior_note", lambda model: "class probabilities from a prior")
+
+    def model(kind):
+        return SimpleNamespace(config=SimpleNamespace(model=SimpleNamespace(class_label=kind)))
+
+    p = np.array([[1.0, 0.0, 0.0, 0.0], [0.25, 0.25, 0.25, 0.25], [0.0, 0.0, 0.0, 1.0]])
+    out = prior_inputs.survival_risk_summary(model("survival4"), ["a", "b", "c"], p)
+    assert out["risk"] == {"a": 1.0, "b": 0.5, "c": 0.0} and out["from"] == "class probabilities from a prior"
+    two = prior_inputs.survival_risk_summary(model("survival2"), ["a"], np.array([[0.7, 0.3]]))
+    assert np.isclose(two["risk"]["a"], 0.7)  # P(survival shorter than the training median)
+    assert "not available" in prior_inputs.survival_risk_summary(model("response"), ["a"], p[:1])["status"]
+    assert "not available" in prior_inputs.survival_risk_summary(model("survival2"), ["a"], None)["status"]
