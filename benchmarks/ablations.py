@@ -45,8 +45,8 @@ from oncodiff.config import Config, load_config
 from oncodiff.evaluation.distribution import mmd
 from oncodiff.evaluation.metrics import image_metrics, psnr_from_mse, summarize
 from oncodiff.evaluation.outcomes import HeadOptions, cross_validate_response, cross_validate_survival
-from oncodiff.evaluation.stage2 import patient_features
 from oncodiff.pipeline.cases import CaseSet, load_cases
+from oncodiff.pipeline.denoiser_features import denoiser_features
 from oncodiff.pipeline.export import ExportedModel, load_export
 from oncodiff.pipeline.predict import predict_cases
 from oncodiff.synth import synthesize
@@ -180,7 +180,7 @@ def score_immunodiff(ab: Ablation, model: ExportedModel, cohort: Path, budget: B
     metrics = image_metrics(predictions.mean, post, cases.batch["tumor_mask"][:, 0].numpy(), 4, spatial_dims=3)
     flat = len(post), -1
     patients_cases = first_case_per_patient(load_cases(model, cohort, cache_dir=ab.cache))
-    features = patient_features(model, config, patients_cases)
+    features = denoiser_features(model, patients_cases, config.evaluation.feature_timestep)
     patients = np.array([c.patient_id for c in patients_cases.cases])
     batch, head = patients_cases.batch, HeadOptions.from_config(model.config.evaluation)
     response = cross_validate_response(features, batch["response"].numpy(), patients, budget.folds, ab.seed,

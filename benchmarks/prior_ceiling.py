@@ -40,7 +40,8 @@ from oncodiff.models import CLASS_COUNTS, CLASS_LABEL_KEYS
 from oncodiff.pipeline.cases import CaseSet, load_cases
 from oncodiff.pipeline.class_prior import ClassPrior
 from oncodiff.pipeline.export import load_export
-from oncodiff.pipeline.predict import case_prior_features, class_probabilities, predict_cases
+from oncodiff.pipeline.predict import predict_cases
+from oncodiff.pipeline.prior_inputs import case_prior_features, class_probabilities
 from oncodiff.synth import synthesize
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

@@ -16,7 +16,8 @@ budget on the same split) and prints, with the numbers behind each verdict:
   2. volume change: Pearson r with the true change, and MAE vs the identity baseline;
   3. counterfactuals: the fraction of cases whose predicted change moves the right way;
   4. uncertainty: coverage of the true volume change by the 50 % and 90 % sample intervals, raw and
-     conformally calibrated on the validation split.
+     conformally calibrated on the validation split;
+and benchmarks/scores.py's goals (proper scores, the class prior against the base rate, survival c-index).
 Claim 1 also gets the paired per-case difference to the regression U-Net with a 95 % bootstrap interval
 over patients: when that interval includes 0 the two are not told apart by this test set.
 Writes OUT/quality.json and OUT/quality.md.
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +37,9 @@ from oncodiff.evaluation import evaluate
 from oncodiff.evaluation.tables import markdown
 from oncodiff.synth import synthesize
 from oncodiff.training import train
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from scores import goals  # noqa: E402  (proper scores and the class prior: the same verdicts as scores.py)
 
 BOOTSTRAP = 2000
 MAIN = "diffusion"  # what predict gives: the outcome unknown, sampled as the run's sampling.unknown_class says
@@ -142,7 +147,7 @@ def main() -> None:
         train(cohort, load_config(args.preset, [*split, *args.overrides]), run)
     baselines = f"evaluation.baselines=[{args.baselines}]"
     summary = json.loads(evaluate(run, cohort, args.out / "evaluation", [baselines]).read_text(encoding="utf-8"))
-    rows = claims(summary)
+    rows = claims(summary) + [(f"issue 18: {g}", n, v) for g, n, v in goals(summary)]
     table = markdown(["claim", "measured", "verdict"],
                      [(c, n, {True: "yes", False: "NO", None: "reported"}[v]) for c, n, v in rows])
     print(table)

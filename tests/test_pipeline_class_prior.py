@@ -1,7 +1,12 @@
+import dataclasses
+
 import numpy as np
 import pytest
 
-from oncodiff.pipeline.class_prior import L2_C, ClassPrior, allocate_classes
+from oncodiff.evaluation.distribution_scores import class_probability_scores
+from oncodiff.pipeline.class_prior import (
+    BASE_RATE, CLINICAL, CLINICAL_DENOISER, L2_C, ClassPrior, allocate_classes,
+)
 
 
 def test_allocation_matches_probabilities_and_sums_to_n():
@@ -97,8 +102,80 @@ def test_scores_against_known_classes_and_the_training_rates():
     assert prior.frequencies == (15 / 40, 25 / 40)
     labels = np.array([0, 1, 1, -1])
     p = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.5, 0.5]])
-    s = prior.scores(p, labels)
+    s = class_probability_scores(p, labels, prior.frequencies)
     assert s["n"] == 3 and s["accuracy"] == 2 / 3 and s["auc"] == 1.0
     assert np.isclose(s["log_loss"], -np.mean(np.log([0.9, 0.8, 0.4])))
+    assert np.isclose(s["brier"], np.mean([0.1**2, 0.2**2, 0.6**2]))
     assert np.isclose(s["base_rate_log_loss"], -np.mean(np.log([15 / 40, 25 / 40, 25 / 40])))
-    assert "status" in prior.scores(p, -np.ones(4, dtype=int))
+    assert np.isclose(s["base_rate_brier"], np.mean([(25 / 40) ** 2, (15 / 40) ** 2, (15 / 40) ** 2]))
+    assert s["base_rate_auc"] == 0.5
+    assert sum(s["reliability"]["count"]) == 3
+    assert "status" in class_probability_scores(p, -np.ones(4, dtype=int), prior.frequencies)
+
+
+def test_noise_features_choose_the_base_rate():
+    # 60 patients, labels unrelated to either feature set: by chance some candidate scores a lower CV loss than
+    # the training class rates (0.45 vs 0.50 with this seed), but not by more than a standard error.
+    rng = np.random.default_rng(4)
+    y = (rng.random(60) < 0.3).astype(int)
+    sets = {CLINICAL: rng.normal(size=(60, 4)), CLINICAL_DENOISER: rng.normal(size=(60, 30))}
+    prior = ClassPrior.select(sets, y, 2, groups=np.arange(60))
+    assert prior.inputs == BASE_RATE and prior.shrinkage == 1.0
+    np.testing.assert_allclose(prior.probabilities(sets[CLINICAL][:3]), np.tile([1 - y.mean(), y.mean()], (3, 1)))
+    assert BASE_RATE in dict(prior.cv_log_loss)
+    assert ClassPrior.from_dict(prior.to_dict()) == prior
+
+
+def test_the_feature_set_that_carries_the_signal_is_chosen():
+    rng = np.random.default_rng(5)
+    clinical, denoiser = rng.normal(size=(120, 3)), rng.normal(size=(120, 5))
+    y = (denoiser[:, 2] + 0.5 * rng.normal(size=120) > 0).astype(int)
+    sets = {CLINICAL: clinical, CLINICAL_DENOISER: np.concatenate([clinical, denoiser], axis=1)}
+    prior = ClassPrior.select(sets, y, 2, groups=np.arange(120), feature_timestep=100)
+    assert prior.inputs == CLINICAL_DENOISER and prior.feature_timestep == 100
+    assert ((prior.probabilities(sets[CLINICAL_DENOISER])[:, 1] > 0.5) == y).mean() > 0.8
+    losses = dict(prior.cv_log_loss)
+    assert min(v for k, v in losses.items() if k.startswith(CLINICAL_DENOISER)) < losses[BASE_RATE]
+
+
+def test_shrinkage_mixes_towards_the_training_rates():
+    rng = np.random.default_rng(6)
+    x = rng.normal(size=(100, 2))
+    y = (x[:, 0] + rng.normal(size=100) > 0).astype(int)
+    prior = ClassPrior.fit(x, y, 2)
+    half = dataclasses.replace(prior, shrinkage=0.5, inputs=CLINICAL)
+    unshrunk = dataclasses.replace(prior, shrinkage=0.0, inputs=CLINICAL)
+    rates = np.asarray(prior.frequencies)
+    np.testing.assert_allclose(half.probabilities(x), 0.5 * unshrunk.probabilities(x) + 0.5 * rates)
+
+
+def test_an_export_without_the_new_fields_loads_as_an_unshrunk_clinical_prior():
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=(80, 2))
+    y = (x[:, 0] > 0).astype(int)
+    prior = ClassPrior.fit(x, y, 2)
+    old = {k: v for k, v in prior.to_dict().items()
+           if k not in ("inputs", "shrinkage", "feature_timestep", "cv_log_loss")}
+    loaded = ClassPrior.from_dict(old)
+    assert (loaded.inputs, loaded.shrinkage, loaded.cv_log_loss) == (CLINICAL, 0.0, ())
+    if prior.inputs == CLINICAL and prior.shrinkage == 0:
+        np.testing.assert_allclose(loaded.probabilities(x), prior.probabilities(x))
+
+
+def test_survival_risk_comes_from_survival_class_probabilities(monkeypatch):
+    from types import SimpleNamespace
+
+    from oncodiff.pipeline import prior_inputs
+
+    monkeypatch.setattr(prior_inputs, "class_prior_note", lambda model: "class probabilities from a prior")
+
+    def model(kind):
+        return SimpleNamespace(config=SimpleNamespace(model=SimpleNamespace(class_label=kind)))
+
+    p = np.array([[1.0, 0.0, 0.0, 0.0], [0.25, 0.25, 0.25, 0.25], [0.0, 0.0, 0.0, 1.0]])
+    out = prior_inputs.survival_risk_summary(model("survival4"), ["a", "b", "c"], p)
+    assert out["risk"] == {"a": 1.0, "b": 0.5, "c": 0.0} and out["from"] == "class probabilities from a prior"
+    two = prior_inputs.survival_risk_summary(model("survival2"), ["a"], np.array([[0.7, 0.3]]))
+    assert np.isclose(two["risk"]["a"], 0.7)  # P(survival shorter than the training median)
+    assert "not available" in prior_inputs.survival_risk_summary(model("response"), ["a"], p[:1])["status"]
+    assert "not available" in prior_inputs.survival_risk_summary(model("survival2"), ["a"], None)["status"]

@@ -24,6 +24,7 @@ BUDGETS = ["evaluation.folds=2", "evaluation.cnn_epochs=1", "evaluation.head_epo
            "evaluation.segmenter_steps=20", "sampling.samples=2", "sampling.steps=2",
            "evaluation.baselines=[regression,regression_drift,no_clinical]"]
 SECTIONS = {"methods", "image_metrics", "size", "uncertainty", "distribution", "counterfactual", "class_prior",
+            "proper_scores",
             "outcomes", "per_case_size", "oncodiff_version", "run", "cohort", "data_hash", "config", "test_cases",
             "training_curves", "segmenter"}
 DIFFUSION = {"diffusion", "diffusion_most_probable", "diffusion_null_class", "diffusion_true_class"}
@@ -80,16 +81,44 @@ def test_the_class_prior_is_scored_on_the_test_cases(evaluated):
         assert prior["status"] in tables
     else:
         assert prior["n"] == 2 and np.isfinite(prior["log_loss"]) and 0 <= prior["accuracy"] <= 1
-        assert "C = " in prior["fitted"] and f"{prior['log_loss']:.3f}" in tables
+        assert np.isfinite(prior["brier"]) and np.isfinite(prior["base_rate_brier"])
+        assert prior["inputs"] in ("clinical", "clinical + denoiser features", "base rate")
+        assert sum(prior["reliability"]["count"]) == 2
+        assert ("C = " in prior["fitted"] or "training class rates" in prior["fitted"])
+        assert f"{prior['log_loss']:.3f}" in tables and f"{prior['base_rate_brier']:.3f}" in tables
+        assert "Reliability of the class probabilities" in (evaluated["out"] / "report.html").read_text(encoding="utf-8")
+
+
+def test_every_method_gets_proper_scores(evaluated):
+    summary = json.loads((evaluated["out"] / "summary.json").read_text(encoding="utf-8"))
+    scores, tables = summary["proper_scores"], (evaluated["out"] / "tables.md").read_text(encoding="utf-8")
+    assert set(scores) == METHODS
+    for name, s in scores.items():
+        assert s["in_tumour"]["n"] == 2 and s["in_tumour"]["crps"] >= 0, name
+        volume = s["volume_change"]
+        assert "status" in volume or volume["crps_pp"] >= 0, name
+    # identity's margins come from the validation split, so its (no) change is scored as a Gaussian
+    assert "Gaussian" in scores["identity"]["volume_change"].get("distribution", "Gaussian")
+    assert "### Proper scores of the predicted distributions" in tables
+
+
+def test_survival_heads_get_a_patient_bootstrap_interval(evaluated):
+    survival = json.loads((evaluated["out"] / "summary.json").read_text(encoding="utf-8"))["outcomes"]["survival"]
+    if "status" in survival:
+        pytest.skip(survival["status"])
+    pooled = survival["denoiser features + Cox head"]["pooled_c_index"]
+    assert pooled["n_patients"] == 10
+    if pooled["c_index"] is not None and pooled["n_boot"]:
+        assert pooled["ci95"][0] <= pooled["ci95"][1]
 
 
 def test_calibrated_coverage_is_reported_for_the_outcome_unknown_predictions_only(evaluated):
     summary = json.loads((evaluated["out"] / "summary.json").read_text(encoding="utf-8"))
     uncertainty = summary["uncertainty"]
     calibrated = {name for name, u in uncertainty.items() if "calibrated" in u}
-    # Margins are fitted for the mixture (and each trained baseline) at the end of its training; the most probable
-    # class, null-class and oracle predictions are other distributions, and identity is not trained.
-    assert calibrated == {"diffusion", *TRAINED_BASELINES}
+    # Margins are fitted for the mixture (and each trained baseline) at the end of its training, and for identity by
+    # evaluate; the most probable class, null-class and oracle predictions are other distributions.
+    assert calibrated == {"diffusion", "identity", *TRAINED_BASELINES}  # identity: from the validation truth
     for name in calibrated:
         entry = uncertainty[name]["calibrated"]
         assert entry["nominal"] == [0.5, 0.9] and entry["n_cases"] == 2

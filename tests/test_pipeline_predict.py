@@ -19,7 +19,8 @@ from oncodiff.config import load_config
 from oncodiff.errors import OncodiffError
 from oncodiff.pipeline import calibrate_run, predict, predict_cases
 from oncodiff.pipeline.cases import load_cases
-from oncodiff.pipeline.export import load_export
+from oncodiff.pipeline.export import load_export, update_export_meta
+from oncodiff.pipeline.prior_inputs import case_prior_features
 from oncodiff.training import train
 
 CROPS = {2: [16, 16], 3: [16, 16, 8]}
@@ -29,10 +30,12 @@ TINY = ["model.channels=[8,16]", "model.attention_levels=[false,true]", "model.n
         "model.num_head_channels=8", "model.token_dim=16", "training.max_steps=4", "training.samples_per_epoch=8",
         "training.batch_size=4", "training.max_minutes=null", "evaluation.segmenter_steps=10", "sampling.samples=2",
         "sampling.steps=2"]
+BASE_RATE_KEY = "base rate"
 NEW_PATIENT = "P007"  # has a baseline scan and no follow-up
 RUN_FILES = ("config.json", "splits.json", "plan.json", "train_summary.json", "metrics.csv", "checkpoints/last.ckpt",
              "checkpoints/best.ckpt", "model/model.safetensors", "model/config.json")
-SUMMARY_KEYS = {"model", "cohort", "samples", "seed", "overrides", "sampling", "interval_calibration", "cases"}
+SUMMARY_KEYS = {"model", "cohort", "samples", "seed", "overrides", "sampling", "interval_calibration", "class_prior",
+                "survival_risk", "cases"}
 CASE_KEYS = {"key", "patient_id", "lesion_id", "timepoint", "days", "volume_unit", "volume_baseline",
              "volume_baseline_segmented", "volume_pred_mean", "change_pct_mean", "change_pct_interval_50",
              "change_pct_interval_90", "response", "response_probability", "response_rule", "files"}
@@ -118,6 +121,35 @@ def test_summary_json_has_the_documented_keys(trained):
         assert len(case["sample_classes"]) == 2 and sum(case["class_probability"]) == pytest.approx(1.0)
         per_case = json.loads((out / case["key"].replace("/", "_") / "summary.json").read_text(encoding="utf-8"))
         assert per_case == case
+
+
+def test_predict_says_which_class_predictor_it_used(trained):
+    summary = json.loads((trained["out"] / "summary.json").read_text(encoding="utf-8"))
+    meta = json.loads((trained["run"] / "model" / "config.json").read_text(encoding="utf-8"))
+    prior = meta["class_prior"]
+    assert prior["inputs"] in ("clinical", "clinical + denoiser features", "base rate")
+    assert BASE_RATE_KEY in dict(prior["cv_log_loss"]) or prior["c_selection"] == "default"
+    assert summary["class_prior"].startswith("class probabilities from ")
+    assert prior["inputs"] in summary["class_prior"] or "training class rates" in summary["class_prior"]
+    # the demo preset conditions on response: no survival risk from its class prior, and predict says why
+    assert summary["survival_risk"]["status"].startswith("not available: the class prior predicts")
+
+
+def test_an_export_with_a_class_prior_from_before_the_candidates_still_predicts(trained, tmp_path):
+    run = tmp_path / "old_run"
+    shutil.copytree(trained["run"], run, ignore=shutil.ignore_patterns("checkpoints"))
+    model = load_export(run)
+    width = case_prior_features(model, load_cases(model, trained["cohort"], ["P001"], cache_dir=trained["cache"])).shape[1]
+    coef = np.random.default_rng(0).normal(size=width).tolist()
+    # the fields an export had before the candidates existed: a logistic regression on the clinical features
+    old = {"mean": [0.0] * width, "scale": [1.0] * width, "coef": [coef, coef], "intercept": [0.0, 0.0],
+           "n_classes": 2, "n_train": 10, "c": 0.1, "c_selection": "5-fold patient-grouped CV log loss",
+           "frequencies": [0.4, 0.6]}
+    update_export_meta(run, class_prior=old)
+    out = predict(run, trained["cohort"], tmp_path / "pred", patients=["P001"], cache_dir=trained["cache"])
+    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    assert "logistic regression on clinical, 10 training rows, C = 0.1 (" in summary["class_prior"]
+    np.testing.assert_allclose(summary["cases"][0]["class_probability"], [0.5, 0.5])  # equal rows, no shrinkage
 
 
 def test_training_calibrates_the_intervals_and_predict_reports_them(trained):

@@ -285,6 +285,25 @@ def calibration_figure(curves: Mapping[str, Mapping], labels: Mapping[str, str])
     return fig
 
 
+def reliability_figure(curve: Mapping, base_rate: float | None = None) -> Figure:
+    """Predicted probability against the observed frequency per bin (evaluation.proper_scores.reliability_curve);
+    marker area ~ cases in the bin; the diagonal is calibrated; the dotted line, the training class rate."""
+    fig = Figure(figsize=(5.0, 3.8), layout="constrained")
+    ax = fig.subplots()
+    ax.plot([0, 1], [0, 1], color="0.6", linestyle="--", linewidth=1, label="calibrated")
+    counts = np.asarray(curve["count"], dtype=float)
+    ax.plot(curve["predicted"], curve["observed"], color="C0", linewidth=1.2)
+    ax.scatter(curve["predicted"], curve["observed"], s=20 + 180 * counts / max(counts.max(), 1), color="C0",
+               zorder=3, label="chosen predictor (area ~ cases)")
+    if base_rate is not None:
+        ax.axvline(base_rate, color="C1", linestyle=":", label="training class rate")
+    ax.set(xlim=(0, 1), ylim=(-0.03, 1.03))
+    ax.set_xlabel(f"predicted {curve.get('of', 'probability')}", fontsize=9)
+    ax.set_ylabel("observed frequency", fontsize=9)
+    ax.legend(fontsize=7.5, frameon=False, loc="upper left")
+    return fig
+
+
 def kaplan_meier_figure(km: Mapping) -> Figure:
     """``summary["outcomes"]["kaplan_meier"]`` drawn by :func:`oncodiff.evaluation.outcomes.plot_kaplan_meier`."""
     from oncodiff.evaluation.outcomes import KaplanMeierCurve, KaplanMeierData, plot_kaplan_meier

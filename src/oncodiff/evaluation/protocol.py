@@ -25,6 +25,7 @@ from oncodiff.errors import OncodiffError
 from oncodiff.evaluation.baselines import DENOISED_LABEL, TRAINED_BASELINES, denoised_identity, ensure_baseline
 from oncodiff.evaluation.counterfactual import evaluate_counterfactuals
 from oncodiff.evaluation.distribution import fid, lpips, mmd
+from oncodiff.evaluation.distribution_scores import class_probability_scores, in_tumour_scores, volume_change_scores
 from oncodiff.evaluation.metrics import MetricTable, image_metrics
 from oncodiff.evaluation.stage2 import evaluate_outcomes
 from oncodiff.evaluation.tables import format_tables
@@ -35,8 +36,8 @@ from oncodiff.pipeline.calibration import IntervalCalibration
 from oncodiff.pipeline.cases import CaseSet, load_cases
 from oncodiff.pipeline.export import ExportedModel, load_export
 from oncodiff.cohort import same_cohort
-from oncodiff.pipeline.predict import (UNKNOWN_CLASS_MODES, Predictions, case_prior_features, default_patients,
-                                       load_calibration, load_class_prior, predict_cases)
+from oncodiff.pipeline.predict import UNKNOWN_CLASS_MODES, Predictions, default_patients, load_calibration, predict_cases
+from oncodiff.pipeline.prior_inputs import class_probabilities, load_class_prior
 from oncodiff.pipeline.volumes import CaseVolumes, load_segmenter
 
 FIGURE_CASES = 6
@@ -79,7 +80,9 @@ def evaluate(model: str | Path, cohort: str | Path, out: str | Path, overrides: 
     print(f"evaluating {which}: {len(cases)} cases with a follow-up", flush=True)
     splits = json.loads((run / "splits.json").read_text(encoding="utf-8"))
     methods = _run_methods(run, exported, config, cases, training_cohort, cache_dir, list(splits["train"]))
+    _calibrate_identity(methods, run, exported, config, training_cohort, cache_dir)
     summary = _score(methods, cases, config)
+    summary["proper_scores"] = _proper_scores(methods, cases, config)
     summary["counterfactual"] = evaluate_counterfactuals(exported, config, cases, cache_dir)
     summary["class_prior"] = _class_prior_scores(exported, cases)
     summary["outcomes"] = evaluate_outcomes(exported, config, cohort, run, cache_dir)
@@ -188,7 +191,40 @@ def _class_prior_scores(exported: ExportedModel, cases: CaseSet) -> dict:
         return {"status": "no class prior: the model is not conditioned on a class (model.class_label: none)"
                 if kind == "none" else "no class prior: the training split had fewer than two classes"}
     labels = cases.batch[CLASS_LABEL_KEYS[kind]].numpy()
-    return prior.scores(prior.probabilities(case_prior_features(exported, cases)), labels)
+    scores = class_probability_scores(class_probabilities(exported, cases), labels, prior.frequencies)
+    return {"fitted": prior.describe(), "inputs": prior.inputs, "frequencies": prior.frequencies,
+            "cv_log_loss": dict(prior.cv_log_loss)} | scores
+
+
+def _calibrate_identity(methods: list[MethodResult], run: Path, exported: ExportedModel, config: Config, cohort,
+                        cache_dir) -> None:
+    """Conformal margins for identity's (no) change from the validation split's true changes, as the trained
+    methods get theirs, so its volume change is scored as a distribution too."""
+    identity = next((m for m in methods if m.name == "identity"), None)
+    val = json.loads((run / "splits.json").read_text(encoding="utf-8"))["val"]
+    if identity is None or not val:
+        return
+    cases = load_cases(exported, cohort, patients=val, cache_dir=cache_dir)
+    cases = cases.select([i for i, c in enumerate(cases.cases) if c.has_truth])
+    if not len(cases):
+        return
+    pre = cases.batch["pre"][:, 0].numpy()
+    masks = cases.batch["tumor_mask"][:, 0].numpy()[:, None] > 0 if exported.config.model.generate_mask else None
+    volumes = CaseVolumes.measure(load_segmenter(exported.path), cases, Predictions(pre[:, None].copy(), pre, masks),
+                                  config.evaluation.response_threshold)
+    identity.calibration = IntervalCalibration.fit(volumes.change(), volumes.true_change(), 1, "predicted",
+                                                   config.evaluation.coverage_levels)
+
+
+def _proper_scores(methods: list[MethodResult], cases: CaseSet, config: Config) -> dict:
+    """Each method's volume-change CRPS, response-category log score and in-tumour CRPS / energy score."""
+    post = cases.batch["post"][:, 0].numpy()
+    tumor = cases.batch["tumor_mask"][:, 0].numpy() > 0
+    ev = config.evaluation
+    return {m.name: {"volume_change": volume_change_scores(m.volumes.change(), m.volumes.true_change(),
+                                                           m.volumes.threshold, m.calibration),
+                     "in_tumour": in_tumour_scores(m.predictions.samples, post, tumor, ev.bbox_margin)}
+            for m in methods}
 
 
 def _mmd(mean: np.ndarray, post: np.ndarray, bandwidth: float | None) -> dict:

@@ -21,8 +21,8 @@ import numpy as np
 from oncodiff import __version__
 from oncodiff.errors import OncodiffError
 from oncodiff.evaluation.figures import (
-    CaseImages, calibration_figure, case_figure, kaplan_meier_figure, load_case_images, png_base64, ssim_histogram,
-    training_curves_figure,
+    CaseImages, calibration_figure, case_figure, kaplan_meier_figure, load_case_images, png_base64,
+    reliability_figure, ssim_histogram, training_curves_figure,
 )
 from oncodiff.evaluation.tables import IMAGE_COLUMNS, Table, method_label, summary_tables, to_html
 from oncodiff.outputs import REPORT_SIGNATURE, check_output_file, make_folder, write_file_atomic
@@ -259,7 +259,21 @@ def _plot_for(key: str, summary: dict, labels: dict[str, str]) -> str:
         return _calibration_plot(summary, labels)
     if key == "survival":
         return _kaplan_meier_plot(summary)
+    if key == "class_prior":
+        return _reliability_plot(summary)
     return ""
+
+
+def _reliability_plot(summary: dict) -> str:
+    prior = summary.get("class_prior") or {}
+    curve = prior.get("reliability")
+    if not curve or not curve.get("count"):
+        return _missing("Reliability curve: the class prior was not scored on the test cases.")
+    rates = (prior.get("frequencies") or [None, None]) if curve.get("of") == "P(class 1)" else [None, None]
+    return "<h3>Reliability of the class probabilities</h3>" + _image(
+        reliability_figure(curve, rates[1]), "reliability curve",
+        "Test cases binned by the predicted probability: mean predicted against observed frequency. On the "
+        "diagonal = calibrated. The training class rates predict the same probability for every case.")
 
 
 def _ssim_plot(summary: dict, labels: dict[str, str]) -> str:

@@ -1,11 +1,9 @@
 """ImmunoDiff stage 2: response and survival from the frozen denoiser's up-block features.
 
-One feature vector per patient: the denoiser is run once at a fixed noise level
-(evaluation.feature_timestep) on fixed noise, conditioned on the patient's baseline crop, clinical
-variables and first follow-up time, with the class label nulled (the outcome is what we predict);
-up-block outputs are averaged over the image and inside the tumour, and concatenated. Heads and
-baselines (clinical variables alone; a CNN from scratch on the baseline crop, with and without the
-clinical variables) are scored in the same stratified, patient-grouped folds.
+One feature vector per patient (pipeline.denoiser_features at evaluation.feature_timestep, for the
+patient's first follow-up). Heads and baselines (clinical variables alone; a CNN from scratch on the
+baseline crop, with and without the clinical variables) are scored in the same stratified,
+patient-grouped folds.
 
 Caveat, reported with the numbers: the denoiser was trained on the training split's follow-up scans,
 so features of training patients may carry their outcome. The out-of-fold metrics restricted to
@@ -21,18 +19,16 @@ import numpy as np
 import torch
 
 from oncodiff.config import Config
-from oncodiff.diffusion import NoiseSchedule
 from oncodiff.evaluation.outcomes import (
-    CNNOptions, CVResult, HeadOptions, clinical_design_matrix, cross_validate_cnn_response,
+    CNNOptions, CVResult, HeadOptions, clinical_design_matrix, concordance, cross_validate_cnn_response,
     cross_validate_cnn_survival, cross_validate_response, cross_validate_survival, kaplan_meier_by_risk,
     response_metrics, survival_metrics,
 )
-from oncodiff.models import LatentDenoiser, upblock_features
 from oncodiff.pipeline.cases import CaseSet, load_cases
+from oncodiff.pipeline.denoiser_features import denoiser_features
 from oncodiff.pipeline.export import ExportedModel
-from oncodiff.pipeline.predict import case_conditions
 
-FEATURE_SEED = 2024
+BOOTSTRAP_DRAWS = 1000  # patient-bootstrap resamples for the c-index interval
 
 
 def evaluate_outcomes(model: ExportedModel, config: Config, cohort, run: Path, cache_dir=None) -> dict:
@@ -40,7 +36,7 @@ def evaluate_outcomes(model: ExportedModel, config: Config, cohort, run: Path, c
     cases = _first_case_per_patient(load_cases(model, cohort, cache_dir=cache_dir))
     patients = np.array([c.patient_id for c in cases.cases])
     test = set(json.loads((run / "splits.json").read_text(encoding="utf-8"))["test"])
-    features = patient_features(model, config, cases)
+    features = denoiser_features(model, cases, config.evaluation.feature_timestep)
     clinical = clinical_design_matrix(cases.batch["clinical"].numpy(), cases.batch["clinical_missing"].numpy(),
                                       model.layout.clinical)
     images = torch.cat([cases.batch["pre"], cases.batch["tumor_mask"]], dim=1).numpy()
@@ -80,31 +76,30 @@ def _survival(cases: CaseSet, patients, test, features, clinical, images, config
         "CNN + clinical": cross_validate_cnn_survival(images, time, event, patients, ev.folds, seed, clinical, cnn),
     }
     km = kaplan_meier_by_risk(time, event, results["denoiser features + Cox head"].oof)
-    return {"survival": {k: _with_test_only(r, patients, test, time=time, event=event) for k, r in results.items()},
-            "kaplan_meier": km.to_dict()}
+    scored = {k: _with_test_only(r, patients, test, time=time, event=event) | {
+        "pooled_c_index": bootstrap_c_index(time, event, r.oof, patients, seed)} for k, r in results.items()}
+    return {"survival": scored, "kaplan_meier": km.to_dict()}
 
 
-def patient_features(model: ExportedModel, config: Config, cases: CaseSet) -> np.ndarray:
-    """(P, 2F): up-block features averaged over the crop and inside the baseline tumour, per case."""
-    net, device = model.net, next(model.net.parameters()).device
-    schedule = NoiseSchedule.from_config(model.config.diffusion)
-    t_value = min(config.evaluation.feature_timestep, schedule.num_train_timesteps - 1)
-    cond = case_conditions(model, cases, "null").to(device)
-    pre = cases.batch["pre"].to(device)
-    if isinstance(net, LatentDenoiser):  # features of the latent U-Net, on the latent grid
-        with torch.inference_mode():
-            cond = net.encode_conditions(cond)
-        pre = net.z_pre(cond)
-    shape = (len(cases), net.target_channels, *cond.image.shape[2:])
-    noise = torch.randn(shape, generator=torch.Generator().manual_seed(FEATURE_SEED)).to(device)
-    # The prior sample at this noise level: zero drift (or the pre scan, for a post target) plus noise.
-    x0 = torch.zeros(shape, device=device) if model.config.diffusion.target == "drift" else pre
-    t = torch.full((len(cases),), t_value, dtype=torch.long, device=device)
-    x_t = schedule.add_noise(x0, noise, t)
-    with torch.inference_mode():
-        whole = upblock_features(net, x_t, t, cond)
-        tumor = upblock_features(net, x_t, t, cond, region_mask=cases.batch["tumor_mask"].to(device))
-    return torch.cat([whole, tumor], dim=1).cpu().numpy()
+def bootstrap_c_index(time: np.ndarray, event: np.ndarray, risk: np.ndarray, patients: np.ndarray, seed: int,
+                      n_boot: int = BOOTSTRAP_DRAWS) -> dict:
+    """The c-index of the pooled out-of-fold risks over all patients, with a 95 % percentile interval from
+    resampling patients with replacement (draws without an admissible pair are skipped)."""
+    ok = np.isfinite(risk) & np.isfinite(time) & np.isfinite(event)
+    time, event, risk, patients = time[ok], event[ok], risk[ok], patients[ok]
+    value = concordance(time, risk, event)
+    ids = np.unique(patients)
+    rows = [np.flatnonzero(patients == p) for p in ids]
+    rng = np.random.default_rng(seed)
+    draws = []
+    for _ in range(n_boot):
+        pick = np.concatenate([rows[i] for i in rng.integers(0, len(ids), len(ids))])
+        c = concordance(time[pick], risk[pick], event[pick])
+        if c is not None:
+            draws.append(c)
+    low, high = (np.percentile(draws, [2.5, 97.5]) if draws else (None, None))
+    return {"c_index": value, "ci95": [None if low is None else float(low), None if high is None else float(high)],
+            "n_patients": len(ids), "n_boot": len(draws)}
 
 
 def _first_case_per_patient(cases: CaseSet) -> CaseSet:

@@ -23,7 +23,7 @@ RESPONSE_COLUMNS = (("balanced_accuracy", "balanced accuracy"), ("f1", "F1"), ("
 @dataclass(frozen=True)
 class Table:
     """One section of the tables: ``key`` names it (``image``, ``size``, ``uncertainty``,
-    ``counterfactual``, ``class_prior``, ``distribution``, ``response``, ``survival``), ``rows`` hold formatted cells
+    ``counterfactual``, ``class_prior``, ``proper_scores``, ``distribution``, ``response``, ``survival``), ``rows`` hold formatted cells
     under ``header``; a row whose cells after the second are all empty is a status line. ``notes``
     are caveats shown under the table (or instead of it when there is no header)."""
 
@@ -40,7 +40,7 @@ def summary_tables(summary: dict) -> list[Table]:
     survival_tabulated = bool(outcomes.get("survival")) and "status" not in outcomes["survival"]
     return [_image_table(summary), _size_table(summary), _uncertainty_table(summary),
             _counterfactual_table(summary.get("counterfactual", {})), _class_prior_table(summary.get("class_prior")),
-            _distribution_table(summary),
+            _proper_scores_table(summary), _distribution_table(summary),
             _response_table(outcomes, with_caveat=not survival_tabulated), _survival_table(outcomes)]
 
 
@@ -183,13 +183,32 @@ def _class_prior_table(prior: dict | None) -> Table:
     title = "Class prior on the test cases (what the mixture samples by with the outcome unknown)"
     if not prior or "status" in prior:
         return Table("class_prior", title, notes=((prior or {}).get("status", "not evaluated"),))
-    rows = [("cases with a known class", str(prior["n"])), ("log loss", _num(prior.get("log_loss"), 3)),
-            ("log loss of the training class rates", _num(prior.get("base_rate_log_loss"), 3)),
-            ("accuracy of the most probable class", _num(prior.get("accuracy"), 2)),
-            ("AUC", _num(prior.get("auc"), 2))]
-    notes = (f"fitted: {prior['fitted']}", "A log loss above that of the training class rates means the probabilities "
-             "are worse than no prior at all.")
-    return Table("class_prior", title, ("", "value"), tuple(rows), notes)
+    rows = tuple((name, _num(prior.get(key), digits), _num(prior.get(f"base_rate_{key}"), digits))
+                 for name, key, digits in (("log loss", "log_loss", 3), ("Brier score", "brier", 3),
+                                           ("AUC", "auc", 2), ("accuracy of the most probable class", "accuracy", 2)))
+    cv = "; ".join(f"{name} {loss:.3f}" for name, loss in (prior.get("cv_log_loss") or {}).items())
+    notes = (f"{prior['n']} test cases with a known class. Fitted: {prior['fitted']}",
+             *((f"Training-split CV log loss of each candidate (best C): {cv}",) if cv else ()),
+             "A log loss or Brier score above the training class rates' means the probabilities are worse than no "
+             "prior at all; the reliability curve is in the report.")
+    return Table("class_prior", title, ("", "chosen predictor", "training class rates"), rows, notes)
+
+
+def _proper_scores_table(summary: dict) -> Table:
+    rows = []
+    for method, scores in summary.get("proper_scores", {}).items():
+        volume, tumour = scores.get("volume_change", {}), scores.get("in_tumour", {})
+        rows.append((method_label(summary, method), _num(volume.get("crps_pp"), 1),
+                     _num(volume.get("response_log_score"), 3), _num(tumour.get("crps"), 4),
+                     _num(tumour.get("energy_score"), 3), str(volume.get("distribution", volume.get("status", "-")))))
+    notes = ("Proper scoring rules (lower is better; oncodiff.evaluation.distribution_scores): CRPS of the relative "
+             "volume change in percentage points; log score of the response category (change <= the response "
+             "threshold); mean per-voxel CRPS and energy score inside the tumour box, in normalised intensity.",
+             "A one-prediction method's volume change is scored as the Gaussian matching its conformal margins "
+             "(validation split); its in-tumour CRPS is its absolute error, since it predicts no spread.")
+    return Table("proper_scores", "Proper scores of the predicted distributions",
+                 ("method", "CRPS Δvol (pp)", "log score, response", "CRPS tumour box", "energy score box",
+                  "Δvol distribution"), tuple(rows), notes)
 
 
 def _distribution_table(summary: dict) -> Table:
@@ -229,10 +248,19 @@ def _survival_table(outcomes: dict) -> Table:
     survival = outcomes.get("survival", {})
     if "status" in survival or not survival:
         return Table("survival", "Survival prediction", notes=(survival.get("status", "not evaluated"),))
-    rows = tuple((name, _cv(r, "c_index"), _test_only(r, "c_index")) for name, r in survival.items())
+    rows = tuple((name, _cv(r, "c_index"), _pooled(r.get("pooled_c_index")), _test_only(r, "c_index"))
+                 for name, r in survival.items())
     return Table("survival", f"Survival prediction, {outcomes.get('folds')}-fold patient-grouped CV "
-                 "(c-index, mean ± std over folds)", ("model", "c-index", "c-index, test-split patients"), rows,
-                 _outcome_notes(outcomes, survival, with_caveat=True))
+                 "(c-index, mean ± std over folds)",
+                 ("model", "c-index", "pooled out-of-fold c-index (95 % patient-bootstrap CI)",
+                  "c-index, test-split patients"), rows, _outcome_notes(outcomes, survival, with_caveat=True))
+
+
+def _pooled(pooled: dict | None) -> str:
+    if not pooled or pooled.get("c_index") is None:
+        return "-"
+    low, high = pooled.get("ci95") or (None, None)
+    return f"{pooled['c_index']:.2f}" + ("" if low is None else f" ({low:.2f}..{high:.2f})")
 
 
 def _outcome_notes(outcomes: dict, results: dict, with_caveat: bool) -> tuple[str, ...]:

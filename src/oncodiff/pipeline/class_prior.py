@@ -8,20 +8,26 @@ training split at the end of ``oncodiff train`` and marginalise: case i's N samp
 classes in proportion to p_i (largest-remainder allocation), so the N samples are a stratified draw
 from the mixture sum_c p(c | x) p(post | x, c), and their spread shows both outcomes.
 
-Features: the clinical design matrix (numeric values, one-hot categories, a missing indicator per
-variable; evaluation.outcomes.clinical_design_matrix) and log(1 + baseline tumour voxels).
-The L2 strength is chosen by patient-grouped cross-validation on the training split (held-out log loss,
-:data:`C_GRID`): with a few dozen patients and a dozen features, sklearn's default C = 1 overfits. On the
-44-patient training splits of benchmarks/quality.py (seeds 0 and 1), C = 1 scored a log loss of 0.74 on
-the test patients, worse than predicting the training base rate (0.72, 0.71); the C that cross-validation
-chose (0.03, 0.1) scored 0.67 and 0.68. The probabilities are what the mixture samples by and what
-predict reports, so they must be calibrated, not merely ranked.
+Candidates, chosen on the training split by patient-grouped cross-validated log loss (:meth:`ClassPrior.select`):
+- ``clinical``: the clinical design matrix (numeric values, one-hot categories, a missing indicator per
+  variable; evaluation.outcomes.clinical_design_matrix) and log(1 + baseline tumour voxels);
+- ``clinical + denoiser features``: those and the trained denoiser's up-block features (ImmunoDiff's
+  stage 2, pipeline.denoiser_features), computed for a new case exactly as for the training cases;
+- each at the inverse L2 strengths of :data:`C_GRID` (with a few dozen patients and a dozen features,
+  sklearn's default C = 1 overfits: on the 44-patient splits of benchmarks/quality.py it scored a test log
+  loss of 0.74 against the base rate's 0.72), and shrunk towards the training class rates by the weights
+  of :data:`SHRINKAGE_GRID`;
+- the training class rates themselves (``base rate``), so the chosen predictor is never worse than the
+  base rate in cross-validation; it is kept unless the best candidate beats it by more than one standard
+  error (on the test split a chosen model can still lose to it, by chance; evaluate reports both).
+The probabilities are what the mixture samples by and what predict reports, so they must be calibrated,
+not merely ranked.
 The fitted prior is plain numbers in the export's config.json.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -32,7 +38,12 @@ from oncodiff.evaluation.outcomes import clinical_design_matrix
 
 L2_C = 1.0  # inverse L2 strength when there are too few patients to cross-validate (sklearn's default)
 C_GRID = (0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)  # candidates for the cross-validated inverse L2 strength
+SHRINKAGE_GRID = (0.0, 0.25, 0.5, 0.75)  # candidate weights of the training class rates (1 = BASE_RATE itself)
 CV_FOLDS = 5
+CLINICAL = "clinical"  # the inputs of a candidate: prior_features
+CLINICAL_DENOISER = "clinical + denoiser features"  # prior_features and the denoiser's up-block features
+BASE_RATE = "base rate"  # the training class rates, whatever the case
+INPUTS = (CLINICAL, CLINICAL_DENOISER)
 MIN_PATIENTS_PER_CLASS = 2  # per fold; fewer patients of a class than this * folds -> fewer folds, then L2_C
 
 
@@ -46,7 +57,9 @@ def prior_features(clinical: np.ndarray, missing: np.ndarray, tumor_mask: np.nda
 
 @dataclass(frozen=True)
 class ClassPrior:
-    """Multinomial logistic regression on standardised features; ``coef`` (K, F), ``intercept`` (K,)."""
+    """Multinomial logistic regression on standardised features, ``coef`` (K, F), ``intercept`` (K,), shrunk
+    towards the training class rates: p = (1 - shrinkage) p_logistic + shrinkage ``frequencies``.
+    ``inputs`` names the features (:data:`INPUTS`); :data:`BASE_RATE` is the training class rates alone."""
 
     mean: tuple[float, ...]
     scale: tuple[float, ...]
@@ -55,111 +68,176 @@ class ClassPrior:
     n_classes: int
     n_train: int
     c: float = L2_C  # the inverse L2 strength used (exports before it was cross-validated: L2_C)
-    c_selection: str = "default"  # how c was chosen: "default" or "k-fold patient-grouped CV log loss"
+    c_selection: str = "default"  # how the predictor was chosen: "default" or the cross-validation
     frequencies: tuple[float, ...] | None = None  # (K,) training class rates, the prior's no-information reference
+    inputs: str = CLINICAL  # exports before the candidates existed: clinical, unshrunk
+    shrinkage: float = 0.0
+    feature_timestep: int | None = None  # the denoiser's noise level for CLINICAL_DENOISER
+    cv_log_loss: tuple[tuple[str, float], ...] = ()  # the best CV log loss of each candidate family
 
     @classmethod
     def fit(cls, features: np.ndarray, labels: np.ndarray, n_classes: int, seed: int = 0,
             groups: np.ndarray | None = None) -> ClassPrior | None:
-        """Fit on rows with a known label (>= 0); None when fewer than two classes are present.
+        """:meth:`select` with the clinical features only."""
+        return cls.select({CLINICAL: features}, labels, n_classes, seed, groups)
 
-        ``groups``: the patient of each row (a patient's follow-ups and slices share its label and features);
-        the inverse L2 strength is chosen from :data:`C_GRID` by cross-validation that keeps a patient's rows
-        in one fold. Without groups every row is its own patient.
+    @classmethod
+    def select(cls, feature_sets: Mapping[str, np.ndarray], labels: np.ndarray, n_classes: int, seed: int = 0,
+               groups: np.ndarray | None = None, feature_timestep: int | None = None) -> ClassPrior | None:
+        """The candidate with the lowest patient-grouped CV log loss, refitted on all rows with a known label
+        (>= 0); None when fewer than two classes are present.
+
+        Candidates: for each feature set (name -> (N, F), rows aligned with ``labels``), a logistic regression
+        for each C of :data:`C_GRID`, shrunk by each weight of :data:`SHRINKAGE_GRID`; and the training class
+        rates (:data:`BASE_RATE`), which therefore never lose in cross-validation. ``groups``: the patient of
+        each row, kept in one fold (without groups every row is its own patient). Ties go to the simpler
+        candidate (the base rate, more shrinkage, the first feature set, smaller C), and the base rate is kept
+        unless the best candidate beats it by more than one standard error (:func:`_cross_validate`).
         """
-        from sklearn.linear_model import LogisticRegression
-
         known = labels >= 0
-        x, y = features[known].astype(np.float64), labels[known].astype(int)
+        y = labels[known].astype(int)
         if len(np.unique(y)) < 2:
             return None
         groups = np.arange(len(labels)) if groups is None else np.asarray(groups)
-        mean, scale = x.mean(0), x.std(0)
-        scale = np.where(scale > 1e-12, scale, 1.0)
-        z = (x - mean) / scale
-        c, selection = _cross_validated_c(z, y, groups[known], seed)
-        # Unweighted: the mixture needs calibrated probabilities, and class weights would pull them towards the
-        # balanced split (a 27 % responder rate would be sampled as if it were 50 %).
-        model = LogisticRegression(C=c, max_iter=1000, random_state=seed)
-        model.fit(z, y)
-        coef, intercept = np.zeros((n_classes, x.shape[1])), np.full(n_classes, -1e4)
-        if len(model.classes_) == 2 and model.coef_.shape[0] == 1:  # sklearn's binary form: one row for class 1
-            rows, biases = np.vstack([-model.coef_[0] / 2, model.coef_[0] / 2]), np.array(
-                [-model.intercept_[0] / 2, model.intercept_[0] / 2])
-        else:
-            rows, biases = model.coef_, model.intercept_
-        for row, klass in enumerate(model.classes_):
-            coef[klass], intercept[klass] = rows[row], biases[row]
-        frequencies = tuple(float(f) for f in np.bincount(y, minlength=n_classes)[:n_classes] / len(y))
-        return cls(tuple(mean), tuple(scale), tuple(map(tuple, coef)), tuple(intercept), n_classes, int(known.sum()),
-                   float(c), selection, frequencies)
+        sets = {name: _standardise(x[known].astype(np.float64)) for name, x in feature_sets.items()}
+        frequencies = np.bincount(y, minlength=n_classes)[:n_classes] / len(y)
+        splits, folds = _folds(y, groups[known], seed)
+        if splits is None:  # too few patients to cross-validate: the clinical model at sklearn's default C
+            name = next(iter(sets))
+            return cls._refit(sets[name], y, n_classes, seed, frequencies, name, L2_C, 0.0, "default",
+                              feature_timestep, ())
+        best, families = _cross_validate(sets, y, n_classes, splits, seed, groups[known])
+        name, c, shrinkage = best
+        selection = f"{folds}-fold patient-grouped CV log loss"
+        return cls._refit(sets.get(name), y, n_classes, seed, frequencies, name, c, shrinkage, selection,
+                          feature_timestep if name == CLINICAL_DENOISER else None, families)
 
-    def probabilities(self, features: np.ndarray) -> np.ndarray:
-        """(N, K) class probabilities."""
+    @classmethod
+    def _refit(cls, standardised, y, n_classes, seed, frequencies, name, c, shrinkage, selection, timestep,
+               families) -> ClassPrior:
+        rates = tuple(float(f) for f in frequencies)
+        if name == BASE_RATE:
+            return cls((), (), (), (), n_classes, len(y), 0.0, selection, rates, BASE_RATE, 1.0, None, families)
+        z, mean, scale = standardised
+        coef, intercept = _logistic(z, y, n_classes, c, seed)
+        return cls(tuple(mean), tuple(scale), tuple(map(tuple, coef)), tuple(intercept), n_classes, len(y),
+                   float(c), selection, rates, name, float(shrinkage), timestep, families)
+
+    def probabilities(self, features: np.ndarray | None) -> np.ndarray:
+        """(N, K) class probabilities of (N, F) features (:data:`BASE_RATE`: of N rows, features unused)."""
+        rates = np.asarray(self.frequencies if self.frequencies is not None else np.full(self.n_classes, 1.0 / self.n_classes))
+        if self.inputs == BASE_RATE:
+            return np.tile(rates, (len(features), 1))
         z = (features - np.asarray(self.mean)) / np.asarray(self.scale)
         logits = z @ np.asarray(self.coef).T + np.asarray(self.intercept)
         logits -= logits.max(1, keepdims=True)
         p = np.exp(logits)
-        return p / p.sum(1, keepdims=True)
+        p /= p.sum(1, keepdims=True)
+        return p if not self.shrinkage else (1 - self.shrinkage) * p + self.shrinkage * rates
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, raw: dict) -> ClassPrior:
+        """From :meth:`to_dict`'s dict; exports written before a field existed get its default."""
         return cls(tuple(raw["mean"]), tuple(raw["scale"]), tuple(map(tuple, raw["coef"])), tuple(raw["intercept"]),
                    int(raw["n_classes"]), int(raw["n_train"]), float(raw.get("c", L2_C)),
                    str(raw.get("c_selection", "default")),
-                   None if raw.get("frequencies") is None else tuple(raw["frequencies"]))
-
-    def scores(self, probabilities: np.ndarray, labels: np.ndarray) -> dict:
-        """How well ``probabilities`` (N, K) predict ``labels`` (N,; < 0 = unknown, left out): log loss (against
-        the training class rates' log loss), accuracy of the most probable class and, with two classes, AUC."""
-        known = labels >= 0
-        p, y = probabilities[known], labels[known].astype(int)
-        out: dict = {"n": int(known.sum()), "fitted": self.describe()}
-        if not len(y):
-            return out | {"status": "not scored: no case has a known class"}
-        out["log_loss"] = float(_negative_log_likelihood(p, y).mean())
-        if self.frequencies is not None:
-            rates = np.clip(np.asarray(self.frequencies)[y], 1e-12, None)
-            out["base_rate_log_loss"] = float(-np.log(rates).mean())
-        out["accuracy"] = float((p.argmax(1) == y).mean())
-        if p.shape[1] == 2 and len(np.unique(y)) == 2:
-            from sklearn.metrics import roc_auc_score
-
-            out["auc"] = float(roc_auc_score(y, p[:, 1]))
-        return out
+                   None if raw.get("frequencies") is None else tuple(raw["frequencies"]),
+                   str(raw.get("inputs", CLINICAL)), float(raw.get("shrinkage", 0.0)), raw.get("feature_timestep"),
+                   tuple((str(k), float(v)) for k, v in raw.get("cv_log_loss", ())))
 
     def describe(self) -> str:
-        return f"logistic regression on {self.n_train} training rows, C = {self.c:g} ({self.c_selection})"
+        if self.inputs == BASE_RATE:
+            rates = ", ".join(f"{r:.2f}" for r in self.frequencies)
+            return f"the training class rates ({rates}) of {self.n_train} training rows ({self.c_selection})"
+        shrunk = f", shrunk {self.shrinkage:g} towards the training class rates" if self.shrinkage else ""
+        return (f"logistic regression on {self.inputs}, {self.n_train} training rows, C = {self.c:g}{shrunk} "
+                f"({self.c_selection})")
 
 
-def _cross_validated_c(z: np.ndarray, y: np.ndarray, groups: np.ndarray, seed: int) -> tuple[float, str]:
-    """The C of :data:`C_GRID` with the lowest held-out log loss over patient-grouped, stratified folds
-    (ties: the stronger regularisation); :data:`L2_C` when a class has too few patients for two folds."""
+def _standardise(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    mean, scale = x.mean(0), x.std(0)
+    scale = np.where(scale > 1e-12, scale, 1.0)
+    return (x - mean) / scale, mean, scale
+
+
+def _logistic(z: np.ndarray, y: np.ndarray, n_classes: int, c: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(K, F) coefficients and (K,) intercepts of an L2 logistic regression; classes absent from ``y`` get a
+    -1e4 intercept. Unweighted: the mixture needs calibrated probabilities, and class weights would pull them
+    towards the balanced split (a 27 % responder rate would be sampled as if it were 50 %)."""
     from sklearn.linear_model import LogisticRegression
+
+    model = LogisticRegression(C=c, max_iter=1000, random_state=seed).fit(z, y)
+    coef, intercept = np.zeros((n_classes, z.shape[1])), np.full(n_classes, -1e4)
+    if len(model.classes_) == 2 and model.coef_.shape[0] == 1:  # sklearn's binary form: one row for class 1
+        rows = np.vstack([-model.coef_[0] / 2, model.coef_[0] / 2])
+        biases = np.array([-model.intercept_[0] / 2, model.intercept_[0] / 2])
+    else:
+        rows, biases = model.coef_, model.intercept_
+    for row, klass in enumerate(model.classes_):
+        coef[klass], intercept[klass] = rows[row], biases[row]
+    return coef, intercept
+
+
+def _folds(y: np.ndarray, groups: np.ndarray, seed: int) -> tuple[list | None, int]:
+    """Stratified folds that keep a patient's rows together; None when a class has too few patients for two."""
     from sklearn.model_selection import StratifiedGroupKFold
 
     patients_per_class = [len(np.unique(groups[y == k])) for k in np.unique(y)]
     folds = min(CV_FOLDS, min(patients_per_class) // MIN_PATIENTS_PER_CLASS)
     if folds < 2:
-        return L2_C, "default"
-    splits = list(StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed).split(z, y, groups))
-    classes = np.unique(y)
-    losses = []
-    for c in C_GRID:
-        total = 0.0
-        for train, test in splits:
-            model = LogisticRegression(C=c, max_iter=1000, random_state=seed).fit(z[train], y[train])
-            p = np.full((len(test), len(classes)), 1e-12)
-            p[:, np.searchsorted(classes, model.classes_)] = model.predict_proba(z[test])
-            total += _negative_log_likelihood(p, np.searchsorted(classes, y[test])).sum()
-        losses.append(total / len(y))
-    return C_GRID[int(np.argmin(losses))], f"{folds}-fold patient-grouped CV log loss"
+        return None, folds
+    return list(StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed).split(y, y, groups)), folds
 
 
-def _negative_log_likelihood(probabilities: np.ndarray, column: np.ndarray) -> np.ndarray:
+def _cross_validate(sets: Mapping[str, tuple], y: np.ndarray, n_classes: int, splits: list, seed: int,
+                    groups: np.ndarray) -> tuple[tuple[str, float, float], tuple[tuple[str, float], ...]]:
+    """The chosen (inputs, C, shrinkage) and the best out-of-fold log loss of each family (inputs and
+    shrinkage). The candidate with the lowest loss is chosen only if it beats the base rate by more than one
+    standard error of the paired per-patient difference (the one-standard-error rule): with a few dozen
+    patients and dozens of candidates, the lowest CV loss is optimistic, and a prior worse than the base rate
+    on new patients costs more than a slightly better one gains."""
+    rates = np.zeros((len(y), n_classes))
+    for train, test in splits:
+        rates[test] = np.bincount(y[train], minlength=n_classes)[:n_classes] / len(train)
+    held_out = {(name, c): _out_of_fold(z, y, n_classes, splits, c, seed) for name, (z, _, _) in sets.items()
+                for c in C_GRID}
+    candidates = [((BASE_RATE, 0.0, 1.0), negative_log_likelihood(rates, y))]
+    for shrinkage in sorted(SHRINKAGE_GRID, reverse=True):
+        for (name, c), p in held_out.items():
+            candidates.append(((name, c, shrinkage), negative_log_likelihood((1 - shrinkage) * p + shrinkage * rates, y)))
+    losses = [loss.mean() for _, loss in candidates]
+    best = int(np.argmin(losses))
+    gain = _per_patient(candidates[0][1] - candidates[best][1], groups)
+    if len(gain) < 2 or gain.mean() <= gain.std(ddof=1) / np.sqrt(len(gain)):
+        best = 0
+    families: dict[str, float] = {}
+    for ((name, _, shrinkage), _), loss in zip(candidates, losses):
+        key = name if name == BASE_RATE else f"{name}, shrinkage {shrinkage:g}"
+        families[key] = min(float(loss), families.get(key, np.inf))
+    return candidates[best][0], tuple(families.items())
+
+
+def _per_patient(values: np.ndarray, groups: np.ndarray) -> np.ndarray:
+    """The mean of ``values`` over each patient's rows."""
+    _, index = np.unique(groups, return_inverse=True)
+    return np.bincount(index, weights=values) / np.bincount(index)
+
+
+def _out_of_fold(z: np.ndarray, y: np.ndarray, n_classes: int, splits: list, c: float, seed: int) -> np.ndarray:
+    """(N, K) held-out probabilities of a logistic regression at inverse L2 strength ``c``."""
+    from sklearn.linear_model import LogisticRegression
+
+    p = np.full((len(y), n_classes), 1e-12)
+    for train, test in splits:
+        model = LogisticRegression(C=c, max_iter=1000, random_state=seed).fit(z[train], y[train])
+        p[np.ix_(test, model.classes_)] = model.predict_proba(z[test])
+    return p
+
+
+def negative_log_likelihood(probabilities: np.ndarray, column: np.ndarray) -> np.ndarray:
     """(N,) -log p[i, column[i]], the probabilities floored at 1e-12; its mean is the log loss."""
     return -np.log(np.clip(probabilities[np.arange(len(column)), column], 1e-12, None))
 

@@ -30,8 +30,9 @@ from oncodiff.outputs import RunLock, check_output, check_run_finished, read_mar
 from oncodiff.models import Conditions, conditions_from_batch, post_from_target
 from oncodiff.pipeline.calibration import IntervalCalibration
 from oncodiff.pipeline.cases import CaseSet, load_cases
-from oncodiff.pipeline.class_prior import ClassPrior, allocate_classes, prior_features
+from oncodiff.pipeline.class_prior import allocate_classes
 from oncodiff.pipeline.export import ExportedModel, load_export, read_export_meta, update_export_meta
+from oncodiff.pipeline.prior_inputs import class_prior_note, class_probabilities, survival_risk_summary
 from oncodiff.pipeline.sampling import draw_samples, regress, sample_generators
 from oncodiff.pipeline.volumes import CaseVolumes, load_segmenter
 
@@ -101,33 +102,6 @@ def case_conditions(model: ExportedModel, cases: CaseSet, class_label: str = "gi
     if class_label in ("null", "predicted", "most_probable"):
         return cond.null(model.net.null_class)
     return dc_replace(cond, class_label=cases.batch["class_label"])
-
-
-def load_class_prior(model: ExportedModel) -> ClassPrior | None:
-    """The exported class prior; None when the model has no class label or training fitted none."""
-    raw = read_export_meta(model.path).get("class_prior")
-    if not raw or model.config.model.class_label == "none":
-        return None
-    return ClassPrior.from_dict(raw)
-
-
-def case_prior_features(model: ExportedModel, cases: CaseSet) -> np.ndarray:
-    """(B, F) the class prior's features of ``cases`` (clinical design matrix and baseline size)."""
-    return prior_features(cases.batch["clinical"].numpy(), cases.batch["clinical_missing"].numpy(),
-                          cases.batch["tumor_mask"].numpy(), model.layout.clinical)
-
-
-def class_probabilities(model: ExportedModel, cases: CaseSet) -> np.ndarray | None:
-    """(B, K) p(class | clinical, baseline size) from the exported class prior; None without one. The crops of
-    one follow-up (tumour slices) share the mean of their probabilities, so every crop of a follow-up's sample k
-    is drawn under the same class and the stitched sample shows one outcome."""
-    prior = load_class_prior(model)
-    if prior is None:
-        return None
-    probability = prior.probabilities(case_prior_features(model, cases))
-    for group in cases.follow_ups():
-        probability[group] = probability[group].mean(axis=0)
-    return probability
 
 
 def predict_cases(model: ExportedModel, cases: CaseSet, n_samples: int, seed: int = 0,
@@ -247,6 +221,7 @@ def predict(model: str | Path, cohort: str | Path, out: str | Path, patients: Se
     # Without a class override the outcome is unknown: the class prior gives it (sampling.unknown_class).
     given = {"response", "survival_class"} & case_overrides.keys()
     mode = "given" if given else UNKNOWN_CLASS_MODES[config.sampling.unknown_class]
+    prior_note = _class_prior_used(exported, mode)
     predictions = predict_cases(exported, cases, n, seed, mode, config)
     volumes = CaseVolumes.measure(load_segmenter(exported.path), cases, predictions,
                                   config.evaluation.response_threshold)
@@ -257,9 +232,19 @@ def predict(model: str | Path, cohort: str | Path, out: str | Path, patients: Se
         (partial / "summary.json").write_text(json.dumps({
             "model": str(exported.path), "cohort": str(cases.cohort.root), "samples": n, "seed": seed,
             "overrides": list(overrides), "sampling": config.sampling.model_dump(mode="json"),
-            "interval_calibration": calibration_note, "cases": summaries,
+            "interval_calibration": calibration_note, "class_prior": prior_note,
+            "survival_risk": survival_risk_summary(exported, [c.key for c in cases.cases],
+                                                   predictions.class_probability),
+            "cases": summaries,
         }, indent=2) + "\n", encoding="utf-8")
     return out
+
+
+def _class_prior_used(model: ExportedModel, mode: str) -> str:
+    """Which predictor the class probabilities come from (printed, and in summary.json)."""
+    note = "class given (--set), no class prior used" if mode == "given" else class_prior_note(model)
+    print(note, flush=True)
+    return note
 
 
 def _predicting_export(path: str | Path) -> ExportedModel:

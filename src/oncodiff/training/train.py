@@ -27,8 +27,8 @@ from oncodiff.data.preprocess import write_preprocessing_report
 from oncodiff.data.route import volumetric_route
 from oncodiff.errors import ConfigError, OncodiffError
 from oncodiff.evaluation.tumor_size import TumorSegmenter
-from oncodiff.models import CLASS_COUNTS, CLASS_LABEL_KEYS, image_condition_names
-from oncodiff.pipeline.class_prior import ClassPrior, prior_features
+from oncodiff.models import image_condition_names
+from oncodiff.pipeline.prior_inputs import fit_export_class_prior
 from oncodiff.pipeline.export import ModelLayout, save_export
 from oncodiff.outputs import write_marker
 from oncodiff.pipeline.predict import calibrate_run
@@ -94,7 +94,10 @@ def _fit(run: RunFolder, cohort: str | Path, config: Config, resume: bool, cache
     if trainer.is_global_zero:
         calibrate = config.training.stage in PREDICTING_STAGES and config.sampling.calibrate
         _finish(run, config, layout, module, trainer, data, cohort if calibrate else None)
-        if calibrate:
+        if config.training.stage in PREDICTING_STAGES:
+            # After the export: the prior's candidates include the trained denoiser's features.
+            fit_export_class_prior(run.model_dir, cohort, list(data.splits.train), config.training.seed, cache_dir)
+        if calibrate:  # samples by the class prior, so after it
             write_marker(run.root, "run", state="calibrating",
                          finish=f"finish it with `oncodiff calibrate --model {run.root} --cohort {cohort}`")
             _calibrate(run, cohort, config, cache_dir)
@@ -267,10 +270,6 @@ def _finish(run: RunFolder, config: Config, layout: ModelLayout, module: L.Light
     if config.training.stage in PREDICTING_STAGES:
         extra["segmenter"] = ({"trained": False, "reason": "model.generate_mask: every sample carries its own mask"}
                               if config.model.generate_mask else train_segmenter(data, config, run.model_dir / SEGMENTER))
-        prior = fit_class_prior(data, config, layout)
-        extra["class_prior"] = None if prior is None else prior.to_dict()
-        if prior is not None:
-            print(f"class prior: {prior.describe()}", flush=True)
     if calibrate_on is not None:
         extra["interval_calibration"] = {"calibrated": False, "unfinished": True, "reason": (
             f"the calibration did not finish (training stopped while calibrating); finish it with "
@@ -310,19 +309,6 @@ def train_segmenter(data: CohortDataModule, config: Config, path: Path) -> dict:
     segmenter.save(path)
     print(f"segmenter validation Dice {report['val_dice']}", flush=True)
     return {"trained": True, **report}
-
-
-def fit_class_prior(data: CohortDataModule, config: Config, layout: ModelLayout) -> ClassPrior | None:
-    """p(class | clinical, baseline size) on the training split, for the class the model is conditioned on."""
-    kind = config.model.class_label
-    if kind == "none":
-        return None
-    dataset = data.dataset("train")
-    labels = getattr(dataset.labels, CLASS_LABEL_KEYS[kind])[dataset.indices]
-    features = prior_features(dataset.labels.clinical[dataset.indices], dataset.labels.clinical_missing[dataset.indices],
-                              data.preprocessed.arrays["tumor_mask"][dataset.indices], layout.clinical)
-    patients = np.array([data.preprocessed.records[i].patient_id for i in dataset.indices])  # CV folds keep them whole
-    return ClassPrior.fit(features, labels, CLASS_COUNTS[kind], seed=config.training.seed, groups=patients)
 
 
 def _post_with_masks(data: CohortDataModule, split: str) -> tuple[np.ndarray, np.ndarray]:

@@ -1,0 +1,108 @@
+"""The class prior's inputs for a set of cases, and fitting it into an export.
+
+``oncodiff train`` calls :func:`fit_export_class_prior` after exporting the denoiser: the candidates that
+use denoiser features need the trained network, run on the training cases as ``predict`` runs it on new
+ones (same case loading, same conditions), so a case's features are the same at fit and prediction time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from oncodiff.models import CLASS_COUNTS, CLASS_LABEL_KEYS
+from oncodiff.pipeline.cases import CaseSet, load_cases
+from oncodiff.pipeline.class_prior import CLINICAL, CLINICAL_DENOISER, ClassPrior, prior_features
+from oncodiff.pipeline.denoiser_features import denoiser_features
+from oncodiff.pipeline.export import ExportedModel, load_export, read_export_meta, update_export_meta
+
+NOT_CONDITIONED = "no class prior: the model is not conditioned on a class (model.class_label: none)"
+
+
+def case_prior_features(model: ExportedModel, cases: CaseSet) -> np.ndarray:
+    """(B, F) the clinical candidate's features of ``cases`` (clinical design matrix and baseline size)."""
+    return prior_features(cases.batch["clinical"].numpy(), cases.batch["clinical_missing"].numpy(),
+                          cases.batch["tumor_mask"].numpy(), model.layout.clinical)
+
+
+def candidate_inputs(model: ExportedModel, cases: CaseSet, timestep: int) -> dict[str, np.ndarray]:
+    """Each candidate feature set of ``cases``, rows aligned with the cases."""
+    clinical = case_prior_features(model, cases)
+    return {CLINICAL: clinical,
+            CLINICAL_DENOISER: np.concatenate([clinical, denoiser_features(model, cases, timestep)], axis=1)}
+
+
+def prior_inputs(model: ExportedModel, cases: CaseSet, prior: ClassPrior) -> np.ndarray:
+    """(B, F) the features ``prior`` was fitted on, for ``cases``."""
+    if prior.inputs == CLINICAL_DENOISER:
+        return candidate_inputs(model, cases, prior.feature_timestep)[CLINICAL_DENOISER]
+    return case_prior_features(model, cases)  # CLINICAL, and BASE_RATE (which reads only the row count)
+
+
+def load_class_prior(model: ExportedModel) -> ClassPrior | None:
+    """The exported class prior; None when the model has no class label or training fitted none."""
+    raw = read_export_meta(model.path).get("class_prior")
+    if not raw or model.config.model.class_label == "none":
+        return None
+    return ClassPrior.from_dict(raw)
+
+
+def class_probabilities(model: ExportedModel, cases: CaseSet) -> np.ndarray | None:
+    """(B, K) p(class | inputs) from the exported class prior; None without one. The crops of one follow-up
+    (tumour slices) share the mean of their probabilities, so every crop of a follow-up's sample k is drawn
+    under the same class and the stitched sample shows one outcome."""
+    prior = load_class_prior(model)
+    if prior is None:
+        return None
+    probability = prior.probabilities(prior_inputs(model, cases, prior))
+    for group in cases.follow_ups():
+        probability[group] = probability[group].mean(axis=0)
+    return probability
+
+
+def class_prior_note(model: ExportedModel) -> str:
+    """One sentence for predict: which predictor gives the class probabilities."""
+    prior = load_class_prior(model)
+    if prior is None:
+        return NOT_CONDITIONED if model.config.model.class_label == "none" else \
+            "no class prior: the training split had fewer than two classes"
+    return f"class probabilities from {prior.describe()}"
+
+
+def fit_export_class_prior(folder: str | Path, cohort: str | Path, patients: Sequence[str], seed: int = 0,
+                           cache_dir: str | Path | None = None) -> ClassPrior | None:
+    """Choose and fit the class prior on ``patients`` (the training split) and store it in the export's
+    config.json (``class_prior``: None when the model has no class label or the patients one class)."""
+    model = load_export(folder)
+    kind = model.config.model.class_label
+    prior = None
+    if kind != "none" and patients:
+        cases = load_cases(model, cohort, patients, cache_dir=cache_dir)
+        timestep = model.config.evaluation.feature_timestep
+        labels = cases.batch[CLASS_LABEL_KEYS[kind]].numpy()
+        groups = np.array([c.patient_id for c in cases.cases])  # CV folds keep a patient's rows together
+        print(f"choosing the class prior on {len(cases)} training cases ...", flush=True)
+        prior = ClassPrior.select(candidate_inputs(model, cases, timestep), labels, CLASS_COUNTS[kind], seed,
+                                  groups, timestep)
+    update_export_meta(model.path, class_prior=None if prior is None else prior.to_dict())
+    if prior is not None:
+        print(f"class prior: {prior.describe()}", flush=True)
+    return prior
+
+
+def survival_risk_summary(model: ExportedModel, keys: Sequence[str], probability: np.ndarray | None) -> dict:
+    """predict's survival risk per case from the class prior's probabilities (B, K), when the model is
+    conditioned on a survival class: 1 - E[class] / (K - 1), in [0, 1] (class 0 = shortest survival; with two
+    classes, P(survival shorter than the training median)). Otherwise why there is none."""
+    kind = model.config.model.class_label
+    if not kind.startswith("survival"):
+        return {"status": f"not available: the class prior predicts model.class_label={kind}, not survival; the "
+                          "survival heads are cross-validated by `oncodiff evaluate` but not exported"}
+    if probability is None:
+        return {"status": "not available: no class prior was used for this prediction (class given or none fitted)"}
+    classes = np.arange(probability.shape[1])
+    risk = 1 - probability @ classes / (len(classes) - 1)
+    return {"from": class_prior_note(model), "definition": "1 - E[survival class] / (K - 1), class 0 = shortest",
+            "risk": {key: float(r) for key, r in zip(keys, risk)}}
