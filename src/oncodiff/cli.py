@@ -212,6 +212,23 @@ def report(
 
 
 @app.command()
+def view(
+    model: Path = typer.Option(..., help="run folder (or a folder with model.safetensors + config.json)"),
+    cohort: Optional[Path] = typer.Option(None, help="cohort folder (default: the one --predictions was made from)"),
+    predictions: Optional[Path] = typer.Option(None, help="an `oncodiff predict` output folder to show"),
+    cache: Optional[Path] = typer.Option(None, help="where what-if results go (default PREDICTIONS/view-cache, "
+                                                    "else RUN/view-cache; never inside the cohort)"),
+    host: str = typer.Option("127.0.0.1", help="address to listen on; anything but loopback is reachable by others"),
+    port: int = typer.Option(8765, min=1, max=65535, help="port to listen on"),
+) -> None:
+    """Open a local web app: patients, slice viewer, what-if predictions and NIfTI export (docs/viewer.md)."""
+    from oncodiff.view import ViewerFolders, serve
+
+    folders = _run(ViewerFolders.choose, model, cohort, predictions, cache)
+    _run(serve, folders, host, port)
+
+
+@app.command()
 def demo(
     out: Path = typer.Option(Path("demo-output"), help="folder for the cohort, run, predictions and report"),
     site: Site = typer.Option(Site.brain, help="synthetic site"),
