@@ -153,7 +153,8 @@ function volumesFor(side) {
 async function viewer(side) {
   if (state[side]) return state[side];
   const nv = new niivue.Niivue({backColor: [0, 0, 0, 1], isRadiologicalConvention: $("radiological").checked,
-    crosshairColor: [0.2, 0.9, 0.2, 0.8], show3Dcrosshair: false, isResizeCanvas: true});
+    crosshairColor: [1, 0.85, 0.1, 0.6], crosshairWidth: 0.5, show3Dcrosshair: false,
+    isResizeCanvas: true});
   await nv.attachToCanvas($(`nv-${side}`));
   nv.onLocationChange = (data) => { $("location").textContent = data.string || ""; syncSlider(nv); };
   state[side] = nv;
