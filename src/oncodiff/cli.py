@@ -30,6 +30,7 @@ class Site(str, Enum):
 
 PRESET_HELP = "preset name (see `oncodiff presets`) or a YAML path"
 SET_HELP = "override a config key, e.g. --set training.max_minutes=2 (repeatable)"
+VERBOSE_HELP = "also print the training framework's (Lightning's) own messages and warnings"
 
 
 def _fail(error: Exception) -> None:
@@ -120,9 +121,13 @@ def train(
     resume: bool = typer.Option(False, help="continue from OUT/checkpoints/last.ckpt"),
     devices: Optional[str] = typer.Option(None, help="devices per node (Lightning), e.g. 2 or auto"),
     num_nodes: Optional[int] = typer.Option(None, help="nodes for DDP (Lightning)"),
+    verbose: bool = typer.Option(False, "--verbose", help=VERBOSE_HELP),
 ) -> None:
     """Train a model on a cohort; writes config.json, splits.json, checkpoints, metrics.csv, model.safetensors."""
     from oncodiff.training import train as train_fn
+    from oncodiff.training.console import quiet_framework
+
+    quiet_framework(verbose)
 
     extra = list(set_ or [])
     if stage:
@@ -191,9 +196,13 @@ def evaluate(
     cohort: Path = typer.Option(..., help="cohort folder with ground-truth follow-ups"),
     out: Path = typer.Option(..., help="evaluation folder (summary.json, tables)"),
     set_: Optional[list[str]] = typer.Option(None, "--set", help="evaluation.KEY=V or sampling.KEY=V"),
+    verbose: bool = typer.Option(False, "--verbose", help=VERBOSE_HELP),
 ) -> None:
     """Evaluate a run against ground truth and baselines on its test split; prints the side-by-side table."""
     from oncodiff.evaluation import evaluate as evaluate_fn
+    from oncodiff.training.console import quiet_framework
+
+    quiet_framework(verbose)
 
     path = _run(evaluate_fn, model=model, cohort=cohort, out=out, overrides=set_ or [])
     typer.echo(f"summary: {path}")
@@ -235,9 +244,13 @@ def demo(
     patients: int = typer.Option(64, min=8, help="synthetic patients"),
     preset: str = typer.Option("demo", help=PRESET_HELP),
     set_: Optional[list[str]] = typer.Option(None, "--set", help=SET_HELP),
+    verbose: bool = typer.Option(False, "--verbose", help=VERBOSE_HELP),
 ) -> None:
     """The whole pipeline on a built-in synthetic cohort: synth, validate, train, predict, evaluate, report."""
     from oncodiff.demo import run_demo
+    from oncodiff.training.console import quiet_framework
+
+    quiet_framework(verbose)
 
     config = _config(preset, set_)
     path = _run(run_demo, out=out, site=site.value, n_patients=patients, config=config)

@@ -54,6 +54,9 @@ def train(cohort: str | Path, config: Config, out: str | Path, resume: bool = Fa
     data.setup()
     layout = model_layout(data, config)
     total_steps = _plan_steps(run, config, layout, data)
+    if _is_rank_zero():
+        print(f"training the {config.training.stage} stage on {len(data.dataset('train'))} training samples: "
+              f"{total_steps} steps, into {run.root}", flush=True)
     module = module_class(config)(config, layout, total_steps)
     trainer = _trainer(run, config, total_steps)
     trainer.fit(module, datamodule=data, ckpt_path=str(run.last_checkpoint) if resume else None)
