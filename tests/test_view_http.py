@@ -39,6 +39,14 @@ def train_and_predict(root: Path, dims: int) -> dict:
     return {"root": root, "cohort": cohort, "run": run, "predictions": predictions, "data_cache": root / "cache"}
 
 
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def cohort_fingerprint(cohort: Path) -> dict[str, str]:
     return {str(p.relative_to(cohort)): hashlib.sha1(p.read_bytes()).hexdigest()
             for p in sorted(cohort.rglob("*")) if p.is_file()}
@@ -263,11 +271,12 @@ def test_serving_beyond_loopback_warns(trained, monkeypatch, capsys):
     calls = []
     monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: calls.append(kwargs))
     folders = ViewerFolders.choose(trained["run"], predictions=trained["predictions"], data_cache=trained["data_cache"])
-    serve(folders, host="127.0.0.1", port=8765)
+    port = free_port()
+    serve(folders, host="127.0.0.1", port=port)
     assert "warning" not in capsys.readouterr().err
-    serve(folders, host="0.0.0.0", port=8766)
+    serve(folders, host="0.0.0.0", port=port)
     out = capsys.readouterr()
-    assert "warning: --host 0.0.0.0" in out.err and "http://127.0.0.1:8766/" in out.out
+    assert "warning: --host 0.0.0.0" in out.err and f"http://127.0.0.1:{port}/" in out.out
     assert [c["host"] for c in calls] == ["127.0.0.1", "0.0.0.0"]
 
 
@@ -278,3 +287,13 @@ def test_the_view_verb_reports_bad_folders(tmp_path):
 
     result = CliRunner().invoke(app, ["view", "--model", str(tmp_path / "nope")])
     assert result.exit_code == 2 and "error: --model" in result.output
+
+
+def test_a_port_in_use_is_a_clear_error(trained):
+    import socket
+
+    folders = ViewerFolders.choose(trained["run"], predictions=trained["predictions"], data_cache=trained["data_cache"])
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        with pytest.raises(OncodiffError, match=f"--port {port}: cannot listen there"):
+            serve(folders, host="127.0.0.1", port=port)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import math
+import socket
 import sys
 from functools import partial
 from pathlib import Path
@@ -118,6 +119,7 @@ def serve(folders: ViewerFolders, host: str = "127.0.0.1", port: int = 8765) -> 
     """Run the viewer until Ctrl+C; prints its URL (and a warning when it listens beyond this machine)."""
     import uvicorn
 
+    _check_port(host, port)
     app = create_app(folders)
     if not _loopback(host):
         print(f"warning: --host {host} lets other machines on the network open the viewer and read the "
@@ -125,6 +127,16 @@ def serve(folders: ViewerFolders, host: str = "127.0.0.1", port: int = 8765) -> 
     print(f"oncodiff view: open http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}/ "
           f"(Ctrl+C to stop; what-if results are cached in {folders.cache})", flush=True)
     uvicorn.run(app, host=host, port=port, log_level="warning")
+
+
+def _check_port(host: str, port: int) -> None:
+    """A clear error, before anything loads, when the address is taken (another viewer, say)."""
+    try:
+        with socket.create_server((host, port)):
+            pass
+    except OSError as e:
+        raise OncodiffError(f"--host {host} --port {port}: cannot listen there ({e.strerror}); "
+                            "pass another --port, or stop what uses it") from None
 
 
 def _loopback(host: str) -> bool:
