@@ -19,8 +19,9 @@ def train_output(tmp_path, *extra: str) -> str:
     cohort = write_cohort(tmp_path / "cohort", n_patients=6)
     command = [sys.executable, "-m", "oncodiff.cli", "train", "--cohort", str(cohort), "--out", str(tmp_path / "run"),
                *sets(*TINY, "training.max_steps=2", "sampling.calibrate=false"), *extra]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "XDG_CACHE_HOME": str(tmp_path / "cache")}
-    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "XDG_CACHE_HOME": str(tmp_path / "cache"), "PYTHONIOENCODING": "utf-8"}
+    done = subprocess.run(command, capture_output=True, encoding="utf-8", errors="replace", env=env,
+                          timeout=300)  # Lightning's advertisement has an emoji; the locale may be ASCII
     assert done.returncode == 0, done.stderr[-2000:]
     return done.stdout + done.stderr
 
