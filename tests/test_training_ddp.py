@@ -29,7 +29,7 @@ def test_two_process_ddp_on_cpu_trains_and_exports_once(tmp_path):
     cohort = write_cohort(tmp_path / "cohort", n_patients=6)
     run = tmp_path / "run"
     command = [sys.executable, "-m", "oncodiff.cli", "train", "--cohort", str(cohort), "--out", str(run),
-               "--devices", "2", "--set", "training.accelerator=cpu"]
+               "--devices", "2", "--set", "training.accelerator=cpu", "--verbose"]  # Lightning's lines show the ranks
     for item in TINY:
         command += ["--set", item]
     # The same package in the child processes as in this one; one thread per rank on a small machine.

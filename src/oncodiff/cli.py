@@ -35,6 +35,7 @@ class Acquisition(str, Enum):
 
 PRESET_HELP = "preset name (see `oncodiff presets`) or a YAML path"
 SET_HELP = "override a config key, e.g. --set training.max_minutes=2 (repeatable)"
+VERBOSE_HELP = "also print the training framework's (Lightning's) own messages and warnings"
 
 
 def _fail(error: Exception) -> None:
@@ -145,9 +146,13 @@ def train(
     overwrite: bool = typer.Option(False, help="start the run in OUT again from scratch (docs/outputs.md)"),
     devices: Optional[str] = typer.Option(None, help="devices per node (Lightning), e.g. 2 or auto"),
     num_nodes: Optional[int] = typer.Option(None, help="nodes for DDP (Lightning)"),
+    verbose: bool = typer.Option(False, "--verbose", help=VERBOSE_HELP),
 ) -> None:
     """Train a model on a cohort; writes config.json, splits.json, checkpoints, metrics.csv, model.safetensors."""
     from oncodiff.training import train as train_fn
+    from oncodiff.training.console import quiet_framework
+
+    quiet_framework(verbose)
 
     extra = list(set_ or [])
     if stage:
@@ -218,9 +223,13 @@ def evaluate(
     out: Path = typer.Option(..., help="evaluation folder (summary.json, tables)"),
     set_: Optional[list[str]] = typer.Option(None, "--set", help="evaluation.KEY=V or sampling.KEY=V"),
     overwrite: bool = typer.Option(False, help="replace an earlier evaluation in OUT (docs/outputs.md)"),
+    verbose: bool = typer.Option(False, "--verbose", help=VERBOSE_HELP),
 ) -> None:
     """Evaluate a run against ground truth and baselines on its test split; prints the side-by-side table."""
     from oncodiff.evaluation import evaluate as evaluate_fn
+    from oncodiff.training.console import quiet_framework
+
+    quiet_framework(verbose)
 
     path = _run(evaluate_fn, model=model, cohort=cohort, out=out, overrides=set_ or [], overwrite=overwrite)
     typer.echo(f"summary: {path}")
@@ -240,15 +249,36 @@ def report(
 
 
 @app.command()
+def view(
+    model: Path = typer.Option(..., help="run folder (or a folder with model.safetensors + config.json)"),
+    cohort: Optional[Path] = typer.Option(None, help="cohort folder (default: the one --predictions was made from)"),
+    predictions: Optional[Path] = typer.Option(None, help="an `oncodiff predict` output folder to show"),
+    cache: Optional[Path] = typer.Option(None, help="where what-if results go (default PREDICTIONS/view-cache, "
+                                                    "else RUN/view-cache; never inside the cohort)"),
+    host: str = typer.Option("127.0.0.1", help="address to listen on; anything but loopback is reachable by others"),
+    port: int = typer.Option(8765, min=1, max=65535, help="port to listen on"),
+) -> None:
+    """Open a local web app: patients, slice viewer, what-if predictions and NIfTI export (docs/viewer.md)."""
+    from oncodiff.view import ViewerFolders, serve
+
+    folders = _run(ViewerFolders.choose, model, cohort, predictions, cache)
+    _run(serve, folders, host, port)
+
+
+@app.command()
 def demo(
     out: Path = typer.Option(Path("demo-output"), help="folder for the cohort, run, predictions and report"),
     site: Site = typer.Option(Site.brain, help="synthetic site"),
     patients: int = typer.Option(64, min=8, help="synthetic patients"),
     preset: str = typer.Option("demo", help=PRESET_HELP),
     set_: Optional[list[str]] = typer.Option(None, "--set", help=SET_HELP),
+    verbose: bool = typer.Option(False, "--verbose", help=VERBOSE_HELP),
 ) -> None:
     """The whole pipeline on a built-in synthetic cohort: synth, validate, train, predict, evaluate, report."""
     from oncodiff.demo import run_demo
+    from oncodiff.training.console import quiet_framework
+
+    quiet_framework(verbose)
 
     config = _config(preset, set_)
     path = _run(run_demo, out=out, site=site.value, n_patients=patients, config=config)

@@ -5,10 +5,15 @@
     OUT/predictions/  `oncodiff predict` for a few test patients: outcome unknown (class marginalised),
                       and "what if" they respond / do not respond (counterfactuals)
     OUT/evaluation/   `oncodiff evaluate` (summary.json, tables.md) and `oncodiff report` (report.html)
+
+Each step line gives the wall time and the CPU time so far (all threads), so a timing taken on a shared machine
+can still be read. It ends with the report's path and the `oncodiff view` command that opens the predictions.
 """
 
 from __future__ import annotations
 
+import resource
+import shlex
 import time
 from pathlib import Path
 
@@ -22,7 +27,9 @@ def run_demo(out: str | Path, site: str, n_patients: int, config: Config, seed: 
     """Run synth, validate, train, predict, evaluate and report under ``out``; returns report.html."""
     from oncodiff.cohort import validate_cohort
     from oncodiff.evaluation import evaluate, write_report
+    from oncodiff.evaluation.baselines import ensure_baseline
     from oncodiff.pipeline import predict
+    from oncodiff.pipeline.export import read_export_meta
     from oncodiff.training import train
 
     out = Path(out).resolve()
@@ -46,10 +53,17 @@ def run_demo(out: str | Path, site: str, n_patients: int, config: Config, seed: 
     predict(run, cohort, out / "predictions" / "outcome-unknown", **again)
     predict(run, cohort, out / "predictions" / "if-responder", overrides=[f"response={_positive(cohort)}"], **again)
     predict(run, cohort, out / "predictions" / "if-non-responder", overrides=["response=non-responder"], **again)
+    trained = Config.model_validate(read_export_meta(run)["config"])  # a reused model keeps its own settings
+    for name in trained.evaluation.baselines:  # evaluate would train them; a step of their own shows their cost
+        _step(start, f"training the baseline {name!r} with the same budget")
+        ensure_baseline(run, cohort, trained, name, trained.evaluation.baseline_minutes)
     _step(start, "evaluating against ground truth and baselines")
     summary = evaluate(run, cohort, out / "evaluation", overwrite=True)  # a demo run again replaces its own outputs
     report = write_report(summary.parent)
     _step(start, f"done: {report}")
+    print("to look at the predictions and ask what-if questions:\n  "
+          + shlex.join(["oncodiff", "view", "--model", str(run), "--predictions",
+                        str(out / "predictions" / "outcome-unknown")]), flush=True)
     return report
 
 
@@ -76,4 +90,6 @@ def _positive(cohort: Path) -> str:
 
 
 def _step(start: float, message: str) -> None:
-    print(f"[demo {(time.monotonic() - start) / 60:5.1f} min] {message}", flush=True)
+    cpu = sum(u.ru_utime + u.ru_stime for u in map(resource.getrusage, (resource.RUSAGE_SELF,
+                                                                         resource.RUSAGE_CHILDREN))) / 60
+    print(f"[demo {(time.monotonic() - start) / 60:5.1f} min, CPU {cpu:5.1f} min] {message}", flush=True)

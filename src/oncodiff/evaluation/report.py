@@ -43,6 +43,7 @@ dl.provenance dt{font-weight:600;color:#555}dl.provenance dd{margin:0;word-break
 .caveats li,ul.notes li{margin:.2em 0}ul.notes{font-size:.88em;color:#444}.missing{color:#8a4b00;font-style:italic}
 figure{margin:1em 0}figure img{max-width:100%;height:auto;border:1px solid #eee}figcaption{font-size:.85em;color:#555}
 nav{font-size:.9em}nav a{margin-right:1em}code{font-size:.92em}
+.cases table{width:100%}.cases td{white-space:normal}.cases td:last-child{text-align:left;min-width:12em}
 """
 
 
@@ -331,7 +332,8 @@ def _cases_section(summary: dict, figures: Mapping[str, np.ndarray] | None, labe
 def _case_html(summary: dict, case: CaseImages, labels: dict[str, str]) -> str:
     title = html.escape(case.key) + (f" <small>({html.escape(case.slice_note)})</small>" if case.slice_note else "")
     table = _case_table(summary, case.key, labels)
-    return f"<h3>{title}</h3>" + _image(case_figure(case, labels), f"case {case.key}", dpi=90) + _scroll(table)
+    wrapping = _scroll(table).replace('<div class="scroll">', '<div class="scroll cases">')  # fits the page: wraps
+    return f"<h3>{title}</h3>" + _image(case_figure(case, labels), f"case {case.key}", dpi=90) + wrapping
 
 
 def _case_table(summary: dict, key: str, labels: dict[str, str]) -> str:

@@ -88,6 +88,9 @@ def _fit(run: RunFolder, cohort: str | Path, config: Config, resume: bool, cache
     if config.data.smoothing != "none":
         print(data.smoothing_note, flush=True)
     total_steps = _plan_steps(run, config, layout, data)
+    if _is_rank_zero():
+        print(f"training the {config.training.stage} stage on {len(data.dataset('train'))} training samples: "
+              f"{total_steps} steps, into {run.root}", flush=True)
     module = module_class(config)(config, layout, total_steps)
     trainer = _trainer(run, config, total_steps)
     trainer.fit(module, datamodule=data, ckpt_path=str(run.last_checkpoint) if resume else None, weights_only=True)

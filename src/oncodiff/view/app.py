@@ -1,0 +1,148 @@
+"""The HTTP side of ``oncodiff view``: a Starlette app over :class:`~oncodiff.view.service.Viewer`, and ``serve``."""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import socket
+import sys
+from functools import partial
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from oncodiff.errors import OncodiffError
+from oncodiff.view.folders import ViewerFolders
+from oncodiff.view.service import Viewer
+from oncodiff.view.whatif import WhatIf
+
+STATIC = Path(__file__).parent / "static"
+
+
+def create_app(folders: ViewerFolders) -> Starlette:
+    """The app for one model, cohort and (optional) predictions folder."""
+    viewer = Viewer(folders)
+    routes = [
+        Route("/", lambda request: FileResponse(STATIC / "index.html")),
+        Route("/api/info", lambda request: JSONResponse(viewer.info())),
+        Route("/api/cases", lambda request: JSONResponse(viewer.rows())),
+        Route("/api/case", partial(_case, viewer)),
+        Route("/api/predict", partial(_predict, viewer), methods=["POST"]),
+        Route("/api/whatif", partial(_whatif, viewer), methods=["POST"]),
+        Route("/api/jobs/{job_id}", partial(_job, viewer)),
+        Route("/api/export", partial(_export, viewer)),
+        Route("/files/{root}/{path:path}", partial(_file, folders)),
+        Mount("/static", StaticFiles(directory=STATIC)),
+    ]
+    app = Starlette(routes=routes)
+    app.state.viewer = viewer
+    return app
+
+
+def _not_found(what: str) -> JSONResponse:
+    return JSONResponse({"error": f"not found: {what}"}, status_code=404)
+
+
+def _case(viewer: Viewer, request: Request) -> Response:
+    key = request.query_params.get("key", "")
+    try:
+        return JSONResponse(viewer.case(key))
+    except KeyError:
+        return _not_found(f"case {key!r} (predict its patient first)")
+
+
+async def _predict(viewer: Viewer, request: Request) -> Response:
+    body = await _json(request)
+    try:
+        job = viewer.predict_patient(str(body.get("patient", "")))
+    except OncodiffError as e:
+        return JSONResponse({"error": str(e)}, status_code=400)
+    return JSONResponse(job.to_dict(), status_code=202)
+
+
+async def _whatif(viewer: Viewer, request: Request) -> Response:
+    body = await _json(request)
+    try:
+        question = _question(body)
+        job = viewer.whatif(question)
+    except KeyError:
+        return _not_found(f"case {body.get('key')!r}")
+    except OncodiffError as e:
+        return JSONResponse({"error": str(e)}, status_code=400)
+    return JSONResponse(job.to_dict(), status_code=202)
+
+
+def _question(body: dict) -> WhatIf:
+    try:
+        days = float(body.get("days"))
+    except (TypeError, ValueError):
+        raise OncodiffError(f"days since baseline = {body.get('days')!r}: give a number of days") from None
+    clinical = body.get("clinical") or {}
+    if not isinstance(clinical, dict):
+        raise OncodiffError("clinical: expected an object of variable name -> value")
+    return WhatIf(key=str(body.get("key", "")), days=days if math.isfinite(days) else math.nan,
+                  response=str(body.get("response") or ""), clinical={str(k): str(v) for k, v in clinical.items()})
+
+
+async def _json(request: Request) -> dict:
+    try:
+        body = await request.json()
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+def _job(viewer: Viewer, request: Request) -> Response:
+    job = viewer.jobs.get(request.path_params["job_id"])
+    return JSONResponse(job) if job is not None else _not_found("job")
+
+
+def _export(viewer: Viewer, request: Request) -> Response:
+    params = request.query_params
+    try:
+        path, name = viewer.export(params.get("set", ""), params.get("key", ""), params.get("layer", "mean"))
+    except KeyError:
+        return _not_found("prediction to export")
+    return FileResponse(path, filename=name, media_type="application/gzip")
+
+
+def _file(folders: ViewerFolders, request: Request) -> Response:
+    path = folders.resolve(request.path_params["root"], request.path_params["path"])
+    return FileResponse(path) if path is not None else _not_found("file")
+
+
+def serve(folders: ViewerFolders, host: str = "127.0.0.1", port: int = 8765) -> None:
+    """Run the viewer until Ctrl+C; prints its URL (and a warning when it listens beyond this machine)."""
+    import uvicorn
+
+    _check_port(host, port)
+    app = create_app(folders)
+    if not _loopback(host):
+        print(f"warning: --host {host} lets other machines on the network open the viewer and read the "
+              "scans it serves; use 127.0.0.1 unless that is what you want", file=sys.stderr, flush=True)
+    print(f"oncodiff view: open http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}/ "
+          f"(Ctrl+C to stop; what-if results are cached in {folders.cache})", flush=True)
+    uvicorn.run(app, host=host, port=port, log_level="warning")
+
+
+def _check_port(host: str, port: int) -> None:
+    """A clear error, before anything loads, when the address is taken (another viewer, say)."""
+    try:
+        with socket.create_server((host, port)):
+            pass
+    except OSError as e:
+        raise OncodiffError(f"--host {host} --port {port}: cannot listen there ({e.strerror}); "
+                            "pass another --port, or stop what uses it") from None
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
