@@ -151,10 +151,12 @@ def _resolved(out: str | Path) -> Path:
 def check_not_inside(path: Path, inputs: dict[str, str | Path] | None = None, include_self: bool = False,
                      within: Path | None = None, option: str = "--out") -> None:
     """Refuse ``path`` inside a folder the command reads (``inputs``, by role), a cohort, or another oncodiff
-    output (except ``within``, the output that owns it); ``option`` names it in the error."""
+    output (except ``within``, the output that owns it, such as the viewer's cache inside a predictions or
+    run folder); ``option`` names it in the error."""
+    owner = None if within is None else Path(within).resolve()
     for role, folder in (inputs or {}).items():
         folder = Path(folder).resolve()
-        if path == folder or folder in path.parents:
+        if folder != owner and (path == folder or folder in path.parents):
             role = (output_kind(folder) if folder.is_dir() else None) or role
             raise OutputError(f"{option} {path} is inside the {role} folder {folder}, which this command reads; "
                               "oncodiff never writes into its inputs: choose a folder outside it")

@@ -58,8 +58,11 @@ def measure_misalignment(fixed: Image, moving: Image, seed: int = 0,
 
     One resolution level on voxels of about ``spacing_mm`` and at most 100 iterations: a fraction of a full
     registration's time, so preprocessing (``data.registration=auto``) and ``oncodiff validate`` can
-    afford it for every follow-up. The displacement is how far the baseline's anatomy moved.
+    afford it for every follow-up. The displacement is how far the baseline's anatomy moved. A blank scan
+    (one value everywhere; validate warns about it) has nothing to align: 0 mm and the identity.
     """
+    if np.ptp(np.asarray(fixed.array)) == 0 or np.ptp(np.asarray(moving.array)) == 0:
+        return 0.0, np.eye(4)
     rows = _world_rows(fixed)
     fixed_itk, moving_itk = _to_itk(fixed, rows), _to_itk(moving, rows)
     rigid = sitk.CenteredTransformInitializer(

@@ -202,14 +202,15 @@ def calibrate_export(folder: str | Path, cohort: str | Path, patients: Sequence[
 
 def predict(model: str | Path, cohort: str | Path, out: str | Path, patients: Sequence[str] | None = None,
             samples: int | None = None, days: float | None = None, overrides: Sequence[str] = (), seed: int = 0,
-            cache_dir: str | Path | None = None, overwrite: bool = False) -> Path:
+            cache_dir: str | Path | None = None, overwrite: bool = False, within: Path | None = None) -> Path:
     """Predict follow-ups for a cohort's cases and write them under ``out``, one folder per follow-up (the crops
     of a follow-up, e.g. its tumour slices, stitched into the baseline scan); returns ``out``.
 
     ``patients`` None: the run's test split when ``cohort`` is the cohort the run was trained on, else every
     patient of ``cohort``. ``out`` is written whole or not at all (oncodiff/outputs.py); ``overwrite`` replaces an
-    earlier prediction there, never mixing its files with the new ones."""
-    out = check_output(out, "predictions", overwrite, inputs={"cohort": cohort, "model": model})
+    earlier prediction there, never mixing its files with the new ones; ``within``: the output folder that
+    owns ``out`` (the viewer's cache inside a predictions or run folder)."""
+    out = check_output(out, "predictions", overwrite, inputs={"cohort": cohort, "model": model}, within=within)
     exported = _predicting_export(model)
     config_overrides, case_overrides = _split_overrides(overrides)
     config = exported.config.with_overrides(config_overrides) if config_overrides else exported.config

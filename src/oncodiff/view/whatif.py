@@ -190,7 +190,7 @@ class PredictionStore:
         shutil.rmtree(partial, ignore_errors=True)
         predict(self.folders.run, self.folders.cohort, partial, patients=[request.patient], samples=self.samples,
                 days=request.days, overrides=list(request.overrides), seed=self.seed,
-                cache_dir=self.folders.data_cache)
+                cache_dir=self.folders.data_cache, within=self.folders.cache.parent)
         final = self.folder / request.key
         shutil.rmtree(final, ignore_errors=True)
         partial.replace(final)
