@@ -208,10 +208,10 @@ def _calibrate_identity(methods: list[MethodResult], run: Path, exported: Export
     cases = cases.select([i for i, c in enumerate(cases.cases) if c.has_truth])
     if not len(cases):
         return
-    pre = cases.batch["pre"][:, 0].numpy()
+    pre = cases.batch["pre_raw"][:, 0].numpy()
     masks = cases.batch["tumor_mask"][:, 0].numpy()[:, None] > 0 if exported.config.model.generate_mask else None
     volumes = CaseVolumes.measure(load_segmenter(exported.path), cases, Predictions(pre[:, None].copy(), pre, masks),
-                                  config.evaluation.response_threshold)
+                                  config.evaluation.response_threshold).grouped(cases.follow_ups())
     identity.calibration = IntervalCalibration.fit(volumes.change(), volumes.true_change(), 1, "predicted",
                                                    config.evaluation.coverage_levels)
 
@@ -220,8 +220,9 @@ def _proper_scores(methods: list[MethodResult], cases: CaseSet, config: Config) 
     """Each method's volume-change CRPS, response-category log score and in-tumour CRPS / energy score."""
     post = cases.batch["post"][:, 0].numpy()
     tumor = cases.batch["tumor_mask"][:, 0].numpy() > 0
-    ev = config.evaluation
-    return {m.name: {"volume_change": volume_change_scores(m.volumes.change(), m.volumes.true_change(),
+    ev, groups = config.evaluation, cases.follow_ups()  # volumes per follow-up: summed over its slices
+    return {m.name: {"volume_change": volume_change_scores(m.volumes.grouped(groups).change(),
+                                                           m.volumes.grouped(groups).true_change(),
                                                            m.volumes.threshold, m.calibration),
                      "in_tumour": in_tumour_scores(m.predictions.samples, post, tumor, ev.bbox_margin)}
             for m in methods}

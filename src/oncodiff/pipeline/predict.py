@@ -186,7 +186,7 @@ def calibrate_export(folder: str | Path, cohort: str | Path, patients: Sequence[
             mode = UNKNOWN_CLASS_MODES[config.sampling.unknown_class]
             predictions = predict_cases(exported, cases, n, seed, mode, config)
             volumes = CaseVolumes.measure(load_segmenter(exported.path), cases, predictions,
-                                          config.evaluation.response_threshold)
+                                          config.evaluation.response_threshold).grouped(cases.follow_ups())
             drawn = predictions.samples.shape[1]  # 1 for a regression model
             calibration = IntervalCalibration.fit(volumes.change(), volumes.true_change(), drawn, mode,
                                                   config.evaluation.coverage_levels)
