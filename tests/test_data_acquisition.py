@@ -9,7 +9,7 @@ from scipy import ndimage
 from scipy.spatial.transform import Rotation
 
 from oncodiff.cohort import Image, affine_from_spacing, load_cohort, read_image
-from oncodiff.cohort.validate import misalignment_warnings
+from oncodiff.data.registration import misalignment_warnings
 from oncodiff.config import DataConfig
 from oncodiff.data import preprocess_cohort, register
 from oncodiff.data.bias import correct_bias

@@ -113,7 +113,7 @@ def validate(
         raise typer.Exit(code=1)
     typer.secho(f"{cohort}: valid", fg=typer.colors.GREEN)
     if check_alignment:
-        from oncodiff.cohort.validate import misalignment_warnings
+        from oncodiff.data.registration import misalignment_warnings
 
         for warning in _run(misalignment_warnings, cohort):
             typer.secho(f"warning: {warning}", fg=typer.colors.YELLOW, err=True)

@@ -27,8 +27,6 @@ from oncodiff.cohort.schema import (
 from oncodiff.errors import Problem
 
 FORMAT_DOC = "see docs/dataset-format.md"
-MISALIGNMENT_WARNING_MM = 1.0  # misalignment_warnings: mean displacement that counts as misaligned
-MISALIGNMENT_MEASURE_MM = 6.0  # ... measured on voxels of about this size (cheap)
 FILE_ORDER = (COHORT_YAML, PATIENTS_CSV, SCANS_CSV)
 DEFAULT_LESION = "L1"
 
@@ -456,32 +454,3 @@ def _check_mixed_dims(scans: pd.DataFrame, image_dims: dict[int, int]) -> list[P
                     f"{len(image_dims)} images are {majority}D; one cohort holds one kind.",
                     fix="keep 2D and 3D scans in separate cohorts.", row=row, column="image")
             for row, dims in image_dims.items() if dims != majority]
-
-
-# ---- warnings (a valid cohort may still need preprocessing) --------------------------------------
-
-def misalignment_warnings(root: str | Path, threshold_mm: float = MISALIGNMENT_WARNING_MM) -> list[str]:
-    """One line per follow-up that looks misaligned to its baseline, saying by how much.
-
-    The measure is a coarse rigid registration (about 6 mm voxels, one level) and the mean distance
-    it moves the baseline's foreground: cheap, and good to about a millimetre. Call it on a valid
-    cohort; it reads every baseline and follow-up image once more.
-    """
-    from oncodiff.cohort.cohort import load_cohort
-    from oncodiff.data.registration import measure_misalignment
-
-    cohort = load_cohort(Path(root))
-    warnings = []
-    for (patient, lesion), rows in cohort.pairs().groupby(["patient_id", "lesion_id"], sort=False):
-        baseline_path = rows.iloc[0]["pre_image"]
-        baseline = read_image(cohort.path(baseline_path))
-        for _, row in rows.iterrows():
-            moved, _ = measure_misalignment(baseline, read_image(cohort.path(row["image"])),
-                                            spacing_mm=MISALIGNMENT_MEASURE_MM)
-            if moved > threshold_mm:
-                warnings.append(
-                    f"{SCANS_CSV}: {row['image']} (patient {patient}, lesion {lesion}, {row['timepoint']}) looks "
-                    f"misaligned to its baseline {baseline_path}: a coarse rigid fit moves the anatomy {moved:.1f} mm "
-                    "on average. Preprocessing registers it (data.registration=auto, the default); keep that on, "
-                    "or register the follow-up to its baseline yourself.")
-    return warnings

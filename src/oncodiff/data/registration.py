@@ -8,18 +8,24 @@ what :func:`oncodiff.data.geometry.sample` composes into the crop's resampling.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 import nibabel as nib
 import numpy as np
 import SimpleITK as sitk
 
+from oncodiff.cohort.cohort import load_cohort
 from oncodiff.cohort.image import Image
+from oncodiff.cohort.io import read_image
+from oncodiff.cohort.schema import SCANS_CSV
 
 # Above this many voxels the metric uses a fixed-seed random subset (speed, still deterministic).
 _FULL_SAMPLING_VOXELS = 50_000
 # The misalignment measure fits on voxels of about this size, in one level: cheap, and good to a mm.
 _MEASURE_SPACING_MM = 4.0
+MISALIGNMENT_WARNING_MM = 1.0  # misalignment_warnings: mean displacement that counts as misaligned
+MISALIGNMENT_MEASURE_MM = 6.0  # ... measured on voxels of about this size (cheap)
 
 
 def register(fixed: Image, moving: Image, kind: Literal["rigid", "affine"], seed: int = 0) -> np.ndarray:
@@ -140,3 +146,29 @@ def _world_matrix(transform: sitk.Transform, rows: list[int]) -> np.ndarray:
     out[np.ix_(rows, rows)] = a
     out[rows, 3] = center + translation - a @ center
     return out
+
+
+# ---- warnings (a valid cohort may still need preprocessing) --------------------------------------
+
+def misalignment_warnings(root: str | Path, threshold_mm: float = MISALIGNMENT_WARNING_MM) -> list[str]:
+    """One line per follow-up that looks misaligned to its baseline, saying by how much.
+
+    The measure is a coarse rigid registration (about 6 mm voxels, one level) and the mean distance
+    it moves the baseline's foreground: cheap, and good to about a millimetre. Call it on a valid
+    cohort; it reads every baseline and follow-up image once more.
+    """
+    cohort = load_cohort(Path(root))
+    warnings = []
+    for (patient, lesion), rows in cohort.pairs().groupby(["patient_id", "lesion_id"], sort=False):
+        baseline_path = rows.iloc[0]["pre_image"]
+        baseline = read_image(cohort.path(baseline_path))
+        for _, row in rows.iterrows():
+            moved, _ = measure_misalignment(baseline, read_image(cohort.path(row["image"])),
+                                            spacing_mm=MISALIGNMENT_MEASURE_MM)
+            if moved > threshold_mm:
+                warnings.append(
+                    f"{SCANS_CSV}: {row['image']} (patient {patient}, lesion {lesion}, {row['timepoint']}) looks "
+                    f"misaligned to its baseline {baseline_path}: a coarse rigid fit moves the anatomy {moved:.1f} mm "
+                    "on average. Preprocessing registers it (data.registration=auto, the default); keep that on, "
+                    "or register the follow-up to its baseline yourself.")
+    return warnings
