@@ -10,6 +10,7 @@ import pytest
 from oncodiff.cohort import load_cohort
 from oncodiff.cohort.schema import ClinicalVariable, CohortSpec
 from oncodiff.data import ClinicalEncoder, SurvivalClasses, patient_outcomes
+from oncodiff.data.clinical import clinical_design_matrix
 
 VARIABLES = (
     ClinicalVariable(name="age", type="numeric"),
@@ -103,3 +104,16 @@ def test_patient_outcomes_from_the_cohort(tiny_cohort_2d):
     spec = CohortSpec(outcomes={"response": {"column": "response", "positive": "responder"}})
     assert list(patient_outcomes(table, spec)["response"]) == [1, -1]
     assert patient_outcomes(table, CohortSpec())["survival_time"].isna().all()
+
+
+def test_clinical_design_matrix_one_hot_and_missing_indicators():
+    variables = (ClinicalVariable(name="age", type="numeric"),
+                 ClinicalVariable(name="sex", type="categorical", categories=("F", "M")))
+    values = np.array([[0.5, 1.0], [0.0, 0.0], [-1.0, 0.0]])
+    missing = np.array([[False, False], [True, True], [False, False]])
+    design = clinical_design_matrix(values, missing, variables)
+    # columns: age, age missing, sex=F, sex=M, sex missing
+    np.testing.assert_array_equal(design, [[0.5, 0, 0, 1, 0], [0, 1, 0, 0, 1], [-1, 0, 1, 0, 0]])
+    assert clinical_design_matrix(values, missing).shape == (3, 4)  # all numeric
+    with pytest.raises(ValueError, match="category codes"):
+        clinical_design_matrix(np.array([[0.0, 2.0]]), np.zeros((1, 2), dtype=bool), variables)

@@ -11,11 +11,11 @@ from lifelines.utils import concordance_index
 
 from oncodiff.cohort.schema import ClinicalVariable
 from oncodiff.config import EvaluationConfig
+from oncodiff.data.clinical import clinical_design_matrix
 from oncodiff.evaluation.outcomes import (
     RESPONDER,
     CNNOptions,
     HeadOptions,
-    clinical_design_matrix,
     concordance,
     cross_validate_response,
     cross_validate_survival,
@@ -261,19 +261,6 @@ def test_survival_cv_clinical_baseline_on_encoded_variables():
     design = clinical_design_matrix(values, missing, variables)
     result = cross_validate_survival(design, time, np.ones(n), np.arange(n), model="coxph")
     assert result.mean["c_index"] > 0.65
-
-
-def test_clinical_design_matrix_one_hot_and_missing_indicators():
-    variables = (ClinicalVariable(name="age", type="numeric"),
-                 ClinicalVariable(name="sex", type="categorical", categories=("F", "M")))
-    values = np.array([[0.5, 1.0], [0.0, 0.0], [-1.0, 0.0]])
-    missing = np.array([[False, False], [True, True], [False, False]])
-    design = clinical_design_matrix(values, missing, variables)
-    # columns: age, age missing, sex=F, sex=M, sex missing
-    np.testing.assert_array_equal(design, [[0.5, 0, 0, 1, 0], [0, 1, 0, 0, 1], [-1, 0, 1, 0, 0]])
-    assert clinical_design_matrix(values, missing).shape == (3, 4)  # all numeric
-    with pytest.raises(ValueError, match="category codes"):
-        clinical_design_matrix(np.array([[0.0, 2.0]]), np.zeros((1, 2), dtype=bool), variables)
 
 
 # ------------------------------------------------------------------ Kaplan-Meier

@@ -151,3 +151,44 @@ def _category_index(variable: ClinicalVariable, value: Any) -> int:
         raise ValueError(f"clinical.{variable.name}={text!r} is not a category of {variable.name}; choose one of "
                          f"{', '.join(categories)} (or leave it empty if unknown)")
     return categories.index(text)
+
+
+def clinical_design_matrix(
+    values: np.ndarray, missing: np.ndarray, variables: Sequence[ClinicalVariable] | None = None
+) -> np.ndarray:
+    """Encode clinical variables ``(N, V)`` + missing flags ``(N, V)`` as a design matrix ``(N, F)``.
+
+    Numeric variables stay one column (0.0 where missing, as the data module writes them);
+    categorical ones (category index 0..K-1 as float) become K one-hot columns, all 0 where missing.
+    Each variable is followed by its missing-value indicator, so a missing cell is never silently
+    imputed. ``variables`` (``spec.clinical``) tells categorical from numeric; None = all numeric.
+    Columns constant in a training fold are dropped later, inside the fold.
+    """
+    values = np.asarray(values, dtype=float)
+    missing = np.asarray(missing, dtype=bool)
+    if values.ndim != 2 or values.shape != missing.shape:
+        raise ValueError(f"clinical values and missing must both be (N, V); got {values.shape} and {missing.shape}")
+    if variables is not None and len(variables) != values.shape[1]:
+        raise ValueError(f"{len(variables)} clinical variables described but values have {values.shape[1]} columns")
+    columns = []
+    for v in range(values.shape[1]):
+        variable = None if variables is None else variables[v]
+        present = ~missing[:, v]
+        if variable is not None and variable.type == "categorical":
+            columns.append(_one_hot(values[:, v], present, variable))
+        else:
+            columns.append(np.where(present, values[:, v], 0.0)[:, None])
+        columns.append(missing[:, v, None].astype(float))
+    return np.concatenate(columns, axis=1) if columns else np.zeros((len(values), 0))
+
+
+def _one_hot(codes: np.ndarray, present: np.ndarray, variable: ClinicalVariable) -> np.ndarray:
+    n_categories = len(variable.categories or ())
+    index = np.rint(np.where(present, codes, 0.0)).astype(int)
+    bad = present & ((index < 0) | (index >= n_categories) | (np.abs(codes - index) > 1e-6))
+    if bad.any():
+        raise ValueError(f"clinical variable {variable.name!r}: category codes must be 0..{n_categories - 1}; "
+                         f"got {codes[bad][:3].tolist()}")
+    encoded = np.zeros((len(codes), n_categories))
+    encoded[np.flatnonzero(present), index[present]] = 1.0
+    return encoded

@@ -21,28 +21,16 @@ from oncodiff.evaluation.metrics import (
     ssim_map,
     summarize,
 )
-from oncodiff.evaluation.tumor_size import TumorSegmenter, dice, relative_change, size_metrics, volume
+from oncodiff.evaluation.protocol import evaluate
+from oncodiff.evaluation.report import write_report
+from oncodiff.evaluation.tumor_size import dice, relative_change, size_metrics, volume
 from oncodiff.evaluation.uncertainty import calibration_curve, coverage, spread_error_correlation
 
-
-def evaluate(*args, **kwargs):
-    """See :func:`oncodiff.evaluation.protocol.evaluate` (imported lazily: it pulls in the pipeline)."""
-    from oncodiff.evaluation.protocol import evaluate as run
-
-    return run(*args, **kwargs)
-
-
-def write_report(*args, **kwargs):
-    """See :func:`oncodiff.evaluation.report.write_report`."""
-    from oncodiff.evaluation.report import write_report as run
-
-    return run(*args, **kwargs)
 
 __all__ = [
     "evaluate",
     "write_report",
     "MetricTable",
-    "TumorSegmenter",
     "bbox_mask",
     "calibration_curve",
     "coverage",

@@ -24,30 +24,14 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
+from oncodiff.arrays import as_batch
+
 # Wang et al. 2004 (IEEE TIP 13(4)), the defaults of scikit-image and MONAI: an 11-voxel Gaussian
 # window with sigma 1.5 and stability constants K1 = 0.01, K2 = 0.03.
 SSIM_KERNEL_SIZE = 11
 SSIM_KERNEL_SIGMA = 1.5
 
 Value = float | None
-
-
-def as_batch(array: np.ndarray, spatial_dims: int | None = None) -> tuple[np.ndarray, bool]:
-    """``(*spatial)`` or ``(N, *spatial)`` -> ``((N, *spatial) float64, was_batched)``.
-
-    ``spatial_dims=None`` reads the array as one case (``spatial_dims = array.ndim``).
-    """
-    array = np.asarray(array)
-    dims = array.ndim if spatial_dims is None else spatial_dims
-    if dims not in (2, 3):
-        raise ValueError(f"spatial_dims must be 2 or 3, got {dims} (array shape {array.shape})")
-    if array.ndim == dims:
-        return array[None].astype(np.float64, copy=False), False
-    if array.ndim == dims + 1:
-        return array.astype(np.float64, copy=False), True
-    raise ValueError(
-        f"expected an array of shape (*spatial) or (N, *spatial) with {dims} spatial axes, got shape {array.shape}"
-    )
 
 
 def _pair(pred, target, spatial_dims, mask=None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, bool]:

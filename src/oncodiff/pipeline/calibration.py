@@ -28,10 +28,27 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from oncodiff.evaluation.uncertainty import sample_interval, valid_cases
-
 LEVELS = (0.5, 0.9)
 MIN_CHANGE = -1.0  # relative volume change of a tumour that has gone
+
+
+def sample_interval(samples: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
+    """Central ``level`` interval of each row of ``samples`` (..., N): ``np.quantile``, linear interpolation."""
+    low, high = np.quantile(samples, [(1 - level) / 2, (1 + level) / 2], axis=-1)
+    return low, high
+
+
+def valid_cases(samples: np.ndarray, truth: np.ndarray, min_samples: int = 1) -> tuple[np.ndarray, np.ndarray, int]:
+    """The cases whose truth and every sample are finite, as float64, and how many were left out."""
+    samples = np.asarray(samples, dtype=np.float64)
+    truth = np.asarray(truth, dtype=np.float64)
+    if samples.ndim != 2 or truth.shape != (samples.shape[0],):
+        shapes = (samples.shape, truth.shape)
+        raise ValueError(f"expected samples (N_cases, N_samples) and truth (N_cases,), got {shapes[0]} and {shapes[1]}")
+    if samples.shape[1] < min_samples:
+        raise ValueError(f"need at least {min_samples} samples per case, got {samples.shape[1]}")
+    keep = np.isfinite(truth) & np.isfinite(samples).all(axis=1)
+    return samples[keep], truth[keep], int((~keep).sum())
 
 
 def conformal_margin(scores: np.ndarray, level: float) -> float | None:

@@ -10,7 +10,7 @@ from the mixture sum_c p(c | x) p(post | x, c), and their spread shows both outc
 
 Candidates, chosen on the training split by patient-grouped cross-validated log loss (:meth:`ClassPrior.select`):
 - ``clinical``: the clinical design matrix (numeric values, one-hot categories, a missing indicator per
-  variable; evaluation.outcomes.clinical_design_matrix) and log(1 + baseline tumour voxels);
+  variable; data/clinical.py: clinical_design_matrix) and log(1 + baseline tumour voxels);
 - ``clinical + denoiser features``: those and the trained denoiser's up-block features (ImmunoDiff's
   stage 2, pipeline.denoiser_features), computed for a new case exactly as for the training cases;
 - each at the inverse L2 strengths of :data:`C_GRID` (with a few dozen patients and a dozen features,
@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from oncodiff.cohort.schema import ClinicalVariable
-from oncodiff.evaluation.outcomes import clinical_design_matrix
+from oncodiff.data.clinical import clinical_design_matrix
 
 L2_C = 1.0  # inverse L2 strength when there are too few patients to cross-validate (sklearn's default)
 C_GRID = (0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)  # candidates for the cross-validated inverse L2 strength

@@ -16,9 +16,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from oncodiff.data import GeometryRecord
-from oncodiff.evaluation.tumor_size import TumorSegmenter
-from oncodiff.evaluation.uncertainty import sample_interval
-from oncodiff.pipeline.calibration import IntervalCalibration
+from oncodiff.models.segmenter import TumorSegmenter
+from oncodiff.pipeline.calibration import IntervalCalibration, sample_interval
 
 if TYPE_CHECKING:  # avoid an import cycle: predict imports this module
     from oncodiff.pipeline.cases import CaseSet

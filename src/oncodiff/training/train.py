@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 
 import lightning as L
-import numpy as np
 import torch
 from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger
@@ -26,7 +25,6 @@ from oncodiff.data import CohortDataModule
 from oncodiff.data.preprocess import write_preprocessing_report
 from oncodiff.data.route import volumetric_route
 from oncodiff.errors import ConfigError, OncodiffError
-from oncodiff.evaluation.tumor_size import TumorSegmenter
 from oncodiff.models import image_condition_names
 from oncodiff.pipeline.prior_inputs import fit_export_class_prior
 from oncodiff.pipeline.export import ModelLayout, save_export
@@ -38,6 +36,7 @@ from oncodiff.training.ema import WarmupEMA
 from oncodiff.training.memory import check_memory
 from oncodiff.training.stages import module_class
 from oncodiff.training.run_folder import RunFolder, check_run_out, open_run_folder
+from oncodiff.training.segmenter import train_segmenter
 
 PLAN = "plan.json"
 BUDGET_MARGIN = 0.85  # share of max_minutes planned for training steps; the rest covers validation and export
@@ -290,35 +289,6 @@ def _calibrate(run: RunFolder, cohort: str | Path, config: Config, cache_dir: st
     summary = json.loads(path.read_text(encoding="utf-8"))
     summary["interval_calibration"] = result
     path.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-
-
-def train_segmenter(data: CohortDataModule, config: Config, path: Path) -> dict:
-    """Fit the tumour segmenter on the training split's true follow-ups (NAC paper's protocol) and
-    baseline scans; validation Dice is on the validation split's follow-ups."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    splits = {name: _post_with_masks(data, name) for name in ("train", "val")}
-    post, post_masks = splits["train"]
-    if not len(post):
-        return {"trained": False, "reason": "no follow-up tumour masks in the training split"}
-    train = data.dataset("train").indices
-    arrays = data.preprocessed.arrays
-    images = np.concatenate([post, arrays["pre"][train]])
-    masks = np.concatenate([post_masks, arrays["tumor_mask"][train]])
-    print(f"training the tumour segmenter on {len(post)} true follow-ups and {len(train)} baseline crops ...",
-          flush=True)
-    segmenter = TumorSegmenter(spatial_dims=data.spatial_dims, seed=config.training.seed, device="cpu")
-    report = segmenter.fit(images, masks, val=splits["val"] if len(splits["val"][0]) else None,
-                           steps=config.evaluation.segmenter_steps)
-    segmenter.save(path)
-    print(f"segmenter validation Dice {report['val_dice']}", flush=True)
-    return {"trained": True, **report}
-
-
-def _post_with_masks(data: CohortDataModule, split: str) -> tuple[np.ndarray, np.ndarray]:
-    dataset = data.dataset(split)
-    arrays = data.preprocessed.arrays
-    keep = [i for i in dataset.indices if data.records[i].has_post_mask]
-    return arrays["post"][keep], arrays["post_mask"][keep]
 
 
 def _float(value) -> float | None:
