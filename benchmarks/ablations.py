@@ -49,6 +49,7 @@ from oncodiff.pipeline.cases import CaseSet, load_cases
 from oncodiff.pipeline.denoiser_features import denoiser_features
 from oncodiff.pipeline.export import ExportedModel, load_export
 from oncodiff.pipeline.predict import predict_cases
+from oncodiff.runs import RunFolder
 from oncodiff.synth import synthesize
 from oncodiff.training import train
 
@@ -97,12 +98,12 @@ class Ablation:
             splits_from: str | None = None) -> Path:
         """Train ``preset`` for ``steps`` optimiser steps into OUT/runs/NAME, unless it is already there."""
         folder = self.out / "runs" / name
-        if (folder / "train_summary.json").is_file():
+        if RunFolder(folder).train_summary_json.is_file():
             return folder
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True)
         if splits_from:  # the same patients in the same splits as that run
-            shutil.copy(self.out / "runs" / splits_from / "splits.json", folder / "splits.json")
+            shutil.copy(RunFolder(self.out / "runs" / splits_from).splits_json, RunFolder(folder).splits_json)
         config = load_config(preset, overrides + self.extra + [
             f"training.max_steps={steps}", "training.max_minutes=null", f"training.seed={self.seed}",
             "evaluation.segmenter_steps=1",  # the ablations never measure tumour size
@@ -114,7 +115,7 @@ class Ablation:
         return folder
 
     def test_cases(self, model: ExportedModel, cohort: Path, split_run: str) -> CaseSet:
-        test = json.loads((self.out / "runs" / split_run / "splits.json").read_text(encoding="utf-8"))["test"]
+        test = list(RunFolder(self.out / "runs" / split_run).splits().test)
         cases = load_cases(model, cohort, patients=test, cache_dir=self.cache)
         return cases.select([i for i, c in enumerate(cases.cases) if c.has_truth])
 
@@ -221,7 +222,7 @@ def memory_run(out: Path, cohort: Path, init_from: Path, seed: int) -> dict:
     run = train(cohort, config, out / "run", cache_dir=out.parent / "cache")
     trained = time.perf_counter() - start
     model = load_export(run)
-    test = json.loads((run / "splits.json").read_text(encoding="utf-8"))["test"]
+    test = list(RunFolder(run).splits().test)
     cases = load_cases(model, cohort, patients=test, cache_dir=out.parent / "cache")
     predict_cases(model, cases, model.config.sampling.samples, seed, "null")
     return {"peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),

@@ -42,6 +42,7 @@ from oncodiff.pipeline.class_prior import ClassPrior
 from oncodiff.pipeline.export import load_export
 from oncodiff.pipeline.predict import predict_cases
 from oncodiff.pipeline.prior_inputs import case_prior_features, class_probabilities
+from oncodiff.runs import RunFolder
 from oncodiff.synth import synthesize
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -135,8 +136,7 @@ def main() -> None:
     if model.config.model.class_label != "response":
         parser.error(f"{run} has model.class_label={model.config.model.class_label}; this needs 'response'")
     seed = model.config.training.seed
-    splits = json.loads((run / "splits.json").read_text(encoding="utf-8"))
-    test = load_cases(model, cohort, patients=splits["test"])
+    test = load_cases(model, cohort, patients=list(RunFolder(run).splits().test))
     test = test.select([i for i, c in enumerate(test.cases) if c.has_truth])
     labels = test.batch[CLASS_LABEL_KEYS["response"]].numpy()
     truth = {"post": test.batch["post"][:, 0].numpy(), "tumor": test.batch["tumor_mask"][:, 0].numpy() > 0,
@@ -146,7 +146,7 @@ def main() -> None:
     print(f"sampling {len(test)} test follow-ups under each class, {args.samples} samples each ...", flush=True)
     means = class_means(model, test, args.samples, seed)
     print(f"  {time.time() - started:.0f} s", flush=True)
-    regression = load_export(run / "baselines" / "regression")
+    regression = load_export(RunFolder(run).baseline("regression").root)
     reg_rows = metrics(predict_cases(regression, test, 1, seed, "predicted").mean, truth)
 
     train = load_cases(model, cohort, patients=splits["train"])

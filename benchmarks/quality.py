@@ -35,6 +35,7 @@ import numpy as np
 from oncodiff.config import load_config
 from oncodiff.evaluation import evaluate
 from oncodiff.evaluation.tables import markdown
+from oncodiff.runs import RunFolder
 from oncodiff.synth import synthesize
 from oncodiff.training import train
 
@@ -142,7 +143,7 @@ def main() -> None:
     if args.cohort is None and not (cohort / "cohort.yaml").is_file():
         synthesize(site=args.site, n_patients=args.patients, dims=2, seed=args.seed, out=cohort)
     run = args.run or args.out / "run"
-    if args.run is None and not (run / "model" / "model.safetensors").is_file():
+    if args.run is None and not RunFolder(run).weights.is_file():
         split = [f"data.val_fraction={args.val_fraction}", f"data.test_fraction={args.test_fraction}"]
         train(cohort, load_config(args.preset, [*split, *args.overrides]), run)
     baselines = f"evaluation.baselines=[{args.baselines}]"

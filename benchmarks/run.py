@@ -57,6 +57,7 @@ from oncodiff.pipeline.export import ExportedModel, ModelLayout, load_export
 from oncodiff.pipeline.predict import Predictions, case_conditions, predict_cases, predictions_from_generated
 from oncodiff.pipeline.sampling import draw_samples, sample_generators
 from oncodiff.pipeline.volumes import CaseVolumes, load_segmenter
+from oncodiff.runs import RunFolder
 
 REFERENCE_STEPS = 200
 SSIM_TOLERANCE = 0.01  # issue 7: a speed setting's in-tumour SSIM within 0.01 of the reference's
@@ -574,7 +575,7 @@ def prepare(args) -> tuple[Path, Path, str]:
     if args.run is not None:
         return args.run, cohort, f"trained run {args.run}"
     run = args.out / "run"
-    if not (run / "model" / "model.safetensors").is_file():
+    if not RunFolder(run).weights.is_file():
         overrides = [f"training.max_steps={args.train_steps}", "training.max_minutes=null", "evaluation.baselines=[]"]
         if args.quick:
             overrides += [*QUICK_MODEL, "training.batch_size=4", "training.samples_per_epoch=8",
@@ -585,8 +586,8 @@ def prepare(args) -> tuple[Path, Path, str]:
 
 
 def test_cases(run: Path, model: ExportedModel, cohort: Path, cache_dir) -> CaseSet:
-    splits = run / "splits.json"
-    patients = json.loads(splits.read_text())["test"] if splits.is_file() else None
+    folder = RunFolder(run)
+    patients = list(folder.splits().test) if folder.splits_json.is_file() else None
     cases = load_cases(model, cohort, patients or None, cache_dir=cache_dir)
     return cases.select([i for i, c in enumerate(cases.cases) if c.has_truth] or range(len(cases)))
 

@@ -25,6 +25,7 @@ from oncodiff.evaluation.tables import markdown
 from oncodiff.pipeline.export import load_export
 from oncodiff.pipeline.predict import calibrate_run
 from oncodiff.pipeline.prior_inputs import fit_export_class_prior
+from oncodiff.runs import RunFolder
 
 MAIN, BASELINES = "diffusion", ("regression", "identity")
 SURVIVAL_ROWS = ("denoiser features + Cox head", "clinical (Cox PH)")
@@ -93,8 +94,8 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     if args.refit:
         config = load_export(args.run).config
-        splits = json.loads((args.run / "splits.json").read_text(encoding="utf-8"))
-        fit_export_class_prior(args.run, args.cohort, splits["train"], config.training.seed)
+        train_patients = list(RunFolder(args.run).splits().train)
+        fit_export_class_prior(args.run, args.cohort, train_patients, config.training.seed)
         if config.sampling.calibrate:
             calibrate_run(args.run, args.cohort, seed=config.training.seed)
     summary = json.loads(evaluate(args.run, args.cohort, args.out / "evaluation").read_text(encoding="utf-8"))

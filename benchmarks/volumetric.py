@@ -43,6 +43,7 @@ from oncodiff.data.denoise import smoothed
 from oncodiff.data.geometry import Grid, sample
 from oncodiff.data.intensity import fit_intensity
 from oncodiff.evaluation.metrics import image_metrics
+from oncodiff.runs import RunFolder
 
 CANDIDATE_ROUTES = {  # name: config overrides on top of the demo preset
     "2.5D tumour slices (default)": [],
@@ -223,9 +224,9 @@ def _budget(train_cohort: Path, test_cohort: Path, truth: TestTruth, sigma: floa
     run = folder / "run"
     config = load_config("demo", [*COMMON, *overrides, f"training.max_steps={steps}"])
     started = time.perf_counter()
-    if not (run / "model" / "model.safetensors").is_file():
+    if not RunFolder(run).weights.is_file():
         train(train_cohort, config, run, cache_dir=out / "cache")
-    trained = Config.from_json(run / "config.json")
+    trained = Config.from_json(RunFolder(run).config_json)
     models = {"oncodiff": run}
     if regression:
         models["regression"] = ensure_baseline(run, train_cohort, trained, "regression", None, cache_dir=out / "cache")
@@ -237,7 +238,7 @@ def _budget(train_cohort: Path, test_cohort: Path, truth: TestTruth, sigma: floa
             predict(model, test_cohort, target, samples=samples if name == "oncodiff" else 1, cache_dir=out / "cache")
         predictions[name] = target
     scores = _score(truth, sigma, predictions)
-    plan = json.loads((run / "plan.json").read_text(encoding="utf-8"))
+    plan = json.loads(RunFolder(run).plan_json.read_text(encoding="utf-8"))
     return {"steps": steps, "planned_steps": plan.get("total_steps"), "train_wall_seconds": train_seconds,
             "config": trained.data.model_dump(mode="json"), "scores": scores}
 

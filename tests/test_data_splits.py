@@ -5,7 +5,8 @@ import json
 import pytest
 
 from oncodiff.config import DataConfig
-from oncodiff.data import Splits, make_splits
+from oncodiff.data import make_splits
+from oncodiff.runs import Splits
 from oncodiff.errors import ConfigError
 
 # 20 patients, 1 to 3 samples each (lesions, slices, time points); responders are every third.

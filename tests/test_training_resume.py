@@ -166,7 +166,8 @@ def test_a_run_without_a_validation_split_trains_and_exports(runs, tmp_path):
 
 def test_resume_accepts_a_run_started_before_new_config_keys_existed(tmp_path):
     """A config.json without keys that oncodiff added later is compared with their defaults filled in."""
-    from oncodiff.training.run_folder import RunFolder, _check_same_experiment
+    from oncodiff.runs import RunFolder
+    from oncodiff.training.run_folder import _check_same_experiment
 
     config = load_config("demo")
     run = RunFolder(tmp_path)

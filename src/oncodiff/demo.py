@@ -19,6 +19,7 @@ from pathlib import Path
 
 from oncodiff.config import Config
 from oncodiff.errors import CohortError
+from oncodiff.runs import RunFolder
 
 PREDICTED_PATIENTS = 2
 
@@ -40,13 +41,13 @@ def run_demo(out: str | Path, site: str, n_patients: int, config: Config, seed: 
     if problems:
         raise CohortError(problems, str(cohort))
     run = out / "run"
-    if (run / "model" / "model.safetensors").is_file():
+    if RunFolder(run).weights.is_file():
         _step(start, f"reusing the trained model in {run} (delete it to train again)")
     else:
         _step(start, f"training ({config.training.max_minutes} min budget) into {run}")
-        resume = (run / "checkpoints" / "last.ckpt").is_file()
+        resume = RunFolder(run).last_checkpoint.is_file()
         # A run stopped before its first checkpoint cannot be resumed: start it again (it is the demo's own).
-        train(cohort, config, run, resume=resume, overwrite=not resume and (run / "config.json").is_file())
+        train(cohort, config, run, resume=resume, overwrite=not resume and RunFolder(run).config_json.is_file())
     test = _test_patients(run)[:PREDICTED_PATIENTS]
     _step(start, f"predicting {', '.join(test)}: outcome unknown, then as responders and as non-responders")
     again = {"patients": test, "overwrite": True}  # a demo run again replaces its own predictions
@@ -77,9 +78,7 @@ def _cohort(path: Path, site: str, n_patients: int, dims: int, seed: int) -> Pat
 
 
 def _test_patients(run: Path) -> list[str]:
-    import json
-
-    return list(json.loads((run / "splits.json").read_text(encoding="utf-8"))["test"])
+    return list(RunFolder(run).splits().test)
 
 
 def _positive(cohort: Path) -> str:

@@ -27,6 +27,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from oncodiff.errors import OncodiffError
+from oncodiff.runs import MODEL_DIR, RunFolder
 
 MARKER = ".oncodiff-output.json"
 LOCK = "train.lock"
@@ -71,7 +72,7 @@ def output_kind(folder: Path) -> str | None:
         return marker["kind"]
     if (folder / COHORT_YAML).is_file():
         return "cohort"
-    if (folder / "config.json").is_file() and (folder / "splits.json").is_file():
+    if RunFolder(folder).config_json.is_file() and RunFolder(folder).splits_json.is_file():
         return "run"
     return None
 
@@ -273,7 +274,7 @@ def check_run_finished(folder: Path, reading: str = "read") -> None:
     """Refuse a run folder whose training has not finished, or that is being trained now; a run stopped
     while calibrating is accepted (its export is whole; ``oncodiff calibrate`` finishes it)."""
     folder = Path(folder)
-    if read_marker(folder) is None and folder.name == "model" and read_marker(folder.parent) is not None:
+    if read_marker(folder) is None and folder.name == MODEL_DIR and read_marker(folder.parent) is not None:
         folder = folder.parent  # the export folder of a run: the run's state applies
     owner = RunLock(folder).holder()
     if owner is not None:

@@ -15,7 +15,7 @@ from oncodiff.data.preprocess import (
     preprocess_cohort,
 )
 from oncodiff.data.registration import register
-from oncodiff.data.splits import Splits, make_splits
+from oncodiff.data.splits import make_splits
 
 _LAZY = {
     "CohortDataModule": "oncodiff.data.datamodule",
@@ -28,7 +28,7 @@ _LAZY = {
 
 __all__ = [
     "BaselineCrops", "ClinicalEncoder", "FollowUpCrops", "GeometryRecord", "Grid", "IntensityTransform",
-    "PreprocessedCohort", "SampleRecord", "Splits", "SurvivalClasses", "baseline_scan", "canonical_grid",
+    "PreprocessedCohort", "SampleRecord", "SurvivalClasses", "baseline_scan", "canonical_grid",
     "crop_baseline", "crop_support", "cut_followup", "fit_intensity", "make_splits", "normalization_method",
     "paste_back", "paste_crops", "patient_outcomes", "preprocess_cohort", "register", "sample", *_LAZY,
 ]

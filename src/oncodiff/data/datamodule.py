@@ -18,7 +18,8 @@ from oncodiff.data.dataset import PairedDataset, SampleLabels, SeededSampler
 from oncodiff.data.denoise import smoothing_index
 from oncodiff.data.labels import SurvivalClasses, patient_outcomes
 from oncodiff.data.preprocess import PreprocessedCohort, SampleRecord, preprocess_cohort
-from oncodiff.data.splits import SPLIT_NAMES, Splits, make_splits
+from oncodiff.data.splits import make_splits
+from oncodiff.runs import SPLIT_NAMES, Splits
 from oncodiff.data.transforms import paired_augmentation
 from oncodiff.errors import ConfigError
 

@@ -9,78 +9,13 @@ patients, drawn from the other folds, is the validation set.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold
 
 from oncodiff.config import DataConfig
-from oncodiff.errors import ConfigError
-
-SPLIT_NAMES = ("train", "val", "test")
-
-
-@dataclass(frozen=True)
-class Splits:
-    """Patient ids per split, and how they were drawn (``method``: fractions, kfold or file)."""
-
-    train: tuple[str, ...]
-    val: tuple[str, ...]
-    test: tuple[str, ...]
-    seed: int
-    method: str
-    folds: int | None = None
-    fold: int | None = None
-
-    def __post_init__(self) -> None:
-        seen: dict[str, str] = {}
-        for name in SPLIT_NAMES:
-            for patient in getattr(self, name):
-                if patient in seen:
-                    raise ValueError(f"patient {patient} is in both {seen[patient]} and {name}; "
-                                     "a patient belongs to one split")
-                seen[patient] = name
-
-    def split_of(self, patient_id: str) -> str | None:
-        """'train', 'val', 'test', or None for a patient left out of every split."""
-        return next((name for name in SPLIT_NAMES if patient_id in getattr(self, name)), None)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"train": list(self.train), "val": list(self.val), "test": list(self.test), "seed": self.seed,
-                "method": self.method, "folds": self.folds, "fold": self.fold}
-
-    def to_json(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
-        return path
-
-    @classmethod
-    def from_json(cls, path: str | Path) -> Splits:
-        """Read a splits.json; ConfigError naming the file and the fix when it is malformed."""
-        path = Path(path)
-        try:
-            raw = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as e:
-            raise ConfigError(f"{path}: cannot read splits ({e})") from None
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{path}: expected an object with train, val and test lists of patient ids")
-        lists = {}
-        for name in SPLIT_NAMES:
-            value = raw.get(name, [])
-            if not isinstance(value, list) or not all(isinstance(p, (str, int)) for p in value):
-                raise ConfigError(f"{path}: {name!r} must be a list of patient ids, e.g. [\"P001\", \"P002\"]")
-            lists[name] = tuple(str(p) for p in value)
-        try:
-            return cls(**lists, seed=int(raw.get("seed", 0)), method=str(raw.get("method", "file")),
-                       folds=raw.get("folds"), fold=raw.get("fold"))
-        except (TypeError, ValueError) as e:
-            raise ConfigError(f"{path}: {e}") from None
-
+from oncodiff.runs import Splits
 
 def make_splits(
     sample_patients: Sequence[str], sample_labels: Sequence[int], config: DataConfig, seed: int

@@ -27,6 +27,7 @@ from oncodiff.data.denoise import choose_smoothing
 from oncodiff.pipeline.cases import CaseSet, load_cases
 from oncodiff.pipeline.export import ExportedModel
 from oncodiff.outputs import write_marker
+from oncodiff.runs import RunFolder
 
 # Baselines are pixel-space models trained from scratch, whatever the run's stage: a latent or ControlNet
 # run's baseline does not load its autoencoders, locked denoiser or anatomy encoders.
@@ -73,13 +74,14 @@ def ensure_baseline(run: Path, cohort: str | Path, config: Config, name: str, mi
     """The run folder of baseline ``name`` for ``run``: trained now if it is not there yet."""
     from oncodiff.training import train  # training is heavy; only evaluate's baselines need it
 
-    folder = run / "baselines" / name
-    if (folder / "model" / "model.safetensors").is_file():
+    baseline = RunFolder(run).baseline(name)
+    folder = baseline.root
+    if baseline.weights.is_file():
         return folder
     if folder.exists():  # an interrupted earlier attempt: start it again
         shutil.rmtree(folder)
     folder.mkdir(parents=True)
     write_marker(folder, "run", state="training")  # the run's own output (docs/outputs.md)
-    shutil.copy(run / "splits.json", folder / "splits.json")  # the same patients on each side
+    shutil.copy(RunFolder(run).splits_json, baseline.splits_json)  # the same patients on each side
     print(f"training baseline {name!r} into {folder} ...", flush=True)
     return train(cohort, baseline_config(config, name, minutes), folder, cache_dir=cache_dir, within=run)

@@ -34,11 +34,12 @@ from oncodiff.models.conditions import CLASS_LABEL_KEYS
 from oncodiff.outputs import check_output, check_run_finished, staged_folder
 from oncodiff.pipeline.calibration import IntervalCalibration
 from oncodiff.pipeline.cases import CaseSet, load_cases
-from oncodiff.pipeline.export import ExportedModel, load_export
+from oncodiff.pipeline.export import ExportedModel, load_export, read_export_meta
 from oncodiff.cohort import same_cohort
 from oncodiff.pipeline.predict import UNKNOWN_CLASS_MODES, Predictions, default_patients, load_calibration, predict_cases
 from oncodiff.pipeline.prior_inputs import class_probabilities, load_class_prior
 from oncodiff.pipeline.volumes import CaseVolumes, load_segmenter
+from oncodiff.runs import RunFolder
 
 FIGURE_CASES = 6
 UNKNOWN_CLASS_LABELS = {  # sampling.unknown_class -> the method's label in the tables
@@ -68,9 +69,9 @@ def evaluate(model: str | Path, cohort: str | Path, out: str | Path, overrides: 
     out = check_output(out, "evaluation", overwrite, inputs={"cohort": cohort, "run": model})
     run = Path(model).resolve()
     check_run_finished(run, reading="evaluate")
-    if not (run / "splits.json").is_file():
-        raise OncodiffError(f"{run}: not a run folder (no splits.json); evaluate needs the run written by "
-                            "`oncodiff train`, to score its own test split")
+    if not RunFolder(run).splits_json.is_file():
+        raise OncodiffError(f"{run}: not a run folder (no {RunFolder(run).splits_json.name}); evaluate needs the "
+                            "run written by `oncodiff train`, to score its own test split")
     exported = load_export(run)
     config = exported.config.with_overrides(list(overrides)) if overrides else exported.config
     patients, which = default_patients(run, cohort)
@@ -78,8 +79,8 @@ def evaluate(model: str | Path, cohort: str | Path, out: str | Path, overrides: 
     cases = load_cases(exported, cohort, patients=patients, cache_dir=cache_dir)
     cases = cases.select([i for i, c in enumerate(cases.cases) if c.has_truth])
     print(f"evaluating {which}: {len(cases)} cases with a follow-up", flush=True)
-    splits = json.loads((run / "splits.json").read_text(encoding="utf-8"))
-    methods = _run_methods(run, exported, config, cases, training_cohort, cache_dir, list(splits["train"]))
+    train_patients = list(RunFolder(run).splits().train)
+    methods = _run_methods(run, exported, config, cases, training_cohort, cache_dir, train_patients)
     _calibrate_identity(methods, run, exported, config, training_cohort, cache_dir)
     summary = _score(methods, cases, config)
     summary["proper_scores"] = _proper_scores(methods, cases, config)
@@ -99,7 +100,7 @@ def evaluate(model: str | Path, cohort: str | Path, out: str | Path, overrides: 
 
 def _training_cohort(run: Path, cohort: str | Path) -> Path:
     """The cohort the run was trained on: where its baselines train and the denoised identity's sigma is chosen."""
-    recorded = run / "cohort.json"
+    recorded = RunFolder(run).cohort_json
     if not recorded.is_file():
         return Path(cohort)
     fingerprint = json.loads(recorded.read_text(encoding="utf-8"))
@@ -201,7 +202,7 @@ def _calibrate_identity(methods: list[MethodResult], run: Path, exported: Export
     """Conformal margins for identity's (no) change from the validation split's true changes, as the trained
     methods get theirs, so its volume change is scored as a distribution too."""
     identity = next((m for m in methods if m.name == "identity"), None)
-    val = json.loads((run / "splits.json").read_text(encoding="utf-8"))["val"]
+    val = list(RunFolder(run).splits().val)
     if identity is None or not val:
         return
     cases = load_cases(exported, cohort, patients=val, cache_dir=cache_dir)
@@ -272,8 +273,8 @@ def _uncertainty(volumes: CaseVolumes, calibration: IntervalCalibration | None =
 def _provenance(run: Path, exported: ExportedModel, config: Config, cases: CaseSet, cohort) -> dict:
     return {"oncodiff_version": __version__, "run": str(run), "cohort": str(Path(cohort).resolve()),
             "data_hash": cases.data_hash, "config": config.model_dump(mode="json"),
-            "test_cases": [c.key for c in cases.cases], "training_curves": str(run / "metrics.csv"),
-            "segmenter": json.loads((exported.path / "config.json").read_text(encoding="utf-8")).get("segmenter")}
+            "test_cases": [c.key for c in cases.cases], "training_curves": str(RunFolder(run).metrics_csv),
+            "segmenter": read_export_meta(exported.path).get("segmenter")}
 
 
 def _write_figures(out: Path, methods: list[MethodResult], cases: CaseSet) -> None:

@@ -26,6 +26,7 @@ from oncodiff.evaluation.figures import (
 )
 from oncodiff.evaluation.tables import IMAGE_COLUMNS, Table, method_label, summary_tables, to_html
 from oncodiff.outputs import REPORT_SIGNATURE, check_output_file, make_folder, write_file_atomic
+from oncodiff.runs import RunFolder
 
 FEW_TEST_CASES = 10
 METRIC_NAMES = dict(IMAGE_COLUMNS)
@@ -398,7 +399,7 @@ def _training_section(summary: dict) -> str:
 
 
 def _train_summary(run: Path) -> str:
-    path = run / "train_summary.json"
+    path = RunFolder(run).train_summary_json
     if not path.is_file():
         return ""
     info = json.loads(path.read_text(encoding="utf-8"))

@@ -12,7 +12,6 @@ test-split patients are reported beside the all-patient ones.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +26,7 @@ from oncodiff.evaluation.outcomes import (
 from oncodiff.pipeline.cases import CaseSet, load_cases
 from oncodiff.pipeline.denoiser_features import denoiser_features
 from oncodiff.pipeline.export import ExportedModel
+from oncodiff.runs import RunFolder
 
 BOOTSTRAP_DRAWS = 1000  # patient-bootstrap resamples for the c-index interval
 
@@ -35,7 +35,7 @@ def evaluate_outcomes(model: ExportedModel, config: Config, cohort, run: Path, c
     """Cross-validated response and survival prediction: stage-2 heads vs baselines (module doc)."""
     cases = _first_case_per_patient(load_cases(model, cohort, cache_dir=cache_dir))
     patients = np.array([c.patient_id for c in cases.cases])
-    test = set(json.loads((run / "splits.json").read_text(encoding="utf-8"))["test"])
+    test = set(RunFolder(run).splits().test)
     features = denoiser_features(model, cases, config.evaluation.feature_timestep)
     clinical = clinical_design_matrix(cases.batch["clinical"].numpy(), cases.batch["clinical_missing"].numpy(),
                                       model.layout.clinical)

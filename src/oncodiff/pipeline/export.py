@@ -26,10 +26,9 @@ from oncodiff.models import CLASS_COUNTS, ConditionalDenoiser
 from oncodiff.models.anatomy import AnatomyEncoders
 from oncodiff.models.autoencoder import LatentCodec, LatentDenoiser, latent_condition_names
 from oncodiff.models.controlnet import ControlledDenoiser
+from oncodiff.runs import EXPORT_CONFIG, MODEL_DIR, WEIGHTS
 
 EXPORT_FORMAT = 1
-WEIGHTS = "model.safetensors"
-CONFIG = "config.json"
 
 
 @dataclass(frozen=True)
@@ -135,9 +134,9 @@ def save_export(folder: str | Path, net: torch.nn.Module, config: Config, layout
     meta = {"format": EXPORT_FORMAT, "oncodiff_version": __version__, "config": config.model_dump(mode="json"),
             "layout": layout.to_dict(), "weights_sha256": file_sha256(folder / WEIGHTS),
             "source_run": None if source is None else str(Path(source).resolve()), **(extra or {})}
-    partial = folder / f".{CONFIG}.partial"
+    partial = folder / f".{EXPORT_CONFIG}.partial"
     partial.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-    partial.replace(folder / CONFIG)
+    partial.replace(folder / EXPORT_CONFIG)
     return folder
 
 
@@ -157,7 +156,7 @@ def _umask() -> int:
 
 def update_export_meta(folder: str | Path, **entries: Any) -> None:
     """Add or replace top-level entries of an export's config.json (written whole, then renamed)."""
-    path = export_folder(folder) / CONFIG
+    path = export_folder(folder) / EXPORT_CONFIG
     meta = json.loads(path.read_text(encoding="utf-8"))
     meta.update(entries)
     partial = path.with_suffix(".json.partial")
@@ -168,16 +167,16 @@ def update_export_meta(folder: str | Path, **entries: Any) -> None:
 def export_folder(path: str | Path) -> Path:
     """The folder holding model.safetensors: ``path`` itself, or a run folder's ``model/``."""
     path = Path(path)
-    for candidate in (path, path / "model"):
-        if (candidate / WEIGHTS).is_file() and (candidate / CONFIG).is_file():
+    for candidate in (path, path / MODEL_DIR):
+        if (candidate / WEIGHTS).is_file() and (candidate / EXPORT_CONFIG).is_file():
             return candidate
-    raise OncodiffError(f"{path}: no {WEIGHTS} + {CONFIG} here or in {path / 'model'}; "
+    raise OncodiffError(f"{path}: no {WEIGHTS} + {EXPORT_CONFIG} here or in {path / MODEL_DIR}; "
                         "pass a run folder written by `oncodiff train` (training must have finished)")
 
 
 def read_export_meta(path: str | Path) -> dict[str, Any]:
     """config.json of an export, checked for a supported format."""
-    config = export_folder(path) / CONFIG
+    config = export_folder(path) / EXPORT_CONFIG
     try:
         meta = json.loads(config.read_text(encoding="utf-8"))
     except (ValueError, OSError) as error:
@@ -208,7 +207,7 @@ def load_export(path: str | Path, device: str | torch.device = "auto") -> Export
     try:
         net.load_state_dict(state, strict=True)
     except RuntimeError as error:
-        raise OncodiffError(f"{folder / WEIGHTS} does not fit the network {folder / CONFIG} describes "
+        raise OncodiffError(f"{folder / WEIGHTS} does not fit the network {folder / EXPORT_CONFIG} describes "
                             f"({_first_line(error)}); the two files come from different models: use the pair one "
                             "training run exported") from None
     net = net.to(device).eval()
@@ -226,7 +225,7 @@ def _rebuild(folder: Path, meta: dict[str, Any]) -> tuple[Config, ModelLayout, n
         layout = ModelLayout.from_dict(meta["layout"])
         return config, layout, build_network(config, layout)
     except Exception as error:  # a hand-edited config.json: pydantic, KeyError, or the network refusing it
-        raise OncodiffError(f"{folder / CONFIG}: does not describe a network this oncodiff can build "
+        raise OncodiffError(f"{folder / EXPORT_CONFIG}: does not describe a network this oncodiff can build "
                             f"({_first_line(error)}); restore the config.json the run exported") from None
 
 
@@ -235,7 +234,7 @@ def _check_weights(folder: Path, meta: dict[str, Any]) -> None:
     expected = meta.get("weights_sha256")
     if expected and file_sha256(folder / WEIGHTS) != expected:
         source = meta.get("source_run") or "the run that exported it"
-        raise OncodiffError(f"{folder / WEIGHTS} is not the file exported with {folder / CONFIG} (its SHA-256 "
+        raise OncodiffError(f"{folder / WEIGHTS} is not the file exported with {folder / EXPORT_CONFIG} (its SHA-256 "
                             f"differs: replaced, or copied from another run); restore the weights of {source}, or "
                             "use the export folder that holds both files")
 

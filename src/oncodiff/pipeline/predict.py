@@ -35,6 +35,7 @@ from oncodiff.pipeline.export import ExportedModel, load_export, read_export_met
 from oncodiff.pipeline.prior_inputs import class_prior_note, class_probabilities, survival_risk_summary
 from oncodiff.pipeline.sampling import draw_samples, regress, sample_generators
 from oncodiff.pipeline.volumes import CaseVolumes, load_segmenter
+from oncodiff.runs import RunFolder
 
 
 @dataclass
@@ -151,11 +152,11 @@ def calibrate_run(run: str | Path, cohort: str | Path, samples: int | None = Non
             raise OncodiffError(f"--set {item!r}: calibrate takes sampling.KEY=VALUE only (how the validation "
                                 "split is sampled, as predict will), e.g. --set sampling.unknown_class=most_probable")
     run = Path(run)
-    splits = run / "splits.json"
-    if not splits.is_file():
-        raise OncodiffError(f"{run}: not a run folder (no splits.json); calibration needs the run written by "
-                            "`oncodiff train`, to sample its own validation split")
-    val = json.loads(splits.read_text(encoding="utf-8"))["val"]
+    folder = RunFolder(run)
+    if not folder.splits_json.is_file():
+        raise OncodiffError(f"{run}: not a run folder (no {folder.splits_json.name}); calibration needs the run "
+                            "written by `oncodiff train`, to sample its own validation split")
+    val = list(folder.splits().val)
     with RunLock(run, command="calibrate"):
         result = calibrate_export(run, cohort, val, seed, cache_dir, samples, overrides)
         if (read_marker(run) or {}).get("state") == "calibrating":
@@ -303,17 +304,16 @@ def default_patients(model: Path, cohort: str | Path) -> tuple[list[str] | None,
     """The patients to predict when none are named, and a sentence saying which: the run's test split when
     ``cohort`` is the cohort the run was trained on (RUN/cohort.json: the same folder, or byte-identical tables;
     a run without that record: every patient of the run's splits is in ``cohort``), else every patient."""
-    splits = model / "splits.json"
-    if not splits.is_file():
+    run = RunFolder(model)
+    if not run.splits_json.is_file():
         return None, f"every patient of {cohort}"
-    split = json.loads(splits.read_text(encoding="utf-8"))
-    recorded = model / "cohort.json"
-    if recorded.is_file():
-        trained_here = same_cohort(json.loads(recorded.read_text(encoding="utf-8")), cohort)
+    split = run.splits()
+    if run.cohort_json.is_file():
+        trained_here = same_cohort(json.loads(run.cohort_json.read_text(encoding="utf-8")), cohort)
     else:
         listed = set(load_cohort(cohort).patients.index.astype(str))
-        trained_here = {p for name in ("train", "val", "test") for p in split.get(name, [])} <= listed
-    test = list(split.get("test", []))
+        trained_here = {*split.train, *split.val, *split.test} <= listed
+    test = list(split.test)
     if trained_here and test:
         shown = ", ".join(test[:8]) + (", ..." if len(test) > 8 else "")
         return test, f"the run's test split of its training cohort {cohort} ({len(test)} patients: {shown})"

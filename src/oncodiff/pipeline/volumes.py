@@ -18,12 +18,12 @@ import numpy as np
 from oncodiff.data import GeometryRecord
 from oncodiff.models.segmenter import TumorSegmenter
 from oncodiff.pipeline.calibration import IntervalCalibration, sample_interval
+from oncodiff.runs import SEGMENTER
 
 if TYPE_CHECKING:  # avoid an import cycle: predict imports this module
     from oncodiff.pipeline.cases import CaseSet
     from oncodiff.pipeline.predict import Predictions
 
-SEGMENTER = "segmenter.safetensors"
 
 
 def load_segmenter(folder: str | Path) -> TumorSegmenter | None:

@@ -1,22 +1,12 @@
-"""The run folder: everything one training run reads and writes, at fixed paths.
+"""Opening a run folder for ``oncodiff train``: checks on ``--out``, the lock, the marker, resuming.
 
-    RUN/config.json        the experiment config, written before anything runs
-    RUN/splits.json        patient-grouped splits, written once
-    RUN/cohort.json        the training cohort's fingerprint (folder, hash of its tables)
-    RUN/preprocessing.json what preprocessing did to each scan pair (bias field, normalisation, registration)
-    RUN/checkpoints/       Lightning checkpoints (best.ckpt, last.ckpt)
-    RUN/logs/version_N/    Lightning CSV logs, one version per (re)start
-    RUN/metrics.csv        all logged metrics of every version, in step order
-    RUN/model/             the export: model.safetensors + config.json, all `predict` needs
-    RUN/.oncodiff-output.json  the marker: training, then calibrating, then complete (docs/outputs.md)
-    RUN/train.lock         held by the process writing the run (pid, host); stale once that process is gone
+The folder's layout is ``oncodiff/runs.py``.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -25,60 +15,20 @@ from pydantic import ValidationError
 from oncodiff.config import Config
 from oncodiff.errors import OncodiffError
 from oncodiff.outputs import RunLock, check_output, is_own_output, make_folder, write_marker
+from oncodiff.runs import RunFolder
 
-COHORT_FILE = "cohort.json"
 # Keys a resumed run may change: budgets and hardware, never the experiment itself.
 RESUMABLE_CHANGES = ("training.max_epochs", "training.max_minutes", "training.devices", "training.num_nodes",
                      "training.accelerator", "data.num_workers")
 
 
-@dataclass(frozen=True)
-class RunFolder:
-    root: Path
-
-    @property
-    def config_json(self) -> Path:
-        return self.root / "config.json"
-
-    @property
-    def splits_json(self) -> Path:
-        return self.root / "splits.json"
-
-    @property
-    def cohort_json(self) -> Path:
-        return self.root / COHORT_FILE
-
-    @property
-    def preprocessing_json(self) -> Path:
-        return self.root / "preprocessing.json"
-
-    @property
-    def checkpoints(self) -> Path:
-        return self.root / "checkpoints"
-
-    @property
-    def last_checkpoint(self) -> Path:
-        return self.checkpoints / "last.ckpt"
-
-    @property
-    def metrics_csv(self) -> Path:
-        return self.root / "metrics.csv"
-
-    @property
-    def logs(self) -> Path:
-        return self.root / "logs"
-
-    @property
-    def model_dir(self) -> Path:
-        return self.root / "model"
-
-    def consolidate_metrics(self) -> Path | None:
-        """Concatenate every log version's metrics.csv into RUN/metrics.csv."""
-        frames = [pd.read_csv(p) for p in sorted(self.logs.glob("version_*/metrics.csv"), key=_version)]
-        if not frames:
-            return None
-        pd.concat(frames, ignore_index=True).to_csv(self.metrics_csv, index=False)
-        return self.metrics_csv
+def consolidate_metrics(run: RunFolder) -> Path | None:
+    """Concatenate every log version's metrics.csv into RUN/metrics.csv."""
+    frames = [pd.read_csv(p) for p in sorted(run.logs.glob("version_*/metrics.csv"), key=_version)]
+    if not frames:
+        return None
+    pd.concat(frames, ignore_index=True).to_csv(run.metrics_csv, index=False)
+    return run.metrics_csv
 
 
 def _version(path: Path) -> int:

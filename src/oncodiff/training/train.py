@@ -29,16 +29,15 @@ from oncodiff.models import image_condition_names
 from oncodiff.pipeline.prior_inputs import fit_export_class_prior
 from oncodiff.pipeline.export import ModelLayout, save_export
 from oncodiff.outputs import write_marker
+from oncodiff.runs import SEGMENTER, RunFolder
 from oncodiff.pipeline.predict import calibrate_run
-from oncodiff.pipeline.volumes import SEGMENTER
 from oncodiff.training.callbacks import EpochLine
 from oncodiff.training.ema import WarmupEMA
 from oncodiff.training.memory import check_memory
 from oncodiff.training.stages import module_class
-from oncodiff.training.run_folder import RunFolder, check_run_out, open_run_folder
+from oncodiff.training.run_folder import check_run_out, consolidate_metrics, open_run_folder
 from oncodiff.training.segmenter import train_segmenter
 
-PLAN = "plan.json"
 BUDGET_MARGIN = 0.85  # share of max_minutes planned for training steps; the rest covers validation and export
 
 
@@ -58,7 +57,7 @@ def train(cohort: str | Path, config: Config, out: str | Path, resume: bool = Fa
     L.seed_everything(config.training.seed, workers=True, verbose=False)
     if not _is_rank_zero():  # torchrun/SLURM start every rank at once: read what rank 0 decided, never decide again
         run = RunFolder(Path(out).resolve())
-        _wait_for((run.config_json, run.splits_json, run.root / PLAN))
+        _wait_for((run.config_json, run.splits_json, run.plan_json))
         return _fit(run, cohort, config, resume, cache_dir, _prepared(cohort, config, cache_dir, run))
     run = check_run_out(out, cohort, resume, overwrite, within)
     data = _prepared(cohort, config, cache_dir, run)
@@ -168,7 +167,7 @@ def _wait_for(paths: tuple[Path, ...], timeout_s: float = 1800.0) -> None:
 
 def _plan_steps(run: RunFolder, config: Config, layout: ModelLayout, data: CohortDataModule) -> int:
     """Total optimiser steps, decided once per run and stored in RUN/plan.json."""
-    path = run.root / PLAN
+    path = run.plan_json
     if path.is_file():
         return int(json.loads(path.read_text(encoding="utf-8"))["total_steps"])
     train = config.training
@@ -251,7 +250,7 @@ def _trainer(run: RunFolder, config: Config, total_steps: int) -> L.Trainer:
         precision=effective_precision(config), max_epochs=train.max_epochs, max_steps=total_steps,
         max_time={"minutes": train.max_minutes} if train.max_minutes else None,
         check_val_every_n_epoch=train.val_every_n_epochs, callbacks=callbacks,
-        logger=CSVLogger(run.root, name="logs"), log_every_n_steps=10, enable_progress_bar=interactive,
+        logger=CSVLogger(run.root, name=run.logs.name), log_every_n_steps=10, enable_progress_bar=interactive,
         enable_model_summary=False, num_sanity_val_steps=0, deterministic=False,
     )
 
@@ -277,15 +276,15 @@ def _finish(run: RunFolder, config: Config, layout: ModelLayout, module: L.Light
             f"the calibration did not finish (training stopped while calibrating); finish it with "
             f"`oncodiff calibrate --model {run.root} --cohort {calibrate_on}`")}
     save_export(run.model_dir, module.net, config, layout, extra=extra, source=run.root)
-    run.consolidate_metrics()
-    (run.root / "train_summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    consolidate_metrics(run)
+    run.train_summary_json.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
 
 
 def _calibrate(run: RunFolder, cohort: str | Path, config: Config, cache_dir: str | Path | None) -> None:
     """Conformal margins for the volume-change intervals from the validation split, into the export and
     train_summary.json."""
     result = calibrate_run(run.root, cohort, seed=config.training.seed, cache_dir=cache_dir)
-    path = run.root / "train_summary.json"
+    path = run.train_summary_json
     summary = json.loads(path.read_text(encoding="utf-8"))
     summary["interval_calibration"] = result
     path.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from oncodiff.cohort import load_cohort, read_image, write_image
 from oncodiff.data.clinical import as_text, is_missing
 from oncodiff.errors import OncodiffError
+from oncodiff.runs import RunFolder
 from oncodiff.view.catalog import PredictionSet, case_layers, case_slot, geometry, summary_row
 from oncodiff.view.folders import ViewerFolders
 from oncodiff.view.jobs import Job, JobQueue
@@ -42,9 +42,8 @@ class Viewer:
     def patients(self) -> list[str]:
         """The given predictions' patients, then the run's test split (every patient when there is no split)."""
         given = [c["patient_id"] for c in self.store.given.summary["cases"]] if self.store.given else []
-        splits = self.folders.run / "splits.json"
-        test = (json.loads(splits.read_text(encoding="utf-8"))["test"] if splits.is_file()
-                else list(self.cohort.patients.index))
+        run = RunFolder(self.folders.run)
+        test = list(run.splits().test) if run.splits_json.is_file() else list(self.cohort.patients.index)
         return list(dict.fromkeys([*given, *test]))
 
     def rows(self) -> list[dict[str, Any]]:
