@@ -53,7 +53,8 @@ from oncodiff.models import (
     target_from_batch,
 )
 from oncodiff.pipeline.cases import CaseSet, load_cases
-from oncodiff.pipeline.export import ExportedModel, ModelLayout, load_export
+from oncodiff.models.factory import ModelLayout
+from oncodiff.pipeline.export import ExportedModel, load_export
 from oncodiff.pipeline.predict import Predictions, case_conditions, predict_cases, predictions_from_generated
 from oncodiff.pipeline.sampling import draw_samples, sample_generators
 from oncodiff.pipeline.volumes import CaseVolumes, load_segmenter

@@ -226,7 +226,7 @@ def test_pulsar_source_with_a_generated_mask_starts_the_mask_at_the_baseline_mas
 def test_latent_model_samples_come_back_in_image_space():
     from oncodiff.cohort.schema import ClinicalVariable
     from oncodiff.models import Conditions
-    from oncodiff.pipeline.export import ModelLayout, build_network
+    from oncodiff.models.factory import ModelLayout, build_network
     from oncodiff.pipeline.sampling import draw_samples, sample_generators
 
     config = load_config("gbm-ldm", ["model.autoencoder.channels=[8, 8]", "model.channels=[16, 16]",

@@ -11,7 +11,8 @@ from oncodiff.cohort.schema import ClinicalVariable
 from oncodiff.config import Config
 from oncodiff.errors import ConfigError, OncodiffError
 from oncodiff.models import ConditionalDenoiser, LatentCodec
-from oncodiff.pipeline.export import ModelLayout, build_network, save_export
+from oncodiff.models.factory import ModelLayout, build_network
+from oncodiff.pipeline.export import save_export
 from oncodiff.training.init import component_prefixes, freeze_parameters, prepare_network
 from oncodiff.training.module import DiffusionModule
 from oncodiff.training.stages import (

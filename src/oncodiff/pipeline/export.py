@@ -2,7 +2,8 @@
 
 config.json holds the experiment config, the layout (spatial dims, input channels, clinical
 variables, class count) and the fitted clinical encoding (training-split statistics), so a model
-is rebuilt from plain data: no pickled code, no training code.
+is rebuilt from plain data (``models/factory.py: build_network``): no pickled code, no training code.
+This module only saves and loads; the folder's file names are ``oncodiff/runs.py``'s.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,94 +20,12 @@ from torch import nn
 from safetensors.torch import load_file, save_file
 
 from oncodiff import __version__
-from oncodiff.cohort.schema import ClinicalVariable
-from oncodiff.config import Config, ModelConfig
+from oncodiff.config import Config
 from oncodiff.errors import OncodiffError
-from oncodiff.models import CLASS_COUNTS, ConditionalDenoiser
-from oncodiff.models.anatomy import AnatomyEncoders
-from oncodiff.models.autoencoder import LatentCodec, LatentDenoiser, latent_condition_names
-from oncodiff.models.controlnet import ControlledDenoiser
+from oncodiff.models.factory import ModelLayout, build_network
 from oncodiff.runs import EXPORT_CONFIG, MODEL_DIR, WEIGHTS
 
 EXPORT_FORMAT = 1
-
-
-@dataclass(frozen=True)
-class ModelLayout:
-    """What the network's inputs are: enough to rebuild it without the cohort."""
-
-    spatial_dims: int
-    image_condition_names: tuple[str, ...]
-    clinical: tuple[ClinicalVariable, ...]
-    anatomy: tuple[str, ...] = ()
-    target_channels: int = 1
-    crop_size: tuple[int, ...] = ()
-    clinical_encoder: dict[str, Any] = field(default_factory=dict)
-    response_positive: str | None = None
-    survival_classes: dict[str, Any] = field(default_factory=dict)  # training-split median / quartiles (days)
-    smoothing_mm: float = 0.0  # the Gaussian sigma of the pre scans the model was trained on (data.smoothing)
-
-    def n_classes(self, model: ModelConfig) -> int:
-        return CLASS_COUNTS[model.class_label]
-
-    def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        out["clinical"] = [v.model_dump(mode="json") for v in self.clinical]
-        return out
-
-    @classmethod
-    def from_dict(cls, raw: dict[str, Any]) -> ModelLayout:
-        raw = dict(raw)
-        raw["clinical"] = tuple(ClinicalVariable.model_validate(v) for v in raw.get("clinical", ()))
-        for key in ("image_condition_names", "anatomy", "crop_size"):
-            raw[key] = tuple(raw.get(key, ()))
-        return cls(**raw)
-
-
-def build_denoiser(model: ModelConfig, layout: ModelLayout) -> ConditionalDenoiser:
-    """The denoiser for ``layout``, freshly initialised."""
-    return ConditionalDenoiser(
-        spatial_dims=layout.spatial_dims,
-        target_channels=layout.target_channels,
-        image_condition_channels=len(layout.image_condition_names),
-        clinical=layout.clinical,
-        n_classes=layout.n_classes(model),
-        config=model,
-        image_condition_names=layout.image_condition_names,
-    )
-
-
-def build_network(config: Config, layout: ModelLayout) -> nn.Module:
-    """The freshly initialised network that ``config.training.stage`` trains and exports, for ``layout``."""
-    stage, model = config.training.stage, config.model
-    if stage in ("diffusion", "regression"):
-        return build_denoiser(model, layout)
-    if stage == "contrastive":
-        return AnatomyEncoders(layout.spatial_dims, layout.anatomy, model.anatomy_encoder)
-    if stage == "autoencoder":
-        return LatentCodec(layout.spatial_dims, model.latent, model.autoencoder)
-    if model.latent == "none":  # a pixel-space ControlNet
-        return _controlled(build_denoiser(model, layout), config, layout, control_downsample_levels=0)
-    codec = LatentCodec(layout.spatial_dims, model.latent, model.autoencoder)
-    if layout.crop_size:
-        codec.latent_shape(layout.crop_size)  # fail now, naming the crop size, rather than at the first batch
-    names = latent_condition_names(codec, layout.image_condition_names)
-    denoiser = ConditionalDenoiser(layout.spatial_dims, codec.latent_channels, len(names), layout.clinical,
-                                   CLASS_COUNTS[model.class_label], model, image_condition_names=names)
-    if stage == "controlnet":
-        denoiser = _controlled(denoiser, config, layout, control_downsample_levels=codec.downsample_levels)
-    return LatentDenoiser(codec, denoiser, layout.image_condition_names)
-
-
-def _controlled(denoiser: ConditionalDenoiser, config: Config, layout: ModelLayout,
-                control_downsample_levels: int) -> ControlledDenoiser:
-    model = config.model
-    encoders = None
-    if model.control == "anatomy":
-        encoders = AnatomyEncoders(layout.spatial_dims, layout.anatomy, model.anatomy_encoder)
-    channels = len(layout.anatomy) if model.control == "anatomy" else 1
-    return ControlledDenoiser(denoiser, model.control, channels, model.control_embedding_width,
-                              control_downsample_levels, anatomy_encoders=encoders)
 
 
 @dataclass

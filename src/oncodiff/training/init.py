@@ -22,7 +22,8 @@ from oncodiff.models import ConditionalDenoiser
 from oncodiff.models.anatomy import AnatomyEncoders
 from oncodiff.models.autoencoder import LatentCodec
 from oncodiff.models.controlnet import ControlledDenoiser, ControlNetBranch
-from oncodiff.pipeline.export import ModelLayout, build_network, export_folder, read_export_meta
+from oncodiff.models.factory import ModelLayout, build_network
+from oncodiff.pipeline.export import export_folder, read_export_meta
 from oncodiff.runs import WEIGHTS
 
 COMPONENT_TYPES: tuple[type[nn.Module], ...] = (ConditionalDenoiser, ControlNetBranch, LatentCodec, AnatomyEncoders)

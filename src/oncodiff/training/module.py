@@ -22,7 +22,7 @@ from oncodiff.diffusion import DiffusionLoss, NoiseSchedule
 from oncodiff.models import (
     Conditions, conditions_from_batch, source_in_target_space, target_from_batch, target_weights,
 )
-from oncodiff.pipeline.export import ModelLayout, build_network
+from oncodiff.models.factory import ModelLayout, build_network
 from oncodiff.training.init import prepare_network
 
 VALIDATION_SEED = 12345  # validation draws the same t and noise for each case at every check

@@ -39,7 +39,7 @@ from oncodiff.errors import OncodiffError
 from oncodiff.models import source_in_target_space
 from oncodiff.models.anatomy import nt_xent, positive_is_nearest
 from oncodiff.models.autoencoder import Autoencoder, LatentDenoiser
-from oncodiff.pipeline.export import ModelLayout
+from oncodiff.models.factory import ModelLayout
 from oncodiff.training.module import MODULES, DiffusionModule, TrainingModule, tumor_weight_map
 
 # -------------------------------------------------------------------------------------------- autoencoder

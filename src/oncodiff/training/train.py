@@ -27,7 +27,8 @@ from oncodiff.data.route import volumetric_route
 from oncodiff.errors import ConfigError, OncodiffError
 from oncodiff.models import image_condition_names
 from oncodiff.pipeline.prior_inputs import fit_export_class_prior
-from oncodiff.pipeline.export import ModelLayout, save_export
+from oncodiff.models.factory import ModelLayout
+from oncodiff.pipeline.export import save_export
 from oncodiff.outputs import write_marker
 from oncodiff.runs import SEGMENTER, RunFolder
 from oncodiff.pipeline.predict import calibrate_run

@@ -21,7 +21,8 @@ from oncodiff.config import Config
 from oncodiff.data import ClinicalEncoder
 from oncodiff.errors import ConfigError, OncodiffError
 from oncodiff.pipeline.cases import class_labels
-from oncodiff.pipeline.export import ModelLayout, read_export_meta
+from oncodiff.models.factory import ModelLayout
+from oncodiff.pipeline.export import read_export_meta
 from oncodiff.view.catalog import PredictionSet
 from oncodiff.view.folders import ViewerFolders
 
