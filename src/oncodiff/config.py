@@ -278,8 +278,9 @@ class SamplingConfig(_Section):
     )
     samples: int = Field(8, ge=1)
     batch_size: int = Field(
-        32, ge=1, description="network inputs per forward pass (samples x cases, chunked); on a 2-core CPU the "
-        "demo U-Net ran 18.0 ms per crop at 32 and 22.5 at 128 (benchmarks/results/speed); raise it on a GPU",
+        32, ge=1, description="network inputs per forward pass (samples x cases, chunked); the default is where the "
+        "demo U-Net's time per crop stopped falling on a 2-core CPU (benchmarks/README.md, forward-pass "
+        "variants); raise it on a GPU",
     )
     agreement_threshold: float = Field(
         0.05, ge=0.0,

@@ -34,7 +34,7 @@ def as_text(value: Any) -> str:
 
 
 class ClinicalEncoder:
-    """Clinical values -> ``clinical`` (V,) float32 and ``clinical_missing`` (V,) bool (CONTRACTS 1).
+    """Clinical values -> ``clinical`` (V,) float32 and ``clinical_missing`` (V,) bool (docs/contracts.md section 1).
 
     numeric: (x - mean) / std, mean and std of the training patients; categorical: the category's
     index 0..K-1 as a float; an empty cell: 0.0 with its missing flag True, never imputed silently.

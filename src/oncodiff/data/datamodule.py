@@ -38,7 +38,7 @@ class _State:
 
 
 class CohortDataModule(L.LightningDataModule):
-    """Batches of CONTRACTS section 1 from a cohort folder.
+    """Batches of docs/contracts.md section 1 from a cohort folder.
 
     prepare_data() preprocesses into the cache (once per node); setup() reads it, keeps every array in
     memory, applies data.timepoints, splits by patient (``splits_path``: read it when it exists, else

@@ -1,4 +1,4 @@
-"""The torch side: a Dataset of CONTRACTS section 1 samples, and a seeded epoch sampler."""
+"""The torch side: a Dataset of docs/contracts.md section 1 samples, and a seeded epoch sampler."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ class SampleLabels:
 
 
 class PairedDataset(Dataset):
-    """The samples ``indices`` of ``preprocessed`` as dicts of CONTRACTS section 1 without the batch dim
+    """The samples ``indices`` of ``preprocessed`` as dicts of docs/contracts.md section 1 without the batch dim
     (``smoothing`` > 0: pre and post are the scans smoothed by SMOOTHING_MM[smoothing]):
     pre, post, tumor_mask, post_mask (1, *S) float32; anatomy (A, *S); clinical (V,) float32;
     clinical_missing (V,) bool; scalars as 0-d tensors; patient_id, lesion_id, timepoint str;

@@ -1,6 +1,6 @@
 """oncodiff.diffusion: noise schedules, training objectives, samplers and classifier-free guidance.
 
-The network is only ever seen as a closure ``model_fn(x_t, t) -> output`` (docs/CONTRACTS.md,
+The network is only ever seen as a closure ``model_fn(x_t, t) -> output`` (docs/contracts.md,
 section 3); randomness comes as one torch.Generator per batch element.
 
     schedule = NoiseSchedule.from_config(config.diffusion)

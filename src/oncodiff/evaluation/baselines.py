@@ -3,7 +3,8 @@
 Each trained baseline lives in ``RUN/baselines/NAME/`` (a run folder of its own, reused by later
 evaluations) and differs from the run's config only as its definition below says:
 
-  regression        the same U-Net trained deterministically with MSE to map pre to post (issue 4)
+  regression        the same U-Net trained deterministically with MSE to map pre to post (is the
+                    diffusion model's spread worth more than one deterministic guess?)
   regression_drift  the same, predicting the drift post - pre (isolates the drift parameterisation)
   no_clinical       the diffusion model without clinical variables or class label (days kept)
 

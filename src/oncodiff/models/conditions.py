@@ -1,4 +1,4 @@
-"""What the denoiser is conditioned on (CONTRACTS section 2), and how a training batch maps onto it."""
+"""What the denoiser is conditioned on (docs/contracts.md section 2), and how a training batch maps onto it."""
 
 from __future__ import annotations
 
@@ -103,7 +103,7 @@ def image_condition_names(anatomy: Sequence[str], config: ModelConfig) -> tuple[
 
 
 def conditions_from_batch(batch: Mapping[str, object], config: ModelConfig) -> Conditions:
-    """Conditions from a training batch (CONTRACTS section 1).
+    """Conditions from a training batch (docs/contracts.md section 1).
 
     Unknown class labels (-1) become the null class: an unknown label is exactly the unconditional case.
     """

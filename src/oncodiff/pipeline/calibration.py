@@ -1,7 +1,8 @@
 """Conformal calibration of the volume-change intervals.
 
-The spread of a few DDIM samples is not a calibrated interval: on the demo's test split the central
-50 % / 90 % sample intervals covered the true volume change in 15 % / 60 % of cases (issue 4). At the end
+The spread of a few DDIM samples is not a calibrated interval: the central 50 % / 90 % sample intervals
+cover the true volume change in far fewer cases than their level says (``oncodiff evaluate`` reports the
+coverage; docs/results.md has the measured figures). At the end
 of ``oncodiff train`` the model samples the validation split as ``predict`` would (same sampler, sample
 count and class marginalisation) and fits, per nominal level p, one additive margin by conformalised
 quantile regression (Romano, Patterson & Candes, NeurIPS 2019):

@@ -52,9 +52,10 @@ class Case:
 
 @dataclass
 class CaseSet:
-    """B cases and their batch (CONTRACTS section 1 keys, tensors with batch dim B). ``pre`` is the model's input
-    (smoothed as the model was trained, data.smoothing), ``pre_raw`` the baseline crop as preprocessed, and
-    ``pre_smoothed`` (B, G, *S) the baseline crop smoothed by each sigma of SMOOTHING_MM."""
+    """B cases and their batch (docs/contracts.md section 1: keys and shapes, tensors with batch dim B).
+    ``pre`` is the model's input (smoothed as the model was trained, data.smoothing), ``pre_raw`` the
+    baseline crop as preprocessed, and ``pre_smoothed`` (B, G, *S) the baseline crop smoothed by each sigma
+    of SMOOTHING_MM."""
 
     cases: list[Case]
     batch: dict[str, Any]

@@ -14,8 +14,8 @@ Candidates, chosen on the training split by patient-grouped cross-validated log 
 - ``clinical + denoiser features``: those and the trained denoiser's up-block features (ImmunoDiff's
   stage 2, pipeline.denoiser_features), computed for a new case exactly as for the training cases;
 - each at the inverse L2 strengths of :data:`C_GRID` (with a few dozen patients and a dozen features,
-  sklearn's default C = 1 overfits: on the 44-patient splits of benchmarks/quality.py it scored a test log
-  loss of 0.74 against the base rate's 0.72), and shrunk towards the training class rates by the weights
+  sklearn's default C = 1 overfits, scoring a worse test log loss than the base rate on the splits of
+  benchmarks/quality.py, docs/results.md), and shrunk towards the training class rates by the weights
   of :data:`SHRINKAGE_GRID`;
 - the training class rates themselves (``base rate``), so the chosen predictor is never worse than the
   base rate in cross-validation; it is kept unless the best candidate beats it by more than one standard

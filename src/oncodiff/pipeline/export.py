@@ -131,8 +131,8 @@ def load_export(path: str | Path, device: str | torch.device = "auto") -> Export
                             "training run exported") from None
     net = net.to(device).eval()
     if layout.spatial_dims == 2:
-        # channels_last convolution weights: 12-20 % less time per forward pass of the 2D demo U-Net on CPU in
-        # bf16 at every batch size from 1 to 64 (benchmarks/run.py, issue 7); outputs change by bf16 rounding only.
+        # channels_last convolution weights: a faster forward pass of the 2D U-Net on CPU in bf16 at every batch
+        # size (benchmarks/README.md, forward-pass variants); outputs change by bf16 rounding only.
         net = net.to(memory_format=torch.channels_last)
     return ExportedModel(net=net, config=config, layout=layout, path=folder)
 

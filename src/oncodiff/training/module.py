@@ -1,7 +1,7 @@
 """LightningModules: the diffusion model and the deterministic regression baseline.
 
 Both wrap the same :class:`~oncodiff.models.ConditionalDenoiser`, so "the same U-Net trained
-deterministically" (the regression baseline of issue 4) differs from the diffusion model only in
+deterministically" (the regression baseline, evaluation/baselines.py) differs from the diffusion model only in
 its objective. Randomness in a training step (timesteps, noise, label dropout) comes from generators
 seeded by (seed, global step, rank, element): a resumed run replays exactly what an uninterrupted
 run would have drawn.

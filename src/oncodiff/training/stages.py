@@ -1,4 +1,4 @@
-"""The training stages of issue 6: autoencoders, contrastive anatomy encoders, latent diffusion, ControlNet.
+"""The training stages beyond plain diffusion: autoencoders, contrastive anatomy encoders, latent diffusion, ControlNet.
 
 Every module has the constructor ``Module(config, layout, total_steps)`` and ``objective(batch, validation)
 -> (loss, parts)`` of the diffusion modules; ``self.net`` is the network to export. ``module_class(config)``
