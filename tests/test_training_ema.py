@@ -1,3 +1,4 @@
+import lightning as L
 import torch
 
 from oncodiff.training.ema import WarmupEMA, warmup_ema_fn
@@ -27,5 +28,22 @@ def test_integer_tensors_are_copied_not_averaged():
     assert out.dtype == torch.long and torch.equal(out, index)
 
 
-def test_buffers_are_not_averaged():
-    assert WarmupEMA(0.99)._use_buffers is False
+class _WithFloatBuffer(L.LightningModule):
+    def __init__(self):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.zeros(2))
+        self.register_buffer("table", torch.zeros(2))  # a constant such as an index table, stored as float
+
+
+def test_parameters_are_averaged_and_buffers_never_blended():
+    module, ema = _WithFloatBuffer(), WarmupEMA(0.99)
+    ema.setup(None, module, "fit")
+    ema._average_model.update_parameters(module)  # the first update copies: the average starts at zeros
+    with torch.no_grad():
+        module.weight.fill_(1.0)
+        module.table.fill_(1.0)
+    for _ in range(2):
+        ema._average_model.update_parameters(module)
+    averaged = ema._average_model.module
+    assert 0.0 < float(averaged.weight[0]) < 1.0  # an average of the old and new weights
+    assert float(averaged.table[0]) in (0.0, 1.0)  # a buffer is one of its values, never a blend of them
