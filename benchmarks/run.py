@@ -2,7 +2,7 @@
 
     python benchmarks/run.py --out benchmarks/results/speed --run RUN --cohort COHORT   # a trained demo run
     python benchmarks/run.py --out DIR                      # synthesises a brain cohort, trains the demo preset
-    python benchmarks/run.py --out DIR --quick              # tiny sizes: a smoke test (tests/test_benchmarks.py)
+    python benchmarks/run.py --out DIR --quick              # tiny sizes: a smoke test (tests/test_benchmark_run.py)
 
 The reference is what a user would write from the papers: MONAI's ``DiffusionInferer.sample`` with
 MONAI's ``DDIMScheduler`` at 200 steps, fp32, no autocast, one sample at a time, under

@@ -11,6 +11,8 @@ import torch
 
 from factory import load_benchmark
 
+pytestmark = pytest.mark.slow  # the quick benchmark takes about 40 s: `make test-slow`
+
 
 @pytest.fixture(scope="module")
 def bench():

@@ -132,19 +132,23 @@ def test_duplicate_patient(cohort):
     only_problem(cohort, "patients.csv", 3, "patient_id", "repeats patient P002 of row 2")
 
 
-def test_categorical_value_outside_categories(cohort):
-    edit_csv(cohort, "patients.csv", 2, "sex", "X")
-    only_problem(cohort, "patients.csv", 2, "sex", "'X' is not a category")
+# One cell edited, one problem expected at that file, row and column: (file, row, column, new value, message).
+ONE_CELL_PROBLEMS = [
+    pytest.param("patients.csv", 2, "sex", "X", "'X' is not a category", id="categorical-value-outside-categories"),
+    pytest.param("patients.csv", 1, "age", "sixty", "not a number", id="non-numeric-numeric-value"),
+    pytest.param("patients.csv", 1, "death", "yes", "not 0 or 1", id="survival-event-not-0-or-1"),
+    pytest.param("scans.csv", 2, "days", "six weeks", "not a number", id="days-not-a-number"),
+    pytest.param("scans.csv", 3, "days", "7", "not 0", id="baseline-days-not-zero"),
+    pytest.param("scans.csv", 4, "days", "-3", "before the baseline", id="followup-before-baseline"),
+    pytest.param("scans.csv", 3, "tumor_mask", "", "no tumor_mask", id="baseline-without-tumor-mask"),
+    pytest.param("scans.csv", 4, "image", "", "follow-up has no image", id="followup-without-image"),
+]
 
 
-def test_non_numeric_numeric_value(cohort):
-    edit_csv(cohort, "patients.csv", 1, "age", "sixty")
-    only_problem(cohort, "patients.csv", 1, "age", "not a number")
-
-
-def test_survival_event_not_0_or_1(cohort):
-    edit_csv(cohort, "patients.csv", 1, "death", "yes")
-    only_problem(cohort, "patients.csv", 1, "death", "not 0 or 1")
+@pytest.mark.parametrize("file, row, column, value, text", ONE_CELL_PROBLEMS)
+def test_one_bad_cell_is_one_problem_at_that_cell(cohort, file, row, column, value, text):
+    edit_csv(cohort, file, row, column, value)
+    only_problem(cohort, file, row, column, text)
 
 
 def test_patient_without_any_scan(cohort):
@@ -170,31 +174,6 @@ def test_scan_of_unknown_patient(cohort):
     assert [(p.file, p.row, p.column) for p in problems] == [("scans.csv", 3, "patient_id"),
                                                              ("scans.csv", 4, "patient_id")]
     assert all("P002 is not in patients.csv" in p.message for p in problems)
-
-
-def test_days_not_a_number(cohort):
-    edit_csv(cohort, "scans.csv", 2, "days", "six weeks")
-    only_problem(cohort, "scans.csv", 2, "days", "not a number")
-
-
-def test_baseline_days_not_zero(cohort):
-    edit_csv(cohort, "scans.csv", 3, "days", "7")
-    only_problem(cohort, "scans.csv", 3, "days", "not 0")
-
-
-def test_followup_before_baseline(cohort):
-    edit_csv(cohort, "scans.csv", 4, "days", "-3")
-    only_problem(cohort, "scans.csv", 4, "days", "before the baseline")
-
-
-def test_baseline_without_tumor_mask(cohort):
-    edit_csv(cohort, "scans.csv", 3, "tumor_mask", "")
-    only_problem(cohort, "scans.csv", 3, "tumor_mask", "no tumor_mask")
-
-
-def test_followup_without_image(cohort):
-    edit_csv(cohort, "scans.csv", 4, "image", "")
-    only_problem(cohort, "scans.csv", 4, "image", "follow-up has no image")
 
 
 # ---- image files -------------------------------------------------------------------------------
