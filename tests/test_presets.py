@@ -7,6 +7,7 @@ import torch
 
 from oncodiff.config import bf16_conv3d_problem, first_axis_sizes, load_config, preset_names, preset_path
 from oncodiff.errors import ConfigError
+from oncodiff.models import PixelSpace
 
 CHAINS = {  # paper -> its presets in the order they run
     "immunodiff": ("immunodiff-encoders", "immunodiff-ddpm", "immunodiff-controlnet", "immunodiff"),
@@ -198,7 +199,7 @@ def test_horizontal_flips_only_mirror_left_right():
         paired_augmentation("vertical", False)
 
 
-class _EchoNet(torch.nn.Module):
+class _EchoNet(PixelSpace, torch.nn.Module):
     """x0-predicting stand-in that returns its input: a single step then returns x_T itself."""
 
     target_channels, null_class = 1, 0

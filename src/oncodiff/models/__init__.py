@@ -20,6 +20,7 @@ from oncodiff.models.denoiser import (
     ConditionalDenoiser,
     DecoupledDriftHead,
     DenoiserOutput,
+    PixelSpace,
     WrappedDenoiser,
     count_parameters,
 )
@@ -45,6 +46,7 @@ __all__ = [
     "GroupAttention",
     "LatentCodec",
     "LatentDenoiser",
+    "PixelSpace",
     "WrappedDenoiser",
     "apply_rope",
     "conditions_from_batch",

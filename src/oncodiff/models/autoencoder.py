@@ -312,6 +312,16 @@ class LatentDenoiser(WrappedDenoiser):
         """The scaled latent of the pre scan, (B, Cz, *S/f), from encoded conditions."""
         return latent_cond.image[:, : self.codec.latent_channels].float()
 
+    def sampling_pre(self, rows: Conditions) -> Tensor:
+        """The pre scan in the sampling space: its latent :meth:`z_pre`."""
+        return self.z_pre(rows)
+
+    def decode_target(self, generated: Tensor, rows: Conditions, pre: Tensor, target: str) -> Tensor:
+        """A generated latent target -> the image-space target (B, 1, *S): the decoded post, or post - ``pre``
+        (the image-space pre scans, one per row) for target "drift"."""
+        post = self.decode_post(generated, rows, target)
+        return post - pre if target == "drift" else post
+
     def describe(self) -> dict:
         return {"latent": self.codec.describe(), "denoiser": self.denoiser.describe(),
                 "pixel_condition_names": list(self.pixel_condition_names), "parameters": count_parameters(self)}

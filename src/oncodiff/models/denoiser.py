@@ -49,7 +49,29 @@ class DecoupledDriftHead(nn.Module):
         return self.layers(features)
 
 
-class ConditionalDenoiser(nn.Module):
+class PixelSpace:
+    """The sampling interface of a network that denoises in image space (docs/contracts.md section 3).
+
+    The sampling loop (``pipeline/sampling.py: draw_samples``) calls these three steps on every network, so
+    it has no branch per kind of model: here conditions, the pre scan and the generated target are already
+    in image space and each step passes them through; :class:`~oncodiff.models.LatentDenoiser` overrides
+    them to sample on its latent grid.
+    """
+
+    def encode_conditions(self, cond: Conditions) -> Conditions:
+        """The conditions in the space the network samples in: image space, unchanged."""
+        return cond
+
+    def sampling_pre(self, rows: Conditions) -> Tensor:
+        """The pre scan (B, 1, *S) in the sampling space, from :meth:`encode_conditions`' output."""
+        return rows.image[:, :1].float()
+
+    def decode_target(self, generated: Tensor, rows: Conditions, pre: Tensor, target: str) -> Tensor:
+        """A generated target in the sampling space -> the image-space target (B, Ct, *S): unchanged here."""
+        return generated
+
+
+class ConditionalDenoiser(nn.Module, PixelSpace):
     """forward(x_t (B, Ct, *S), t (B,) int64, cond: Conditions) -> DenoiserOutput.
 
     The UNet input is x_t concatenated on channels with cond.image (Ct + Cc channels).
@@ -306,7 +328,7 @@ def _delegated(name: str) -> property:
     return property(lambda self: getattr(self.base, name), doc=f"The wrapped ConditionalDenoiser's ``{name}``.")
 
 
-class WrappedDenoiser(nn.Module):
+class WrappedDenoiser(nn.Module, PixelSpace):
     """Base of networks that wrap a ConditionalDenoiser (a ControlNet over it, or it in latent space).
 
     A subclass registers the wrapped network as ``self.denoiser`` and defines forward(x_t, t, cond) ->

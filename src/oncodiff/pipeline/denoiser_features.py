@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from oncodiff.diffusion import NoiseSchedule
-from oncodiff.models import LatentDenoiser, conditions_from_batch, upblock_features
+from oncodiff.models import conditions_from_batch, upblock_features
 from oncodiff.pipeline.cases import CaseSet
 from oncodiff.pipeline.export import ExportedModel
 
@@ -25,11 +25,9 @@ def denoiser_features(model: ExportedModel, cases: CaseSet, timestep: int) -> np
     schedule = NoiseSchedule.from_config(model.config.diffusion)
     t_value = min(timestep, schedule.num_train_timesteps - 1)
     cond = conditions_from_batch(cases.batch, model.config.model).null(model.net.null_class).to(device)
-    pre = cases.batch["pre"].to(device)
-    if isinstance(net, LatentDenoiser):  # features of the latent U-Net, on the latent grid
-        with torch.inference_mode():
-            cond = net.encode_conditions(cond)
-        pre = net.z_pre(cond)
+    with torch.inference_mode():  # a latent model's features are its latent U-Net's, on the latent grid
+        cond = net.encode_conditions(cond)
+    pre = net.sampling_pre(cond)
     shape = (len(cases), net.target_channels, *cond.image.shape[2:])
     noise = torch.randn(shape, generator=torch.Generator().manual_seed(FEATURE_SEED)).to(device)
     # The prior sample at this noise level: zero drift (or the pre scan, for a post target) plus noise.

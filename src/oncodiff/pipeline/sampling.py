@@ -9,7 +9,7 @@ All samples of all cases are flattened into rows and run through the sampler in 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import replace
 
@@ -18,7 +18,7 @@ from torch import Tensor
 
 from oncodiff.config import Config
 from oncodiff.diffusion import NoiseSchedule, guided_model_fn, make_sampler, randn_per_element, sample
-from oncodiff.models import ConditionalDenoiser, Conditions, LatentDenoiser, source_in_target_space
+from oncodiff.models import ConditionalDenoiser, Conditions, source_in_target_space
 
 
 def case_seed(seed: int, case_key: str, sample_index: int) -> int:
@@ -51,17 +51,16 @@ def draw_samples(net: ConditionalDenoiser, config: Config, cond: Conditions, n_s
     ``generators``: B * N, case-major (see :func:`sample_generators`). Guidance (sampling.guidance_scale)
     nulls the class label, and the clinical variables too when ``guidance_drop_clinical``.
     ``sample_classes`` (B, N): a class label per sample (marginalising over the class), else cond's.
-    x_T is pure noise, or with diffusion.source=pre the pre scan (as a target) noised to the schedule's last
-    timestep (PULSAR). A :class:`LatentDenoiser` encodes the conditions once, samples on the latent grid and
-    decodes, so its targets come back in image space like a pixel model's (glioblastoma LDM, Algorithm 2).
+    Every network samples through the same three steps (``models/denoiser.py: PixelSpace``): a latent
+    model encodes the conditions once, samples on the latent grid and decodes, so its targets come back in
+    image space like a pixel model's (glioblastoma LDM, Algorithm 2). x_T is :func:`initial_state`'s.
     """
     cases, device = cond.batch_size, cond.image.device
     if len(generators) != cases * n_samples:
         raise ValueError(f"need {cases * n_samples} generators ({cases} cases x {n_samples} samples), "
                          f"got {len(generators)}")
-    latent = isinstance(net, LatentDenoiser)
     with torch.inference_mode(), autocast_for(config, device):
-        work = net.encode_conditions(cond) if latent else cond
+        work = net.encode_conditions(cond)
     rows = work.repeat_interleave(n_samples)
     if sample_classes is not None:
         rows = replace(rows, class_label=sample_classes.reshape(-1).to(device))
@@ -69,30 +68,32 @@ def draw_samples(net: ConditionalDenoiser, config: Config, cond: Conditions, n_s
     schedule = NoiseSchedule.from_config(config.diffusion)
     sampler = make_sampler(config.sampling, schedule, config.diffusion.prediction)
     mask = cond.image[:, 1:2].float().repeat_interleave(n_samples, dim=0) if config.model.generate_mask else None
-    source = source_in_target_space(net.z_pre(rows) if latent else pre, config.diffusion.target,
-                                    config.diffusion.source, mask)
+    start = initial_state(schedule, source_in_target_space(net.sampling_pre(rows), config.diffusion.target,
+                                                           config.diffusion.source, mask))
     chunk = max(1, config.sampling.batch_size // (1 if config.sampling.guidance_scale in (0.0, 1.0) else 2))
     out = []
     with torch.inference_mode(), autocast_for(config, device):
-        for start in range(0, cases * n_samples, chunk):
-            index = slice(start, min(start + chunk, cases * n_samples))
+        for begin in range(0, cases * n_samples, chunk):
+            index = slice(begin, min(begin + chunk, cases * n_samples))
             gens, chunk_rows = generators[index], rows.select(index)
-            x_T = randn_per_element((len(gens), net.target_channels, *work.image.shape[2:]), gens, device)
-            if source is not None:  # PULSAR: start from the noised pre scan, not from pure noise
-                x_T = schedule.add_noise(source[index].float(), x_T, schedule.num_train_timesteps - 1)
+            x_T = start(randn_per_element((len(gens), net.target_channels, *work.image.shape[2:]), gens, device), index)
             model_fn = _guided(net, chunk_rows, config.sampling.guidance_scale, guidance_drop_clinical)
             generated = sample(model_fn, x_T, sampler, config.sampling.steps, gens)
-            if latent:
-                generated = _decoded_target(net, generated, chunk_rows, pre[index], config.diffusion.target)
-            out.append(generated.float())
+            out.append(net.decode_target(generated, chunk_rows, pre[index], config.diffusion.target).float())
     generated = torch.cat(out)
     return generated.reshape(cases, n_samples, *generated.shape[1:])
 
 
-def _decoded_target(net: LatentDenoiser, z0: Tensor, latent_rows: Conditions, pre: Tensor, target: str) -> Tensor:
-    """A generated latent target -> the image-space target (B, 1, *S): the decoded post, or post - pre."""
-    post = net.decode_post(z0, latent_rows, target)
-    return post - pre if target == "drift" else post
+def initial_state(schedule: NoiseSchedule, source: Tensor | None) -> Callable[[Tensor, slice], Tensor]:
+    """``x_T(noise, rows)``: where sampling starts for the rows ``rows`` given their noise (R, Ct, *S).
+
+    Pure noise, or with diffusion.source=pre (PULSAR) the source (one per row, in the sampling space and
+    as a target: ``models/conditions.py: source_in_target_space``) noised to the schedule's last timestep.
+    """
+    if source is None:
+        return lambda noise, rows: noise
+    last = schedule.num_train_timesteps - 1
+    return lambda noise, rows: schedule.add_noise(source[rows].float(), noise, last)
 
 
 def regress(net: ConditionalDenoiser, config: Config, cond: Conditions) -> Tensor:
