@@ -18,8 +18,9 @@ import numpy as np
 import torch
 
 from oncodiff.config import Config
+from oncodiff.data.clinical import clinical_design_matrix
 from oncodiff.evaluation.outcomes import (
-    CNNOptions, CVResult, HeadOptions, clinical_design_matrix, concordance, cross_validate_cnn_response,
+    CNNOptions, CVResult, HeadOptions, concordance, cross_validate_cnn_response,
     cross_validate_cnn_survival, cross_validate_response, cross_validate_survival, kaplan_meier_by_risk,
     response_metrics, survival_metrics,
 )
