@@ -34,7 +34,7 @@ import numpy as np
 
 from oncodiff.config import load_config
 from oncodiff.evaluation import evaluate
-from oncodiff.evaluation.tables import markdown
+from oncodiff.evaluation.report.tables import markdown
 from oncodiff.runs import RunFolder
 from oncodiff.synth import synthesize
 from oncodiff.training import train

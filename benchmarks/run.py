@@ -46,7 +46,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from oncodiff.config import Config, load_config
 from oncodiff.diffusion import randn_per_element
 from oncodiff.evaluation.metrics import image_metrics
-from oncodiff.evaluation.tables import markdown
+from oncodiff.evaluation.report.tables import markdown
 from oncodiff.models import (
     Conditions,
     conditions_from_batch,

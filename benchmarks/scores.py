@@ -21,7 +21,7 @@ import json
 from pathlib import Path
 
 from oncodiff.evaluation import evaluate
-from oncodiff.evaluation.tables import markdown
+from oncodiff.evaluation.report.tables import markdown
 from oncodiff.pipeline.export import load_export
 from oncodiff.pipeline.predict import calibrate_run
 from oncodiff.pipeline.prior_inputs import fit_export_class_prior

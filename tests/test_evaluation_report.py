@@ -14,8 +14,8 @@ from typer.testing import CliRunner
 from oncodiff.cli import app
 from oncodiff.errors import OncodiffError
 from oncodiff.evaluation import write_report
-from oncodiff.evaluation.figures import case_figure, load_case_images
-from oncodiff.evaluation.tables import format_tables, summary_tables, to_html
+from oncodiff.evaluation.report.figures import case_figure, load_case_images
+from oncodiff.evaluation.report.tables import format_tables, summary_tables, to_html
 
 SHAPE = (16, 16)
 KEYS = ["P1/L1/week6", "P2/L1/week6", "P3/L1/week6"]
@@ -214,7 +214,7 @@ def test_markdown_and_html_tables_carry_the_same_cells(tmp_path):
 
 
 def test_a_model_that_generates_its_masks_is_not_reported_as_lacking_a_segmenter():
-    from oncodiff.evaluation.report import _caveats, _segmenter
+    from oncodiff.evaluation.report.page import _caveats, _segmenter
 
     skipped = {"trained": False, "reason": "model.generate_mask: every sample carries its own mask"}
     generating = {"config": {"model": {"generate_mask": True}}, "segmenter": skipped, "test_cases": ["a"] * 20}

@@ -28,7 +28,7 @@ from oncodiff.evaluation.distribution import fid, lpips, mmd
 from oncodiff.evaluation.distribution_scores import class_probability_scores, in_tumour_scores, volume_change_scores
 from oncodiff.evaluation.metrics import MetricTable, image_metrics
 from oncodiff.evaluation.stage2 import evaluate_outcomes
-from oncodiff.evaluation.tables import format_tables
+from oncodiff.evaluation.report.tables import format_tables
 from oncodiff.evaluation.uncertainty import calibration_curve, coverage, spread_error_correlation
 from oncodiff.models.conditions import CLASS_LABEL_KEYS
 from oncodiff.outputs import check_output, check_run_finished, staged_folder

@@ -20,11 +20,11 @@ import numpy as np
 
 from oncodiff import __version__
 from oncodiff.errors import OncodiffError
-from oncodiff.evaluation.figures import (
+from oncodiff.evaluation.report.figures import (
     CaseImages, calibration_figure, case_figure, kaplan_meier_figure, load_case_images, png_base64,
     reliability_figure, ssim_histogram, training_curves_figure,
 )
-from oncodiff.evaluation.tables import IMAGE_COLUMNS, Table, method_label, summary_tables, to_html
+from oncodiff.evaluation.report.tables import IMAGE_COLUMNS, Table, method_label, summary_tables, to_html
 from oncodiff.outputs import REPORT_SIGNATURE, check_output_file, make_folder, write_file_atomic
 from oncodiff.runs import RunFolder
 
