@@ -20,6 +20,14 @@ def bench():
 
 
 @pytest.fixture(scope="module")
+def common(bench):
+    """benchmarks/speedbench/common.py: the settings and goals (on the path once run.py is loaded)."""
+    import speedbench.common
+
+    return speedbench.common
+
+
+@pytest.fixture(scope="module")
 def quick(bench, tmp_path_factory):
     out = tmp_path_factory.mktemp("speed")
     threads = torch.get_num_threads()
@@ -47,13 +55,13 @@ def test_results_json_and_table_are_written_and_agree(quick):
     assert on_disk["goals"] == results["goals"]
 
 
-def test_sampling_has_every_setting_and_positive_ratios(quick, bench):
+def test_sampling_has_every_setting_and_positive_ratios(quick, common):
     _, r = quick
     s = r["sampling"]
-    assert [row["name"] for row in s["settings"]] == [name for name, *_ in bench.SETTINGS]
+    assert [row["name"] for row in s["settings"]] == [name for name, *_ in common.SETTINGS]
     assert s["samples"] == 8 and len(s["cases"]) >= 1
     ref = s["reference"]
-    assert ref["steps"] == bench.QUICK_REFERENCE_STEPS and ref["precision"] == "fp32" and ref["batch"] == 1
+    assert ref["steps"] == common.QUICK_REFERENCE_STEPS and ref["precision"] == "fp32" and ref["batch"] == 1
     for row in [ref, *s["settings"]]:
         assert _positive(row["n1_seconds"]) and _positive(row["n_seconds"])
         assert _positive(row["achieved_tflops"])
@@ -68,7 +76,7 @@ def test_sampling_has_every_setting_and_positive_ratios(quick, bench):
     assert single["steps"] == 1
 
 
-def test_quality_is_measured_for_every_setting_against_the_reference(quick, bench):
+def test_quality_is_measured_for_every_setting_against_the_reference(quick, common):
     _, r = quick
     ref = r["sampling"]["reference"]
     assert -1.0 <= ref["ssim_tumor"] <= 1.0
@@ -76,7 +84,7 @@ def test_quality_is_measured_for_every_setting_against_the_reference(quick, benc
     for row in r["sampling"]["settings"]:
         assert -1.0 <= row["ssim_tumor"] <= 1.0 and -1.0 <= row["sample_ssim_tumor"] <= 1.0
         assert row["ssim_tumor_delta"] == pytest.approx(row["ssim_tumor"] - ref["ssim_tumor"])
-        assert row["ssim_parity"] == (abs(row["ssim_tumor_delta"]) <= bench.SSIM_TOLERANCE)
+        assert row["ssim_parity"] == (abs(row["ssim_tumor_delta"]) <= common.SSIM_TOLERANCE)
         assert len(row["ssim_tumor_per_case"]) == len(r["sampling"]["cases"])
         mae = row["volume_change_mae_pp"]
         assert mae is None or (math.isfinite(mae) and mae >= 0)
@@ -102,32 +110,33 @@ def test_peak_memory_training_test_split_and_variants(quick):
     assert all(_positive(v["ms_per_crop"]) for v in ran)
 
 
-def test_goal_verdicts_follow_the_numbers(quick, bench):
+def test_goal_verdicts_follow_the_numbers(quick, common):
     _, r = quick
     g = r["goals"]
     parity = [s for s in r["sampling"]["settings"] if s["ssim_parity"]]
     best = max((s["speedup_n"] for s in parity), default=None)
-    assert g["sampling"]["met"] == (best is not None and best >= bench.SAMPLING_GOAL)
-    assert g["training"]["met"] == (r["training"]["2d"]["ratio"] >= bench.TRAINING_GOAL)
+    assert g["sampling"]["met"] == (best is not None and best >= common.SAMPLING_GOAL)
+    assert g["training"]["met"] == (r["training"]["2d"]["ratio"] >= common.TRAINING_GOAL)
 
 
-def test_the_reference_runs_our_network_on_the_same_noise(quick, bench):
+def test_the_reference_runs_our_network_on_the_same_noise(quick, bench, common):
     """One MONAI DDIM step to alpha_bar = 1 returns the x0 prediction at t = T - 1, as our single-step sampler
     does: with the same weights, conditions, starting noise and fp32, the two must agree."""
     from oncodiff.diffusion import randn_per_element
     from oncodiff.pipeline.export import load_export
     from oncodiff.pipeline.sampling import draw_samples, sample_generators
+    from speedbench.reference import reference_chain  # benchmarks/speedbench, on the path once run.py is loaded
 
     out, _ = quick
     model = load_export(out / "run")
     cases = bench.test_cases(out / "run", model, out / "cohort", out / "cache")
-    cond = bench.case_conditions(model, cases, bench.CLASS_MODE).select(slice(0, 1))
+    cond = bench.case_conditions(model, cases, common.CLASS_MODE).select(slice(0, 1))
     key = cases.cases[0].key
-    config = bench.sampling_config(model.config, "single_step", 1).with_overrides(["training.precision='32'"])
+    config = common.sampling_config(model.config, "single_step", 1).with_overrides(["training.precision='32'"])
     ours = draw_samples(model.net, config, cond, 2, sample_generators(3, [key], 2))[0]
     shape = (model.net.target_channels, *cond.image.shape[2:])
     for k in range(2):
         x_T = randn_per_element((1, *shape), sample_generators(3, [key], 2)[k:k + 1])
-        reference = bench.reference_chain(model.net, model.config, cond, x_T, 1)
+        reference = reference_chain(model.net, model.config, cond, x_T, 1)
         torch.testing.assert_close(reference[0], ours[k], rtol=1e-4, atol=1e-5)
     assert not torch.allclose(ours[0], ours[1])  # different noise per sample, so the check above means something
