@@ -1,4 +1,4 @@
-"""``oncodiff train``: cohort + config -> run folder (see run_folder.py for its layout).
+"""``oncodiff train``: cohort + config -> run folder (its layout: oncodiff/runs.py).
 
 The step budget is fixed before the first step and saved in RUN/plan.json: either
 training.max_steps, or as many steps as training.max_minutes allows at the throughput measured on
