@@ -76,10 +76,7 @@ def cross_validate_cnn_response(
     ``cross_validate_response``; same folds for the same labels, groups, folds and seed.
     """
     labels = check_labels(labels)
-    images = check_images(images, len(labels))
-    groups = check_groups(groups, len(labels))
-    clinical = None if clinical is None else check_matrix("clinical", clinical, len(labels))
-    options = options or CNNOptions()
+    images, groups, clinical, options = _inputs(images, groups, clinical, options, len(labels))
 
     def fit_predict(k: int, train: np.ndarray, test: np.ndarray) -> np.ndarray:
         clinical_train, clinical_test = _fold_clinical(clinical, train, test)
@@ -103,10 +100,7 @@ def cross_validate_cnn_survival(
     without events contributes no gradient). ``clinical`` as in ``cross_validate_cnn_response``.
     """
     time, event, known = check_survival(time, event)
-    images = check_images(images, len(time))
-    groups = check_groups(groups, len(time))
-    clinical = None if clinical is None else check_matrix("clinical", clinical, len(time))
-    options = options or CNNOptions()
+    images, groups, clinical, options = _inputs(images, groups, clinical, options, len(time))
 
     def fit_predict(k: int, train: np.ndarray, test: np.ndarray) -> np.ndarray:
         clinical_train, clinical_test = _fold_clinical(clinical, train, test)
@@ -121,6 +115,13 @@ def cross_validate_cnn_survival(
 
     name = "cnn+clinical" if clinical is not None else "cnn"
     return cross_validate(survival_task(time, event, known), fit_predict, groups, folds, seed, name)
+
+
+def _inputs(images: np.ndarray, groups: np.ndarray, clinical: np.ndarray | None, options: CNNOptions | None,
+            n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, CNNOptions]:
+    images, groups = check_images(images, n), check_groups(groups, n)
+    clinical = None if clinical is None else check_matrix("clinical", clinical, n)
+    return images, groups, clinical, options or CNNOptions()
 
 
 def _fold_clinical(clinical: np.ndarray | None, train: np.ndarray,

@@ -71,9 +71,7 @@ def cross_validate_response(
     if model not in _RESPONSE_MODELS:
         raise ValueError(f"response model must be one of {_RESPONSE_MODELS}, got {model!r}")
     labels = check_labels(labels)
-    features = check_matrix("features", features, len(labels))
-    groups = check_groups(groups, len(labels))
-    options = options or HeadOptions()
+    features, groups, options = _inputs(features, groups, options, len(labels))
     fit = _fit_response_head if model == "head" else _fit_logistic
 
     def fit_predict(k: int, train: np.ndarray, test: np.ndarray) -> np.ndarray:
@@ -97,9 +95,7 @@ def cross_validate_survival(
     if model not in _SURVIVAL_MODELS:
         raise ValueError(f"survival model must be one of {_SURVIVAL_MODELS}, got {model!r}")
     time, event, known = check_survival(time, event)
-    features = check_matrix("features", features, len(time))
-    groups = check_groups(groups, len(time))
-    options = options or HeadOptions()
+    features, groups, options = _inputs(features, groups, options, len(time))
     fit = _fit_cox_head if model == "cox_head" else _fit_coxph
 
     def fit_predict(k: int, train: np.ndarray, test: np.ndarray) -> np.ndarray:
@@ -107,6 +103,11 @@ def cross_validate_survival(
         return fit(x_train, time[train], event[train], x_test, options, seed + k)
 
     return cross_validate(survival_task(time, event, known), fit_predict, groups, folds, seed, model)
+
+
+def _inputs(features: np.ndarray, groups: np.ndarray, options: HeadOptions | None,
+            n: int) -> tuple[np.ndarray, np.ndarray, HeadOptions]:
+    return check_matrix("features", features, n), check_groups(groups, n), options or HeadOptions()
 
 
 @contextmanager
