@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from oncodiff.cli import app
-from test_pipeline_evaluate import BUDGETS, TINY, sets
+from test_evaluation_protocol import BUDGETS, TINY, sets
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

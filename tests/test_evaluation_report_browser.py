@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from test_report import write_evaluation
+from test_evaluation_report import write_evaluation
 from test_view_browser import browser  # noqa: F401 - the shared headless chromium fixture
 from oncodiff.evaluation import write_report
 

@@ -130,7 +130,7 @@ def test_train_refuses_the_cohort_itself(trained, untouched):
 
 
 def test_report_never_overwrites_a_file_it_did_not_write(trained, untouched, tmp_path):
-    from test_report import write_evaluation
+    from test_evaluation_report import write_evaluation
 
     evaluation, _ = write_evaluation(tmp_path, figures=False, curves=False, outcomes=False)
     write_marker(evaluation, "evaluation")  # as `oncodiff evaluate` leaves it

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from factory import write_cohort
-from test_pipeline_cli import TINY, sets
+from test_cli import TINY, sets
 
 FRAMEWORK_LINES = ("GPU available", "TPU available", "litlogger", "LeafSpec", "Automatic Mixed Precision")
 
