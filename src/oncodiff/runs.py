@@ -97,9 +97,12 @@ class Splits:
 
 @dataclass(frozen=True)
 class RunFolder:
-    """The paths of the run folder at ``root``."""
+    """The paths of the run folder at ``root`` (a str is taken as a path)."""
 
     root: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "root", Path(self.root))
 
     @property
     def config_json(self) -> Path:
