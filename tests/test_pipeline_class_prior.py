@@ -179,3 +179,34 @@ def test_survival_risk_comes_from_survival_class_probabilities(monkeypatch):
     assert np.isclose(two["risk"]["a"], 0.7)  # P(survival shorter than the training median)
     assert "not available" in prior_inputs.survival_risk_summary(model("response"), ["a"], p[:1])["status"]
     assert "not available" in prior_inputs.survival_risk_summary(model("survival2"), ["a"], None)["status"]
+
+
+def _signal_sets(seed: int, n: int, strength: float):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 3))
+    y = (strength * x[:, 0] + rng.normal(size=n) > 0).astype(int)
+    return {CLINICAL: x}, y
+
+
+def test_nested_cv_gain_is_positive_for_a_signal_and_not_for_noise():
+    from oncodiff.pipeline import class_prior
+
+    for strength, positive in ((3.0, True), (0.0, False)):
+        sets, y = _signal_sets(8, 80, strength)
+        standardised = {k: class_prior._standardise(v) for k, v in sets.items()}
+        groups = np.arange(len(y))
+        splits, _ = class_prior._folds(y, groups, 0)
+        gain = class_prior._nested_gain(standardised, y, 2, splits, 0, groups)
+        assert (gain > 0.05) if positive else (gain < 0.02), (strength, gain)
+
+
+def test_a_choice_that_loses_in_nested_cv_gives_way_to_the_base_rate(monkeypatch):
+    from oncodiff.pipeline import class_prior
+
+    sets, y = _signal_sets(9, 80, 3.0)
+    chosen = ClassPrior.select(sets, y, 2, groups=np.arange(80))
+    assert chosen.inputs == CLINICAL and "nested-CV gain over the base rate +" in chosen.c_selection
+    monkeypatch.setattr(class_prior, "_nested_gain", lambda *args: -0.01)
+    kept = ClassPrior.select(sets, y, 2, groups=np.arange(80))
+    assert kept.inputs == BASE_RATE and kept.c_selection.endswith("-0.010 nats, so the base rate")
+    np.testing.assert_allclose(kept.probabilities(sets[CLINICAL][:2])[:, 1], y.mean())
