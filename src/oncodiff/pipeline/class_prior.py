@@ -105,7 +105,7 @@ class ClassPrior:
         if len(np.unique(y)) < 2:
             return None
         groups = np.arange(len(labels)) if groups is None else np.asarray(groups)
-        sets = {name: _standardise(x[known].astype(np.float64)) for name, x in feature_sets.items()}
+        sets = {name: standardise(x[known].astype(np.float64)) for name, x in feature_sets.items()}
         frequencies = np.bincount(y, minlength=n_classes)[:n_classes] / len(y)
         splits, folds = _folds(y, groups[known], seed)
         if splits is None:  # too few patients to cross-validate: the clinical model at sklearn's default C
@@ -165,7 +165,7 @@ class ClassPrior:
                 f"({self.c_selection})")
 
 
-def _standardise(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def standardise(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     mean, scale = x.mean(0), x.std(0)
     scale = np.where(scale > 1e-12, scale, 1.0)
     return (x - mean) / scale, mean, scale
