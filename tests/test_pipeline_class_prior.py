@@ -172,10 +172,83 @@ def test_survival_risk_comes_from_survival_class_probabilities(monkeypatch):
     def model(kind):
         return SimpleNamespace(config=SimpleNamespace(model=SimpleNamespace(class_label=kind)))
 
+    def cases(*keys):
+        return SimpleNamespace(cases=[SimpleNamespace(follow_up_key=k) for k in keys],
+                               follow_ups=lambda: [[i] for i in range(len(keys))])
+
     p = np.array([[1.0, 0.0, 0.0, 0.0], [0.25, 0.25, 0.25, 0.25], [0.0, 0.0, 0.0, 1.0]])
-    out = prior_inputs.survival_risk_summary(model("survival4"), ["a", "b", "c"], p)
+    out = prior_inputs.survival_risk_summary(model("survival4"), cases("a", "b", "c"), p)
     assert out["risk"] == {"a": 1.0, "b": 0.5, "c": 0.0} and out["from"] == "class probabilities from a prior"
-    two = prior_inputs.survival_risk_summary(model("survival2"), ["a"], np.array([[0.7, 0.3]]))
+    two = prior_inputs.survival_risk_summary(model("survival2"), cases("a"), np.array([[0.7, 0.3]]))
     assert np.isclose(two["risk"]["a"], 0.7)  # P(survival shorter than the training median)
-    assert "not available" in prior_inputs.survival_risk_summary(model("response"), ["a"], p[:1])["status"]
-    assert "not available" in prior_inputs.survival_risk_summary(model("survival2"), ["a"], None)["status"]
+    assert "not available" in prior_inputs.survival_risk_summary(model("survival2"), cases("a"), None)["status"]
+
+
+def _cox_data(seed: int, n: int = 150):
+    """Exponential survival with log hazard 1.0 x0 - 0.5 x1 (x2 noise), censored at random."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 3))
+    t = rng.exponential(1.0 / np.exp(x[:, 0] - 0.5 * x[:, 1]))
+    c = rng.exponential(2.0, size=n)
+    return x, np.minimum(t, c), (t <= c).astype(float)
+
+
+def test_cox_survival_risk_recovers_the_hazard_ranking_and_round_trips():
+    from oncodiff.evaluation.outcomes import concordance
+    from oncodiff.pipeline.survival_risk import SurvivalRisk
+
+    x, time, event = _cox_data(10)
+    prior = ClassPrior.fit(x, (x[:, 0] > 0).astype(int), 2)
+    risk = SurvivalRisk.fit(np.repeat(x, 2, axis=0), np.repeat(time, 2), np.repeat(event, 2),
+                            np.repeat(np.arange(150), 2), prior)  # two rows per patient count once
+    assert risk.n_patients == 150 and risk.n_events == int(event.sum()) and risk.inputs == prior.inputs
+    beta = np.asarray(risk.coef) / np.asarray(risk.scale)  # per unit of x
+    assert beta[0] > 0.6 and beta[1] < -0.25 and abs(beta[2]) < 0.25
+    x_new, t_new, e_new = _cox_data(11)
+    assert concordance(t_new, risk.log_hazard(x_new), e_new) > 0.65
+    assert abs(risk.log_hazard(x).mean()) < 1e-9  # 0 = the average training patient
+    assert SurvivalRisk.from_dict(risk.to_dict()) == risk
+
+
+def test_no_cox_model_for_a_base_rate_prior_or_too_few_events():
+    from oncodiff.pipeline.survival_risk import SurvivalRisk
+
+    x, time, event = _cox_data(12, 40)
+    groups = np.arange(40)
+    base = ClassPrior.select({CLINICAL: np.zeros((40, 1))}, (np.arange(40) % 2), 2, groups=groups)
+    assert base.inputs == BASE_RATE and SurvivalRisk.fit(x, time, event, groups, base) is None
+    prior = ClassPrior.fit(x, (x[:, 0] > 0).astype(int), 2)
+    one_event = np.zeros(40)
+    one_event[0] = 1
+    assert SurvivalRisk.fit(x, time, one_event, groups, prior) is None
+
+
+def _signal_sets(seed: int, n: int, strength: float):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 3))
+    y = (strength * x[:, 0] + rng.normal(size=n) > 0).astype(int)
+    return {CLINICAL: x}, y
+
+
+def test_nested_cv_gain_is_positive_for_a_signal_and_not_for_noise():
+    from oncodiff.pipeline import class_prior
+
+    for strength, positive in ((3.0, True), (0.0, False)):
+        sets, y = _signal_sets(8, 80, strength)
+        standardised = {k: class_prior.standardise(v) for k, v in sets.items()}
+        groups = np.arange(len(y))
+        splits, _ = class_prior._folds(y, groups, 0)
+        gain = class_prior._nested_gain(standardised, y, 2, splits, 0, groups)
+        assert (gain > 0.05) if positive else (gain < 0.02), (strength, gain)
+
+
+def test_a_choice_that_loses_in_nested_cv_gives_way_to_the_base_rate(monkeypatch):
+    from oncodiff.pipeline import class_prior
+
+    sets, y = _signal_sets(9, 80, 3.0)
+    chosen = ClassPrior.select(sets, y, 2, groups=np.arange(80))
+    assert chosen.inputs == CLINICAL and "nested-CV gain over the base rate +" in chosen.c_selection
+    monkeypatch.setattr(class_prior, "_nested_gain", lambda *args: -0.01)
+    kept = ClassPrior.select(sets, y, 2, groups=np.arange(80))
+    assert kept.inputs == BASE_RATE and kept.c_selection.endswith("-0.010 nats, so the base rate")
+    np.testing.assert_allclose(kept.probabilities(sets[CLINICAL][:2])[:, 1], y.mean())

@@ -21,6 +21,7 @@ from oncodiff.pipeline import calibrate_run, predict, predict_cases
 from oncodiff.pipeline.cases import load_cases
 from oncodiff.pipeline.export import load_export, update_export_meta
 from oncodiff.pipeline.prior_inputs import case_prior_features
+from oncodiff.pipeline.survival_risk import SurvivalRisk
 from oncodiff.training import train
 
 CROPS = {2: [16, 16], 3: [16, 16, 8]}
@@ -131,25 +132,43 @@ def test_predict_says_which_class_predictor_it_used(trained):
     assert BASE_RATE_KEY in dict(prior["cv_log_loss"]) or prior["c_selection"] == "default"
     assert summary["class_prior"].startswith("class probabilities from ")
     assert prior["inputs"] in summary["class_prior"] or "training class rates" in summary["class_prior"]
-    # the demo preset conditions on response: no survival risk from its class prior, and predict says why
-    assert summary["survival_risk"]["status"].startswith("not available: the class prior predicts")
+    # the demo preset conditions on response: the survival risk comes from a Cox model on the prior's inputs,
+    # or, where the prior is the base rate (no inputs), predict says why there is none
+    survival = summary["survival_risk"]
+    if prior["inputs"] == BASE_RATE_KEY:
+        assert "the class prior chosen on the training split is the base rate" in survival["status"]
+    elif meta["survival_risk"] is None:  # a 4-case training split: too few events, or the Cox fit diverged
+        assert survival["status"].startswith("not available: the export has no survival model")
+    else:
+        assert survival["from"].startswith(f"Cox proportional hazards on {prior['inputs']}")
+        assert set(survival["risk"]) == {case["key"] for case in summary["cases"]}
+        assert meta["survival_risk"]["inputs"] == prior["inputs"]
 
 
 def test_an_export_with_a_class_prior_from_before_the_candidates_still_predicts(trained, tmp_path):
     run = tmp_path / "old_run"
     shutil.copytree(trained["run"], run, ignore=shutil.ignore_patterns("checkpoints"))
     model = load_export(run)
-    width = case_prior_features(model, load_cases(model, trained["cohort"], ["P001"], cache_dir=trained["cache"])).shape[1]
+    cases = load_cases(model, trained["cohort"], ["P001"], cache_dir=trained["cache"])
+    features = case_prior_features(model, cases)
+    width = features.shape[1]
     coef = np.random.default_rng(0).normal(size=width).tolist()
     # the fields an export had before the candidates existed: a logistic regression on the clinical features
     old = {"mean": [0.0] * width, "scale": [1.0] * width, "coef": [coef, coef], "intercept": [0.0, 0.0],
            "n_classes": 2, "n_train": 10, "c": 0.1, "c_selection": "5-fold patient-grouped CV log loss",
            "frequencies": [0.4, 0.6]}
-    update_export_meta(run, class_prior=old)
+    cox = SurvivalRisk("clinical", (0.0,) * width, (2.0,) * width, tuple(coef), 10, 4)
+    update_export_meta(run, class_prior=old, survival_risk=cox.to_dict())
     out = predict(run, trained["cohort"], tmp_path / "pred", patients=["P001"], cache_dir=trained["cache"])
     summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
     assert "logistic regression on clinical, 10 training rows, C = 0.1 (" in summary["class_prior"]
     np.testing.assert_allclose(summary["cases"][0]["class_probability"], [0.5, 0.5])  # equal rows, no shrinkage
+    # the survival risk: the Cox model on the same (clinical) inputs, per follow-up
+    risk = summary["survival_risk"]
+    assert risk["from"] == "Cox proportional hazards on clinical (penalizer 0.1), 10 training patients, 4 events"
+    expected = {case.follow_up_key: float(features[i] @ np.asarray(coef) / 2) for i, case in enumerate(cases.cases)}
+    assert risk["risk"].keys() == expected.keys()
+    np.testing.assert_allclose(list(risk["risk"].values()), list(expected.values()), rtol=1e-6)
 
 
 def test_training_calibrates_the_intervals_and_predict_reports_them(trained):

@@ -235,8 +235,7 @@ def predict(model: str | Path, cohort: str | Path, out: str | Path, patients: Se
             "model": str(exported.path), "cohort": str(cases.cohort.root), "samples": n, "seed": seed,
             "overrides": list(overrides), "sampling": config.sampling.model_dump(mode="json"),
             "interval_calibration": calibration_note, "class_prior": prior_note,
-            "survival_risk": survival_risk_summary(exported, [c.key for c in cases.cases],
-                                                   predictions.class_probability),
+            "survival_risk": survival_risk_summary(exported, cases, predictions.class_probability),
             "cases": summaries,
         }, indent=2) + "\n", encoding="utf-8")
     return out

@@ -14,9 +14,10 @@ import numpy as np
 
 from oncodiff.models import CLASS_COUNTS, CLASS_LABEL_KEYS
 from oncodiff.pipeline.cases import CaseSet, load_cases
-from oncodiff.pipeline.class_prior import CLINICAL, CLINICAL_DENOISER, ClassPrior, prior_features
+from oncodiff.pipeline.class_prior import BASE_RATE, CLINICAL, CLINICAL_DENOISER, ClassPrior, prior_features
 from oncodiff.pipeline.denoiser_features import denoiser_features
 from oncodiff.pipeline.export import ExportedModel, load_export, read_export_meta, update_export_meta
+from oncodiff.pipeline.survival_risk import SurvivalRisk
 
 NOT_CONDITIONED = "no class prior: the model is not conditioned on a class (model.class_label: none)"
 
@@ -74,35 +75,64 @@ def class_prior_note(model: ExportedModel) -> str:
 def fit_export_class_prior(folder: str | Path, cohort: str | Path, patients: Sequence[str], seed: int = 0,
                            cache_dir: str | Path | None = None) -> ClassPrior | None:
     """Choose and fit the class prior on ``patients`` (the training split) and store it in the export's
-    config.json (``class_prior``: None when the model has no class label or the patients one class)."""
+    config.json (``class_prior``: None when the model has no class label or the patients one class), with
+    a response-conditioned model's Cox model on the same inputs (``survival_risk``, pipeline.survival_risk)."""
     model = load_export(folder)
     kind = model.config.model.class_label
-    prior = None
+    prior = survival = None
     if kind != "none" and patients:
         cases = load_cases(model, cohort, patients, cache_dir=cache_dir)
         timestep = model.config.evaluation.feature_timestep
         labels = cases.batch[CLASS_LABEL_KEYS[kind]].numpy()
         groups = np.array([c.patient_id for c in cases.cases])  # CV folds keep a patient's rows together
         print(f"choosing the class prior on {len(cases)} training cases ...", flush=True)
-        prior = ClassPrior.select(candidate_inputs(model, cases, timestep), labels, CLASS_COUNTS[kind], seed,
-                                  groups, timestep)
-    update_export_meta(model.path, class_prior=None if prior is None else prior.to_dict())
+        inputs = candidate_inputs(model, cases, timestep)
+        prior = ClassPrior.select(inputs, labels, CLASS_COUNTS[kind], seed, groups, timestep)
+        survival = None if prior is None or kind.startswith("survival") else SurvivalRisk.fit(
+            inputs.get(prior.inputs, inputs[CLINICAL]), cases.batch["survival_time"].numpy(),
+            cases.batch["survival_event"].numpy(), groups, prior)
+    update_export_meta(model.path, class_prior=None if prior is None else prior.to_dict(),
+                       survival_risk=None if survival is None else survival.to_dict())
     if prior is not None:
         print(f"class prior: {prior.describe()}", flush=True)
+    if survival is not None:
+        print(f"survival risk for predict: {survival.describe()}", flush=True)
     return prior
 
 
-def survival_risk_summary(model: ExportedModel, keys: Sequence[str], probability: np.ndarray | None) -> dict:
-    """predict's survival risk per case from the class prior's probabilities (B, K), when the model is
-    conditioned on a survival class: 1 - E[class] / (K - 1), in [0, 1] (class 0 = shortest survival; with two
-    classes, P(survival shorter than the training median)). Otherwise why there is none."""
+def survival_risk_summary(model: ExportedModel, cases: CaseSet, probability: np.ndarray | None) -> dict:
+    """predict's survival risk per follow-up, from the chosen class prior: with a survival class, from its
+    probabilities (B, K): 1 - E[class] / (K - 1), in [0, 1] (class 0 = shortest survival; with two classes,
+    P(survival shorter than the training median)); with a response class, from the Cox model fitted on the
+    prior's inputs (pipeline.survival_risk). Otherwise why there is none."""
     kind = model.config.model.class_label
     if not kind.startswith("survival"):
-        return {"status": f"not available: the class prior predicts model.class_label={kind}, not survival; the "
-                          "survival heads are cross-validated by `oncodiff evaluate` but not exported"}
+        return _cox_risk_summary(model, cases)
     if probability is None:
         return {"status": "not available: no class prior was used for this prediction (class given or none fitted)"}
     classes = np.arange(probability.shape[1])
     risk = 1 - probability @ classes / (len(classes) - 1)
     return {"from": class_prior_note(model), "definition": "1 - E[survival class] / (K - 1), class 0 = shortest",
-            "risk": {key: float(r) for key, r in zip(keys, risk)}}
+            "risk": _per_follow_up(cases, risk)}
+
+
+def _per_follow_up(cases: CaseSet, values: np.ndarray) -> dict[str, float]:
+    """follow-up key -> the mean of ``values`` (one per case) over its crops."""
+    return {cases.cases[group[0]].follow_up_key: float(np.mean(values[group])) for group in cases.follow_ups()}
+
+
+def _cox_risk_summary(model: ExportedModel, cases: CaseSet) -> dict:
+    raw, prior = read_export_meta(model.path).get("survival_risk"), load_class_prior(model)
+    if prior is not None and prior.inputs == BASE_RATE:
+        return {"status": "not available: the class prior chosen on the training split is the base rate (no inputs "
+                          "predicted the outcome better), so there are no inputs to give a patient-specific risk"}
+    if prior is None:
+        return {"status": "not available: there is no class prior whose inputs a survival model could use "
+                          f"(model.class_label={model.config.model.class_label})"}
+    if not raw:
+        return {"status": "not available: the export has no survival model (fewer than two training events, a Cox "
+                          "fit that did not converge, or trained before it was fitted)"}
+    cox = SurvivalRisk.from_dict(raw)
+    risk = cox.log_hazard(prior_inputs(model, cases, prior))
+    return {"from": cox.describe(), "definition": "log relative hazard against the average training patient "
+            "(0 = average, higher = shorter expected survival)", "risk": _per_follow_up(cases, risk)}
