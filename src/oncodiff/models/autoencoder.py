@@ -252,7 +252,8 @@ class LatentDenoiser(WrappedDenoiser):
 
     Use: ``latent = net.encode_conditions(image_space_cond)`` once per batch, sample z0 of shape
     (B, Cz, *net.latent_shape(S)) with ``net(z_t, t, latent)``, then ``net.decode_post(z0, latent, target)``.
-    Target "post" diffuses z_post; "drift" diffuses z_post - z_pre (the drift in latent space).
+    Target "post" diffuses z_post; "drift" diffuses z_post - z_pre (the drift in latent space), decoded as a
+    residual on the pre scan (:meth:`decode_target`).
     The codec stays frozen and in eval mode (its VQ codebook must not move).
     """
 
@@ -307,6 +308,16 @@ class LatentDenoiser(WrappedDenoiser):
         """The follow-up scan (B, 1, *S) implied by a generated latent target z0 (B, Cz, *S/f)."""
         z_post = z0 + self.z_pre(latent_cond) if _check_target(target) == "drift" else z0
         return self.codec.decode_image(z_post).float()
+
+    @torch.no_grad()
+    def decode_target(self, z0: Tensor, latent_cond: Conditions, target: str) -> Tensor:
+        """The image-space target (B, 1, *S) of a generated latent target z0: the decoded post, or for "drift" the
+        decoder residual D(z_pre + z0) - D(z_pre), so a zero latent drift is exactly post = pre (the codec's
+        reconstruction error of the pre scan cancels)."""
+        if _check_target(target) == "post":
+            return self.decode_post(z0, latent_cond, target)
+        z_pre = self.z_pre(latent_cond)
+        return (self.codec.decode_image(z0 + z_pre) - self.codec.decode_image(z_pre)).float()
 
     def z_pre(self, latent_cond: Conditions) -> Tensor:
         """The scaled latent of the pre scan, (B, Cz, *S/f), from encoded conditions."""

@@ -83,16 +83,10 @@ def draw_samples(net: ConditionalDenoiser, config: Config, cond: Conditions, n_s
             model_fn = _guided(net, chunk_rows, config.sampling.guidance_scale, guidance_drop_clinical)
             generated = sample(model_fn, x_T, sampler, config.sampling.steps, gens)
             if latent:
-                generated = _decoded_target(net, generated, chunk_rows, pre[index], config.diffusion.target)
+                generated = net.decode_target(generated, chunk_rows, config.diffusion.target)
             out.append(generated.float())
     generated = torch.cat(out)
     return generated.reshape(cases, n_samples, *generated.shape[1:])
-
-
-def _decoded_target(net: LatentDenoiser, z0: Tensor, latent_rows: Conditions, pre: Tensor, target: str) -> Tensor:
-    """A generated latent target -> the image-space target (B, 1, *S): the decoded post, or post - pre."""
-    post = net.decode_post(z0, latent_rows, target)
-    return post - pre if target == "drift" else post
 
 
 def regress(net: ConditionalDenoiser, config: Config, cond: Conditions) -> Tensor:
