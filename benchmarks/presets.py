@@ -127,8 +127,11 @@ class Bench:
         record = folder / "benchmark_stage.json"
         if record.is_file() and (folder / "train_summary.json").is_file():
             return json.loads(record.read_text(encoding="utf-8"))
-        cost = cpu_seconds_per_step(cohort, self.config(chain, stage, []), self.cache)
-        steps = steps_for(minutes * stage.share, cost)
+        if self.args.steps:  # a fixed number of steps per chain (tests), shared out like the minutes
+            cost, steps = {"cpu_seconds_per_step": float("nan")}, max(2, round(self.args.steps * stage.share))
+        else:
+            cost = cpu_seconds_per_step(cohort, self.config(chain, stage, []), self.cache)
+            steps = steps_for(minutes * stage.share, cost)
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True)
         if splits_from:  # the same patients in the same splits as the chain's first treated run
@@ -340,6 +343,8 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--minutes", type=float, default=15.0, help="CPU-minutes of training per chain (default 15)")
+    p.add_argument("--steps", type=int, help="optimiser steps per chain instead of --minutes (no probe)")
+    p.add_argument("--merge", type=Path, nargs="+", help="only merge these OUT folders' results into --out")
     p.add_argument("--chains", nargs="+", choices=list(CHAINS), default=list(CHAINS))
     p.add_argument("--patients", type=int, default=28, help="treated patients per site")
     p.add_argument("--pretrain-patients", type=int, default=32, help="untreated patients (ImmunoDiff stage 1)")
@@ -353,10 +358,27 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def merge(out: Path, folders: list[Path]) -> int:
+    """One results.json and table.md from several OUT folders (e.g. one per site, run side by side)."""
+    parts = [json.loads((folder / "results.json").read_text(encoding="utf-8")) for folder in folders]
+    results = {**parts[0], "chains": {}, "runs": [{k: p[k] for k in ("command", "machine", "commit", "settings")}
+                                                  for p in parts]}
+    for part in parts:
+        results["chains"].update(part["chains"])
+    results["command"] = " ; ".join(p["command"] for p in parts)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(results, indent=2, default=str) + "\n", encoding="utf-8")
+    (out / "table.md").write_text(table(results), encoding="utf-8")
+    print(table(results), flush=True)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser().parse_args(argv)
     out = args.out.resolve()
+    if args.merge:
+        return merge(out, args.merge)
     bench = Bench(out, args)
     path = out / "results.json"
     results = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {"chains": {}}
