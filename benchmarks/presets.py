@@ -33,11 +33,12 @@ from pathlib import Path
 
 import numpy as np
 
-from oncodiff.config import load_config
+from oncodiff.config import Config, load_config
 from oncodiff.evaluation.baselines import ensure_baseline
 from oncodiff.evaluation.metrics import MetricTable, image_metrics, summarize
 from oncodiff.evaluation.protocol import _size_scores
 from oncodiff.evaluation.stage2 import evaluate_outcomes
+from oncodiff.outputs import write_marker
 from oncodiff.pipeline.cases import CaseSet, load_cases
 from oncodiff.pipeline.export import ExportedModel, load_export
 from oncodiff.pipeline.predict import Predictions, predict_cases
@@ -69,6 +70,7 @@ class Chain:
     headline: str
     pretrain: bool = False               # an untreated "public" cohort for the first stages (ImmunoDiff)
     overrides: tuple[str, ...] = field(default=())
+    guidance_scales: tuple[float, ...] = ()  # candidates, chosen on the validation split by in-tumour MAE
 
 
 CHAINS = {
@@ -80,7 +82,8 @@ CHAINS = {
     "gbm-ldm": Chain("brain", (
         Stage("autoencoder", "gbm-ldm-autoencoder", 0.4),
         Stage("ldm", "gbm-ldm", 0.6, init_from="autoencoder")), "global_local",
-        overrides=("data.timepoints=[month4]", "model.use_days=false")),  # the paper's one 4-month follow-up
+        overrides=("data.timepoints=[month4]", "model.use_days=false"),  # the paper's one 4-month follow-up
+        guidance_scales=(1.0, 3.0, 10.0)),
     "pulsar-drift": Chain("brain", (Stage("pulsar", "pulsar-drift", 1.0),), "lesion_agreement"),
     "pulsar-drift-method1": Chain("brain", (Stage("pulsar-m1", "pulsar-drift-method1", 1.0),), "lesion_agreement"),
     "nac-prompt": Chain("breast", (
@@ -134,6 +137,7 @@ class Bench:
             steps = steps_for(minutes * stage.share, cost)
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True)
+        write_marker(folder, "run", state="training")  # train() writes only into its own (or an empty) folder
         if splits_from:  # the same patients in the same splits as the chain's first treated run
             shutil.copy(self.out / "runs" / splits_from / "splits.json", folder / "splits.json")
         print(f"\n=== {stage.name}: {stage.preset}, {steps} steps ({cost['cpu_seconds_per_step']:.2f} CPU s/step)",
@@ -178,12 +182,13 @@ def split_cases(model: ExportedModel, run: Path, cohort: Path, split: str, limit
 
 
 def methods(run: Path, cohort: Path, model: ExportedModel, cases: CaseSet, samples: int, seed: int,
-            regression: bool, cache) -> dict[str, Predictions]:
-    """post = pre, the diffusion chain (outcome unknown, as predict samples) and the regression U-Net."""
+            regression: bool, cache, config: Config | None = None) -> dict[str, Predictions]:
+    """post = pre, the diffusion chain (outcome unknown, as predict samples; ``config``: sampling settings
+    other than the run's) and the regression U-Net."""
     pre = cases.batch["pre_raw"][:, 0].numpy()
     masks = cases.batch["tumor_mask"][:, 0].numpy()[:, None] > 0 if model.config.model.generate_mask else None
     out = {"identity": Predictions(samples=pre[:, None].copy(), pre=pre, masks=masks),
-           "diffusion": predict_cases(model, cases, samples, seed, "predicted")}
+           "diffusion": predict_cases(model, cases, samples, seed, "predicted", config)}
     if regression:
         baseline = load_export(ensure_baseline(run, cohort, model.config, "regression", None, cache))
         out["regression"] = predict_cases(baseline, cases, 1, seed, "predicted")
@@ -207,6 +212,27 @@ def score(run: Path, cohort: Path, model: ExportedModel, cases: CaseSet, predict
               for metric in ("mae_tumor", "ssim_tumor") for other in predictions if other != "diffusion"}
     return {"cases": len(keys), "follow_ups": len(groups), "patients": len({c.patient_id for c in cases.cases}),
             "aggregate": table.aggregate(), "size": size, "paired": paired}
+
+
+def choose_guidance(bench: Bench, name: str, model: ExportedModel, run: Path, cohort: Path) -> tuple[Config, dict]:
+    """The run's config with the chain's guidance scale that has the lowest in-tumour MAE on the validation split
+    (the preset's own scale when the chain has no candidates); returns it with every candidate's MAE."""
+    scales = CHAINS[name].guidance_scales
+    if not scales:
+        return model.config, {}
+    args = bench.args
+    cases = split_cases(model, run, cohort, "val", args.max_cases, bench.cache)
+    post, tumor = cases.batch["post"][:, 0].numpy(), cases.batch["tumor_mask"][:, 0].numpy() > 0
+    mae = {}
+    for scale in scales:
+        config = model.config.with_overrides([f"sampling.guidance_scale={scale}"])
+        mean = predict_cases(model, cases, args.samples, args.seed, "predicted", config).mean
+        rows = image_metrics(mean, post, tumor, 0, spatial_dims=post.ndim - 1)
+        mae[scale] = summarize([r["mae_tumor"] for r in rows])["mean"]
+    best = min(mae, key=mae.get)
+    print(f"guidance scale on {len(cases)} validation cases (in-tumour MAE): {mae}; chosen {best:g}", flush=True)
+    return model.config.with_overrides([f"sampling.guidance_scale={best}"]), {
+        "validation_cases": len(cases), "mae_tumor": mae, "chosen": best, "preset": model.config.sampling.guidance_scale}
 
 
 def headline(kind: str, model: ExportedModel, run: Path, cohort: Path, cases: CaseSet,
@@ -249,8 +275,10 @@ def bench_chain(bench: Bench, name: str) -> dict:
     cases = split_cases(model, run, cohort, "test", args.max_cases, bench.cache)
     print(f"\n=== scoring {name} on {len(cases)} test cases", flush=True)
     start = time.perf_counter()
-    predictions = methods(run, cohort, model, cases, args.samples, args.seed, not args.no_regression, bench.cache)
-    scores = score(run, cohort, model, cases, predictions)
+    config, guidance = choose_guidance(bench, name, model, run, cohort)
+    predictions = methods(run, cohort, model, cases, args.samples, args.seed, not args.no_regression, bench.cache,
+                          config)
+    scores = score(run, cohort, model, cases, predictions) | ({"guidance": guidance} if guidance else {})
     scores["headline"] = headline(CHAINS[name].headline, model, run, cohort, cases, predictions, scores, bench.cache)
     bench.wall[f"score {name}"] = time.perf_counter() - start
     return {"stages": records, "cpu_minutes": args.minutes, "overrides": args.overrides, "config": {k: model.config.model_dump(mode="json")[k] for k in ("diffusion", "sampling")}
@@ -312,12 +340,22 @@ def headline_text(name: str, row: dict) -> str:
     return "SSIM " + ", ".join(f"{m} {_fmt(v)}" for m, v in h["ssim"].items())
 
 
+def guidance_text(row: dict) -> str:
+    g = row.get("guidance")
+    if not g:
+        return ""
+    tried = ", ".join(f"{float(k):g}: {_fmt(v, 4)}" for k, v in g["mae_tumor"].items())
+    return (f". Guidance scale {float(g['chosen']):g} chosen on {g['validation_cases']} validation cases "
+            f"(preset: {g['preset']:g}; in-tumour MAE per scale {tried})")
+
+
 def table(results: dict) -> str:
     methods_header = " | ".join(f"{m} MAE | {m} SSIM | {m} PSNR" for m in ("diffusion", "post=pre", "regression"))
     head = (f"| chain | CPU-min / steps per stage | test cases / patients | {methods_header} | MAE diff. to post = pre [95 % CI] | "
             "vol. change MAE (pp) diffusion | post=pre | regression | verdict |\n" + "|---" * 17 + "|\n")
     rows = "".join(chain_row(name, row) for name, row in results["chains"].items())
-    headlines = "".join(f"- **{name}**: {headline_text(name, row)}\n" for name, row in results["chains"].items())
+    headlines = "".join(f"- **{name}**: {headline_text(name, row)}{guidance_text(row)}\n"
+                        for name, row in results["chains"].items())
     a = results["settings"]
     return (f"### Paper presets against post = pre (in-tumour metrics, test split)\n\n{head}{rows}\n"
             f"Budget: the CPU-minutes per chain in the second column, shared over its stages as optimiser steps (CPU-time "
