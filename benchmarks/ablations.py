@@ -45,6 +45,7 @@ from oncodiff.config import Config, load_config
 from oncodiff.evaluation.distribution import mmd
 from oncodiff.evaluation.metrics import image_metrics, psnr_from_mse, summarize
 from oncodiff.evaluation.outcomes import HeadOptions, cross_validate_response, cross_validate_survival
+from oncodiff.outputs import write_marker
 from oncodiff.pipeline.cases import CaseSet, load_cases
 from oncodiff.pipeline.denoiser_features import denoiser_features
 from oncodiff.pipeline.export import ExportedModel, load_export
@@ -102,6 +103,7 @@ class Ablation:
             return folder
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True)
+        write_marker(folder, "run", state="training")  # train() writes only into its own (or an empty) folder
         if splits_from:  # the same patients in the same splits as that run
             shutil.copy(RunFolder(self.out / "runs" / splits_from).splits_json, RunFolder(folder).splits_json)
         config = load_config(preset, overrides + self.extra + [

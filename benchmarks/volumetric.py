@@ -45,6 +45,9 @@ from oncodiff.data.intensity import fit_intensity
 from oncodiff.evaluation.metrics import image_metrics
 from oncodiff.runs import RunFolder
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from stepcost import cpu_seconds_per_step  # noqa: E402  (benchmarks/ is a folder of scripts)
+
 CANDIDATE_ROUTES = {  # name: config overrides on top of the demo preset
     "2.5D tumour slices (default)": [],
     "3D patches 32^3, demo network": ["data.dims=3", "data.crop_size=[32,32,32]", "data.smoothing=auto"],
@@ -140,28 +143,11 @@ def _subset(cohort: Path, out: Path, patients: int) -> Path:
 
 
 def _cpu_seconds_per_step(cohort: Path, overrides: list[str], cache: Path) -> dict:
-    """Training's own step probe (loading, forward, backward, optimiser), in CPU seconds of this process."""
-    from oncodiff.data import CohortDataModule
+    """The step probe of ``benchmarks/stepcost.py`` for the demo preset as the volumetric route configures it."""
     from oncodiff.data.route import volumetric_route
-    from oncodiff.training.train import measure_step_seconds, model_layout
 
-    # A step's cost does not depend on registration: the probes skip it (it dominates preprocessing time).
     config, _ = volumetric_route(load_config("demo", [*COMMON, *overrides]), cohort)
-    config = config.with_overrides(["data.registration=none"])
-    data = CohortDataModule(cohort, config, cache_dir=cache)
-    data.prepare_data()
-    data.setup()
-    layout = model_layout(data, config)
-    repeats = 5
-    cpu, wall = time.process_time(), time.perf_counter()
-    median_wall = measure_step_seconds(config, layout, data, repeats=repeats)
-    cpu_per_step = (time.process_time() - cpu) / (repeats + 1)
-    return {"cpu_seconds_per_step": cpu_per_step, "wall_seconds_per_step_median": median_wall,
-            "steps_per_cpu_minute": 60.0 / cpu_per_step,
-            "samples_per_follow_up": len(data.preprocessed) / max(len({(r.patient_id, r.timepoint)
-                                                                        for r in data.preprocessed.records}), 1),
-            "crop": list(config.data.crop_size), "overrides": overrides,
-            "probe_wall_seconds": time.perf_counter() - wall}
+    return cpu_seconds_per_step(cohort, config, cache) | {"overrides": overrides}
 
 
 class TestTruth:

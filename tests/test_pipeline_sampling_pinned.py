@@ -2,7 +2,8 @@
 
 The record was written by the sampling loop as it stood before the latent model moved behind the pixel
 model's interface and the noised-source start became an explicit initial-state step; the refactor left
-every sample bit-identical on the machine that wrote it. Tolerance 1e-5 covers float sums that another
+every sample bit-identical on the machine that wrote it. The latent drift entry was rewritten once since, on
+purpose, when a latent drift began to decode as a residual on the pre scan. Tolerance 1e-5 covers float sums that another
 CPU's kernels order differently. Regenerate (only for an intended change of the samples) with
 ``PYTHONPATH=src python tests/test_pipeline_sampling_pinned.py``.
 """

@@ -68,7 +68,6 @@ PAPER_SETTINGS = [
     ("immunodiff", "model.cbi_lambda", 0.05),
     ("immunodiff", "model.control", "anatomy"),
     ("immunodiff", "data.dims", 3),
-    ("immunodiff", "diffusion.prediction", "eps"),
     ("immunodiff", "evaluation.folds", 5),
     ("gbm-ldm", "model.latent", "vqvae"),
     ("gbm-ldm", "model.autoencoder.mask", "autoencoder"),
@@ -87,7 +86,6 @@ PAPER_SETTINGS = [
     ("pulsar-drift", "data.crop", "bbox"),
     ("pulsar-drift", "data.rotations", True),
     ("pulsar-drift", "data.flips", False),
-    ("pulsar-drift", "diffusion.prediction", "eps"),
     ("pulsar-drift", "sampling.sampler", "ddim"),
     ("pulsar-drift-method1", "diffusion.prediction", "x0"),
     ("pulsar-drift-method1", "sampling.sampler", "single_step"),
@@ -236,7 +234,8 @@ def test_pulsar_source_with_a_generated_mask_starts_the_mask_at_the_baseline_mas
     class TwoChannelEcho(_EchoNet):
         target_channels = 2
 
-    config = load_config("pulsar-drift-method1", ["model.class_label=none", "model.generate_mask=true"])
+    config = load_config("pulsar-drift-method1", ["model.class_label=none", "model.generate_mask=true",
+                                                  "diffusion.target=post"])
     pre = torch.rand(1, 1, 8, 8, generator=torch.Generator().manual_seed(1))
     mask = torch.zeros_like(pre)
     mask[..., 2:5, 2:5] = 1
@@ -331,3 +330,35 @@ def test_cases_get_survival_classes_from_the_training_thresholds():
     assert class2.tolist() == [0, 1, 1, -1] and class4.tolist() == [0, 2, 3, -1]  # censored early: unknown
     unknown, _ = survival_classes(SimpleNamespace(layout=SimpleNamespace(survival_classes={})), batch)
     assert unknown.tolist() == [-1] * 4
+
+
+IDENTITY_PATH = {  # preset -> tiny crop: each paper preset's untrained network predicts post = pre
+    "ispy-ddpm": [16, 16], "pulsar-drift": [16, 16], "pulsar-drift-method1": [16, 16], "nac-prompt-base": [16, 16],
+    "gbm-ldm": [16, 16], "immunodiff-ddpm": [16, 16, 8],
+}
+
+
+@pytest.mark.parametrize("name", list(IDENTITY_PATH))
+def test_untrained_paper_preset_predicts_post_equals_pre(name):
+    """The identity path of docs/presets.md: a drift target with a zero-initialised output layer, so training
+    starts from post = pre (and a latent drift decodes as a residual on the pre scan, without the codec's error)."""
+    from oncodiff.cohort.schema import ClinicalVariable
+    from oncodiff.models import Conditions
+    from oncodiff.models.factory import ModelLayout, build_network
+    from oncodiff.pipeline.sampling import draw_samples, sample_generators
+
+    crop = IDENTITY_PATH[name]
+    config = load_config(name, [f"data.crop_size={crop}", "sampling.steps=3"])
+    layout = ModelLayout(len(crop), ("pre", "tumor_mask"), (ClinicalVariable(name="age", type="numeric", group="d"),),
+                         crop_size=tuple(crop))
+    torch.manual_seed(0)
+    net = build_network(config, layout).eval()
+    pre, mask = torch.rand(2, 1, *crop), (torch.rand(2, 1, *crop) > 0.5).float()
+    if name == "gbm-ldm":
+        net.codec.calibrate(pre, mask)
+    cond = Conditions(image=torch.cat([pre, mask], dim=1), clinical=torch.zeros(2, 1),
+                      clinical_missing=torch.ones(2, 1, dtype=torch.bool), days=torch.tensor([90.0, 180.0]),
+                      class_label=torch.tensor([0, 1]))
+    drift = draw_samples(net, config, cond, 2, sample_generators(0, ["a", "b"], 2))
+    assert config.diffusion.target == "drift"
+    assert drift.abs().max() < 1e-3, f"{name}: an untrained network moved the pre scan by {drift.abs().max():.3g}"

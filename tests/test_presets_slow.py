@@ -1,6 +1,7 @@
 """Every paper preset trains and predicts end to end on a synthetic cohort of its site, by the commands of
 docs/presets.md (same run folders, so each later stage finds the earlier one through its preset's
-``training.init_from``), at the presets' CPU-sized defaults but with 2 optimiser steps per stage.
+``training.init_from``), at the presets' CPU-sized defaults but with 2 optimiser steps per stage; and every
+chain, trained for a tiny budget by benchmarks/presets.py, beats post = pre on its own training cases.
 
 Slow (several minutes): ``make test-slow`` or ``pytest -m slow tests/test_presets_slow.py``.
 """
@@ -13,6 +14,9 @@ import pytest
 from typer.testing import CliRunner
 
 from oncodiff.cli import app
+from oncodiff.pipeline.export import load_export
+
+from factory import load_benchmark
 
 pytestmark = pytest.mark.slow
 
@@ -67,3 +71,40 @@ def test_paper_chain_trains_and_predicts(paper, tmp_path, monkeypatch):
     assert summary["cases"], f"{paper}: predicted no case"
     for case in summary["cases"]:
         assert {"mean", "std", "drift"} <= set(case["files"]), case["files"]
+
+
+LEARNING_STEPS = 60  # per chain, shared over its stages as benchmarks/presets.py shares its budget
+FEW_SAMPLING_STEPS = {"gbm-ldm": 20, "nac-prompt": 20, "ispy-ddpm": 20}  # the rest sample in 1 to 50 steps
+
+
+@pytest.fixture(scope="module")
+def bench_out(tmp_path_factory):
+    return tmp_path_factory.mktemp("presets-bench")  # one cohort per site, shared by the chains of that site
+
+
+def _not_yet(chain: str, why: str):
+    return pytest.param(chain, marks=pytest.mark.xfail(reason=why, strict=False))
+
+
+@pytest.mark.parametrize("chain", [
+    "ispy-ddpm",
+    _not_yet("nac-prompt", "at 39 steps its in-tumour MAE was 0.262 against post = pre's 0.210 (docs/presets.md)"),
+    _not_yet("pulsar-drift", "at 90 steps its in-tumour MAE was 0.209 against post = pre's 0.109 (docs/presets.md)"),
+    _not_yet("pulsar-drift-method1", "at 97 steps its in-tumour MAE was 0.203 against post = pre's 0.109"),
+    _not_yet("gbm-ldm", "ties post = pre exactly: the VQ decoder quantises z_pre + a small drift back to z_pre's codes"),
+    _not_yet("immunodiff", "not measured yet: the 3D chain did not fit the CPU time of the benchmark run"),
+])
+def test_paper_chain_beats_post_equals_pre_on_its_training_cases(chain, bench_out):
+    presets = load_benchmark("presets")
+    sampling = [f"sampling.steps={FEW_SAMPLING_STEPS[chain]}"] if chain in FEW_SAMPLING_STEPS else []
+    args = presets.parser().parse_args([
+        "--out", str(bench_out), "--patients", "8", "--pretrain-patients", "8", "--steps", str(LEARNING_STEPS),
+        "--segmenter-steps", "2", "--chains", chain, *[a for s in sampling for a in ("--set", s)]])
+    bench = presets.Bench(bench_out, args)
+    run, cohort, _ = presets.train_chain(bench, chain)
+    model = load_export(run)
+    cases = presets.split_cases(model, run, cohort, "train", 16, bench.cache)
+    scores = presets.score(run, cohort, model, cases, presets.methods(run, cohort, model, cases, 2, 0, False,
+                                                                       bench.cache))
+    mae = {m: scores["aggregate"][m]["mae_tumor"]["mean"] for m in ("diffusion", "identity")}
+    assert mae["diffusion"] < mae["identity"], f"{chain} after {LEARNING_STEPS} steps: in-tumour MAE {mae}"

@@ -134,6 +134,10 @@ class AutoencoderConfig(_Section):
     adversarial_weight: float = Field(
         0.0, ge=0.0, description="weight of a MONAI PatchDiscriminator adversarial term; 0 = off"
     )
+    mask_dice_weight: float = Field(
+        1.0, ge=0.0, description="weight of a soft Dice term (1 - 2 sum(x_hat x) / (sum x_hat^2 + sum x^2)) added to "
+        "the mask autoencoder's L1: with L1 alone, small tumours decode as empty masks; 0 = L1 only",
+    )
     mask: Literal["autoencoder", "resize"] = Field(
         "autoencoder",
         description="tumour mask in latent space: autoencoder = its own autoencoder with the image latent's shape "

@@ -252,7 +252,8 @@ class LatentDenoiser(WrappedDenoiser):
 
     Use: ``latent = net.encode_conditions(image_space_cond)`` once per batch, sample z0 of shape
     (B, Cz, *net.latent_shape(S)) with ``net(z_t, t, latent)``, then ``net.decode_post(z0, latent, target)``.
-    Target "post" diffuses z_post; "drift" diffuses z_post - z_pre (the drift in latent space).
+    Target "post" diffuses z_post; "drift" diffuses z_post - z_pre (the drift in latent space), decoded as a
+    residual on the pre scan (:meth:`decode_target`).
     The codec stays frozen and in eval mode (its VQ codebook must not move).
     """
 
@@ -316,11 +317,15 @@ class LatentDenoiser(WrappedDenoiser):
         """The pre scan in the sampling space: its latent :meth:`z_pre`."""
         return self.z_pre(rows)
 
+    @torch.no_grad()
     def decode_target(self, generated: Tensor, rows: Conditions, pre: Tensor, target: str) -> Tensor:
-        """A generated latent target -> the image-space target (B, 1, *S): the decoded post, or post - ``pre``
-        (the image-space pre scans, one per row) for target "drift"."""
-        post = self.decode_post(generated, rows, target)
-        return post - pre if target == "drift" else post
+        """A generated latent target -> the image-space target (B, 1, *S): the decoded post, or for "drift" the
+        decoder residual D(z_pre + dz) - D(z_pre), so a zero latent drift is exactly post = pre (the codec's
+        reconstruction error of the pre scan cancels; ``pre``, the image-space scans, is not needed)."""
+        if _check_target(target) == "post":
+            return self.decode_post(generated, rows, target)
+        z_pre = self.z_pre(rows)
+        return (self.codec.decode_image(generated + z_pre) - self.codec.decode_image(z_pre)).float()
 
     def describe(self) -> dict:
         return {"latent": self.codec.describe(), "denoiser": self.denoiser.describe(),

@@ -1,0 +1,435 @@
+"""Does every paper preset learn? Each chain trained on a synthetic cohort of its site, scored against post = pre.
+
+    python benchmarks/presets.py --out benchmarks/results/presets [--minutes 15] [--chains ispy-ddpm gbm-ldm]
+    ... --set diffusion.prediction=eps          # an override for every stage of every chain (the paper's setting)
+
+For each chain (docs/presets.md: the presets of one paper, run in order, each later stage starting from the
+earlier run as its preset says), on a 3D synthetic cohort of the chain's site:
+1. every stage's cost is probed (training's own step probe, CPU seconds of this process: benchmarks/stepcost.py)
+   and the chain's budget of ``--minutes`` CPU-minutes is shared out over its stages (``Stage.share``) as
+   optimiser steps, so a busy machine does not change what is trained;
+2. the stages train in order (a finished run is reused: delete its folder to retrain it);
+3. the last stage's run is scored on its test split (at most ``--max-cases`` cases, evenly spread) by the code
+   of ``oncodiff evaluate``: ``predict_cases`` (the outcome unknown, as predict samples), ``image_metrics``
+   (in-tumour SSIM, PSNR, MAE: inside the baseline tumour mask), the volume change of ``CaseVolumes`` summed
+   per follow-up, against post = pre and against evaluate's regression U-Net baseline (``ensure_baseline``:
+   the same split and the last stage's number of steps), plus the paper's own headline figure.
+   Paired: the per-case in-tumour MAE difference to post = pre with a 95 % bootstrap interval over patients.
+
+Writes OUT/results.json (every number, per-stage costs and steps, the settings) and OUT/table.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from oncodiff.config import Config, load_config
+from oncodiff.evaluation.baselines import ensure_baseline
+from oncodiff.evaluation.metrics import MetricTable, image_metrics, summarize
+from oncodiff.evaluation.protocol import _size_scores
+from oncodiff.evaluation.stage2 import evaluate_outcomes
+from oncodiff.outputs import write_marker
+from oncodiff.pipeline.cases import CaseSet, load_cases
+from oncodiff.pipeline.export import ExportedModel, load_export
+from oncodiff.pipeline.predict import Predictions, predict_cases
+from oncodiff.pipeline.volumes import CaseVolumes, load_segmenter
+from oncodiff.runs import RunFolder
+from oncodiff.synth import synthesize
+from oncodiff.training import train
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from quality import paired_difference  # noqa: E402  (benchmarks/ is a folder of scripts)
+from stepcost import cpu_seconds_per_step, steps_for  # noqa: E402
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One preset of a chain: trained on the ``cohort`` ("treated" or "public") for ``share`` of the budget."""
+
+    name: str
+    preset: str
+    share: float
+    cohort: str = "treated"
+    init_from: str | None = None      # the stage whose run this one starts from
+    anatomy_from: str | None = None   # the contrastive stage whose encoders make the ControlNet's control
+
+
+@dataclass(frozen=True)
+class Chain:
+    site: str
+    stages: tuple[Stage, ...]
+    headline: str
+    pretrain: bool = False               # an untreated "public" cohort for the first stages (ImmunoDiff)
+    overrides: tuple[str, ...] = field(default=())
+    guidance_scales: tuple[float, ...] = ()  # candidates, chosen on the validation split by in-tumour MAE
+
+
+CHAINS = {
+    "immunodiff": Chain("lung", (
+        Stage("encoders", "immunodiff-encoders", 0.1, "public"),
+        Stage("ddpm", "immunodiff-ddpm", 0.35, "public"),
+        Stage("controlnet", "immunodiff-controlnet", 0.25, "public", init_from="ddpm", anatomy_from="encoders"),
+        Stage("stage2", "immunodiff", 0.3, init_from="controlnet")), "heads", pretrain=True),
+    "gbm-ldm": Chain("brain", (
+        Stage("autoencoder", "gbm-ldm-autoencoder", 0.4),
+        Stage("ldm", "gbm-ldm", 0.6, init_from="autoencoder")), "global_local",
+        overrides=("data.timepoints=[month4]", "model.use_days=false"),  # the paper's one 4-month follow-up
+        guidance_scales=(1.0, 3.0, 10.0)),
+    "pulsar-drift": Chain("brain", (Stage("pulsar", "pulsar-drift", 1.0),), "lesion_agreement"),
+    "pulsar-drift-method1": Chain("brain", (Stage("pulsar-m1", "pulsar-drift-method1", 1.0),), "lesion_agreement"),
+    "nac-prompt": Chain("breast", (
+        Stage("base", "nac-prompt-base", 0.6),
+        Stage("prompt", "nac-prompt", 0.4, init_from="base")), "match"),
+    "ispy-ddpm": Chain("breast", (Stage("ispy", "ispy-ddpm", 1.0),), "ssim"),
+}
+COMMON = ["training.max_minutes=null", "sampling.calibrate=false", "data.test_fraction=0.25",
+          "data.val_fraction=0.1"]
+
+
+class Bench:
+    """Cohorts, runs, costs and timings under OUT."""
+
+    def __init__(self, out: Path, args: argparse.Namespace):
+        self.out, self.args = out, args
+        self.cache = out / "cache"
+        self.wall: dict[str, float] = {}
+        (out / "runs").mkdir(parents=True, exist_ok=True)
+
+    def cohort(self, site: str, treated: bool = True) -> Path:
+        name = f"{site}3d" + ("" if treated else "-untreated")
+        path = self.out / "cohorts" / name
+        if not (path / "cohort.yaml").is_file():
+            start = time.perf_counter()
+            patients = self.args.patients if treated else self.args.pretrain_patients
+            synthesize(site, patients, 3, self.args.seed + (0 if treated else 1), path, overwrite=True, workers=1,
+                       treated=treated)
+            self.wall[f"synth {name}"] = time.perf_counter() - start
+        return path
+
+    def config(self, chain: Chain, stage: Stage, extra: list[str]):
+        overrides = [*COMMON, *chain.overrides, f"training.seed={self.args.seed}",
+                     f"evaluation.segmenter_steps={self.args.segmenter_steps}", *extra, *self.args.overrides]
+        if stage.init_from:
+            overrides.append(f"training.init_from={self.out / 'runs' / stage.init_from}")
+        if stage.anatomy_from:
+            overrides.append(f"training.anatomy_from={self.out / 'runs' / stage.anatomy_from}")
+        return load_config(stage.preset, overrides)
+
+    def run(self, chain: Chain, stage: Stage, cohort: Path, minutes: float, splits_from: str | None) -> dict:
+        """Probe the stage's cost, then train it for its share of ``minutes`` CPU-minutes (unless already done)."""
+        folder = self.out / "runs" / stage.name
+        record = folder / "benchmark_stage.json"
+        if record.is_file() and RunFolder(folder).train_summary_json.is_file():
+            return json.loads(record.read_text(encoding="utf-8"))
+        if self.args.steps:  # a fixed number of steps per chain (tests), shared out like the minutes
+            cost, steps = {"cpu_seconds_per_step": float("nan")}, max(2, round(self.args.steps * stage.share))
+        else:
+            cost = cpu_seconds_per_step(cohort, self.config(chain, stage, []), self.cache)
+            steps = steps_for(minutes * stage.share, cost)
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        write_marker(folder, "run", state="training")  # train() writes only into its own (or an empty) folder
+        if splits_from:  # the same patients in the same splits as the chain's first treated run
+            shutil.copy(RunFolder(self.out / "runs" / splits_from).splits_json, RunFolder(folder).splits_json)
+        print(f"\n=== {stage.name}: {stage.preset}, {steps} steps ({cost['cpu_seconds_per_step']:.2f} CPU s/step)",
+              flush=True)
+        start, cpu = time.perf_counter(), time.process_time()
+        train(cohort, self.config(chain, stage, [f"training.max_steps={steps}"]), folder, cache_dir=self.cache)
+        info = {"preset": stage.preset, "steps": steps, "cpu_minutes_budget": round(minutes * stage.share, 2),
+                "cpu_seconds_per_step": round(cost["cpu_seconds_per_step"], 3),
+                "train_cpu_minutes": round((time.process_time() - cpu) / 60, 2),
+                "train_wall_minutes": round((time.perf_counter() - start) / 60, 2)}
+        record.write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+        return info
+
+
+def train_chain(bench: Bench, name: str) -> tuple[Path, Path, list[dict]]:
+    """Train every stage of chain ``name``; returns (last run, treated cohort, per-stage records)."""
+    chain = CHAINS[name]
+    cohorts = {"treated": bench.cohort(chain.site)}
+    if chain.pretrain:
+        cohorts["public"] = bench.cohort(chain.site, treated=False)
+    first_treated = None
+    records = []
+    for stage in chain.stages:
+        records.append(bench.run(chain, stage, cohorts[stage.cohort], bench.args.minutes,
+                                 first_treated if stage.cohort == "treated" else None))
+        if stage.cohort == "treated" and first_treated is None:
+            first_treated = stage.name
+    return bench.out / "runs" / chain.stages[-1].name, cohorts["treated"], records
+
+
+def spread(cases: CaseSet, limit: int) -> CaseSet:
+    """At most ``limit`` cases with a follow-up, evenly spread over the (patient-ordered) list."""
+    known = [i for i, c in enumerate(cases.cases) if c.has_truth]
+    if len(known) > limit:
+        known = [known[int(k)] for k in np.linspace(0, len(known) - 1, limit).round()]
+    return cases.select(known)
+
+
+def split_cases(model: ExportedModel, run: Path, cohort: Path, split: str, limit: int, cache) -> CaseSet:
+    patients = list(getattr(RunFolder(run).splits(), split))
+    return spread(load_cases(model, cohort, patients=patients, cache_dir=cache), limit)
+
+
+def methods(run: Path, cohort: Path, model: ExportedModel, cases: CaseSet, samples: int, seed: int,
+            regression: bool, cache, config: Config | None = None) -> dict[str, Predictions]:
+    """post = pre, the diffusion chain (outcome unknown, as predict samples; ``config``: sampling settings
+    other than the run's) and the regression U-Net."""
+    pre = cases.batch["pre_raw"][:, 0].numpy()
+    masks = cases.batch["tumor_mask"][:, 0].numpy()[:, None] > 0 if model.config.model.generate_mask else None
+    out = {"identity": Predictions(samples=pre[:, None].copy(), pre=pre, masks=masks),
+           "diffusion": predict_cases(model, cases, samples, seed, "predicted", config)}
+    if regression:
+        baseline = load_export(ensure_baseline(run, cohort, model.config, "regression", None, cache))
+        out["regression"] = predict_cases(baseline, cases, 1, seed, "predicted")
+    return out
+
+
+def score(run: Path, cohort: Path, model: ExportedModel, cases: CaseSet, predictions: dict[str, Predictions]) -> dict:
+    """In-tumour image metrics, volume change per follow-up, paired MAE and SSIM differences to post = pre."""
+    ev = model.config.evaluation
+    post, tumor = cases.batch["post"][:, 0].numpy(), cases.batch["tumor_mask"][:, 0].numpy() > 0
+    keys = [c.key for c in cases.cases]
+    table = MetricTable()
+    segmenter, groups = load_segmenter(run), cases.follow_ups()
+    size = {}
+    for name, p in predictions.items():
+        table.add(name, image_metrics(p.mean, post, tumor, ev.bbox_margin, ev.data_range,
+                                      spatial_dims=post.ndim - 1), case_ids=keys)
+        size[name] = _size_scores(CaseVolumes.measure(segmenter, cases, p, ev.response_threshold).grouped(groups))
+    summary = {"image_metrics": {"per_case": table.rows()}, "test_cases": keys}
+    paired = {f"{metric} vs {other}": paired_difference(summary, metric, other)
+              for metric in ("mae_tumor", "ssim_tumor") for other in predictions if other != "diffusion"}
+    return {"cases": len(keys), "follow_ups": len(groups), "patients": len({c.patient_id for c in cases.cases}),
+            "aggregate": table.aggregate(), "size": size, "paired": paired}
+
+
+def choose_guidance(bench: Bench, name: str, model: ExportedModel, run: Path, cohort: Path) -> tuple[Config, dict]:
+    """The run's config with the chain's guidance scale that has the lowest in-tumour MAE on the validation split
+    (the preset's own scale when the chain has no candidates); returns it with every candidate's MAE."""
+    scales = CHAINS[name].guidance_scales
+    if not scales:
+        return model.config, {}
+    args = bench.args
+    cases = split_cases(model, run, cohort, "val", args.max_cases, bench.cache)
+    post, tumor = cases.batch["post"][:, 0].numpy(), cases.batch["tumor_mask"][:, 0].numpy() > 0
+    mae = {}
+    for scale in scales:
+        config = model.config.with_overrides([f"sampling.guidance_scale={scale}"])
+        mean = predict_cases(model, cases, args.samples, args.seed, "predicted", config).mean
+        rows = image_metrics(mean, post, tumor, 0, spatial_dims=post.ndim - 1)
+        mae[scale] = summarize([r["mae_tumor"] for r in rows])["mean"]
+    best = min(mae, key=mae.get)
+    print(f"guidance scale on {len(cases)} validation cases (in-tumour MAE): {mae}; chosen {best:g}", flush=True)
+    return model.config.with_overrides([f"sampling.guidance_scale={best}"]), {
+        "validation_cases": len(cases), "mae_tumor": mae, "chosen": best, "preset": model.config.sampling.guidance_scale}
+
+
+def headline(kind: str, model: ExportedModel, run: Path, cohort: Path, cases: CaseSet,
+             predictions: dict[str, Predictions], scores: dict, cache) -> dict:
+    """The paper's own figure: ImmunoDiff's heads, GBM's global/local PSNR and SSIM, NAC's size match,
+    PULSAR's in-lesion SSIM and agreement map, I-SPY's SSIM."""
+    agg = scores["aggregate"]
+    if kind == "heads":
+        config = model.config.with_overrides(["evaluation.folds=3", "evaluation.cnn_epochs=2"])
+        return evaluate_outcomes(model, config, cohort, run, cache)
+    if kind == "global_local":
+        return {m: {k: agg[m][k]["mean"] for k in ("psnr", "psnr_tumor", "ssim", "ssim_tumor")} for m in agg}
+    if kind == "match":
+        return {m: size_match(CaseVolumes.measure(load_segmenter(run), cases, p, -0.2).grouped(cases.follow_ups()))
+                for m, p in predictions.items()}
+    if kind == "lesion_agreement":
+        tumor = cases.batch["tumor_mask"][:, 0].numpy() > 0
+        agreement = predictions["diffusion"].agreement(model.config.sampling.agreement_threshold)
+        return {"ssim_tumor": {m: agg[m]["ssim_tumor"]["mean"] for m in agg},
+                "agreement_in_lesion": float(agreement[tumor].mean()),
+                "agreement_whole_crop": float(agreement.mean())}
+    return {"ssim": {m: agg[m]["ssim"]["mean"] for m in agg}}
+
+
+def size_match(volumes: CaseVolumes) -> dict:
+    """NAC's "match": 100 * predicted / true follow-up volume (median over follow-ups with a true tumour)."""
+    pred = np.nanmean(volumes.samples, axis=1)
+    ok = np.isfinite(pred) & np.isfinite(volumes.true) & (volumes.true > 0)
+    ratio = 100 * pred[ok] / volumes.true[ok]
+    return {"n": int(ok.sum()), "match_pct_median": float(np.median(ratio)) if ok.any() else None,
+            "match_abs_error_pct_mean": float(np.abs(ratio - 100).mean()) if ok.any() else None}
+
+
+def bench_chain(bench: Bench, name: str) -> dict:
+    args = bench.args
+    start = time.perf_counter()
+    run, cohort, records = train_chain(bench, name)
+    bench.wall[f"train {name}"] = time.perf_counter() - start
+    model = load_export(run)
+    cases = split_cases(model, run, cohort, "test", args.max_cases, bench.cache)
+    print(f"\n=== scoring {name} on {len(cases)} test cases", flush=True)
+    start = time.perf_counter()
+    config, guidance = choose_guidance(bench, name, model, run, cohort)
+    predictions = methods(run, cohort, model, cases, args.samples, args.seed, not args.no_regression, bench.cache,
+                          config)
+    scores = score(run, cohort, model, cases, predictions) | ({"guidance": guidance} if guidance else {})
+    scores["headline"] = headline(CHAINS[name].headline, model, run, cohort, cases, predictions, scores, bench.cache)
+    bench.wall[f"score {name}"] = time.perf_counter() - start
+    return {"stages": records, "cpu_minutes": args.minutes, "overrides": args.overrides, "config": {k: model.config.model_dump(mode="json")[k] for k in ("diffusion", "sampling")}
+            } | scores
+
+
+# ------------------------------------------------------------------------------------------------ table
+
+
+def _fmt(value, digits: int = 3) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def _metric(row: dict, method: str, key: str, digits: int = 3) -> str:
+    return _fmt(row["aggregate"].get(method, {}).get(key, {}).get("mean"), digits)
+
+
+def _verdict(row: dict) -> str:
+    mae, ssim = row["paired"]["mae_tumor vs identity"], row["paired"]["ssim_tumor vs identity"]
+    mae_wins, ssim_wins = mae["ci95"][1] < 0, ssim["ci95"][0] > 0
+    if mae_wins and ssim_wins:
+        return "learns (MAE and SSIM)"
+    if mae["mean"] < 0 and ssim["mean"] > 0:
+        return "better on both, not significant"
+    return "does not beat post = pre"
+
+
+def chain_row(name: str, row: dict) -> str:
+    mae = row["paired"]["mae_tumor vs identity"]
+    steps = "+".join(str(s["steps"]) for s in row["stages"])
+    cells = [name, f"{row['cpu_minutes']:g} / {steps}", f"{row['cases']} / {row['patients']}"]
+    for method in ("diffusion", "identity", "regression"):
+        cells += [_metric(row, method, "mae_tumor", 4), _metric(row, method, "ssim_tumor"),
+                  _metric(row, method, "psnr_tumor", 2)]
+    cells.append(f"{mae['mean']:+.4f} [{mae['ci95'][0]:+.4f}, {mae['ci95'][1]:+.4f}]")
+    cells += [_fmt(row["size"].get(m, {}).get("change_mae_pp"), 1) for m in ("diffusion", "identity", "regression")]
+    cells.append(_verdict(row))
+    return "| " + " | ".join(cells) + " |\n"
+
+
+def headline_text(name: str, row: dict) -> str:
+    h = row["headline"]
+    kind = CHAINS[name].headline
+    if kind == "heads":
+        parts = []
+        for key, metric in (("response", "balanced_accuracy"), ("survival", "c_index")):
+            for method, result in (h.get(key) or {}).items():
+                if isinstance(result, dict) and "mean" in result:
+                    parts.append(f"{key} {metric}, {method}: {_fmt(result['mean'].get(metric))}")
+        return "; ".join(parts) or json.dumps(h)[:300]
+    if kind == "match":
+        return "; ".join(f"{m}: median match {_fmt(v['match_pct_median'], 1)} % (n {v['n']})" for m, v in h.items())
+    if kind == "lesion_agreement":
+        lesion = ", ".join(f"{m} {_fmt(v)}" for m, v in h["ssim_tumor"].items())
+        return f"in-lesion SSIM {lesion}; agreement map mean {h['agreement_in_lesion']:.3f} in the lesion"
+    if kind == "global_local":
+        return "; ".join(f"{m}: PSNR {_fmt(v['psnr'], 2)} / local {_fmt(v['psnr_tumor'], 2)}, SSIM {_fmt(v['ssim'])} "
+                         f"/ local {_fmt(v['ssim_tumor'])}" for m, v in h.items())
+    return "SSIM " + ", ".join(f"{m} {_fmt(v)}" for m, v in h["ssim"].items())
+
+
+def guidance_text(row: dict) -> str:
+    g = row.get("guidance")
+    if not g:
+        return ""
+    tried = ", ".join(f"{float(k):g}: {_fmt(v, 4)}" for k, v in g["mae_tumor"].items())
+    return (f". Guidance scale {float(g['chosen']):g} chosen on {g['validation_cases']} validation cases "
+            f"(preset: {g['preset']:g}; in-tumour MAE per scale {tried})")
+
+
+def table(results: dict) -> str:
+    methods_header = " | ".join(f"{m} MAE | {m} SSIM | {m} PSNR" for m in ("diffusion", "post=pre", "regression"))
+    head = (f"| chain | CPU-min / steps per stage | test cases / patients | {methods_header} | MAE diff. to post = pre [95 % CI] | "
+            "vol. change MAE (pp) diffusion | post=pre | regression | verdict |\n" + "|---" * 17 + "|\n")
+    rows = "".join(chain_row(name, row) for name, row in results["chains"].items())
+    headlines = "".join(f"- **{name}**: {headline_text(name, row)}{guidance_text(row)}\n"
+                        for name, row in results["chains"].items())
+    a = results["settings"]
+    return (f"### Paper presets against post = pre (in-tumour metrics, test split)\n\n{head}{rows}\n"
+            f"Budget: the CPU-minutes per chain in the second column, shared over its stages as optimiser steps (CPU-time "
+            f"step probe); {a['patients']} patients per site, test fraction 0.25, at most {a['max_cases']} test "
+            f"cases per chain; {a['samples']} samples per case, the presets' own samplers. The regression U-Net "
+            f"gets the last stage's steps. Overrides: {a['overrides'] or 'none'}.\n\n"
+            f"Headline figures:\n\n{headlines}\n"
+            f"Command: `{results['command']}`; machine: {results['machine']}; commit {results['commit']}.\n")
+
+
+# ------------------------------------------------------------------------------------------------ command line
+
+
+def _provenance(argv: list[str]) -> dict:
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                            cwd=Path(__file__).parent).stdout.strip()
+    return {"command": "python benchmarks/presets.py " + " ".join(argv), "commit": commit or "unknown",
+            "machine": f"{platform.processor() or platform.machine()}, {len(__import__('os').sched_getaffinity(0))} "
+                       f"cores, torch threads {__import__('torch').get_num_threads()}"}
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--minutes", type=float, default=15.0, help="CPU-minutes of training per chain (default 15)")
+    p.add_argument("--steps", type=int, help="optimiser steps per chain instead of --minutes (no probe)")
+    p.add_argument("--merge", type=Path, nargs="+", help="only merge these OUT folders' results into --out")
+    p.add_argument("--chains", nargs="+", choices=list(CHAINS), default=list(CHAINS))
+    p.add_argument("--patients", type=int, default=28, help="treated patients per site")
+    p.add_argument("--pretrain-patients", type=int, default=32, help="untreated patients (ImmunoDiff stage 1)")
+    p.add_argument("--max-cases", type=int, default=24, help="test cases scored per chain")
+    p.add_argument("--samples", type=int, default=2, help="samples per test case")
+    p.add_argument("--segmenter-steps", type=int, default=150, help="the size segmenter's steps (volume change)")
+    p.add_argument("--no-regression", action="store_true", help="skip the regression U-Net baseline")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--set", dest="overrides", action="append", default=[],
+                   help="config override for every stage of every chain, e.g. diffusion.prediction=eps")
+    return p
+
+
+def merge(out: Path, folders: list[Path]) -> int:
+    """One results.json and table.md from several OUT folders (e.g. one per site, run side by side)."""
+    parts = [json.loads((folder / "results.json").read_text(encoding="utf-8")) for folder in folders]
+    results = {**parts[0], "chains": {}, "runs": [{k: p[k] for k in ("command", "machine", "commit", "settings")}
+                                                  for p in parts]}
+    for part in parts:
+        results["chains"].update(part["chains"])
+    results["command"] = " ; ".join(p["command"] for p in parts)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(results, indent=2, default=str) + "\n", encoding="utf-8")
+    (out / "table.md").write_text(table(results), encoding="utf-8")
+    print(table(results), flush=True)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parser().parse_args(argv)
+    out = args.out.resolve()
+    if args.merge:
+        return merge(out, args.merge)
+    bench = Bench(out, args)
+    path = out / "results.json"
+    results = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {"chains": {}}
+    results |= _provenance(argv) | {"settings": {k: v for k, v in vars(args).items() if k != "out"}}
+    for name in args.chains:
+        results["chains"][name] = bench_chain(bench, name)
+        results["wall_seconds"] = {k: round(v, 1) for k, v in bench.wall.items()}
+        path.write_text(json.dumps(results, indent=2, default=str) + "\n", encoding="utf-8")
+    (out / "table.md").write_text(table(results), encoding="utf-8")
+    print("\n" + table(results), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
