@@ -304,3 +304,17 @@ def test_options_are_checked_and_read_from_the_config():
         CNNOptions(precision="fp8")
     config = EvaluationConfig(head_epochs=7, cnn_epochs=3)
     assert HeadOptions.from_config(config).epochs == 7 and CNNOptions.from_config(config).epochs == 3
+
+
+def test_folds_problem_names_the_option_when_no_stratified_split_exists():
+    """6 patients, 2 responders, 5 folds: scikit-learn has no stratified split; the reason names evaluation.folds."""
+    from oncodiff.evaluation.outcomes import folds_problem
+
+    small = np.array([1, 1, 0, 0, 0, 0])
+    problem = folds_problem(small, 5)
+    assert problem is not None and "evaluation.folds=4" in problem and "largest class has 4" in problem
+    assert folds_problem(small, 4) is None
+    assert folds_problem(np.array([]), 2) == "no patient has a known outcome"
+    with pytest.raises(ValueError, match="Lower evaluation.folds"):
+        make_folds(small, np.array([f"P{i}" for i in range(6)]), 5, seed=0)
+    assert len(make_folds(small, np.array([f"P{i}" for i in range(6)]), 4, seed=0)) == 4

@@ -21,8 +21,8 @@ from oncodiff.config import Config
 from oncodiff.data.clinical import clinical_design_matrix
 from oncodiff.evaluation.outcomes import (
     CNNOptions, CVResult, HeadOptions, concordance, cross_validate_cnn_response,
-    cross_validate_cnn_survival, cross_validate_response, cross_validate_survival, kaplan_meier_by_risk,
-    response_metrics, survival_metrics,
+    cross_validate_cnn_survival, cross_validate_response, cross_validate_survival, folds_problem,
+    kaplan_meier_by_risk, response_metrics, survival_metrics,
 )
 from oncodiff.pipeline.cases import CaseSet, load_cases
 from oncodiff.pipeline.denoiser_features import denoiser_features
@@ -46,7 +46,9 @@ def evaluate_outcomes(model: ExportedModel, config: Config, cohort, run: Path, c
     out = {"n_patients": len(patients), "feature_dim": int(features.shape[1]),
            "feature_timestep": ev.feature_timestep, "folds": ev.folds, "caveat": __doc__.split("Caveat, reported with the numbers: ")[1].strip()}
     labels = cases.batch["response"].numpy()
-    if (labels >= 0).sum() >= ev.folds:
+    problem = folds_problem(labels[labels >= 0], ev.folds) if (labels >= 0).sum() >= ev.folds else \
+        f"fewer than {ev.folds} patients with a known response"
+    if problem is None:
         print("cross-validating response heads and baselines ...", flush=True)
         results = {
             "denoiser features + head": cross_validate_response(features, labels, patients, ev.folds, seed, "head", head),
@@ -56,7 +58,7 @@ def evaluate_outcomes(model: ExportedModel, config: Config, cohort, run: Path, c
         }
         out["response"] = {k: _with_test_only(r, patients, test, labels=labels) for k, r in results.items()}
     else:
-        out["response"] = {"status": f"not available: fewer than {ev.folds} patients with a known response"}
+        out["response"] = {"status": f"not available: {problem}"}
     out.update(_survival(cases, patients, test, features, clinical, images, config))
     return out
 
@@ -67,6 +69,9 @@ def _survival(cases: CaseSet, patients, test, features, clinical, images, config
     known = np.isfinite(time) & np.isfinite(event)
     if known.sum() < ev.folds or event[known].sum() < 2:
         return {"survival": {"status": "not available: too few patients with known survival and events"}}
+    problem = folds_problem(event[known], ev.folds)
+    if problem:
+        return {"survival": {"status": f"not available: {problem}"}}
     print("cross-validating survival heads and baselines ...", flush=True)
     head, cnn = HeadOptions.from_config(ev), CNNOptions.from_config(ev)
     results = {

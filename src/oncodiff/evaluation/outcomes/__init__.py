@@ -16,6 +16,7 @@ from oncodiff.evaluation.outcomes.cross_validation import (
     CVResult,
     concordance,
     cross_validate,
+    folds_problem,
     make_folds,
     response_metrics,
     survival_metrics,
@@ -32,5 +33,5 @@ __all__ = [
     "CNNOptions", "CVResult", "HeadOptions", "KaplanMeierCurve", "KaplanMeierData", "NON_RESPONDER", "RESPONDER",
     "RESPONSE_METRICS", "SURVIVAL_METRICS", "UNKNOWN_RESPONSE", "concordance", "cross_validate",
     "cross_validate_cnn_response", "cross_validate_cnn_survival", "cross_validate_response", "cross_validate_survival",
-    "kaplan_meier_by_risk", "make_folds", "plot_kaplan_meier", "response_metrics", "survival_metrics",
+    "folds_problem", "kaplan_meier_by_risk", "make_folds", "plot_kaplan_meier", "response_metrics", "survival_metrics",
 ]

@@ -109,8 +109,27 @@ def make_folds(strata: np.ndarray, groups: np.ndarray, folds: int, seed: int) ->
     if n_patients < folds:
         raise ValueError(f"{folds}-fold cross-validation needs at least {folds} patients with a known outcome; "
                          f"got {n_patients}. Lower evaluation.folds or add patients.")
+    problem = folds_problem(strata, folds)
+    if problem:
+        raise ValueError(problem)
     splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
     return list(splitter.split(np.zeros((len(strata), 1)), strata, groups))
+
+
+def folds_problem(strata: np.ndarray, folds: int) -> str | None:
+    """Why stratified ``folds``-fold cross-validation cannot run on ``strata`` (N,), or None when it can.
+
+    scikit-learn's stratified splitters need at least ``folds`` members in the largest class: on a small
+    cohort (say 6 patients, 2 responders, 5 folds) no split exists.
+    """
+    if len(strata) == 0:
+        return "no patient has a known outcome"
+    largest = int(np.unique(np.asarray(strata), return_counts=True)[1].max())
+    if largest < folds:
+        return (f"{folds}-fold stratified cross-validation needs at least {folds} patients in one outcome class; the "
+                f"largest class has {largest}. Lower evaluation.folds (e.g. --set evaluation.folds={max(2, largest)}) "
+                f"or add patients.")
+    return None
 
 
 def response_metrics(labels: np.ndarray, probability: np.ndarray, threshold: float = 0.5) -> dict[str, float | None]:
