@@ -318,10 +318,10 @@ class LatentDenoiser(WrappedDenoiser):
         return self.z_pre(rows)
 
     @torch.no_grad()
-    def decode_target(self, generated: Tensor, rows: Conditions, pre: Tensor, target: str) -> Tensor:
+    def decode_target(self, generated: Tensor, rows: Conditions, target: str) -> Tensor:
         """A generated latent target -> the image-space target (B, 1, *S): the decoded post, or for "drift" the
         decoder residual D(z_pre + dz) - D(z_pre), so a zero latent drift is exactly post = pre (the codec's
-        reconstruction error of the pre scan cancels; ``pre``, the image-space scans, is not needed)."""
+        reconstruction error of the pre scan cancels)."""
         if _check_target(target) == "post":
             return self.decode_post(generated, rows, target)
         z_pre = self.z_pre(rows)

@@ -66,7 +66,7 @@ class PixelSpace:
         """The pre scan (B, 1, *S) in the sampling space, from :meth:`encode_conditions`' output."""
         return rows.image[:, :1].float()
 
-    def decode_target(self, generated: Tensor, rows: Conditions, pre: Tensor, target: str) -> Tensor:
+    def decode_target(self, generated: Tensor, rows: Conditions, target: str) -> Tensor:
         """A generated target in the sampling space -> the image-space target (B, Ct, *S): unchanged here."""
         return generated
 

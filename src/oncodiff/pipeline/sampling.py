@@ -64,7 +64,6 @@ def draw_samples(net: ConditionalDenoiser, config: Config, cond: Conditions, n_s
     rows = work.repeat_interleave(n_samples)
     if sample_classes is not None:
         rows = replace(rows, class_label=sample_classes.reshape(-1).to(device))
-    pre = cond.image[:, :1].float().repeat_interleave(n_samples, dim=0)  # image-space pre scans, one per row
     schedule = NoiseSchedule.from_config(config.diffusion)
     sampler = make_sampler(config.sampling, schedule, config.diffusion.prediction)
     mask = cond.image[:, 1:2].float().repeat_interleave(n_samples, dim=0) if config.model.generate_mask else None
@@ -79,7 +78,7 @@ def draw_samples(net: ConditionalDenoiser, config: Config, cond: Conditions, n_s
             x_T = start(randn_per_element((len(gens), net.target_channels, *work.image.shape[2:]), gens, device), index)
             model_fn = _guided(net, chunk_rows, config.sampling.guidance_scale, guidance_drop_clinical)
             generated = sample(model_fn, x_T, sampler, config.sampling.steps, gens)
-            out.append(net.decode_target(generated, chunk_rows, pre[index], config.diffusion.target).float())
+            out.append(net.decode_target(generated, chunk_rows, config.diffusion.target).float())
     generated = torch.cat(out)
     return generated.reshape(cases, n_samples, *generated.shape[1:])
 
