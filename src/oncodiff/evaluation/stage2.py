@@ -46,8 +46,7 @@ def evaluate_outcomes(model: ExportedModel, config: Config, cohort, run: Path, c
     out = {"n_patients": len(patients), "feature_dim": int(features.shape[1]),
            "feature_timestep": ev.feature_timestep, "folds": ev.folds, "caveat": __doc__.split("Caveat, reported with the numbers: ")[1].strip()}
     labels = cases.batch["response"].numpy()
-    problem = folds_problem(labels[labels >= 0], ev.folds) if (labels >= 0).sum() >= ev.folds else \
-        f"fewer than {ev.folds} patients with a known response"
+    problem = folds_problem(labels[labels >= 0], ev.folds)
     if problem is None:
         print("cross-validating response heads and baselines ...", flush=True)
         results = {
