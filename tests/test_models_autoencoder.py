@@ -173,3 +173,24 @@ def test_latent_denoiser_keeps_its_codec_frozen_and_in_eval_mode():
     assert net.config is net.base.config and net.unet is net.base.unet and net.target_channels == 3
     with pytest.raises(ValueError, match="latent denoiser must take"):
         LatentDenoiser(net.codec, net.denoiser, ("pre", "tumor_mask"))
+
+
+def test_vq_latent_drift_decodes_as_a_continuous_residual_not_snapped_to_the_pre_codes():
+    """A latent drift far smaller than the codebook's spacing must still move the decoded image (quantising
+    z_pre + dz would return z_pre's codes, so every prediction would be post = pre), and zero drift is exactly 0."""
+    torch.manual_seed(0)
+    net = latent_denoiser(2, kind="vqvae").eval()
+    shape = SHAPES[2]
+    pre, mask = blobs(2, shape), (blobs(2, shape, seed=6) > 0.5).float()
+    net.codec.calibrate(pre, mask)
+    cond = Conditions(image=torch.cat([pre, mask, mask], dim=1), clinical=torch.zeros(2, 1),
+                      clinical_missing=torch.ones(2, 1, dtype=torch.bool), days=torch.tensor([30.0, 90.0]))
+    latent = net.encode_conditions(cond)
+    z_pre = latent.image[:, :net.codec.latent_channels]
+    assert torch.equal(net.codec.decode_image(z_pre + 1e-3), net.codec.decode_image(z_pre))  # the snap, quantised
+    zero = net.decode_target(torch.zeros_like(z_pre), latent, "drift")
+    assert torch.equal(zero, torch.zeros_like(zero))
+    small = net.decode_target(torch.full_like(z_pre, 1e-2), latent, "drift")
+    assert small.abs().max() > 1e-5
+    twice = net.decode_target(torch.full_like(z_pre, 2e-2), latent, "drift")
+    assert twice.abs().mean() > small.abs().mean()  # the residual grows with the drift

@@ -68,9 +68,10 @@ class Autoencoder(nn.Module):
             return self._quantize(self.network.encode(x))[0]
         return self.network.encode(x)[0]
 
-    def decode(self, z: Tensor) -> Tensor:
-        """z (B, Cz, *S/f) -> (B, C, *S)."""
-        if self.kind == "vqvae":
+    def decode(self, z: Tensor, quantize: bool = True) -> Tensor:
+        """z (B, Cz, *S/f) -> (B, C, *S); ``quantize=False`` feeds a VQ-VAE's decoder z as it is, not its
+        nearest codes (a latent drift decoded as a residual must not snap back to the pre scan's codes)."""
+        if self.kind == "vqvae" and quantize:
             z = self._quantize(z)[0]
         return self.network.decode(z)
 
@@ -210,10 +211,10 @@ class LatentCodec(nn.Module):
         self._require_calibrated()
         return self.image.encode(x) * self.image_scale
 
-    def decode_image(self, z: Tensor) -> Tensor:
-        """scaled latent (B, Cz, *S/f) -> (B, 1, *S)."""
+    def decode_image(self, z: Tensor, quantize: bool = True) -> Tensor:
+        """scaled latent (B, Cz, *S/f) -> (B, 1, *S) (``quantize``: :meth:`LatentCodec.decode`)."""
         self._require_calibrated()
-        return self.image.decode(z / self.image_scale)
+        return self.image.decode(z / self.image_scale, quantize)
 
     def encode_mask(self, mask: Tensor) -> Tensor:
         """(B, 1, *S) -> (B, Cm, *S/f): the scaled mask latent, or the mask's area average per latent voxel."""
@@ -321,11 +322,14 @@ class LatentDenoiser(WrappedDenoiser):
     def decode_target(self, generated: Tensor, rows: Conditions, target: str) -> Tensor:
         """A generated latent target -> the image-space target (B, 1, *S): the decoded post, or for "drift" the
         decoder residual D(z_pre + dz) - D(z_pre), so a zero latent drift is exactly post = pre (the codec's
-        reconstruction error of the pre scan cancels)."""
+        reconstruction error of the pre scan cancels). A VQ decoder takes z_pre + dz unquantised (z_pre already
+        is a code): quantising it would snap a drift smaller than the codebook's spacing back to z_pre's codes,
+        and every prediction would be post = pre."""
         if _check_target(target) == "post":
             return self.decode_post(generated, rows, target)
         z_pre = self.z_pre(rows)
-        return (self.codec.decode_image(generated + z_pre) - self.codec.decode_image(z_pre)).float()
+        return (self.codec.decode_image(generated + z_pre, quantize=False)
+                - self.codec.decode_image(z_pre, quantize=False)).float()
 
     def describe(self) -> dict:
         return {"latent": self.codec.describe(), "denoiser": self.denoiser.describe(),
