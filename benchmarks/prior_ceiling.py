@@ -1,4 +1,4 @@
-"""How much of issue 4's claim 1 could a better class prior buy? The ceiling of the mixture mean.
+"""How much of quality.py's claim 1 (in-tumour PSNR) could a better class prior buy? The ceiling of the mixture mean.
 
     python benchmarks/prior_ceiling.py --quality DIR --out OUT [--samples 8] [--extra 100,300]
 

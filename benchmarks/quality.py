@@ -1,4 +1,4 @@
-"""Does the demo-scale model learn something real? Issue 4's four claims, measured on a held-out split.
+"""Does the demo-scale model learn something real? Four claims against the baselines, measured on a held-out split.
 
     python benchmarks/quality.py --out benchmarks/results/quality            # brain, 104 patients, demo preset
     python benchmarks/quality.py --out DIR --run DIR/run --cohort DIR/cohort  # re-evaluate an existing run
@@ -76,7 +76,7 @@ def pooled_psnr(summary: dict, method: str) -> float | None:
 
 
 def claims(summary: dict) -> list[tuple[str, str, bool | None]]:
-    """(claim, numbers, verdict) for issue 4's four claims; verdict None = reported, not a pass/fail claim.
+    """(claim, numbers, verdict) for the four claims; verdict None = reported, not a pass/fail claim.
     Claim 1 is judged for the run's own way of sampling an unknown outcome (MAIN) and repeated, as its own
     row, for the other way when the evaluation has it."""
     image = summary["image_metrics"]["aggregate"]
@@ -148,7 +148,7 @@ def main() -> None:
         train(cohort, load_config(args.preset, [*split, *args.overrides]), run)
     baselines = f"evaluation.baselines=[{args.baselines}]"
     summary = json.loads(evaluate(run, cohort, args.out / "evaluation", [baselines]).read_text(encoding="utf-8"))
-    rows = claims(summary) + [(f"issue 18: {g}", n, v) for g, n, v in goals(summary)]
+    rows = claims(summary) + [(f"score goal: {g}", n, v) for g, n, v in goals(summary)]
     table = markdown(["claim", "measured", "verdict"],
                      [(c, n, {True: "yes", False: "NO", None: "reported"}[v]) for c, n, v in rows])
     print(table)

@@ -1,4 +1,4 @@
-"""Speed benchmarks (issue 7): our training and sampling against a plain reference, measured in one run.
+"""Speed benchmarks: our training and sampling against a plain reference, measured in one run.
 
     python benchmarks/run.py --out benchmarks/results/speed --run RUN --cohort COHORT   # a trained demo run
     python benchmarks/run.py --out DIR                      # synthesises a brain cohort, trains the demo preset

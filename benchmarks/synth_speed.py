@@ -2,7 +2,7 @@
 
     python benchmarks/synth_speed.py [--workers 2] [--sites brain,lung,breast] [--quick]
 
-Targets (issue 3): 200 patients in 2D under 60 s and 100 patients in 3D (96 x 96 x 16 or larger)
+Targets: 200 patients in 2D under 60 s and 100 patients in 3D (96 x 96 x 16 or larger)
 under 5 minutes, on 2 CPU cores. ``--quick`` runs a tenth of the patients to smoke-test the script.
 """
 
