@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from oncodiff.config import Config, load_config
-from oncodiff.evaluation.baselines import denoised_identity, ensure_baseline
+from oncodiff.evaluation.baselines import ensure_baseline, trivial_predictions
 from oncodiff.evaluation.metrics import MetricTable, image_metrics, summarize
 from oncodiff.evaluation.protocol import _size_scores
 from oncodiff.evaluation.stage2 import evaluate_outcomes
@@ -191,11 +191,8 @@ def methods(run: Path, cohort: Path, model: ExportedModel, cases: CaseSet, sampl
     """post = pre, the denoised identity (the baseline smoothed by the sigma chosen on the training split, as
     ``oncodiff evaluate`` does), the diffusion chain (outcome unknown, as predict samples; ``config``: sampling
     settings other than the run's) and the regression U-Net; returns them with how the sigma was chosen."""
-    pre = cases.batch["pre_raw"][:, 0].numpy()
-    masks = cases.batch["tumor_mask"][:, 0].numpy()[:, None] > 0 if model.config.model.generate_mask else None
-    denoised, _, note = denoised_identity(model, cohort, list(RunFolder(run).splits().train), cases, cache)
-    out = {"identity": Predictions(samples=pre[:, None].copy(), pre=pre, masks=masks),
-           "denoised": Predictions(samples=denoised[:, None].copy(), pre=denoised, masks=masks),
+    identity, denoised, note = trivial_predictions(model, cohort, list(RunFolder(run).splits().train), cases, cache)
+    out = {"identity": identity, "denoised": denoised,
            "diffusion": predict_cases(model, cases, samples, seed, "predicted", config)}
     if regression:
         baseline = load_export(ensure_baseline(run, cohort, model.config, "regression", None, cache))

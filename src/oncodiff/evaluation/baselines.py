@@ -27,6 +27,7 @@ from oncodiff.config import SMOOTHING_MM, Config
 from oncodiff.data.denoise import choose_smoothing
 from oncodiff.pipeline.cases import CaseSet, load_cases
 from oncodiff.pipeline.export import ExportedModel
+from oncodiff.pipeline.predict import Predictions
 from oncodiff.outputs import write_marker
 from oncodiff.runs import RunFolder
 
@@ -59,6 +60,18 @@ def denoised_identity(exported: ExportedModel, cohort: str | Path, train_patient
     return (cases.batch["pre_smoothed"][:, index].numpy(), SMOOTHING_MM[index],
             f"sigma {SMOOTHING_MM[index]:g} mm, chosen on {len(known)} training cases (in-tumour MAE {note})")
 
+
+
+def trivial_predictions(exported: ExportedModel, cohort: str | Path, train_patients: list[str], cases: CaseSet,
+                        cache_dir: str | Path | None = None) -> tuple[Predictions, Predictions, str]:
+    """The two baselines that need no training, as predictions of ``cases``: identity (post = the baseline as
+    preprocessed) and the :func:`denoised_identity`; returns them with how the latter's sigma was chosen. With a
+    generated mask, both keep the baseline tumour mask."""
+    pre = cases.batch["pre_raw"][:, 0].numpy()
+    masks = cases.batch["tumor_mask"][:, 0].numpy()[:, None] > 0 if exported.config.model.generate_mask else None
+    denoised, _, note = denoised_identity(exported, cohort, train_patients, cases, cache_dir)
+    return (Predictions(samples=pre[:, None].copy(), pre=pre, masks=masks),
+            Predictions(samples=denoised[:, None].copy(), pre=denoised, masks=masks), note)
 
 def baseline_config(config: Config, name: str, minutes: float | None) -> Config:
     """The run's config changed only as baseline ``name`` says (and its time budget), trained on one device."""

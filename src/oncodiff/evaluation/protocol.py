@@ -22,7 +22,7 @@ from scipy import stats
 from oncodiff import __version__
 from oncodiff.config import Config
 from oncodiff.errors import OncodiffError
-from oncodiff.evaluation.baselines import DENOISED_LABEL, TRAINED_BASELINES, denoised_identity, ensure_baseline
+from oncodiff.evaluation.baselines import DENOISED_LABEL, TRAINED_BASELINES, ensure_baseline, trivial_predictions
 from oncodiff.evaluation.counterfactual import evaluate_counterfactuals
 from oncodiff.evaluation.distribution import fid, lpips, mmd
 from oncodiff.evaluation.distribution_scores import class_probability_scores, in_tumour_scores, volume_change_scores
@@ -118,14 +118,9 @@ def _run_methods(run: Path, exported: ExportedModel, config: Config, cases: Case
     segmenter = load_segmenter(exported.path)
     threshold = config.evaluation.response_threshold
     n, seed = config.sampling.samples, config.training.seed
-    pre = cases.batch["pre_raw"][:, 0].numpy()
-    baseline_masks = cases.batch["tumor_mask"][:, 0].numpy()[:, None] > 0 if exported.config.model.generate_mask else None
-    denoised, _, note = denoised_identity(exported, cohort, train_patients, cases, cache_dir)
+    identity, denoised, note = trivial_predictions(exported, cohort, train_patients, cases, cache_dir)
     print(f"denoised identity baseline: {note}", flush=True)
-    results = [("identity", "identity (post = pre)", Predictions(samples=pre[:, None].copy(), pre=pre,
-                                                                  masks=baseline_masks), None),
-               ("denoised", DENOISED_LABEL, Predictions(samples=denoised[:, None].copy(), pre=denoised,
-                                                        masks=baseline_masks), None)]
+    results = [("identity", "identity (post = pre)", identity, None), ("denoised", DENOISED_LABEL, denoised, None)]
     for name in config.evaluation.baselines:
         baseline = load_export(ensure_baseline(run, cohort, exported.config, name, config.evaluation.baseline_minutes,
                                                cache_dir))
