@@ -124,7 +124,7 @@ def test_splits_file_is_written_then_read_with_user_edits(tiny_cohort_2d, tmp_pa
     path = tmp_path / "run" / "splits.json"
     dm = module(tiny_cohort_2d, tmp_path, splits_path=path)
     raw = json.loads(path.read_text(encoding="utf-8"))
-    assert raw["train"] == list(dm.splits.train) and raw["method"] == "fractions"
+    assert raw["train"] == list(dm.splits.train) and raw["method"] == "stratified fractions"
     moved = raw["train"].pop()
     raw["test"].append(moved)
     path.write_text(json.dumps(raw), encoding="utf-8")

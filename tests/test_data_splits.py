@@ -28,7 +28,35 @@ def test_fraction_splits_are_seeded_and_disjoint():
     assert (len(splits.train), len(splits.val), len(splits.test)) == (14, 4, 2)
     assert make_splits(SAMPLE_PATIENTS, SAMPLE_LABELS, config, seed=3) == splits
     assert make_splits(SAMPLE_PATIENTS, SAMPLE_LABELS, config, seed=4) != splits
-    assert splits.method == "fractions" and splits.split_of(splits.test[0]) == "test"
+    assert splits.method == "stratified fractions" and splits.split_of(splits.test[0]) == "test"
+
+
+def test_fraction_splits_keep_the_label_mix_in_every_split():
+    # 28 patients, 7 responders (the lung cohort's 26 %): an unstratified draw of 3 validation patients has no
+    # responder about 40 % of the time, and then early stopping and the best checkpoint see non-responders only.
+    patients = [f"Q{i:02d}" for i in range(28)]
+    labels = [int(i % 4 == 0) for i in range(28)]
+    config = DataConfig(val_fraction=0.1, test_fraction=0.25)
+    for seed in range(20):
+        splits = make_splits(patients, labels, config, seed)
+        assert_partition(splits, patients)
+        responders = {p for p, label in zip(patients, labels) if label}
+        assert (len(splits.test), len(splits.val)) == (7, 3)
+        assert len(responders & set(splits.test)) == 2 and len(responders & set(splits.val)) == 1
+    # unknown labels (-1) are a stratum of their own; a patient's known label wins over an unknown sample
+    splits = make_splits(["A", "A", "B", "C", "D", "E", "F"], [-1, 1, -1, -1, 0, 0, 1],
+                         DataConfig(val_fraction=0.0, test_fraction=0.5), seed=0)
+    assert len(splits.test) == 3 and len({"B", "C"} & set(splits.test)) == 1
+    assert len({"A", "F"} & set(splits.test)) == 1 and len({"D", "E"} & set(splits.test)) == 1
+
+
+def test_unstratified_fraction_splits_are_the_earlier_single_shuffle():
+    import numpy as np
+    config = DataConfig(val_fraction=0.2, test_fraction=0.1, stratify=False)
+    splits = make_splits(SAMPLE_PATIENTS, SAMPLE_LABELS, config, seed=3)
+    order = [PATIENTS[i] for i in np.random.default_rng(3).permutation(len(PATIENTS))]
+    assert splits.method == "fractions"
+    assert set(splits.test) == set(order[:2]) and set(splits.val) == set(order[2:6])
 
 
 def test_kfold_test_folds_partition_the_patients_and_keep_the_label_mix():

@@ -89,6 +89,9 @@ class DataConfig(_Section):
     rotations: bool = True
     val_fraction: float = Field(0.15, ge=0.0, lt=1.0)
     test_fraction: float = Field(0.15, ge=0.0, lt=1.0)
+    stratify: bool = Field(
+        True, description="fraction splits: draw the test and validation patients within each response label, so "
+        "every split keeps the cohort's label mix; false = one shuffle of all patients (the earlier splits)")
     folds: int | None = Field(None, ge=2, description="stratified k-fold on the response label instead of fractions")
     fold: int = Field(0, ge=0, description="which fold is the test fold when folds is set")
     num_workers: int = Field(0, ge=0)
