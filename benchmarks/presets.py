@@ -32,7 +32,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 
+from oncodiff.arrays import dice
 from oncodiff.config import Config, load_config
 from oncodiff.evaluation.baselines import ensure_baseline, trivial_predictions
 from oncodiff.evaluation.metrics import MetricTable, image_metrics, summarize
@@ -206,7 +208,7 @@ def score(run: Path, cohort: Path, model: ExportedModel, cases: CaseSet, predict
     post, tumor = cases.batch["post"][:, 0].numpy(), cases.batch["tumor_mask"][:, 0].numpy() > 0
     keys = [c.key for c in cases.cases]
     table = MetricTable()
-    segmenter, groups = load_segmenter(run), cases.follow_ups()
+    segmenter, groups = load_segmenter(model.path), cases.follow_ups()
     size = {}
     for name, p in predictions.items():
         table.add(name, image_metrics(p.mean, post, tumor, ev.bbox_margin, ev.data_range,
@@ -249,9 +251,10 @@ def headline(kind: str, model: ExportedModel, run: Path, cohort: Path, cases: Ca
         config = model.config.with_overrides(["evaluation.folds=3", "evaluation.cnn_epochs=2"])
         return evaluate_outcomes(model, config, cohort, run, cache)
     if kind == "global_local":
-        return {m: {k: agg[m][k]["mean"] for k in ("psnr", "psnr_tumor", "ssim", "ssim_tumor")} for m in agg}
+        return {m: {k: agg[m][k]["mean"] for k in ("psnr", "psnr_tumor", "ssim", "ssim_tumor")} for m in agg} | {
+            "mask_autoencoder": mask_dice(model, cases)}
     if kind == "match":
-        return {m: size_match(CaseVolumes.measure(load_segmenter(run), cases, p, -0.2).grouped(cases.follow_ups()))
+        return {m: size_match(CaseVolumes.measure(load_segmenter(model.path), cases, p, -0.2).grouped(cases.follow_ups()))
                 for m, p in predictions.items()}
     if kind == "lesion_agreement":
         tumor = cases.batch["tumor_mask"][:, 0].numpy() > 0
@@ -260,6 +263,21 @@ def headline(kind: str, model: ExportedModel, run: Path, cohort: Path, cases: Ca
                 "agreement_in_lesion": float(agreement[tumor].mean()),
                 "agreement_whole_crop": float(agreement.mean())}
     return {"ssim": {m: agg[m]["ssim"]["mean"] for m in agg}}
+
+
+def mask_dice(model: ExportedModel, cases: CaseSet) -> dict:
+    """The mask autoencoder's reconstruction of the test cases' tumour masks (baseline and, where known, follow-up),
+    thresholded at 0.5: Dice per mask (masks that are empty in truth are left out)."""
+    codec = getattr(model.net, "codec", None)
+    if codec is None or codec.mask is None:
+        return {"status": "no mask autoencoder"}
+    batch = cases.batch
+    masks = torch.cat([batch["tumor_mask"], batch["post_mask"][batch["has_post_mask"].bool()]]).float()
+    masks = masks[masks.flatten(1).sum(1) > 0]
+    with torch.no_grad():
+        reconstruction = torch.cat([codec.mask.reconstruct(m[None])[0] for m in masks]).float()
+    scores = dice((reconstruction > 0.5).numpy()[:, 0], masks.numpy()[:, 0] > 0.5, spatial_dims=masks.ndim - 2)
+    return {"masks": int(len(masks)), "dice_mean": float(np.mean(scores)), "dice_min": float(np.min(scores))}
 
 
 def size_match(volumes: CaseVolumes) -> dict:
@@ -348,8 +366,11 @@ def headline_text(name: str, row: dict) -> str:
         lesion = ", ".join(f"{m} {_fmt(v)}" for m, v in h["ssim_tumor"].items())
         return f"in-lesion SSIM {lesion}; agreement map mean {h['agreement_in_lesion']:.3f} in the lesion"
     if kind == "global_local":
+        ae = h.get("mask_autoencoder", {})
+        dice_text = (f"; mask autoencoder Dice on {ae['masks']} test masks (thresholded at 0.5): mean "
+                     f"{ae['dice_mean']:.3f}, min {ae['dice_min']:.3f}" if "dice_mean" in ae else "")
         return "; ".join(f"{m}: PSNR {_fmt(v['psnr'], 2)} / local {_fmt(v['psnr_tumor'], 2)}, SSIM {_fmt(v['ssim'])} "
-                         f"/ local {_fmt(v['ssim_tumor'])}" for m, v in h.items())
+                         f"/ local {_fmt(v['ssim_tumor'])}" for m, v in h.items() if m in row["aggregate"]) + dice_text
     return "SSIM " + ", ".join(f"{m} {_fmt(v)}" for m, v in h["ssim"].items())
 
 
