@@ -32,10 +32,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 
 from oncodiff.arrays import dice
+from oncodiff.cohort.schema import COUNTERFACTUALS_CSV
 from oncodiff.config import Config, load_config
+from oncodiff.evaluation.counterfactual import counterfactual_truth
 from oncodiff.evaluation.baselines import ensure_baseline, trivial_predictions
 from oncodiff.evaluation.metrics import MetricTable, image_metrics, summarize
 from oncodiff.evaluation.protocol import _size_scores
@@ -265,6 +268,37 @@ def headline(kind: str, model: ExportedModel, run: Path, cohort: Path, cases: Ca
     return {"ssim": {m: agg[m]["ssim"]["mean"] for m in agg}}
 
 
+def outcome_blind_bound(model: ExportedModel, cases: CaseSet) -> dict:
+    """How well can a prediction do that does not know the response class? Synthetic cohorts ship each follow-up
+    as it would have been under the other class (counterfactuals.csv: same anatomy, same noise). For each class c,
+    "every case follows class c" predicts the true follow-up where the case's class is c and the counterfactual
+    where it is not; the better of the two is the best in-tumour MAE of a prediction that gives every case the same class
+    (knowing the noise and the course): a model beats it only by telling the classes apart from its inputs. "mixture" is the mean of the two courses at the
+    test cases' responder fraction: what an MSE fit, or the sample mean of a calibrated sampler, tends to."""
+    path = cases.cohort.root / COUNTERFACTUALS_CSV
+    if not path.is_file():
+        return {"status": f"not available: the cohort has no {COUNTERFACTUALS_CSV}"}
+    found, cf_post, _ = counterfactual_truth(cases, pd.read_csv(path, dtype=str), model.config)
+    rows = {i: k for k, i in enumerate(found)}
+    index = [i for i in found if int(cases.batch["response"][i]) >= 0]
+    if not index:
+        return {"status": "not available: no test case has a counterfactual and a known response"}
+    post, tumor = cases.batch["post"][:, 0].numpy()[index], cases.batch["tumor_mask"][:, 0].numpy()[index] > 0
+    counter = np.asarray(cf_post)[[rows[i] for i in index]].reshape(post.shape)
+    responder = cases.batch["response"].numpy()[index] == 1
+    shape = (-1,) + (1,) * (post.ndim - 1)
+    courses = {c: np.where((responder == bool(c)).reshape(shape), post, counter) for c in (0, 1)}
+    rate = float(responder.mean())
+
+    def mae(prediction: np.ndarray) -> float:
+        return float(np.mean([np.abs(prediction[k] - post[k])[tumor[k]].mean() for k in range(len(post))]))
+
+    return {"cases": len(index), "responder_fraction": rate, "mae_tumor_all_non_responders": mae(courses[0]),
+            "mae_tumor_all_responders": mae(courses[1]),
+            "mae_tumor_mixture": mae((1 - rate) * courses[0] + rate * courses[1]),
+            "mae_tumor_post_equals_pre": mae(cases.batch["pre_raw"][:, 0].numpy()[index])}
+
+
 def mask_dice(model: ExportedModel, cases: CaseSet) -> dict:
     """The mask autoencoder's reconstruction of the test cases' tumour masks (baseline and, where known, follow-up),
     thresholded at 0.5: Dice per mask (masks that are empty in truth are left out)."""
@@ -303,6 +337,7 @@ def bench_chain(bench: Bench, name: str) -> dict:
                                          bench.cache, config)
     scores = score(run, cohort, model, cases, predictions) | ({"guidance": guidance} if guidance else {})
     scores["denoised"] = denoised_note
+    scores["outcome_blind"] = outcome_blind_bound(model, cases)
     scores["headline"] = headline(CHAINS[name].headline, model, run, cohort, cases, predictions, scores, bench.cache)
     bench.wall[f"score {name}"] = time.perf_counter() - start
     return {"stages": records, "cpu_minutes": args.minutes, "overrides": args.overrides, "config": {k: model.config.model_dump(mode="json")[k] for k in ("diffusion", "sampling")}
@@ -391,6 +426,11 @@ def table(results: dict) -> str:
     rows = "".join(chain_row(name, row) for name, row in results["chains"].items())
     headlines = "".join(f"- **{name}**: {headline_text(name, row)}{guidance_text(row)}\n"
                         for name, row in results["chains"].items())
+    bounds = "".join(
+        f"- **{name}**: {b['cases']} cases, responder fraction {b['responder_fraction']:.2f}: post = pre "
+        f"{b['mae_tumor_post_equals_pre']:.4f}; every case as a non-responder {b['mae_tumor_all_non_responders']:.4f}, "
+        f"as a responder {b['mae_tumor_all_responders']:.4f}; the mixture mean {b['mae_tumor_mixture']:.4f}\n"
+        for name, row in results["chains"].items() if "cases" in (b := row.get("outcome_blind", {})))
     smoothing = "".join(f"- **{name}**: {row['denoised']}\n" for name, row in results["chains"].items()
                         if row.get("denoised"))
     a = results["settings"]
@@ -402,6 +442,9 @@ def table(results: dict) -> str:
             f"Smoothed pre (the denoised identity of `oncodiff evaluate`): the baseline smoothed by the sigma with the "
             f"lowest in-tumour MAE on the chain's training split:\n\n{smoothing}\n"
             f"Headline figures:\n\n{headlines}\n"
+            f"What a prediction that does not know the response class can reach (in-tumour MAE on the same test "
+            f"cases; the synthetic cohorts' counterfactual follow-ups, same anatomy and noise, under the other class; "
+            f"knowing the noise and the course but giving every case the same class; a model beats the better of the two only by telling the classes apart from its inputs):\n\n{bounds}\n"
             f"Command: `{results['command']}`; machine: {results['machine']}; commit {results['commit']}.\n")
 
 

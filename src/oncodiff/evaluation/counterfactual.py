@@ -28,7 +28,7 @@ def evaluate_counterfactuals(model: ExportedModel, config: Config, cases: CaseSe
         return {"status": f"not available: the cohort has no {COUNTERFACTUALS_CSV} (synthetic cohorts have one)"}
     if model.config.model.class_label != "response":
         return {"status": "not available: the model is not conditioned on the response class (model.class_label)"}
-    index, cf_post, cf_mask = _counterfactual_truth(cases, pd.read_csv(path, dtype=str), config)
+    index, cf_post, cf_mask = counterfactual_truth(cases, pd.read_csv(path, dtype=str), config)
     if not index:
         return {"status": "not available: no test case has a counterfactual scan"}
     sub = cases.select(index)
@@ -45,7 +45,7 @@ def evaluate_counterfactuals(model: ExportedModel, config: Config, cases: CaseSe
     return _score(model, config, sub, factual, counter, cf_post, cf_mask)
 
 
-def _counterfactual_truth(cases: CaseSet, table: pd.DataFrame, config: Config):
+def counterfactual_truth(cases: CaseSet, table: pd.DataFrame, config: Config):
     """Indices of cases with a counterfactual row, and its crops (K, *S) cut like the factual pair's."""
     cohort, data = cases.cohort, config.data
     table = table.assign(lesion_id=table.get("lesion_id", "L1")).fillna({"lesion_id": "L1"})
@@ -89,9 +89,9 @@ def _score(model, config, sub: CaseSet, factual, counter, cf_post: np.ndarray, c
                  "change_true_counterfactual_pct": _pct(true_cf[i])} for i, c in enumerate(sub.cases)]
     return {"n_cases": len(sub), "n_scored": int(ok.sum()),
             "fraction_right_direction": float(right.mean()) if ok.any() else None,
-            "tumor_mae_to_counterfactual_truth": _mean(mae_cf),
+            "tumor_mae_tocounterfactual_truth": _mean(mae_cf),
             "tumor_mae_to_factual_truth": _mean(mae_vs_factual),
-            "closer_to_counterfactual_truth": float(np.mean(mae_cf < mae_vs_factual)) if len(mae_cf) else None,
+            "closer_tocounterfactual_truth": float(np.mean(mae_cf < mae_vs_factual)) if len(mae_cf) else None,
             "per_case": per_case}
 
 
