@@ -283,9 +283,15 @@ def outcome_blind_bound(model: ExportedModel, cases: CaseSet) -> dict:
     index = [i for i in found if int(cases.batch["response"][i]) >= 0]
     if not index:
         return {"status": "not available: no test case has a counterfactual and a known response"}
-    post, tumor = cases.batch["post"][:, 0].numpy()[index], cases.batch["tumor_mask"][:, 0].numpy()[index] > 0
-    counter = np.asarray(cf_post)[[rows[i] for i in index]].reshape(post.shape)
-    responder = cases.batch["response"].numpy()[index] == 1
+    post = cases.batch["post"][:, 0].numpy()[index]
+    return outcome_blind_mae(cases.batch["pre_raw"][:, 0].numpy()[index], post,
+                             np.asarray(cf_post)[[rows[i] for i in index]].reshape(post.shape),
+                             cases.batch["response"].numpy()[index] == 1, cases.batch["tumor_mask"][:, 0].numpy()[index] > 0)
+
+
+def outcome_blind_mae(pre: np.ndarray, post: np.ndarray, counter: np.ndarray, responder: np.ndarray,
+                      tumor: np.ndarray) -> dict:
+    """:func:`outcome_blind_bound` on arrays (B, *S): the follow-up, its counterfactual, the class, the tumour."""
     shape = (-1,) + (1,) * (post.ndim - 1)
     courses = {c: np.where((responder == bool(c)).reshape(shape), post, counter) for c in (0, 1)}
     rate = float(responder.mean())
@@ -293,10 +299,10 @@ def outcome_blind_bound(model: ExportedModel, cases: CaseSet) -> dict:
     def mae(prediction: np.ndarray) -> float:
         return float(np.mean([np.abs(prediction[k] - post[k])[tumor[k]].mean() for k in range(len(post))]))
 
-    return {"cases": len(index), "responder_fraction": rate, "mae_tumor_all_non_responders": mae(courses[0]),
+    return {"cases": len(post), "responder_fraction": rate, "mae_tumor_all_non_responders": mae(courses[0]),
             "mae_tumor_all_responders": mae(courses[1]),
             "mae_tumor_mixture": mae((1 - rate) * courses[0] + rate * courses[1]),
-            "mae_tumor_post_equals_pre": mae(cases.batch["pre_raw"][:, 0].numpy()[index])}
+            "mae_tumor_post_equals_pre": mae(pre)}
 
 
 def mask_dice(model: ExportedModel, cases: CaseSet) -> dict:
