@@ -39,7 +39,7 @@ SPLIT_NAMES = ("train", "val", "test")
 
 @dataclass(frozen=True)
 class Splits:
-    """Patient ids per split, and how they were drawn (``method``: fractions, kfold or file)."""
+    """Patient ids per split, and how they were drawn (``method``: stratified fractions, fractions, kfold or file)."""
 
     train: tuple[str, ...]
     val: tuple[str, ...]
