@@ -89,9 +89,9 @@ def _score(model, config, sub: CaseSet, factual, counter, cf_post: np.ndarray, c
                  "change_true_counterfactual_pct": _pct(true_cf[i])} for i, c in enumerate(sub.cases)]
     return {"n_cases": len(sub), "n_scored": int(ok.sum()),
             "fraction_right_direction": float(right.mean()) if ok.any() else None,
-            "tumor_mae_tocounterfactual_truth": _mean(mae_cf),
+            "tumor_mae_to_counterfactual_truth": _mean(mae_cf),
             "tumor_mae_to_factual_truth": _mean(mae_vs_factual),
-            "closer_tocounterfactual_truth": float(np.mean(mae_cf < mae_vs_factual)) if len(mae_cf) else None,
+            "closer_to_counterfactual_truth": float(np.mean(mae_cf < mae_vs_factual)) if len(mae_cf) else None,
             "per_case": per_case}
 
 
