@@ -272,9 +272,10 @@ def outcome_blind_bound(model: ExportedModel, cases: CaseSet) -> dict:
     """How well can a prediction do that does not know the response class? Synthetic cohorts ship each follow-up
     as it would have been under the other class (counterfactuals.csv: same anatomy, same noise). For each class c,
     "every case follows class c" predicts the true follow-up where the case's class is c and the counterfactual
-    where it is not; the better of the two is the best in-tumour MAE of a prediction that gives every case the same class
-    (knowing the noise and the course): a model beats it only by telling the classes apart from its inputs. "mixture" is the mean of the two courses at the
-    test cases' responder fraction: what an MSE fit, or the sample mean of a calibrated sampler, tends to."""
+    where it is not; the better of the two is the best in-tumour MAE of a prediction that gives every case the
+    same class (knowing the noise and the course): a model beats it only by telling the classes apart from its
+    inputs. "mixture" is the mean of the two courses at the test cases' responder fraction: what an MSE fit, or
+    the sample mean of a calibrated sampler, tends to."""
     path = cases.cohort.root / COUNTERFACTUALS_CSV
     if not path.is_file():
         return {"status": f"not available: the cohort has no {COUNTERFACTUALS_CSV}"}
@@ -286,7 +287,8 @@ def outcome_blind_bound(model: ExportedModel, cases: CaseSet) -> dict:
     post = cases.batch["post"][:, 0].numpy()[index]
     return outcome_blind_mae(cases.batch["pre_raw"][:, 0].numpy()[index], post,
                              np.asarray(cf_post)[[rows[i] for i in index]].reshape(post.shape),
-                             cases.batch["response"].numpy()[index] == 1, cases.batch["tumor_mask"][:, 0].numpy()[index] > 0)
+                             cases.batch["response"].numpy()[index] == 1,
+                             cases.batch["tumor_mask"][:, 0].numpy()[index] > 0)
 
 
 def outcome_blind_mae(pre: np.ndarray, post: np.ndarray, counter: np.ndarray, responder: np.ndarray,
@@ -450,7 +452,8 @@ def table(results: dict) -> str:
             f"Headline figures:\n\n{headlines}\n"
             f"What a prediction that does not know the response class can reach (in-tumour MAE on the same test "
             f"cases; the synthetic cohorts' counterfactual follow-ups, same anatomy and noise, under the other class; "
-            f"knowing the noise and the course but giving every case the same class; a model beats the better of the two only by telling the classes apart from its inputs):\n\n{bounds}\n"
+            f"knowing the noise and the course but giving every case the same class; a model beats the better of "
+            f"the two only by telling the classes apart from its inputs):\n\n{bounds}\n"
             f"Command: `{results['command']}`; machine: {results['machine']}; commit {results['commit']}.\n")
 
 

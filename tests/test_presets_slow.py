@@ -92,7 +92,8 @@ def _not_yet(chain: str, why: str):
     "pulsar-drift",
     "pulsar-drift-method1",
     _not_yet("gbm-ldm", "at 60 steps (36 autoencoder + 24 LDM) its training-case MAE was 0.252 against post = pre's "
-                        "0.250: the autoencoder is untrained; at 15 CPU-minutes it is better than post = pre on the mean (docs/presets.md)"),
+                        "0.250: the autoencoder is untrained; at 15 CPU-minutes it is better than post = pre on "
+                        "the mean (docs/presets.md)"),
     _not_yet("immunodiff", "at 15 CPU-minutes its in-tumour MAE ties post = pre (0.195 against 0.190; SSIM 0.704 against "
                            "0.641): the lung outcome is bimodal and its stage 2 predicts the mean course (docs/presets.md)"),
 ])
