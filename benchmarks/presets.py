@@ -15,6 +15,8 @@ earlier run as its preset says), on a 3D synthetic cohort of the chain's site:
    per follow-up, against post = pre and against evaluate's regression U-Net baseline (``ensure_baseline``:
    the same split and the last stage's number of steps), plus the paper's own headline figure.
    Paired: the per-case in-tumour MAE difference to post = pre with a 95 % bootstrap interval over patients.
+   On synthetic cohorts, also what a prediction that gives every case the same response class reaches (from the
+   counterfactual follow-ups: ``outcome_blind_bound``).
 
 Writes OUT/results.json (every number, per-stage costs and steps, the settings) and OUT/table.md.
 """
