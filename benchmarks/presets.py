@@ -40,8 +40,8 @@ import torch
 from oncodiff.arrays import dice
 from oncodiff.cohort.schema import COUNTERFACTUALS_CSV
 from oncodiff.config import Config, load_config
-from oncodiff.evaluation.counterfactual import counterfactual_truth
 from oncodiff.evaluation.baselines import ensure_baseline, trivial_predictions
+from oncodiff.evaluation.counterfactual import counterfactual_truth
 from oncodiff.evaluation.metrics import MetricTable, image_metrics, summarize
 from oncodiff.evaluation.protocol import _size_scores
 from oncodiff.evaluation.stage2 import evaluate_outcomes
@@ -207,23 +207,26 @@ def methods(run: Path, cohort: Path, model: ExportedModel, cases: CaseSet, sampl
     return out, note
 
 
-def score(run: Path, cohort: Path, model: ExportedModel, cases: CaseSet, predictions: dict[str, Predictions]) -> dict:
-    """In-tumour image metrics, volume change per follow-up, paired MAE and SSIM differences to post = pre."""
+def score(run: Path, cohort: Path, model: ExportedModel, cases: CaseSet,
+          predictions: dict[str, Predictions]) -> tuple[dict, dict[str, CaseVolumes]]:
+    """In-tumour image metrics, volume change per follow-up, paired MAE and SSIM differences to post = pre;
+    returns them with each method's volumes per follow-up (for the headline figures)."""
     ev = model.config.evaluation
     post, tumor = cases.batch["post"][:, 0].numpy(), cases.batch["tumor_mask"][:, 0].numpy() > 0
     keys = [c.key for c in cases.cases]
     table = MetricTable()
     segmenter, groups = load_segmenter(model.path), cases.follow_ups()
-    size = {}
+    size, volumes = {}, {}
     for name, p in predictions.items():
         table.add(name, image_metrics(p.mean, post, tumor, ev.bbox_margin, ev.data_range,
                                       spatial_dims=post.ndim - 1), case_ids=keys)
-        size[name] = _size_scores(CaseVolumes.measure(segmenter, cases, p, ev.response_threshold).grouped(groups))
+        volumes[name] = CaseVolumes.measure(segmenter, cases, p, ev.response_threshold).grouped(groups)
+        size[name] = _size_scores(volumes[name])
     summary = {"image_metrics": {"per_case": table.rows()}, "test_cases": keys}
     paired = {f"{metric} vs {other}": paired_difference(summary, metric, other)
               for metric in ("mae_tumor", "ssim_tumor") for other in predictions if other != "diffusion"}
     return {"cases": len(keys), "follow_ups": len(groups), "patients": len({c.patient_id for c in cases.cases}),
-            "aggregate": table.aggregate(), "size": size, "paired": paired}
+            "aggregate": table.aggregate(), "size": size, "paired": paired}, volumes
 
 
 def choose_guidance(bench: Bench, name: str, model: ExportedModel, run: Path, cohort: Path) -> tuple[Config, dict]:
@@ -248,7 +251,7 @@ def choose_guidance(bench: Bench, name: str, model: ExportedModel, run: Path, co
 
 
 def headline(kind: str, model: ExportedModel, run: Path, cohort: Path, cases: CaseSet,
-             predictions: dict[str, Predictions], scores: dict, cache) -> dict:
+             predictions: dict[str, Predictions], scores: dict, volumes: dict[str, CaseVolumes], cache) -> dict:
     """The paper's own figure: ImmunoDiff's heads, GBM's global/local PSNR and SSIM, NAC's size match,
     PULSAR's in-lesion SSIM and agreement map, I-SPY's SSIM."""
     agg = scores["aggregate"]
@@ -259,8 +262,7 @@ def headline(kind: str, model: ExportedModel, run: Path, cohort: Path, cases: Ca
         return {m: {k: agg[m][k]["mean"] for k in ("psnr", "psnr_tumor", "ssim", "ssim_tumor")} for m in agg} | {
             "mask_autoencoder": mask_dice(model, cases)}
     if kind == "match":
-        return {m: size_match(CaseVolumes.measure(load_segmenter(model.path), cases, p, -0.2).grouped(cases.follow_ups()))
-                for m, p in predictions.items()}
+        return {m: size_match(v) for m, v in volumes.items()}
     if kind == "lesion_agreement":
         tumor = cases.batch["tumor_mask"][:, 0].numpy() > 0
         agreement = predictions["diffusion"].agreement(model.config.sampling.agreement_threshold)
@@ -345,10 +347,12 @@ def bench_chain(bench: Bench, name: str) -> dict:
     config, guidance = choose_guidance(bench, name, model, run, cohort)
     predictions, denoised_note = methods(run, cohort, model, cases, args.samples, args.seed, not args.no_regression,
                                          bench.cache, config)
-    scores = score(run, cohort, model, cases, predictions) | ({"guidance": guidance} if guidance else {})
+    scores, volumes = score(run, cohort, model, cases, predictions)
+    scores |= {"guidance": guidance} if guidance else {}
     scores["denoised"] = denoised_note
     scores["outcome_blind"] = outcome_blind_bound(model, cases)
-    scores["headline"] = headline(CHAINS[name].headline, model, run, cohort, cases, predictions, scores, bench.cache)
+    scores["headline"] = headline(CHAINS[name].headline, model, run, cohort, cases, predictions, scores, volumes,
+                                  bench.cache)
     bench.wall[f"score {name}"] = time.perf_counter() - start
     return {"stages": records, "cpu_minutes": args.minutes, "overrides": args.overrides, "config": {k: model.config.model_dump(mode="json")[k] for k in ("diffusion", "sampling")}
             } | scores
