@@ -125,9 +125,10 @@ def test_pulsar_schedule_is_the_papers_first_noise_levels():
     np.testing.assert_allclose(levels, np.linspace(0.05, 0.95, 21)[:4])  # T = 21, up to the 20 % noise
 
 
-def test_sixteen_bit_precision_is_bf16_on_cpu():
+def test_sixteen_bit_precision_is_bf16_on_cpu(monkeypatch):
     from oncodiff.training.train import effective_precision
 
+    monkeypatch.setattr("oncodiff.precision.cpu_has_native_bf16", lambda: True)
     assert effective_precision(load_config("ispy-ddpm", ["training.accelerator=cpu"])) == "bf16-mixed"
     assert effective_precision(load_config("ispy-ddpm", ["training.accelerator=gpu"])) == "16-mixed"
 

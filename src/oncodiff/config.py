@@ -337,7 +337,8 @@ class TrainingConfig(_Section):
     ema_decay: float = Field(0.999, ge=0.0, lt=1.0)
     patience: int = Field(10, ge=1, description="early stopping on validation loss (I-SPY: 10)")
     precision: Literal["bf16-mixed", "16-mixed", "32"] = Field(
-        "bf16-mixed", description="16-mixed (fp16, I-SPY) runs as bf16-mixed on CPU, which has no fp16 autocast"
+        "bf16-mixed", description="16-mixed (fp16, I-SPY) runs as bf16-mixed on CPU, which has no fp16 autocast; "
+        "both run as 32 on a CPU without native bf16 (AVX-512 or AMX), where emulated bf16 is several times slower"
     )
     seed: int = 0
     devices: int | str = "auto"
@@ -349,6 +350,11 @@ class TrainingConfig(_Section):
     anatomy_from: str | None = Field(
         None, description="run folder of a contrastive stage whose anatomy encoders make the ControlNet's control"
     )
+
+    @field_validator("precision", mode="before")
+    @classmethod
+    def _precision_number(cls, value):
+        return "32" if value == 32 and not isinstance(value, bool) else value  # --set training.precision=32
 
 
 class EvaluationConfig(_Section):

@@ -18,6 +18,8 @@ from monai.networks.nets import UNet
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from oncodiff.precision import autocast
+
 
 def pad_to_multiple(x: torch.Tensor, multiple: int, mode: str) -> torch.Tensor:
     """``(N, C, *S)`` padded at the far end of each spatial axis to a multiple of ``multiple``."""
@@ -87,7 +89,7 @@ class TumorSegmenter:
         out = []
         for start in range(0, len(x), batch_size):
             batch = pad_to_multiple(x[start : start + batch_size], self.multiple, "replicate").to(self.device)
-            with torch.autocast(self.device.type, dtype=torch.bfloat16):
+            with autocast("bf16-mixed", self.device):
                 logits = self.network(batch)
             crop = (slice(None), slice(None)) + tuple(slice(0, s) for s in x.shape[2:])
             out.append((logits.float().argmax(dim=1, keepdim=True) == 1)[crop].cpu())

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Sequence
-from contextlib import nullcontext
 from dataclasses import replace
 
 import torch
@@ -19,6 +18,7 @@ from torch import Tensor
 from oncodiff.config import Config
 from oncodiff.diffusion import NoiseSchedule, guided_model_fn, make_sampler, randn_per_element, sample
 from oncodiff.models import ConditionalDenoiser, Conditions, source_in_target_space
+from oncodiff.precision import autocast
 
 
 def case_seed(seed: int, case_key: str, sample_index: int) -> int:
@@ -35,12 +35,9 @@ def sample_generators(seed: int, case_keys: Sequence[str], n_samples: int,
 
 
 def autocast_for(config: Config, device: torch.device):
-    """bf16 (or fp16 on GPU) autocast as the training precision says; nothing for fp32."""
-    precision = config.training.precision
-    if precision == "32":
-        return nullcontext()
-    dtype = torch.float16 if precision == "16-mixed" and device.type == "cuda" else torch.bfloat16
-    return torch.autocast(device.type, dtype=dtype)
+    """bf16 (or fp16 on GPU) autocast as the training precision says; nothing for fp32, or on a CPU without
+    native bf16 (oncodiff.precision)."""
+    return autocast(config.training.precision, device)
 
 
 def draw_samples(net: ConditionalDenoiser, config: Config, cond: Conditions, n_samples: int,

@@ -2,8 +2,8 @@
 
 Following the NAC breast paper's protocol it learns (true follow-up crop -> follow-up GTV) pairs, and
 baseline crops with their masks, from the TRAINING split only: Dice + cross-entropy (MONAI
-``DiceCELoss``), Adam, random flips and bf16 autocast (CPU and GPU). Validation Dice is on the
-validation split's follow-ups.
+``DiceCELoss``), Adam, random flips and bf16 autocast (fp32 on a CPU without native bf16:
+``oncodiff.precision``). Validation Dice is on the validation split's follow-ups.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from oncodiff.arrays import Value, dice
 from oncodiff.config import Config
 from oncodiff.data import CohortDataModule
 from oncodiff.models.segmenter import TumorSegmenter, as_images, pad_to_multiple
+from oncodiff.precision import autocast
 
 
 def fit_segmenter(
@@ -48,7 +49,7 @@ def fit_segmenter(
     for _ in range(steps):
         index = torch.randint(len(x), (min(batch_size, len(x)),), generator=generator)
         batch_x, batch_y = _flip(x[index], y[index], dims, generator)
-        with torch.autocast(device.type, dtype=torch.bfloat16):
+        with autocast("bf16-mixed", device):
             logits = segmenter.network(batch_x.to(device))
         loss = loss_fn(logits.float(), batch_y.to(device))
         optimizer.zero_grad(set_to_none=True)

@@ -30,6 +30,7 @@ from oncodiff.pipeline.prior_inputs import fit_export_class_prior
 from oncodiff.models.factory import ModelLayout
 from oncodiff.pipeline.export import save_export
 from oncodiff.outputs import write_marker
+from oncodiff.precision import runs_as
 from oncodiff.runs import SEGMENTER, RunFolder
 from oncodiff.pipeline.predict import calibrate_run
 from oncodiff.training.callbacks import EpochLine
@@ -53,8 +54,10 @@ def train(cohort: str | Path, config: Config, out: str | Path, resume: bool = Fa
     config, route = volumetric_route(config, cohort)
     if route and _is_rank_zero():
         print(route, flush=True)
-    if not _on_gpu(config) and bf16_conv3d_problem(config):
+    if not _on_gpu(config) and effective_precision(config) != "32" and bf16_conv3d_problem(config):
         raise ConfigError(bf16_conv3d_problem(config))
+    if precision_note(config) and _is_rank_zero():
+        print(precision_note(config), flush=True)
     L.seed_everything(config.training.seed, workers=True, verbose=False)
     if not _is_rank_zero():  # torchrun/SLURM start every rank at once: read what rank 0 decided, never decide again
         run = RunFolder(Path(out).resolve())
@@ -130,10 +133,19 @@ def _on_gpu(config: Config) -> bool:
 
 
 def effective_precision(config: Config) -> str:
-    """training.precision as the Trainer runs it: 16-mixed (fp16) becomes bf16-mixed on CPU (I-SPY: "16-bit
-    mixed precision" on CUDA, CPU fallback), since CPUs have no fp16 autocast."""
-    precision = config.training.precision
-    return "bf16-mixed" if precision == "16-mixed" and not _on_gpu(config) else precision
+    """training.precision as the Trainer runs it. On a CPU, 16-mixed (fp16) becomes bf16-mixed (I-SPY: "16-bit
+    mixed precision" on CUDA, CPU fallback), since CPUs have no fp16 autocast; and either becomes 32 on a CPU
+    without native bf16 (oncodiff.precision), where bf16 is several times slower than fp32."""
+    return runs_as(config.training.precision, "cuda" if _on_gpu(config) else "cpu")
+
+
+def precision_note(config: Config) -> str | None:
+    """The line training prints when it runs another precision than training.precision asks for, or None."""
+    precision, runs = config.training.precision, effective_precision(config)
+    if runs == precision or runs == "bf16-mixed":  # fp16 -> bf16 on CPU is the documented, silent fallback
+        return None
+    return (f"training.precision={precision}: this CPU has no native bf16 (oneDNN needs AVX-512 or AMX), so it "
+            "trains in fp32 (precision 32), several times faster here; set training.precision='32' to silence this")
 
 
 def _world_size(config: Config) -> int:
