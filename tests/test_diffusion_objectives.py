@@ -71,6 +71,32 @@ def test_mse_known_answer_with_weight_map_and_min_snr():
     assert value.item() == pytest.approx((factor * (x0**2).flatten(1).mean(1)).mean().item(), rel=1e-5)
 
 
+def test_l1_known_answer_with_weight_map():
+    noise_schedule, x0 = schedule(), torch.rand(4, 1, 6, 6) - 0.5
+    weight_map = 1 + 2 * (torch.rand(4, 1, 6, 6) > 0.5).float()
+    value, parts = DiffusionLoss(noise_schedule, "x0", error="l1")(Recorder(), x0, generators(range(4)),
+                                                                   weight_map=weight_map)
+    assert set(parts) == {"l1", "loss"}
+    assert value.item() == pytest.approx((weight_map * x0.abs()).mean().item(), rel=1e-5)
+
+
+@pytest.mark.parametrize(("error", "expected"), [("mse", "mean"), ("l1", "median")])
+def test_a_blind_denoiser_learns_the_mean_or_the_median_of_a_bimodal_target(error, expected):
+    """Three quarters of the targets stay (+0.05), a quarter shrink (-0.5), and the network cannot tell which:
+    MSE fits the mixture mean (-0.0875), L1 the median (+0.05), the course with the lower expected MAE."""
+    x0 = torch.tensor([0.05, 0.05, 0.05, -0.5]).view(4, 1, 1, 1).expand(4, 1, 4, 4).contiguous()
+    course = torch.zeros((), requires_grad=True)
+    optimiser = torch.optim.Adam([course], lr=0.01)
+    loss = DiffusionLoss(schedule(), "x0", error=error)
+    for step in range(400):
+        optimiser.zero_grad()
+        value, _ = loss(lambda x_t, t: course.expand_as(x_t), x0, generators(range(4 * step, 4 * step + 4)))
+        value.backward()
+        optimiser.step()
+    target = {"mean": x0.mean().item(), "median": 0.05}[expected]
+    assert course.item() == pytest.approx(target, abs=0.015)
+
+
 @pytest.mark.parametrize(
     ("prediction", "expected"),
     [("eps", lambda snr: snr.clamp(max=5) / snr), ("v", lambda snr: snr.clamp(max=5) / (snr + 1))],
@@ -138,5 +164,7 @@ def test_invalid_options_are_refused():
         DiffusionLoss(schedule(), "x0", min_snr_gamma=0.0)
     with pytest.raises(ValueError, match="prediction"):
         DiffusionLoss(schedule(), "noise")
+    with pytest.raises(ValueError, match="error='l2'"):
+        DiffusionLoss(schedule(), "x0", error="l2")
     with pytest.raises(ValueError, match="weight_map of shape"):
         DiffusionLoss(schedule(), "x0")(Recorder(), torch.rand(2, 1, 4, 4), weight_map=torch.ones(2, 1, 3, 4))

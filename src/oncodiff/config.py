@@ -254,7 +254,13 @@ class DiffusionConfig(_Section):
     num_train_timesteps: int = Field(1000, ge=2)
     beta_start: float = 1e-4
     beta_end: float = 2e-2
-    ssim_weight: float = Field(0.0, ge=0.0, le=1.0, description="loss = (1 - w) * MSE + w * (1 - SSIM); PULSAR: 0.1")
+    loss: Literal["mse", "l1"] = Field(
+        "mse",
+        description="the denoiser's error term: mse (every paper; the conditional mean) or l1 (the conditional "
+        "median: where the outcome is bimodal and the inputs cannot tell the modes apart, the mean course is "
+        "neither, and in-tumour MAE rewards the median)",
+    )
+    ssim_weight: float = Field(0.0, ge=0.0, le=1.0, description="loss = (1 - w) * error + w * (1 - SSIM); PULSAR: 0.1")
     drift_loss_weight: float = Field(1.0, ge=0.0, description="weight of the auxiliary drift head loss")
     tumor_loss_weight: float = Field(0.0, ge=0.0, description="extra loss weight inside the dilated tumour mask")
     min_snr_gamma: float | None = Field(

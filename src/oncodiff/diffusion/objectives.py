@@ -18,11 +18,15 @@ class DiffusionLoss:
     """``loss(model_fn, x0, generators) -> (scalar, parts)`` for one batch, 2D or 3D.
 
     Per element: t ~ U{0..T-1}, eps ~ N(0, I), x_t = alpha_t x0 + sigma_t eps (DDPM eq. 4), and
-      mse  = mean(w * (output - target)^2)   target by ``prediction`` (DDPM eq. 14 for eps)
-      loss = (1 - ssim_weight) * mse + ssim_weight * (1 - SSIM(x0_hat, x0)) + drift_loss_weight * drift_mse
+      err  = mean(w * (output - target)^2)   target by ``prediction`` (DDPM eq. 14 for eps)
+      loss = (1 - ssim_weight) * err + ssim_weight * (1 - SSIM(x0_hat, x0)) + drift_loss_weight * drift_mse
     where x0_hat is the x0 implied by the output (PULSAR: 90 % MSE, 10 % SSIM; SSIM is MONAI's, with
     the batch target's value range as data range), w the optional per-voxel weight map (tumour
     up-weighting), and drift_mse PULSAR eq. 3's MSE of an auxiliary drift head, when one is trained.
+
+    ``error="l1"`` takes ``|output - target|`` instead of the square (reported as ``parts["l1"]``, else
+    ``parts["mse"]``): with x0-prediction the denoiser then estimates the conditional median of x0 rather
+    than its mean, the point that minimises the in-tumour MAE when the follow-up is bimodal.
 
     ``min_snr_gamma``: scale each element's MSE so its x0-space weight is min(SNR_t, gamma)
     (Hang et al. 2023, "Efficient diffusion training via Min-SNR weighting", sec. 3.4): the factor is
@@ -37,6 +41,7 @@ class DiffusionLoss:
         min_snr_gamma: float | None = None,
         drift_loss_weight: float = 1.0,
         ssim_window: int = 7,
+        error: str = "mse",
     ) -> None:
         self.schedule = schedule
         self.prediction = check_prediction(prediction)
@@ -48,6 +53,9 @@ class DiffusionLoss:
             raise ValueError(f"drift_loss_weight={drift_loss_weight} must be >= 0")
         if ssim_window < 1 or ssim_window % 2 == 0:
             raise ValueError(f"ssim_window={ssim_window} must be a positive odd number of voxels")
+        if error not in ("mse", "l1"):
+            raise ValueError(f"error={error!r} must be 'mse' or 'l1'")
+        self.error = error
         self.ssim_weight = ssim_weight
         self.min_snr_gamma = min_snr_gamma
         self.drift_loss_weight = drift_loss_weight
@@ -62,6 +70,7 @@ class DiffusionLoss:
             ssim_weight=config.ssim_weight,
             min_snr_gamma=config.min_snr_gamma,
             drift_loss_weight=config.drift_loss_weight,
+            error=config.loss,
         )
 
     def __call__(
@@ -87,8 +96,8 @@ class DiffusionLoss:
         noise = self._noise_from_x0(x0, randn_per_element(x0.shape, generators, x0.device), t, source)
         x_t = self.schedule.add_noise(x0, noise, t)
         output, drift = self._split_output(model_fn(x_t, t), drift_target)
-        parts = {"mse": self._mse(output, x0, noise, t, weight_map)}
-        total = parts["mse"]
+        parts = {self.error: self._error(output, x0, noise, t, weight_map)}
+        total = parts[self.error]
         if self.ssim_weight > 0:
             x0_hat, _ = self.schedule.predict_x0_and_eps(output, x_t, t, self.prediction)
             parts["ssim"] = self._one_minus_ssim(x0_hat, x0)
@@ -110,7 +119,7 @@ class DiffusionLoss:
         alpha, sigma = self.schedule.scales(t, x0)
         return eps + (alpha / sigma) * (source.float() - x0)
 
-    def _mse(
+    def _error(
         self,
         output: torch.Tensor,
         x0: torch.Tensor,
@@ -119,10 +128,11 @@ class DiffusionLoss:
         weight_map: torch.Tensor | None,
     ) -> torch.Tensor:
         target = self.schedule.training_target(x0, noise, t, self.prediction)
-        squared_error = (output.float() - target).square()
+        error = output.float() - target
+        error = error.abs() if self.error == "l1" else error.square()
         if weight_map is not None:
-            squared_error = squared_error * _broadcastable(weight_map, squared_error).float()
-        per_element = squared_error.flatten(1).mean(1)
+            error = error * _broadcastable(weight_map, error).float()
+        per_element = error.flatten(1).mean(1)
         if self.min_snr_gamma is not None:
             per_element = per_element * self._min_snr_factor(t)
         return per_element.mean()
