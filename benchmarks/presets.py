@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import shutil
 import subprocess
@@ -50,6 +51,7 @@ from oncodiff.pipeline.cases import CaseSet, load_cases
 from oncodiff.pipeline.export import ExportedModel, load_export
 from oncodiff.pipeline.predict import Predictions, predict_cases
 from oncodiff.pipeline.volumes import CaseVolumes, load_segmenter
+from oncodiff.precision import cpu_has_native_bf16
 from oncodiff.runs import RunFolder
 from oncodiff.synth import synthesize
 from oncodiff.training import train
@@ -311,6 +313,37 @@ def outcome_blind_mae(pre: np.ndarray, post: np.ndarray, counter: np.ndarray, re
             "mae_tumor_post_equals_pre": mae(pre)}
 
 
+def by_response(cases: CaseSet, predictions: dict[str, Predictions]) -> dict:
+    """Each method's in-tumour MAE over the responders' and the non-responders' follow-ups, and the diffusion
+    samples' spread: where a chain gains and where it loses, and whether its samples differ at all."""
+    response = cases.batch["response"].numpy()
+    post, tumor = cases.batch["post"][:, 0].numpy(), cases.batch["tumor_mask"][:, 0].numpy() > 0
+    out = {name: mae_by_response(p.mean, post, tumor, response) for name, p in predictions.items()}
+    if "diffusion" in predictions:
+        out["diffusion_sample_spread"] = sample_spread(predictions["diffusion"].samples, tumor)
+    return out
+
+
+def mae_by_response(prediction: np.ndarray, post: np.ndarray, tumor: np.ndarray, response: np.ndarray) -> dict:
+    """In-tumour MAE (B, *S arrays) averaged over the cases of each response class (1, 0; -1 = unknown, left out)."""
+    mae = np.array([np.abs(prediction[k] - post[k])[tumor[k]].mean() if tumor[k].any() else np.nan
+                    for k in range(len(post))])
+    out = {}
+    for label, name in ((1, "responders"), (0, "non_responders")):
+        values = mae[(response == label) & np.isfinite(mae)]
+        out[name] = {"cases": int(len(values)), "mae_tumor": float(values.mean()) if len(values) else None}
+    return out
+
+
+def sample_spread(samples: np.ndarray, tumor: np.ndarray) -> float | None:
+    """Mean over cases of the standard deviation, across a case's samples (B, N, *S), of the mean in-tumour value:
+    0 when every sample of a case is the same prediction."""
+    if samples.shape[1] < 2:
+        return None
+    spreads = [samples[k][:, tumor[k]].mean(axis=1).std() for k in range(len(samples)) if tumor[k].any()]
+    return float(np.mean(spreads)) if spreads else None
+
+
 def mask_dice(model: ExportedModel, cases: CaseSet) -> dict:
     """The mask autoencoder's reconstruction of the test cases' tumour masks (baseline and, where known, follow-up),
     thresholded at 0.5: Dice per mask (masks that are empty in truth are left out)."""
@@ -351,6 +384,7 @@ def bench_chain(bench: Bench, name: str) -> dict:
     scores |= {"guidance": guidance} if guidance else {}
     scores["denoised"] = denoised_note
     scores["outcome_blind"] = outcome_blind_bound(model, cases)
+    scores["by_response"] = by_response(cases, predictions)
     scores["headline"] = headline(CHAINS[name].headline, model, run, cohort, cases, predictions, scores, volumes,
                                   bench.cache)
     bench.wall[f"score {name}"] = time.perf_counter() - start
@@ -432,6 +466,18 @@ def guidance_text(row: dict) -> str:
             f"(preset: {g['preset']:g}; in-tumour MAE per scale {tried})")
 
 
+def by_response_text(rows: dict) -> str:
+    parts = []
+    for method in METHODS:
+        if method in rows:
+            r, n = rows[method]["responders"], rows[method]["non_responders"]
+            parts.append(f"{LABELS[method]} {_fmt(r['mae_tumor'], 4)} / {_fmt(n['mae_tumor'], 4)}")
+    r, n = rows["diffusion"]["responders"], rows["diffusion"]["non_responders"]
+    spread = rows.get("diffusion_sample_spread")
+    return (f"responders' ({r['cases']}) / non-responders' ({n['cases']}) follow-ups: " + "; ".join(parts)
+            + f"; diffusion samples' spread of the in-tumour mean {_fmt(spread, 4)}")
+
+
 def table(results: dict) -> str:
     methods_header = " | ".join(f"{LABELS[m]} MAE | {LABELS[m]} SSIM | {LABELS[m]} PSNR" for m in METHODS)
     head = (f"| chain | CPU-min / steps per stage | test cases / patients | {methods_header} | MAE diff. to post = pre [95 % CI] | "
@@ -445,6 +491,8 @@ def table(results: dict) -> str:
         f"{b['mae_tumor_post_equals_pre']:.4f}; every case as a non-responder {b['mae_tumor_all_non_responders']:.4f}, "
         f"as a responder {b['mae_tumor_all_responders']:.4f}; the mixture mean {b['mae_tumor_mixture']:.4f}\n"
         for name, row in results["chains"].items() if "cases" in (b := row.get("outcome_blind", {})))
+    classes = "".join(f"- **{name}**: {by_response_text(row['by_response'])}\n" for name, row in results["chains"].items()
+                      if row.get("by_response"))
     smoothing = "".join(f"- **{name}**: {row['denoised']}\n" for name, row in results["chains"].items()
                         if row.get("denoised"))
     a = results["settings"]
@@ -460,7 +508,10 @@ def table(results: dict) -> str:
             f"cases; the synthetic cohorts' counterfactual follow-ups, same anatomy and noise, under the other class; "
             f"knowing the noise and the course but giving every case the same class; a model beats the better of "
             f"the two only by telling the classes apart from its inputs):\n\n{bounds}\n"
-            f"Command: `{results['command']}`; machine: {results['machine']}; commit {results['commit']}.\n")
+            + (f"In-tumour MAE by response class (mean over the responders' / the non-responders' follow-ups), and the "
+               f"diffusion samples' spread (standard deviation of a case's in-tumour mean across its samples, averaged "
+               f"over cases; 0: every sample the same):\n\n{classes}\n" if classes else "")
+            + f"Command: `{results['command']}`; machine: {results['machine']}; commit {results['commit']}.\n")
 
 
 # ------------------------------------------------------------------------------------------------ command line
@@ -470,8 +521,9 @@ def _provenance(argv: list[str]) -> dict:
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                             cwd=Path(__file__).parent).stdout.strip()
     return {"command": "python benchmarks/presets.py " + " ".join(argv), "commit": commit or "unknown",
-            "machine": f"{platform.processor() or platform.machine()}, {len(__import__('os').sched_getaffinity(0))} "
-                       f"cores, torch threads {__import__('torch').get_num_threads()}"}
+            "machine": f"{platform.processor() or platform.machine()} ({torch.backends.cpu.get_cpu_capability()}, "
+                       f"native bf16: {cpu_has_native_bf16()}), {len(os.sched_getaffinity(0))} cores, torch threads "
+                       f"{torch.get_num_threads()}"}
 
 
 def parser() -> argparse.ArgumentParser:

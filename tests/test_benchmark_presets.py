@@ -28,3 +28,20 @@ def test_outcome_blind_reference_follows_each_class_and_the_mixture():
     assert out["mae_tumor_post_equals_pre"] == pytest.approx((0.5 + 3 * 0.1) / 4)
     # the bimodal outcome of the synthetic lung cohort: post = pre beats the mixture, not the better class
     assert out["mae_tumor_all_non_responders"] < out["mae_tumor_post_equals_pre"] < out["mae_tumor_mixture"]
+
+
+def test_mae_by_response_class_and_the_spread_of_samples():
+    presets = load_benchmark("presets")
+    post = np.zeros((3, 4, 4))
+    tumor = np.zeros(post.shape, bool)
+    tumor[:, 1:3, 1:3] = True
+    prediction = post + np.array([0.5, 0.1, 0.3])[:, None, None] * tumor  # off by 0.5, 0.1, 0.3 in the tumour
+    out = presets.mae_by_response(prediction, post, tumor, np.array([1, 0, -1]))
+    assert out == {"responders": {"cases": 1, "mae_tumor": pytest.approx(0.5)},
+                   "non_responders": {"cases": 1, "mae_tumor": pytest.approx(0.1)}}  # the unknown case is left out
+    same = np.repeat(prediction[:, None], 2, axis=1)
+    assert presets.sample_spread(same, tumor) == 0.0
+    apart = same.copy()
+    apart[:, 1] += 0.2 * tumor  # the second sample 0.2 higher in the tumour: std of (x, x + 0.2) is 0.1
+    assert presets.sample_spread(apart, tumor) == pytest.approx(0.1)
+    assert presets.sample_spread(same[:, :1], tumor) is None
