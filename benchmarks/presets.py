@@ -44,6 +44,7 @@ from oncodiff.config import Config, load_config
 from oncodiff.evaluation.baselines import ensure_baseline, trivial_predictions
 from oncodiff.evaluation.counterfactual import counterfactual_truth
 from oncodiff.evaluation.metrics import MetricTable, image_metrics, summarize
+from oncodiff.evaluation.metrics import mae as region_mae
 from oncodiff.evaluation.protocol import _size_scores
 from oncodiff.evaluation.stage2 import evaluate_outcomes
 from oncodiff.outputs import write_marker
@@ -305,7 +306,7 @@ def outcome_blind_mae(pre: np.ndarray, post: np.ndarray, counter: np.ndarray, re
     rate = float(responder.mean())
 
     def mae(prediction: np.ndarray) -> float:
-        return float(np.mean([np.abs(prediction[k] - post[k])[tumor[k]].mean() for k in range(len(post))]))
+        return float(np.mean(tumor_mae(prediction, post, tumor)))
 
     return {"cases": len(post), "responder_fraction": rate, "mae_tumor_all_non_responders": mae(courses[0]),
             "mae_tumor_all_responders": mae(courses[1]),
@@ -326,13 +327,17 @@ def by_response(cases: CaseSet, predictions: dict[str, Predictions]) -> dict:
 
 def mae_by_response(prediction: np.ndarray, post: np.ndarray, tumor: np.ndarray, response: np.ndarray) -> dict:
     """In-tumour MAE (B, *S arrays) averaged over the cases of each response class (1, 0; -1 = unknown, left out)."""
-    mae = np.array([np.abs(prediction[k] - post[k])[tumor[k]].mean() if tumor[k].any() else np.nan
-                    for k in range(len(post))])
+    mae = tumor_mae(prediction, post, tumor)
     out = {}
     for label, name in ((1, "responders"), (0, "non_responders")):
         values = mae[(response == label) & np.isfinite(mae)]
         out[name] = {"cases": int(len(values)), "mae_tumor": float(values.mean()) if len(values) else None}
     return out
+
+
+def tumor_mae(prediction: np.ndarray, post: np.ndarray, tumor: np.ndarray) -> np.ndarray:
+    """Per-case in-tumour MAE of (B, *S) arrays by evaluate's ``metrics.mae``; NaN where the tumour mask is empty."""
+    return np.array([np.nan if v is None else v for v in region_mae(prediction, post, tumor, post.ndim - 1)], float)
 
 
 def sample_spread(samples: np.ndarray, tumor: np.ndarray) -> float | None:

@@ -56,8 +56,9 @@ def train(cohort: str | Path, config: Config, out: str | Path, resume: bool = Fa
         print(route, flush=True)
     if not _on_gpu(config) and effective_precision(config) != "32" and bf16_conv3d_problem(config):
         raise ConfigError(bf16_conv3d_problem(config))
-    if precision_note(config) and _is_rank_zero():
-        print(precision_note(config), flush=True)
+    note = precision_note(config)
+    if note and _is_rank_zero():
+        print(note, flush=True)
     L.seed_everything(config.training.seed, workers=True, verbose=False)
     if not _is_rank_zero():  # torchrun/SLURM start every rank at once: read what rank 0 decided, never decide again
         run = RunFolder(Path(out).resolve())
