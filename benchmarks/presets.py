@@ -119,14 +119,15 @@ class Bench:
         self.wall: dict[str, float] = {}
         (out / "runs").mkdir(parents=True, exist_ok=True)
 
-    def cohort(self, site: str, treated: bool = True) -> Path:
-        name = f"{site}3d" + ("" if treated else "-untreated")
+    def cohort(self, site: str, treated: bool = True, noise: bool = True) -> Path:
+        """The site's synthetic cohort (``noise=False``: its twin without scanner noise)."""
+        name = f"{site}3d" + ("" if treated else "-untreated") + ("" if noise else "-noise-free")
         path = self.out / "cohorts" / name
         if not (path / "cohort.yaml").is_file():
             start = time.perf_counter()
             patients = self.args.patients if treated else self.args.pretrain_patients
             synthesize(site, patients, 3, self.args.seed + (0 if treated else 1), path, overwrite=True, workers=1,
-                       treated=treated)
+                       treated=treated, noise=noise)
             self.wall[f"synth {name}"] = time.perf_counter() - start
         return path
 
@@ -275,14 +276,17 @@ def headline(kind: str, model: ExportedModel, run: Path, cohort: Path, cases: Ca
     return {"ssim": {m: agg[m]["ssim"]["mean"] for m in agg}}
 
 
-def outcome_blind_bound(model: ExportedModel, cases: CaseSet) -> dict:
+def outcome_blind_bound(model: ExportedModel, cases: CaseSet, clean: CaseSet | None = None) -> dict:
     """How well can a prediction do that does not know the response class? Synthetic cohorts ship each follow-up
     as it would have been under the other class (counterfactuals.csv: same anatomy, same noise). For each class c,
     "every case follows class c" predicts the true follow-up where the case's class is c and the counterfactual
     where it is not; the better of the two is the best in-tumour MAE of a prediction that gives every case the
     same class (knowing the noise and the course): a model beats it only by telling the classes apart from its
     inputs. "mixture" is the mean of the two courses at the test cases' responder fraction: what an MSE fit, or
-    the sample mean of a calibrated sampler, tends to."""
+    the sample mean of a calibrated sampler, tends to. ``clean``: the same cases from the cohort's noise-free twin
+    (:func:`noise_free_cases`); the same references are then also scored with the noise-free courses, which no
+    prediction can beat by knowing the follow-up's noise: "true course" is the noise floor (the class known),
+    "all non-responders" / "all responders" what a prediction reaches that gives every case one class."""
     path = cases.cohort.root / COUNTERFACTUALS_CSV
     if not path.is_file():
         return {"status": f"not available: the cohort has no {COUNTERFACTUALS_CSV}"}
@@ -292,26 +296,78 @@ def outcome_blind_bound(model: ExportedModel, cases: CaseSet) -> dict:
     if not index:
         return {"status": "not available: no test case has a counterfactual and a known response"}
     post = cases.batch["post"][:, 0].numpy()[index]
+    courses = {}
+    if clean is not None:
+        clean_found, clean_cf, _ = counterfactual_truth(clean, pd.read_csv(clean.cohort.root / COUNTERFACTUALS_CSV,
+                                                                           dtype=str), model.config)
+        if clean_found != found:
+            raise RuntimeError("the noise-free twin's counterfactuals do not match the cohort's")
+        courses = {"clean_post": clean.batch["post"][:, 0].numpy()[index],
+                   "clean_counter": np.asarray(clean_cf)[[rows[i] for i in index]].reshape(post.shape)}
+        truth = cases.cohort.root / "truth" / "patients.csv"
+        if truth.is_file():  # the response model's own probability, from the patient's clinical variables
+            probability = pd.read_csv(truth, dtype={"patient_id": str}).set_index("patient_id").response_probability
+            courses["likely"] = np.array([probability[cases.cases[i].patient_id] > 0.5 for i in index])
     return outcome_blind_mae(cases.batch["pre_raw"][:, 0].numpy()[index], post,
                              np.asarray(cf_post)[[rows[i] for i in index]].reshape(post.shape),
                              cases.batch["response"].numpy()[index] == 1,
-                             cases.batch["tumor_mask"][:, 0].numpy()[index] > 0)
+                             cases.batch["tumor_mask"][:, 0].numpy()[index] > 0, **courses,
+                             keys=[cases.cases[i].key for i in index])
+
+
+def noise_free_cases(bench: Bench, name: str, model: ExportedModel, cases: CaseSet) -> CaseSet:
+    """``cases`` again from the chain's site's noise-free twin cohort (same seed: same patients, courses, crops)."""
+    twin = bench.cohort(CHAINS[name].site, noise=False)
+    loaded = load_cases(model, twin, patients=sorted({c.patient_id for c in cases.cases}), cache_dir=bench.cache)
+    where = {c.key: i for i, c in enumerate(loaded.cases)}
+    return loaded.select([where[c.key] for c in cases.cases])
 
 
 def outcome_blind_mae(pre: np.ndarray, post: np.ndarray, counter: np.ndarray, responder: np.ndarray,
-                      tumor: np.ndarray) -> dict:
-    """:func:`outcome_blind_bound` on arrays (B, *S): the follow-up, its counterfactual, the class, the tumour."""
+                      tumor: np.ndarray, clean_post: np.ndarray | None = None,
+                      clean_counter: np.ndarray | None = None, keys: list[str] | None = None,
+                      likely: np.ndarray | None = None) -> dict:
+    """:func:`outcome_blind_bound` on arrays (B, *S): the follow-up, its counterfactual, the class, the tumour, and
+    optionally both courses without the scanner noise. With those: ``likely`` (B,) bool, the class a case's clinical
+    variables make more probable under the cohort's own response model (truth/patients.csv), scores the best a
+    prediction from the clinical variables can expect; with the cases' ``keys`` (patient/...), the better
+    one-class course and that clinical call get the table's paired MAE difference to post = pre, with its
+    bootstrap interval over patients: whether even they would be a significant win on these cases."""
     shape = (-1,) + (1,) * (post.ndim - 1)
-    courses = {c: np.where((responder == bool(c)).reshape(shape), post, counter) for c in (0, 1)}
     rate = float(responder.mean())
+
+    def course(factual: np.ndarray, other: np.ndarray, called: np.ndarray) -> np.ndarray:
+        return np.where((responder == called).reshape(shape), factual, other)
 
     def mae(prediction: np.ndarray) -> float:
         return float(np.mean(tumor_mae(prediction, post, tumor)))
 
-    return {"cases": len(post), "responder_fraction": rate, "mae_tumor_all_non_responders": mae(courses[0]),
-            "mae_tumor_all_responders": mae(courses[1]),
-            "mae_tumor_mixture": mae((1 - rate) * courses[0] + rate * courses[1]),
-            "mae_tumor_post_equals_pre": mae(pre)}
+    def references(factual: np.ndarray, other: np.ndarray) -> dict:
+        courses = {c: course(factual, other, np.full(len(post), bool(c))) for c in (0, 1)}
+        return {"mae_tumor_all_non_responders": mae(courses[0]), "mae_tumor_all_responders": mae(courses[1]),
+                "mae_tumor_mixture": mae((1 - rate) * courses[0] + rate * courses[1])}
+
+    out = {"cases": len(post), "responder_fraction": rate, **references(post, counter),
+           "mae_tumor_post_equals_pre": mae(pre)}
+    if clean_post is None or clean_counter is None:
+        return out
+    clean = out["noise_free"] = {**references(clean_post, clean_counter), "mae_tumor_true_course": mae(clean_post)}
+    best = min((0, 1), key=lambda c: clean[("mae_tumor_all_non_responders", "mae_tumor_all_responders")[c]])
+    clean["best_class"] = ("non_responders", "responders")[best]
+    calls = {"best_vs_post_equals_pre": np.full(len(post), bool(best))}
+    if likely is not None:
+        clean["likely_class_responders"] = int(likely.sum())
+        clean["mae_tumor_likely_class"] = mae(course(clean_post, clean_counter, likely))
+        calls["likely_vs_post_equals_pre"] = likely
+    if keys is not None:
+        for name, called in calls.items():
+            per_case = {"reference": tumor_mae(course(clean_post, clean_counter, called), post, tumor),
+                        "identity": tumor_mae(pre, post, tumor)}
+            summary = {"test_cases": keys, "image_metrics": {"per_case": [
+                {"method": m, "case_id": k, "mae_tumor": float(v)} for m, values in per_case.items()
+                for k, v in zip(keys, values)]}}
+            clean[name] = paired_difference(summary, "mae_tumor", "identity", main="reference")
+    return out
 
 
 def by_response(cases: CaseSet, predictions: dict[str, Predictions]) -> dict:
@@ -388,7 +444,7 @@ def bench_chain(bench: Bench, name: str) -> dict:
     scores, volumes = score(run, cohort, model, cases, predictions)
     scores |= {"guidance": guidance} if guidance else {}
     scores["denoised"] = denoised_note
-    scores["outcome_blind"] = outcome_blind_bound(model, cases)
+    scores["outcome_blind"] = outcome_blind_bound(model, cases, noise_free_cases(bench, name, model, cases))
     scores["by_response"] = by_response(cases, predictions)
     scores["headline"] = headline(CHAINS[name].headline, model, run, cohort, cases, predictions, scores, volumes,
                                   bench.cache)
@@ -471,6 +527,26 @@ def guidance_text(row: dict) -> str:
             f"(preset: {g['preset']:g}; in-tumour MAE per scale {tried})")
 
 
+def bound_text(b: dict) -> str:
+    text = (f"{b['cases']} cases, responder fraction {b['responder_fraction']:.2f}: post = pre "
+            f"{b['mae_tumor_post_equals_pre']:.4f}; every case as a non-responder {b['mae_tumor_all_non_responders']:.4f}, "
+            f"as a responder {b['mae_tumor_all_responders']:.4f}; the mixture mean {b['mae_tumor_mixture']:.4f}")
+    if clean := b.get("noise_free"):
+        text += (f". Noise-free: every case as a non-responder {clean['mae_tumor_all_non_responders']:.4f}, as a "
+                 f"responder {clean['mae_tumor_all_responders']:.4f}, the mixture mean {clean['mae_tumor_mixture']:.4f}; "
+                 f"the true course {clean['mae_tumor_true_course']:.4f}")
+        if d := clean.get("best_vs_post_equals_pre"):
+            text += (f"; the better one-class course against post = pre {d['mean']:+.4f} "
+                     f"[{d['ci95'][0]:+.4f}, {d['ci95'][1]:+.4f}] ({d['n_patients']} patients)")
+        if "mae_tumor_likely_class" in clean:
+            text += (f"; each case as its more probable class given its clinical variables (the cohort's response "
+                     f"model; {clean['likely_class_responders']} of {b['cases']} called responders) "
+                     f"{clean['mae_tumor_likely_class']:.4f}")
+            if d := clean.get("likely_vs_post_equals_pre"):
+                text += f", against post = pre {d['mean']:+.4f} [{d['ci95'][0]:+.4f}, {d['ci95'][1]:+.4f}]"
+    return text
+
+
 def by_response_text(rows: dict) -> str:
     parts = []
     for method in METHODS:
@@ -491,11 +567,8 @@ def table(results: dict) -> str:
     rows = "".join(chain_row(name, row) for name, row in results["chains"].items())
     headlines = "".join(f"- **{name}**: {headline_text(name, row)}{guidance_text(row)}\n"
                         for name, row in results["chains"].items())
-    bounds = "".join(
-        f"- **{name}**: {b['cases']} cases, responder fraction {b['responder_fraction']:.2f}: post = pre "
-        f"{b['mae_tumor_post_equals_pre']:.4f}; every case as a non-responder {b['mae_tumor_all_non_responders']:.4f}, "
-        f"as a responder {b['mae_tumor_all_responders']:.4f}; the mixture mean {b['mae_tumor_mixture']:.4f}\n"
-        for name, row in results["chains"].items() if "cases" in (b := row.get("outcome_blind", {})))
+    bounds = "".join(f"- **{name}**: {bound_text(b)}\n" for name, row in results["chains"].items()
+                     if "cases" in (b := row.get("outcome_blind", {})))
     classes = "".join(f"- **{name}**: {by_response_text(row['by_response'])}\n" for name, row in results["chains"].items()
                       if row.get("by_response"))
     smoothing = "".join(f"- **{name}**: {row['denoised']}\n" for name, row in results["chains"].items()
@@ -512,7 +585,10 @@ def table(results: dict) -> str:
             f"What a prediction that does not know the response class can reach (in-tumour MAE on the same test "
             f"cases; the synthetic cohorts' counterfactual follow-ups, same anatomy and noise, under the other class; "
             f"knowing the noise and the course but giving every case the same class; a model beats the better of "
-            f"the two only by telling the classes apart from its inputs):\n\n{bounds}\n"
+            f"the two only by telling the classes apart from its inputs). Noise-free: the same references from the "
+            f"cohort's twin without scanner noise (`synthesize(noise=False)`: same patients, courses and bias "
+            f"fields), scored against the real follow-ups; no prediction is expected to beat them, and the true "
+            f"course (the class known) is the noise floor:\n\n{bounds}\n"
             + (f"In-tumour MAE by response class (mean over the responders' / the non-responders' follow-ups), and the "
                f"diffusion samples' spread (standard deviation of a case's in-tumour mean across its samples, averaged "
                f"over cases; 0: every sample the same):\n\n{classes}\n" if classes else "")

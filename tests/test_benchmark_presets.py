@@ -28,6 +28,47 @@ def test_outcome_blind_reference_follows_each_class_and_the_mixture():
     assert out["mae_tumor_post_equals_pre"] == pytest.approx((0.5 + 3 * 0.1) / 4)
     # the bimodal outcome of the synthetic lung cohort: post = pre beats the mixture, not the better class
     assert out["mae_tumor_all_non_responders"] < out["mae_tumor_post_equals_pre"] < out["mae_tumor_mixture"]
+    assert "noise_free" not in out
+
+
+def test_noise_free_references_are_scored_against_the_noisy_follow_ups():
+    presets = load_benchmark("presets")
+    shape = (4, 8, 8)
+    tumor = np.zeros(shape, bool)
+    tumor[:, 2:6, 2:6] = True
+    responder = np.array([True, False, False, False])
+    clean_pre = np.full(shape, 0.5)
+    shrink, grow = clean_pre - 0.4 * tumor, clean_pre + 0.1 * tumor
+    clean_post = np.where(responder[:, None, None], shrink, grow)
+    clean_counter = np.where(responder[:, None, None], grow, shrink)
+    checker = np.indices(shape[1:]).sum(axis=0) % 2 * 2.0 - 1.0
+    noise = 0.05 * np.broadcast_to(checker, shape)  # |noise| = 0.05, as often +0.05 as -0.05 in the tumour
+    post, counter = clean_post + noise, clean_counter + noise
+    pre = clean_pre - noise
+    keys = ["P1/L1/week6", "P2/L1/week6", "P3/L1/week6", "P3/L1/week12"]
+    likely = np.array([True, True, False, False])  # the clinical call: right on all but the second case
+    out = presets.outcome_blind_mae(pre, post, counter, responder, tumor, clean_post, clean_counter, keys=keys,
+                                    likely=likely)
+    clean = out["noise_free"]
+    assert clean["mae_tumor_true_course"] == pytest.approx(0.05)  # the noise floor: the class known, not the noise
+    # every case as a non-responder: the noise on the three, the noise around 0.5 off on the responder
+    assert clean["mae_tumor_all_non_responders"] == pytest.approx((3 * 0.05 + 0.5) / 4)
+    assert out["mae_tumor_all_non_responders"] == pytest.approx(0.5 / 4)  # knowing the noise: 0 on the three
+    assert clean["mae_tumor_all_responders"] == pytest.approx((0.05 + 3 * 0.5) / 4)
+    assert clean["mae_tumor_mixture"] > clean["mae_tumor_all_non_responders"]
+    # post = pre is off by the noise of both scans (0.1) and the course (0.4 or 0.1)
+    assert out["mae_tumor_post_equals_pre"] == pytest.approx((0.4 + 3 * 0.1) / 4)
+    assert clean["best_class"] == "non_responders"
+    difference = clean["best_vs_post_equals_pre"]
+    assert difference["mean"] == pytest.approx(0.1625 - 0.175)  # +0.1 on the responder, -0.05 on each other
+    assert difference["n_patients"] == 3 and difference["ci95"][0] <= difference["mean"] <= difference["ci95"][1]
+    # the clinical call: the true course on three cases (the noise, 0.05), the wrong one on the second (0.5 off)
+    assert clean["likely_class_responders"] == 2
+    assert clean["mae_tumor_likely_class"] == pytest.approx((0.05 + 0.5 + 2 * 0.05) / 4)
+    assert clean["likely_vs_post_equals_pre"]["mean"] == pytest.approx((0.05 + 0.5 + 2 * 0.05) / 4 - 0.175)
+    text = presets.bound_text(out)
+    assert "Noise-free: every case as a non-responder 0.1625" in text and "the true course 0.0500" in text
+    assert "(3 patients)" in text and "2 of 4 called responders) 0.1625" in text
 
 
 def test_mae_by_response_class_and_the_spread_of_samples():

@@ -208,3 +208,17 @@ def test_misalignment_is_a_known_rigid_shift(tmp_path):
     assert read_image(moved / "P0001" / "pre.nii.gz").array.tobytes() == read_image(
         aligned / "P0001" / "pre.nii.gz").array.tobytes()
     assert after.shape == before.shape
+
+
+def test_a_noise_free_twin_differs_only_by_the_scanner_noise(tmp_path):
+    noisy = synthesize("lung", 1, 2, seed=5, out=tmp_path / "noisy")
+    clean = synthesize("lung", 1, 2, seed=5, out=tmp_path / "clean", noise=False)
+    for table in ("patients.csv", "counterfactuals.csv", "truth/patients.csv"):
+        assert (noisy / table).read_bytes() == (clean / table).read_bytes(), table
+    for name in ("pre", "week12", "cf_week12"):
+        a, b = (read_image(root / "P0001" / f"{name}.nii.gz").array.astype(np.float32) for root in (noisy, clean))
+        assert (read_image(noisy / "P0001" / f"{name}_gtv.nii.gz").array.tobytes()
+                == read_image(clean / "P0001" / f"{name}_gtv.nii.gz").array.tobytes())
+        residual = a - b  # the noise alone: white, centred, of the site's sigma (10-22 HU, the lung's range)
+        assert abs(residual.mean()) < 1.0 and 8.0 < residual.std() < 24.0, name
+        assert abs(np.corrcoef(residual[:, :-1].ravel(), residual[:, 1:].ravel())[0, 1]) < 0.1

@@ -18,6 +18,7 @@ nibabel writes .nii.gz with a zero gzip timestamp, so equal arrays give equal by
 
 from __future__ import annotations
 
+import dataclasses
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -152,6 +153,7 @@ def _check_options(site: str, n_patients: int, dims: int, misalign_mm: float, wo
 def synthesize(
     site: str, n_patients: int, dims: int, seed: int, out: Path, overwrite: bool = False, *,
     misalign_mm: float = 0.0, workers: int = 1, treated: bool = True, acquisition: str = "ideal",
+    noise: bool = True,
 ) -> Path:
     """Write a synthetic cohort of ``n_patients`` to the new folder ``out`` and return its path.
 
@@ -163,9 +165,13 @@ def synthesize(
     but no response outcome, no counterfactuals): a pre-training cohort "without treatment" (ImmunoDiff).
     ``acquisition="clinical"`` acquires each scan as a clinic would (synth/acquisition.py: motion, thick
     slices, gain and offset, bias field, noise, missing clinical values; ``misalign_mm`` > 0 then sets the
-    translation's length) and writes the clean, baseline-aligned scans under truth/.
+    translation's length) and writes the clean, baseline-aligned scans under truth/. ``noise=False`` writes the
+    same cohort (same seed: same patients, anatomy, courses, bias fields, acquisitions) without scanner noise:
+    what a prediction could reach that knew everything but the noise (``benchmarks/presets.py``).
     """
     site_model = _check_options(site, n_patients, dims, misalign_mm, workers, acquisition)
+    if not noise:  # the noise generators are drawn from all the same, so every other draw stays the same
+        site_model = dataclasses.replace(site_model, noise=(0.0, 0.0))
     out = check_output(out, "cohort", overwrite)
     with staged_folder(out, "cohort") as partial:
         jobs = [(site_model, i, seed, dims, misalign_mm, partial, treated, acquisition) for i in range(n_patients)]
