@@ -139,10 +139,13 @@ def test_immunodiff_3d_default_never_halves_the_first_axis_to_2(name):
     assert 2 not in first_axis_sizes(config) and bf16_conv3d_problem(config) is None
 
 
-def test_3d_config_that_would_hit_the_bf16_conv3d_bug_is_refused_on_cpu():
+def test_3d_config_that_would_hit_the_bf16_conv3d_bug_is_refused_on_cpu(monkeypatch):
     small = ["data.crop_size=[8, 8, 16]", "training.accelerator=cpu"]
+    monkeypatch.setattr("oncodiff.precision.cpu_has_native_bf16", lambda: True)
     with pytest.raises(ConfigError, match="first axis"):
         load_config("immunodiff-ddpm", small)
+    monkeypatch.setattr("oncodiff.precision.cpu_has_native_bf16", lambda: False)  # it would train in fp32
+    assert load_config("immunodiff-ddpm", small).training.precision == "bf16-mixed"
     assert load_config("immunodiff-ddpm", small + ["training.precision='32'"]).data.crop_size == (8, 8, 16)
     latent = load_config("gbm-ldm", ["data.dims=3", "data.slices=none", "data.crop_size=[16, 64, 64]",
                                      "training.precision='32'"])

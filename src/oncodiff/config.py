@@ -443,9 +443,10 @@ class Config(_Section):
         if model.latent != "none" and model.drift_head != "none" and stage in ("latent_diffusion", "controlnet"):
             raise ValueError("model.drift_head predicts an image-space drift map; latent diffusion has none: "
                              "set model.drift_head=none")
-        if training.accelerator == "cpu":
-            problem = bf16_conv3d_problem(self)
-            if problem:
+        if training.accelerator == "cpu" and (problem := bf16_conv3d_problem(self)):
+            from oncodiff.precision import runs_as  # torch: only for a config the check would refuse
+
+            if runs_as(training.precision, "cpu") != "32":  # a CPU without native bf16 trains it in fp32
                 raise ValueError(problem)
         return self
 
