@@ -50,7 +50,9 @@ from oncodiff.evaluation.stage2 import evaluate_outcomes
 from oncodiff.outputs import write_marker
 from oncodiff.pipeline.cases import CaseSet, load_cases
 from oncodiff.pipeline.export import ExportedModel, load_export
-from oncodiff.pipeline.predict import Predictions, predict_cases
+from oncodiff.models import Conditions
+from oncodiff.models.autoencoder import LatentDenoiser
+from oncodiff.pipeline.predict import Predictions, case_conditions, predict_cases, predictions_from_generated
 from oncodiff.pipeline.volumes import CaseVolumes, load_segmenter
 from oncodiff.precision import cpu_has_native_bf16
 from oncodiff.runs import RunFolder
@@ -405,6 +407,33 @@ def sample_spread(samples: np.ndarray, tumor: np.ndarray) -> float | None:
     return float(np.mean(spreads)) if spreads else None
 
 
+def latent_ceiling(net: torch.nn.Module, cond: Conditions, pre: torch.Tensor, post: torch.Tensor,
+                   target: str) -> Predictions | None:
+    """A latent chain's prediction with the true latent target in place of a sample (E(post) - E(pre) for the
+    drift target), decoded as its samples are (``LatentDenoiser.decode_target``): what a perfect latent
+    diffusion could reach with this autoencoder. None for a pixel-space network."""
+    if not isinstance(net, LatentDenoiser):
+        return None
+    with torch.inference_mode():
+        latent = net.encode_conditions(cond)
+        decoded = net.decode_target(net.encode_target(post.float(), latent, target), latent, target)
+    return predictions_from_generated(pre, decoded.unsqueeze(1), target)
+
+
+def ceiling_scores(model: ExportedModel, cases: CaseSet) -> dict:
+    """In-tumour MAE and SSIM of :func:`latent_ceiling` on ``cases`` (empty for a pixel-space chain)."""
+    device = next(model.net.parameters()).device
+    ceiling = latent_ceiling(model.net, case_conditions(model, cases, "true").to(device),
+                             cases.batch["pre"].to(device), cases.batch["post"].to(device),
+                             model.config.diffusion.target)
+    if ceiling is None:
+        return {}
+    post, tumor = cases.batch["post"][:, 0].numpy(), cases.batch["tumor_mask"][:, 0].numpy() > 0
+    rows = image_metrics(ceiling.mean, post, tumor, model.config.evaluation.bbox_margin,
+                         model.config.evaluation.data_range, spatial_dims=post.ndim - 1)
+    return {key: summarize([r[key] for r in rows])["mean"] for key in ("mae_tumor", "ssim_tumor")}
+
+
 def mask_dice(model: ExportedModel, cases: CaseSet) -> dict:
     """The mask autoencoder's reconstruction of the test cases' tumour masks (baseline and, where known, follow-up),
     thresholded at 0.5: Dice per mask (masks that are empty in truth are left out)."""
@@ -446,6 +475,8 @@ def bench_chain(bench: Bench, name: str) -> dict:
     scores["denoised"] = denoised_note
     scores["outcome_blind"] = outcome_blind_bound(model, cases, noise_free_cases(bench, name, model, cases))
     scores["by_response"] = by_response(cases, predictions)
+    if ceiling := ceiling_scores(model, cases):
+        scores["latent_ceiling"] = ceiling
     scores["headline"] = headline(CHAINS[name].headline, model, run, cohort, cases, predictions, scores, volumes,
                                   bench.cache)
     bench.wall[f"score {name}"] = time.perf_counter() - start
@@ -527,6 +558,14 @@ def guidance_text(row: dict) -> str:
             f"(preset: {g['preset']:g}; in-tumour MAE per scale {tried})")
 
 
+def ceiling_text(row: dict) -> str:
+    c = row.get("latent_ceiling")
+    if not c:
+        return ""
+    return (f". Latent ceiling (the true latent drift E(post) - E(pre) decoded as the samples are: a perfect "
+            f"latent diffusion with this autoencoder): in-tumour MAE {c['mae_tumor']:.4f}, SSIM {c['ssim_tumor']:.3f}")
+
+
 def bound_text(b: dict) -> str:
     text = (f"{b['cases']} cases, responder fraction {b['responder_fraction']:.2f}: post = pre "
             f"{b['mae_tumor_post_equals_pre']:.4f}; every case as a non-responder {b['mae_tumor_all_non_responders']:.4f}, "
@@ -565,7 +604,7 @@ def table(results: dict) -> str:
             "vol. change MAE (pp) diffusion | post=pre | regression | vs post = pre | vs smoothed pre |\n"
             + "|---" * (3 + 3 * len(METHODS) + 6) + "|\n")
     rows = "".join(chain_row(name, row) for name, row in results["chains"].items())
-    headlines = "".join(f"- **{name}**: {headline_text(name, row)}{guidance_text(row)}\n"
+    headlines = "".join(f"- **{name}**: {headline_text(name, row)}{guidance_text(row)}{ceiling_text(row)}\n"
                         for name, row in results["chains"].items())
     bounds = "".join(f"- **{name}**: {bound_text(b)}\n" for name, row in results["chains"].items()
                      if "cases" in (b := row.get("outcome_blind", {})))

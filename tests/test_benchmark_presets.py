@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from factory import load_benchmark
 
@@ -86,3 +87,25 @@ def test_mae_by_response_class_and_the_spread_of_samples():
     apart[:, 1] += 0.2 * tumor  # the second sample 0.2 higher in the tumour: std of (x, x + 0.2) is 0.1
     assert presets.sample_spread(apart, tumor) == pytest.approx(0.1)
     assert presets.sample_spread(same[:, :1], tumor) is None
+
+
+def test_latent_ceiling_decodes_the_true_latent_drift_as_the_samples_are():
+    from test_models_autoencoder import SHAPES, blobs, latent_denoiser
+
+    from oncodiff.models import Conditions
+
+    presets = load_benchmark("presets")
+    net = latent_denoiser(2, kind="kl").eval()  # an untrained VQ codebook snaps both scans to the same codes
+    shape = SHAPES[2]
+    pre, post, mask = blobs(2, shape), blobs(2, shape, seed=5), (blobs(2, shape, seed=6) > 0.5).float()
+    net.codec.calibrate(torch.cat([pre, post]), mask)
+    cond = Conditions(image=torch.cat([pre, mask, mask], dim=1), clinical=torch.zeros(2, 1),
+                      clinical_missing=torch.ones(2, 1, dtype=torch.bool), days=torch.tensor([30.0, 90.0]))
+    same = presets.latent_ceiling(net, cond, pre, pre, "drift")
+    np.testing.assert_array_equal(same.mean, pre[:, 0].numpy())  # no change decodes to exactly post = pre
+    moved = presets.latent_ceiling(net, cond, pre, post, "drift")
+    latent = net.encode_conditions(cond)
+    expected = pre + net.decode_target(net.encode_target(post, latent, "drift"), latent, "drift")
+    np.testing.assert_allclose(moved.mean, expected[:, 0].numpy(), atol=1e-6)
+    assert np.abs(moved.mean - pre[:, 0].numpy()).mean() > 1e-4
+    assert presets.latent_ceiling(net.denoiser, cond, pre, post, "drift") is None  # a pixel-space network
