@@ -147,7 +147,7 @@ class Bench:
         folder = self.out / "runs" / stage.name
         record = folder / "benchmark_stage.json"
         if record.is_file() and RunFolder(folder).train_summary_json.is_file():
-            return json.loads(record.read_text(encoding="utf-8"))
+            return json.loads(record.read_text(encoding="utf-8")) | trained(folder)
         if self.args.steps:  # a fixed number of steps per chain (tests), shared out like the minutes
             cost, steps = {"cpu_seconds_per_step": float("nan")}, max(2, round(self.args.steps * stage.share))
         else:
@@ -167,7 +167,20 @@ class Bench:
                 "train_cpu_minutes": round((time.process_time() - cpu) / 60, 2),
                 "train_wall_minutes": round((time.perf_counter() - start) / 60, 2)}
         record.write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
-        return info
+        return info | trained(folder)
+
+
+def trained(folder: Path) -> dict:
+    """The steps a finished stage trained (early stopping may end it before its budget) and whether it stopped
+    early; the exported weights are its best checkpoint on the validation loss."""
+    summary = json.loads(RunFolder(folder).train_summary_json.read_text(encoding="utf-8"))
+    return {"trained_steps": summary.get("global_step"), "stopped_early": summary.get("stopped_early")}
+
+
+def stage_steps(stage: dict) -> str:
+    """"1018", or "1018 (352)" where early stopping ended the stage after 352 of its 1018 steps."""
+    done = stage.get("trained_steps")
+    return f"{stage['steps']}" + (f" ({done})" if done is not None and done < stage["steps"] else "")
 
 
 def train_chain(bench: Bench, name: str) -> tuple[Path, Path, list[dict]]:
@@ -514,7 +527,7 @@ def _verdict(row: dict, other: str = "identity") -> str:
 
 def chain_row(name: str, row: dict) -> str:
     mae = row["paired"]["mae_tumor vs identity"]
-    steps = "+".join(str(s["steps"]) for s in row["stages"])
+    steps = " + ".join(stage_steps(s) for s in row["stages"])
     cells = [name, f"{row['cpu_minutes']:g} / {steps}", f"{row['cases']} / {row['patients']}"]
     for method in METHODS:
         cells += [_metric(row, method, "mae_tumor", 4), _metric(row, method, "ssim_tumor"),
@@ -615,7 +628,8 @@ def table(results: dict) -> str:
     a = results["settings"]
     return (f"### Paper presets against post = pre (in-tumour metrics, test split)\n\n{head}{rows}\n"
             f"Budget: the CPU-minutes per chain in the second column, shared over its stages as optimiser steps (CPU-time "
-            f"step probe); {a['patients']} patients per site, test fraction 0.25, at most {a['max_cases']} test "
+            f"step probe; in brackets the steps trained where early stopping on the validation loss ended a stage "
+            f"sooner: the exported weights are its best checkpoint on that loss); {a['patients']} patients per site, test fraction 0.25, at most {a['max_cases']} test "
             f"cases per chain; {a['samples']} samples per case, the presets' own samplers. The regression U-Net "
             f"gets the last stage's steps. Overrides: {a['overrides'] or 'none'}.\n\n"
             f"Smoothed pre (the denoised identity of `oncodiff evaluate`): the baseline smoothed by the sigma with the "
@@ -670,7 +684,11 @@ def merge(out: Path, folders: list[Path]) -> int:
     parts = [json.loads((folder / "results.json").read_text(encoding="utf-8")) for folder in folders]
     results = {**parts[0], "chains": {}, "runs": [{k: p[k] for k in ("command", "machine", "commit", "settings")}
                                                   for p in parts]}
-    for part in parts:
+    for folder, part in zip(folders, parts):
+        for name, row in part["chains"].items():  # records written before trained_steps existed
+            for stage, record in zip(CHAINS[name].stages, row.get("stages", [])):
+                if "trained_steps" not in record and (folder / "runs" / stage.name / "train_summary.json").is_file():
+                    record |= trained(folder / "runs" / stage.name)
         results["chains"].update(part["chains"])
     results["command"] = " ; ".join(p["command"] for p in parts)
     out.mkdir(parents=True, exist_ok=True)

@@ -109,3 +109,10 @@ def test_latent_ceiling_decodes_the_true_latent_drift_as_the_samples_are():
     np.testing.assert_allclose(moved.mean, expected[:, 0].numpy(), atol=1e-6)
     assert np.abs(moved.mean - pre[:, 0].numpy()).mean() > 1e-4
     assert presets.latent_ceiling(net.denoiser, cond, pre, post, "drift") is None  # a pixel-space network
+
+
+def test_stage_steps_show_where_early_stopping_ended_a_stage():
+    presets = load_benchmark("presets")
+    assert presets.stage_steps({"steps": 1018, "trained_steps": 352}) == "1018 (352)"
+    assert presets.stage_steps({"steps": 409, "trained_steps": 409}) == "409"
+    assert presets.stage_steps({"steps": 409}) == "409"  # a record from before the field
