@@ -41,7 +41,7 @@ import torch
 from oncodiff.arrays import dice
 from oncodiff.cohort.schema import COUNTERFACTUALS_CSV
 from oncodiff.config import Config, load_config
-from oncodiff.evaluation.baselines import ensure_baseline, trivial_predictions
+from oncodiff.evaluation.baselines import baseline_config, ensure_baseline, trivial_predictions
 from oncodiff.evaluation.counterfactual import counterfactual_truth
 from oncodiff.evaluation.metrics import MetricTable, image_metrics, summarize
 from oncodiff.evaluation.metrics import mae as region_mae
@@ -213,17 +213,28 @@ def split_cases(model: ExportedModel, run: Path, cohort: Path, split: str, limit
 
 
 def methods(run: Path, cohort: Path, model: ExportedModel, cases: CaseSet, samples: int, seed: int,
-            regression: bool, cache, config: Config | None = None) -> tuple[dict[str, Predictions], str]:
+            regression_steps: int | None, cache, config: Config | None = None) -> tuple[dict[str, Predictions], str]:
     """post = pre, the denoised identity (the baseline smoothed by the sigma chosen on the training split, as
     ``oncodiff evaluate`` does), the diffusion chain (outcome unknown, as predict samples; ``config``: sampling
-    settings other than the run's) and the regression U-Net; returns them with how the sigma was chosen."""
+    settings other than the run's) and, given its steps, the regression U-Net (trained now if the run has none
+    yet); returns them with how the sigma was chosen."""
     identity, denoised, note = trivial_predictions(model, cohort, list(RunFolder(run).splits().train), cases, cache)
     out = {"identity": identity, "denoised": denoised,
            "diffusion": predict_cases(model, cases, samples, seed, "predicted", config)}
-    if regression:
-        baseline = load_export(ensure_baseline(run, cohort, model.config, "regression", None, cache))
+    if regression_steps:
+        steps = model.config.with_overrides([f"training.max_steps={regression_steps}"])
+        baseline = load_export(ensure_baseline(run, cohort, steps, "regression", None, cache))
         out["regression"] = predict_cases(baseline, cases, 1, seed, "predicted")
     return out, note
+
+
+def regression_budget(bench: Bench, model: ExportedModel, cohort: Path) -> dict:
+    """The regression U-Net's steps for the chain's whole budget of CPU-minutes (its own step probe), so that it
+    costs what the chain costs; ``--steps``: that many, as for a chain."""
+    if bench.args.steps:
+        return {"steps": bench.args.steps}
+    cost = cpu_seconds_per_step(cohort, baseline_config(model.config, "regression", None), bench.cache)
+    return {"steps": steps_for(bench.args.minutes, cost), "cpu_seconds_per_step": round(cost["cpu_seconds_per_step"], 3)}
 
 
 def score(run: Path, cohort: Path, model: ExportedModel, cases: CaseSet,
@@ -481,10 +492,13 @@ def bench_chain(bench: Bench, name: str) -> dict:
     print(f"\n=== scoring {name} on {len(cases)} test cases", flush=True)
     start = time.perf_counter()
     config, guidance = choose_guidance(bench, name, model, run, cohort)
-    predictions, denoised_note = methods(run, cohort, model, cases, args.samples, args.seed, not args.no_regression,
-                                         bench.cache, config)
+    budget = None if args.no_regression else regression_budget(bench, model, cohort)
+    predictions, denoised_note = methods(run, cohort, model, cases, args.samples, args.seed,
+                                         budget and budget["steps"], bench.cache, config)
     scores, volumes = score(run, cohort, model, cases, predictions)
     scores |= {"guidance": guidance} if guidance else {}
+    if budget:
+        scores["regression"] = budget | trained(RunFolder(run).baseline("regression").root)
     scores["denoised"] = denoised_note
     scores["outcome_blind"] = outcome_blind_bound(model, cases, noise_free_cases(bench, name, model, cases))
     scores["by_response"] = by_response(cases, predictions)
@@ -571,6 +585,14 @@ def guidance_text(row: dict) -> str:
             f"(preset: {g['preset']:g}; in-tumour MAE per scale {tried})")
 
 
+def regression_steps(results: dict) -> str:
+    """"ispy-ddpm 352, gbm-ldm 118": the steps each chain's regression U-Net trained ("last stage's" for rows
+    from before the regression had its own budget)."""
+    return ", ".join(f"{name} {row['regression'].get('trained_steps') or row['regression'].get('steps')}"
+                     if "regression" in row else f"{name} the last stage's"
+                     for name, row in results["chains"].items() if "regression" in row.get("aggregate", {})) or "none"
+
+
 def ceiling_text(row: dict) -> str:
     c = row.get("latent_ceiling")
     if not c:
@@ -631,7 +653,8 @@ def table(results: dict) -> str:
             f"step probe; in brackets the steps trained where early stopping on the validation loss ended a stage "
             f"sooner: the exported weights are its best checkpoint on that loss); {a['patients']} patients per site, test fraction 0.25, at most {a['max_cases']} test "
             f"cases per chain; {a['samples']} samples per case, the presets' own samplers. The regression U-Net "
-            f"gets the last stage's steps. Overrides: {a['overrides'] or 'none'}.\n\n"
+            f"trains on the chain's split for the chain's CPU-minutes (its own step probe; steps per chain: "
+            f"{regression_steps(results)}). Overrides: {a['overrides'] or 'none'}.\n\n"
             f"Smoothed pre (the denoised identity of `oncodiff evaluate`): the baseline smoothed by the sigma with the "
             f"lowest in-tumour MAE on the chain's training split:\n\n{smoothing}\n"
             f"Headline figures:\n\n{headlines}\n"
@@ -689,6 +712,9 @@ def merge(out: Path, folders: list[Path]) -> int:
             for stage, record in zip(CHAINS[name].stages, row.get("stages", [])):
                 if "trained_steps" not in record and (folder / "runs" / stage.name / "train_summary.json").is_file():
                     record |= trained(folder / "runs" / stage.name)
+            baseline = RunFolder(folder / "runs" / CHAINS[name].stages[-1].name).baseline("regression").root
+            if "regression" in row.get("aggregate", {}) and "regression" not in row and baseline.is_dir():
+                row["regression"] = trained(baseline)
         results["chains"].update(part["chains"])
     results["command"] = " ; ".join(p["command"] for p in parts)
     out.mkdir(parents=True, exist_ok=True)
