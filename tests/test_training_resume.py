@@ -179,3 +179,13 @@ def test_resume_accepts_a_run_started_before_new_config_keys_existed(tmp_path):
         _check_same_experiment(run, config.with_overrides(["sampling.steps=7"]))
     with pytest.raises(OncodiffError, match="diffusion.source"):  # a default filled in still compares
         _check_same_experiment(run, config.with_overrides(["diffusion.source=pre"]))
+
+
+def test_last_checkpoint_is_the_last_epoch_even_when_validation_stopped_improving(runs, tmp_path):
+    """With a learning rate too small to move any weight, the validation loss never improves after the first
+    epoch: "best" stays at step 2, and last.ckpt must still be the last epoch's (Lightning's save_last writes it
+    only together with a new best, which resumed such a run from its best epoch)."""
+    frozen = runs["config"].with_overrides(["training.lr=1e-20", "training.patience=100"])
+    run = train(runs["cohort"], frozen, tmp_path / "frozen", cache_dir=runs["cache"])
+    assert _checkpoint(run, "best.ckpt")["global_step"] == 2
+    assert _checkpoint(run)["global_step"] == 6

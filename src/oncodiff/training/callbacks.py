@@ -1,11 +1,13 @@
-"""Small Lightning callbacks: one readable line per epoch where no progress bar fits."""
+"""Small Lightning callbacks: one readable line per epoch where no progress bar fits; last.ckpt after every
+validation."""
 
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import lightning as L
-from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.callbacks import Callback, Checkpoint
 
 
 class EpochLine(Callback):
@@ -29,3 +31,20 @@ class EpochLine(Callback):
             parts.append(f"lr {optimizers[0].param_groups[0]['lr']:.2e}")
         parts.append(f"{(time.monotonic() - self.start) / 60:.1f} min")
         print("  ".join(parts), flush=True)
+
+
+class SaveLast(Checkpoint):
+    """Writes ``path`` (the run's last.ckpt) after every validation.
+
+    Lightning's ``ModelCheckpoint(save_last=True)`` writes last.ckpt only together with a better "best"
+    checkpoint (and at the end of training), so a run interrupted after its validation loss had stopped
+    improving resumed from that older epoch. As a ``Checkpoint``, Lightning runs this after every other
+    callback and after the ModelCheckpoint listed before it, so the file holds the epoch's early-stopping check
+    and best score."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            trainer.save_checkpoint(self.path)

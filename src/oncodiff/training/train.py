@@ -33,7 +33,7 @@ from oncodiff.outputs import write_marker
 from oncodiff.precision import runs_as
 from oncodiff.runs import SEGMENTER, RunFolder
 from oncodiff.pipeline.predict import calibrate_run
-from oncodiff.training.callbacks import EpochLine
+from oncodiff.training.callbacks import EpochLine, SaveLast
 from oncodiff.training.ema import WarmupEMA
 from oncodiff.training.memory import check_memory
 from oncodiff.training.stages import module_class
@@ -252,6 +252,7 @@ def _trainer(run: RunFolder, config: Config, total_steps: int) -> L.Trainer:
                         save_on_train_epoch_end=False),
         # Checked after validation only: a run whose budget ends inside its first epoch has no val_loss yet.
         EarlyStopping(monitor="val_loss", mode="min", patience=train.patience, check_on_train_epoch_end=False),
+        SaveLast(run.last_checkpoint),
         LearningRateMonitor(logging_interval="step"),
         WarmupEMA(decay=train.ema_decay),
         EpochLine(total_steps),
