@@ -13,10 +13,11 @@ earlier run as its preset says), on a 3D synthetic cohort of the chain's site:
    of ``oncodiff evaluate``: ``predict_cases`` (the outcome unknown, as predict samples), ``image_metrics``
    (in-tumour SSIM, PSNR, MAE: inside the baseline tumour mask), the volume change of ``CaseVolumes`` summed
    per follow-up, against post = pre and against evaluate's regression U-Net baseline (``ensure_baseline``:
-   the same split and the last stage's number of steps), plus the paper's own headline figure.
-   Paired: the per-case in-tumour MAE difference to post = pre with a 95 % bootstrap interval over patients.
-   On synthetic cohorts, also what a prediction that gives every case the same response class reaches (from the
-   counterfactual follow-ups: ``outcome_blind_bound``).
+   the same split, trained for the chain's CPU-minutes: ``regression_budget``), plus the paper's own headline
+   figure. Paired: the per-case in-tumour MAE difference to post = pre with a 95 % bootstrap interval over
+   patients. On synthetic cohorts, also what a prediction blind to the response class reaches at best (the
+   counterfactual follow-ups of the cohort and of its twin without scanner noise: ``outcome_blind_bound``);
+   for a latent chain, what a perfect latent diffusion with its autoencoder reaches (``latent_ceiling``).
 
 Writes OUT/results.json (every number, per-stage costs and steps, the settings) and OUT/table.md.
 """
