@@ -48,11 +48,11 @@ from oncodiff.evaluation.metrics import MetricTable, image_metrics, summarize
 from oncodiff.evaluation.metrics import mae as region_mae
 from oncodiff.evaluation.protocol import _size_scores
 from oncodiff.evaluation.stage2 import evaluate_outcomes
+from oncodiff.models import Conditions
+from oncodiff.models.autoencoder import LatentDenoiser
 from oncodiff.outputs import write_marker
 from oncodiff.pipeline.cases import CaseSet, load_cases
 from oncodiff.pipeline.export import ExportedModel, load_export
-from oncodiff.models import Conditions
-from oncodiff.models.autoencoder import LatentDenoiser
 from oncodiff.pipeline.predict import Predictions, case_conditions, predict_cases, predictions_from_generated
 from oncodiff.pipeline.volumes import CaseVolumes, load_segmenter
 from oncodiff.precision import cpu_has_native_bf16
@@ -311,8 +311,8 @@ def outcome_blind_bound(model: ExportedModel, cases: CaseSet, clean: CaseSet | N
     same class (knowing the noise and the course): a model beats it only by telling the classes apart from its
     inputs. "mixture" is the mean of the two courses at the test cases' responder fraction: what an MSE fit, or
     the sample mean of a calibrated sampler, tends to. ``clean``: the same cases from the cohort's noise-free twin
-    (:func:`noise_free_cases`); the same references are then also scored with the noise-free courses, which no
-    prediction can beat by knowing the follow-up's noise: "true course" is the noise floor (the class known),
+    (:func:`noise_free_cases`); the same references are then also scored with the noise-free courses, which do not
+    credit a prediction with knowing the follow-up's noise: "true course" is the noise floor (the class known),
     "all non-responders" / "all responders" what a prediction reaches that gives every case one class."""
     path = cases.cohort.root / COUNTERFACTUALS_CSV
     if not path.is_file():
