@@ -34,17 +34,23 @@ class EpochLine(Callback):
 
 
 class SaveLast(Checkpoint):
-    """Writes ``path`` (the run's last.ckpt) after every validation.
+    """Writes ``path`` (the run's last.ckpt) after every validation, and at the end of a run that never validated.
 
     Lightning's ``ModelCheckpoint(save_last=True)`` writes last.ckpt only together with a better "best"
-    checkpoint (and at the end of training), so a run interrupted after its validation loss had stopped
-    improving resumed from that older epoch. As a ``Checkpoint``, Lightning runs this after every other
-    callback and after the ModelCheckpoint listed before it, so the file holds the epoch's early-stopping check
-    and best score."""
+    checkpoint, so a run interrupted after its validation loss had stopped improving resumed from that older
+    epoch; this callback is the only writer of last.ckpt. As a ``Checkpoint``, Lightning runs it after every
+    other callback and after the ModelCheckpoint listed before it, so the file holds the epoch's early-stopping
+    check and best score."""
 
     def __init__(self, path: Path):
         self.path = Path(path)
+        self.saved = False
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.sanity_checking:
+            trainer.save_checkpoint(self.path)
+            self.saved = True
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not self.saved:  # no validation split: the export falls back to this checkpoint
             trainer.save_checkpoint(self.path)

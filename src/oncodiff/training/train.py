@@ -54,8 +54,8 @@ def train(cohort: str | Path, config: Config, out: str | Path, resume: bool = Fa
     config, route = volumetric_route(config, cohort)
     if route and _is_rank_zero():
         print(route, flush=True)
-    if not _on_gpu(config) and effective_precision(config) != "32" and bf16_conv3d_problem(config):
-        raise ConfigError(bf16_conv3d_problem(config))
+    if not _on_gpu(config) and effective_precision(config) != "32" and (problem := bf16_conv3d_problem(config)):
+        raise ConfigError(problem)
     note = precision_note(config)
     if note and _is_rank_zero():
         print(note, flush=True)
@@ -248,7 +248,7 @@ def _trainer(run: RunFolder, config: Config, total_steps: int) -> L.Trainer:
         # holds its epoch's early-stopping check. Saved at the train epoch's end instead, a resumed run replays
         # that end: the sampler is then set to the next epoch twice (data order one epoch ahead) and early
         # stopping finds no val_loss logged yet and fails.
-        ModelCheckpoint(dirpath=run.checkpoints, filename="best", monitor="val_loss", mode="min", save_last=True,
+        ModelCheckpoint(dirpath=run.checkpoints, filename="best", monitor="val_loss", mode="min",
                         save_on_train_epoch_end=False),
         # Checked after validation only: a run whose budget ends inside its first epoch has no val_loss yet.
         EarlyStopping(monitor="val_loss", mode="min", patience=train.patience, check_on_train_epoch_end=False),
