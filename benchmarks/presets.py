@@ -214,24 +214,29 @@ def split_cases(model: ExportedModel, run: Path, cohort: Path, split: str, limit
 
 
 def methods(run: Path, cohort: Path, model: ExportedModel, cases: CaseSet, samples: int, seed: int,
-            regression_steps: int | None, cache, config: Config | None = None) -> tuple[dict[str, Predictions], str]:
+            regression: bool, cache, config: Config | None = None,
+            regression_steps: int | None = None) -> tuple[dict[str, Predictions], str]:
     """post = pre, the denoised identity (the baseline smoothed by the sigma chosen on the training split, as
     ``oncodiff evaluate`` does), the diffusion chain (outcome unknown, as predict samples; ``config``: sampling
-    settings other than the run's) and, given its steps, the regression U-Net (trained now if the run has none
-    yet); returns them with how the sigma was chosen."""
+    settings other than the run's) and the regression U-Net (trained now, for ``regression_steps`` or the run's
+    steps, if the run has none yet); returns them with how the sigma was chosen."""
     identity, denoised, note = trivial_predictions(model, cohort, list(RunFolder(run).splits().train), cases, cache)
     out = {"identity": identity, "denoised": denoised,
            "diffusion": predict_cases(model, cases, samples, seed, "predicted", config)}
-    if regression_steps:
-        steps = model.config.with_overrides([f"training.max_steps={regression_steps}"])
-        baseline = load_export(ensure_baseline(run, cohort, steps, "regression", None, cache))
+    if regression:
+        steps = [] if regression_steps is None else [f"training.max_steps={regression_steps}"]
+        baseline = load_export(ensure_baseline(run, cohort, model.config.with_overrides(steps), "regression", None,
+                                               cache))
         out["regression"] = predict_cases(baseline, cases, 1, seed, "predicted")
     return out, note
 
 
-def regression_budget(bench: Bench, model: ExportedModel, cohort: Path) -> dict:
+def regression_budget(bench: Bench, model: ExportedModel, run: Path, cohort: Path) -> dict:
     """The regression U-Net's steps for the chain's whole budget of CPU-minutes (its own step probe), so that it
-    costs what the chain costs; ``--steps``: that many, as for a chain."""
+    costs what the chain costs; ``--steps``: that many, as for a chain. Empty when the run already has its
+    regression U-Net: it is reused as it was trained (no probe)."""
+    if RunFolder(run).baseline("regression").weights.is_file():
+        return {}
     if bench.args.steps:
         return {"steps": bench.args.steps}
     cost = cpu_seconds_per_step(cohort, baseline_config(model.config, "regression", None), bench.cache)
@@ -387,9 +392,10 @@ def outcome_blind_mae(pre: np.ndarray, post: np.ndarray, counter: np.ndarray, re
         clean["mae_tumor_likely_class"] = mae(course(clean_post, clean_counter, likely))
         calls["likely_vs_post_equals_pre"] = likely
     if keys is not None:
+        identity = tumor_mae(pre, post, tumor)
         for name, called in calls.items():
             per_case = {"reference": tumor_mae(course(clean_post, clean_counter, called), post, tumor),
-                        "identity": tumor_mae(pre, post, tumor)}
+                        "identity": identity}
             summary = {"test_cases": keys, "image_metrics": {"per_case": [
                 {"method": m, "case_id": k, "mae_tumor": float(v)} for m, values in per_case.items()
                 for k, v in zip(keys, values)]}}
@@ -493,12 +499,12 @@ def bench_chain(bench: Bench, name: str) -> dict:
     print(f"\n=== scoring {name} on {len(cases)} test cases", flush=True)
     start = time.perf_counter()
     config, guidance = choose_guidance(bench, name, model, run, cohort)
-    budget = None if args.no_regression else regression_budget(bench, model, cohort)
-    predictions, denoised_note = methods(run, cohort, model, cases, args.samples, args.seed,
-                                         budget and budget["steps"], bench.cache, config)
+    budget = None if args.no_regression else regression_budget(bench, model, run, cohort)
+    predictions, denoised_note = methods(run, cohort, model, cases, args.samples, args.seed, budget is not None,
+                                         bench.cache, config, (budget or {}).get("steps"))
     scores, volumes = score(run, cohort, model, cases, predictions)
     scores |= {"guidance": guidance} if guidance else {}
-    if budget:
+    if budget is not None:
         scores["regression"] = budget | trained(RunFolder(run).baseline("regression").root)
     scores["denoised"] = denoised_note
     scores["outcome_blind"] = outcome_blind_bound(model, cases, noise_free_cases(bench, name, model, cases))

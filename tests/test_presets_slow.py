@@ -109,7 +109,7 @@ def test_paper_chain_beats_post_equals_pre_on_its_training_cases(chain, bench_ou
     run, cohort, _ = presets.train_chain(bench, chain)
     model = load_export(run)
     cases = presets.split_cases(model, run, cohort, "train", 16, bench.cache)
-    predictions, _ = presets.methods(run, cohort, model, cases, 2, 0, None, bench.cache)
+    predictions, _ = presets.methods(run, cohort, model, cases, 2, 0, False, bench.cache)
     scores, _ = presets.score(run, cohort, model, cases, predictions)
     mae = {m: scores["aggregate"][m]["mae_tumor"]["mean"] for m in ("diffusion", "identity")}
     assert mae["diffusion"] < mae["identity"], f"{chain} after {LEARNING_STEPS} steps: in-tumour MAE {mae}"
