@@ -1,21 +1,18 @@
 """The evaluation report in headless chromium at a 1400-px-wide window: no table runs past the page (the per-case
-tables wrap their long cells). Skipped, saying why, where chromium or its driver is missing."""
+tables wrap their long cells). The `browser` fixture (conftest.py) skips it, saying why, where chromium or its driver
+is missing, and fails it there under ONCODIFF_REQUIRE_BROWSER=1 (.ci/run)."""
 
 from __future__ import annotations
 
 import json
 
-import pytest
-
 from test_evaluation_report import write_evaluation
-from test_view_browser import browser  # noqa: F401 - the shared headless chromium fixture
 from oncodiff.evaluation import write_report
 
-pytestmark = pytest.mark.usefixtures("browser")
 LONG_NOTE = "baseline 225 mm², follow-up 322 mm²; response rule: change <= -20%; " * 2
 
 
-def test_no_report_table_is_wider_than_a_1400_px_window(browser, tmp_path):  # noqa: F811
+def test_no_report_table_is_wider_than_a_1400_px_window(browser, tmp_path):
     evaluation, _ = write_evaluation(tmp_path)
     summary = json.loads((evaluation / "summary.json").read_text(encoding="utf-8"))
     for rows in summary["per_case_size"].values():  # the widest cells a real run writes

@@ -7,32 +7,24 @@ Set ONCODIFF_VIEWER_SCREENSHOT=PATH to keep the final screenshot (docs/images/vi
 from __future__ import annotations
 
 import os
-import shutil
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMEDRIVER = shutil.which("chromedriver")
-selenium = pytest.importorskip("selenium", reason="selenium is not installed (pip install -e '.[test]')")
-pytestmark = [
-    pytest.mark.skipif(CHROMIUM is None or CHROMEDRIVER is None,
-                       reason="no chromium + chromedriver on PATH (Debian: apt-get install chromium chromium-driver)"),
-    pytest.mark.usefixtures("one_torch_thread"),
-]
+from test_view_http import free_port, train_and_predict
 
-from selenium import webdriver  # noqa: E402
-from selenium.webdriver.chrome.service import Service  # noqa: E402
-from selenium.webdriver.common.action_chains import ActionChains  # noqa: E402
-from selenium.webdriver.common.actions.wheel_input import ScrollOrigin  # noqa: E402
-from selenium.webdriver.common.by import By  # noqa: E402
-from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
+try:  # the `browser` fixture (conftest.py) skips, saying why, or fails under ONCODIFF_REQUIRE_BROWSER, without them
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.actions.wheel_input import ScrollOrigin
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+except ImportError:
+    pass
 
-from test_view_http import free_port, train_and_predict  # noqa: E402
-
-WINDOW = (1400, 1000)
+# the session's browser comes first, so that a machine without one skips before training the run
+pytestmark = pytest.mark.usefixtures("browser", "one_torch_thread")
 
 
 @pytest.fixture(scope="module")
@@ -54,18 +46,6 @@ def server(tmp_path_factory):
     yield f"http://127.0.0.1:{port}/"
     uv.should_exit = True
     thread.join(timeout=10)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--use-angle=swiftshader",
-                 "--enable-unsafe-swiftshader", "--ignore-gpu-blocklist", f"--window-size={WINDOW[0]},{WINDOW[1]}"):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
-    yield driver
-    driver.quit()
 
 
 def wait_for_state(driver, *states: str, timeout: float = 120) -> str:
