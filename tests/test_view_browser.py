@@ -29,21 +29,25 @@ pytestmark = pytest.mark.usefixtures("browser", "one_torch_thread")
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    """The viewer on a tiny 3D run, served by uvicorn on a free loopback port in a thread."""
+    """The viewer on a tiny 3D run, served by uvicorn on a free loopback port in a thread; yields its tokened
+    address, as `oncodiff view` prints it (the page's own requests then carry the cookie it sets)."""
     import uvicorn
 
     from oncodiff.view import ViewerFolders, create_app
+    from oncodiff.view.guard import new_token
 
     trained = train_and_predict(tmp_path_factory.mktemp("view3d"), dims=3)
     folders = ViewerFolders.choose(trained["run"], predictions=trained["predictions"], data_cache=trained["data_cache"])
     port = free_port()
-    uv = uvicorn.Server(uvicorn.Config(create_app(folders), host="127.0.0.1", port=port, log_level="warning"))
+    token = new_token()
+    app = create_app(folders, token=token, port=port)
+    uv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=uv.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
     while not uv.started and time.monotonic() < deadline:
         time.sleep(0.1)
-    yield f"http://127.0.0.1:{port}/"
+    yield f"http://127.0.0.1:{port}/?token={token}"
     uv.should_exit = True
     thread.join(timeout=10)
 

@@ -1,12 +1,15 @@
 """``oncodiff view`` over HTTP (Starlette's TestClient) on a tiny trained 2D run: every endpoint, what-if
 questions answered, cached and refused, two questions queued rather than interleaved, exports in the baseline's
-geometry, corrupt files reported, and nothing served outside the given folders or written into the cohort."""
+geometry, corrupt files reported, and nothing served outside the given folders or written into the cohort.
+The boundary: a foreign Host, a missing token, a foreign Origin, a non-JSON body and a flood of questions are
+refused; the cache keeps whole days and its most recently used predictions."""
 
 from __future__ import annotations
 
 import gzip
 import hashlib
 import json
+import os
 import threading
 import time
 from pathlib import Path
@@ -19,10 +22,15 @@ from starlette.testclient import TestClient
 from oncodiff.errors import OncodiffError
 from oncodiff.view import ViewerFolders, create_app
 from oncodiff.view.app import serve
+from oncodiff.view.jobs import MAX_PENDING
+from oncodiff.view.whatif import PredictionRequest, PredictionStore
 from test_pipeline_predict import CROPS, SHAPES, SPACINGS, TINY, cohort_with_a_new_patient
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 GIVEN = ["P001", "P002"]  # predicted up front (the --predictions folder); the others only on request
+TOKEN = "test-token-0123456789"
+PORT = 8765
+ORIGIN = f"http://127.0.0.1:{PORT}"
 
 
 def train_and_predict(root: Path, dims: int) -> dict:
@@ -59,10 +67,21 @@ def trained(tmp_path_factory):
     return run
 
 
+def signed_in(app) -> TestClient:
+    """A client at the viewer's own address that opened the tokened URL once (so it holds the cookie)."""
+    client = TestClient(app, base_url=ORIGIN)
+    assert client.get(f"/?token={TOKEN}").status_code == 200
+    return client
+
+
 @pytest.fixture(scope="module")
-def client(trained):
-    folders = ViewerFolders.choose(trained["run"], predictions=trained["predictions"], data_cache=trained["data_cache"])
-    with TestClient(create_app(folders)) as client:
+def folders(trained):
+    return ViewerFolders.choose(trained["run"], predictions=trained["predictions"], data_cache=trained["data_cache"])
+
+
+@pytest.fixture(scope="module")
+def client(folders):
+    with signed_in(create_app(folders, token=TOKEN, port=PORT)) as client:
         yield client
 
 
@@ -179,6 +198,8 @@ def test_a_what_if_is_predicted_then_answered_from_the_cache(client, trained):
     np.testing.assert_allclose(difference.get_fdata(), whatif.get_fdata() - factual.get_fdata(), atol=1e-4)
     again = client.post("/api/whatif", json=question).json()
     assert again["status"] == "done" and again["total"] == 0 and again["result"]["set"] == result["set"]
+    nearly = client.post("/api/whatif", json={**question, "days": 83.6}).json()  # whole days: the same question
+    assert nearly["total"] == 0 and nearly["result"]["set"] == result["set"]
     exported = client.get("/api/export", params={"set": result["set"], "key": result["row"]["key"], "layer": "mean"})
     assert exported.status_code == 200 and "age-45" in exported.headers["content-disposition"]
 
@@ -243,7 +264,7 @@ def test_a_corrupt_prediction_file_is_reported_in_the_case(trained, tmp_path):
     key = json.loads((copy / "summary.json").read_text(encoding="utf-8"))["cases"][0]["key"]
     (copy / key.replace("/", "_") / "drift.nii.gz").write_bytes(b"not a nifti file")
     folders = ViewerFolders.choose(trained["run"], predictions=copy, data_cache=trained["data_cache"])
-    with TestClient(create_app(folders)) as client:
+    with signed_in(create_app(folders, token=TOKEN, port=PORT)) as client:
         layers = client.get("/api/case", params={"key": key}).json()["layers"]
     assert "drift.nii.gz: cannot be read" in layers["drift"]["error"]
     assert "url" in layers["mean"]
@@ -265,19 +286,38 @@ def test_folder_errors_name_the_option(trained, tmp_path):
         ViewerFolders.choose(trained["run"], tmp_path)
 
 
-def test_serving_beyond_loopback_warns(trained, monkeypatch, capsys):
+def test_serving_beyond_loopback_needs_allow_remote_and_warns(folders, monkeypatch, capsys):
     import uvicorn
 
     calls = []
     monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: calls.append(kwargs))
-    folders = ViewerFolders.choose(trained["run"], predictions=trained["predictions"], data_cache=trained["data_cache"])
     port = free_port()
     serve(folders, host="127.0.0.1", port=port)
-    assert "warning" not in capsys.readouterr().err
-    serve(folders, host="0.0.0.0", port=port)
     out = capsys.readouterr()
-    assert "warning: --host 0.0.0.0" in out.err and f"http://127.0.0.1:{port}/" in out.out
+    assert "warning" not in out.err
+    first = out.out.split("?token=")[1].split()[0]
+    assert f"open http://127.0.0.1:{port}/?token=" in out.out and len(first) >= 40
+    with pytest.raises(OncodiffError, match="--host 0.0.0.0 would let other machines .* pass --allow-remote"):
+        serve(folders, host="0.0.0.0", port=port)
+    serve(folders, host="0.0.0.0", port=port, allow_remote=True)
+    out = capsys.readouterr()
+    assert "warning: --host 0.0.0.0 --allow-remote" in out.err and f"http://127.0.0.1:{port}/?token=" in out.out
+    assert out.out.split("?token=")[1].split()[0] != first  # a new token at each start
     assert [c["host"] for c in calls] == ["127.0.0.1", "0.0.0.0"]
+
+
+def test_no_token_warns_and_lets_a_local_client_in(folders, monkeypatch, capsys):
+    import uvicorn
+
+    apps = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: apps.append(app))
+    port = free_port()
+    serve(folders, port=port, token=False)
+    out = capsys.readouterr()
+    assert "warning: --no-token" in out.err and "token=" not in out.out
+    with TestClient(apps[0], base_url=f"http://127.0.0.1:{port}") as client:
+        assert client.get("/api/info").status_code == 200
+        assert client.get("/api/info", headers={"Host": "evil.example"}).status_code == 403  # the Host still counts
 
 
 def test_the_view_verb_reports_bad_folders(tmp_path):
@@ -297,3 +337,136 @@ def test_a_port_in_use_is_a_clear_error(trained):
         port = taken.getsockname()[1]
         with pytest.raises(OncodiffError, match=f"--port {port}: cannot listen there"):
             serve(folders, host="127.0.0.1", port=port)
+
+
+# ---- the boundary -----------------------------------------------------------------------------------------
+
+SECRETS = ["/", "/api/info", "/api/cases", "/files/run/splits.json", "/files/cohort/patients.csv", "/static/app.js"]
+
+
+@pytest.mark.parametrize("host", ["evil.example:8765", "evil.example", "127.0.0.1:9999", "localhost", ""])
+def test_a_foreign_host_is_refused_before_routing(client, host):
+    """DNS rebinding: a page on another domain that rebinds its name to 127.0.0.1 sends its own Host."""
+    for path in SECRETS:
+        response = client.get(path, headers={"Host": host})
+        assert response.status_code == 403, path
+        assert "this viewer answers only to" in response.text and "patients.csv" not in response.text
+    refused = client.post("/api/predict", json={"patient": "P003"}, headers={"Host": host})
+    assert refused.status_code == 403 and "answers only to 127.0.0.1:8765" in refused.json()["error"]
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1:8765", "localhost:8765", "[::1]:8765"])
+def test_the_loopback_names_are_accepted(client, host):
+    assert client.get("/api/info", headers={"Host": host}).status_code == 200
+
+
+def test_without_the_token_nothing_is_served(folders):
+    with TestClient(create_app(folders, token=TOKEN, port=PORT), base_url=ORIGIN) as stranger:
+        for path in SECRETS:
+            response = stranger.get(path)
+            assert response.status_code == 401, path
+            assert "needs its access token" in response.text
+        assert stranger.get("/api/info", cookies={"oncodiff-view-token-8765": "guess"}).status_code == 401
+        assert stranger.get("/api/info?token=guess").status_code == 401
+        assert stranger.get("/api/info", headers={"Authorization": "token guess"}).status_code == 401
+        assert stranger.post("/api/predict", json={"patient": "P003"}).status_code == 401
+        assert stranger.get("/api/info", headers={"Authorization": f"token {TOKEN}"}).status_code == 200
+        assert stranger.get("/api/info", cookies={"oncodiff-view-token-9999": TOKEN}).status_code == 401  # another port's
+
+
+def test_the_tokened_address_sets_a_strict_cookie_and_drops_the_token(folders):
+    with TestClient(create_app(folders, token=TOKEN, port=PORT), base_url=ORIGIN) as browser:
+        first = browser.get(f"/?token={TOKEN}", follow_redirects=False)
+        assert first.status_code == 303 and first.headers["location"] == "/"
+        cookie = first.headers["set-cookie"]
+        assert cookie.startswith(f"oncodiff-view-token-{PORT}={TOKEN};") and "HttpOnly" in cookie
+        assert "SameSite=Strict" in cookie
+        assert browser.get("/api/cases").status_code == 200  # the cookie alone lets the page in
+
+
+@pytest.mark.parametrize("origin", ["http://evil.example", "null", "http://127.0.0.1:9999", "https://127.0.0.1:8765",
+                                    "http://localhost:8765"])
+def test_a_change_from_a_foreign_origin_is_refused(client, origin):
+    jobs = len(client.app.state.viewer.jobs.jobs)
+    for path, body in (("/api/predict", {"patient": "P003"}), ("/api/whatif", {"key": first_key(client), "days": 50})):
+        response = client.post(path, json=body, headers={"Origin": origin})
+        assert response.status_code == 403, path
+        assert f"from another site (Origin {origin!r})" in response.json()["error"]
+    assert len(client.app.state.viewer.jobs.jobs) == jobs  # nothing queued
+
+
+def test_a_change_from_the_viewers_own_page_or_without_origin_passes(client):
+    for headers in ({"Origin": ORIGIN}, {}):
+        response = client.post("/api/whatif", json={"key": "P999/L1/week6", "days": 42}, headers=headers)
+        assert response.status_code == 404  # routed: past the guard
+
+
+@pytest.mark.parametrize("kind", ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x",
+                                  None])
+def test_a_body_that_is_not_json_is_refused(client, kind):
+    """An HTML form on any site can POST text/plain or form encodings without a CORS preflight."""
+    jobs = len(client.app.state.viewer.jobs.jobs)
+    headers = {"Content-Type": kind} if kind else {}
+    for path, body in (("/api/predict", {"patient": "P003"}), ("/api/whatif", {"key": first_key(client), "days": 50})):
+        response = client.post(path, content=json.dumps(body), headers=headers)
+        assert response.status_code == 415, (path, response.text)
+        assert "must have Content-Type: application/json" in response.json()["error"]
+    assert len(client.app.state.viewer.jobs.jobs) == jobs
+
+
+def test_a_flood_of_questions_is_refused_once_the_queue_is_full(client, monkeypatch):
+    viewer = client.app.state.viewer
+    release = threading.Event()
+
+    def held(request):
+        release.wait(timeout=120)
+        raise OncodiffError("stopped by the test")
+
+    monkeypatch.setattr(viewer.store, "predict", held)
+    key = first_key(client)
+    answers = [client.post("/api/whatif", json={"key": key, "days": 101.5 + k, "clinical": {"age": "61"}})
+               for k in range(MAX_PENDING + 4)]
+    try:
+        assert [a.status_code for a in answers] == [202] * MAX_PENDING + [429] * 4
+        assert "the viewer is busy: 8 prediction jobs are waiting or running" in answers[-1].json()["error"]
+        assert client.post("/api/predict", json={"patient": "P004"}).status_code == 429
+    finally:
+        release.set()
+    done = [wait(client, a.json()) for a in answers[:MAX_PENDING]]
+    assert {d["status"] for d in done} == {"error"} and viewer.jobs.pending == 0
+    again = client.post("/api/whatif", json={"key": key, "days": 300, "clinical": {"age": "61"}})
+    assert again.status_code == 202  # room again once the queue drained
+    wait(client, again.json())
+
+
+def test_days_are_whole_in_the_cache_key_and_the_curve():
+    assert PredictionRequest("P1", 101.4).key == PredictionRequest("P1", 100.6).key == PredictionRequest("P1", 101).key
+    assert PredictionRequest("P1", 101.5).days == 102.0 and PredictionRequest("P1", 101.49).days == 101.0
+    assert PredictionRequest("P1", 101.4).key != PredictionRequest("P1", 102).key
+    assert PredictionRequest("P1", None).days is None
+    from oncodiff.view.whatif import curve_days
+
+    assert curve_days(85.0) == [43.0, 85.0, 128.0] and curve_days(1.0) == [1.0, 2.0]
+
+
+def test_the_cache_keeps_its_most_recently_used_predictions(tmp_path):
+    cache = tmp_path / "cache"
+    folders = ViewerFolders(run=tmp_path, cohort=tmp_path, predictions=None, cache=cache)
+    store = PredictionStore(folders, None, samples=1, seed=0, limit=3)
+    requests = [PredictionRequest(f"P{k}", 10.0) for k in range(5)]
+    for age, request in enumerate(requests):  # P0 the oldest
+        folder = cache / "predictions" / request.key
+        folder.mkdir(parents=True)
+        (folder / "summary.json").write_text('{"cases": []}', encoding="utf-8")
+        stamp = 1_000_000 + age
+        os.utime(folder, (stamp, stamp))
+    (cache / "contour").mkdir()
+    for k in range(14):
+        (cache / "contour" / f"c{k:02d}.nii.gz").write_bytes(b"x")
+        os.utime(cache / "contour" / f"c{k:02d}.nii.gz", (1_000_000 + k, 1_000_000 + k))
+    assert store.find(requests[0]) is not None  # used now: the most recent
+    removed = store.evict()
+    assert sorted(p.name for p in removed if p.parent.name == "predictions") == sorted(
+        r.key for r in requests[1:3])
+    assert all(store.find(r) is not None for r in (requests[0], requests[3], requests[4]))
+    assert sorted(p.name for p in (cache / "contour").iterdir()) == [f"c{k:02d}.nii.gz" for k in range(2, 14)]

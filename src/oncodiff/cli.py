@@ -255,14 +255,20 @@ def view(
     predictions: Optional[Path] = typer.Option(None, help="an `oncodiff predict` output folder to show"),
     cache: Optional[Path] = typer.Option(None, help="where what-if results go (default PREDICTIONS/view-cache, "
                                                     "else RUN/view-cache; never inside the cohort)"),
-    host: str = typer.Option("127.0.0.1", help="address to listen on; anything but loopback is reachable by others"),
+    host: str = typer.Option("127.0.0.1", help="address to listen on; anything but loopback needs --allow-remote"),
     port: int = typer.Option(8765, min=1, max=65535, help="port to listen on"),
+    allow_remote: bool = typer.Option(False, "--allow-remote", help="let a --host beyond loopback be used: other "
+                                      "machines can then reach the viewer (its token still guards it)"),
+    no_token: bool = typer.Option(False, "--no-token", help="serve without the access token (not advised: any "
+                                  "local program or web page that reaches the port can read the scans)"),
+    cache_limit: int = typer.Option(200, min=8, help="what-if predictions kept in the cache; the least recently "
+                                    "used go first"),
 ) -> None:
     """Open a local web app: patients, slice viewer, what-if predictions and NIfTI export (docs/viewer.md)."""
     from oncodiff.view import ViewerFolders, serve
 
     folders = _run(ViewerFolders.choose, model, cohort, predictions, cache)
-    _run(serve, folders, host, port)
+    _run(serve, folders, host, port, token=not no_token, allow_remote=allow_remote, cache_limit=cache_limit)
 
 
 @app.command()

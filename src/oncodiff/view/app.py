@@ -1,4 +1,5 @@
-"""The HTTP side of ``oncodiff view``: a Starlette app over :class:`~oncodiff.view.service.Viewer`, and ``serve``."""
+"""The HTTP side of ``oncodiff view``: a Starlette app over :class:`~oncodiff.view.service.Viewer` behind its
+:class:`~oncodiff.view.guard.Guard` (Host, token, Origin and Content-Type checks), and ``serve``."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from functools import partial
 from pathlib import Path
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
@@ -17,15 +19,19 @@ from starlette.staticfiles import StaticFiles
 
 from oncodiff.errors import OncodiffError
 from oncodiff.view.folders import ViewerFolders
+from oncodiff.view.guard import Guard, allowed_hosts, new_token
+from oncodiff.view.jobs import QueueFull
 from oncodiff.view.service import Viewer
-from oncodiff.view.whatif import WhatIf
+from oncodiff.view.whatif import CACHE_LIMIT, WhatIf
 
 STATIC = Path(__file__).parent / "static"
 
 
-def create_app(folders: ViewerFolders) -> Starlette:
-    """The app for one model, cohort and (optional) predictions folder."""
-    viewer = Viewer(folders)
+def create_app(folders: ViewerFolders, *, token: str | None, host: str = "127.0.0.1", port: int = 8765,
+               cache_limit: int = CACHE_LIMIT) -> Starlette:
+    """The app for one model, cohort and (optional) predictions folder, answering only requests that carry
+    ``token`` (None: any) and name ``host``:``port`` or a loopback name with that port in their Host header."""
+    viewer = Viewer(folders, cache_limit=cache_limit)
     routes = [
         Route("/", lambda request: FileResponse(STATIC / "index.html")),
         Route("/api/info", lambda request: JSONResponse(viewer.info())),
@@ -38,7 +44,8 @@ def create_app(folders: ViewerFolders) -> Starlette:
         Route("/files/{root}/{path:path}", partial(_file, folders)),
         Mount("/static", StaticFiles(directory=STATIC)),
     ]
-    app = Starlette(routes=routes)
+    guard = Middleware(Guard, token=token, hosts=allowed_hosts(host, port), port=port)
+    app = Starlette(routes=routes, middleware=[guard])
     app.state.viewer = viewer
     return app
 
@@ -59,6 +66,8 @@ async def _predict(viewer: Viewer, request: Request) -> Response:
     body = await _json(request)
     try:
         job = viewer.predict_patient(str(body.get("patient", "")))
+    except QueueFull as e:
+        return JSONResponse({"error": str(e)}, status_code=429)
     except OncodiffError as e:
         return JSONResponse({"error": str(e)}, status_code=400)
     return JSONResponse(job.to_dict(), status_code=202)
@@ -71,6 +80,8 @@ async def _whatif(viewer: Viewer, request: Request) -> Response:
         job = viewer.whatif(question)
     except KeyError:
         return _not_found(f"case {body.get('key')!r}")
+    except QueueFull as e:
+        return JSONResponse({"error": str(e)}, status_code=429)
     except OncodiffError as e:
         return JSONResponse({"error": str(e)}, status_code=400)
     return JSONResponse(job.to_dict(), status_code=202)
@@ -115,17 +126,31 @@ def _file(folders: ViewerFolders, request: Request) -> Response:
     return FileResponse(path) if path is not None else _not_found("file")
 
 
-def serve(folders: ViewerFolders, host: str = "127.0.0.1", port: int = 8765) -> None:
-    """Run the viewer until Ctrl+C; prints its URL (and a warning when it listens beyond this machine)."""
+def serve(folders: ViewerFolders, host: str = "127.0.0.1", port: int = 8765, token: bool = True,
+          allow_remote: bool = False, cache_limit: int = CACHE_LIMIT) -> None:
+    """Run the viewer until Ctrl+C; prints its address with the session's token. A host beyond loopback is
+    refused unless ``allow_remote``; ``token`` False (--no-token) lets any local page or program in."""
     import uvicorn
 
+    if not _loopback(host) and not allow_remote:
+        raise OncodiffError(f"--host {host} would let other machines on the network reach the viewer, which serves "
+                            "patients' scans, outcomes and the model's weights; use 127.0.0.1 (the default), or pass "
+                            "--allow-remote if that is what you want (the token still guards it; see docs/viewer.md)")
     _check_port(host, port)
-    app = create_app(folders)
+    secret = new_token() if token else None
+    app = create_app(folders, token=secret, host=host, port=port, cache_limit=cache_limit)
     if not _loopback(host):
-        print(f"warning: --host {host} lets other machines on the network open the viewer and read the "
-              "scans it serves; use 127.0.0.1 unless that is what you want", file=sys.stderr, flush=True)
-    print(f"oncodiff view: open http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}/ "
-          f"(Ctrl+C to stop; what-if results are cached in {folders.cache})", flush=True)
+        print(f"warning: --host {host} --allow-remote lets other machines on the network reach the viewer; anyone "
+              "who gets its address with the token can read the scans it serves, and the token travels unencrypted "
+              "(plain http)", file=sys.stderr, flush=True)
+    if secret is None:
+        print("warning: --no-token: any program on this machine, and any web page open in your browser that can "
+              "reach this port, can read the scans and outcomes the viewer serves and start predictions",
+              file=sys.stderr, flush=True)
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else (f"[{host}]" if ":" in host else host)
+    address = f"http://{shown}:{port}/" + (f"?token={secret}" if secret else "")
+    print(f"oncodiff view: open {address} (Ctrl+C to stop; what-if results are cached in {folders.cache})",
+          flush=True)
     uvicorn.run(app, host=host, port=port, log_level="warning")
 
 

@@ -19,7 +19,7 @@ import numpy as np
 from scipy import ndimage
 
 from oncodiff.cohort import Cohort, read_image, write_image
-from oncodiff.view.folders import ViewerFolders
+from oncodiff.view.folders import ViewerFolders, touch
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 PREDICTED_LAYERS = ("mean", "std", "drift", "agreement", "tumor_probability")
@@ -145,6 +145,8 @@ def _derived(folders: ViewerFolders, source: Path, kind: str, make) -> dict[str,
             partial = target.with_name("partial-" + target.name)  # never a half-written file under the final name
             write_image(make(image), image, partial)
             partial.replace(target)
+        else:
+            touch(target)  # recently used: kept when the cache is trimmed
     except Exception as e:  # noqa: BLE001 - any reader error is reported in the page
         return {"error": f"{source.name}: cannot be read ({e})"}
     return {"url": folders.url(target)}

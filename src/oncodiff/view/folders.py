@@ -7,6 +7,7 @@ its root (``..``, absolute paths, symbolic links leading out) is not found.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,6 +66,14 @@ class ViewerFolders:
             if base in path.parents:
                 return f"/files/{name}/{path.relative_to(base).as_posix()}"
         raise ValueError(f"{path} is under none of the viewer's folders")
+
+
+def touch(path: Path) -> None:
+    """Mark a cache entry as just used (its modification time orders the least-recently-used eviction)."""
+    try:
+        os.utime(path)
+    except OSError:
+        pass  # a read-only or vanished entry is simply not refreshed
 
 
 def _existing(path: str | Path, option: str) -> Path:

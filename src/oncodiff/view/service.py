@@ -13,7 +13,7 @@ from oncodiff.view.catalog import PredictionSet, case_layers, case_slot, geometr
 from oncodiff.view.folders import ViewerFolders
 from oncodiff.view.jobs import Job, JobQueue
 from oncodiff.view.whatif import (
-    ModelFacts, PredictionRequest, PredictionStore, WhatIf, curve_days, read_given,
+    CACHE_LIMIT, ModelFacts, PredictionRequest, PredictionStore, WhatIf, curve_days, read_given,
 )
 
 EXPORTABLE = ("mean", "std", "drift", "agreement", "tumor_probability")
@@ -22,14 +22,14 @@ EXPORTABLE = ("mean", "std", "drift", "agreement", "tumor_probability")
 class Viewer:
     """One model, one cohort, optional given predictions, and the cache where everything new goes."""
 
-    def __init__(self, folders: ViewerFolders):
+    def __init__(self, folders: ViewerFolders, cache_limit: int = CACHE_LIMIT):
         self.folders = folders
         self.cohort = load_cohort(folders.cohort)
         self.facts = ModelFacts(folders.run)
         given = read_given(folders.predictions)
         samples = given.summary["samples"] if given else self.facts.config.sampling.samples
         seed = given.summary.get("seed", 0) if given else 0
-        self.store = PredictionStore(folders, given, samples, seed)
+        self.store = PredictionStore(folders, given, samples, seed, limit=cache_limit)
         self.jobs = JobQueue(self.store)
 
     def info(self) -> dict[str, Any]:
@@ -80,7 +80,7 @@ class Viewer:
         overrides = question.overrides(factual.overrides, self.facts.class_key)
         self.facts.check(question, overrides, self.cohort)
         asked = PredictionRequest(entry["patient_id"], float(question.days), overrides)
-        grid = curve_days(question.days)
+        grid = curve_days(asked.days)  # of the whole days asked
         requests = [asked, *(asked.with_days(d) for d in grid), *(factual.with_days(d) for d in grid)]
         return self.jobs.submit(requests, lambda: self._whatif_result(found, entry, asked, factual, grid))
 

@@ -1,7 +1,9 @@
 """What-if questions: validate them, predict them with ``oncodiff.pipeline.predict`` one at a time, cache the answers.
 
-A prediction request is (patient, days since baseline, ``--set`` overrides); its output folder is an ordinary
-``oncodiff predict`` output under CACHE/predictions/<key>, so asking again is instant, also after a restart.
+A prediction request is (patient, whole days since baseline, ``--set`` overrides); its output folder is an ordinary
+``oncodiff predict`` output under CACHE/predictions/<key>, so asking again is instant, also after a restart. The
+cache keeps the :data:`CACHE_LIMIT` most recently used predictions (and :data:`DERIVED_PER_PREDICTION` times as many
+derived images); older ones are deleted after each job.
 """
 
 from __future__ import annotations
@@ -24,19 +26,27 @@ from oncodiff.pipeline.cases import class_labels
 from oncodiff.models.factory import ModelLayout
 from oncodiff.pipeline.export import read_export_meta
 from oncodiff.view.catalog import PredictionSet
-from oncodiff.view.folders import ViewerFolders
+from oncodiff.view.folders import ViewerFolders, touch
 
 MAX_DAYS = 3650.0  # ten years: beyond that a "days since baseline" value is more likely a typo than a question
 CURVE_FRACTIONS = (0.5, 1.0, 1.5)  # the volume-change curve: these fractions of the asked time point
+CACHE_LIMIT = 200  # what-if predictions kept in the cache (least recently used ones go first)
+DERIVED_PER_PREDICTION = 4  # converted images, contours and differences kept per kept prediction
+DERIVED = ("difference", "contour", "image")  # the cache's folders of derived files (see catalog._derived)
 
 
 @dataclass(frozen=True)
 class PredictionRequest:
-    """One ``predict`` call: a patient, the time point (None: each follow-up's own) and sorted KEY=VALUE overrides."""
+    """One ``predict`` call: a patient, the time point (None: each follow-up's own; else rounded to whole days, so
+    that 101.5 and 101.6 are one question and one cache entry) and sorted KEY=VALUE overrides."""
 
     patient: str
     days: float | None = None
     overrides: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.days is not None and math.isfinite(self.days):
+            object.__setattr__(self, "days", float(math.floor(self.days + 0.5)))
 
     @property
     def key(self) -> str:
@@ -159,9 +169,11 @@ def _is_number(value) -> bool:
 class PredictionStore:
     """Prediction sets by request: the --predictions folder for its own requests, else the cache."""
 
-    def __init__(self, folders: ViewerFolders, given: PredictionSet | None, samples: int, seed: int):
+    def __init__(self, folders: ViewerFolders, given: PredictionSet | None, samples: int, seed: int,
+                 limit: int = CACHE_LIMIT):
         self.folders, self.folder = folders, folders.cache / "predictions"
         self.given, self.samples, self.seed = given, samples, seed
+        self.limit = limit
 
     def given_request(self, patient: str) -> PredictionRequest:
         overrides = tuple(sorted(self.given.summary.get("overrides", []))) if self.given else ()
@@ -173,7 +185,10 @@ class PredictionStore:
                 c["patient_id"] == request.patient for c in self.given.summary["cases"]):
             return self.given
         folder = self.folder / request.key
-        return PredictionSet.read(request.key, folder) if (folder / "summary.json").is_file() else None
+        if not (folder / "summary.json").is_file():
+            return None
+        touch(folder)
+        return PredictionSet.read(request.key, folder)
 
     def set_by_id(self, set_id: str) -> PredictionSet | None:
         if set_id == "given":
@@ -181,7 +196,27 @@ class PredictionStore:
         folder = self.folder / set_id
         if not set_id.isalnum() or not (folder / "summary.json").is_file():
             return None
+        touch(folder)
         return PredictionSet.read(set_id, folder)
+
+    def evict(self) -> list[Path]:
+        """Delete all but the :attr:`limit` most recently used predictions (a folder's modification time is its
+        last use: :func:`touch`), and all but ``DERIVED_PER_PREDICTION * limit`` derived files of each kind;
+        returns what was deleted. Called by the job worker between jobs, when no prediction is being written."""
+        removed = []
+        if self.folder.is_dir():
+            sets = [f for f in self.folder.iterdir() if f.is_dir() and f.name.isalnum()]
+            for folder in _least_recently_used(sets, self.limit):
+                shutil.rmtree(folder, ignore_errors=True)
+                removed.append(folder)
+        for kind in DERIVED:
+            folder = self.folders.cache / kind
+            if folder.is_dir():
+                files = [f for f in folder.iterdir() if f.is_file() and not f.name.startswith("partial-")]
+                for path in _least_recently_used(files, DERIVED_PER_PREDICTION * self.limit):
+                    path.unlink(missing_ok=True)
+                    removed.append(path)
+        return removed
 
     def predict(self, request: PredictionRequest) -> PredictionSet:
         """Run ``oncodiff predict`` for the request into a partial folder, then move it into place."""
@@ -199,8 +234,18 @@ class PredictionStore:
 
 
 def curve_days(days: float) -> list[float]:
-    """The time points of the volume-change curve around ``days``."""
-    return sorted({round(days * f, 1) for f in CURVE_FRACTIONS if days * f > 0})
+    """The time points of the volume-change curve around ``days``, in whole days (at least day 1)."""
+    return sorted({float(max(1, math.floor(days * f + 0.5))) for f in CURVE_FRACTIONS if days * f > 0})
+
+
+def _least_recently_used(paths: list[Path], keep: int) -> list[Path]:
+    """All but the ``keep`` most recently used of ``paths``."""
+    def used(path: Path) -> int:
+        try:
+            return path.stat().st_mtime_ns
+        except OSError:
+            return 0
+    return sorted(paths, key=used)[:max(0, len(paths) - keep)]
 
 
 def read_given(predictions: Path | None) -> PredictionSet | None:
