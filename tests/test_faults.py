@@ -301,6 +301,47 @@ def test_validate_refuses_bad_geometry_values_and_paths(tmp_path, case):
     assert checksums(cohort) == before
 
 
+def _regrid(cohort: Path, patient: str, shape: tuple[int, ...] | None = None, spacing: float = 1.0) -> None:
+    """Give every scan and mask of ``patient`` another voxel grid: cut to ``shape`` and/or ``spacing`` mm voxels."""
+    for path in (cohort / patient).glob("*.nii.gz"):
+        image = nib.load(path)
+        data = np.asanyarray(image.dataobj)
+        if shape is not None:
+            data = np.ascontiguousarray(data[tuple(slice(0, n) for n in shape)])
+            data.flat[0] = 1  # a mask keeps a voxel
+        _rewrite(path, affine=_scaled(image.affine, spacing=spacing), array=data)
+
+
+@pytest.mark.parametrize("case, expected", [
+    ("1x1 image", "has 1 x 1 voxels; preprocessing needs at least 4 along each axis"),
+    ("3-voxel axis", "has 32 x 3 voxels"),
+    ("zero spacing", "singular voxel-to-world affine"),
+    ("spacing in metres", "voxel size of (0.001, 0.001) mm, outside 0.01..100 mm"),
+    ("absurd spacing", "voxel size of (1000, 1000) mm"),
+])
+def test_a_scan_that_cannot_be_preprocessed_is_refused_by_validate_and_train(trained, tmp_path, case, expected):
+    cohort = write_cohort(tmp_path / "c", n_patients=3)
+    grid = {"1x1 image": {"shape": (1, 1)}, "3-voxel axis": {"shape": (32, 3)}, "zero spacing": {"spacing": 0.0},
+            "spacing in metres": {"spacing": 0.001}, "absurd spacing": {"spacing": 1000.0}}[case]
+    _regrid(cohort, "P002", **grid)
+    before = checksums(cohort)
+    result = invoke("validate", cohort)
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    assert expected in result.output and "P002/pre.nii.gz" in result.output, result.output
+    refused(invoke("train", "--cohort", cohort, "--out", tmp_path / "run", *trained["common"]), expected)
+    assert checksums(cohort) == before and not (tmp_path / "run").exists()
+
+
+def test_a_scan_registration_cannot_handle_is_an_error_line_naming_it(trained, tmp_path):
+    """Valid, but a 1.6 mm field of view is too small for the rigid registration: the verb says so, no traceback."""
+    cohort = write_cohort(tmp_path / "c", n_patients=3)
+    for patient in ("P001", "P002", "P003"):
+        _regrid(cohort, patient, spacing=0.05)
+    assert invoke("validate", cohort).exit_code == 0
+    refused(invoke("train", "--cohort", cohort, "--out", tmp_path / "run", *trained["common"],
+                   "--set", "data.registration=rigid"), "registration to its baseline scan failed", "week6.nii.gz")
+
+
 def test_validate_warns_about_blank_scans_whole_masks_and_same_day_followups(tmp_path):
     cohort = write_cohort(tmp_path / "c", n_patients=3, followups=(("week6", 42), ("week7", 49)))
     _rewrite(cohort / "P001" / "week6.nii.gz", array=np.zeros((32, 32), dtype=np.float32))

@@ -21,6 +21,8 @@ SPACING_RTOL = 1e-3  # relative: 0.1 % of the voxel size
 ORIGIN_ATOL_MM = 1e-2
 DIRECTION_ATOL = 1e-3
 ID_MAX_CHARS = 100
+MIN_VOXELS_PER_AXIS = 4  # fewer, and N4 or registration fails on the scan (a 3-voxel axis cannot be shrunk)
+SPACING_RANGE_MM = (0.01, 100.0)  # a voxel size outside is a header error (zero, or metres / micrometres as mm)
 UNSAFE_ID = re.compile(r'[/\\:*?"<>|\x00-\x1f\x7f]')
 LISTED_ROWS = 8
 
@@ -133,6 +135,20 @@ def affine_problem(affine: np.ndarray, ndim: int) -> str | None:
     singular = np.linalg.svd(affine[:3, :ndim], compute_uv=False)
     if singular.min() <= 1e-6 * max(singular.max(), 1e-12):
         return "has a singular voxel-to-world affine (a zero voxel size, or two axes pointing the same way)"
+    return None
+
+
+def grid_problem(shape: tuple[int, ...], affine: np.ndarray) -> str | None:
+    """Why a scan's voxel grid cannot be preprocessed (too few voxels along an axis, or a voxel size that is no
+    scan's), or None. ``shape``: without trailing singleton axes (a (X, Y, 1) slice is 2D); ``affine``: usable."""
+    if min(shape) < MIN_VOXELS_PER_AXIS:
+        return (f"has {' x '.join(map(str, shape))} voxels; preprocessing needs at least {MIN_VOXELS_PER_AXIS} along "
+                "each axis")
+    spacing = np.linalg.norm(affine[:3, :len(shape)], axis=0)
+    low, high = SPACING_RANGE_MM
+    if not ((spacing >= low) & (spacing <= high)).all():
+        return (f"has a voxel size of {_mm(spacing)} mm, outside {low:g}..{high:g} mm: its header's spacing is wrong "
+                "(zero, or in metres or micrometres)")
     return None
 
 

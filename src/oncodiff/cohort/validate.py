@@ -18,7 +18,8 @@ import yaml
 from pydantic import ValidationError
 
 from oncodiff.cohort.integrity import (
-    affine_problem, check_followup_days, check_ids, check_response_values, geometry_mismatch, path_problem,
+    affine_problem, check_followup_days, check_ids, check_response_values, geometry_mismatch, grid_problem,
+    path_problem,
 )
 from oncodiff.cohort.io import read_image
 from oncodiff.cohort.schema import (
@@ -416,6 +417,10 @@ def _content_problems(column: str, summary: _VoxelSummary, image, is_baseline: b
                       "fix the file's header (spacing, origin, direction), e.g. re-export it from the scanner's "
                       "DICOM."))
     if column == "image":
+        if not affine_problem(summary.affine, len(summary.shape)) and grid_problem(summary.shape, summary.affine):
+            found.append((grid_problem(summary.shape, summary.affine) + ".",
+                          "use the scan itself (not a thumbnail or a single line), with the voxel size in mm in its "
+                          "header; re-export it from the scanner's DICOM."))
         return found
     if isinstance(image, _VoxelSummary) and summary.shape != image.shape:
         found.append((f"has shape {summary.shape}, but its image has shape {image.shape}.",

@@ -36,7 +36,7 @@ from oncodiff.data.denoise import smoothed
 from oncodiff.data.geometry import GeometryRecord, canonical_grid, nearest_on_grid, sample
 from oncodiff.data.intensity import IntensityTransform, fit_intensity, normalization_method
 from oncodiff.data.registration import measure_misalignment, register
-from oncodiff.errors import ConfigError
+from oncodiff.errors import ConfigError, OncodiffError
 
 ARRAY_KEYS = ("pre", "post", "tumor_mask", "post_mask", "anatomy", "pre_smoothed", "post_smoothed")
 SMOOTHED_KEYS = ("pre_smoothed", "post_smoothed")
@@ -217,8 +217,18 @@ def read_corrected(cohort: Cohort, relative: str, config: DataConfig) -> tuple[I
     image = read_image(cohort.path(relative))
     if bias_method(config, cohort.spec.modality) != "n4":
         return image, None
-    corrected, statistics = correct_bias(image)
+    try:
+        corrected, statistics = correct_bias(image)
+    except RuntimeError as error:  # SimpleITK's: an error line naming the scan, not a traceback
+        raise OncodiffError(f"{cohort.path(relative)}: N4 bias-field correction failed ({_itk_reason(error)}); check "
+                            "the scan's size and voxel size, or set data.bias_correction=none") from None
     return corrected, statistics.to_dict()
+
+
+def _itk_reason(error: RuntimeError) -> str:
+    """The last line of a SimpleITK exception (its first names a C++ source file)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[-1] if lines else type(error).__name__
 
 
 def crop_baseline(cohort: Cohort, baseline: Mapping[str, Any], config: DataConfig) -> BaselineCrops:
@@ -311,7 +321,12 @@ def cut_followup(cohort: Cohort, row: Mapping[str, Any], baseline: BaselineCrops
     image, bias = read_corrected(cohort, row["image"], config)
     intensity = fit_intensity(image.array, baseline.intensity.method, config)
     normalised = Image(intensity.apply(image.array), image.affine)
-    world_map, steps = register_followup(baseline.normalised, normalised, config)
+    try:
+        world_map, steps = register_followup(baseline.normalised, normalised, config)
+    except RuntimeError as error:  # SimpleITK's: an error line naming the scan, not a traceback
+        raise OncodiffError(f"{cohort.path(row['image'])}: registration to its baseline scan failed "
+                            f"({_itk_reason(error)}); check both scans' size and voxel size, or set "
+                            "data.registration=none") from None
     background = float(intensity.apply(np.min(image.array)))
     post = [_cut(normalised, crop, 1, background, world_map) for crop in baseline.crops]
     has_mask = not is_missing(row.get("tumor_mask"))

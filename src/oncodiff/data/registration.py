@@ -163,8 +163,14 @@ def misalignment_warnings(root: str | Path, threshold_mm: float = MISALIGNMENT_W
         baseline_path = rows.iloc[0]["pre_image"]
         baseline = read_image(cohort.path(baseline_path))
         for _, row in rows.iterrows():
-            moved, _ = measure_misalignment(baseline, read_image(cohort.path(row["image"])),
-                                            spacing_mm=MISALIGNMENT_MEASURE_MM)
+            try:
+                moved, _ = measure_misalignment(baseline, read_image(cohort.path(row["image"])),
+                                                spacing_mm=MISALIGNMENT_MEASURE_MM)
+            except RuntimeError:  # SimpleITK could not fit (a tiny field of view, say): said, not a traceback
+                warnings.append(f"{SCANS_CSV}: {row['image']} (patient {patient}, lesion {lesion}, {row['timepoint']}): "
+                                f"its alignment to {baseline_path} could not be measured (the rigid fit failed); "
+                                "preprocessing may fail on it too")
+                continue
             if moved > threshold_mm:
                 warnings.append(
                     f"{SCANS_CSV}: {row['image']} (patient {patient}, lesion {lesion}, {row['timepoint']}) looks "
