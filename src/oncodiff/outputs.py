@@ -5,8 +5,11 @@ Every verb that writes a folder (synth, train, predict, evaluate) or a file (rep
 
 - never inside a cohort folder, nor inside a run folder that is not its own;
 - never into a non-empty folder that is not its own output of the same kind; ``--overwrite``
-  replaces only such an output, recognised by the marker file :data:`MARKER` it wrote, and never
-  ``.``, ``~``, ``/`` or a parent of the working directory;
+  replaces only such an output, recognised by the marker file :data:`MARKER` it wrote, which counts only in
+  the folder it names (its path, or its device and inode, which a rename keeps and a copy does not), and
+  never ``.``, ``~``, ``/`` or a parent of the working directory;
+- never replaces a cohort that another oncodiff process is reading: readers (train, predict, evaluate,
+  preprocess, view) leave a record in ``.NAME.in-use/`` beside the cohort (:func:`cohort_in_use`), never in it;
 - a folder is written into a hidden sibling ``.NAME.partial-PID`` and renamed into place
   (:func:`staged_folder`), so it is either whole or absent. A training run cannot be staged: its
   marker says ``training``, then ``calibrating``, then ``complete``, and readers check it
@@ -17,12 +20,15 @@ This module imports nothing else from oncodiff but its errors, so every package 
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import os
 import shutil
 import socket
 import tempfile
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -54,14 +60,30 @@ def read_marker(folder: Path) -> dict | None:
     return marker if isinstance(marker, dict) and marker.get("kind") in KINDS else None
 
 
-def write_marker(folder: Path, kind: str, state: str = COMPLETE, finish: str = "") -> None:
-    """Write (atomically) the marker saying ``folder`` is oncodiff's ``kind`` output, in ``state``."""
-    body = {"kind": kind, "state": state}
+def write_marker(folder: Path, kind: str, state: str = COMPLETE, finish: str = "", home: Path | None = None) -> None:
+    """Write (atomically) the marker saying ``folder`` is oncodiff's ``kind`` output, in ``state``. It names the
+    folder: ``home`` (the path a staged folder will be renamed to; default ``folder``) and ``folder``'s device and
+    inode, so that a copy of the marker elsewhere does not count (:func:`names_folder`)."""
+    identity = os.stat(folder)
+    body = {"kind": kind, "state": state, "folder": str(Path(home or folder).resolve()),
+            "device": identity.st_dev, "inode": identity.st_ino}
     if finish:
         body["finish"] = finish
     partial = Path(folder) / (MARKER + ".partial")
     partial.write_text(json.dumps(body, indent=2) + "\n", encoding="utf-8")
     partial.replace(Path(folder) / MARKER)
+
+
+def names_folder(marker: dict, folder: Path) -> bool:
+    """Whether ``marker`` was written for ``folder``: it names its resolved path, or its device and inode (kept by a
+    rename, so a moved output still counts). A marker copied into another folder names neither."""
+    try:
+        identity = os.stat(folder)
+        resolved = str(Path(folder).resolve())
+    except OSError:
+        return False
+    return marker.get("folder") == resolved or (
+        marker.get("device") == identity.st_dev and marker.get("inode") == identity.st_ino)
 
 
 def output_kind(folder: Path) -> str | None:
@@ -78,12 +100,22 @@ def output_kind(folder: Path) -> str | None:
 
 
 def is_own_output(folder: Path, kind: str) -> bool:
-    """Whether ``folder`` is oncodiff's ``kind`` output: its marker says so (a run folder written before markers
-    existed counts by its config.json + splits.json)."""
+    """Whether ``folder`` is oncodiff's ``kind`` output: its marker says so and names this folder (a run folder
+    written before markers existed, or copied, counts by its config.json + splits.json)."""
     marker = read_marker(folder)
-    if marker is not None:
+    if marker is not None and names_folder(marker, folder):
         return marker["kind"] == kind
-    return kind == "run" and output_kind(folder) == "run"
+    return kind == "run" and RunFolder(folder).config_json.is_file() and RunFolder(folder).splits_json.is_file()
+
+
+def _foreign_marker(folder: Path) -> str:
+    """Why a marker in ``folder`` does not count, for an error message ("" when there is none or it counts)."""
+    marker = read_marker(folder)
+    if marker is None or names_folder(marker, folder):
+        return ""
+    written = f"written for {marker['folder']}" if marker.get("folder") else "written by an older oncodiff"
+    return (f"; its marker {MARKER} was {written}, not for this folder (copied?), so oncodiff does not take this "
+            "folder for its own: delete it yourself if it may go")
 
 
 # ---- the checks ---------------------------------------------------------------------------------
@@ -108,12 +140,15 @@ def check_output(out: str | Path, kind: str, overwrite: bool = False, inputs: di
             found = output_kind(path)
             what = f"a {found} folder oncodiff did not mark as its {kind} output" if found else \
                 "files oncodiff did not write"
-            raise OutputError(f"--out {path} is not empty and holds {what}; choose a new or empty folder")
+            raise OutputError(f"--out {path} is not empty and holds {what}; choose a new or empty folder"
+                              f"{_foreign_marker(path)}")
         if not (overwrite or allow_existing):
             raise OutputError(f"--out {path} holds an earlier {kind} output; pass --overwrite to replace it, or "
                               "choose a new folder")
     if overwrite or (path.exists() and kind != "run"):  # a staged output replaces the folder by renaming
         _check_replaceable(path)
+    if kind == "cohort" and path.is_dir():
+        _check_not_read(path)
     _check_creatable(path)
     return path
 
@@ -211,10 +246,15 @@ def staged_folder(out: Path, kind: str) -> Iterator[Path]:
     shutil.rmtree(partial, ignore_errors=True)
     _mkdir(partial)
     try:
-        write_marker(partial, kind, state="partial", finish=f"delete {partial}: a stopped `oncodiff {_VERB[kind]}`")
+        write_marker(partial, kind, state="partial", finish=f"delete {partial}: a stopped `oncodiff {_VERB[kind]}`",
+                     home=out)
         yield partial
-        write_marker(partial, kind)
-        replace_folder(partial, out)
+        write_marker(partial, kind, home=out)
+        if kind == "cohort" and out.exists():
+            with _replacing_cohort(out):  # no reader may start meanwhile; one that started since the check refuses
+                replace_folder(partial, out)
+        else:
+            replace_folder(partial, out)
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
@@ -266,6 +306,146 @@ def make_folder(path: Path) -> Path:
     except OSError as error:
         raise OutputError(f"{path} cannot be created: {error.strerror or error}; choose another --out") from None
     return path
+
+
+# ---- cohorts in use ----------------------------------------------------------------------------------
+
+IN_USE = ".{name}.in-use"  # beside the cohort: oncodiff never writes into a cohort
+_reading: dict[Path, int] = {}  # this process's cohorts in use, by resolved path: nested readers share one record
+_reading_lock = threading.Lock()
+
+
+def in_use_folder(cohort: Path) -> Path:
+    """The folder beside ``cohort`` that holds one record per process reading it (or replacing it)."""
+    cohort = Path(cohort).resolve()
+    return cohort.parent / IN_USE.format(name=cohort.name)
+
+
+def _record_body(command: str) -> str:
+    return json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "start": _start_time(os.getpid()),
+                       "command": command}) + "\n"
+
+
+def _live_records(folder: Path, prefix: str) -> list[dict]:
+    """The records ``prefix-*.json`` in ``folder`` of other live processes; stale ones (their process on this
+    host is gone: killed, crashed) are removed, as a stale train lock is taken over."""
+    found = []
+    for path in sorted(folder.glob(f"{prefix}-*.json")) if folder.is_dir() else []:
+        try:
+            owner = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue  # being written, or gone
+        if not isinstance(owner, dict) or (owner.get("host") == socket.gethostname() and owner.get("pid") == os.getpid()):
+            continue
+        if owner.get("host") == socket.gethostname() and not _alive(int(owner.get("pid", 0) or 0), owner.get("start")):
+            path.unlink(missing_ok=True)
+            continue
+        found.append(owner | {"record": str(path)})
+    return found
+
+
+def _describe_owner(owner: dict) -> str:
+    return f"`oncodiff {owner.get('command')}` (pid {owner.get('pid')} on {owner.get('host')})"
+
+
+def _add_record(folder: Path, prefix: str, command: str) -> Path | None:
+    """Write this process's record; None where the cohort's parent folder cannot be written (then no process of
+    this user can replace the cohort either)."""
+    path = folder / f"{prefix}-{socket.gethostname()}-{os.getpid()}.json"
+    for _ in range(3):
+        try:
+            folder.mkdir(exist_ok=True)
+            partial = folder / f".{path.name}.partial"
+            partial.write_text(_record_body(command), encoding="utf-8")
+            partial.replace(path)
+            return path
+        except FileNotFoundError:
+            continue  # another process removed the (empty) folder meanwhile: make it again
+        except OSError:
+            return None
+    return None
+
+
+def _drop_record(path: Path | None) -> None:
+    if path is None:
+        return
+    path.unlink(missing_ok=True)
+    try:
+        path.parent.rmdir()  # the last one out removes the folder
+    except OSError:
+        pass
+
+
+@contextmanager
+def cohort_in_use(cohort: str | Path, command: str) -> Iterator[None]:
+    """Hold a shared "in use" record on ``cohort`` while reading it, so that ``synth --overwrite`` refuses to
+    replace it; refuses (OutputError) a cohort being replaced right now. The record lives beside the cohort, in
+    :func:`in_use_folder`, and goes when the block ends; one left by a killed process is stale and ignored."""
+    try:
+        resolved = Path(cohort).expanduser().resolve()
+    except (OSError, RuntimeError):
+        resolved = None
+    if resolved is None or not resolved.is_dir():
+        yield  # not a folder: the reader reports that itself
+        return
+    with _reading_lock:
+        nested = _reading.get(resolved, 0) > 0
+        _reading[resolved] = _reading.get(resolved, 0) + 1
+    record = None
+    try:
+        if not nested:
+            folder = in_use_folder(resolved)
+            record = _add_record(folder, "read", command)
+            writers = _live_records(folder, "write")
+            if writers:
+                raise OutputError(f"cohort {resolved} is being replaced by {_describe_owner(writers[0])}; wait until it "
+                                  "finishes, then run this again")
+        yield
+    finally:
+        with _reading_lock:
+            _reading[resolved] -= 1
+            last = _reading[resolved] == 0
+            if last:
+                del _reading[resolved]
+        if last:
+            _drop_record(record)
+
+
+def reads_cohort(command: str, argument: str = "cohort") -> Callable:
+    """Decorator: the function holds :func:`cohort_in_use` on its ``argument`` (a cohort folder) while it runs."""
+    def decorate(function: Callable) -> Callable:
+        signature = inspect.signature(function)
+
+        @functools.wraps(function)
+        def reading(*args, **kwargs):
+            cohort = signature.bind_partial(*args, **kwargs).arguments.get(argument)
+            if cohort is None:
+                return function(*args, **kwargs)
+            with cohort_in_use(cohort, command):
+                return function(*args, **kwargs)
+        return reading
+    return decorate
+
+
+def _check_not_read(cohort: Path) -> None:
+    readers = _live_records(in_use_folder(cohort), "read")
+    if readers:
+        more = f" and {len(readers) - 1} more" if len(readers) > 1 else ""
+        raise OutputError(f"--out {cohort} is a cohort in use by {_describe_owner(readers[0])}{more}; oncodiff does not "
+                          "replace a cohort another process is reading: wait until it finishes, or stop it. If that "
+                          f"process no longer runs, delete {readers[0]['record']}")
+
+
+@contextmanager
+def _replacing_cohort(cohort: Path) -> Iterator[None]:
+    """A "write" record beside ``cohort`` while it is replaced: readers that start now refuse; readers that started
+    since :func:`check_output` make this refuse (the old cohort stays as it was)."""
+    record = _add_record(in_use_folder(cohort), "write", "synth")
+    try:
+        _check_not_read(cohort)
+        yield
+    finally:
+        _drop_record(record)
 
 
 # ---- run folders: state and lock ----------------------------------------------------------------

@@ -37,6 +37,7 @@ from oncodiff.data.geometry import GeometryRecord, canonical_grid, nearest_on_gr
 from oncodiff.data.intensity import IntensityTransform, fit_intensity, normalization_method
 from oncodiff.data.registration import measure_misalignment, register
 from oncodiff.errors import ConfigError, OncodiffError
+from oncodiff.outputs import reads_cohort
 
 ARRAY_KEYS = ("pre", "post", "tumor_mask", "post_mask", "anatomy", "pre_smoothed", "post_smoothed")
 SMOOTHED_KEYS = ("pre_smoothed", "post_smoothed")
@@ -141,6 +142,7 @@ class PreprocessedCohort:
                 f"{registered} registered to their baseline")
 
 
+@reads_cohort("preprocess", argument="cohort_root")
 def preprocess_cohort(
     cohort_root: str | Path, data_config: DataConfig, cache_dir: str | Path | None = None
 ) -> PreprocessedCohort:

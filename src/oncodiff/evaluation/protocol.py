@@ -31,7 +31,7 @@ from oncodiff.evaluation.stage2 import evaluate_outcomes
 from oncodiff.evaluation.report.tables import format_tables
 from oncodiff.evaluation.uncertainty import calibration_curve, coverage, spread_error_correlation
 from oncodiff.models.conditions import CLASS_LABEL_KEYS
-from oncodiff.outputs import check_output, check_run_finished, staged_folder
+from oncodiff.outputs import check_output, check_run_finished, reads_cohort, staged_folder
 from oncodiff.pipeline.calibration import IntervalCalibration
 from oncodiff.pipeline.cases import CaseSet, load_cases
 from oncodiff.pipeline.export import ExportedModel, load_export, read_export_meta
@@ -60,6 +60,7 @@ class MethodResult:
     calibration: IntervalCalibration | None = None  # the conformal margins that apply to these predictions
 
 
+@reads_cohort("evaluate")
 def evaluate(model: str | Path, cohort: str | Path, out: str | Path, overrides: Sequence[str] = (),
              cache_dir: str | Path | None = None, overwrite: bool = False) -> Path:
     """Evaluate the run ``model`` on ``cohort``: its test split when ``cohort`` is the run's training cohort, else

@@ -26,7 +26,9 @@ from oncodiff.cohort.io import stored_shape, with_stored_shape
 from oncodiff.config import PREDICTING_STAGES, Config
 from oncodiff.data import baseline_scan, paste_crops
 from oncodiff.errors import OncodiffError
-from oncodiff.outputs import RunLock, check_output, check_run_finished, read_marker, staged_folder, write_marker
+from oncodiff.outputs import (
+    RunLock, check_output, check_run_finished, read_marker, reads_cohort, staged_folder, write_marker,
+)
 from oncodiff.models import Conditions, conditions_from_batch, post_from_target
 from oncodiff.pipeline.calibration import IntervalCalibration
 from oncodiff.pipeline.cases import CaseSet, load_cases
@@ -142,6 +144,7 @@ def load_calibration(model: ExportedModel) -> IntervalCalibration | None:
     return IntervalCalibration.from_dict(raw) if raw and "margins" in raw else None
 
 
+@reads_cohort("calibrate")
 def calibrate_run(run: str | Path, cohort: str | Path, samples: int | None = None, seed: int = 0,
                   cache_dir: str | Path | None = None, overrides: Sequence[str] = ()) -> dict:
     """``oncodiff calibrate``: (re)fit the conformal interval margins of a run on its validation split, e.g.
@@ -201,6 +204,7 @@ def calibrate_export(folder: str | Path, cohort: str | Path, patients: Sequence[
     return result
 
 
+@reads_cohort("predict")
 def predict(model: str | Path, cohort: str | Path, out: str | Path, patients: Sequence[str] | None = None,
             samples: int | None = None, days: float | None = None, overrides: Sequence[str] = (), seed: int = 0,
             cache_dir: str | Path | None = None, overwrite: bool = False, within: Path | None = None) -> Path:

@@ -29,7 +29,7 @@ from oncodiff.models import image_condition_names
 from oncodiff.pipeline.prior_inputs import fit_export_class_prior
 from oncodiff.models.factory import ModelLayout
 from oncodiff.pipeline.export import save_export
-from oncodiff.outputs import write_marker
+from oncodiff.outputs import reads_cohort, write_marker
 from oncodiff.precision import runs_as
 from oncodiff.runs import SEGMENTER, RunFolder
 from oncodiff.pipeline.predict import calibrate_run
@@ -43,6 +43,7 @@ from oncodiff.training.segmenter import train_segmenter
 BUDGET_MARGIN = 0.85  # share of max_minutes planned for training steps; the rest covers validation and export
 
 
+@reads_cohort("train")
 def train(cohort: str | Path, config: Config, out: str | Path, resume: bool = False,
           cache_dir: str | Path | None = None, overwrite: bool = False, within: Path | None = None) -> Path:
     """Train the model ``config`` describes on ``cohort``; returns the run folder.

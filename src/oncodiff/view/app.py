@@ -18,6 +18,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from oncodiff.errors import OncodiffError
+from oncodiff.outputs import cohort_in_use
 from oncodiff.view.folders import ViewerFolders
 from oncodiff.view.guard import Guard, allowed_hosts, new_token
 from oncodiff.view.jobs import QueueFull
@@ -130,13 +131,18 @@ def serve(folders: ViewerFolders, host: str = "127.0.0.1", port: int = 8765, tok
           allow_remote: bool = False, cache_limit: int = CACHE_LIMIT) -> None:
     """Run the viewer until Ctrl+C; prints its address with the session's token. A host beyond loopback is
     refused unless ``allow_remote``; ``token`` False (--no-token) lets any local page or program in."""
-    import uvicorn
-
     if not _loopback(host) and not allow_remote:
         raise OncodiffError(f"--host {host} would let other machines on the network reach the viewer, which serves "
                             "patients' scans, outcomes and the model's weights; use 127.0.0.1 (the default), or pass "
                             "--allow-remote if that is what you want (the token still guards it; see docs/viewer.md)")
     _check_port(host, port)
+    with cohort_in_use(folders.cohort, "view"):  # `synth --overwrite` leaves the cohort alone while it is shown
+        _serve(folders, host, port, token, cache_limit)
+
+
+def _serve(folders: ViewerFolders, host: str, port: int, token: bool, cache_limit: int) -> None:
+    import uvicorn
+
     secret = new_token() if token else None
     app = create_app(folders, token=secret, host=host, port=port, cache_limit=cache_limit)
     if not _loopback(host):
