@@ -254,13 +254,16 @@ def _scaled(affine: np.ndarray, spacing: float = 1.0, shift: float = 0.0) -> np.
     return out
 
 
-@pytest.mark.parametrize("case", ["spacing", "shift", "absolute", "escaping", "slash id", "dot id", "near label",
-                                  "three labels", "negative label", "semicolon", "nan affine", "singular affine"])
+@pytest.mark.parametrize("case", ["spacing", "shift", "absolute", "escaping", "symlink out", "linked folder", "slash id",
+                                  "dot id", "near label", "three labels", "negative label", "semicolon", "nan affine",
+                                  "singular affine"])
 def test_validate_refuses_bad_geometry_values_and_paths(tmp_path, case):
     cohort = write_cohort(tmp_path / "c", n_patients=3)
     outside = tmp_path / "outside.nii.gz"
     mask = cohort / "P001" / "pre_gtv.nii.gz"
     expected = {"spacing": "spacing (2, 2", "shift": "80 mm", "absolute": "absolute path", "escaping": "climbs out",
+                "symlink out": f"P001/pre.nii.gz: resolves through a symbolic link to {outside.resolve()}, outside the "
+                               "cohort folder", "linked folder": "resolves through a symbolic link to",
                 "slash id": "folder name", "dot id": "starts with '.'", "near label": "'Responder' in rows 3",
                 "three labels": "3 distinct response values", "negative label": "neither", "semicolon": "semicolons",
                 "nan affine": "NaN", "singular affine": "singular"}[case]
@@ -272,6 +275,13 @@ def test_validate_refuses_bad_geometry_values_and_paths(tmp_path, case):
     elif case in ("absolute", "escaping"):
         outside.write_bytes((cohort / "P001" / "pre.nii.gz").read_bytes())
         edit_csv(cohort, "scans.csv", 1, "image", str(outside) if case == "absolute" else "../outside.nii.gz")
+    elif case == "symlink out":
+        outside.write_bytes((cohort / "P001" / "pre.nii.gz").read_bytes())
+        (cohort / "P001" / "pre.nii.gz").unlink()
+        (cohort / "P001" / "pre.nii.gz").symlink_to(outside)
+    elif case == "linked folder":
+        (cohort / "P002").rename(tmp_path / "P002")
+        (cohort / "P002").symlink_to(tmp_path / "P002", target_is_directory=True)
     elif case in ("slash id", "dot id"):
         bad = "../../x" if case == "slash id" else ".hidden"
         edit_csv(cohort, "patients.csv", 1, "patient_id", bad)
@@ -340,6 +350,32 @@ def test_a_scan_registration_cannot_handle_is_an_error_line_naming_it(trained, t
     assert invoke("validate", cohort).exit_code == 0
     refused(invoke("train", "--cohort", cohort, "--out", tmp_path / "run", *trained["common"],
                    "--set", "data.registration=rigid"), "registration to its baseline scan failed", "week6.nii.gz")
+
+
+def test_files_linked_from_outside_are_accepted_only_when_asked(tmp_path, monkeypatch):
+    from oncodiff.cohort import load_cohort
+    from oncodiff.errors import CohortError
+
+    cohort = write_cohort(tmp_path / "c", n_patients=3)
+    scan = cohort / "P001" / "pre.nii.gz"
+    (cohort / "P001" / "copy.nii.gz").write_bytes(scan.read_bytes())
+    scan.unlink()
+    scan.symlink_to(cohort / "P001" / "copy.nii.gz")  # a link that stays inside the cohort is fine
+    assert invoke("validate", cohort).exit_code == 0
+    outside = tmp_path / "archive" / "pre.nii.gz"
+    outside.parent.mkdir()
+    (cohort / "P001" / "copy.nii.gz").rename(outside)
+    scan.unlink()
+    scan.symlink_to(outside)  # a cohort as a farm of links to an archive
+    assert invoke("validate", cohort).exit_code == 1
+    allowed = invoke("validate", cohort, "--allow-external")
+    assert allowed.exit_code == 0 and f"warning: scans.csv, row 1, column 'image': P001/pre.nii.gz: resolves through " \
+        f"a symbolic link to {outside.resolve()}" in allowed.output, allowed.output
+    monkeypatch.delenv("ONCODIFF_ALLOW_EXTERNAL", raising=False)
+    with pytest.raises(CohortError, match="outside the cohort folder"):
+        load_cohort(cohort)
+    monkeypatch.setenv("ONCODIFF_ALLOW_EXTERNAL", "1")  # what every verb reads
+    assert load_cohort(cohort).root == cohort
 
 
 def test_validate_warns_about_blank_scans_whole_masks_and_same_day_followups(tmp_path):

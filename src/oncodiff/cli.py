@@ -98,11 +98,13 @@ def validate(
     cohort: Path = typer.Argument(..., help="cohort folder (cohort.yaml, patients.csv, scans.csv)"),
     check_alignment: bool = typer.Option(True, help="warn about follow-ups misaligned to their baseline (a coarse "
                                          "rigid fit per follow-up)"),
+    allow_external: bool = typer.Option(False, "--allow-external", help="accept files that symbolic links in the "
+                                        "cohort lead to outside it (a warning, not a problem; docs/dataset-format.md)"),
 ) -> None:
     """Check a cohort folder and report every problem at once. Exit code 0 means valid."""
     from oncodiff.cohort import validate_cohort
 
-    found = _run(validate_cohort, cohort, warnings=True)
+    found = _run(validate_cohort, cohort, warnings=True, allow_external=allow_external or None)
     problems = [p for p in found if not p.warning]
     for warning in (p for p in found if p.warning):
         typer.secho(f"warning: {warning}", fg=typer.colors.YELLOW, err=True)

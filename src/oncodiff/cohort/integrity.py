@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import re
 from collections import defaultdict
-from pathlib import PurePosixPath, PureWindowsPath
+from pathlib import Path, PurePosixPath, PureWindowsPath
 
 import numpy as np
 import pandas as pd
@@ -124,6 +124,16 @@ def path_problem(relative: str) -> str | None:
         if depth < 0:
             return "climbs out of the cohort folder with '..'; a cohort folder holds its own files"
     return None
+
+
+def outside_problem(path: Path, base: Path) -> str | None:
+    """Why the file at ``path`` (a path inside ``base`` as written) is not inside ``base`` once symbolic links are
+    resolved, or None. ``base``: the folder the cohort's paths are relative to and must stay in."""
+    resolved, base = Path(path).resolve(), Path(base).resolve()
+    if resolved == base or base in resolved.parents:
+        return None
+    return (f"resolves through a symbolic link to {resolved}, outside the cohort folder {base}; a cohort folder holds "
+            "its own files")
 
 
 # ---- geometry -----------------------------------------------------------------------------------

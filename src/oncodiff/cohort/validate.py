@@ -8,6 +8,7 @@ image file is read once however many rows point to it.
 from __future__ import annotations
 
 import math
+import os
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,7 @@ from pydantic import ValidationError
 
 from oncodiff.cohort.integrity import (
     affine_problem, check_followup_days, check_ids, check_response_values, geometry_mismatch, grid_problem,
-    path_problem,
+    outside_problem, path_problem,
 )
 from oncodiff.cohort.io import read_image
 from oncodiff.cohort.schema import (
@@ -30,13 +31,17 @@ from oncodiff.errors import Problem
 FORMAT_DOC = "see docs/dataset-format.md"
 FILE_ORDER = (COHORT_YAML, PATIENTS_CSV, SCANS_CSV)
 DEFAULT_LESION = "L1"
+ALLOW_EXTERNAL = "ONCODIFF_ALLOW_EXTERNAL"  # set to 1: every verb accepts files linked from outside the cohort
 
 
-def validate_cohort(root: str | Path, warnings: bool = False) -> list[Problem]:
+def validate_cohort(root: str | Path, warnings: bool = False, allow_external: bool | None = None) -> list[Problem]:
     """Check a cohort folder; returns every :class:`Problem` found (an empty list means valid).
 
     ``warnings``: also return what is worth a look but valid (``Problem.warning``): a blank scan, a mask
-    covering the whole image, two follow-ups on the same day."""
+    covering the whole image, two follow-ups on the same day. ``allow_external``: a file that a symbolic link
+    leads to outside the cohort is a warning, not a problem (None: as the ONCODIFF_ALLOW_EXTERNAL variable says)."""
+    if allow_external is None:
+        allow_external = os.environ.get(ALLOW_EXTERNAL, "") not in ("", "0")
     root = Path(root)
     if not root.is_dir():
         return [Problem(str(root), "is not a folder.", fix="pass the cohort folder that holds cohort.yaml, "
@@ -54,7 +59,7 @@ def validate_cohort(root: str | Path, warnings: bool = False) -> list[Problem]:
         problems += _check_scans(scans, spec, baseline, patients)
         problems += check_ids(scans, SCANS_CSV, ("patient_id", "lesion_id", "timepoint"))
         problems += check_followup_days(scans, baseline)
-        problems += _check_scan_files(root, scans, baseline)
+        problems += _check_scan_files(root, scans, baseline, allow_external)
     if patients is not None and scans is not None:
         problems += _check_patients_have_scans(patients, scans)
     rank = {name: k for k, name in enumerate(FILE_ORDER)}
@@ -366,12 +371,17 @@ def _summarise(path: Path) -> _VoxelSummary | Problem:
     )
 
 
+EXTERNAL_FIX = (f"copy the file into the cohort folder in place of the link; or, to use it where it is, pass "
+                f"`oncodiff validate --allow-external` (for every verb: set {ALLOW_EXTERNAL}=1).")
+
+
 def _file_columns(scans: pd.DataFrame) -> list[str]:
     columns = ["image", "tumor_mask"] + [c for c in scans.columns if c.startswith(ANATOMY_PREFIX)]
     return [c for c in columns if c in scans.columns]
 
 
-def _check_scan_files(root: Path, scans: pd.DataFrame, baseline: str) -> list[Problem]:
+def _check_scan_files(root: Path, scans: pd.DataFrame, baseline: str, allow_external: bool = False) -> list[Problem]:
+    """The files scans.csv names, each under ``root``: the folder its paths are relative to and must stay in."""
     summaries: dict[Path, _VoxelSummary | Problem] = {}
     problems, image_dims = [], {}
     for row, scan in scans.iterrows():
@@ -381,8 +391,13 @@ def _check_scan_files(root: Path, scans: pd.DataFrame, baseline: str) -> list[Pr
             if relative is not None and path_problem(relative):
                 found[column] = Problem(relative, path_problem(relative) + ".",
                                         fix="copy the file into the cohort folder and write its path relative to it.")
+            elif relative is not None and not allow_external and outside_problem(root / relative, root):
+                found[column] = Problem(relative, outside_problem(root / relative, root) + ".", fix=EXTERNAL_FIX)
             elif relative is not None:
                 path = (root / relative).resolve()  # two spellings of one file are still one read
+                if outside_problem(path, root):
+                    problems.append(Problem(SCANS_CSV, f"{relative}: {outside_problem(path, root)} (allowed here).",
+                                            fix=EXTERNAL_FIX, row=row, column=column, warning=True))
                 if path not in summaries:
                     summaries[path] = _summarise(path)
                 found[column] = summaries[path]

@@ -157,7 +157,7 @@ def misalignment_warnings(root: str | Path, threshold_mm: float = MISALIGNMENT_W
     it moves the baseline's foreground: cheap, and good to about a millimetre. Call it on a valid
     cohort; it reads every baseline and follow-up image once more.
     """
-    cohort = load_cohort(Path(root))
+    cohort = load_cohort(Path(root), validate=False)  # validated by the caller (with its --allow-external)
     warnings = []
     for (patient, lesion), rows in cohort.pairs().groupby(["patient_id", "lesion_id"], sort=False):
         baseline_path = rows.iloc[0]["pre_image"]
