@@ -211,6 +211,7 @@ def test_a_what_if_is_predicted_then_answered_from_the_cache(client, trained):
     ({"clinical": {"weight": "70"}}, "no such clinical variable"),
     ({"response": "maybe"}, "--set response=maybe: use 'responder'"),
     ({"days": -3}, "days since baseline = -3"),
+    ({"days": 0.4}, "days since baseline = 0: give a number of days between 1 and 3650"),
     ({"days": "soon"}, "days since baseline = 'soon'"),
 ])
 def test_an_invalid_what_if_gets_a_message_and_queues_nothing(client, question, message):
@@ -327,6 +328,17 @@ def test_the_view_verb_reports_bad_folders(tmp_path):
 
     result = CliRunner().invoke(app, ["view", "--model", str(tmp_path / "nope")])
     assert result.exit_code == 2 and "error: --model" in result.output
+
+
+def test_the_view_verb_refuses_a_remote_host_without_allow_remote(trained):
+    from typer.testing import CliRunner
+
+    from oncodiff.cli import app
+
+    result = CliRunner().invoke(app, ["view", "--model", str(trained["run"]), "--predictions",
+                                      str(trained["predictions"]), "--host", "0.0.0.0"])
+    assert result.exit_code == 2 and "error: --host 0.0.0.0 would let other machines" in result.output
+    assert "--allow-remote" in result.output and "Traceback" not in result.output
 
 
 def test_a_port_in_use_is_a_clear_error(trained):

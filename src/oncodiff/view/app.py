@@ -96,7 +96,8 @@ def _question(body: dict) -> WhatIf:
     clinical = body.get("clinical") or {}
     if not isinstance(clinical, dict):
         raise OncodiffError("clinical: expected an object of variable name -> value")
-    return WhatIf(key=str(body.get("key", "")), days=days if math.isfinite(days) else math.nan,
+    days = float(math.floor(days + 0.5)) if math.isfinite(days) else math.nan  # whole days, as the cache keys them
+    return WhatIf(key=str(body.get("key", "")), days=days,
                   response=str(body.get("response") or ""), clinical={str(k): str(v) for k, v in clinical.items()})
 
 
