@@ -482,3 +482,27 @@ def test_the_cache_keeps_its_most_recently_used_predictions(tmp_path):
         r.key for r in requests[1:3])
     assert all(store.find(r) is not None for r in (requests[0], requests[3], requests[4]))
     assert sorted(p.name for p in (cache / "contour").iterdir()) == [f"c{k:02d}.nii.gz" for k in range(2, 14)]
+
+
+def test_the_viewer_holds_its_cohort_in_use_and_lets_go_on_sigterm(trained):
+    """While it runs, `synth --overwrite` cannot replace its cohort; stopped (SIGTERM as Ctrl+C), no record is left."""
+    import re
+    import subprocess
+    import sys
+
+    from oncodiff.outputs import in_use_folder
+
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+    viewer = subprocess.Popen([sys.executable, "-m", "oncodiff.cli", "view", "--model", str(trained["run"]),
+                               "--predictions", str(trained["predictions"]), "--port", str(port)],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    try:
+        printed = viewer.stdout.readline()
+        assert re.search(rf"open http://127\.0\.0\.1:{port}/\?token=[\w-]{{40,}} ", printed), printed
+        records = [p.name for p in in_use_folder(trained["cohort"]).iterdir()]
+        assert records == [f"read-{os.uname().nodename}-{viewer.pid}.json"]
+    finally:
+        viewer.terminate()
+        viewer.wait(timeout=60)
+    assert not in_use_folder(trained["cohort"]).exists()

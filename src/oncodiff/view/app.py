@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import ipaddress
 import math
+import signal
 import socket
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 
@@ -137,8 +141,26 @@ def serve(folders: ViewerFolders, host: str = "127.0.0.1", port: int = 8765, tok
                             "patients' scans, outcomes and the model's weights; use 127.0.0.1 (the default), or pass "
                             "--allow-remote if that is what you want (the token still guards it; see docs/viewer.md)")
     _check_port(host, port)
-    with cohort_in_use(folders.cohort, "view"):  # `synth --overwrite` leaves the cohort alone while it is shown
+    with _exit_on_sigterm(), cohort_in_use(folders.cohort, "view"):  # synth --overwrite leaves it alone meanwhile
         _serve(folders, host, port, token, cache_limit)
+
+
+@contextmanager
+def _exit_on_sigterm() -> Iterator[None]:
+    """SIGTERM ends the viewer as Ctrl+C does, running its cleanup (uvicorn re-raises the signal it caught once it
+    has stopped; with the default handler the process would die without removing its cohort in-use record)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame):
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _serve(folders: ViewerFolders, host: str, port: int, token: bool, cache_limit: int) -> None:
