@@ -47,6 +47,9 @@ def test_presets_lists_the_shipped_presets():
     result = invoke("presets")
     assert result.exit_code == 0
     assert result.output.split()[0] == "demo" and "2D synthetic cohort" in result.output
+    # each paper's chain, from the registry
+    assert "immunodiff-encoders -> immunodiff-ddpm -> immunodiff-controlnet -> immunodiff" in result.output
+    assert "arXiv:2505.23675" in result.output
 
 
 def test_synth_validate_preprocess_chain(tmp_path):
