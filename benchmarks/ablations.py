@@ -1,7 +1,7 @@
 """The papers' ablations on synthetic cohorts, one command each, in the papers' table formats.
 
-    python benchmarks/ablations.py immunodiff --out ablations/immunodiff   # ImmunoDiff Table 3
-    python benchmarks/ablations.py gbm-ldm --out ablations/gbm-ldm         # glioblastoma LDM Table 1 (+ VQ-VAE)
+    python -m benchmarks.ablations immunodiff --out ablations/immunodiff   # ImmunoDiff Table 3
+    python -m benchmarks.ablations gbm-ldm --out ablations/gbm-ldm         # glioblastoma LDM Table 1 (+ VQ-VAE)
     ... --quick                                                            # tiny cohorts and budgets: a smoke test
 
 Each writes OUT/results.json (every number, the settings, wall times) and OUT/table.md. Cohorts are
@@ -221,10 +221,10 @@ def first_case_per_patient(cases: CaseSet) -> CaseSet:
 
 def measure_memory(out: Path, cohort: Path, controlnet: Path, seed: int) -> dict:
     """Peak resident memory of a stage-2 training (20 steps) + prediction, in a fresh process."""
-    command = [sys.executable, __file__, "immunodiff-memory", "--out", str(out / "memory"), "--cohort", str(cohort),
+    command = [sys.executable, "-m", "benchmarks.ablations", "immunodiff-memory", "--out", str(out / "memory"), "--cohort", str(cohort),
                "--init-from", str(controlnet), "--seed", str(seed)]
     print(f"\n=== peak memory: {' '.join(command)}", flush=True)
-    done = subprocess.run(command, check=True, capture_output=True, text=True)
+    done = subprocess.run(command, check=True, capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 

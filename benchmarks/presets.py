@@ -1,11 +1,11 @@
 """Does every paper preset learn? Each chain trained on a synthetic cohort of its site, scored against post = pre.
 
-    python benchmarks/presets.py --out benchmarks/results/presets [--minutes 15] [--chains ispy-ddpm gbm-ldm]
+    python -m benchmarks.presets --out benchmarks/results/presets [--minutes 15] [--chains ispy-ddpm gbm-ldm]
     ... --set diffusion.prediction=eps          # an override for every stage of every chain (the paper's setting)
 
 For each chain (the paper registry, oncodiff/presets/papers.py: the presets of one paper, run in order, each later
 stage starting from the earlier run as the registry says), on a 3D synthetic cohort of the chain's site:
-1. every stage's cost is probed (training's own step probe, CPU seconds of this process: benchmarks/stepcost.py)
+1. every stage's cost is probed (training's own step probe, CPU seconds of this process: oncodiff/training/step_cost.py)
    and the chain's budget of ``--minutes`` CPU-minutes is shared out over its stages (``Stage.share``) as
    optimiser steps, so a busy machine does not change what is trained;
 2. the stages train in order (a finished run is reused: delete its folder to retrain it);
@@ -46,7 +46,7 @@ from oncodiff.evaluation.baselines import baseline_config, ensure_baseline, triv
 from oncodiff.evaluation.counterfactual import counterfactual_truth
 from oncodiff.evaluation.metrics import MetricTable, image_metrics, summarize
 from oncodiff.evaluation.metrics import mae as region_mae
-from oncodiff.evaluation.protocol import _size_scores
+from oncodiff.evaluation.protocol import size_scores
 from oncodiff.evaluation.stage2 import evaluate_outcomes
 from oncodiff.models import Conditions
 from oncodiff.models.autoencoder import LatentDenoiser
@@ -60,10 +60,10 @@ from oncodiff.presets.papers import PAPERS
 from oncodiff.runs import RunFolder
 from oncodiff.synth import synthesize
 from oncodiff.training import train
+from oncodiff.training.step_cost import cpu_seconds_per_step, steps_for
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from quality import paired_difference  # noqa: E402  (benchmarks/ is a folder of scripts)
-from stepcost import cpu_seconds_per_step, steps_for  # noqa: E402
+from benchmarks.quality import paired_difference
+
 
 
 @dataclass(frozen=True)
@@ -277,7 +277,7 @@ def score(run: Path, cohort: Path, model: ExportedModel, cases: CaseSet,
         table.add(name, image_metrics(p.mean, post, tumor, ev.bbox_margin, ev.data_range,
                                       spatial_dims=post.ndim - 1), case_ids=keys)
         volumes[name] = CaseVolumes.measure(segmenter, cases, p, ev.response_threshold).grouped(groups)
-        size[name] = _size_scores(volumes[name])
+        size[name] = size_scores(volumes[name])
     summary = {"image_metrics": {"per_case": table.rows()}, "test_cases": keys}
     paired = {f"{metric} vs {other}": paired_difference(summary, metric, other)
               for metric in ("mae_tumor", "ssim_tumor") for other in predictions if other != "diffusion"}
@@ -704,7 +704,7 @@ def table(results: dict) -> str:
 def _provenance(argv: list[str]) -> dict:
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                             cwd=Path(__file__).parent).stdout.strip()
-    return {"command": "python benchmarks/presets.py " + " ".join(argv), "commit": commit or "unknown",
+    return {"command": "python -m benchmarks.presets " + " ".join(argv), "commit": commit or "unknown",
             "machine": f"{platform.processor() or platform.machine()} ({torch.backends.cpu.get_cpu_capability()}, "
                        f"native bf16: {cpu_has_native_bf16()}), {len(os.sched_getaffinity(0))} cores, torch threads "
                        f"{torch.get_num_threads()}"}

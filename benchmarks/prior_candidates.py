@@ -2,7 +2,7 @@
 ``ClassPrior.select`` uses, and the mean over 10 fold seeds), its test log loss (diagnosis only: nothing here
 feeds back into the choice), and the nested-CV gain of the whole selection over the base rate.
 
-    python benchmarks/prior_candidates.py RUN COHORT
+    python -m benchmarks.prior_candidates RUN COHORT
 """
 import json, sys
 import numpy as np

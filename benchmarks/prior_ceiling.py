@@ -1,6 +1,6 @@
 """How much of quality.py's claim 1 (in-tumour PSNR) could a better class prior buy? The ceiling of the mixture mean.
 
-    python benchmarks/prior_ceiling.py --quality DIR --out OUT [--samples 8] [--extra 100,300]
+    python -m benchmarks.prior_ceiling --quality DIR --out OUT [--samples 8] [--extra 100,300]
 
 DIR is a benchmarks/quality.py output on a synthetic cohort (DIR/run with its regression baseline,
 DIR/cohort); nothing is retrained. The demo preset's mean prediction is the class mixture
@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -45,8 +44,8 @@ from oncodiff.pipeline.prior_inputs import case_prior_features, class_probabilit
 from oncodiff.runs import RunFolder
 from oncodiff.synth import synthesize
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from quality import paired_difference  # noqa: E402  (the same bootstrap as claim 1's)
+from benchmarks.quality import paired_difference  # the same bootstrap as claim 1's
+
 
 EXTRA_SEED_OFFSET = 1000
 

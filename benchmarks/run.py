@@ -1,8 +1,8 @@
 """Speed benchmarks: our training and sampling against a plain reference, measured in one run.
 
-    python benchmarks/run.py --out benchmarks/results/speed --run RUN --cohort COHORT   # a trained demo run
-    python benchmarks/run.py --out DIR                      # synthesises a brain cohort, trains the demo preset
-    python benchmarks/run.py --out DIR --quick              # tiny sizes: a smoke test (tests/test_benchmark_run.py)
+    python -m benchmarks.run --out benchmarks/results/speed --run RUN --cohort COHORT   # a trained demo run
+    python -m benchmarks.run --out DIR                      # synthesises a brain cohort, trains the demo preset
+    python -m benchmarks.run --out DIR --quick              # tiny sizes: a smoke test (tests/test_benchmark_run.py)
 
 The reference is what a user would write from the papers: MONAI's ``DiffusionInferer.sample`` with
 MONAI's ``DDIMScheduler`` at 200 steps, fp32, no autocast, one sample at a time, under
@@ -37,15 +37,14 @@ from oncodiff.pipeline.export import ExportedModel, load_export
 from oncodiff.pipeline.predict import case_conditions
 from oncodiff.runs import RunFolder
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # the speedbench package beside this script
-from speedbench.common import (  # noqa: E402
+from benchmarks.speedbench.common import (
     CLASS_MODE, QUICK_MODEL, QUICK_REFERENCE_STEPS, REFERENCE_STEPS, SETTINGS, TEST_SPLIT_SETTINGS, forward_flops,
     loadavg, log, machine, matmul_peak, now,
 )
-from speedbench.memory import bench_memory, child_memory  # noqa: E402
-from speedbench.sampling import bench_sampling, bench_test_split, bench_variants  # noqa: E402
-from speedbench.tables import goals, tables  # noqa: E402
-from speedbench.training import bench_training  # noqa: E402
+from benchmarks.speedbench.memory import bench_memory, child_memory
+from benchmarks.speedbench.sampling import bench_sampling, bench_test_split, bench_variants
+from benchmarks.speedbench.tables import goals, tables
+from benchmarks.speedbench.training import bench_training
 
 
 def prepare(args) -> tuple[Path, Path, str]:

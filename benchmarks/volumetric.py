@@ -2,7 +2,7 @@
 
 One command:
 
-    python benchmarks/volumetric.py --out OUT [--budgets 5 20] [--patients 48 --test-patients 16]
+    python -m benchmarks.volumetric --out OUT [--budgets 5 20] [--patients 48 --test-patients 16]
 
 1. Two synthetic 3D brain cohorts with ``--acquisition clinical`` (follow-ups moved rigidly, thick slices,
    their own intensity scale, a bias field, Rician noise, missing clinical values): a training cohort and a
@@ -44,9 +44,8 @@ from oncodiff.data.geometry import Grid, sample
 from oncodiff.data.intensity import fit_intensity
 from oncodiff.evaluation.metrics import image_metrics
 from oncodiff.runs import RunFolder
+from oncodiff.training.step_cost import cpu_seconds_per_step
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from stepcost import cpu_seconds_per_step  # noqa: E402  (benchmarks/ is a folder of scripts)
 
 CANDIDATE_ROUTES = {  # name: config overrides on top of the demo preset
     "2.5D tumour slices (default)": [],
@@ -143,7 +142,7 @@ def _subset(cohort: Path, out: Path, patients: int) -> Path:
 
 
 def _cpu_seconds_per_step(cohort: Path, overrides: list[str], cache: Path) -> dict:
-    """The step probe of ``benchmarks/stepcost.py`` for the demo preset as the volumetric route configures it."""
+    """The step probe of ``oncodiff/training/step_cost.py`` for the demo preset as the volumetric route configures it."""
     from oncodiff.data.route import volumetric_route
 
     config, _ = volumetric_route(load_config("demo", [*COMMON, *overrides]), cohort)

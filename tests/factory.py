@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
+import importlib
 from pathlib import Path
 from types import ModuleType
 
@@ -100,10 +99,5 @@ def edit_yaml(root: str | Path, **changes: object) -> None:
 
 
 def load_benchmark(name: str) -> ModuleType:
-    """benchmarks/NAME.py as a module (the benchmarks are scripts, not a package)."""
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"oncodiff_benchmark_{name}", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+    """benchmarks/NAME.py as the module ``benchmarks.NAME`` (the repository root is on pytest's pythonpath)."""
+    return importlib.import_module(f"benchmarks.{name}")

@@ -19,8 +19,8 @@ from oncodiff.pipeline.predict import Predictions, case_conditions, predict_case
 from oncodiff.pipeline.sampling import draw_samples, sample_generators
 from oncodiff.pipeline.volumes import CaseVolumes, load_segmenter
 
-from speedbench.common import CLASS_MODE, SSIM_TOLERANCE, log, now, sampling_config, sync
-from speedbench.reference import reference_chain
+from benchmarks.speedbench.common import CLASS_MODE, SSIM_TOLERANCE, log, now, sampling_config, sync
+from benchmarks.speedbench.reference import reference_chain
 
 
 def quality(model: ExportedModel, cases: CaseSet, predictions: Predictions) -> dict:
@@ -66,7 +66,7 @@ def bench_sampling(model: ExportedModel, cases: CaseSet, settings: list, referen
     net, config = model.net, model.config
     # The reference is what a user writes: the network as built, in PyTorch's default (contiguous) memory format,
     # not our channels_last export (load_export).
-    reference_net = _copy(net).to(memory_format=torch.contiguous_format)
+    reference_net = copy_network(net).to(memory_format=torch.contiguous_format)
     cond = case_conditions(model, cases, CLASS_MODE).to(device)
     shape = (net.target_channels, *cond.image.shape[2:])
     keys = [c.key for c in cases.cases]
@@ -167,7 +167,7 @@ def bench_variants(model: ExportedModel, cond: Conditions, batches: list[int], e
     net = model.net
     shape = (net.target_channels, *cond.image.shape[2:])
     bf16 = lambda: torch.autocast(cond.image.device.type, dtype=torch.bfloat16)
-    plain = _copy(net).to(memory_format=torch.contiguous_format)  # the network as built, default memory format
+    plain = copy_network(net).to(memory_format=torch.contiguous_format)  # the network as built, default memory format
     variants = [
         ("fp32, no_grad", nullcontext, torch.no_grad, None),
         ("bf16 autocast, no_grad", bf16, torch.no_grad, None),
@@ -194,13 +194,13 @@ def bench_variants(model: ExportedModel, cond: Conditions, batches: list[int], e
             if change == "ours":
                 subject = net
             elif change == "channels_last_input":
-                subject = _copy(plain).to(memory_format=torch.channels_last)
+                subject = copy_network(plain).to(memory_format=torch.channels_last)
                 x = x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
                 c = replace(c, image=c.image.contiguous(memory_format=torch.channels_last)) if x.dim() == 4 else c
             elif change == "bf16_weights":  # no per-call weight casts; the inputs stay float32 (autocast casts them)
-                subject = _copy(plain).to(torch.bfloat16)
+                subject = copy_network(plain).to(torch.bfloat16)
             elif change == "compile":
-                subject = torch.compile(_copy(net))  # ours, compiled
+                subject = torch.compile(copy_network(net))  # ours, compiled
             start = now()
             with grad_mode(), precision():
                 try:
@@ -222,7 +222,7 @@ def bench_variants(model: ExportedModel, cond: Conditions, batches: list[int], e
     return rows
 
 
-def _copy(net: nn.Module) -> nn.Module:
+def copy_network(net: nn.Module) -> nn.Module:
     import copy
 
     return copy.deepcopy(net)

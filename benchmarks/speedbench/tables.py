@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from oncodiff.evaluation.report.tables import markdown
 
-from speedbench.common import SAMPLING_GOAL, SSIM_TOLERANCE, TRAINING_GOAL
+from benchmarks.speedbench.common import SAMPLING_GOAL, SSIM_TOLERANCE, TRAINING_GOAL
 
 
 def goals(r: dict) -> dict:

@@ -166,7 +166,7 @@ def _score(methods: list[MethodResult], cases: CaseSet, config: Config) -> dict:
         table.add(m.name, image_metrics(m.predictions.mean, post, tumor, ev.bbox_margin, ev.data_range,
                                         spatial_dims=spatial_dims), case_ids=keys)
         volumes = m.volumes.grouped(groups)
-        out["size"][m.name] = _size_scores(volumes)
+        out["size"][m.name] = size_scores(volumes)
         out["uncertainty"][m.name] = _uncertainty(volumes, m.calibration, ev.coverage_levels)
         out["distribution"][m.name] = _mmd(m.predictions.mean, post, ev.mmd_bandwidth)
     out["image_metrics"] = {"aggregate": table.aggregate(), "per_case": table.rows()}
@@ -231,7 +231,7 @@ def _mmd(mean: np.ndarray, post: np.ndarray, bandwidth: float | None) -> dict:
     return {"mmd": mmd(mean.reshape(len(post), -1), post.reshape(len(post), -1), bandwidth)}
 
 
-def _size_scores(volumes: CaseVolumes) -> dict:
+def size_scores(volumes: CaseVolumes) -> dict:
     """Volume-change accuracy of one method against the ground-truth follow-up masks."""
     pred = np.nanmean(volumes.change(), axis=1) if np.isfinite(volumes.samples).any() else np.full(len(volumes.true), np.nan)
     true = volumes.true_change()
