@@ -154,7 +154,7 @@ def train(
     num_nodes: Optional[int] = typer.Option(None, help="nodes for DDP (Lightning)"),
     verbose: bool = typer.Option(False, "--verbose", help=VERBOSE_HELP),
 ) -> None:
-    """Train a model on a cohort; writes config.json, splits.json, checkpoints, metrics.csv, model.safetensors."""
+    """Train a model on a cohort; writes config.json, splits.json, checkpoints, metrics.csv and model/ (the export)."""
     from oncodiff.training import train as train_fn
     from oncodiff.training.console import quiet_framework
 

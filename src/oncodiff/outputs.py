@@ -12,7 +12,9 @@ Every verb that writes a folder (synth, train, predict, evaluate) or a file (rep
   marker says ``training``, then ``calibrating``, then ``complete``, and readers check it
   (:func:`check_run_finished`). :class:`RunLock` keeps a second writer out of a run folder.
 
-This module imports nothing else from oncodiff but its errors, so every package may use it.
+This module owns the marker (:data:`MARKER`) and lock (:data:`LOCK`) file names of every output folder. It
+imports only ``errors``, ``runs`` (the run folder's names) and ``cohort.schema`` (``cohort.yaml``, to refuse a
+cohort folder), so every package above those may use it.
 """
 
 from __future__ import annotations
@@ -26,12 +28,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from oncodiff.cohort.schema import COHORT_YAML
 from oncodiff.errors import OncodiffError
 from oncodiff.runs import MODEL_DIR, RunFolder
 
 MARKER = ".oncodiff-output.json"
 LOCK = "train.lock"
-COHORT_YAML = "cohort.yaml"
 KINDS = ("cohort", "run", "predictions", "evaluation")
 COMPLETE = "complete"
 NAME_MAX = 255

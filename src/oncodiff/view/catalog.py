@@ -19,9 +19,9 @@ import numpy as np
 from scipy import ndimage
 
 from oncodiff.cohort import Cohort, read_image, write_image
+from oncodiff.cohort.io import NIFTI_SUFFIXES
 from oncodiff.view.folders import ViewerFolders
 
-NIFTI_SUFFIXES = (".nii", ".nii.gz")
 PREDICTED_LAYERS = ("mean", "std", "drift", "agreement", "tumor_probability")
 TUMOUR_PROBABILITY_CUT = 0.5  # a voxel is predicted tumour when at least half of the samples find tumour there
 

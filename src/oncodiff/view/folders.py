@@ -10,6 +10,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from oncodiff.cohort.schema import COHORT_YAML
 from oncodiff.errors import OncodiffError
 
 ROOTS = ("run", "cohort", "predictions", "cache")
@@ -37,7 +38,7 @@ class ViewerFolders:
         if cohort is None:
             cohort = _cohort_of(predictions)
         cohort = _existing(cohort, "--cohort")
-        if not (cohort / "cohort.yaml").is_file():
+        if not (cohort / COHORT_YAML).is_file():
             raise OncodiffError(f"--cohort {cohort}: no cohort.yaml there; pass the cohort folder the model predicts")
         cache = Path(cache).resolve() if cache is not None else (predictions or run) / "view-cache"
         if cache == cohort or cohort in cache.parents:
