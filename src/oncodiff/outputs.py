@@ -30,6 +30,7 @@ from pathlib import Path
 
 from oncodiff.cohort.schema import COHORT_YAML
 from oncodiff.errors import OncodiffError
+from oncodiff.layouts import REPORT_HTML
 from oncodiff.runs import MODEL_DIR, RunFolder
 
 MARKER = ".oncodiff-output.json"
@@ -125,7 +126,7 @@ def check_output_file(out: str | Path, own_folder: Path, inputs: dict[str, str |
     cohort or run folder (``own_folder``, the evaluation it renders, may hold it)."""
     path = _resolved(out)
     if path.is_dir():
-        path = path / "report.html"
+        path = path / REPORT_HTML
     if path.exists():
         if not path.is_file() or REPORT_SIGNATURE not in _head(path):
             raise OutputError(f"--out {path} exists and is not a report oncodiff wrote; choose a new file name")

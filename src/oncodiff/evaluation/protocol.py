@@ -21,6 +21,7 @@ from scipy import stats
 
 from oncodiff import __version__
 from oncodiff.config import Config
+from oncodiff.cohort.schema import SCANS_CSV
 from oncodiff.errors import OncodiffError
 from oncodiff.evaluation.baselines import DENOISED_LABEL, TRAINED_BASELINES, ensure_baseline, trivial_predictions
 from oncodiff.evaluation.counterfactual import evaluate_counterfactuals
@@ -30,6 +31,7 @@ from oncodiff.evaluation.metrics import MetricTable, image_metrics
 from oncodiff.evaluation.stage2 import evaluate_outcomes
 from oncodiff.evaluation.report.tables import format_tables
 from oncodiff.evaluation.uncertainty import calibration_curve, coverage, spread_error_correlation
+from oncodiff.layouts import EvaluationFolder
 from oncodiff.models.conditions import CLASS_LABEL_KEYS
 from oncodiff.outputs import check_output, check_run_finished, staged_folder
 from oncodiff.pipeline.calibration import IntervalCalibration
@@ -91,11 +93,11 @@ def evaluate(model: str | Path, cohort: str | Path, out: str | Path, overrides: 
     tables = format_tables(summary)
     with staged_folder(out, "evaluation") as partial:
         _write_figures(partial, methods, cases)
-        (partial / "summary.json").write_text(json.dumps(summary, indent=2, default=_json_default) + "\n",
-                                              encoding="utf-8")
-        (partial / "tables.md").write_text(tables, encoding="utf-8")
+        EvaluationFolder(partial).summary_json.write_text(json.dumps(summary, indent=2, default=_json_default) + "\n",
+                                                          encoding="utf-8")
+        EvaluationFolder(partial).tables_md.write_text(tables, encoding="utf-8")
     print(tables, flush=True)
-    return out / "summary.json"
+    return EvaluationFolder(out).summary_json
 
 
 def _training_cohort(run: Path, cohort: str | Path) -> Path:
@@ -106,7 +108,7 @@ def _training_cohort(run: Path, cohort: str | Path) -> Path:
     fingerprint = json.loads(recorded.read_text(encoding="utf-8"))
     if same_cohort(fingerprint, cohort):
         return Path(cohort)
-    if not (Path(fingerprint["path"]) / "scans.csv").is_file():
+    if not (Path(fingerprint["path"]) / SCANS_CSV).is_file():
         raise OncodiffError(f"{cohort} is not the cohort {run} was trained on, and that cohort ({fingerprint['path']}, "
                             f"recorded in {recorded}) is gone; evaluate needs it to train the baselines on the run's "
                             "training split: restore it there, or evaluate on the training cohort")
@@ -283,7 +285,7 @@ def _write_figures(out: Path, methods: list[MethodResult], cases: CaseSet) -> No
         arrays[f"{m.name}/samples"] = m.predictions.samples[:k, :2]
         arrays[f"{m.name}/std"] = m.predictions.std[:k]
         arrays[f"{m.name}/tumor_probability"] = m.volumes.probability[:k]
-    np.savez_compressed(out / "figures.npz", **arrays)
+    np.savez_compressed(EvaluationFolder(out).figures_npz, **arrays)
 
 
 def _json_default(value):

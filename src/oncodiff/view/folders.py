@@ -12,6 +12,7 @@ from pathlib import Path
 
 from oncodiff.cohort.schema import COHORT_YAML
 from oncodiff.errors import OncodiffError
+from oncodiff.layouts import SUMMARY_JSON, PredictionsFolder
 
 ROOTS = ("run", "cohort", "predictions", "cache")
 
@@ -76,8 +77,8 @@ def _existing(path: str | Path, option: str) -> Path:
 
 
 def _cohort_of(predictions: Path | None) -> Path:
-    summary = predictions / "summary.json" if predictions else None
+    summary = PredictionsFolder(predictions).summary_json if predictions else None
     if summary is None or not summary.is_file():
         raise OncodiffError("--cohort is needed (the cohort folder with the baseline scans), unless --predictions "
-                            "names an `oncodiff predict` output, whose summary.json says its cohort")
+                            f"names an `oncodiff predict` output, whose {SUMMARY_JSON} says its cohort")
     return Path(json.loads(summary.read_text(encoding="utf-8"))["cohort"])

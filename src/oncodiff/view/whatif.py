@@ -20,6 +20,7 @@ from oncodiff.cohort import Cohort
 from oncodiff.config import Config
 from oncodiff.data import ClinicalEncoder
 from oncodiff.errors import ConfigError, OncodiffError
+from oncodiff.layouts import SUMMARY_JSON, PredictionsFolder
 from oncodiff.pipeline.cases import class_labels
 from oncodiff.models.factory import ModelLayout
 from oncodiff.pipeline.export import read_export_meta
@@ -173,13 +174,13 @@ class PredictionStore:
                 c["patient_id"] == request.patient for c in self.given.summary["cases"]):
             return self.given
         folder = self.folder / request.key
-        return PredictionSet.read(request.key, folder) if (folder / "summary.json").is_file() else None
+        return PredictionSet.read(request.key, folder) if PredictionsFolder(folder).summary_json.is_file() else None
 
     def set_by_id(self, set_id: str) -> PredictionSet | None:
         if set_id == "given":
             return self.given
         folder = self.folder / set_id
-        if not set_id.isalnum() or not (folder / "summary.json").is_file():
+        if not set_id.isalnum() or not PredictionsFolder(folder).summary_json.is_file():
             return None
         return PredictionSet.read(set_id, folder)
 
@@ -206,6 +207,6 @@ def curve_days(days: float) -> list[float]:
 def read_given(predictions: Path | None) -> PredictionSet | None:
     if predictions is None:
         return None
-    if not (predictions / "summary.json").is_file():
-        raise OncodiffError(f"--predictions {predictions}: no summary.json; pass a folder written by `oncodiff predict`")
+    if not PredictionsFolder(predictions).summary_json.is_file():
+        raise OncodiffError(f"--predictions {predictions}: no {SUMMARY_JSON}; pass a folder written by `oncodiff predict`")
     return PredictionSet.read("given", predictions)
