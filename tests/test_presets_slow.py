@@ -83,11 +83,11 @@ def _not_yet(chain: str, why: str):
 NOT_YET = {  # chain -> why it does not beat post = pre at this tiny budget (xfail, not strict)
     "gbm-ldm": "at 60 steps (36 autoencoder + 24 LDM) its training-case MAE was 0.252 against post = pre's 0.250: "
                "the autoencoder is untrained; at 15 CPU-minutes it is better than post = pre on the mean "
-               "(docs/presets.md)",
+               "(docs/presets-results.md)",
     "immunodiff": "at 15 CPU-minutes its in-tumour MAE ties post = pre (0.198 against 0.190; SSIM 0.702 against "
                   "0.641): the lung outcome is bimodal and the clinical variables call no test patient a "
                   "responder, so even the noise-free non-responder course for every case is not a significant "
-                  "win (0.175, -0.015 [-0.046, +0.020]; docs/presets.md)",
+                  "win (0.175, -0.015 [-0.046, +0.020]; docs/presets-results.md)",
 }
 
 
