@@ -19,6 +19,11 @@ CLINICAL = [
 ]
 
 
+# The tiny denoiser every end-to-end test trains (train -> predict -> evaluate in seconds): a config file's
+# `--set` items. A test adds its own data, training and sampling sizes: TINY = [*TINY_MODEL, "training.max_steps=4"].
+TINY_MODEL = ["model.channels=[8,16]", "model.attention_levels=[false,true]", "model.norm_num_groups=8",
+              "model.num_head_channels=8", "model.token_dim=16"]
+
 def ball(shape: tuple[int, ...], center: tuple[float, ...], radius: float) -> np.ndarray:
     """Binary ball (disc in 2D) of ``radius`` voxels."""
     grid = np.indices(shape, dtype=np.float32)
