@@ -221,8 +221,8 @@ def first_case_per_patient(cases: CaseSet) -> CaseSet:
 
 def measure_memory(out: Path, cohort: Path, controlnet: Path, seed: int) -> dict:
     """Peak resident memory of a stage-2 training (20 steps) + prediction, in a fresh process."""
-    command = [sys.executable, "-m", "benchmarks.ablations", "immunodiff-memory", "--out", str(out / "memory"), "--cohort", str(cohort),
-               "--init-from", str(controlnet), "--seed", str(seed)]
+    command = [sys.executable, "-m", "benchmarks.ablations", "immunodiff-memory", "--out", str(out / "memory"),
+               "--cohort", str(cohort), "--init-from", str(controlnet), "--seed", str(seed)]
     print(f"\n=== peak memory: {' '.join(command)}", flush=True)
     done = subprocess.run(command, check=True, capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
     return json.loads(done.stdout.strip().splitlines()[-1])
