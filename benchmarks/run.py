@@ -143,6 +143,10 @@ def memory_groups(args: argparse.Namespace) -> list[list[dict]]:
     return [jobs] if args.quick else [[job] for job in jobs]  # quick: one process (its numbers mean nothing)
 
 
+def command_line(argv: list[str] | None) -> str:
+    return " ".join([Path(sys.executable).name, *sys.argv]) if argv is None else "main(" + repr(argv) + ")"
+
+
 def write_results(out: Path, results: dict) -> None:
     """results.json (with the goals) and table.md under ``out``; the table is printed too."""
     results["goals"] = goals(results)
@@ -159,10 +163,10 @@ def main(argv: list[str] | None = None) -> dict:
         return {}
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    if args.quick:
+    if args.quick:  # tiny sizes
         args.patients, args.train_steps, args.cases = min(args.patients, 10), min(args.train_steps, 2), min(args.cases, 2)
-    args.out.mkdir(parents=True, exist_ok=True)
     started, load_start = now(), loadavg()
+    args.out.mkdir(parents=True, exist_ok=True)
     run, cohort, provenance = prepare(args)
     cache_dir = args.out / "cache" if args.run is None else None
     model = load_export(run, device)
@@ -192,16 +196,13 @@ def main(argv: list[str] | None = None) -> dict:
     training = bench_trainings(model, cases, args.quick)
     peak_end = measure_peak(n_matmul, device)
     log("peak memory (fresh processes) ...")
-    split_cond = case_conditions(model, split, CLASS_MODE)
-    memory = bench_memory(run, args.out, cond.to("cpu"), split_cond, shape, args.threads, memory_groups(args))
-    results = {
-        "command": " ".join([Path(sys.executable).name, *sys.argv]) if argv is None else "main(" + repr(argv) + ")",
-        "quick": args.quick,
-        "machine": machine() | {"device": str(device), "loadavg_start": load_start, "loadavg_end": loadavg()},
-        "model": model_info(model, run, provenance, flops), "peak": peak | {"at_end": peak_end},
-        "sampling": sampling, "test_split": test_split, "training": training, "memory": memory,
-        "variants": variants, "seconds": now() - started,
-    }
+    memory = bench_memory(run, args.out, cond.to("cpu"), case_conditions(model, split, CLASS_MODE), shape, args.threads,
+                          memory_groups(args))
+    results = {"command": command_line(argv), "quick": args.quick,
+               "machine": machine() | {"device": str(device), "loadavg_start": load_start, "loadavg_end": loadavg()},
+               "model": model_info(model, run, provenance, flops), "peak": peak | {"at_end": peak_end},
+               "sampling": sampling, "test_split": test_split, "training": training, "memory": memory,
+               "variants": variants, "seconds": now() - started}
     write_results(args.out, results)
     return results
 
