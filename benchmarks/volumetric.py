@@ -64,12 +64,12 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     train_cohort, test_cohort = _cohorts(args, out)
     results = {"command": " ".join(sys.argv), "train_cohort": str(train_cohort), "test_cohort": str(test_cohort)}
-    probe_cohort = _subset(train_cohort, out / "speed_cohort", args.speed_patients)
+    probe_cohort = cohort_subset(train_cohort, out / "speed_cohort", args.speed_patients)
     results["speed"] = {name: _cpu_seconds_per_step(probe_cohort, overrides, out / "cache")
                         for name, overrides in CANDIDATE_ROUTES.items()}
     _save(out, results)
     truth = TestTruth(test_cohort)
-    sigma = _denoising_sigma(train_cohort)
+    sigma = denoising_sigma(train_cohort)
     results["denoised_sigma_mm"] = sigma
     results["budgets"] = {}
     routes = {"2.5D tumour slices (default)": []}
@@ -123,7 +123,7 @@ def _cohorts(args, out: Path) -> tuple[Path, Path]:
     return made[0], made[1]
 
 
-def _subset(cohort: Path, out: Path, patients: int) -> Path:
+def cohort_subset(cohort: Path, out: Path, patients: int) -> Path:
     """A copy of the first ``patients`` patients of ``cohort`` (tables filtered, their folders copied)."""
     import shutil
 
@@ -183,7 +183,7 @@ class TestTruth:
         return {"image": normalised, "clean": clean, "mask": mask}
 
 
-def _denoising_sigma(train_cohort: Path) -> float:
+def denoising_sigma(train_cohort: Path) -> float:
     """The Gaussian sigma (mm) whose smoothed baselines best match the training cohort's truth-aligned
     follow-ups inside the tumour (pooled MAE): the denoised identity baseline's, chosen on training data."""
     truth = TestTruth(train_cohort)
