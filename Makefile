@@ -31,7 +31,7 @@ test-slow: venv
 	$(PY) -m pytest -m slow $(PYTEST_ARGS)
 
 bench: venv
-	$(PY) benchmarks/run.py
+	$(PY) -m benchmarks.run
 
 clean:
 	rm -rf $(VENV) demo-output .pytest_cache

@@ -1,7 +1,7 @@
 """The papers' ablations on synthetic cohorts, one command each, in the papers' table formats.
 
-    python benchmarks/ablations.py immunodiff --out ablations/immunodiff   # ImmunoDiff Table 3
-    python benchmarks/ablations.py gbm-ldm --out ablations/gbm-ldm         # glioblastoma LDM Table 1 (+ VQ-VAE)
+    python -m benchmarks.ablations immunodiff --out ablations/immunodiff   # ImmunoDiff Table 3
+    python -m benchmarks.ablations gbm-ldm --out ablations/gbm-ldm         # glioblastoma LDM Table 1 (+ VQ-VAE)
     ... --quick                                                            # tiny cohorts and budgets: a smoke test
 
 Each writes OUT/results.json (every number, the settings, wall times) and OUT/table.md. Cohorts are
@@ -50,6 +50,7 @@ from oncodiff.pipeline.cases import CaseSet, load_cases
 from oncodiff.pipeline.denoiser_features import denoiser_features
 from oncodiff.pipeline.export import ExportedModel, load_export
 from oncodiff.pipeline.predict import predict_cases
+from oncodiff.presets.papers import paper
 from oncodiff.runs import RunFolder
 from oncodiff.synth import synthesize
 from oncodiff.training import train
@@ -67,6 +68,8 @@ class Budget:
     folds: int = 5
 
 
+IMMUNODIFF_RUNS = {"immunodiff-encoders": "encoders", "immunodiff-ddpm": "ddpm",  # preset -> OUT/runs folder
+                   "immunodiff-controlnet": "controlnet", "immunodiff": "stage2"}
 IMMUNODIFF = {"full": Budget(64, 96, {"encoders": 100, "ddpm": 200, "controlnet": 150, "stage2": 150,
                                       "stage2_only": 200}, sampling_steps=50),
               "quick": Budget(10, 10, {"encoders": 2, "ddpm": 2, "controlnet": 2, "stage2": 2, "stage2_only": 2},
@@ -116,6 +119,19 @@ class Ablation:
         self.wall[f"train {name}"] = time.perf_counter() - start
         return folder
 
+    def chain(self, key: str, folders: dict[str, str], cohorts: dict[str, Path], steps: dict,
+              overrides: list[str]) -> dict[str, Path]:
+        """Train paper ``key``'s stages in the registry's order, each into OUT/runs/``folders[preset]`` for
+        ``steps[folder]`` steps, starting from the runs of the stages the registry names; preset -> run."""
+        runs: dict[str, Path] = {}
+        for stage in paper(key).stages:
+            starts = [f"training.{option}={runs[earlier]}" for option, earlier in
+                      (("init_from", stage.init_from), ("anatomy_from", stage.anatomy_from)) if earlier]
+            folder = folders[stage.preset]
+            runs[stage.preset] = self.run(folder, stage.preset, cohorts[stage.cohort], steps[folder],
+                                          overrides + starts)
+        return runs
+
     def test_cases(self, model: ExportedModel, cohort: Path, split_run: str) -> CaseSet:
         test = list(RunFolder(self.out / "runs" / split_run).splits().test)
         cases = load_cases(model, cohort, patients=test, cache_dir=self.cache)
@@ -156,12 +172,9 @@ def immunodiff(out: Path, budget: Budget, seed: int, extra: list[str] | None = N
     public = ab.cohort("lung3d-untreated", "lung", budget.pretrain_patients, seed + 1, treated=False)
     treated = ab.cohort("lung3d", "lung", budget.patients, seed)
     steps = budget.steps
-    ab.run("encoders", "immunodiff-encoders", public, steps["encoders"], [])
-    ddpm = ab.run("ddpm", "immunodiff-ddpm", public, steps["ddpm"], [])
-    controlnet = ab.run("controlnet", "immunodiff-controlnet", public, steps["controlnet"],
-                        [f"training.init_from={ddpm}", f"training.anatomy_from={out / 'runs' / 'encoders'}"])
-    ab.run("stage2", "immunodiff", treated, steps["stage2"], [f"training.init_from={controlnet}"])
-    ab.run("stage2_only", "immunodiff", treated, steps["stage2_only"],
+    runs = ab.chain("immunodiff", IMMUNODIFF_RUNS, {"public": public, "treated": treated}, steps, [])
+    controlnet = runs["immunodiff-controlnet"]
+    ab.run("stage2_only", paper("immunodiff").stages[-1].preset, treated, steps["stage2_only"],
            ["training.stage=diffusion", "model.control=none", "training.init_from=null"], splits_from="stage2")
     rows = {"Stage-1": "controlnet", "Stage-2": "stage2_only", "Ours (Stage 1+2)": "stage2"}
     results = {"budget": asdict(budget), "seed": seed, "rows": {}}
@@ -208,10 +221,10 @@ def first_case_per_patient(cases: CaseSet) -> CaseSet:
 
 def measure_memory(out: Path, cohort: Path, controlnet: Path, seed: int) -> dict:
     """Peak resident memory of a stage-2 training (20 steps) + prediction, in a fresh process."""
-    command = [sys.executable, __file__, "immunodiff-memory", "--out", str(out / "memory"), "--cohort", str(cohort),
-               "--init-from", str(controlnet), "--seed", str(seed)]
+    command = [sys.executable, "-m", "benchmarks.ablations", "immunodiff-memory", "--out", str(out / "memory"),
+               "--cohort", str(cohort), "--init-from", str(controlnet), "--seed", str(seed)]
     print(f"\n=== peak memory: {' '.join(command)}", flush=True)
-    done = subprocess.run(command, check=True, capture_output=True, text=True)
+    done = subprocess.run(command, check=True, capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -273,10 +286,11 @@ def gbm_ldm(out: Path, budget: Budget, seed: int, extra: list[str] | None = None
     ab = Ablation(out, seed, extra)
     cohort = ab.cohort("brain3d", "brain", budget.patients, seed)
     steps = budget.steps
-    autoencoder = ab.run("autoencoder", "gbm-ldm-autoencoder", cohort, steps["autoencoder"], GBM_COMMON)
+    first, ldm = paper("gbm-ldm").stages  # the VQ-VAEs, then the LDM that starts from them (three variants)
+    autoencoder = ab.run("autoencoder", first.preset, cohort, steps["autoencoder"], GBM_COMMON)
     for name, overrides in (("ldm_none", ["model.class_label=none", "sampling.guidance_scale=1"]),
                             ("ldm_survival2", []), ("ldm_survival4", ["model.class_label=survival4"])):
-        ab.run(name, "gbm-ldm", cohort, steps["ldm"], GBM_COMMON + overrides + [f"training.init_from={autoencoder}"],
+        ab.run(name, ldm.preset, cohort, steps["ldm"], GBM_COMMON + overrides + [f"training.init_from={autoencoder}"],
                splits_from="autoencoder")
     results = {"budget": asdict(budget), "seed": seed, "rows": {}}
     codec = load_export(autoencoder)

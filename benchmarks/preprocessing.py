@@ -1,6 +1,6 @@
 """How far each preprocessing step brings clinically acquired follow-ups toward the truth-aligned ones.
 
-    python benchmarks/preprocessing.py [--patients 8] [--seed 0] [--out benchmarks/results/preprocessing]
+    python -m benchmarks.preprocessing [--patients 8] [--seed 0] [--out benchmarks/results/preprocessing]
 
 Synthesises a 3D brain cohort with ``--acquisition clinical`` (motion, 4 mm slices, bias field, gain
 and offset, Rician noise) and an ideal one of the same seed, then runs preprocessing's own building
@@ -168,7 +168,7 @@ def table(results: dict) -> str:
     m, a = results["machine"], results["arguments"]
     lines = [
         "# Preprocessing benchmark: clinical acquisition, 3D brain", "",
-        f"Command: `python benchmarks/preprocessing.py --patients {a['patients']} --seed {a['seed']}`. Machine: "
+        f"Command: `python -m benchmarks.preprocessing --patients {a['patients']} --seed {a['seed']}`. Machine: "
         f"{m['processor']}, {m['cpus']} logical CPUs, OMP_NUM_THREADS={m['omp_threads']}, load average "
         f"{m['load_average_start']} at start, {m['load_average_end']} at end (shared: timings are noisy).",
         f"{results['follow_ups']} factual follow-ups of {a['patients']} patients; scored on the baseline's grid.", "",

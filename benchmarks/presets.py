@@ -1,11 +1,11 @@
 """Does every paper preset learn? Each chain trained on a synthetic cohort of its site, scored against post = pre.
 
-    python benchmarks/presets.py --out benchmarks/results/presets [--minutes 15] [--chains ispy-ddpm gbm-ldm]
+    python -m benchmarks.presets --out benchmarks/results/presets [--minutes 15] [--chains ispy-ddpm gbm-ldm]
     ... --set diffusion.prediction=eps          # an override for every stage of every chain (the paper's setting)
 
-For each chain (docs/presets.md: the presets of one paper, run in order, each later stage starting from the
-earlier run as its preset says), on a 3D synthetic cohort of the chain's site:
-1. every stage's cost is probed (training's own step probe, CPU seconds of this process: benchmarks/stepcost.py)
+For each chain (the paper registry, oncodiff/presets/papers.py: the presets of one paper, run in order, each later
+stage starting from the earlier run as the registry says), on a 3D synthetic cohort of the chain's site:
+1. every stage's cost is probed (training's own step probe, CPU seconds of this process: oncodiff/training/step_cost.py)
    and the chain's budget of ``--minutes`` CPU-minutes is shared out over its stages (``Stage.share``) as
    optimiser steps, so a busy machine does not change what is trained;
 2. the stages train in order (a finished run is reused: delete its folder to retrain it);
@@ -46,7 +46,7 @@ from oncodiff.evaluation.baselines import baseline_config, ensure_baseline, triv
 from oncodiff.evaluation.counterfactual import counterfactual_truth
 from oncodiff.evaluation.metrics import MetricTable, image_metrics, summarize
 from oncodiff.evaluation.metrics import mae as region_mae
-from oncodiff.evaluation.protocol import _size_scores
+from oncodiff.evaluation.protocol import size_scores
 from oncodiff.evaluation.stage2 import evaluate_outcomes
 from oncodiff.models import Conditions
 from oncodiff.models.autoencoder import LatentDenoiser
@@ -56,13 +56,14 @@ from oncodiff.pipeline.export import ExportedModel, load_export
 from oncodiff.pipeline.predict import Predictions, case_conditions, predict_cases, predictions_from_generated
 from oncodiff.pipeline.volumes import CaseVolumes, load_segmenter
 from oncodiff.precision import cpu_has_native_bf16
+from oncodiff.presets.papers import PAPERS
 from oncodiff.runs import RunFolder
 from oncodiff.synth import synthesize
 from oncodiff.training import train
+from oncodiff.training.step_cost import cpu_seconds_per_step, steps_for
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from quality import paired_difference  # noqa: E402  (benchmarks/ is a folder of scripts)
-from stepcost import cpu_seconds_per_step, steps_for  # noqa: E402
+from benchmarks.quality import paired_difference
+
 
 
 @dataclass(frozen=True)
@@ -87,28 +88,47 @@ class Chain:
     guidance_scales: tuple[float, ...] = ()  # candidates, chosen on the validation split by in-tumour MAE
 
 
-CHAINS = {
-    "immunodiff": Chain("lung", (
-        Stage("encoders", "immunodiff-encoders", 0.1, "public"),
-        Stage("ddpm", "immunodiff-ddpm", 0.35, "public"),
-        Stage("controlnet", "immunodiff-controlnet", 0.25, "public", init_from="ddpm", anatomy_from="encoders"),
-        Stage("stage2", "immunodiff", 0.3, init_from="controlnet")), "heads", pretrain=True),
-    "gbm-ldm": Chain("brain", (
-        Stage("autoencoder", "gbm-ldm-autoencoder", 0.6),  # an autoencoder step costs ~3 LDM steps
-        Stage("ldm", "gbm-ldm", 0.4, init_from="autoencoder")), "global_local",
-        overrides=("data.timepoints=[month4]", "model.use_days=false"),  # the paper's one 4-month follow-up
-        guidance_scales=(1.0, 3.0, 10.0)),
-    "pulsar-drift": Chain("brain", (Stage("pulsar", "pulsar-drift", 1.0),), "lesion_agreement"),
-    "pulsar-drift-method1": Chain("brain", (Stage("pulsar-m1", "pulsar-drift-method1", 1.0),), "lesion_agreement"),
-    # Not a paper setting: PULSAR with the clinical variables as tokens, to measure whether the response (drawn
-    # from clinical variables in the synthetic brain cohort, invisible on the baseline scan) is what it lacks.
-    "pulsar-drift+clinical": Chain("brain", (Stage("pulsar-clinical", "pulsar-drift", 1.0),), "lesion_agreement",
-                                   overrides=("model.clinical=tokens",)),
-    "nac-prompt": Chain("breast", (
-        Stage("base", "nac-prompt-base", 0.6),
-        Stage("prompt", "nac-prompt", 0.4, init_from="base")), "match"),
-    "ispy-ddpm": Chain("breast", (Stage("ispy", "ispy-ddpm", 1.0),), "ssim"),
+# Each stage's share of its chain's CPU-minutes and its folder under OUT/runs, by preset. The chains themselves
+# (which presets, in which order, which run each starts from, on which cohort) are the paper registry's.
+BUDGET = {
+    "immunodiff-encoders": ("encoders", 0.1), "immunodiff-ddpm": ("ddpm", 0.35),
+    "immunodiff-controlnet": ("controlnet", 0.25), "immunodiff": ("stage2", 0.3),
+    "gbm-ldm-autoencoder": ("autoencoder", 0.6),  # an autoencoder step costs ~3 LDM steps
+    "gbm-ldm": ("ldm", 0.4),
+    "pulsar-drift": ("pulsar", 1.0), "pulsar-drift-method1": ("pulsar-m1", 1.0),
+    "nac-prompt-base": ("base", 0.6), "nac-prompt": ("prompt", 0.4),
+    "ispy-ddpm": ("ispy", 1.0),
 }
+SETTINGS = {  # chain -> the benchmark's settings beyond the registry
+    "gbm-ldm": {"overrides": ("data.timepoints=[month4]", "model.use_days=false"),  # the paper's 4-month follow-up
+                "guidance_scales": (1.0, 3.0, 10.0)},
+}
+# Not a paper setting: PULSAR with the clinical variables as tokens, to measure whether the response (drawn from
+# clinical variables in the synthetic brain cohort, invisible on the baseline scan) is what it lacks. A variant
+# of a paper's preset, listed after that paper's chains.
+VARIANTS = {"pulsar-drift+clinical": ("pulsar-drift", Chain("brain", (Stage("pulsar-clinical", "pulsar-drift", 1.0),),
+                                                            "lesion_agreement", overrides=("model.clinical=tokens",)))}
+
+
+def registry_chains() -> dict[str, Chain]:
+    """The registry's chains (by their last preset) as the benchmark trains them, each variant after its paper's."""
+    def folder(preset: str | None) -> str | None:
+        return BUDGET[preset][0] if preset else None
+
+    def stage(s) -> Stage:
+        return Stage(folder(s.preset), s.preset, BUDGET[s.preset][1], s.cohort, folder(s.init_from),
+                     folder(s.anatomy_from))
+
+    out = {}
+    for paper in PAPERS:
+        for last, stages in paper.chains().items():
+            out[last] = Chain(paper.site, tuple(stage(s) for s in stages), paper.headline,
+                              pretrain=any(s.cohort == "public" for s in stages), **SETTINGS.get(last, {}))
+        out |= {variant: chain for variant, (of, chain) in VARIANTS.items() if of in paper.presets}
+    return out
+
+
+CHAINS = registry_chains()
 COMMON = ["training.max_minutes=null", "sampling.calibrate=false", "data.test_fraction=0.25",
           "data.val_fraction=0.1"]
 
@@ -257,7 +277,7 @@ def score(run: Path, cohort: Path, model: ExportedModel, cases: CaseSet,
         table.add(name, image_metrics(p.mean, post, tumor, ev.bbox_margin, ev.data_range,
                                       spatial_dims=post.ndim - 1), case_ids=keys)
         volumes[name] = CaseVolumes.measure(segmenter, cases, p, ev.response_threshold).grouped(groups)
-        size[name] = _size_scores(volumes[name])
+        size[name] = size_scores(volumes[name])
     summary = {"image_metrics": {"per_case": table.rows()}, "test_cases": keys}
     paired = {f"{metric} vs {other}": paired_difference(summary, metric, other)
               for metric in ("mae_tumor", "ssim_tumor") for other in predictions if other != "diffusion"}
@@ -684,7 +704,7 @@ def table(results: dict) -> str:
 def _provenance(argv: list[str]) -> dict:
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                             cwd=Path(__file__).parent).stdout.strip()
-    return {"command": "python benchmarks/presets.py " + " ".join(argv), "commit": commit or "unknown",
+    return {"command": "python -m benchmarks.presets " + " ".join(argv), "commit": commit or "unknown",
             "machine": f"{platform.processor() or platform.machine()} ({torch.backends.cpu.get_cpu_capability()}, "
                        f"native bf16: {cpu_has_native_bf16()}), {len(os.sched_getaffinity(0))} cores, torch threads "
                        f"{torch.get_num_threads()}"}

@@ -2,7 +2,7 @@
 ``ClassPrior.select`` uses, and the mean over 10 fold seeds), its test log loss (diagnosis only: nothing here
 feeds back into the choice), and the nested-CV gain of the whole selection over the base rate.
 
-    python benchmarks/prior_candidates.py RUN COHORT
+    python -m benchmarks.prior_candidates RUN COHORT
 """
 import json, sys
 import numpy as np
@@ -35,7 +35,7 @@ def test_loss(name, c, sh):
         p = np.tile(rate, (len(yt), 1))
     else:
         z, zt = std(xs[name], xt[name])
-        coef, icpt = cp._logistic(z, y, K, c, 0)
+        coef, icpt = cp.fit_logistic(z, y, K, c, 0)
         lg = zt @ coef.T + icpt; lg -= lg.max(1, keepdims=True); p = np.exp(lg); p /= p.sum(1, keepdims=True)
         p = (1 - sh) * p + sh * rate
     return cp.negative_log_likelihood(p, yt).mean()
@@ -47,13 +47,13 @@ def cv_losses(splits_list):
     for name in cp.INPUTS:
         z, _ = std(xs[name], xs[name])
         for c in cp.C_GRID:
-            p = cp._out_of_fold(z, y, K, splits_list, c, 0)
+            p = cp.out_of_fold_probabilities(z, y, K, splits_list, c, 0)
             for sh in cp.SHRINKAGE_GRID:
                 out[(name, c, sh)] = cp.negative_log_likelihood((1 - sh) * p + sh * rates, y)
     return out
 sel = cp.ClassPrior.select({k: v for k, v in xs.items()}, y, K, 0, g, ts)
 print("selected by the code:", sel.describe(), "test loss", round(test_loss(sel.inputs, sel.c, sel.shrinkage), 3))
-folds = cp._folds(y, g, 0)[1]
+folds = cp.grouped_folds(y, g, 0)[1]
 rep = {}
 for r in range(10):
     sp = list(StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=r).split(y, y, g))

@@ -1,6 +1,6 @@
 """How much of quality.py's claim 1 (in-tumour PSNR) could a better class prior buy? The ceiling of the mixture mean.
 
-    python benchmarks/prior_ceiling.py --quality DIR --out OUT [--samples 8] [--extra 100,300]
+    python -m benchmarks.prior_ceiling --quality DIR --out OUT [--samples 8] [--extra 100,300]
 
 DIR is a benchmarks/quality.py output on a synthetic cohort (DIR/run with its regression baseline,
 DIR/cohort); nothing is retrained. The demo preset's mean prediction is the class mixture
@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -45,8 +44,8 @@ from oncodiff.pipeline.prior_inputs import case_prior_features, class_probabilit
 from oncodiff.runs import RunFolder
 from oncodiff.synth import synthesize
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from quality import paired_difference  # noqa: E402  (the same bootstrap as claim 1's)
+from benchmarks.quality import paired_difference  # the same bootstrap as claim 1's
+
 
 EXTRA_SEED_OFFSET = 1000
 
@@ -120,36 +119,20 @@ def markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main() -> None:
+def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quality", type=Path, required=True, help="a benchmarks/quality.py output folder")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--samples", type=int, default=8, help="samples per class and case")
     parser.add_argument("--extra", default="100,300", help="extra patients for the refitted priors (comma list)")
     parser.add_argument("--site", default="brain", help="the generator of the quality cohort")
-    args = parser.parse_args()
-    run, cohort = args.quality / "run", args.quality / "cohort"
-    if not (cohort / "truth" / "patients.csv").is_file():
-        parser.error(f"{cohort}/truth/patients.csv not found: --quality must hold a synthetic cohort (quality.py)")
-    args.out.mkdir(parents=True, exist_ok=True)
-    model = load_export(run)
-    if model.config.model.class_label != "response":
-        parser.error(f"{run} has model.class_label={model.config.model.class_label}; this needs 'response'")
-    seed = model.config.training.seed
-    test = load_cases(model, cohort, patients=list(RunFolder(run).splits().test))
-    test = test.select([i for i, c in enumerate(test.cases) if c.has_truth])
-    labels = test.batch[CLASS_LABEL_KEYS["response"]].numpy()
-    truth = {"post": test.batch["post"][:, 0].numpy(), "tumor": test.batch["tumor_mask"][:, 0].numpy() > 0,
-             "keys": [c.key for c in test.cases], "labels": labels, "evaluation": model.config.evaluation}
+    return parser
 
-    started = time.time()
-    print(f"sampling {len(test)} test follow-ups under each class, {args.samples} samples each ...", flush=True)
-    means = class_means(model, test, args.samples, seed)
-    print(f"  {time.time() - started:.0f} s", flush=True)
-    regression = load_export(RunFolder(run).baseline("regression").root)
-    reg_rows = metrics(predict_cases(regression, test, 1, seed, "predicted").mean, truth)
 
-    train = load_cases(model, cohort, patients=splits["train"])
+def class_weights(model, test: CaseSet, train: CaseSet, cohort: Path, labels: np.ndarray, args,
+                  seed: int) -> list[tuple[str, np.ndarray]]:
+    """(name, (N, 2) class weights) of every prior scored: exported, refitted, refitted with extra patients, the
+    generator's own probability, the training class rates and the true class."""
     features = case_prior_features(model, test)
     refit = fit_prior(model, [train], seed)
     weights = [("exported prior", class_probabilities(model, test)),
@@ -170,6 +153,35 @@ def main() -> None:
     rates = np.bincount(train_labels[train_labels >= 0], minlength=2) / (train_labels >= 0).sum()
     weights.append(("training class rates", np.tile(rates, (len(test), 1))))
     weights.append(("true class", np.eye(2)[labels.clip(0)]))
+    return weights
+
+
+def main(argv: list[str] | None = None) -> None:
+    parse = parser()
+    args = parse.parse_args(argv)
+    run, cohort = args.quality / "run", args.quality / "cohort"
+    if not (cohort / "truth" / "patients.csv").is_file():
+        parse.error(f"{cohort}/truth/patients.csv not found: --quality must hold a synthetic cohort (quality.py)")
+    args.out.mkdir(parents=True, exist_ok=True)
+    model = load_export(run)
+    if model.config.model.class_label != "response":
+        parse.error(f"{run} has model.class_label={model.config.model.class_label}; this needs 'response'")
+    seed = model.config.training.seed
+    test = load_cases(model, cohort, patients=list(RunFolder(run).splits().test))
+    test = test.select([i for i, c in enumerate(test.cases) if c.has_truth])
+    labels = test.batch[CLASS_LABEL_KEYS["response"]].numpy()
+    truth = {"post": test.batch["post"][:, 0].numpy(), "tumor": test.batch["tumor_mask"][:, 0].numpy() > 0,
+             "keys": [c.key for c in test.cases], "labels": labels, "evaluation": model.config.evaluation}
+
+    started = time.time()
+    print(f"sampling {len(test)} test follow-ups under each class, {args.samples} samples each ...", flush=True)
+    means = class_means(model, test, args.samples, seed)
+    print(f"  {time.time() - started:.0f} s", flush=True)
+    regression = load_export(RunFolder(run).baseline("regression").root)
+    reg_rows = metrics(predict_cases(regression, test, 1, seed, "predicted").mean, truth)
+
+    train = load_cases(model, cohort, patients=list(RunFolder(run).splits().train))  # was an undefined `splits`
+    weights = class_weights(model, test, train, cohort, labels, args, seed)
 
     result = {"run": str(run), "n_cases": len(test), "n_patients": len({c.patient_id for c in test.cases}),
               "samples_per_class": args.samples, "regression": summarise(reg_rows),

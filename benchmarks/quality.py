@@ -1,7 +1,7 @@
 """Does the demo-scale model learn something real? Four claims against the baselines, measured on a held-out split.
 
-    python benchmarks/quality.py --out benchmarks/results/quality            # brain, 104 patients, demo preset
-    python benchmarks/quality.py --out DIR --run DIR/run --cohort DIR/cohort  # re-evaluate an existing run
+    python -m benchmarks.quality --out benchmarks/results/quality            # brain, 104 patients, demo preset
+    python -m benchmarks.quality --out DIR --run DIR/run --cohort DIR/cohort  # re-evaluate an existing run
 
 Synthesises a cohort (unless --cohort is given), trains the demo preset (unless --run is given) on
 the demo's scale of data: by default 104 patients split 44 train / 10 validation / 50 test, so the
@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -39,8 +38,8 @@ from oncodiff.runs import RunFolder
 from oncodiff.synth import synthesize
 from oncodiff.training import train
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from scores import goals  # noqa: E402  (proper scores and the class prior: the same verdicts as scores.py)
+from benchmarks.scores import goals  # proper scores and the class prior: the same verdicts as scores.py
+
 
 BOOTSTRAP = 2000
 MAIN = "diffusion"  # what predict gives: the outcome unknown, sampled as the run's sampling.unknown_class says

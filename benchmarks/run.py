@@ -1,8 +1,8 @@
 """Speed benchmarks: our training and sampling against a plain reference, measured in one run.
 
-    python benchmarks/run.py --out benchmarks/results/speed --run RUN --cohort COHORT   # a trained demo run
-    python benchmarks/run.py --out DIR                      # synthesises a brain cohort, trains the demo preset
-    python benchmarks/run.py --out DIR --quick              # tiny sizes: a smoke test (tests/test_benchmark_run.py)
+    python -m benchmarks.run --out benchmarks/results/speed --run RUN --cohort COHORT   # a trained demo run
+    python -m benchmarks.run --out DIR                      # synthesises a brain cohort, trains the demo preset
+    python -m benchmarks.run --out DIR --quick              # tiny sizes: a smoke test (tests/test_benchmark_run.py)
 
 The reference is what a user would write from the papers: MONAI's ``DiffusionInferer.sample`` with
 MONAI's ``DDIMScheduler`` at 200 steps, fp32, no autocast, one sample at a time, under
@@ -37,15 +37,14 @@ from oncodiff.pipeline.export import ExportedModel, load_export
 from oncodiff.pipeline.predict import case_conditions
 from oncodiff.runs import RunFolder
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # the speedbench package beside this script
-from speedbench.common import (  # noqa: E402
+from benchmarks.speedbench.common import (
     CLASS_MODE, QUICK_MODEL, QUICK_REFERENCE_STEPS, REFERENCE_STEPS, SETTINGS, TEST_SPLIT_SETTINGS, forward_flops,
     loadavg, log, machine, matmul_peak, now,
 )
-from speedbench.memory import bench_memory, child_memory  # noqa: E402
-from speedbench.sampling import bench_sampling, bench_test_split, bench_variants  # noqa: E402
-from speedbench.tables import goals, tables  # noqa: E402
-from speedbench.training import bench_training  # noqa: E402
+from benchmarks.speedbench.memory import bench_memory, child_memory
+from benchmarks.speedbench.sampling import bench_sampling, bench_test_split, bench_variants
+from benchmarks.speedbench.tables import goals, tables
+from benchmarks.speedbench.training import bench_training
 
 
 def prepare(args) -> tuple[Path, Path, str]:
@@ -79,7 +78,7 @@ def test_cases(run: Path, model: ExportedModel, cohort: Path, cache_dir) -> Case
     return cases.select([i for i, c in enumerate(cases.cases) if c.has_truth] or range(len(cases)))
 
 
-def main(argv: list[str] | None = None) -> dict:
+def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/speed"))
     parser.add_argument("--run", type=Path, help="a trained run folder (model/model.safetensors + config.json)")
@@ -94,16 +93,80 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--compile", action="store_true", help="also time torch.compile (minutes of warm-up)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test, no meaningful numbers")
     parser.add_argument("--child-memory", type=Path, help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def sampling_settings(model: ExportedModel, quick: bool) -> tuple[list[tuple], int]:
+    """(name, sampler, steps) of every sampling setting this model can run, and the reference's steps."""
+    settings = [(name, sampler, quick_steps if quick else steps) for name, sampler, steps, quick_steps in SETTINGS]
+    if model.config.diffusion.prediction != "x0":  # single-step returns the x0 prediction: x0 models only
+        settings = [s for s in settings if s[1] != "single_step"]
+    return settings, QUICK_REFERENCE_STEPS if quick else REFERENCE_STEPS
+
+
+def model_info(model: ExportedModel, run: Path, provenance: str, flops: float) -> dict:
+    return {"provenance": provenance, "run": str(run), "preset": model.config.preset,
+            "crop": list(model.config.data.crop_size), "parameters": sum(p.numel() for p in model.net.parameters()),
+            "prediction": model.config.diffusion.prediction, "precision": model.config.training.precision,
+            "flops_per_forward_per_crop": flops, "generate_mask": model.config.model.generate_mask}
+
+
+def measure_peak(n: int, device: torch.device) -> dict:
+    """bf16 and fp32 matmul TFLOP/s of an n x n product on ``device``."""
+    return {"bf16_tflops": matmul_peak(n, torch.bfloat16, device, 3),
+            "fp32_tflops": matmul_peak(n, torch.float32, device, 3)}
+
+
+def bench_trainings(model: ExportedModel, cases: CaseSet, quick: bool) -> dict:
+    """Training throughput of the model's network at its 2D crop, and of the same network as 3D."""
+    state = model.net.state_dict()
+    crop = tuple(model.config.data.crop_size)
+    crop3d = (crop[0], crop[1], 4 if quick else 16)
+    training = {
+        "2d": bench_training(model.config, model.layout, state, cases, 4 if quick else model.config.training.batch_size,
+                             1 if quick else 4, 2, crop),
+        "3d": bench_training(model.config, model.layout, None, cases, 2, 1 if quick else 3, 3, crop3d),
+    }
+    training["3d"]["model"] = "the demo model's network as 3D (no 3D preset in this tree), randomly initialised"
+    return training
+
+
+def memory_groups(args: argparse.Namespace) -> list[list[dict]]:
+    """The peak-memory jobs, one fresh process per group."""
+    mem_steps = 2 if args.quick else 20
+    jobs = [] if args.quick else [{"name": "loaded", "job": "loaded", "samples": 0, "steps": 0}]
+    jobs += [{"name": "reference", "job": "reference", "samples": args.samples, "steps": mem_steps},
+             {"name": "ours_one_case", "job": "ours", "sampler": "ddim", "samples": args.samples, "steps": mem_steps}]
+    if not args.quick:
+        jobs.append({"name": "ours_test_split", "job": "split", "sampler": "ddim", "samples": args.samples,
+                     "steps": mem_steps})
+    return [jobs] if args.quick else [[job] for job in jobs]  # quick: one process (its numbers mean nothing)
+
+
+def command_line(argv: list[str] | None) -> str:
+    return " ".join([Path(sys.executable).name, *sys.argv]) if argv is None else "main(" + repr(argv) + ")"
+
+
+def write_results(out: Path, results: dict) -> None:
+    """results.json (with the goals) and table.md under ``out``; the table is printed too."""
+    results["goals"] = goals(results)
+    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    table = tables(results)
+    (out / "table.md").write_text(table + "\n", encoding="utf-8")
+    print(table)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parser().parse_args(argv)
     if args.child_memory:
         child_memory(args.child_memory)
         return {}
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    if args.quick:
+    if args.quick:  # tiny sizes
         args.patients, args.train_steps, args.cases = min(args.patients, 10), min(args.train_steps, 2), min(args.cases, 2)
-    args.out.mkdir(parents=True, exist_ok=True)
     started, load_start = now(), loadavg()
+    args.out.mkdir(parents=True, exist_ok=True)
     run, cohort, provenance = prepare(args)
     cache_dir = args.out / "cache" if args.run is None else None
     model = load_export(run, device)
@@ -113,20 +176,14 @@ def main(argv: list[str] | None = None) -> dict:
     cond = case_conditions(model, cases, CLASS_MODE).to(device)
     shape = (model.net.target_channels, *cond.image.shape[2:])
     flops = forward_flops(model.net, cond, shape)
-    settings = [(name, sampler, quick if args.quick else steps) for name, sampler, steps, quick in SETTINGS]
-    if model.config.diffusion.prediction != "x0":  # single-step returns the x0 prediction: x0 models only
-        settings = [s for s in settings if s[1] != "single_step"]
-    reference_steps = QUICK_REFERENCE_STEPS if args.quick else REFERENCE_STEPS
-
+    settings, reference_steps = sampling_settings(model, args.quick)
     n_matmul = 512 if args.quick else 4096
     log(f"matmul peak ({n_matmul}^2) ...")
-    peak = {"n": n_matmul, "bf16_tflops": matmul_peak(n_matmul, torch.bfloat16, device, 3),
-            "fp32_tflops": matmul_peak(n_matmul, torch.float32, device, 3)}
+    peak = {"n": n_matmul} | measure_peak(n_matmul, device)
     log(f"peak bf16 {peak['bf16_tflops']:.3f}, fp32 {peak['fp32_tflops']:.3f} TFLOP/s; sampling {len(cases)} cases ...")
     sampling = bench_sampling(model, cases, settings, reference_steps, args.samples, args.seed, flops, device)
     for row in [sampling["reference"], *sampling["settings"]]:
-        row["fraction_bf16_peak"] = row["achieved_tflops"] / peak["bf16_tflops"]
-        row["fraction_fp32_peak"] = row["achieved_tflops"] / peak["fp32_tflops"]
+        row |= {f"fraction_{kind}_peak": row["achieved_tflops"] / peak[f"{kind}_tflops"] for kind in ("bf16", "fp32")}
     log("test split ...")
     fast = [s for s in settings if s[0] in TEST_SPLIT_SETTINGS]
     test_split = bench_test_split(model, split, fast, args.samples, args.seed,
@@ -136,49 +193,17 @@ def main(argv: list[str] | None = None) -> dict:
                               [] if args.quick else [128], flops, peak["bf16_tflops"], 2 if args.quick else 5,
                               args.compile)
     log("training throughput ...")
-    state = model.net.state_dict()
-    crop = tuple(model.config.data.crop_size)
-    crop3d = (crop[0], crop[1], 4 if args.quick else 16)
-    training = {
-        "2d": bench_training(model.config, model.layout, state, cases, 4 if args.quick else model.config.training.batch_size,
-                             1 if args.quick else 4, 2, crop),
-        "3d": bench_training(model.config, model.layout, None, cases, 2, 1 if args.quick else 3, 3, crop3d),
-    }
-    training["3d"]["model"] = "the demo model's network as 3D (no 3D preset in this tree), randomly initialised"
-    peak_end = {"bf16_tflops": matmul_peak(n_matmul, torch.bfloat16, device, 3),
-                "fp32_tflops": matmul_peak(n_matmul, torch.float32, device, 3)}
+    training = bench_trainings(model, cases, args.quick)
+    peak_end = measure_peak(n_matmul, device)
     log("peak memory (fresh processes) ...")
-    mem_steps = 2 if args.quick else 20
-    jobs = [] if args.quick else [{"name": "loaded", "job": "loaded", "samples": 0, "steps": 0}]
-    jobs += [{"name": "reference", "job": "reference", "samples": args.samples, "steps": mem_steps},
-             {"name": "ours_one_case", "job": "ours", "sampler": "ddim", "samples": args.samples, "steps": mem_steps}]
-    if not args.quick:
-        jobs.append({"name": "ours_test_split", "job": "split", "sampler": "ddim", "samples": args.samples,
-                     "steps": mem_steps})
-    groups = [jobs] if args.quick else [[job] for job in jobs]  # quick: one process (its numbers mean nothing)
-    split_cond = case_conditions(model, split, CLASS_MODE)
-    memory = bench_memory(run, args.out, cond.to("cpu"), split_cond, shape, args.threads, groups)
-    results = {
-        "command": " ".join([Path(sys.executable).name, *sys.argv]) if argv is None else "main(" + repr(argv) + ")",
-        "quick": args.quick,
-        "machine": machine() | {"device": str(device), "loadavg_start": load_start, "loadavg_end": loadavg()},
-        "model": {"provenance": provenance, "run": str(run), "preset": model.config.preset,
-                  "crop": list(crop), "parameters": sum(p.numel() for p in model.net.parameters()),
-                  "prediction": model.config.diffusion.prediction, "precision": model.config.training.precision,
-                  "flops_per_forward_per_crop": flops, "generate_mask": model.config.model.generate_mask},
-        "peak": peak | {"at_end": peak_end},
-        "sampling": sampling,
-        "test_split": test_split,
-        "training": training,
-        "memory": memory,
-        "variants": variants,
-        "seconds": now() - started,
-    }
-    results["goals"] = goals(results)
-    (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-    table = tables(results)
-    (args.out / "table.md").write_text(table + "\n", encoding="utf-8")
-    print(table)
+    memory = bench_memory(run, args.out, cond.to("cpu"), case_conditions(model, split, CLASS_MODE), shape, args.threads,
+                          memory_groups(args))
+    results = {"command": command_line(argv), "quick": args.quick,
+               "machine": machine() | {"device": str(device), "loadavg_start": load_start, "loadavg_end": loadavg()},
+               "model": model_info(model, run, provenance, flops), "peak": peak | {"at_end": peak_end},
+               "sampling": sampling, "test_split": test_split, "training": training, "memory": memory,
+               "variants": variants, "seconds": now() - started}
+    write_results(args.out, results)
     return results
 
 

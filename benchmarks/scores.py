@@ -1,6 +1,6 @@
 """Proper scores of the predicted distributions and the chosen class prior, on a trained run.
 
-    python benchmarks/scores.py --run RUN --cohort COHORT --out OUT [--refit]
+    python -m benchmarks.scores --run RUN --cohort COHORT --out OUT [--refit]
 
 Evaluates the run's test split with ``oncodiff evaluate`` (into OUT/evaluation) and judges the goals:
   1. the mixture (what predict gives with the outcome unknown) beats the regression U-Net and post = pre

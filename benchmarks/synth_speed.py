@@ -1,6 +1,6 @@
 """Wall time of `oncodiff synth` (not a test: machines are shared and timings are noisy).
 
-    python benchmarks/synth_speed.py [--workers 2] [--sites brain,lung,breast] [--quick]
+    python -m benchmarks.synth_speed [--workers 2] [--sites brain,lung,breast] [--quick]
 
 Targets: 200 patients in 2D under 60 s and 100 patients in 3D (96 x 96 x 16 or larger)
 under 5 minutes, on 2 CPU cores. ``--quick`` runs a tenth of the patients to smoke-test the script.

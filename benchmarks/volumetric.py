@@ -2,7 +2,7 @@
 
 One command:
 
-    python benchmarks/volumetric.py --out OUT [--budgets 5 20] [--patients 48 --test-patients 16]
+    python -m benchmarks.volumetric --out OUT [--budgets 5 20] [--patients 48 --test-patients 16]
 
 1. Two synthetic 3D brain cohorts with ``--acquisition clinical`` (follow-ups moved rigidly, thick slices,
    their own intensity scale, a bias field, Rician noise, missing clinical values): a training cohort and a
@@ -44,9 +44,8 @@ from oncodiff.data.geometry import Grid, sample
 from oncodiff.data.intensity import fit_intensity
 from oncodiff.evaluation.metrics import image_metrics
 from oncodiff.runs import RunFolder
+from oncodiff.training.step_cost import cpu_seconds_per_step
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from stepcost import cpu_seconds_per_step  # noqa: E402  (benchmarks/ is a folder of scripts)
 
 CANDIDATE_ROUTES = {  # name: config overrides on top of the demo preset
     "2.5D tumour slices (default)": [],
@@ -65,12 +64,12 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     train_cohort, test_cohort = _cohorts(args, out)
     results = {"command": " ".join(sys.argv), "train_cohort": str(train_cohort), "test_cohort": str(test_cohort)}
-    probe_cohort = _subset(train_cohort, out / "speed_cohort", args.speed_patients)
+    probe_cohort = cohort_subset(train_cohort, out / "speed_cohort", args.speed_patients)
     results["speed"] = {name: _cpu_seconds_per_step(probe_cohort, overrides, out / "cache")
                         for name, overrides in CANDIDATE_ROUTES.items()}
     _save(out, results)
     truth = TestTruth(test_cohort)
-    sigma = _denoising_sigma(train_cohort)
+    sigma = denoising_sigma(train_cohort)
     results["denoised_sigma_mm"] = sigma
     results["budgets"] = {}
     routes = {"2.5D tumour slices (default)": []}
@@ -124,7 +123,7 @@ def _cohorts(args, out: Path) -> tuple[Path, Path]:
     return made[0], made[1]
 
 
-def _subset(cohort: Path, out: Path, patients: int) -> Path:
+def cohort_subset(cohort: Path, out: Path, patients: int) -> Path:
     """A copy of the first ``patients`` patients of ``cohort`` (tables filtered, their folders copied)."""
     import shutil
 
@@ -143,7 +142,7 @@ def _subset(cohort: Path, out: Path, patients: int) -> Path:
 
 
 def _cpu_seconds_per_step(cohort: Path, overrides: list[str], cache: Path) -> dict:
-    """The step probe of ``benchmarks/stepcost.py`` for the demo preset as the volumetric route configures it."""
+    """The step probe of ``oncodiff/training/step_cost.py`` for the demo preset as the volumetric route configures it."""
     from oncodiff.data.route import volumetric_route
 
     config, _ = volumetric_route(load_config("demo", [*COMMON, *overrides]), cohort)
@@ -184,7 +183,7 @@ class TestTruth:
         return {"image": normalised, "clean": clean, "mask": mask}
 
 
-def _denoising_sigma(train_cohort: Path) -> float:
+def denoising_sigma(train_cohort: Path) -> float:
     """The Gaussian sigma (mm) whose smoothed baselines best match the training cohort's truth-aligned
     follow-ups inside the tumour (pooled MAE): the denoised identity baseline's, chosen on training data."""
     truth = TestTruth(train_cohort)

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
+import importlib
 from pathlib import Path
 from types import ModuleType
 
@@ -19,6 +18,11 @@ CLINICAL = [
     {"name": "nlr", "type": "numeric", "group": "blood"},
 ]
 
+
+# The tiny denoiser every end-to-end test trains (train -> predict -> evaluate in seconds): a config file's
+# `--set` items. A test adds its own data, training and sampling sizes: TINY = [*TINY_MODEL, "training.max_steps=4"].
+TINY_MODEL = ["model.channels=[8,16]", "model.attention_levels=[false,true]", "model.norm_num_groups=8",
+              "model.num_head_channels=8", "model.token_dim=16"]
 
 def ball(shape: tuple[int, ...], center: tuple[float, ...], radius: float) -> np.ndarray:
     """Binary ball (disc in 2D) of ``radius`` voxels."""
@@ -100,10 +104,5 @@ def edit_yaml(root: str | Path, **changes: object) -> None:
 
 
 def load_benchmark(name: str) -> ModuleType:
-    """benchmarks/NAME.py as a module (the benchmarks are scripts, not a package)."""
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"oncodiff_benchmark_{name}", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+    """benchmarks/NAME.py as the module ``benchmarks.NAME`` (the repository root is on pytest's pythonpath)."""
+    return importlib.import_module(f"benchmarks.{name}")

@@ -116,3 +116,14 @@ def test_stage_steps_show_where_early_stopping_ended_a_stage():
     assert presets.stage_steps({"steps": 1018, "trained_steps": 352}) == "1018 (352)"
     assert presets.stage_steps({"steps": 409, "trained_steps": 409}) == "409"
     assert presets.stage_steps({"steps": 409}) == "409"  # a record from before the field
+
+
+def test_every_registry_stage_has_a_budget_share_summing_to_the_chains_budget():
+    from oncodiff.presets.papers import chains
+
+    presets = load_benchmark("presets")
+    for last, (paper, stages) in chains().items():
+        assert sum(presets.BUDGET[s.preset][1] for s in stages) == pytest.approx(1.0), last
+        chain = presets.CHAINS[last]
+        assert [s.preset for s in chain.stages] == [s.preset for s in stages] and chain.site == paper.site
+    assert len({folder for folder, _ in presets.BUDGET.values()}) == len(presets.BUDGET)  # one run folder each

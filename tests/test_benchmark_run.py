@@ -21,10 +21,10 @@ def bench():
 
 @pytest.fixture(scope="module")
 def common(bench):
-    """benchmarks/speedbench/common.py: the settings and goals (on the path once run.py is loaded)."""
-    import speedbench.common
+    """benchmarks/speedbench/common.py: the settings and goals."""
+    import benchmarks.speedbench.common
 
-    return speedbench.common
+    return benchmarks.speedbench.common
 
 
 @pytest.fixture(scope="module")
@@ -125,7 +125,7 @@ def test_the_reference_runs_our_network_on_the_same_noise(quick, bench, common):
     from oncodiff.diffusion import randn_per_element
     from oncodiff.pipeline.export import load_export
     from oncodiff.pipeline.sampling import draw_samples, sample_generators
-    from speedbench.reference import reference_chain  # benchmarks/speedbench, on the path once run.py is loaded
+    from benchmarks.speedbench.reference import reference_chain
 
     out, _ = quick
     model = load_export(out / "run")

@@ -10,11 +10,10 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from factory import write_cohort
+from factory import TINY_MODEL, write_cohort
 from oncodiff.cli import app
 
-TINY = ["model.channels=[8,16]", "model.attention_levels=[false,true]", "model.norm_num_groups=8",
-        "model.num_head_channels=8", "model.token_dim=16", "data.crop_size=[16,16]", "training.max_steps=4",
+TINY = [*TINY_MODEL, "data.crop_size=[16,16]", "training.max_steps=4",
         "training.samples_per_epoch=8", "training.batch_size=4", "training.max_minutes=null",
         "evaluation.segmenter_steps=10", "sampling.steps=2"]
 
@@ -47,6 +46,9 @@ def test_presets_lists_the_shipped_presets():
     result = invoke("presets")
     assert result.exit_code == 0
     assert result.output.split()[0] == "demo" and "2D synthetic cohort" in result.output
+    # each paper's chain, from the registry
+    assert "immunodiff-encoders -> immunodiff-ddpm -> immunodiff-controlnet -> immunodiff" in result.output
+    assert "arXiv:2505.23675" in result.output
 
 
 def test_synth_validate_preprocess_chain(tmp_path):

@@ -17,8 +17,8 @@ def test_override_sets_nested_value_and_freezes():
     config = load_config("demo", ["training.max_minutes=1.5", "model.channels=[16, 32, 32]"])
     assert config.training.max_minutes == 1.5
     assert config.model.channels == (16, 32, 32)
-    with pytest.raises(Exception):
-        config.training.lr = 1.0  # frozen
+    with pytest.raises(ValueError, match="frozen"):  # pydantic's ValidationError
+        config.training.lr = 1.0
 
 
 @pytest.mark.parametrize(

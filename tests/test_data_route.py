@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from factory import write_cohort
+from factory import TINY_MODEL, write_cohort
 from oncodiff.cohort.image import Image, affine_from_spacing
 from oncodiff.config import SMOOTHING_MM, DataConfig, load_config
 from oncodiff.data.crop import _tumor_slices
@@ -25,8 +25,7 @@ from oncodiff.training import train
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-TINY = ["model.channels=[8,16]", "model.attention_levels=[false,true]", "model.norm_num_groups=8",
-        "model.num_head_channels=8", "model.token_dim=16", "training.max_steps=3", "training.samples_per_epoch=8",
+TINY = [*TINY_MODEL, "training.max_steps=3", "training.samples_per_epoch=8",
         "training.batch_size=4", "training.max_minutes=null", "sampling.samples=2", "sampling.steps=2",
         "data.crop_size=[16,16]", "sampling.calibrate=false"]
 SHAPE = (24, 20, 10)

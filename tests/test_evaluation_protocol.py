@@ -10,14 +10,13 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from factory import write_cohort
+from factory import TINY_MODEL, write_cohort
 from oncodiff.cli import app
 from oncodiff.config import load_config
 from oncodiff.evaluation.baselines import TRAINED_BASELINES
 from oncodiff.training import train
 
-TINY = ["model.channels=[8,16]", "model.attention_levels=[false,true]", "model.norm_num_groups=8",
-        "model.num_head_channels=8", "model.token_dim=16", "data.crop_size=[16,16]", "training.max_steps=4",
+TINY = [*TINY_MODEL, "data.crop_size=[16,16]", "training.max_steps=4",
         "training.samples_per_epoch=8", "training.batch_size=4", "training.max_minutes=null",
         "evaluation.segmenter_steps=10"]
 BUDGETS = ["evaluation.folds=2", "evaluation.cnn_epochs=1", "evaluation.head_epochs=10",

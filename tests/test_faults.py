@@ -21,12 +21,11 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from factory import edit_csv, write_cohort
+from factory import TINY_MODEL, edit_csv, write_cohort
 from oncodiff.cli import app
 from oncodiff.outputs import write_marker
 
-TINY = ["model.channels=[8,16]", "model.attention_levels=[false,true]", "model.norm_num_groups=8",
-        "model.num_head_channels=8", "model.token_dim=16", "data.crop_size=[16,16]", "training.max_steps=4",
+TINY = [*TINY_MODEL, "data.crop_size=[16,16]", "training.max_steps=4",
         "training.samples_per_epoch=8", "training.batch_size=4", "training.max_minutes=null",
         "evaluation.segmenter_steps=10", "sampling.steps=2", "sampling.samples=3"]
 

@@ -237,7 +237,7 @@ def test_nested_cv_gain_is_positive_for_a_signal_and_not_for_noise():
         sets, y = _signal_sets(8, 80, strength)
         standardised = {k: class_prior.standardise(v) for k, v in sets.items()}
         groups = np.arange(len(y))
-        splits, _ = class_prior._folds(y, groups, 0)
+        splits, _ = class_prior.grouped_folds(y, groups, 0)
         gain = class_prior._nested_gain(standardised, y, 2, splits, 0, groups)
         assert (gain > 0.05) if positive else (gain < 0.02), (strength, gain)
 

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import torch
 
-from factory import write_cohort
+from factory import TINY_MODEL, write_cohort
 from oncodiff.config import load_config
 from oncodiff.errors import OncodiffError
 from oncodiff.pipeline import calibrate_run, predict, predict_cases
@@ -27,8 +27,7 @@ from oncodiff.training import train
 CROPS = {2: [16, 16], 3: [16, 16, 8]}
 SHAPES = {2: (32, 28), 3: (24, 20, 10)}
 SPACINGS = {2: (0.9, 1.2), 3: (1.0, 0.8, 2.0)}  # anisotropic: the affine must survive the round trip
-TINY = ["model.channels=[8,16]", "model.attention_levels=[false,true]", "model.norm_num_groups=8",
-        "model.num_head_channels=8", "model.token_dim=16", "training.max_steps=4", "training.samples_per_epoch=8",
+TINY = [*TINY_MODEL, "training.max_steps=4", "training.samples_per_epoch=8",
         "training.batch_size=4", "training.max_minutes=null", "evaluation.segmenter_steps=10", "sampling.samples=2",
         "sampling.steps=2"]
 BASE_RATE_KEY = "base rate"

@@ -8,14 +8,10 @@ import torch
 from oncodiff.config import bf16_conv3d_problem, first_axis_sizes, load_config, preset_names, preset_path
 from oncodiff.errors import ConfigError
 from oncodiff.models import PixelSpace
+from oncodiff.presets.papers import PAPERS, Paper, Stage, markdown_table, paper_of
+from oncodiff.synth.registry import SITES
 
-CHAINS = {  # paper -> its presets in the order they run
-    "immunodiff": ("immunodiff-encoders", "immunodiff-ddpm", "immunodiff-controlnet", "immunodiff"),
-    "gbm-ldm": ("gbm-ldm-autoencoder", "gbm-ldm"),
-    "pulsar": ("pulsar-drift", "pulsar-drift-method1"),
-    "nac": ("nac-prompt-base", "nac-prompt"),
-    "ispy": ("ispy-ddpm",),
-}
+CHAINS = {paper.key: paper.presets for paper in PAPERS}  # paper -> its presets in the order they run
 PAPER_PRESETS = [name for chain in CHAINS.values() for name in chain]
 # Keys that may differ between the stages of one paper (everything else in data and model must match, or a
 # later stage could not load the earlier one's weights).
@@ -49,14 +45,45 @@ def test_stages_of_a_paper_share_data_model_and_diffusion(paper):
             assert differing <= allowed, f"{paper}: {differing - allowed} differ between stages"
 
 
-def test_later_stages_start_from_the_documented_earlier_runs():
-    assert load_config("immunodiff-controlnet").training.init_from == "runs/id-ddpm"
-    assert load_config("immunodiff-controlnet").training.anatomy_from == "runs/id-encoders"
-    assert load_config("immunodiff").training.init_from == "runs/id-controlnet"
-    assert load_config("gbm-ldm").training.init_from == "runs/gbm-autoencoder"
-    assert load_config("nac-prompt").training.init_from == "runs/nac-base"
-    stages = [load_config(name).training.stage for name in CHAINS["immunodiff"]]
-    assert stages == ["contrastive", "diffusion", "controlnet", "controlnet"]
+@pytest.mark.parametrize("paper", PAPERS, ids=lambda p: p.key)
+def test_registry_stages_are_yamls_whose_init_from_follow_the_chain(paper):
+    """The registry is the chain; the YAMLs' ``training.init_from`` / ``anatomy_from`` (the run folders the
+    documented commands write) must name the runs of the stages the registry says each one starts from."""
+    assert paper.site in SITES
+    for stage in paper.stages:
+        assert preset_path(stage.preset).is_file() and paper_of(stage.preset) is paper
+        training = load_config(stage.preset).training
+        assert load_config(stage.preset).data.dims == paper.dims, stage.preset
+        expected = {"init_from": stage.init_from, "anatomy_from": stage.anatomy_from}
+        for key, earlier in expected.items():
+            assert getattr(training, key) == (paper.stage(earlier).run if earlier else None), (stage.preset, key)
+
+
+def test_registry_chains_and_the_stage_kinds_they_train():
+    immunodiff = next(p for p in PAPERS if p.key == "immunodiff")
+    assert [load_config(name).training.stage for name in immunodiff.presets] == [
+        "contrastive", "diffusion", "controlnet", "controlnet"]
+    pulsar = next(p for p in PAPERS if p.key == "pulsar")
+    assert list(pulsar.chains()) == ["pulsar-drift", "pulsar-drift-method1"]  # two methods, not a chain
+    assert [s.preset for s in immunodiff.chains()["immunodiff"]] == list(immunodiff.presets)
+    assert all(p.citation.identifier or p.citation.note for p in PAPERS)
+
+
+def test_registry_refuses_a_stage_that_starts_from_a_later_or_unknown_one():
+    with pytest.raises(ValueError, match="not an earlier stage"):
+        Paper(key="x", name="X", seed="999", citation=PAPERS[0].citation, site="lung", data="CT", dims=2,
+              stages=(Stage("b", "runs/b", init_from="a"), Stage("a", "runs/a")), training="diffusion",
+              headline="ssim", departures=())
+    with pytest.raises(ValueError, match="cohort"):
+        Stage("a", "runs/a", cohort="elsewhere")
+
+
+def test_docs_table_of_the_papers_is_the_registrys():
+    from pathlib import Path
+
+    page = (Path(__file__).resolve().parents[1] / "docs" / "presets.md").read_text(encoding="utf-8")
+    assert markdown_table() in page, "regenerate the table: python -c 'from oncodiff.presets.papers import " \
+        "markdown_table; print(markdown_table())'"
 
 
 # What each paper specifies, as (preset, config key, the paper's value): a preset that drifts from its paper

@@ -15,12 +15,11 @@ from pathlib import Path
 import pandas as pd
 
 import oncodiff
-from factory import write_cohort
+from factory import TINY_MODEL, write_cohort
 from oncodiff.config import Config
 from oncodiff.evaluation.baselines import TRAINED_BASELINES, baseline_config
 
-TINY = ["model.channels=[8,16]", "model.attention_levels=[false,true]", "model.norm_num_groups=8",
-        "model.num_head_channels=8", "model.token_dim=16", "data.crop_size=[16,16]", "training.max_steps=4",
+TINY = [*TINY_MODEL, "data.crop_size=[16,16]", "training.max_steps=4",
         "training.samples_per_epoch=8", "training.batch_size=4", "training.max_minutes=null",
         "evaluation.segmenter_steps=10", "model.generate_mask=false"]  # the segmenter too is trained on rank 0 only
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from factory import write_cohort
+from factory import TINY_MODEL, write_cohort
 from oncodiff.config import load_config
 from oncodiff.data import CohortDataModule
 from oncodiff.pipeline import predict_cases
@@ -21,8 +21,7 @@ from oncodiff.training.train import effective_precision, measure_step_seconds, m
 needs_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-TINY = ["model.channels=[8,16]", "model.attention_levels=[false,true]", "model.norm_num_groups=8",
-        "model.num_head_channels=8", "model.token_dim=16", "training.samples_per_epoch=8", "training.batch_size=4",
+TINY = [*TINY_MODEL, "training.samples_per_epoch=8", "training.batch_size=4",
         "evaluation.segmenter_steps=10", "sampling.samples=2", "sampling.steps=2", "data.crop_size=[16,16]",
         "training.max_minutes=1"]
 

@@ -12,7 +12,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from safetensors.torch import load_file
 
-from factory import write_cohort
+from factory import TINY_MODEL, write_cohort
 from oncodiff.config import load_config
 from oncodiff.errors import OncodiffError
 from oncodiff.training import train
@@ -20,8 +20,7 @@ from oncodiff.training import train
 train_module = importlib.import_module("oncodiff.training.train")  # the package re-exports train() under this name
 
 # 8 samples per epoch in batches of 4: 2 steps per epoch, 3 epochs, a validation and checkpoint after each.
-TINY = ["model.channels=[8,16]", "model.attention_levels=[false,true]", "model.norm_num_groups=8",
-        "model.num_head_channels=8", "model.token_dim=16", "data.crop_size=[16,16]", "training.max_steps=6",
+TINY = [*TINY_MODEL, "data.crop_size=[16,16]", "training.max_steps=6",
         "training.samples_per_epoch=8", "training.batch_size=4", "training.warmup_steps=2",
         "training.max_minutes=null", "evaluation.segmenter_steps=2"]
 INTERRUPT_AT = 3  # mid-way through the second epoch; the last checkpoint is the first epoch's, at step 2

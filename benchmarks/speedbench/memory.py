@@ -15,10 +15,11 @@ from oncodiff.models import Conditions
 from oncodiff.pipeline.export import load_export
 from oncodiff.pipeline.sampling import draw_samples, sample_generators
 
-from speedbench.common import log, sampling_config
-from speedbench.reference import reference_chain
+from benchmarks.speedbench.common import log, sampling_config
+from benchmarks.speedbench.reference import reference_chain
 
-RUN_SCRIPT = str(Path(__file__).resolve().parents[1] / "run.py")  # its --child-memory runs a job
+ROOT = Path(__file__).resolve().parents[2]  # the repository root, where `python -m benchmarks.run` runs
+RUN_MODULE = "benchmarks.run"  # its --child-memory runs a job
 
 
 def child_memory(spec_path: Path) -> None:
@@ -69,12 +70,13 @@ def bench_memory(run: Path, out: Path, cond: Conditions, split_cond: Conditions,
     work.mkdir(exist_ok=True)
     conditions = work / "conditions.pt"
     torch.save({"one": cond.select(slice(0, 1)), "split": split_cond, "shape": shape}, conditions)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT / "src"), os.environ.get("PYTHONPATH"))
+                                                       if p)}  # oncodiff from this checkout, as in the parent
     running = []
     for k, jobs in enumerate(groups):
         spec = work / f"group{k}.json"
         spec.write_text(json.dumps({"jobs": jobs, "run": str(run), "conditions": str(conditions), "threads": threads}))
-        running.append((jobs, subprocess.Popen([sys.executable, RUN_SCRIPT, "--child-memory", str(spec)],
+        running.append((jobs, subprocess.Popen([sys.executable, "-m", RUN_MODULE, "--child-memory", str(spec)], cwd=ROOT,
                                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)))
     results = {}
     for jobs, process in running:

@@ -19,8 +19,8 @@ from oncodiff.pipeline.predict import Predictions, case_conditions, predict_case
 from oncodiff.pipeline.sampling import draw_samples, sample_generators
 from oncodiff.pipeline.volumes import CaseVolumes, load_segmenter
 
-from speedbench.common import CLASS_MODE, SSIM_TOLERANCE, log, now, sampling_config, sync
-from speedbench.reference import reference_chain
+from benchmarks.speedbench.common import CLASS_MODE, SSIM_TOLERANCE, log, now, sampling_config, sync
+from benchmarks.speedbench.reference import reference_chain
 
 
 def quality(model: ExportedModel, cases: CaseSet, predictions: Predictions) -> dict:
@@ -66,17 +66,12 @@ def bench_sampling(model: ExportedModel, cases: CaseSet, settings: list, referen
     net, config = model.net, model.config
     # The reference is what a user writes: the network as built, in PyTorch's default (contiguous) memory format,
     # not our channels_last export (load_export).
-    reference_net = _copy(net).to(memory_format=torch.contiguous_format)
+    reference_net = copy_network(net).to(memory_format=torch.contiguous_format)
     cond = case_conditions(model, cases, CLASS_MODE).to(device)
     shape = (net.target_channels, *cond.image.shape[2:])
     keys = [c.key for c in cases.cases]
     configs = {name: sampling_config(config, sampler, steps) for name, sampler, steps in settings}
-    # Warm-up: first calls build oneDNN primitives; time none of them.
-    warm = cond.select(slice(0, 1))
-    reference_chain(reference_net, config, warm, torch.randn((1, *shape), device=device), 2)
-    for name, sampler, steps in settings:
-        gens = sample_generators(seed + 1, keys[:1], n_samples)
-        draw_samples(net, sampling_config(config, sampler, min(steps, 2)), warm, n_samples, gens)
+    _warm_up(model, reference_net, cond, shape, settings, keys, n_samples, seed, device)
     ref_out, ref_chain_s, ref_case_s = [], [], []
     ours_out = {name: [] for name, _, _ in settings}
     ours_case_s = {name: [] for name, _, _ in settings}
@@ -100,46 +95,71 @@ def bench_sampling(model: ExportedModel, cases: CaseSet, settings: list, referen
             sync(device)
             ours_case_s[name].append(now() - start)
         log("  ours: " + ", ".join(f"{name} {ours_case_s[name][-1]:.2f} s" for name, _, _ in settings))
-    # N = 1: one sample of the first case (the reference's is its first chain of each case).
-    ours_n1 = {}
-    for name, _, _ in settings:
-        times = []
-        for _ in range(3):
-            gens = sample_generators(seed, keys[:1], 1)
-            start = now()
-            draw_samples(net, configs[name], cond.select(slice(0, 1)), 1, gens)
-            sync(device)
-            times.append(now() - start)
-        ours_n1[name] = float(np.median(times))
-    ref_n1 = float(np.median(ref_chain_s[::n_samples]))
-    ref_n8 = float(np.mean(ref_case_s))
+    ours_n1 = {name: _one_sample_seconds(net, configs[name], cond, keys, seed, device) for name, _, _ in settings}
     reference_quality = quality(model, cases, predictions_from_generated(cases.batch["pre"], torch.cat(ref_out).cpu(),
                                                                          config.diffusion.target))
-    reference = {"sampler": "MONAI DDIMScheduler via DiffusionInferer.sample", "steps": reference_steps,
-                 "precision": "fp32", "batch": 1, "grad_mode": "no_grad",
-                 "n1_seconds": ref_n1, "n_seconds": ref_n8, "chain_seconds_median": float(np.median(ref_chain_s)),
-                 "achieved_tflops": flops * reference_steps * n_samples / ref_n8 / 1e12, **reference_quality}
+    reference = _reference_row(reference_steps, ref_chain_s, ref_case_s, n_samples, flops, reference_quality)
     rows = []
     for name, sampler, steps in settings:
         q = quality(model, cases, predictions_from_generated(cases.batch["pre"], torch.cat(ours_out[name]).cpu(),
                                                               config.diffusion.target))
-        seconds = float(np.mean(ours_case_s[name]))
-        delta = None if q["ssim_tumor"] is None or reference_quality["ssim_tumor"] is None else \
-            q["ssim_tumor"] - reference_quality["ssim_tumor"]
-        calls = 1 if sampler == "single_step" else steps
-        rows.append({
-            "name": name, "sampler": sampler, "steps": calls, "precision": config.training.precision,
-            "batch": n_samples, "grad_mode": "inference_mode",
-            "n1_seconds": ours_n1[name], "n_seconds": seconds,
-            "speedup_n1": ref_n1 / ours_n1[name], "speedup_n": ref_n8 / seconds,
-            "achieved_tflops": flops * calls * n_samples / seconds / 1e12,
-            "ssim_tumor_delta": delta,
-            "ssim_parity": None if delta is None else bool(abs(delta) <= SSIM_TOLERANCE),
-            "ssim_no_loss": None if delta is None else bool(delta >= -SSIM_TOLERANCE),
-            **q,
-        })
+        rows.append(_setting_row(name, sampler, steps, q, reference, float(np.mean(ours_case_s[name])),
+                                 ours_n1[name], flops, n_samples, config.training.precision))
     return {"cases": keys, "samples": n_samples, "class_label": CLASS_MODE, "seed": seed,
             "reference": reference, "settings": rows}
+
+
+def _warm_up(model: ExportedModel, reference_net: nn.Module, cond: Conditions, shape: tuple, settings: list,
+             keys: list[str], n_samples: int, seed: int, device: torch.device) -> None:
+    """First calls build oneDNN primitives; time none of them."""
+    warm = cond.select(slice(0, 1))
+    reference_chain(reference_net, model.config, warm, torch.randn((1, *shape), device=device), 2)
+    for name, sampler, steps in settings:
+        gens = sample_generators(seed + 1, keys[:1], n_samples)
+        draw_samples(model.net, sampling_config(model.config, sampler, min(steps, 2)), warm, n_samples, gens)
+
+
+def _one_sample_seconds(net: nn.Module, config, cond: Conditions, keys: list[str], seed: int,
+                        device: torch.device) -> float:
+    """Median seconds of one sample of the first case (3 runs); N = 1 (the reference's is its first chain of each
+    case)."""
+    times = []
+    for _ in range(3):
+        gens = sample_generators(seed, keys[:1], 1)
+        start = now()
+        draw_samples(net, config, cond.select(slice(0, 1)), 1, gens)
+        sync(device)
+        times.append(now() - start)
+    return float(np.median(times))
+
+
+def _reference_row(steps: int, chain_seconds: list[float], case_seconds: list[float], n_samples: int, flops: int,
+                   q: dict) -> dict:
+    """The reference's row: N = 1 is its first chain of each case, N its whole case."""
+    n1, n = float(np.median(chain_seconds[::n_samples])), float(np.mean(case_seconds))
+    return {"sampler": "MONAI DDIMScheduler via DiffusionInferer.sample", "steps": steps,
+            "precision": "fp32", "batch": 1, "grad_mode": "no_grad",
+            "n1_seconds": n1, "n_seconds": n, "chain_seconds_median": float(np.median(chain_seconds)),
+            "achieved_tflops": flops * steps * n_samples / n / 1e12, **q}
+
+
+def _setting_row(name: str, sampler: str, steps: int, q: dict, reference: dict, seconds: float, n1_seconds: float,
+                 flops: int, n_samples: int, precision: str) -> dict:
+    """One sampling setting's row: its times and speed-ups against the reference, and its quality."""
+    delta = None if q["ssim_tumor"] is None or reference["ssim_tumor"] is None else \
+        q["ssim_tumor"] - reference["ssim_tumor"]
+    calls = 1 if sampler == "single_step" else steps
+    return {
+        "name": name, "sampler": sampler, "steps": calls, "precision": precision,
+        "batch": n_samples, "grad_mode": "inference_mode",
+        "n1_seconds": n1_seconds, "n_seconds": seconds,
+        "speedup_n1": reference["n1_seconds"] / n1_seconds, "speedup_n": reference["n_seconds"] / seconds,
+        "achieved_tflops": flops * calls * n_samples / seconds / 1e12,
+        "ssim_tumor_delta": delta,
+        "ssim_parity": None if delta is None else bool(abs(delta) <= SSIM_TOLERANCE),
+        "ssim_no_loss": None if delta is None else bool(delta >= -SSIM_TOLERANCE),
+        **q,
+    }
 
 
 def bench_test_split(model: ExportedModel, split: CaseSet, settings: list, n_samples: int, seed: int,
@@ -166,25 +186,9 @@ def bench_variants(model: ExportedModel, cond: Conditions, batches: list[int], e
     ours also at ``extra_batches`` (how many rows per forward pass pay off: sampling.batch_size)."""
     net = model.net
     shape = (net.target_channels, *cond.image.shape[2:])
-    bf16 = lambda: torch.autocast(cond.image.device.type, dtype=torch.bfloat16)
-    plain = _copy(net).to(memory_format=torch.contiguous_format)  # the network as built, default memory format
-    variants = [
-        ("fp32, no_grad", nullcontext, torch.no_grad, None),
-        ("bf16 autocast, no_grad", bf16, torch.no_grad, None),
-        ("bf16 autocast, inference_mode", bf16, torch.inference_mode, None),
-        ("bf16 autocast, inference_mode, channels_last weights and input", bf16, torch.inference_mode,
-         "channels_last_input"),
-        ("bf16 weights + bf16 autocast, inference_mode", bf16, torch.inference_mode, "bf16_weights"),
-    ]
-    if net.spatial_dims == 2:  # load_export's 2D networks: channels_last weights, inputs as they come
-        variants.insert(3, ("bf16 autocast, inference_mode, channels_last weights (ours)", bf16, torch.inference_mode,
-                            "ours"))
-    else:
-        variants[2] = ("bf16 autocast, inference_mode (ours)", bf16, torch.inference_mode, None)
-    if try_compile:
-        variants.append(("bf16 autocast, inference_mode, torch.compile", bf16, torch.inference_mode, "compile"))
+    plain = copy_network(net).to(memory_format=torch.contiguous_format)  # the network as built, default memory format
     rows = []
-    for name, precision, grad_mode, change in variants:
+    for name, precision, grad_mode, change in _variant_list(net, cond, try_compile):
         sizes = batches + extra_batches if name.endswith("(ours)") else batches
         for batch in sizes if change != "compile" else batches[1:2]:  # compile: one shape, minutes of warm-up
             subject = plain
@@ -194,13 +198,13 @@ def bench_variants(model: ExportedModel, cond: Conditions, batches: list[int], e
             if change == "ours":
                 subject = net
             elif change == "channels_last_input":
-                subject = _copy(plain).to(memory_format=torch.channels_last)
+                subject = copy_network(plain).to(memory_format=torch.channels_last)
                 x = x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
                 c = replace(c, image=c.image.contiguous(memory_format=torch.channels_last)) if x.dim() == 4 else c
             elif change == "bf16_weights":  # no per-call weight casts; the inputs stay float32 (autocast casts them)
-                subject = _copy(plain).to(torch.bfloat16)
+                subject = copy_network(plain).to(torch.bfloat16)
             elif change == "compile":
-                subject = torch.compile(_copy(net))  # ours, compiled
+                subject = torch.compile(copy_network(net))  # ours, compiled
             start = now()
             with grad_mode(), precision():
                 try:
@@ -222,7 +226,28 @@ def bench_variants(model: ExportedModel, cond: Conditions, batches: list[int], e
     return rows
 
 
-def _copy(net: nn.Module) -> nn.Module:
+def _variant_list(net: nn.Module, cond: Conditions, try_compile: bool) -> list[tuple]:
+    """(name, precision context, grad mode, change) of every way of running the network."""
+    bf16 = lambda: torch.autocast(cond.image.device.type, dtype=torch.bfloat16)
+    variants = [
+        ("fp32, no_grad", nullcontext, torch.no_grad, None),
+        ("bf16 autocast, no_grad", bf16, torch.no_grad, None),
+        ("bf16 autocast, inference_mode", bf16, torch.inference_mode, None),
+        ("bf16 autocast, inference_mode, channels_last weights and input", bf16, torch.inference_mode,
+         "channels_last_input"),
+        ("bf16 weights + bf16 autocast, inference_mode", bf16, torch.inference_mode, "bf16_weights"),
+    ]
+    if net.spatial_dims == 2:  # load_export's 2D networks: channels_last weights, inputs as they come
+        variants.insert(3, ("bf16 autocast, inference_mode, channels_last weights (ours)", bf16, torch.inference_mode,
+                            "ours"))
+    else:
+        variants[2] = ("bf16 autocast, inference_mode (ours)", bf16, torch.inference_mode, None)
+    if try_compile:
+        variants.append(("bf16 autocast, inference_mode, torch.compile", bf16, torch.inference_mode, "compile"))
+    return variants
+
+
+def copy_network(net: nn.Module) -> nn.Module:
     import copy
 
     return copy.deepcopy(net)

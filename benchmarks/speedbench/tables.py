@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from oncodiff.evaluation.report.tables import markdown
 
-from speedbench.common import SAMPLING_GOAL, SSIM_TOLERANCE, TRAINING_GOAL
+from benchmarks.speedbench.common import SAMPLING_GOAL, SSIM_TOLERANCE, TRAINING_GOAL
 
 
 def goals(r: dict) -> dict:
@@ -36,7 +36,11 @@ def _f(value, fmt: str = ".2f") -> str:
 
 
 def tables(r: dict) -> str:
-    s, ref = r["sampling"], r["sampling"]["reference"]
+    return "\n".join(_header(r) + [_sampling_table(r["sampling"])] + _other_tables(r) + _goal_lines(r["goals"]))
+
+
+def _header(r: dict) -> list[str]:
+    s = r["sampling"]
     m = r["machine"]
     lines = [f"# Speed benchmark{' (--quick: smoke test, numbers mean nothing)' if r['quick'] else ''}", "",
              (f"Machine: {m['cpu']}, {m['logical_cpus']} logical CPUs, torch {m['torch']}, {m['threads']} threads, "
@@ -49,6 +53,11 @@ def tables(r: dict) -> str:
              f"{r['peak']['at_end']['fp32_tflops']:.3f})."), "",
              (f"## Sampling: one case, N = 1 and N = {s['samples']} (mean over {len(s['cases'])} test cases, "
              f"same seeds and starting noise for every method)"), ""]
+    return lines
+
+
+def _sampling_table(s: dict) -> str:
+    ref = s["reference"]
     rows = [["reference: MONAI DDIM, fp32, batch 1", ref["steps"], _f(ref["n1_seconds"]), _f(ref["n_seconds"]),
              "1", "1", _f(ref["achieved_tflops"], ".3f"), _f(100 * ref["fraction_bf16_peak"], ".1f"),
              _f(ref["ssim_tumor"], ".4f"), "-", _f(ref["volume_change_mae_pp"], ".1f")]]
@@ -58,11 +67,14 @@ def tables(r: dict) -> str:
                      _f(row["achieved_tflops"], ".3f"), _f(100 * row["fraction_bf16_peak"], ".1f"),
                      _f(row["ssim_tumor"], ".4f"), _f(row["ssim_tumor_delta"], "+.4f"),
                      _f(row["volume_change_mae_pp"], ".1f")])
-    lines.append(md(["method", "network calls", "N=1 s", f"N={s['samples']} s", "speed-up N=1",
-                           f"speed-up N={s['samples']}", "TFLOP/s", "% bf16 peak", "in-tumour SSIM",
-                           "SSIM vs ref", "vol. change MAE pp"], rows))
+    return md(["method", "network calls", "N=1 s", f"N={s['samples']} s", "speed-up N=1",
+               f"speed-up N={s['samples']}", "TFLOP/s", "% bf16 peak", "in-tumour SSIM", "SSIM vs ref",
+               "vol. change MAE pp"], rows)
+
+
+def _other_tables(r: dict) -> list[str]:
     t = r["test_split"]
-    lines += ["", f"## Whole test split: {t['cases']} cases x {t['samples']} samples (predict_cases)", "",
+    lines = ["", f"## Whole test split: {t['cases']} cases x {t['samples']} samples (predict_cases)", "",
               md(["setting", "seconds", "speed-up vs reference (estimated)"],
                        [[x["name"], _f(x["seconds"], ".1f"), _f(x["speedup_vs_reference_estimate"], ".0f")]
                         for x in t["settings"]]),
@@ -82,12 +94,14 @@ def tables(r: dict) -> str:
                        [[v["name"], v["batch"], _f(v.get("ms_per_crop")), _f(v.get("tflops"), ".3f"),
                          _f(100 * v["fraction_bf16_peak"], ".1f") if "fraction_bf16_peak" in v else v.get("error", "-")]
                         for v in r["variants"]])]
-    g = r["goals"]
-    lines += ["", "## Goals", "",
-              (f"- Sampling: {g['sampling']['goal']}: best setting at parity {g['sampling']['best_setting']} "
-              f"({_f(g['sampling']['speedup'], '.1f')}x): {'met' if g['sampling']['met'] else 'NOT met'}."),
-              (f"- Training: {g['training']['goal']}: {g['training']['ratio_2d']:.2f}x (3D: "
-              f"{g['training']['ratio_3d']:.2f}x): {'met' if g['training']['met'] else 'NOT met'}."),
-              (f"- Utilisation: best sampling setting reaches "
-              f"{100 * g['utilisation']['best_sampling_fraction_bf16_peak']:.1f} % of the measured bf16 peak.")]
-    return "\n".join(lines)
+    return lines
+
+
+def _goal_lines(g: dict) -> list[str]:
+    return ["", "## Goals", "",
+            (f"- Sampling: {g['sampling']['goal']}: best setting at parity {g['sampling']['best_setting']} "
+             f"({_f(g['sampling']['speedup'], '.1f')}x): {'met' if g['sampling']['met'] else 'NOT met'}."),
+            (f"- Training: {g['training']['goal']}: {g['training']['ratio_2d']:.2f}x (3D: "
+             f"{g['training']['ratio_3d']:.2f}x): {'met' if g['training']['met'] else 'NOT met'}."),
+            (f"- Utilisation: best sampling setting reaches "
+             f"{100 * g['utilisation']['best_sampling_fraction_bf16_peak']:.1f} % of the measured bf16 peak.")]

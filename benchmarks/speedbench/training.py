@@ -12,9 +12,9 @@ from oncodiff.config import Config
 from oncodiff.pipeline.cases import CaseSet
 from oncodiff.models.factory import ModelLayout
 
-from speedbench.common import now
-from speedbench.reference import reference_training_step
-from speedbench.sampling import _copy
+from benchmarks.speedbench.common import now
+from benchmarks.speedbench.reference import reference_training_step
+from benchmarks.speedbench.sampling import copy_network
 
 
 def training_batch(cases: CaseSet, batch_size: int, dims: int, depth: int) -> dict:
@@ -40,7 +40,7 @@ def bench_training(config: Config, layout: ModelLayout, state: dict | None, case
     module = module_class(config)(config, layout, total_steps=1000)
     if state is not None:
         module.net.load_state_dict(state)
-    reference_net = _copy(module.net)
+    reference_net = copy_network(module.net)
     ours_opt = torch.optim.AdamW(module.parameters(), lr=1e-5)
     ref_opt = torch.optim.Adam(reference_net.parameters(), lr=1e-5)
     schedule = {"cosine": "cosine", "linear": "linear_beta", "scaled_linear": "scaled_linear_beta"}

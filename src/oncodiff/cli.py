@@ -61,12 +61,18 @@ def _config(preset: str, overrides: list[str] | None):
 
 @app.command()
 def presets() -> None:
-    """List the presets that ship with oncodiff."""
+    """List the presets that ship with oncodiff, and each paper's chain of them (docs/presets.md)."""
     from oncodiff.config import preset_names, preset_path
+    from oncodiff.presets.papers import PAPERS
 
     for name in preset_names():
         first = preset_path(name).read_text(encoding="utf-8").splitlines()[0].lstrip("# ").strip()
         typer.echo(f"{name:14s} {first}")
+    typer.echo("\npapers (each chain's presets in the order they run; `oncodiff train --preset NAME`):")
+    for paper in PAPERS:
+        typer.echo(f"{paper.name} ({paper.citation.short()}): {paper.site}, {paper.dims}D")
+        for chain in paper.chains().values():
+            typer.echo("  " + " -> ".join(stage.preset for stage in chain))
 
 
 @app.command()
@@ -150,7 +156,7 @@ def train(
     num_nodes: Optional[int] = typer.Option(None, help="nodes for DDP (Lightning)"),
     verbose: bool = typer.Option(False, "--verbose", help=VERBOSE_HELP),
 ) -> None:
-    """Train a model on a cohort; writes config.json, splits.json, checkpoints, metrics.csv, model.safetensors."""
+    """Train a model on a cohort; writes config.json, splits.json, checkpoints, metrics.csv and model/ (the export)."""
     from oncodiff.training import train as train_fn
     from oncodiff.training.console import quiet_framework
 

@@ -17,6 +17,7 @@ import shlex
 import time
 from pathlib import Path
 
+from oncodiff.cohort.schema import COHORT_YAML
 from oncodiff.config import Config
 from oncodiff.errors import CohortError
 from oncodiff.runs import RunFolder
@@ -71,7 +72,7 @@ def run_demo(out: str | Path, site: str, n_patients: int, config: Config, seed: 
 def _cohort(path: Path, site: str, n_patients: int, dims: int, seed: int) -> Path:
     from oncodiff.synth import synthesize
 
-    if (path / "cohort.yaml").is_file():
+    if (path / COHORT_YAML).is_file():
         return path
     print(f"writing a synthetic {site} cohort of {n_patients} patients ({dims}D) to {path}", flush=True)
     return synthesize(site=site, n_patients=n_patients, dims=dims, seed=seed, out=path)
@@ -84,7 +85,7 @@ def _test_patients(run: Path) -> list[str]:
 def _positive(cohort: Path) -> str:
     import yaml
 
-    spec = yaml.safe_load((cohort / "cohort.yaml").read_text(encoding="utf-8"))
+    spec = yaml.safe_load((cohort / COHORT_YAML).read_text(encoding="utf-8"))
     return spec["outcomes"]["response"]["positive"]
 
 

@@ -15,7 +15,9 @@ Every verb that writes a folder (synth, train, predict, evaluate) or a file (rep
   marker says ``training``, then ``calibrating``, then ``complete``, and readers check it
   (:func:`check_run_finished`). :class:`RunLock` keeps a second writer out of a run folder.
 
-This module imports nothing else from oncodiff but its errors, so every package may use it.
+This module owns the marker (:data:`MARKER`) and lock (:data:`LOCK`) file names of every output folder. It
+imports only ``errors``, ``runs`` (the run folder's names) and ``cohort.schema`` (``cohort.yaml``, to refuse a
+cohort folder), so every package above those may use it.
 """
 
 from __future__ import annotations
@@ -32,12 +34,13 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from oncodiff.cohort.schema import COHORT_YAML
 from oncodiff.errors import OncodiffError
+from oncodiff.layouts import REPORT_HTML
 from oncodiff.runs import MODEL_DIR, RunFolder
 
 MARKER = ".oncodiff-output.json"
 LOCK = "train.lock"
-COHORT_YAML = "cohort.yaml"
 KINDS = ("cohort", "run", "predictions", "evaluation")
 COMPLETE = "complete"
 NAME_MAX = 255
@@ -158,7 +161,7 @@ def check_output_file(out: str | Path, own_folder: Path, inputs: dict[str, str |
     cohort or run folder (``own_folder``, the evaluation it renders, may hold it)."""
     path = _resolved(out)
     if path.is_dir():
-        path = path / "report.html"
+        path = path / REPORT_HTML
     if path.exists():
         if not path.is_file() or REPORT_SIGNATURE not in _head(path):
             raise OutputError(f"--out {path} exists and is not a report oncodiff wrote; choose a new file name")

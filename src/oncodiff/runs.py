@@ -15,9 +15,10 @@
     RUN/.oncodiff-output.json  the marker: training, then calibrating, then complete (docs/outputs.md)
     RUN/train.lock         held by the process writing the run (pid, host); stale once that process is gone
 
-This module is the one place these names are spelled, and it sits low in the stack (it imports only
-``errors``) so that training, pipeline, evaluation, the viewer and the benchmarks all read a run
-through it.
+This module is the one place these names are spelled, except the marker and the lock, whose names
+``outputs.py`` owns for every output folder (``outputs.MARKER``, ``outputs.LOCK``). It sits low in the stack
+(it imports only ``errors``) so that training, pipeline, evaluation, the viewer and the benchmarks all read a
+run through it.
 """
 
 from __future__ import annotations
@@ -133,6 +134,11 @@ class RunFolder:
         return self.root / "checkpoints"
 
     @property
+    def best_checkpoint(self) -> Path:
+        """Lightning's best checkpoint on the validation loss (its ModelCheckpoint names it by the stem)."""
+        return self.checkpoints / "best.ckpt"
+
+    @property
     def last_checkpoint(self) -> Path:
         return self.checkpoints / "last.ckpt"
 
@@ -146,7 +152,7 @@ class RunFolder:
 
     @property
     def model_dir(self) -> Path:
-        return self.root / "model"
+        return self.root / MODEL_DIR
 
     @property
     def weights(self) -> Path:

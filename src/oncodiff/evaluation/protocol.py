@@ -21,6 +21,7 @@ from scipy import stats
 
 from oncodiff import __version__
 from oncodiff.config import Config
+from oncodiff.cohort.schema import SCANS_CSV
 from oncodiff.errors import OncodiffError
 from oncodiff.evaluation.baselines import DENOISED_LABEL, TRAINED_BASELINES, ensure_baseline, trivial_predictions
 from oncodiff.evaluation.counterfactual import evaluate_counterfactuals
@@ -30,6 +31,7 @@ from oncodiff.evaluation.metrics import MetricTable, image_metrics
 from oncodiff.evaluation.stage2 import evaluate_outcomes
 from oncodiff.evaluation.report.tables import format_tables
 from oncodiff.evaluation.uncertainty import calibration_curve, coverage, spread_error_correlation
+from oncodiff.layouts import EvaluationFolder
 from oncodiff.models.conditions import CLASS_LABEL_KEYS
 from oncodiff.outputs import check_output, check_run_finished, reads_cohort, staged_folder
 from oncodiff.pipeline.calibration import IntervalCalibration
@@ -92,11 +94,11 @@ def evaluate(model: str | Path, cohort: str | Path, out: str | Path, overrides: 
     tables = format_tables(summary)
     with staged_folder(out, "evaluation") as partial:
         _write_figures(partial, methods, cases)
-        (partial / "summary.json").write_text(json.dumps(summary, indent=2, default=_json_default) + "\n",
-                                              encoding="utf-8")
-        (partial / "tables.md").write_text(tables, encoding="utf-8")
+        EvaluationFolder(partial).summary_json.write_text(json.dumps(summary, indent=2, default=_json_default) + "\n",
+                                                          encoding="utf-8")
+        EvaluationFolder(partial).tables_md.write_text(tables, encoding="utf-8")
     print(tables, flush=True)
-    return out / "summary.json"
+    return EvaluationFolder(out).summary_json
 
 
 def _training_cohort(run: Path, cohort: str | Path) -> Path:
@@ -107,7 +109,7 @@ def _training_cohort(run: Path, cohort: str | Path) -> Path:
     fingerprint = json.loads(recorded.read_text(encoding="utf-8"))
     if same_cohort(fingerprint, cohort):
         return Path(cohort)
-    if not (Path(fingerprint["path"]) / "scans.csv").is_file():
+    if not (Path(fingerprint["path"]) / SCANS_CSV).is_file():
         raise OncodiffError(f"{cohort} is not the cohort {run} was trained on, and that cohort ({fingerprint['path']}, "
                             f"recorded in {recorded}) is gone; evaluate needs it to train the baselines on the run's "
                             "training split: restore it there, or evaluate on the training cohort")
@@ -167,7 +169,7 @@ def _score(methods: list[MethodResult], cases: CaseSet, config: Config) -> dict:
         table.add(m.name, image_metrics(m.predictions.mean, post, tumor, ev.bbox_margin, ev.data_range,
                                         spatial_dims=spatial_dims), case_ids=keys)
         volumes = m.volumes.grouped(groups)
-        out["size"][m.name] = _size_scores(volumes)
+        out["size"][m.name] = size_scores(volumes)
         out["uncertainty"][m.name] = _uncertainty(volumes, m.calibration, ev.coverage_levels)
         out["distribution"][m.name] = _mmd(m.predictions.mean, post, ev.mmd_bandwidth)
     out["image_metrics"] = {"aggregate": table.aggregate(), "per_case": table.rows()}
@@ -232,7 +234,7 @@ def _mmd(mean: np.ndarray, post: np.ndarray, bandwidth: float | None) -> dict:
     return {"mmd": mmd(mean.reshape(len(post), -1), post.reshape(len(post), -1), bandwidth)}
 
 
-def _size_scores(volumes: CaseVolumes) -> dict:
+def size_scores(volumes: CaseVolumes) -> dict:
     """Volume-change accuracy of one method against the ground-truth follow-up masks."""
     pred = np.nanmean(volumes.change(), axis=1) if np.isfinite(volumes.samples).any() else np.full(len(volumes.true), np.nan)
     true = volumes.true_change()
@@ -284,7 +286,7 @@ def _write_figures(out: Path, methods: list[MethodResult], cases: CaseSet) -> No
         arrays[f"{m.name}/samples"] = m.predictions.samples[:k, :2]
         arrays[f"{m.name}/std"] = m.predictions.std[:k]
         arrays[f"{m.name}/tumor_probability"] = m.volumes.probability[:k]
-    np.savez_compressed(out / "figures.npz", **arrays)
+    np.savez_compressed(EvaluationFolder(out).figures_npz, **arrays)
 
 
 def _json_default(value):

@@ -107,7 +107,7 @@ class ClassPrior:
         groups = np.arange(len(labels)) if groups is None else np.asarray(groups)
         sets = {name: standardise(x[known].astype(np.float64)) for name, x in feature_sets.items()}
         frequencies = np.bincount(y, minlength=n_classes)[:n_classes] / len(y)
-        splits, folds = _folds(y, groups[known], seed)
+        splits, folds = grouped_folds(y, groups[known], seed)
         if splits is None:  # too few patients to cross-validate: the clinical model at sklearn's default C
             name = next(iter(sets))
             return cls._refit(sets[name], y, n_classes, seed, frequencies, name, L2_C, 0.0, "default",
@@ -130,7 +130,7 @@ class ClassPrior:
         if name == BASE_RATE:
             return cls((), (), (), (), n_classes, len(y), 0.0, selection, rates, BASE_RATE, 1.0, None, families)
         z, mean, scale = standardised
-        coef, intercept = _logistic(z, y, n_classes, c, seed)
+        coef, intercept = fit_logistic(z, y, n_classes, c, seed)
         return cls(tuple(mean), tuple(scale), tuple(map(tuple, coef)), tuple(intercept), n_classes, len(y),
                    float(c), selection, rates, name, float(shrinkage), timestep, families)
 
@@ -171,7 +171,7 @@ def standardise(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return (x - mean) / scale, mean, scale
 
 
-def _logistic(z: np.ndarray, y: np.ndarray, n_classes: int, c: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def fit_logistic(z: np.ndarray, y: np.ndarray, n_classes: int, c: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """(K, F) coefficients and (K,) intercepts of an L2 logistic regression; classes absent from ``y`` get a
     -1e4 intercept. Unweighted: the mixture needs calibrated probabilities, and class weights would pull them
     towards the balanced split (a 27 % responder rate would be sampled as if it were 50 %)."""
@@ -189,7 +189,7 @@ def _logistic(z: np.ndarray, y: np.ndarray, n_classes: int, c: float, seed: int)
     return coef, intercept
 
 
-def _folds(y: np.ndarray, groups: np.ndarray, seed: int) -> tuple[list | None, int]:
+def grouped_folds(y: np.ndarray, groups: np.ndarray, seed: int) -> tuple[list | None, int]:
     """Stratified folds that keep a patient's rows together; None when a class has too few patients for two."""
     from sklearn.model_selection import StratifiedGroupKFold
 
@@ -210,7 +210,7 @@ def _cross_validate(sets: Mapping[str, tuple], y: np.ndarray, n_classes: int, sp
     rates = np.zeros((len(y), n_classes))
     for train, test in splits:
         rates[test] = np.bincount(y[train], minlength=n_classes)[:n_classes] / len(train)
-    held_out = {(name, c): _out_of_fold(z, y, n_classes, splits, c, seed) for name, (z, _, _) in sets.items()
+    held_out = {(name, c): out_of_fold_probabilities(z, y, n_classes, splits, c, seed) for name, (z, _, _) in sets.items()
                 for c in C_GRID}
     candidates = [((BASE_RATE, 0.0, 1.0), negative_log_likelihood(rates, y))]
     for shrinkage in sorted(SHRINKAGE_GRID, reverse=True):
@@ -236,7 +236,7 @@ def _nested_gain(sets: Mapping[str, tuple], y: np.ndarray, n_classes: int, split
     split again keep the base rate (gain 0)."""
     gain = np.zeros(len(y))
     for train, test in splits:
-        inner, _ = _folds(y[train], groups[train], seed)
+        inner, _ = grouped_folds(y[train], groups[train], seed)
         rates = np.bincount(y[train], minlength=n_classes)[:n_classes] / len(train)
         if inner is None or len(np.unique(y[train])) < 2:
             continue
@@ -244,7 +244,7 @@ def _nested_gain(sets: Mapping[str, tuple], y: np.ndarray, n_classes: int, split
                                                   y[train], n_classes, inner, seed, groups[train])
         if name == BASE_RATE:
             continue
-        coef, intercept = _logistic(sets[name][0][train], y[train], n_classes, c, seed)
+        coef, intercept = fit_logistic(sets[name][0][train], y[train], n_classes, c, seed)
         p = (1 - shrinkage) * _softmax(sets[name][0][test] @ coef.T + intercept) + shrinkage * rates
         gain[test] = negative_log_likelihood(np.tile(rates, (len(test), 1)), y[test]) - negative_log_likelihood(p, y[test])
     return float(_per_patient(gain, groups).mean())
@@ -261,7 +261,7 @@ def _per_patient(values: np.ndarray, groups: np.ndarray) -> np.ndarray:
     return np.bincount(index, weights=values) / np.bincount(index)
 
 
-def _out_of_fold(z: np.ndarray, y: np.ndarray, n_classes: int, splits: list, c: float, seed: int) -> np.ndarray:
+def out_of_fold_probabilities(z: np.ndarray, y: np.ndarray, n_classes: int, splits: list, c: float, seed: int) -> np.ndarray:
     """(N, K) held-out probabilities of a logistic regression at inverse L2 strength ``c``."""
     from sklearn.linear_model import LogisticRegression
 

@@ -26,6 +26,7 @@ from oncodiff.cohort.io import stored_shape, with_stored_shape
 from oncodiff.config import PREDICTING_STAGES, Config
 from oncodiff.data import baseline_scan, paste_crops
 from oncodiff.errors import OncodiffError
+from oncodiff.layouts import PNG, PredictionsFolder
 from oncodiff.outputs import (
     RunLock, check_output, check_run_finished, read_marker, reads_cohort, staged_folder, write_marker,
 )
@@ -235,7 +236,7 @@ def predict(model: str | Path, cohort: str | Path, out: str | Path, patients: Se
     with staged_folder(out, "predictions") as partial:
         summaries = [write_follow_up(partial, cases, group, predictions, volumes, config.sampling.agreement_threshold,
                                      calibration) for group in cases.follow_ups()]
-        (partial / "summary.json").write_text(json.dumps({
+        PredictionsFolder(partial).summary_json.write_text(json.dumps({
             "model": str(exported.path), "cohort": str(cases.cohort.root), "samples": n, "seed": seed,
             "overrides": list(overrides), "sampling": config.sampling.model_dump(mode="json"),
             "interval_calibration": calibration_note, "class_prior": prior_note,
@@ -329,7 +330,8 @@ def write_follow_up(out: Path, cases: CaseSet, group: Sequence[int], predictions
     """Write one follow-up's images (its crops ``group`` stitched into the baseline scan's geometry, scanner
     units) and return its summary; volumes are summed over the crops."""
     first = cases.cases[group[0]]
-    folder = out / first.follow_up_key.replace("/", "_")
+    layout = PredictionsFolder(out)
+    folder = layout.follow_up(first.follow_up_key)
     folder.mkdir(parents=True, exist_ok=True)
     background = baseline_scan(cases.cohort.root, first.baseline_image, first.geometry).array
     geometries = [cases.cases[i].geometry for i in group]
@@ -344,14 +346,16 @@ def write_follow_up(out: Path, cases: CaseSet, group: Sequence[int], predictions
     files, shape = {}, stored_shape(cases.cohort.path(first.baseline_image))  # singleton axes included
     for name, (arrays, base) in crops.items():
         image = paste_crops(geometries, list(arrays), 1, base)
-        files[name] = write_image(with_stored_shape(image.array, shape), image, folder / f"{name}.nii.gz").name
+        files[name] = write_image(with_stored_shape(image.array, shape), image,
+                                  layout.layer(first.follow_up_key, name)).name
         if image.ndim == 2 and not name.startswith("sample_"):
-            write_image(image.array, image, folder / f"{name}.png")
+            write_image(image.array, image, layout.layer(first.follow_up_key, name, PNG))
     summary = {"key": first.follow_up_key, "patient_id": first.patient_id, "lesion_id": first.lesion_id,
                "timepoint": first.timepoint, "days": first.days, "crops": len(group),
                **volumes.grouped([list(group)]).summary(0, calibration), "files": files}
     if predictions.class_probability is not None:
         summary["class_probability"] = [float(p) for p in predictions.class_probability[group[0]]]
         summary["sample_classes"] = [int(c) for c in predictions.sample_classes[group[0]]]
-    (folder / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    layout.follow_up_summary_json(first.follow_up_key).write_text(json.dumps(summary, indent=2) + "\n",
+                                                                  encoding="utf-8")
     return summary

@@ -249,7 +249,7 @@ def _trainer(run: RunFolder, config: Config, total_steps: int) -> L.Trainer:
         # holds its epoch's early-stopping check. Saved at the train epoch's end instead, a resumed run replays
         # that end: the sampler is then set to the next epoch twice (data order one epoch ahead) and early
         # stopping finds no val_loss logged yet and fails.
-        ModelCheckpoint(dirpath=run.checkpoints, filename="best", monitor="val_loss", mode="min",
+        ModelCheckpoint(dirpath=run.checkpoints, filename=run.best_checkpoint.stem, monitor="val_loss", mode="min",
                         save_on_train_epoch_end=False),
         # Checked after validation only: a run whose budget ends inside its first epoch has no val_loss yet.
         EarlyStopping(monitor="val_loss", mode="min", patience=train.patience, check_on_train_epoch_end=False),

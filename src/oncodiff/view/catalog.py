@@ -19,9 +19,10 @@ import numpy as np
 from scipy import ndimage
 
 from oncodiff.cohort import Cohort, read_image, write_image
+from oncodiff.cohort.io import NIFTI_SUFFIXES
+from oncodiff.layouts import PredictionsFolder
 from oncodiff.view.folders import ViewerFolders, touch
 
-NIFTI_SUFFIXES = (".nii", ".nii.gz")
 PREDICTED_LAYERS = ("mean", "std", "drift", "agreement", "tumor_probability")
 TUMOUR_PROBABILITY_CUT = 0.5  # a voxel is predicted tumour when at least half of the samples find tumour there
 
@@ -37,14 +38,14 @@ class PredictionSet:
 
     @classmethod
     def read(cls, set_id: str, folder: Path) -> PredictionSet:
-        return cls(set_id, folder, json.loads((folder / "summary.json").read_text(encoding="utf-8")))
+        return cls(set_id, folder, json.loads(PredictionsFolder(folder).summary_json.read_text(encoding="utf-8")))
 
     def case(self, slot: tuple[str, str, str]) -> dict | None:
         """The case entry of summary.json for a (patient, lesion, slice) slot, or None."""
         return next((c for c in self.summary["cases"] if case_slot(c["key"]) == slot), None)
 
     def case_folder(self, case: dict) -> Path:
-        return self.folder / case["key"].replace("/", "_")
+        return PredictionsFolder(self.folder).follow_up(case["key"])
 
 
 def case_slot(key: str) -> tuple[str, str, str]:

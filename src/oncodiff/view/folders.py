@@ -11,7 +11,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from oncodiff.cohort.schema import COHORT_YAML
 from oncodiff.errors import OncodiffError
+from oncodiff.layouts import SUMMARY_JSON, PredictionsFolder
 
 ROOTS = ("run", "cohort", "predictions", "cache")
 
@@ -38,7 +40,7 @@ class ViewerFolders:
         if cohort is None:
             cohort = _cohort_of(predictions)
         cohort = _existing(cohort, "--cohort")
-        if not (cohort / "cohort.yaml").is_file():
+        if not (cohort / COHORT_YAML).is_file():
             raise OncodiffError(f"--cohort {cohort}: no cohort.yaml there; pass the cohort folder the model predicts")
         cache = Path(cache).resolve() if cache is not None else (predictions or run) / "view-cache"
         if cache == cohort or cohort in cache.parents:
@@ -84,8 +86,8 @@ def _existing(path: str | Path, option: str) -> Path:
 
 
 def _cohort_of(predictions: Path | None) -> Path:
-    summary = predictions / "summary.json" if predictions else None
+    summary = PredictionsFolder(predictions).summary_json if predictions else None
     if summary is None or not summary.is_file():
         raise OncodiffError("--cohort is needed (the cohort folder with the baseline scans), unless --predictions "
-                            "names an `oncodiff predict` output, whose summary.json says its cohort")
+                            f"names an `oncodiff predict` output, whose {SUMMARY_JSON} says its cohort")
     return Path(json.loads(summary.read_text(encoding="utf-8"))["cohort"])

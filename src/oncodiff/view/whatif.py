@@ -22,6 +22,7 @@ from oncodiff.cohort import Cohort
 from oncodiff.config import Config
 from oncodiff.data import ClinicalEncoder
 from oncodiff.errors import ConfigError, OncodiffError
+from oncodiff.layouts import SUMMARY_JSON, PredictionsFolder
 from oncodiff.pipeline.cases import class_labels
 from oncodiff.models.factory import ModelLayout
 from oncodiff.pipeline.export import read_export_meta
@@ -185,7 +186,7 @@ class PredictionStore:
                 c["patient_id"] == request.patient for c in self.given.summary["cases"]):
             return self.given
         folder = self.folder / request.key
-        if not (folder / "summary.json").is_file():
+        if not PredictionsFolder(folder).summary_json.is_file():
             return None
         touch(folder)
         return PredictionSet.read(request.key, folder)
@@ -194,7 +195,7 @@ class PredictionStore:
         if set_id == "given":
             return self.given
         folder = self.folder / set_id
-        if not set_id.isalnum() or not (folder / "summary.json").is_file():
+        if not set_id.isalnum() or not PredictionsFolder(folder).summary_json.is_file():
             return None
         touch(folder)
         return PredictionSet.read(set_id, folder)
@@ -251,6 +252,6 @@ def _least_recently_used(paths: list[Path], keep: int) -> list[Path]:
 def read_given(predictions: Path | None) -> PredictionSet | None:
     if predictions is None:
         return None
-    if not (predictions / "summary.json").is_file():
-        raise OncodiffError(f"--predictions {predictions}: no summary.json; pass a folder written by `oncodiff predict`")
+    if not PredictionsFolder(predictions).summary_json.is_file():
+        raise OncodiffError(f"--predictions {predictions}: no {SUMMARY_JSON}; pass a folder written by `oncodiff predict`")
     return PredictionSet.read("given", predictions)

@@ -1,8 +1,9 @@
+# Run from the repository root: python benchmarks/results/presets/gbm-ldm-overfit/score_last_checkpoint.py OUT NAME
+# LAST SPLIT (written as `import presets as P` beside benchmarks/; benchmarks is now a package).
 import sys, time
 from pathlib import Path
 import numpy as np, torch
-sys.path.insert(0, "benchmarks")
-import presets as P
+import benchmarks.presets as P
 from oncodiff.pipeline.export import load_export
 from oncodiff.pipeline.predict import predict_cases
 out = Path(sys.argv[1]); name = sys.argv[2]; last = sys.argv[3]; split = sys.argv[4]

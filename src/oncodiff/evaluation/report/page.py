@@ -20,6 +20,7 @@ import numpy as np
 
 from oncodiff import __version__
 from oncodiff.errors import OncodiffError
+from oncodiff.layouts import FIGURES_NPZ, SUMMARY_JSON, EvaluationFolder
 from oncodiff.evaluation.report.figures import (
     CaseImages, calibration_figure, case_figure, kaplan_meier_figure, load_case_images, png_base64,
     reliability_figure, ssim_histogram, training_curves_figure,
@@ -62,9 +63,9 @@ def write_report(evaluation_dir: str | Path, out: str | Path | None = None) -> P
 
 
 def _load_summary(evaluation: Path) -> dict:
-    path = evaluation / "summary.json"
+    path = EvaluationFolder(evaluation).summary_json
     if not path.is_file():
-        raise OncodiffError(f"{evaluation}: no summary.json; pass the folder written by `oncodiff evaluate`")
+        raise OncodiffError(f"{evaluation}: no {SUMMARY_JSON}; pass the folder written by `oncodiff evaluate`")
     try:
         summary = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as error:
@@ -77,12 +78,12 @@ def _load_summary(evaluation: Path) -> dict:
 def _output_path(evaluation: Path, out: str | Path | None, summary: dict) -> Path:
     """A new file, or a report oncodiff wrote; never inside a cohort or run folder (oncodiff/outputs.py)."""
     inputs = {role: summary[role] for role in ("cohort", "run") if summary.get(role)}
-    path = check_output_file(evaluation / "report.html" if out is None else out, evaluation, inputs)
+    path = check_output_file(EvaluationFolder(evaluation).report_html if out is None else out, evaluation, inputs)
     return make_folder(path.parent) / path.name
 
 
 def _load_figures(evaluation: Path) -> dict[str, np.ndarray] | None:
-    path = evaluation / "figures.npz"
+    path = EvaluationFolder(evaluation).figures_npz
     if not path.is_file():
         return None
     with np.load(path, allow_pickle=False) as arrays:
@@ -128,7 +129,7 @@ def _header(summary: dict, evaluation: Path) -> str:
     data, model, diffusion, sampling = (config.get(k, {}) for k in ("data", "model", "diffusion", "sampling"))
     segmenter = summary.get("segmenter") or {}
     rows = [("run", summary.get("run")), ("cohort", summary.get("cohort")), ("data hash", summary.get("data_hash")),
-            ("evaluation folder", str(evaluation)), ("evaluated", _modified(evaluation / "summary.json")),
+            ("evaluation folder", str(evaluation)), ("evaluated", _modified(EvaluationFolder(evaluation).summary_json)),
             ("report written", dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")),
             ("oncodiff version", _versions(summary.get("oncodiff_version"))),
             ("test cases", f"{len(summary.get('test_cases', []))} (cases with a ground-truth follow-up in the run's "
@@ -317,7 +318,7 @@ def _kaplan_meier_plot(summary: dict) -> str:
 def _cases_section(summary: dict, figures: Mapping[str, np.ndarray] | None, labels: dict[str, str]) -> str:
     head = "<section id=\"cases\"><h2>Test cases, image by image</h2>"
     if figures is None or "keys" not in figures:
-        return head + _missing("No figures.npz in the evaluation folder: re-run `oncodiff evaluate` to draw the "
+        return head + _missing(f"No {FIGURES_NPZ} in the evaluation folder: re-run `oncodiff evaluate` to draw the "
                                "cases.") + "</section>"
     cases = load_case_images(figures, list(labels))
     absent = [labels[m] for m in labels if not cases or m not in cases[0].methods]
@@ -326,7 +327,7 @@ def _cases_section(summary: dict, figures: Mapping[str, np.ndarray] | None, labe
              "= brighter at follow-up, blue = darker; stronger predicted drifts saturate); uncertainty = per-voxel "
              "std over the samples. Axial view, radiological convention (patient's right on the left).</p>")
     if absent:
-        intro += _missing("Not in figures.npz, so not drawn: " + "; ".join(absent) + ".")
+        intro += _missing(f"Not in {FIGURES_NPZ}, so not drawn: " + "; ".join(absent) + ".")
     return head + intro + "".join(_case_html(summary, case, labels) for case in cases) + "</section>"
 
 

@@ -1,7 +1,8 @@
 """CPU seconds per optimiser step, measured by training's own step probe: turns a CPU-minute budget into steps.
 
 A budget in CPU time of this process (not wall time) does not depend on how busy a shared machine is, so
-the same command trains the same number of steps whatever else runs beside it.
+the same command trains the same number of steps whatever else runs beside it. The benchmarks budget their
+runs this way (benchmarks/presets.py, benchmarks/volumetric.py).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ def cpu_seconds_per_step(cohort: Path, config: Config, cache: Path, repeats: int
     """Training's step probe (loading, forward, backward, optimiser) for ``config`` on ``cohort``, in CPU
     seconds of this process; registration is skipped (a step's cost does not depend on it)."""
     from oncodiff.data import CohortDataModule
-    from oncodiff.training.train import measure_step_seconds, model_layout
+    from oncodiff.training.train import measure_step_seconds, model_layout  # lazily: train imports Lightning
 
     config = config.with_overrides(["data.registration=none"])
     data = CohortDataModule(cohort, config, cache_dir=cache)
