@@ -56,12 +56,12 @@ from oncodiff.pipeline.export import ExportedModel, load_export
 from oncodiff.pipeline.predict import Predictions, case_conditions, predict_cases, predictions_from_generated
 from oncodiff.pipeline.volumes import CaseVolumes, load_segmenter
 from oncodiff.precision import cpu_has_native_bf16
+from oncodiff.evaluation.paired import paired_difference  # the patient bootstrap of `oncodiff evaluate`
 from oncodiff.runs import RunFolder
 from oncodiff.synth import synthesize
 from oncodiff.training import train
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from quality import paired_difference  # noqa: E402  (benchmarks/ is a folder of scripts)
 from stepcost import cpu_seconds_per_step, steps_for  # noqa: E402
 
 

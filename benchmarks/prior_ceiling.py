@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -42,11 +41,9 @@ from oncodiff.pipeline.class_prior import ClassPrior
 from oncodiff.pipeline.export import load_export
 from oncodiff.pipeline.predict import predict_cases
 from oncodiff.pipeline.prior_inputs import case_prior_features, class_probabilities
+from oncodiff.evaluation.paired import paired_difference  # the patient bootstrap of `oncodiff evaluate`
 from oncodiff.runs import RunFolder
 from oncodiff.synth import synthesize
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from quality import paired_difference  # noqa: E402  (the same bootstrap as claim 1's)
 
 EXTRA_SEED_OFFSET = 1000
 

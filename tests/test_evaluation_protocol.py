@@ -24,7 +24,7 @@ BUDGETS = ["evaluation.folds=2", "evaluation.cnn_epochs=1", "evaluation.head_epo
            "evaluation.segmenter_steps=20", "sampling.samples=2", "sampling.steps=2",
            "evaluation.baselines=[regression,regression_drift,no_clinical]"]
 SECTIONS = {"methods", "image_metrics", "size", "uncertainty", "distribution", "counterfactual", "class_prior",
-            "proper_scores",
+            "proper_scores", "paired",
             "outcomes", "per_case_size", "oncodiff_version", "run", "cohort", "data_hash", "config", "test_cases",
             "training_curves", "segmenter"}
 DIFFUSION = {"diffusion", "diffusion_most_probable", "diffusion_null_class", "diffusion_true_class"}
@@ -100,6 +100,32 @@ def test_every_method_gets_proper_scores(evaluated):
     # identity's margins come from the validation split, so its (no) change is scored as a Gaussian
     assert "Gaussian" in scores["identity"]["volume_change"].get("distribution", "Gaussian")
     assert "### Proper scores of the predicted distributions" in tables
+
+
+def test_distribution_scores_and_paired_verdicts_reach_summary_tables_and_report(evaluated):
+    summary = json.loads((evaluated["out"] / "summary.json").read_text(encoding="utf-8"))
+    tables = (evaluated["out"] / "tables.md").read_text(encoding="utf-8")
+    diffusion = summary["proper_scores"]["diffusion"]
+    assert diffusion["spread_skill"]["samples"] == 2 and diffusion["spread_skill"]["ratio"] > 0
+    ranks = diffusion["rank_histogram"]
+    assert len(ranks["counts"]) == 3 and sum(ranks["counts"]) == ranks["voxels"] > 0
+    assert "status" in summary["proper_scores"]["regression"]["spread_skill"]  # one prediction: no spread
+    tumour = summary["proper_scores"]["identity"]["in_tumour"]
+    assert tumour["crps"] == pytest.approx(tumour["mae_of_mean"])  # a point forecast's CRPS is its MAE
+    paired = summary["paired"]
+    assert paired["references"] == ["identity", "denoised", "regression"]
+    row = paired["verdicts"]["diffusion"]["regression"]
+    assert set(row) == {"mae_tumor", "ssim_tumor", "crps_box"}
+    for d in row.values():
+        assert d["n_cases"] == 2 and d["n_patients"] == 2 and d["verdict"] in ("better", "ties", "worse")
+        assert d["ci95"][0] <= d["mean"] <= d["ci95"][1]
+    assert "identity" not in paired["verdicts"]["identity"]  # not against itself
+    assert "### Spread of the samples against their error, in the tumour box" in tables
+    assert "### Paired verdicts against the reference predictions" in tables
+    mae = row["mae_tumor"]
+    assert f"{mae['mean']:+.4f} [{mae['ci95'][0]:+.4f}, {mae['ci95'][1]:+.4f}] {mae['verdict']}" in tables
+    report = (evaluated["out"] / "report.html").read_text(encoding="utf-8")
+    assert "Rank histograms in the tumour box" in report and "Paired verdicts" in report
 
 
 def test_survival_heads_get_a_patient_bootstrap_interval(evaluated):

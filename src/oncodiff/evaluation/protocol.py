@@ -25,8 +25,11 @@ from oncodiff.errors import OncodiffError
 from oncodiff.evaluation.baselines import DENOISED_LABEL, TRAINED_BASELINES, ensure_baseline, trivial_predictions
 from oncodiff.evaluation.counterfactual import evaluate_counterfactuals
 from oncodiff.evaluation.distribution import fid, lpips, mmd
-from oncodiff.evaluation.distribution_scores import class_probability_scores, in_tumour_scores, volume_change_scores
+from oncodiff.evaluation.distribution_scores import (
+    class_probability_scores, in_tumour_scores, rank_histogram, spread_skill, volume_change_scores,
+)
 from oncodiff.evaluation.metrics import MetricTable, image_metrics
+from oncodiff.evaluation.paired import BOOTSTRAP_DRAWS, paired_verdicts
 from oncodiff.evaluation.stage2 import evaluate_outcomes
 from oncodiff.evaluation.report.tables import format_tables
 from oncodiff.evaluation.uncertainty import calibration_curve, coverage, spread_error_correlation
@@ -47,6 +50,9 @@ UNKNOWN_CLASS_LABELS = {  # sampling.unknown_class -> the method's label in the 
     "most_probable": "diffusion, most probable class from clinical data",
 }
 TOO_FEW_FOR_DISTANCES = "not defined: distribution distances compare sets of at least 2 test cases"
+PAIRED_REFERENCES = ("identity", "denoised", "regression")  # what each method's paired verdict is against
+PAIRED_SCORES = {"mae_tumor": True, "ssim_tumor": False, "crps_box": True}  # score -> lower is better
+RANK_SEED = 0  # ties between the truth and samples in the rank histogram are broken by this generator
 
 
 @dataclass
@@ -84,6 +90,7 @@ def evaluate(model: str | Path, cohort: str | Path, out: str | Path, overrides: 
     _calibrate_identity(methods, run, exported, config, training_cohort, cache_dir)
     summary = _score(methods, cases, config)
     summary["proper_scores"] = _proper_scores(methods, cases, config)
+    summary["paired"] = _paired(summary, cases)
     summary["counterfactual"] = evaluate_counterfactuals(exported, config, cases, cache_dir)
     summary["class_prior"] = _class_prior_scores(exported, cases)
     summary["outcomes"] = evaluate_outcomes(exported, config, cohort, run, cache_dir)
@@ -220,8 +227,28 @@ def _proper_scores(methods: list[MethodResult], cases: CaseSet, config: Config) 
     return {m.name: {"volume_change": volume_change_scores(m.volumes.grouped(groups).change(),
                                                            m.volumes.grouped(groups).true_change(),
                                                            m.volumes.threshold, m.calibration),
-                     "in_tumour": in_tumour_scores(m.predictions.samples, post, tumor, ev.bbox_margin)}
+                     "in_tumour": in_tumour_scores(m.predictions.samples, post, tumor, ev.bbox_margin),
+                     "spread_skill": spread_skill(m.predictions.samples, post, tumor, ev.bbox_margin),
+                     "rank_histogram": rank_histogram(m.predictions.samples, post, tumor, ev.bbox_margin, RANK_SEED)}
             for m in methods}
+
+
+def _paired(summary: dict, cases: CaseSet) -> dict:
+    """Each method's per-case in-tumour MAE, SSIM (baseline mask) and per-voxel CRPS (tumour box) against those of
+    post = pre, the denoised baseline and the regression U-Net, with patient-bootstrap 95 % intervals and a
+    verdict (evaluation.paired)."""
+    keys = [c.key for c in cases.cases]
+    rows = {(r["method"], r["case_id"]): r for r in summary["image_metrics"]["per_case"]}
+    scores = {}
+    for name in summary["methods"]:
+        crps = summary["proper_scores"][name]["in_tumour"].get("per_case_crps") or [None] * len(keys)
+        scores[name] = {"mae_tumor": [rows.get((name, k), {}).get("mae_tumor") for k in keys],
+                        "ssim_tumor": [rows.get((name, k), {}).get("ssim_tumor") for k in keys], "crps_box": crps}
+    references = [r for r in PAIRED_REFERENCES if r in scores]
+    return {"references": references, "scores": {k: "lower is better" if v else "higher is better"
+                                                 for k, v in PAIRED_SCORES.items()},
+            "n_boot": BOOTSTRAP_DRAWS,
+            "verdicts": paired_verdicts(scores, [c.patient_id for c in cases.cases], references, PAIRED_SCORES)}
 
 
 def _mmd(mean: np.ndarray, post: np.ndarray, bandwidth: float | None) -> dict:

@@ -25,6 +25,7 @@ from oncodiff.cohort import load_cohort, same_cohort, write_image
 from oncodiff.cohort.io import stored_shape, with_stored_shape
 from oncodiff.config import PREDICTING_STAGES, Config
 from oncodiff.data import baseline_scan, paste_crops
+from oncodiff.data.denoise import smoothed
 from oncodiff.errors import OncodiffError
 from oncodiff.outputs import RunLock, check_output, check_run_finished, read_marker, staged_folder, write_marker
 from oncodiff.models import Conditions, conditions_from_batch, post_from_target
@@ -230,7 +231,7 @@ def predict(model: str | Path, cohort: str | Path, out: str | Path, patients: Se
     calibration, calibration_note = _calibration_for(exported, mode, predictions.samples.shape[1])
     with staged_folder(out, "predictions") as partial:
         summaries = [write_follow_up(partial, cases, group, predictions, volumes, config.sampling.agreement_threshold,
-                                     calibration) for group in cases.follow_ups()]
+                                     calibration, exported.layout.smoothing_mm) for group in cases.follow_ups()]
         (partial / "summary.json").write_text(json.dumps({
             "model": str(exported.path), "cohort": str(cases.cohort.root), "samples": n, "seed": seed,
             "overrides": list(overrides), "sampling": config.sampling.model_dump(mode="json"),
@@ -321,13 +322,15 @@ def default_patients(model: Path, cohort: str | Path) -> tuple[list[str] | None,
 
 def write_follow_up(out: Path, cases: CaseSet, group: Sequence[int], predictions: Predictions,
                     volumes: CaseVolumes, agreement_threshold: float = 0.05,
-                    calibration: IntervalCalibration | None = None) -> dict:
+                    calibration: IntervalCalibration | None = None, smoothing_mm: float = 0.0) -> dict:
     """Write one follow-up's images (its crops ``group`` stitched into the baseline scan's geometry, scanner
-    units) and return its summary; volumes are summed over the crops."""
+    units) and return its summary; volumes are summed over the crops. Outside the crops the mean and the samples
+    are the baseline as the model saw it: smoothed by ``smoothing_mm`` (the run's data.smoothing; the denoised
+    baseline of `oncodiff evaluate` when chosen the same way), so a stitched volume is the model's everywhere."""
     first = cases.cases[group[0]]
     folder = out / first.follow_up_key.replace("/", "_")
     folder.mkdir(parents=True, exist_ok=True)
-    background = baseline_scan(cases.cohort.root, first.baseline_image, first.geometry).array
+    background = smoothed(baseline_scan(cases.cohort.root, first.baseline_image, first.geometry), smoothing_mm).array
     geometries = [cases.cases[i].geometry for i in group]
     intensity = first.pre_intensity
     agreement = agreement_map(predictions.samples[group], predictions.pre[group], agreement_threshold)
