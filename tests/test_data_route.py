@@ -141,7 +141,8 @@ def test_predict_writes_one_stitched_volume_per_follow_up(routed):
         assert mean.shape == baseline.shape == SHAPE
         np.testing.assert_allclose(mean.affine, baseline.affine)
         # outside the predicted slices: the baseline as the model saw it (smoothed by the run's chosen sigma)
-        sigma = json.loads((routed["run"] / "model" / "config.json").read_text(encoding="utf-8"))["layout"]["smoothing_mm"]
+        meta = json.loads((routed["run"] / "model" / "config.json").read_text(encoding="utf-8"))
+        sigma = meta["layout"]["smoothing_mm"]
         background = smoothed(Image(baseline.get_fdata().astype(np.float32), baseline.affine), sigma).array
         changed = np.flatnonzero(np.any(~np.isclose(mean.get_fdata(), background, atol=1e-4), axis=(0, 1)))
         tumour_slices = np.flatnonzero(nib.load(str(routed["cohort"] / case["patient_id"] / "pre_gtv.nii.gz"))

@@ -50,6 +50,13 @@ def test_paired_verdicts_against_each_reference():
                                                "verdict": None}  # no case has the score
 
 
+def test_no_verdict_with_fewer_than_five_patients():
+    patients = ["A", "A", "B", "B", "C", "C"]
+    scores = {"ref": {"mae": [0.2] * 6}, "m": {"mae": [0.1, 0.11, 0.1, 0.12, 0.1, 0.1]}}
+    d = paired_verdicts(scores, patients, ["ref"], {"mae": True}, n_boot=100)["m"]["ref"]["mae"]
+    assert d["ci95"][1] < 0 and d["verdict"] is None  # a clear interval, but 3 patients are too few to judge
+
+
 def test_mean_difference_leaves_out_undefined_cases():
     d = mean_difference([1.0, np.nan, 3.0], [0.0, 0.0, 1.0], ["A", "B", "C"], n_boot=50)
     assert d["mean"] == pytest.approx(1.5) and d["n_cases"] == 2 and d["n_patients"] == 2

@@ -117,13 +117,13 @@ def test_distribution_scores_and_paired_verdicts_reach_summary_tables_and_report
     row = paired["verdicts"]["diffusion"]["regression"]
     assert set(row) == {"mae_tumor", "ssim_tumor", "crps_box"}
     for d in row.values():
-        assert d["n_cases"] == 2 and d["n_patients"] == 2 and d["verdict"] in ("better", "ties", "worse")
+        assert d["n_cases"] == 2 and d["n_patients"] == 2 and d["verdict"] is None  # too few patients to judge
         assert d["ci95"][0] <= d["mean"] <= d["ci95"][1]
     assert "identity" not in paired["verdicts"]["identity"]  # not against itself
     assert "### Spread of the samples against their error, in the tumour box" in tables
     assert "### Paired verdicts against the reference predictions" in tables
     mae = row["mae_tumor"]
-    assert f"{mae['mean']:+.4f} [{mae['ci95'][0]:+.4f}, {mae['ci95'][1]:+.4f}] {mae['verdict']}" in tables
+    assert f"{mae['mean']:+.4f} [{mae['ci95'][0]:+.4f}, {mae['ci95'][1]:+.4f}] not judged" in tables
     report = (evaluated["out"] / "report.html").read_text(encoding="utf-8")
     assert "Rank histograms in the tumour box" in report and "Paired verdicts" in report
 

@@ -84,8 +84,9 @@ def in_tumour_scores(samples: np.ndarray, post: np.ndarray, tumor: np.ndarray, m
     if not energy:
         return {"n": 0, "status": "not defined: no case has a baseline tumour"}
     defined = [v for v in crps if v is not None]
-    return {"n": len(energy), "crps": float(np.mean(defined)), "mae_of_mean": float(np.mean([v for v in mae if v is not None])),
-            "energy_score": float(np.mean(energy)), "per_case_crps": crps, "per_case_mae": mae}
+    return {"n": len(energy), "crps": float(np.mean(defined)),
+            "mae_of_mean": float(np.mean([v for v in mae if v is not None])), "energy_score": float(np.mean(energy)),
+            "per_case_crps": crps, "per_case_mae": mae}
 
 
 def spread_skill(samples: np.ndarray, post: np.ndarray, tumor: np.ndarray, margin: int) -> dict:

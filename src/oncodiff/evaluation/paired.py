@@ -9,7 +9,9 @@ evaluates any statistic on them; the 95 % interval is the 2.5th and 97.5th perce
 A paired difference is the mean over cases of (method - reference) of one per-case score, both methods
 scored on the same cases. Its verdict, for a score where ``lower`` is better (MAE, CRPS): ``better`` when
 the whole interval is below 0, ``worse`` when it is above 0, ``ties`` when it contains 0 (the test set
-cannot tell the two apart); mirrored for a score where higher is better (SSIM).
+cannot tell the two apart); mirrored for a score where higher is better (SSIM). With fewer than
+``MIN_PATIENTS`` patients the interval is still reported but no verdict is given: resampling 2 to 4 patients
+gives only a handful of distinct draws, and an interval far narrower than the uncertainty.
 """
 
 from __future__ import annotations
@@ -19,11 +21,12 @@ from collections.abc import Callable, Mapping, Sequence
 import numpy as np
 
 BOOTSTRAP_DRAWS = 2000
+MIN_PATIENTS = 5  # fewer patients give a percentile interval of only a few distinct resamples: no verdict
 VERDICTS = ("better", "ties", "worse")
 
 
-def patient_bootstrap(statistic: Callable[[np.ndarray], float | None], patients: Sequence, n_boot: int = BOOTSTRAP_DRAWS,
-                      seed: int = 0, level: float = 0.95) -> dict:
+def patient_bootstrap(statistic: Callable[[np.ndarray], float | None], patients: Sequence,
+                      n_boot: int = BOOTSTRAP_DRAWS, seed: int = 0, level: float = 0.95) -> dict:
     """``statistic(rows)`` on every row, and its percentile interval over patient resamples.
 
     ``patients`` (n,): the patient of each row; ``statistic`` takes an index array into those rows (rows of a
@@ -89,7 +92,8 @@ def paired_verdicts(scores: Mapping[str, Mapping[str, Sequence[float | None]]], 
                 if score not in values or score not in scores[reference]:
                     continue
                 d = mean_difference(_floats(values[score]), _floats(scores[reference][score]), patients, n_boot, seed)
-                row[score] = d | {"verdict": verdict(d["ci95"], lower) if d["n_cases"] else None}
+                judged = d["n_cases"] and d["n_patients"] >= MIN_PATIENTS
+                row[score] = d | {"verdict": verdict(d["ci95"], lower) if judged else None}
             out.setdefault(method, {})[reference] = row
     return out
 

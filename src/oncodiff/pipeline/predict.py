@@ -190,7 +190,7 @@ def calibrate_export(folder: str | Path, cohort: str | Path, patients: Sequence[
         print(f"the validation split has too few follow-ups for a {max(levels):.0%} margin: adding the out-of-fold "
               f"predictions of {len(folds)} models trained without one fold of the training split each", flush=True)
         fold_parts = [_changes(_predicting_export(f), cohort, held, n, seed, mode, config, cache_dir, segmenter,
-                               f"fold {k}") for k, (f, held) in enumerate(folds)]
+                               f"fold {k + 1}") for k, (f, held) in enumerate(folds)]
         parts += [p[:2] for p in fold_parts if p[0] is not None]
         notes += [p[2] for p in fold_parts]
         split = f"val + out-of-fold training ({len(folds)} folds)"

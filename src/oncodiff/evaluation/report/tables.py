@@ -11,6 +11,8 @@ import html
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from oncodiff.evaluation.paired import MIN_PATIENTS
+
 IMAGE_COLUMNS = (("ssim_tumor", "SSIM tumour"), ("psnr_tumor", "PSNR tumour (dB)"), ("mae_tumor", "MAE tumour"),
                  ("ssim_bbox", "SSIM box"), ("psnr_bbox", "PSNR box (dB)"), ("ssim", "SSIM image"),
                  ("psnr", "PSNR image (dB)"), ("mae", "MAE image"))
@@ -250,8 +252,8 @@ def _paired_table(summary: dict) -> Table:
     notes = (f"Mean per-case difference (method - reference), with a 95 % interval from {paired.get('n_boot')} "
              f"bootstrap resamples of the {n_patients} test patients (a patient's follow-ups and slices stay together; "
              "evaluation/paired.py), and the verdict: better / worse when the interval excludes 0, ties when it "
-             "holds 0. MAE and SSIM inside the baseline tumour; CRPS per voxel in the tumour box (lower MAE and "
-             "CRPS, higher SSIM are better).",)
+             f"holds 0; not judged with fewer than {MIN_PATIENTS} patients. MAE and SSIM inside the baseline "
+             "tumour; CRPS per voxel in the tumour box (lower MAE and CRPS, higher SSIM are better).",)
     return Table("paired", "Paired verdicts against the reference predictions",
                  ("method", "against", "Δ MAE tumour", "Δ SSIM tumour", "Δ CRPS box"), tuple(rows), notes)
 
@@ -261,7 +263,7 @@ def _difference(d: dict | None) -> str:
         return "-"
     low, high = d["ci95"]
     interval = "" if low is None else f" [{low:+.4f}, {high:+.4f}]"
-    return f"{d['mean']:+.4f}{interval} {d.get('verdict') or ''}".rstrip()
+    return f"{d['mean']:+.4f}{interval} {d.get('verdict') or 'not judged'}"
 
 
 def _distribution_table(summary: dict) -> Table:
