@@ -35,7 +35,7 @@ from oncodiff.evaluation.report.tables import format_tables
 from oncodiff.evaluation.uncertainty import calibration_curve, coverage, spread_error_correlation
 from oncodiff.models.conditions import CLASS_LABEL_KEYS
 from oncodiff.outputs import check_output, check_run_finished, staged_folder
-from oncodiff.pipeline.calibration import IntervalCalibration
+from oncodiff.pipeline.calibration import IntervalCalibration, minimum_cases
 from oncodiff.pipeline.cases import CaseSet, load_cases
 from oncodiff.pipeline.export import ExportedModel, load_export, read_export_meta
 from oncodiff.cohort import same_cohort
@@ -202,21 +202,37 @@ def _class_prior_scores(exported: ExportedModel, cases: CaseSet) -> dict:
 def _calibrate_identity(methods: list[MethodResult], run: Path, exported: ExportedModel, config: Config, cohort,
                         cache_dir) -> None:
     """Conformal margins for identity's (no) change from the validation split's true changes, as the trained
-    methods get theirs, so its volume change is scored as a distribution too."""
+    methods get theirs, so its volume change is scored as a distribution too. Identity fits nothing, so every
+    training follow-up is out of sample for it too: with too few validation follow-ups for the widest level,
+    the training split's join them (as the fold models' out-of-fold predictions do for the trained methods)."""
     identity = next((m for m in methods if m.name == "identity"), None)
-    val = list(RunFolder(run).splits().val)
-    if identity is None or not val:
+    splits = RunFolder(run).splits()
+    if identity is None or not (splits.val or splits.train):
         return
-    cases = load_cases(exported, cohort, patients=val, cache_dir=cache_dir)
+    levels = config.evaluation.coverage_levels
+    change, true = _identity_changes(exported, config, cohort, list(splits.val), cache_dir)
+    split = "val"
+    if len(true) < minimum_cases(levels) and splits.train:
+        more = _identity_changes(exported, config, cohort, list(splits.train), cache_dir)
+        change, true, split = np.concatenate([change, more[0]]), np.concatenate([true, more[1]]), "val + training"
+    if len(true):
+        identity.calibration = IntervalCalibration.fit(change, true, 1, "predicted", levels, split)
+
+
+def _identity_changes(exported: ExportedModel, config: Config, cohort, patients: list[str],
+                      cache_dir) -> tuple[np.ndarray, np.ndarray]:
+    """(B, 1) identity's (zero) and (B,) true volume changes of ``patients``' follow-ups (empty without any)."""
+    if not patients:
+        return np.zeros((0, 1)), np.zeros(0)
+    cases = load_cases(exported, cohort, patients=patients, cache_dir=cache_dir)
     cases = cases.select([i for i, c in enumerate(cases.cases) if c.has_truth])
     if not len(cases):
-        return
+        return np.zeros((0, 1)), np.zeros(0)
     pre = cases.batch["pre_raw"][:, 0].numpy()
     masks = cases.batch["tumor_mask"][:, 0].numpy()[:, None] > 0 if exported.config.model.generate_mask else None
     volumes = CaseVolumes.measure(load_segmenter(exported.path), cases, Predictions(pre[:, None].copy(), pre, masks),
                                   config.evaluation.response_threshold).grouped(cases.follow_ups())
-    identity.calibration = IntervalCalibration.fit(volumes.change(), volumes.true_change(), 1, "predicted",
-                                                   config.evaluation.coverage_levels)
+    return volumes.change(), volumes.true_change()
 
 
 def _proper_scores(methods: list[MethodResult], cases: CaseSet, config: Config) -> dict:
