@@ -19,7 +19,7 @@ from oncodiff.training import train
 TINY = ["model.channels=[8,16]", "model.attention_levels=[false,true]", "model.norm_num_groups=8",
         "model.num_head_channels=8", "model.token_dim=16", "data.crop_size=[16,16]", "training.max_steps=4",
         "training.samples_per_epoch=8", "training.batch_size=4", "training.max_minutes=null",
-        "evaluation.segmenter_steps=10"]
+        "evaluation.segmenter_steps=10", "sampling.calibration_folds=2"]  # 2 folds where a split needs them (demo)
 BUDGETS = ["evaluation.folds=2", "evaluation.cnn_epochs=1", "evaluation.head_epochs=10",
            "evaluation.segmenter_steps=20", "sampling.samples=2", "sampling.steps=2",
            "evaluation.baselines=[regression,regression_drift,no_clinical]"]
