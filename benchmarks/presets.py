@@ -46,6 +46,7 @@ from oncodiff.evaluation.baselines import baseline_config, ensure_baseline, triv
 from oncodiff.evaluation.counterfactual import counterfactual_truth
 from oncodiff.evaluation.metrics import MetricTable, image_metrics, summarize
 from oncodiff.evaluation.metrics import mae as region_mae
+from oncodiff.evaluation.paired import paired_difference  # the patient bootstrap of `oncodiff evaluate`
 from oncodiff.evaluation.protocol import size_scores
 from oncodiff.evaluation.stage2 import evaluate_outcomes
 from oncodiff.models import Conditions
@@ -61,9 +62,6 @@ from oncodiff.runs import RunFolder
 from oncodiff.synth import synthesize
 from oncodiff.training import train
 from oncodiff.training.step_cost import cpu_seconds_per_step, steps_for
-
-from benchmarks.quality import paired_difference
-
 
 
 @dataclass(frozen=True)

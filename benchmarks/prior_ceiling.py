@@ -35,6 +35,7 @@ import pandas as pd
 import torch
 
 from oncodiff.evaluation.metrics import image_metrics
+from oncodiff.evaluation.paired import paired_difference  # the patient bootstrap of `oncodiff evaluate`
 from oncodiff.models import CLASS_COUNTS, CLASS_LABEL_KEYS
 from oncodiff.pipeline.cases import CaseSet, load_cases
 from oncodiff.pipeline.class_prior import ClassPrior
@@ -43,9 +44,6 @@ from oncodiff.pipeline.predict import predict_cases
 from oncodiff.pipeline.prior_inputs import case_prior_features, class_probabilities
 from oncodiff.runs import RunFolder
 from oncodiff.synth import synthesize
-
-from benchmarks.quality import paired_difference  # the same bootstrap as claim 1's
-
 
 EXTRA_SEED_OFFSET = 1000
 

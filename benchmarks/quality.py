@@ -33,6 +33,7 @@ import numpy as np
 
 from oncodiff.config import load_config
 from oncodiff.evaluation import evaluate
+from oncodiff.evaluation.paired import paired_difference  # the patient bootstrap of `oncodiff evaluate`
 from oncodiff.evaluation.report.tables import markdown
 from oncodiff.runs import RunFolder
 from oncodiff.synth import synthesize
@@ -41,28 +42,9 @@ from oncodiff.training import train
 from benchmarks.scores import goals  # proper scores and the class prior: the same verdicts as scores.py
 
 
-BOOTSTRAP = 2000
 MAIN = "diffusion"  # what predict gives: the outcome unknown, sampled as the run's sampling.unknown_class says
 ALTERNATIVES = ("diffusion_mixture", "diffusion_most_probable")  # the other way of sampling an unknown outcome
 BASELINES = ("identity", "regression")
-
-
-def paired_difference(summary: dict, metric: str, other: str, n_boot: int = BOOTSTRAP, seed: int = 0,
-                      main: str = MAIN) -> dict:
-    """Mean of (ours - other) per case, with a 95 % bootstrap interval that resamples patients (a patient's
-    follow-ups are not independent cases)."""
-    rows = summary["image_metrics"]["per_case"]
-    values = {(r["method"], r["case_id"]): r[metric] for r in rows}
-    cases = [c for c in summary["test_cases"] if None not in (values.get((main, c)), values.get((other, c)))]
-    diff = np.array([values[(main, c)] - values[(other, c)] for c in cases])
-    patients = np.array([c.split("/")[0] for c in cases])
-    groups = [diff[patients == p] for p in np.unique(patients)]
-    rng = np.random.default_rng(seed)
-    boot = [np.concatenate([groups[i] for i in rng.integers(len(groups), size=len(groups))]).mean()
-            for _ in range(n_boot)]
-    low, high = np.quantile(boot, [0.025, 0.975])
-    return {"mean": float(diff.mean()), "ci95": [float(low), float(high)], "n_cases": len(diff),
-            "n_patients": len(groups)}
 
 
 def pooled_psnr(summary: dict, method: str) -> float | None:

@@ -43,6 +43,7 @@ from oncodiff.data.denoise import smoothed
 from oncodiff.data.geometry import Grid, sample
 from oncodiff.data.intensity import fit_intensity
 from oncodiff.evaluation.metrics import image_metrics
+from oncodiff.evaluation.paired import patient_bootstrap
 from oncodiff.runs import RunFolder
 from oncodiff.training.step_cost import cpu_seconds_per_step
 
@@ -264,17 +265,15 @@ def _score(truth: TestTruth, sigma: float, predictions: dict[str, Path]) -> dict
 
 
 def _bootstrap(paired: pd.DataFrame, reference: str, draws: int = 2000) -> dict:
-    """Mean per-follow-up MAE difference (method - reference) with a patient bootstrap 95 % interval."""
-    rng = np.random.default_rng(0)
-    patients = paired.index.get_level_values(0).unique()
+    """Mean per-follow-up MAE difference (method - reference), averaged per patient, with a patient bootstrap
+    95 % interval (oncodiff.evaluation.paired.patient_bootstrap: one row per patient)."""
     out = {}
     for method in paired.columns:
         if method == reference:
             continue
         diff = (paired[method] - paired[reference]).groupby(level=0).mean()
-        boot = [diff.loc[rng.choice(patients, len(patients))].mean() for _ in range(draws)]
-        out[method] = {"mean": float(diff.mean()), "ci95": [float(np.percentile(boot, 2.5)),
-                                                            float(np.percentile(boot, 97.5))]}
+        boot = patient_bootstrap(lambda rows: diff.to_numpy()[rows].mean(), diff.index.to_numpy(), draws, seed=0)
+        out[method] = {"mean": float(diff.mean()), "ci95": boot["ci95"]}
     return out
 
 

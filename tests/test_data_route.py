@@ -5,6 +5,7 @@ predicting a cohort the run was not trained on."""
 from __future__ import annotations
 
 import json
+import shutil
 
 import nibabel as nib
 import numpy as np
@@ -138,13 +139,42 @@ def test_predict_writes_one_stitched_volume_per_follow_up(routed):
         mean = nib.load(str(folder / "mean.nii.gz"))
         assert mean.shape == baseline.shape == SHAPE
         np.testing.assert_allclose(mean.affine, baseline.affine)
-        changed = np.flatnonzero(np.any(mean.get_fdata() != baseline.get_fdata(), axis=(0, 1)))
+        # outside the predicted slices: the baseline as the model saw it (smoothed by the run's chosen sigma)
+        meta = json.loads((routed["run"] / "model" / "config.json").read_text(encoding="utf-8"))
+        sigma = meta["layout"]["smoothing_mm"]
+        background = smoothed(Image(baseline.get_fdata().astype(np.float32), baseline.affine), sigma).array
+        changed = np.flatnonzero(np.any(~np.isclose(mean.get_fdata(), background, atol=1e-4), axis=(0, 1)))
         tumour_slices = np.flatnonzero(nib.load(str(routed["cohort"] / case["patient_id"] / "pre_gtv.nii.gz"))
                                        .get_fdata().any(axis=(0, 1)))
         assert set(changed) <= set(range(tumour_slices.min() - 2, tumour_slices.max() + 3))
         assert set(tumour_slices) <= set(changed)  # every tumour slice was predicted and pasted
         # the samples of one follow-up share one class: the stitched sample shows one outcome
         assert len(case["sample_classes"]) == 2
+
+
+def test_a_stitched_volume_is_the_denoised_baseline_outside_the_predicted_slices(routed, tmp_path):
+    # The same run as if its model had been trained on baselines smoothed by 2 mm (data.smoothing=2): outside the
+    # predicted slices, every stitched image is that denoised baseline, not the raw scan with its noise.
+    run = tmp_path / "run"
+    shutil.copytree(routed["run"], run, ignore=shutil.ignore_patterns("baselines"))
+    meta_path = run / "model" / "config.json"
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    meta["layout"]["smoothing_mm"] = 2.0
+    meta_path.write_text(json.dumps(meta), encoding="utf-8")
+    patient = json.loads((run / "splits.json").read_text(encoding="utf-8"))["test"][0]
+    out = predict(run, routed["cohort"], tmp_path / "pred", patients=[patient], cache_dir=routed["cache"])
+    baseline = nib.load(str(routed["cohort"] / patient / "pre.nii.gz"))
+    raw = baseline.get_fdata().astype(np.float32)
+    denoised = smoothed(Image(raw, baseline.affine), 2.0).array
+    folder = out / f"{patient}_L1_week6"
+    images = {name: nib.load(str(folder / f"{name}.nii.gz")).get_fdata() for name in ("mean", "sample_00", "sample_01")}
+    # no crop covers a voxel where the two samples agree exactly (the crops are 16 x 16 of a 24 x 20 plane; a few
+    # predicted voxels may agree by chance)
+    outside = np.isclose(images["sample_00"], images["sample_01"], rtol=0, atol=1e-6)
+    assert 0.2 < outside.mean() < 0.9
+    for image in images.values():
+        assert np.isclose(image[outside], denoised[outside], rtol=0, atol=1e-4).mean() > 0.99
+        assert np.isclose(image[outside], raw[outside], rtol=0, atol=1e-3).mean() < 0.5  # the scan's noise is gone
 
 
 def test_a_new_cohort_is_predicted_whole(routed, capsys):

@@ -120,3 +120,49 @@ def test_pooled_c_index_with_a_patient_bootstrap_interval():
     low, high = noise["ci95"]
     assert low < noise["c_index"] < high and high - low > 0.1
     assert noise["n_boot"] == 200
+
+
+def test_spread_skill_is_one_for_exchangeable_samples_and_low_for_copies():
+    from oncodiff.evaluation.distribution_scores import spread_skill
+
+    rng = np.random.default_rng(4)
+    tumor = np.zeros((3, 16, 16), dtype=bool)
+    tumor[:, 4:12, 4:12] = True
+    centre = rng.normal(size=(3, 1, 16, 16))
+    draws = centre + rng.normal(size=(3, 5, 16, 16))  # truth and 4 samples: five draws of one distribution
+    honest = spread_skill(draws[:, 1:], draws[:, 0], tumor, margin=0)
+    assert honest["samples"] == 4 and honest["n"] == 3
+    # sqrt((M + 1) / M) corrects the finite ensemble; without it the ratio would be about sqrt(4 / 5) = 0.89
+    assert honest["ratio"] == pytest.approx(1.0, abs=0.08)
+    copies = centre + 0.1 * rng.normal(size=(3, 4, 16, 16))  # near copies of one prediction
+    assert spread_skill(copies, draws[:, 0], tumor, margin=0)["ratio"] < 0.2
+    assert "status" in spread_skill(draws[:, :1], draws[:, 0], tumor, 0)  # one prediction: no spread
+
+
+def test_rank_histogram_is_flat_for_exchangeable_samples_and_u_shaped_for_copies():
+    from oncodiff.evaluation.distribution_scores import rank_histogram
+
+    rng = np.random.default_rng(5)
+    tumor = np.zeros((4, 20, 20), dtype=bool)
+    tumor[:, 2:18, 2:18] = True
+    draws = rng.normal(size=(4, 5, 20, 20))
+    flat = rank_histogram(draws[:, 1:], draws[:, 0], tumor, margin=0)
+    assert flat["voxels"] == 4 * 256 and sum(flat["counts"]) == flat["voxels"] and len(flat["counts"]) == 5
+    assert flat["delta"] < 3 and flat["outside_share"] == pytest.approx(0.4, abs=0.05)
+    narrow = rank_histogram(0.1 * draws[:, 1:], draws[:, 0], tumor, margin=0)
+    assert narrow["delta"] > 50 and narrow["outside_share"] > 0.8  # the truth below or above every sample: a U
+    # ties with the truth are broken at random (a point mass on the truth is flat, not all rank 0), reproducibly
+    tied = rank_histogram(np.repeat(draws[:, :1], 4, axis=1), draws[:, 0], tumor, margin=0, seed=3)
+    assert min(tied["counts"]) > 0.15 * tied["voxels"]
+    assert tied == rank_histogram(np.repeat(draws[:, :1], 4, axis=1), draws[:, 0], tumor, margin=0, seed=3)
+
+
+def test_in_tumour_scores_are_per_case_and_a_point_forecast_scores_its_mae():
+    rng = np.random.default_rng(6)
+    post = rng.normal(size=(2, 8, 8))
+    tumor = np.zeros((2, 8, 8), dtype=bool)
+    tumor[0, 2:4, 2:4] = True  # the second case has no baseline tumour
+    point = rng.normal(size=(2, 1, 8, 8))
+    s = in_tumour_scores(point, post, tumor, margin=1)
+    assert s["n"] == 1 and s["per_case_crps"][1] is None and s["per_case_mae"][1] is None
+    assert s["crps"] == pytest.approx(s["mae_of_mean"]) == pytest.approx(s["per_case_crps"][0])

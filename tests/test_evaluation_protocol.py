@@ -18,12 +18,12 @@ from oncodiff.training import train
 
 TINY = [*TINY_MODEL, "data.crop_size=[16,16]", "training.max_steps=4",
         "training.samples_per_epoch=8", "training.batch_size=4", "training.max_minutes=null",
-        "evaluation.segmenter_steps=10"]
+        "evaluation.segmenter_steps=10", "sampling.calibration_folds=2"]  # 2 folds where a split needs them (demo)
 BUDGETS = ["evaluation.folds=2", "evaluation.cnn_epochs=1", "evaluation.head_epochs=10",
            "evaluation.segmenter_steps=20", "sampling.samples=2", "sampling.steps=2",
            "evaluation.baselines=[regression,regression_drift,no_clinical]"]
 SECTIONS = {"methods", "image_metrics", "size", "uncertainty", "distribution", "counterfactual", "class_prior",
-            "proper_scores",
+            "proper_scores", "paired",
             "outcomes", "per_case_size", "oncodiff_version", "run", "cohort", "data_hash", "config", "test_cases",
             "training_curves", "segmenter"}
 DIFFUSION = {"diffusion", "diffusion_most_probable", "diffusion_null_class", "diffusion_true_class"}
@@ -101,6 +101,32 @@ def test_every_method_gets_proper_scores(evaluated):
     assert "### Proper scores of the predicted distributions" in tables
 
 
+def test_distribution_scores_and_paired_verdicts_reach_summary_tables_and_report(evaluated):
+    summary = json.loads((evaluated["out"] / "summary.json").read_text(encoding="utf-8"))
+    tables = (evaluated["out"] / "tables.md").read_text(encoding="utf-8")
+    diffusion = summary["proper_scores"]["diffusion"]
+    assert diffusion["spread_skill"]["samples"] == 2 and diffusion["spread_skill"]["ratio"] > 0
+    ranks = diffusion["rank_histogram"]
+    assert len(ranks["counts"]) == 3 and sum(ranks["counts"]) == ranks["voxels"] > 0
+    assert "status" in summary["proper_scores"]["regression"]["spread_skill"]  # one prediction: no spread
+    tumour = summary["proper_scores"]["identity"]["in_tumour"]
+    assert tumour["crps"] == pytest.approx(tumour["mae_of_mean"])  # a point forecast's CRPS is its MAE
+    paired = summary["paired"]
+    assert paired["references"] == ["identity", "denoised", "regression"]
+    row = paired["verdicts"]["diffusion"]["regression"]
+    assert set(row) == {"mae_tumor", "ssim_tumor", "crps_box"}
+    for d in row.values():
+        assert d["n_cases"] == 2 and d["n_patients"] == 2 and d["verdict"] is None  # too few patients to judge
+        assert d["ci95"][0] <= d["mean"] <= d["ci95"][1]
+    assert "identity" not in paired["verdicts"]["identity"]  # not against itself
+    assert "### Spread of the samples against their error, in the tumour box" in tables
+    assert "### Paired verdicts against the reference predictions" in tables
+    mae = row["mae_tumor"]
+    assert f"{mae['mean']:+.4f} [{mae['ci95'][0]:+.4f}, {mae['ci95'][1]:+.4f}] not judged" in tables
+    report = (evaluated["out"] / "report.html").read_text(encoding="utf-8")
+    assert "Rank histograms in the tumour box" in report and "Paired verdicts" in report
+
+
 def test_survival_heads_get_a_patient_bootstrap_interval(evaluated):
     survival = json.loads((evaluated["out"] / "summary.json").read_text(encoding="utf-8"))["outcomes"]["survival"]
     if "status" in survival:
@@ -121,7 +147,8 @@ def test_calibrated_coverage_is_reported_for_the_outcome_unknown_predictions_onl
     for name in calibrated:
         entry = uncertainty[name]["calibrated"]
         assert entry["nominal"] == [0.5, 0.9] and entry["n_cases"] == 2
-        assert "val cases" in entry["fitted_on"]
+        # identity fits nothing: with 2 validation follow-ups (too few for 90 %) the training ones join them
+        assert ("val + training cases" if name == "identity" else "val cases") in entry["fitted_on"]
     assert "x 1 prediction" in uncertainty["regression"]["calibrated"]["fitted_on"]  # deterministic: one per case
     assert "x 8 samples" in uncertainty["diffusion"]["calibrated"]["fitted_on"]  # the training config's count
     assert "applied to 2" in uncertainty["diffusion"]["calibrated"]["note"]  # evaluated with sampling.samples=2

@@ -314,6 +314,14 @@ class SamplingConfig(_Section):
         description="at the end of training, sample the validation split as predict does and fit conformal margins "
         "for the volume-change intervals (oncodiff.pipeline.calibration); predict reports the calibrated intervals",
     )
+    calibration_folds: int = Field(
+        5, ge=0,
+        description="when the validation split has fewer follow-ups than the widest calibrated level needs (9 for "
+        "90 %), training also fits this many models, each without one patient-grouped fold of the training split "
+        "and with 1/K of the run's step budget, and adds their out-of-fold predictions to the calibration "
+        "(cross-conformal margins, oncodiff.pipeline.calibration); 0 or 1 = never (the 90 % interval stays "
+        "uncalibrated on a small validation split)",
+    )
 
 
 PREDICTING_STAGES = ("diffusion", "regression", "latent_diffusion", "controlnet")  # stages that generate follow-ups

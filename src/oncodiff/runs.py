@@ -12,6 +12,8 @@
     RUN/model/             the export: model.safetensors + config.json (+ segmenter.safetensors), all
                            `predict` needs; an export folder may also stand alone, outside a run
     RUN/baselines/NAME/    a baseline's own run folder, trained by `oncodiff evaluate`
+    RUN/calibration_folds/foldK/  a run folder trained without the K-th fold of the training split, for
+                           cross-conformal interval margins when the validation split is small (training/)
     RUN/.oncodiff-output.json  the marker: training, then calibrating, then complete (docs/outputs.md)
     RUN/train.lock         held by the process writing the run (pid, host); stale once that process is gone
 
@@ -162,6 +164,16 @@ class RunFolder:
     def baseline(self, name: str) -> RunFolder:
         """The run folder of baseline ``name`` inside this run."""
         return RunFolder(self.root / "baselines" / name)
+
+    def calibration_fold(self, k: int) -> RunFolder:
+        """The run folder of the model trained without fold ``k`` of this run's training split."""
+        return RunFolder(self.root / "calibration_folds" / f"fold{k}")
+
+    def calibration_folds(self) -> list[RunFolder]:
+        """The trained fold runs (their weights exported), in fold order."""
+        folder = self.root / "calibration_folds"
+        runs = [RunFolder(p) for p in folder.iterdir() if p.is_dir()] if folder.is_dir() else []
+        return sorted((r for r in runs if r.weights.is_file()), key=lambda r: int(r.root.name.removeprefix("fold")))
 
     def splits(self) -> Splits:
         """The run's splits.json; ConfigError naming the file when it is malformed."""

@@ -26,15 +26,18 @@ from oncodiff.errors import OncodiffError
 from oncodiff.evaluation.baselines import DENOISED_LABEL, TRAINED_BASELINES, ensure_baseline, trivial_predictions
 from oncodiff.evaluation.counterfactual import evaluate_counterfactuals
 from oncodiff.evaluation.distribution import fid, lpips, mmd
-from oncodiff.evaluation.distribution_scores import class_probability_scores, in_tumour_scores, volume_change_scores
+from oncodiff.evaluation.distribution_scores import (
+    class_probability_scores, in_tumour_scores, rank_histogram, spread_skill, volume_change_scores,
+)
 from oncodiff.evaluation.metrics import MetricTable, image_metrics
+from oncodiff.evaluation.paired import BOOTSTRAP_DRAWS, paired_verdicts
 from oncodiff.evaluation.stage2 import evaluate_outcomes
 from oncodiff.evaluation.report.tables import format_tables
 from oncodiff.evaluation.uncertainty import calibration_curve, coverage, spread_error_correlation
 from oncodiff.layouts import EvaluationFolder
 from oncodiff.models.conditions import CLASS_LABEL_KEYS
 from oncodiff.outputs import check_output, check_run_finished, reads_cohort, staged_folder
-from oncodiff.pipeline.calibration import IntervalCalibration
+from oncodiff.pipeline.calibration import IntervalCalibration, minimum_cases
 from oncodiff.pipeline.cases import CaseSet, load_cases
 from oncodiff.pipeline.export import ExportedModel, load_export, read_export_meta
 from oncodiff.cohort import same_cohort
@@ -49,6 +52,9 @@ UNKNOWN_CLASS_LABELS = {  # sampling.unknown_class -> the method's label in the 
     "most_probable": "diffusion, most probable class from clinical data",
 }
 TOO_FEW_FOR_DISTANCES = "not defined: distribution distances compare sets of at least 2 test cases"
+PAIRED_REFERENCES = ("identity", "denoised", "regression")  # what each method's paired verdict is against
+PAIRED_SCORES = {"mae_tumor": True, "ssim_tumor": False, "crps_box": True}  # score -> lower is better
+RANK_SEED = 0  # ties between the truth and samples in the rank histogram are broken by this generator
 
 
 @dataclass
@@ -87,6 +93,7 @@ def evaluate(model: str | Path, cohort: str | Path, out: str | Path, overrides: 
     _calibrate_identity(methods, run, exported, config, training_cohort, cache_dir)
     summary = _score(methods, cases, config)
     summary["proper_scores"] = _proper_scores(methods, cases, config)
+    summary["paired"] = _paired(summary, cases)
     summary["counterfactual"] = evaluate_counterfactuals(exported, config, cases, cache_dir)
     summary["class_prior"] = _class_prior_scores(exported, cases)
     summary["outcomes"] = evaluate_outcomes(exported, config, cohort, run, cache_dir)
@@ -198,21 +205,37 @@ def _class_prior_scores(exported: ExportedModel, cases: CaseSet) -> dict:
 def _calibrate_identity(methods: list[MethodResult], run: Path, exported: ExportedModel, config: Config, cohort,
                         cache_dir) -> None:
     """Conformal margins for identity's (no) change from the validation split's true changes, as the trained
-    methods get theirs, so its volume change is scored as a distribution too."""
+    methods get theirs, so its volume change is scored as a distribution too. Identity fits nothing, so every
+    training follow-up is out of sample for it too: with too few validation follow-ups for the widest level,
+    the training split's join them (as the fold models' out-of-fold predictions do for the trained methods)."""
     identity = next((m for m in methods if m.name == "identity"), None)
-    val = list(RunFolder(run).splits().val)
-    if identity is None or not val:
+    splits = RunFolder(run).splits()
+    if identity is None or not (splits.val or splits.train):
         return
-    cases = load_cases(exported, cohort, patients=val, cache_dir=cache_dir)
+    levels = config.evaluation.coverage_levels
+    change, true = _identity_changes(exported, config, cohort, list(splits.val), cache_dir)
+    split = "val"
+    if len(true) < minimum_cases(levels) and splits.train:
+        more = _identity_changes(exported, config, cohort, list(splits.train), cache_dir)
+        change, true, split = np.concatenate([change, more[0]]), np.concatenate([true, more[1]]), "val + training"
+    if len(true):
+        identity.calibration = IntervalCalibration.fit(change, true, 1, "predicted", levels, split)
+
+
+def _identity_changes(exported: ExportedModel, config: Config, cohort, patients: list[str],
+                      cache_dir) -> tuple[np.ndarray, np.ndarray]:
+    """(B, 1) identity's (zero) and (B,) true volume changes of ``patients``' follow-ups (empty without any)."""
+    if not patients:
+        return np.zeros((0, 1)), np.zeros(0)
+    cases = load_cases(exported, cohort, patients=patients, cache_dir=cache_dir)
     cases = cases.select([i for i, c in enumerate(cases.cases) if c.has_truth])
     if not len(cases):
-        return
+        return np.zeros((0, 1)), np.zeros(0)
     pre = cases.batch["pre_raw"][:, 0].numpy()
     masks = cases.batch["tumor_mask"][:, 0].numpy()[:, None] > 0 if exported.config.model.generate_mask else None
     volumes = CaseVolumes.measure(load_segmenter(exported.path), cases, Predictions(pre[:, None].copy(), pre, masks),
                                   config.evaluation.response_threshold).grouped(cases.follow_ups())
-    identity.calibration = IntervalCalibration.fit(volumes.change(), volumes.true_change(), 1, "predicted",
-                                                   config.evaluation.coverage_levels)
+    return volumes.change(), volumes.true_change()
 
 
 def _proper_scores(methods: list[MethodResult], cases: CaseSet, config: Config) -> dict:
@@ -223,8 +246,28 @@ def _proper_scores(methods: list[MethodResult], cases: CaseSet, config: Config) 
     return {m.name: {"volume_change": volume_change_scores(m.volumes.grouped(groups).change(),
                                                            m.volumes.grouped(groups).true_change(),
                                                            m.volumes.threshold, m.calibration),
-                     "in_tumour": in_tumour_scores(m.predictions.samples, post, tumor, ev.bbox_margin)}
+                     "in_tumour": in_tumour_scores(m.predictions.samples, post, tumor, ev.bbox_margin),
+                     "spread_skill": spread_skill(m.predictions.samples, post, tumor, ev.bbox_margin),
+                     "rank_histogram": rank_histogram(m.predictions.samples, post, tumor, ev.bbox_margin, RANK_SEED)}
             for m in methods}
+
+
+def _paired(summary: dict, cases: CaseSet) -> dict:
+    """Each method's per-case in-tumour MAE, SSIM (baseline mask) and per-voxel CRPS (tumour box) against those of
+    post = pre, the denoised baseline and the regression U-Net, with patient-bootstrap 95 % intervals and a
+    verdict (evaluation.paired)."""
+    keys = [c.key for c in cases.cases]
+    rows = {(r["method"], r["case_id"]): r for r in summary["image_metrics"]["per_case"]}
+    scores = {}
+    for name in summary["methods"]:
+        crps = summary["proper_scores"][name]["in_tumour"].get("per_case_crps") or [None] * len(keys)
+        scores[name] = {"mae_tumor": [rows.get((name, k), {}).get("mae_tumor") for k in keys],
+                        "ssim_tumor": [rows.get((name, k), {}).get("ssim_tumor") for k in keys], "crps_box": crps}
+    references = [r for r in PAIRED_REFERENCES if r in scores]
+    return {"references": references, "scores": {k: "lower is better" if v else "higher is better"
+                                                 for k, v in PAIRED_SCORES.items()},
+            "n_boot": BOOTSTRAP_DRAWS,
+            "verdicts": paired_verdicts(scores, [c.patient_id for c in cases.cases], references, PAIRED_SCORES)}
 
 
 def _mmd(mean: np.ndarray, post: np.ndarray, bandwidth: float | None) -> dict:

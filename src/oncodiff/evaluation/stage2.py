@@ -19,6 +19,7 @@ import torch
 
 from oncodiff.config import Config
 from oncodiff.data.clinical import clinical_design_matrix
+from oncodiff.evaluation.paired import patient_bootstrap
 from oncodiff.evaluation.outcomes import (
     CNNOptions, CVResult, HeadOptions, concordance, cross_validate_cnn_response,
     cross_validate_cnn_survival, cross_validate_response, cross_validate_survival, folds_problem,
@@ -89,22 +90,12 @@ def _survival(cases: CaseSet, patients, test, features, clinical, images, config
 def bootstrap_c_index(time: np.ndarray, event: np.ndarray, risk: np.ndarray, patients: np.ndarray, seed: int,
                       n_boot: int = BOOTSTRAP_DRAWS) -> dict:
     """The c-index of the pooled out-of-fold risks over all patients, with a 95 % percentile interval from
-    resampling patients with replacement (draws without an admissible pair are skipped)."""
+    resampling patients with replacement (evaluation.paired.patient_bootstrap; draws without an admissible pair
+    are skipped)."""
     ok = np.isfinite(risk) & np.isfinite(time) & np.isfinite(event)
     time, event, risk, patients = time[ok], event[ok], risk[ok], patients[ok]
-    value = concordance(time, risk, event)
-    ids = np.unique(patients)
-    rows = [np.flatnonzero(patients == p) for p in ids]
-    rng = np.random.default_rng(seed)
-    draws = []
-    for _ in range(n_boot):
-        pick = np.concatenate([rows[i] for i in rng.integers(0, len(ids), len(ids))])
-        c = concordance(time[pick], risk[pick], event[pick])
-        if c is not None:
-            draws.append(c)
-    low, high = (np.percentile(draws, [2.5, 97.5]) if draws else (None, None))
-    return {"c_index": value, "ci95": [None if low is None else float(low), None if high is None else float(high)],
-            "n_patients": len(ids), "n_boot": len(draws)}
+    boot = patient_bootstrap(lambda rows: concordance(time[rows], risk[rows], event[rows]), patients, n_boot, seed)
+    return {"c_index": boot["value"], "ci95": boot["ci95"], "n_patients": boot["n_patients"], "n_boot": boot["n_boot"]}
 
 
 def _first_case_per_patient(cases: CaseSet) -> CaseSet:

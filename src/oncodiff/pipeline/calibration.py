@@ -16,6 +16,20 @@ probability >= p (marginally, over cases). A negative margin shrinks an interval
 With too few validation cases for a level (ceil((n + 1) p) > n) no finite margin exists and that level
 stays uncalibrated (None).
 
+A small validation split (fewer follow-ups than the widest level needs: 9 for 90 %, :func:`minimum_cases`)
+gets no 90 % interval that way. Then, with ``sampling.calibration_folds`` = K >= 2, training also fits K
+models, each on the training split without one patient-grouped fold (:func:`patient_folds`), and scores
+each fold's follow-ups with the model that never saw them. Those out-of-fold scores join the validation
+scores, and the margin is the same conformal rank of the pooled n scores: cross-conformal calibration (Vovk
+2015) in the form of CV+ (Barber, Candes, Ramdas & Tibshirani 2021) that applies the pooled margin around the
+final model's interval instead of each fold model's. Each score is out of sample, so the margin is not biased
+narrow by the model having seen the case; the final model is trained on more patients (and each fold model on
+1/K of its budget, to keep the cost at about one more training), so its errors are if anything smaller than
+the fold models' and the margins lean wide. CV+'s guarantee (coverage >= 1 - 2 alpha, near 1 - alpha in
+practice) is for its own form; this one is approximate in the same way. For a chained stage (ControlNet or
+latent diffusion over an earlier run) only the last stage is refitted per fold: the earlier stages saw the
+fold's patients.
+
 Follow-ups of one patient are not independent, so with several time points per patient the guarantee
 is approximate. The margins hold for the sample count and mode they were fitted with; ``predict``
 reports both with the calibrated intervals.
@@ -52,6 +66,22 @@ def valid_cases(samples: np.ndarray, truth: np.ndarray, min_samples: int = 1) ->
     return samples[keep], truth[keep], int((~keep).sum())
 
 
+def minimum_cases(levels: Sequence[float]) -> int:
+    """The fewest scores that give every level a finite margin: the smallest n with ceil((n + 1) p) <= n."""
+    n = 1
+    while any(math.ceil((n + 1) * p) > n for p in levels):
+        n += 1
+    return n
+
+
+def patient_folds(patients: Sequence[str], k: int, seed: int = 0) -> list[list[str]]:
+    """``patients`` shuffled by ``seed`` and dealt into ``k`` folds of near-equal size (each patient in one fold);
+    fewer folds when there are fewer patients."""
+    order = [patients[i] for i in np.random.default_rng(seed).permutation(len(patients))]
+    k = min(k, len(order))
+    return [sorted(order[i::k]) for i in range(k)]
+
+
 def conformal_margin(scores: np.ndarray, level: float) -> float | None:
     """The ceil((n + 1) level)-th smallest of n conformity scores; None when that exceeds n."""
     scores = np.sort(np.asarray(scores, dtype=np.float64))
@@ -77,9 +107,9 @@ class IntervalCalibration:
 
     @classmethod
     def fit(cls, change: np.ndarray, true: np.ndarray, n_samples: int, mode: str,
-            levels: Sequence[float] = LEVELS) -> IntervalCalibration | None:
+            levels: Sequence[float] = LEVELS, split: str = "val") -> IntervalCalibration | None:
         """From (B, N) sampled changes and (B,) true changes; cases with a NaN are left out. None
-        without any usable case."""
+        without any usable case. ``split``: where the cases come from, as describe() says it."""
         change, true, _ = valid_cases(change, true)
         if not len(true):
             return None
@@ -87,7 +117,7 @@ class IntervalCalibration:
         for level in levels:
             low, high = sample_interval(change, level)
             margins.append(conformal_margin(np.maximum(low - true, true - high), level))
-        return cls(tuple(float(p) for p in levels), tuple(margins), len(true), int(n_samples), mode)
+        return cls(tuple(float(p) for p in levels), tuple(margins), len(true), int(n_samples), mode, split)
 
     def interval(self, change: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray] | None:
         """The calibrated central interval of (..., N) sampled changes; None for an uncalibrated level."""

@@ -25,13 +25,14 @@ from oncodiff.cohort import load_cohort, same_cohort, write_image
 from oncodiff.cohort.io import stored_shape, with_stored_shape
 from oncodiff.config import PREDICTING_STAGES, Config
 from oncodiff.data import baseline_scan, paste_crops
+from oncodiff.data.denoise import smoothed
 from oncodiff.errors import OncodiffError
 from oncodiff.layouts import PNG, PredictionsFolder
 from oncodiff.outputs import (
     RunLock, check_output, check_run_finished, read_marker, reads_cohort, staged_folder, write_marker,
 )
 from oncodiff.models import Conditions, conditions_from_batch, post_from_target
-from oncodiff.pipeline.calibration import IntervalCalibration
+from oncodiff.pipeline.calibration import IntervalCalibration, minimum_cases
 from oncodiff.pipeline.cases import CaseSet, load_cases
 from oncodiff.pipeline.class_prior import allocate_classes
 from oncodiff.pipeline.export import ExportedModel, load_export, read_export_meta, update_export_meta
@@ -149,8 +150,9 @@ def load_calibration(model: ExportedModel) -> IntervalCalibration | None:
 def calibrate_run(run: str | Path, cohort: str | Path, samples: int | None = None, seed: int = 0,
                   cache_dir: str | Path | None = None, overrides: Sequence[str] = ()) -> dict:
     """``oncodiff calibrate``: (re)fit the conformal interval margins of a run on its validation split, e.g.
-    for predictions with another ``--samples`` or ``--set sampling.KEY=V`` (``overrides``: sampling.* only);
-    returns what was stored in RUN/model/config.json."""
+    for predictions with another ``--samples`` or ``--set sampling.KEY=V`` (``overrides``: sampling.* only), with
+    the out-of-fold predictions of the run's calibration folds (RUN/calibration_folds/, trained by ``oncodiff
+    train``) when the validation split is too small; returns what was stored in RUN/model/config.json."""
     for item in overrides:
         if not item.partition("=")[0].strip().startswith("sampling."):
             raise OncodiffError(f"--set {item!r}: calibrate takes sampling.KEY=VALUE only (how the validation "
@@ -162,7 +164,8 @@ def calibrate_run(run: str | Path, cohort: str | Path, samples: int | None = Non
                             "written by `oncodiff train`, to sample its own validation split")
     val = list(folder.splits().val)
     with RunLock(run, command="calibrate"):
-        result = calibrate_export(run, cohort, val, seed, cache_dir, samples, overrides)
+        folds = [(f.root, list(f.splits().test)) for f in folder.calibration_folds()]
+        result = calibrate_export(run, cohort, val, seed, cache_dir, samples, overrides, folds)
         if (read_marker(run) or {}).get("state") == "calibrating":
             write_marker(run, "run")  # the calibration a stopped training left unfinished is now done
     return result
@@ -170,39 +173,65 @@ def calibrate_run(run: str | Path, cohort: str | Path, samples: int | None = Non
 
 def calibrate_export(folder: str | Path, cohort: str | Path, patients: Sequence[str], seed: int = 0,
                      cache_dir: str | Path | None = None, samples: int | None = None,
-                     overrides: Sequence[str] = ()) -> dict:
+                     overrides: Sequence[str] = (), folds: Sequence[tuple[str | Path, Sequence[str]]] = ()) -> dict:
     """Sample ``patients`` (the validation split) as ``predict`` does with the outcome unknown, fit conformal
     margins for the volume-change intervals and store them in the export's config.json; returns what
     was stored (``{"calibrated": False, "reason": ...}`` when it cannot be done). ``samples``: per case
-    (default: the model's sampling.samples); ``overrides``: sampling.KEY=V settings to sample with."""
+    (default: the model's sampling.samples); ``overrides``: sampling.KEY=V settings to sample with. ``folds``:
+    (export folder, held-out patients) of models trained without those patients; when the validation split has
+    fewer follow-ups than the widest level needs (calibration.minimum_cases), each fold's patients are sampled by
+    their fold's model and their out-of-fold scores join the validation split's (cross-conformal margins)."""
     exported = _predicting_export(folder)
     config = exported.config.with_overrides(list(overrides)) if overrides else exported.config
+    n = samples or config.sampling.samples
+    mode = UNKNOWN_CLASS_MODES[config.sampling.unknown_class]
+    levels = config.evaluation.coverage_levels
+    segmenter = load_segmenter(exported.path)  # one instrument measures every fold's predictions too
+    val = _changes(exported, cohort, patients, n, seed, mode, config, cache_dir, segmenter, "validation")
+    parts, notes = [val[:2]] if val[0] is not None else [], [val[2]]
+    split = "val"
+    if folds and (val[0] is None or len(val[1]) < minimum_cases(levels)):
+        print(f"the validation split has too few follow-ups for a {max(levels):.0%} margin: adding the out-of-fold "
+              f"predictions of {len(folds)} models trained without one fold of the training split each", flush=True)
+        fold_parts = [_changes(_predicting_export(f), cohort, held, n, seed, mode, config, cache_dir, segmenter,
+                               f"fold {k + 1}") for k, (f, held) in enumerate(folds)]
+        parts += [p[:2] for p in fold_parts if p[0] is not None]
+        notes += [p[2] for p in fold_parts]
+        split = f"val + out-of-fold training ({len(folds)} folds)"
     result: dict = {"calibrated": False}
-    if not patients:
-        result["reason"] = "the validation split is empty"
+    calibration = None
+    if parts:
+        drawn = parts[0][0].shape[1]  # 1 for a regression model
+        calibration = IntervalCalibration.fit(np.concatenate([p[0] for p in parts]),
+                                              np.concatenate([p[1] for p in parts]), drawn, mode, levels, split)
+    if calibration is None:
+        result["reason"] = "; ".join(note for note in notes if note)
     else:
-        cases = load_cases(exported, cohort, patients, cache_dir=cache_dir)
-        cases = cases.select([i for i, c in enumerate(cases.cases) if c.has_truth])
-        if not len(cases):
-            result["reason"] = "no validation patient has a follow-up scan"
-        else:
-            n = samples or config.sampling.samples
-            print(f"calibrating the volume-change intervals on {len(cases)} validation cases ...", flush=True)
-            mode = UNKNOWN_CLASS_MODES[config.sampling.unknown_class]
-            predictions = predict_cases(exported, cases, n, seed, mode, config)
-            volumes = CaseVolumes.measure(load_segmenter(exported.path), cases, predictions,
-                                          config.evaluation.response_threshold).grouped(cases.follow_ups())
-            drawn = predictions.samples.shape[1]  # 1 for a regression model
-            calibration = IntervalCalibration.fit(volumes.change(), volumes.true_change(), drawn, mode,
-                                                  config.evaluation.coverage_levels)
-            if calibration is None:
-                result["reason"] = (f"no validation case has a measurable volume change ({volumes.source}"
-                                    f"{': ' + volumes.note if volumes.note else ''})")
-            else:
-                result = {"calibrated": True, **calibration.to_dict()}
-                print(calibration.describe(), flush=True)
+        result = {"calibrated": True, **calibration.to_dict()}
+        print(calibration.describe(), flush=True)
     update_export_meta(exported.path, interval_calibration=result)
     return result
+
+
+def _changes(exported: ExportedModel, cohort: str | Path, patients: Sequence[str], n: int, seed: int, mode: str,
+             config: Config, cache_dir, segmenter, which: str) -> tuple[np.ndarray | None, np.ndarray | None, str]:
+    """(B, N) sampled and (B,) true volume changes of ``patients``' follow-ups predicted by ``exported``, or Nones
+    and why not."""
+    if not patients:
+        return None, None, f"the {which} split is empty"
+    cases = load_cases(exported, cohort, patients, cache_dir=cache_dir)
+    cases = cases.select([i for i, c in enumerate(cases.cases) if c.has_truth])
+    if not len(cases):
+        return None, None, f"no {which} patient has a follow-up scan"
+    print(f"calibrating the volume-change intervals on {len(cases)} {which} cases ...", flush=True)
+    predictions = predict_cases(exported, cases, n, seed, mode, config)
+    volumes = CaseVolumes.measure(segmenter, cases, predictions,
+                                  config.evaluation.response_threshold).grouped(cases.follow_ups())
+    change, true = volumes.change(), volumes.true_change()
+    if not (np.isfinite(true) & np.isfinite(change).all(1)).any():
+        return None, None, (f"no {which} case has a measurable volume change ({volumes.source}"
+                            f"{': ' + volumes.note if volumes.note else ''})")
+    return change, true, ""
 
 
 @reads_cohort("predict")
@@ -235,7 +264,7 @@ def predict(model: str | Path, cohort: str | Path, out: str | Path, patients: Se
     calibration, calibration_note = _calibration_for(exported, mode, predictions.samples.shape[1])
     with staged_folder(out, "predictions") as partial:
         summaries = [write_follow_up(partial, cases, group, predictions, volumes, config.sampling.agreement_threshold,
-                                     calibration) for group in cases.follow_ups()]
+                                     calibration, exported.layout.smoothing_mm) for group in cases.follow_ups()]
         PredictionsFolder(partial).summary_json.write_text(json.dumps({
             "model": str(exported.path), "cohort": str(cases.cohort.root), "samples": n, "seed": seed,
             "overrides": list(overrides), "sampling": config.sampling.model_dump(mode="json"),
@@ -326,14 +355,16 @@ def default_patients(model: Path, cohort: str | Path) -> tuple[list[str] | None,
 
 def write_follow_up(out: Path, cases: CaseSet, group: Sequence[int], predictions: Predictions,
                     volumes: CaseVolumes, agreement_threshold: float = 0.05,
-                    calibration: IntervalCalibration | None = None) -> dict:
+                    calibration: IntervalCalibration | None = None, smoothing_mm: float = 0.0) -> dict:
     """Write one follow-up's images (its crops ``group`` stitched into the baseline scan's geometry, scanner
-    units) and return its summary; volumes are summed over the crops."""
+    units) and return its summary; volumes are summed over the crops. Outside the crops the mean and the samples
+    are the baseline as the model saw it: smoothed by ``smoothing_mm`` (the run's data.smoothing; the denoised
+    baseline of `oncodiff evaluate` when chosen the same way), so a stitched volume is the model's everywhere."""
     first = cases.cases[group[0]]
     layout = PredictionsFolder(out)
     folder = layout.follow_up(first.follow_up_key)
     folder.mkdir(parents=True, exist_ok=True)
-    background = baseline_scan(cases.cohort.root, first.baseline_image, first.geometry).array
+    background = smoothed(baseline_scan(cases.cohort.root, first.baseline_image, first.geometry), smoothing_mm).array
     geometries = [cases.cases[i].geometry for i in group]
     intensity = first.pre_intensity
     agreement = agreement_map(predictions.samples[group], predictions.pre[group], agreement_threshold)

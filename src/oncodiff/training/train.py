@@ -33,6 +33,7 @@ from oncodiff.outputs import reads_cohort, write_marker
 from oncodiff.precision import runs_as
 from oncodiff.runs import SEGMENTER, RunFolder
 from oncodiff.pipeline.predict import calibrate_run
+from oncodiff.training.calibration_folds import train_calibration_folds
 from oncodiff.training.callbacks import EpochLine, SaveLast
 from oncodiff.training.ema import WarmupEMA
 from oncodiff.training.memory import check_memory
@@ -107,6 +108,7 @@ def _fit(run: RunFolder, cohort: str | Path, config: Config, resume: bool, cache
         if calibrate:  # samples by the class prior, so after it
             write_marker(run.root, "run", state="calibrating",
                          finish=f"finish it with `oncodiff calibrate --model {run.root} --cohort {cohort}`")
+            train_calibration_folds(run, cohort, config, cache_dir)  # only when the validation split is small
             _calibrate(run, cohort, config, cache_dir)
         write_marker(run.root, "run")
     return run.root

@@ -285,6 +285,25 @@ def calibration_figure(curves: Mapping[str, Mapping], labels: Mapping[str, str])
     return fig
 
 
+def rank_histogram_figure(histograms: Mapping[str, Mapping], labels: Mapping[str, str]) -> Figure:
+    """The truth's rank among the samples per tumour-box voxel (distribution_scores.rank_histogram), one panel
+    per method, as the share of voxels per rank; the dashed line is the flat histogram of a calibrated ensemble."""
+    fig = Figure(figsize=(3.0 * min(len(histograms), 3), 2.6 * -(-len(histograms) // 3)), layout="constrained")
+    axes = fig.subplots(-(-len(histograms) // 3), min(len(histograms), 3), squeeze=False)
+    for ax in axes.flat[len(histograms):]:
+        ax.set_axis_off()
+    for ax, (method, h) in zip(axes.flat, histograms.items()):
+        counts = np.asarray(h["counts"], dtype=float)
+        ax.bar(np.arange(len(counts)), counts / counts.sum(), color="#4c72b0", edgecolor="white", width=0.9)
+        ax.axhline(1 / len(counts), color="#c44e52", linestyle="--", linewidth=1)
+        ax.set_title(wrap(labels.get(method, method), 34), fontsize=8)
+        ax.set_xticks(np.arange(len(counts)))
+        ax.tick_params(labelsize=7)
+        ax.set_xlabel(f"rank of the truth among {len(counts) - 1} samples", fontsize=7.5)
+        ax.set_ylabel("share of voxels", fontsize=7.5)
+    return fig
+
+
 def reliability_figure(curve: Mapping, base_rate: float | None = None) -> Figure:
     """Predicted probability against the observed frequency per bin (evaluation.proper_scores.reliability_curve);
     marker area ~ cases in the bin; the diagonal is calibrated; the dotted line, the training class rate."""

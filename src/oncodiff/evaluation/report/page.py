@@ -4,7 +4,7 @@ Reads what ``oncodiff evaluate`` wrote (``summary.json``, ``figures.npz``) and t
 ``metrics.csv``, and writes a single HTML file with every figure embedded as a base64 PNG and no
 external resource, so it opens offline and survives being emailed. Sections: provenance, the notes
 and caveats the summary carries, the metric tables (the same as ``tables.md``) with their plots
-(SSIM histogram, calibration, Kaplan-Meier), the first test cases image by image, training curves.
+(SSIM histogram, calibration, rank histograms, Kaplan-Meier), the first test cases image by image, training curves.
 A section without data says why in one line.
 """
 
@@ -23,7 +23,7 @@ from oncodiff.errors import OncodiffError
 from oncodiff.layouts import FIGURES_NPZ, SUMMARY_JSON, EvaluationFolder
 from oncodiff.evaluation.report.figures import (
     CaseImages, calibration_figure, case_figure, kaplan_meier_figure, load_case_images, png_base64,
-    reliability_figure, ssim_histogram, training_curves_figure,
+    rank_histogram_figure, reliability_figure, ssim_histogram, training_curves_figure,
 )
 from oncodiff.evaluation.report.tables import IMAGE_COLUMNS, Table, method_label, summary_tables, to_html
 from oncodiff.outputs import REPORT_SIGNATURE, check_output_file, make_folder, write_file_atomic
@@ -264,7 +264,22 @@ def _plot_for(key: str, summary: dict, labels: dict[str, str]) -> str:
         return _kaplan_meier_plot(summary)
     if key == "class_prior":
         return _reliability_plot(summary)
+    if key == "spread":
+        return _rank_histogram_plot(summary, labels)
     return ""
+
+
+def _rank_histogram_plot(summary: dict, labels: dict[str, str]) -> str:
+    histograms = {m: s["rank_histogram"] for m, s in summary.get("proper_scores", {}).items()
+                  if isinstance(s.get("rank_histogram"), dict) and s["rank_histogram"].get("counts")}
+    if not histograms:
+        return _missing("Rank histogram: no method has several samples per case (or no test case has a baseline "
+                        "tumour), so there is no ensemble to rank the truth in.")
+    return "<h3>Rank histograms in the tumour box</h3>" + _image(
+        rank_histogram_figure(histograms, labels), "rank histograms",
+        "Share of tumour-box voxels per rank of the true follow-up among the samples (ties at random). Flat "
+        "(dashed line) = the truth behaves like one more sample; a U = samples too alike (overconfident); a dome "
+        "= too spread; a slope = biased.")
 
 
 def _reliability_plot(summary: dict) -> str:

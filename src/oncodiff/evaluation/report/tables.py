@@ -11,6 +11,8 @@ import html
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from oncodiff.evaluation.paired import MIN_PATIENTS
+
 IMAGE_COLUMNS = (("ssim_tumor", "SSIM tumour"), ("psnr_tumor", "PSNR tumour (dB)"), ("mae_tumor", "MAE tumour"),
                  ("ssim_bbox", "SSIM box"), ("psnr_bbox", "PSNR box (dB)"), ("ssim", "SSIM image"),
                  ("psnr", "PSNR image (dB)"), ("mae", "MAE image"))
@@ -23,7 +25,8 @@ RESPONSE_COLUMNS = (("balanced_accuracy", "balanced accuracy"), ("f1", "F1"), ("
 @dataclass(frozen=True)
 class Table:
     """One section of the tables: ``key`` names it (``image``, ``size``, ``uncertainty``,
-    ``counterfactual``, ``class_prior``, ``proper_scores``, ``distribution``, ``response``, ``survival``), ``rows`` hold formatted cells
+    ``counterfactual``, ``class_prior``, ``proper_scores``, ``spread``, ``paired``, ``distribution``, ``response``,
+    ``survival``), ``rows`` hold formatted cells
     under ``header``; a row whose cells after the second are all empty is a status line. ``notes``
     are caveats shown under the table (or instead of it when there is no header)."""
 
@@ -40,7 +43,7 @@ def summary_tables(summary: dict) -> list[Table]:
     survival_tabulated = bool(outcomes.get("survival")) and "status" not in outcomes["survival"]
     return [_image_table(summary), _size_table(summary), _uncertainty_table(summary),
             _counterfactual_table(summary.get("counterfactual", {})), _class_prior_table(summary.get("class_prior")),
-            _proper_scores_table(summary), _distribution_table(summary),
+            _proper_scores_table(summary), _spread_table(summary), _paired_table(summary), _distribution_table(summary),
             _response_table(outcomes, with_caveat=not survival_tabulated), _survival_table(outcomes)]
 
 
@@ -209,6 +212,58 @@ def _proper_scores_table(summary: dict) -> Table:
     return Table("proper_scores", "Proper scores of the predicted distributions",
                  ("method", "CRPS Δvol (pp)", "log score, response", "CRPS tumour box", "energy score box",
                   "Δvol distribution"), tuple(rows), notes)
+
+
+def _spread_table(summary: dict) -> Table:
+    rows = []
+    for method, scores in summary.get("proper_scores", {}).items():
+        tumour, spread = scores.get("in_tumour", {}), scores.get("spread_skill") or {}
+        ranks = scores.get("rank_histogram") or {}
+        outside = (f"{100 * ranks['outside_share']:.0f} % (calibrated {100 * ranks['outside_share_calibrated']:.0f} %)"
+                   if "outside_share" in ranks else "-")
+        rows.append((method_label(summary, method), _num(tumour.get("mae_of_mean"), 4), _num(tumour.get("crps"), 4),
+                     _num(spread.get("spread"), 4), _num(spread.get("rmse_of_mean"), 4), _num(spread.get("ratio"), 2),
+                     _num(ranks.get("delta"), 1), outside))
+    notes = ("Inside the tumour box, pooled over its voxels (normalised intensity; distribution_scores.py): MAE of the "
+             "sample mean beside the per-voxel CRPS of the samples (a one-prediction method's CRPS is its MAE, so "
+             "CRPS below the point methods' MAE is what a distribution adds); spread = RMS of the per-voxel sample "
+             "standard deviation, RMSE of the sample mean, and the spread-skill ratio sqrt((M + 1) / M) x spread / "
+             "RMSE for M samples: 1 = as spread as the errors, below 1 = samples too alike.",
+             "Rank histogram (figure in the report, counts in summary.json): the truth's rank among the samples per "
+             "voxel, ties broken at random. delta = its squared distance from flat over what independent flat ranks "
+             "give (about 1 = flat; voxels are correlated, so read it as a size); 'outside' = voxels whose truth lies "
+             "below or above every sample, against 2 / (M + 1) when calibrated (more = a U, overconfident).")
+    return Table("spread", "Spread of the samples against their error, in the tumour box",
+                 ("method", "MAE of mean", "CRPS", "spread (RMS sd)", "RMSE of mean", "spread-skill",
+                  "rank delta", "truth outside samples"), tuple(rows), notes)
+
+
+def _paired_table(summary: dict) -> Table:
+    paired = summary.get("paired") or {}
+    verdicts, rows = paired.get("verdicts", {}), []
+    for method, against in verdicts.items():
+        for reference, scores in against.items():
+            rows.append((method_label(summary, method), method_label(summary, reference),
+                         *(_difference(scores.get(k)) for k in ("mae_tumor", "ssim_tumor", "crps_box"))))
+    if not rows:
+        return Table("paired", "Paired verdicts against the reference predictions",
+                     notes=("not computed: no reference method (post = pre, denoised, regression) was evaluated",))
+    n_patients = next((d.get("n_patients") for a in verdicts.values() for r in a.values() for d in r.values()), None)
+    notes = (f"Mean per-case difference (method - reference), with a 95 % interval from {paired.get('n_boot')} "
+             f"bootstrap resamples of the {n_patients} test patients (a patient's follow-ups and slices stay together; "
+             "evaluation/paired.py), and the verdict: better / worse when the interval excludes 0, ties when it "
+             f"holds 0; not judged with fewer than {MIN_PATIENTS} patients. MAE and SSIM inside the baseline "
+             "tumour; CRPS per voxel in the tumour box (lower MAE and CRPS, higher SSIM are better).",)
+    return Table("paired", "Paired verdicts against the reference predictions",
+                 ("method", "against", "Δ MAE tumour", "Δ SSIM tumour", "Δ CRPS box"), tuple(rows), notes)
+
+
+def _difference(d: dict | None) -> str:
+    if not d or d.get("mean") is None:
+        return "-"
+    low, high = d["ci95"]
+    interval = "" if low is None else f" [{low:+.4f}, {high:+.4f}]"
+    return f"{d['mean']:+.4f}{interval} {d.get('verdict') or 'not judged'}"
 
 
 def _distribution_table(summary: dict) -> Table:
