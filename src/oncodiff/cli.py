@@ -36,6 +36,15 @@ class Acquisition(str, Enum):
 PRESET_HELP = "preset name (see `oncodiff presets`) or a YAML path"
 SET_HELP = "override a config key, e.g. --set training.max_minutes=2 (repeatable)"
 VERBOSE_HELP = "also print the training framework's (Lightning's) own messages and warnings"
+WORKERS_HELP = ("lesions preprocessed at once, in separate processes (default: every core this process may use); "
+                "the cache is the same for any number. Shortcut for --set data.preprocess_workers=N")
+SCHEDULER_HELP = ("preprocess on a Dask cluster: its scheduler address, e.g. tcp://10.0.0.5:8786 (needs "
+                  "oncodiff's cluster extra, i.e. Dask's distributed package). Shortcut for --set data.scheduler=ADDRESS")
+
+
+def _parallel_overrides(workers: int | None, scheduler: str | None) -> list[str]:
+    return ([f"data.preprocess_workers={workers}"] if workers else []) + \
+        ([f"data.scheduler={scheduler}"] if scheduler else [])
 
 
 def _fail(error: Exception) -> None:
@@ -125,11 +134,13 @@ def preprocess(
     preset: str = typer.Option("demo", help=PRESET_HELP),
     set_: Optional[list[str]] = typer.Option(None, "--set", help=SET_HELP),
     cache_dir: Optional[Path] = typer.Option(None, help="cache folder (default ~/.cache/oncodiff)"),
+    workers: Optional[int] = typer.Option(None, min=1, help=WORKERS_HELP),
+    scheduler: Optional[str] = typer.Option(None, help=SCHEDULER_HELP),
 ) -> None:
     """Validate, then orient, resample, normalise, register and crop a cohort into the cache."""
     from oncodiff.data import preprocess_cohort
 
-    config = _config(preset, set_)
+    config = _config(preset, [*(set_ or []), *_parallel_overrides(workers, scheduler)])
     result = _run(preprocess_cohort, cohort, config.data, cache_dir=cache_dir)
     typer.echo(str(result))
 
@@ -147,6 +158,8 @@ def train(
     devices: Optional[str] = typer.Option(None, help="devices per node (Lightning), e.g. 2 or auto"),
     num_nodes: Optional[int] = typer.Option(None, help="nodes for DDP (Lightning)"),
     verbose: bool = typer.Option(False, "--verbose", help=VERBOSE_HELP),
+    workers: Optional[int] = typer.Option(None, min=1, help=WORKERS_HELP),
+    scheduler: Optional[str] = typer.Option(None, help=SCHEDULER_HELP),
 ) -> None:
     """Train a model on a cohort; writes config.json, splits.json, checkpoints, metrics.csv, model.safetensors."""
     from oncodiff.training import train as train_fn
@@ -154,7 +167,7 @@ def train(
 
     quiet_framework(verbose)
 
-    extra = list(set_ or [])
+    extra = [*(set_ or []), *_parallel_overrides(workers, scheduler)]
     if stage:
         extra.append(f"training.stage={stage}")
     if init_from:

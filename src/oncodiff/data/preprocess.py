@@ -35,6 +35,7 @@ from oncodiff.data.crop import Crop, plan_crops
 from oncodiff.data.denoise import smoothed
 from oncodiff.data.geometry import GeometryRecord, canonical_grid, nearest_on_grid, sample
 from oncodiff.data.intensity import IntensityTransform, fit_intensity, normalization_method
+from oncodiff.data.parallel import run_jobs
 from oncodiff.data.registration import measure_misalignment, register
 from oncodiff.errors import ConfigError
 
@@ -328,33 +329,52 @@ def cut_followup(cohort: Cohort, row: Mapping[str, Any], baseline: BaselineCrops
 
 
 def _preprocess(cohort: Cohort, config: DataConfig) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """Every pair of the cohort -> (arrays as in PreprocessedCohort, metadata with records and warnings)."""
+    """Every pair of the cohort -> (arrays as in PreprocessedCohort, metadata with records and warnings).
+
+    Lesions are the unit of work: each runs in :func:`_preprocess_lesion`, single-threaded, on
+    ``data.preprocess_workers`` local processes or the Dask cluster at ``data.scheduler`` (parallel.py), and
+    the results are put together in the cohort's order, so the arrays do not depend on how many ran at once."""
+    lesions = [(patient, lesion, rows) for (patient, lesion), rows
+               in cohort.pairs().groupby(["patient_id", "lesion_id"], sort=False)]
+    jobs = [(cohort, config, patient, lesion, rows) for patient, lesion, rows in lesions]
+    results = run_jobs(_preprocess_lesion, jobs, config.preprocess_workers, config.scheduler,
+                       progress=lambda done, total: _progress(done, total, cohort.spec.name))
     parts: dict[str, list[np.ndarray]] = {key: [] for key in ARRAY_KEYS}
     records: list[dict[str, Any]] = []
     warnings: list[str] = []
-    lesions = cohort.pairs().groupby(["patient_id", "lesion_id"], sort=False)
-    for done, ((patient, lesion), rows) in enumerate(lesions, start=1):
-        _progress(done, lesions.ngroups, cohort.spec.name)
-        baseline_row = {k[len("pre_"):]: v for k, v in rows.iloc[0].items() if k.startswith("pre_")}
-        baseline = crop_baseline(cohort, baseline_row, config)
-        if not baseline.crops:
-            warnings.append(f"patient {patient}, lesion {lesion}: no slice has {config.min_tumor_voxels}+ tumour "
-                            f"voxels in {baseline_row['tumor_mask']}; its {len(rows)} pair(s) are left out")
-            continue
-        if not baseline.tumor_mask.any():
-            warnings.append(f"patient {patient}, lesion {lesion}: the baseline tumour mask "
-                            f"{baseline_row['tumor_mask']} is empty in its crops; crops are centred on the scan")
-        for _, row in rows.iterrows():
-            followup = cut_followup(cohort, row.to_dict(), baseline, config)
-            _append_samples(parts, records, baseline, followup, row, baseline_row)
+    for lesion_parts, lesion_records, lesion_warnings in results:
+        for key in ARRAY_KEYS:
+            parts[key].extend(lesion_parts[key])
+        records.extend(lesion_records)
+        warnings.extend(lesion_warnings)
     arrays = {key: _concatenate(parts[key], key, cohort, config) for key in ARRAY_KEYS}
     metadata = {"version": cache.CACHE_VERSION, "normalization": normalization_method(config, cohort.spec.modality),
                 "records": records, "warnings": warnings}
     return arrays, metadata
 
 
+def _preprocess_lesion(cohort: Cohort, config: DataConfig, patient: str, lesion: str, rows: pd.DataFrame):
+    """One lesion's pairs (its rows of ``cohort.pairs()``) -> (arrays by key, records, warnings)."""
+    parts: dict[str, list[np.ndarray]] = {key: [] for key in ARRAY_KEYS}
+    records: list[dict[str, Any]] = []
+    baseline_row = {k[len("pre_"):]: v for k, v in rows.iloc[0].items() if k.startswith("pre_")}
+    baseline = crop_baseline(cohort, baseline_row, config)
+    if not baseline.crops:
+        return parts, records, [f"patient {patient}, lesion {lesion}: no slice has {config.min_tumor_voxels}+ "
+                                f"tumour voxels in {baseline_row['tumor_mask']}; its {len(rows)} pair(s) are left out"]
+    warnings = []
+    if not baseline.tumor_mask.any():
+        warnings.append(f"patient {patient}, lesion {lesion}: the baseline tumour mask "
+                        f"{baseline_row['tumor_mask']} is empty in its crops; crops are centred on the scan")
+    for _, row in rows.iterrows():
+        followup = cut_followup(cohort, row.to_dict(), baseline, config)
+        _append_samples(parts, records, baseline, followup, row, baseline_row)
+    return parts, records, warnings
+
+
 def _progress(done: int, total: int, name: str) -> None:
-    """A progress line on stderr: every lesion on a terminal, else every tenth of the cohort."""
+    """A progress line on stderr as lesions finish (on any worker): every lesion on a terminal, else every
+    tenth of the cohort."""
     interactive = sys.stderr.isatty()
     if interactive or done == total or done % max(total // 10, 1) == 0:
         end = "\n" if done == total or not interactive else ""
