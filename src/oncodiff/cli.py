@@ -107,6 +107,7 @@ def validate(
     cohort: Path = typer.Argument(..., help="cohort folder (cohort.yaml, patients.csv, scans.csv)"),
     check_alignment: bool = typer.Option(True, help="warn about follow-ups misaligned to their baseline (a coarse "
                                          "rigid fit per follow-up)"),
+    details: bool = typer.Option(False, "--details", help="list each misaligned follow-up, not only the count"),
 ) -> None:
     """Check a cohort folder and report every problem at once. Exit code 0 means valid."""
     from oncodiff.cohort import validate_cohort
@@ -122,10 +123,13 @@ def validate(
         raise typer.Exit(code=1)
     typer.secho(f"{cohort}: valid", fg=typer.colors.GREEN)
     if check_alignment:
-        from oncodiff.data.registration import misalignment_warnings
+        from oncodiff.data.registration import misalignment_report
 
-        for warning in _run(misalignment_warnings, cohort):
-            typer.secho(f"warning: {warning}", fg=typer.colors.YELLOW, err=True)
+        summary, lines = _run(misalignment_report, cohort)
+        if summary:
+            typer.secho(f"warning: {summary}", fg=typer.colors.YELLOW, err=True)
+        for line in lines if details else ():
+            typer.echo(f"  - {line}", err=True)
 
 
 @app.command()

@@ -36,7 +36,7 @@ from oncodiff.data.denoise import smoothed
 from oncodiff.data.geometry import GeometryRecord, canonical_grid, nearest_on_grid, sample
 from oncodiff.data.intensity import IntensityTransform, fit_intensity, normalization_method
 from oncodiff.data.parallel import run_jobs
-from oncodiff.data.registration import measure_misalignment, register
+from oncodiff.data.registration import measure_misalignment, misalignment_summary, register
 from oncodiff.errors import ConfigError
 
 ARRAY_KEYS = ("pre", "post", "tumor_mask", "post_mask", "anatomy", "pre_smoothed", "post_smoothed")
@@ -131,7 +131,17 @@ class PreprocessedCohort:
             f"cache: {self.cache_path} ({how})",
             self.steps_summary(),
         ]
-        return "\n".join(lines + [f"warning: {w}" for w in self.warnings])
+        note = self.misalignment_summary() if self.cache_hit else None  # computed: preprocess_cohort printed it
+        return "\n".join(lines + [f"warning: {w}" for w in self.warnings] + ([f"note: {note}"] if note else []))
+
+    def misalignment_summary(self) -> str | None:
+        """One line for the follow-ups that ``data.registration=auto`` measured as misaligned and registered,
+        or None when it registered none."""
+        pairs = {(r.patient_id, r.lesion_id, r.timepoint): r.steps for r in self.records}
+        moved = [s["misalignment_mm"] for s in pairs.values()
+                 if s.get("misalignment_mm") is not None and s.get("registration", "none") != "none"]
+        return misalignment_summary(moved, len(pairs), "looked", "preprocessing registered them "
+                                    f"(data.registration=auto); `oncodiff validate --details {self.root}` lists them")
 
     def steps_summary(self) -> str:
         """One line: how many follow-ups were bias-corrected and registered (pairs, not crops)."""
@@ -161,7 +171,11 @@ def preprocess_cohort(
         return _result(cohort, arrays, metadata, path, cache_hit=True)
     arrays, metadata = _preprocess(cohort, data_config)
     cache.write_entry(path, arrays, metadata)
-    return _result(cohort, arrays, metadata, path, cache_hit=False)
+    result = _result(cohort, arrays, metadata, path, cache_hit=False)
+    note = result.misalignment_summary()
+    if note:  # once, when computed: train, predict and evaluate print one line, not one per follow-up
+        print(f"note: {note}", file=sys.stderr, flush=True)
+    return result
 
 
 def write_preprocessing_report(preprocessed: PreprocessedCohort, path: str | Path) -> Path:

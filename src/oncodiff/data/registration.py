@@ -151,24 +151,48 @@ def _world_matrix(transform: sitk.Transform, rows: list[int]) -> np.ndarray:
 # ---- warnings (a valid cohort may still need preprocessing) --------------------------------------
 
 def misalignment_warnings(root: str | Path, threshold_mm: float = MISALIGNMENT_WARNING_MM) -> list[str]:
-    """One line per follow-up that looks misaligned to its baseline, saying by how much.
+    """One line per follow-up that looks misaligned to its baseline, saying by how much (``validate --details``).
 
     The measure is a coarse rigid registration (about 6 mm voxels, one level) and the mean distance
     it moves the baseline's foreground: cheap, and good to about a millimetre. Call it on a valid
     cohort; it reads every baseline and follow-up image once more.
     """
-    cohort = load_cohort(Path(root))
-    warnings = []
+    return [line for line, _ in _misaligned(root, threshold_mm)[0]]
+
+
+def misalignment_report(root: str | Path, threshold_mm: float = MISALIGNMENT_WARNING_MM) -> tuple[str | None, list[str]]:
+    """(one summary line or None when every follow-up looks aligned, one line per misaligned follow-up)."""
+    found, total = _misaligned(root, threshold_mm)
+    summary = misalignment_summary([moved for _, moved in found], total, "look", "preprocessing registers them "
+                                   "(data.registration=auto, the default); `oncodiff validate --details` lists them")
+    return summary, [line for line, _ in found]
+
+
+def misalignment_summary(moved_mm: list[float], total: int, verb: str, then: str) -> str | None:
+    """"48 of 48 follow-ups look misaligned to their baseline, 1.4-3.2 mm; THEN", or None for none."""
+    if not moved_mm:
+        return None
+    low, high = min(moved_mm), max(moved_mm)
+    spread = f"{low:.1f} mm" if f"{low:.1f}" == f"{high:.1f}" else f"{low:.1f}-{high:.1f} mm"
+    verb = verb + ("s" if len(moved_mm) == 1 and verb == "look" else "")
+    return f"{len(moved_mm)} of {total} follow-ups {verb} misaligned to their baseline, {spread}; {then}"
+
+
+def _misaligned(root: str | Path, threshold_mm: float) -> tuple[list[tuple[str, float]], int]:
+    """([(detail line, mm moved)] for each misaligned follow-up, the number of follow-ups measured)."""
+    cohort = load_cohort(Path(root), validate=False)
+    found, total = [], 0
     for (patient, lesion), rows in cohort.pairs().groupby(["patient_id", "lesion_id"], sort=False):
         baseline_path = rows.iloc[0]["pre_image"]
         baseline = read_image(cohort.path(baseline_path))
         for _, row in rows.iterrows():
+            total += 1
             moved, _ = measure_misalignment(baseline, read_image(cohort.path(row["image"])),
                                             spacing_mm=MISALIGNMENT_MEASURE_MM)
             if moved > threshold_mm:
-                warnings.append(
+                found.append((
                     f"{SCANS_CSV}: {row['image']} (patient {patient}, lesion {lesion}, {row['timepoint']}) looks "
                     f"misaligned to its baseline {baseline_path}: a coarse rigid fit moves the anatomy {moved:.1f} mm "
                     "on average. Preprocessing registers it (data.registration=auto, the default); keep that on, "
-                    "or register the follow-up to its baseline yourself.")
-    return warnings
+                    "or register the follow-up to its baseline yourself.", moved))
+    return found, total
