@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -91,7 +92,7 @@ def edit_csv(root: str | Path, name: str, row: int, column: str, value: object) 
     table.to_csv(path, index=False)
 
 
-def edit_yaml(root: str | Path, **changes: object) -> None:
+def edit_yaml(root: str | Path, /, **changes: object) -> None:
     """Change top-level keys of a cohort's cohort.yaml."""
     path = Path(root) / "cohort.yaml"
     spec = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -107,3 +108,55 @@ def load_benchmark(name: str) -> ModuleType:
     sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
+
+
+LABELS = {"necrosis": 1, "oedema": 2, "enhancing": 3}
+
+
+def write_cohort_v2(
+    root: str | Path, n_patients: int = 2, dims: int = 2, sequences: tuple[str, ...] = ("t1c", "t2", "flair"),
+    label_maps: bool = True, image_root: str | Path | None = None, followups: tuple[tuple[str, int], ...] = (("week6", 42),),
+    **options,
+) -> Path:
+    """A valid format-2 cohort: :func:`write_cohort`'s scans as the primary sequence (the first of ``sequences``),
+    each other sequence a different contrast of the same scan (tumour darker in t2, oedema bright in flair),
+    tumours as label maps (necrosis 1 at the centre, enhancing 3 around it, oedema 2 in a ring outside; the
+    tumour is necrosis + enhancing, i.e. exactly write_cohort's mask) and, with ``image_root``, every image in
+    that folder (``root:`` in cohort.yaml, written relative to the cohort folder)."""
+    from scipy import ndimage
+
+    from oncodiff.cohort import read_image
+
+    root = write_cohort(root, n_patients=n_patients, dims=dims, followups=followups, **options)
+    scans = pd.read_csv(root / "scans.csv", dtype=str, keep_default_na=False)
+    for k, row in scans.iterrows():
+        image = read_image(root / row["image"])
+        mask = read_image(root / row["tumor_mask"]).array > 0
+        for name in sequences[1:]:
+            inverted = 0.2 * (image.array > 0.1) + (0.4 - 0.3 * mask if name == "t2" else 0.2 * mask)
+            oedema = ndimage.binary_dilation(mask, iterations=2) & ~mask
+            values = (inverted + (0.5 if name == "flair" else 0.1) * oedema).astype(np.float32)
+            relative = row["image"].replace(".nii.gz", f"_{name}.nii.gz")
+            write_image(values, image.affine, root / relative)
+            scans.loc[k, f"image:{name}"] = relative
+        if label_maps:
+            core = ndimage.binary_erosion(mask, iterations=1)
+            labels = np.where(core, 1, np.where(mask, 3, 2 * (ndimage.binary_dilation(mask, iterations=2) & ~mask)))
+            relative = row["tumor_mask"].replace("_gtv", "_seg")
+            write_image(labels.astype(np.uint8), image.affine, root / relative)
+            scans.loc[k, "tumor_labels"] = relative
+    scans = scans.rename(columns={"image": f"image:{sequences[0]}"})
+    if label_maps:
+        scans = scans.drop(columns="tumor_mask")
+    scans.to_csv(root / "scans.csv", index=False)
+    changes = {"format": 2, "sequences": list(sequences)}
+    if label_maps:
+        changes |= {"labels": dict(LABELS), "tumor": ["necrosis", "enhancing"]}
+    if image_root is not None:
+        image_root = Path(image_root)
+        image_root.mkdir(parents=True, exist_ok=True)
+        for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+            folder.rename(image_root / folder.name)
+        changes["root"] = os.path.relpath(image_root.resolve(), root.resolve())
+    edit_yaml(root, **changes)
+    return root

@@ -93,12 +93,22 @@ def synth(
     acquisition: Acquisition = typer.Option(
         Acquisition.ideal, help="ideal: aligned scans on one grid and scale; clinical: as a clinic acquires them "
         "(motion, thick slices, gain/offset, bias field, noise, missing clinical values; docs/synthetic-cohorts.md)"),
+    sequences: Optional[str] = typer.Option(None, help="MRI sequences, comma-separated, the primary first (brain: "
+                                            "t1c,t1,t2,flair): writes cohort format 2 with tumour label maps"),
+    interim: Optional[list[str]] = typer.Option(None, help="days of scans during treatment, e.g. --interim 28 or "
+                                                "--interim 21,35 (labelled day21, day35)"),
 ) -> None:
     """Write a synthetic longitudinal cohort with ground truth and counterfactuals (docs/synthetic-cohorts.md)."""
     from oncodiff.synth import synthesize
 
+    names = tuple(s.strip() for s in (sequences or "").split(",") if s.strip())
+    try:
+        days = tuple(int(d) for text in interim or () for d in text.split(",") if d.strip())
+    except ValueError:
+        raise typer.BadParameter(f"--interim takes whole days, e.g. 28 or 21,35; got {interim}") from None
     path = _run(synthesize, site=site.value, n_patients=patients, dims=dims, seed=seed, out=out, overwrite=overwrite,
-                misalign_mm=misalign_mm, workers=workers, treated=not untreated, acquisition=acquisition.value)
+                misalign_mm=misalign_mm, workers=workers, treated=not untreated, acquisition=acquisition.value,
+                sequences=names, interim=days)
     typer.echo(f"wrote {path}")
 
 

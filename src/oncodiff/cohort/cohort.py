@@ -7,26 +7,64 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import yaml
 
-from oncodiff.cohort.schema import COHORT_YAML, PATIENTS_CSV, SCANS_CSV, CohortSpec
-from oncodiff.cohort.validate import DEFAULT_LESION, validate_cohort
+from oncodiff.cohort.image import Image
+from oncodiff.cohort.schema import COHORT_YAML, IMAGE_PREFIX, PATIENTS_CSV, SCANS_CSV, TUMOR_LABELS, CohortSpec
+from oncodiff.cohort.validate import DEFAULT_LESION, data_root, validate_cohort
 from oncodiff.errors import CohortError
 
 
 @dataclass(frozen=True)
 class Cohort:
-    """A cohort folder. ``patients`` is indexed by patient_id; ``scans`` keeps file order."""
+    """A cohort folder. ``patients`` is indexed by patient_id; ``scans`` keeps file order.
+
+    Format 2 is read into the columns format 1 code expects: with ``sequences``, ``image`` is the primary
+    sequence's column (the ``image:NAME`` columns stay); :meth:`tumor` reads a scan's tumour from its
+    ``tumor_mask`` or from its ``tumor_labels`` map (the union of the ``tumor`` labels)."""
 
     root: Path
     spec: CohortSpec
     patients: pd.DataFrame
     scans: pd.DataFrame
 
+    @property
+    def data_root(self) -> Path:
+        """The folder scans.csv paths are relative to: format 2's ``root``, else the cohort folder."""
+        base, _ = data_root(self.root, self.spec)
+        return base if base is not None else self.root
+
     def path(self, relative: str) -> Path:
         """Absolute path of a file referenced in scans.csv."""
-        return self.root / str(relative)
+        return self.data_root / str(relative)
+
+    def sequence_paths(self, row) -> dict[str, str | None]:
+        """Sequence name -> its image (relative to :attr:`data_root`) on one scans.csv row, None where missing;
+        the primary first. A format-1 cohort (no ``sequences``) has one, named ``image``."""
+        if not self.spec.sequences:
+            return {"image": _text(row.get("image"))}
+        return {column.removeprefix(IMAGE_PREFIX): _text(row.get(column)) for column in self.spec.image_columns()}
+
+    def tumor_file(self, row) -> str | None:
+        """The file a scan's tumour comes from (its ``tumor_mask`` or ``tumor_labels``), None when it has none."""
+        return _text(row.get("tumor_mask")) or _text(row.get(TUMOR_LABELS))
+
+    def tumor(self, row) -> Image | None:
+        """A scan's tumour as a binary uint8 image on the mask's grid: its ``tumor_mask`` (> 0), or the voxels of
+        its ``tumor_labels`` map whose value is one of the ``tumor`` labels. None when the row gives neither."""
+        from oncodiff.cohort.io import read_image
+
+        mask = _text(row.get("tumor_mask"))
+        if mask is not None:
+            image = read_image(self.path(mask))
+            return image.with_array((image.array > 0).astype(np.uint8))
+        labels = _text(row.get(TUMOR_LABELS))
+        if labels is None:
+            return None
+        image = read_image(self.path(labels))
+        return image.with_array(np.isin(np.rint(image.array), self.spec.tumor_values()).astype(np.uint8))
 
     @property
     def dims(self) -> int | None:
@@ -67,6 +105,8 @@ def read_tables(root: Path) -> tuple[CohortSpec, pd.DataFrame, pd.DataFrame]:
     if "lesion_id" not in scans.columns:
         scans["lesion_id"] = DEFAULT_LESION
     scans["lesion_id"] = scans["lesion_id"].fillna(DEFAULT_LESION)
+    if spec.sequences and spec.primary_column in scans.columns:
+        scans["image"] = scans[spec.primary_column]  # the primary sequence is the scan's image
     return spec, patients.set_index("patient_id", drop=False), scans
 
 
@@ -106,3 +146,10 @@ def same_cohort(recorded: dict[str, str], root: str | Path) -> bool:
     folders count when their tables are byte-identical)."""
     here = cohort_fingerprint(root)
     return here["path"] == recorded.get("path") or here["tables_sha256"] == recorded.get("tables_sha256")
+
+
+def _text(value) -> str | None:
+    """A path cell as text; None when empty (NaN or missing)."""
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return None
+    return str(value)

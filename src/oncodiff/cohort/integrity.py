@@ -111,15 +111,20 @@ def check_followup_days(scans: pd.DataFrame, baseline: str) -> list[Problem]:
     return problems
 
 
-def path_problem(relative: str) -> str | None:
-    """Why a scans.csv path is not allowed (absolute, or climbing out of the cohort folder), or None."""
+def path_problem(relative: str, base: str = "the cohort folder") -> str | None:
+    """Why a scans.csv path is not allowed (absolute, or climbing out of ``base``: the cohort folder, or
+    format 2's 'root'), or None."""
     if PurePosixPath(relative).is_absolute() or PureWindowsPath(relative).is_absolute() or \
             PureWindowsPath(relative).drive:
+        if base != "the cohort folder":
+            return f"is an absolute path; paths are relative to {base}"
         return "is an absolute path; a cohort folder holds its own files, so it can be moved or shared whole"
     depth = 0
     for part in PurePosixPath(relative.replace("\\", "/")).parts:
         depth += -1 if part == ".." else (0 if part == "." else 1)
         if depth < 0:
+            if base != "the cohort folder":
+                return f"climbs out of {base} with '..'; image paths stay inside it"
             return "climbs out of the cohort folder with '..'; a cohort folder holds its own files"
     return None
 

@@ -22,7 +22,8 @@ from oncodiff.cohort.integrity import (
 )
 from oncodiff.cohort.io import read_image
 from oncodiff.cohort.schema import (
-    ANATOMY_PREFIX, COHORT_YAML, PATIENTS_CSV, SCAN_REQUIRED_COLUMNS, SCANS_CSV, ClinicalVariable, CohortSpec,
+    ANATOMY_PREFIX, COHORT_YAML, IMAGE_PREFIX, PATIENTS_CSV, SCAN_REQUIRED_COLUMNS, SCANS_CSV, TUMOR_LABELS,
+    ClinicalVariable, CohortSpec,
 )
 from oncodiff.errors import Problem
 
@@ -41,9 +42,11 @@ def validate_cohort(root: str | Path, warnings: bool = False) -> list[Problem]:
         return [Problem(str(root), "is not a folder.", fix="pass the cohort folder that holds cohort.yaml, "
                         "patients.csv and scans.csv.")]
     spec, baseline, problems = _read_spec(root)
+    base, found = data_root(root, spec)
+    problems += found
     patients, found = _read_table(root, PATIENTS_CSV, ("patient_id",))
     problems += found
-    scans, found = _read_table(root, SCANS_CSV, SCAN_REQUIRED_COLUMNS)
+    scans, found = _read_table(root, SCANS_CSV, _required_scan_columns(spec))
     problems += found
     if patients is not None:
         problems += _check_patients(patients, spec)
@@ -53,7 +56,11 @@ def validate_cohort(root: str | Path, warnings: bool = False) -> list[Problem]:
         problems += _check_scans(scans, spec, baseline, patients)
         problems += check_ids(scans, SCANS_CSV, ("patient_id", "lesion_id", "timepoint"))
         problems += check_followup_days(scans, baseline)
-        problems += _check_scan_files(root, scans, baseline)
+        problems += _check_format2_scans(scans, spec, baseline)
+        if spec is None:
+            problems += _check_image_column_unknown_spec(scans)
+        if base is not None:
+            problems += _check_scan_files(base, scans, baseline, spec)
     if patients is not None and scans is not None:
         problems += _check_patients_have_scans(patients, scans)
     rank = {name: k for k, name in enumerate(FILE_ORDER)}
@@ -94,7 +101,7 @@ def _yaml_problem(error: dict) -> Problem:
     elif error["type"] == "string_type":
         fix = "quote the value, e.g. 'yes' or '1' (YAML reads yes/no, on/off and numbers as non-text)."
     else:
-        fix = f"correct {key or 'the file'!r}; {FORMAT_DOC}."
+        fix = f"correct {key!r}; {FORMAT_DOC}." if key else f"correct cohort.yaml as the message says; {FORMAT_DOC}."
     return Problem(COHORT_YAML, f"key {key or '(top level)'!r}: {message}.", fix=fix)
 
 
@@ -246,7 +253,7 @@ def _check_scans(scans: pd.DataFrame, spec: CohortSpec | None, baseline: str,
     problems = _check_scan_columns(scans, spec)
     known = None if patients is None or "patient_id" not in patients.columns else set(patients["patient_id"])
     for row, scan in scans.iterrows():
-        problems += _check_scan_row(row, scan, baseline, known)
+        problems += _check_scan_row(row, scan, baseline, known, _primary_column(spec))
     if {"patient_id", "timepoint"} <= set(scans.columns):
         keyed = scans.assign(lesion_id=_lesions(scans))
         problems += _duplicates(keyed, ["patient_id", "lesion_id", "timepoint"], SCANS_CSV, "patient/lesion/timepoint")
@@ -261,7 +268,7 @@ def _lesions(scans: pd.DataFrame) -> pd.Series:
 
 def _check_scan_columns(scans: pd.DataFrame, spec: CohortSpec | None) -> list[Problem]:
     problems = []
-    if "tumor_mask" not in scans.columns:
+    if "tumor_mask" not in scans.columns and TUMOR_LABELS not in scans.columns:
         problems.append(Problem(SCANS_CSV, "has no column 'tumor_mask'; every baseline scan needs its tumour mask.",
                                 fix="add the column 'tumor_mask' with the mask of each baseline scan.",
                                 column="tumor_mask"))
@@ -279,7 +286,8 @@ def _check_scan_columns(scans: pd.DataFrame, spec: CohortSpec | None) -> list[Pr
     return problems
 
 
-def _check_scan_row(row: int, scan: pd.Series, baseline: str, known_patients: set | None) -> list[Problem]:
+def _check_scan_row(row: int, scan: pd.Series, baseline: str, known_patients: set | None,
+                    image_column: str = "image") -> list[Problem]:
     problems = []
 
     def problem(column: str, message: str, fix: str) -> None:
@@ -295,11 +303,17 @@ def _check_scan_row(row: int, scan: pd.Series, baseline: str, known_patients: se
         problem("timepoint", "has no timepoint.", f"write {baseline!r} for the baseline scan, or a follow-up label.")
     is_baseline = timepoint == baseline
     problems += _check_days(row, _cell(scan.get("days")), is_baseline, "days" in scan.index)
-    if "image" in scan.index and _cell(scan["image"]) is None:
+    if image_column in scan.index and _cell(scan[image_column]) is None:
         what = "the baseline" if is_baseline else "this follow-up"
-        problem("image", f"{what} has no image.", "write the path of its image, relative to the cohort folder.")
-    if is_baseline and "tumor_mask" in scan.index and _cell(scan["tumor_mask"]) is None:
-        problem("tumor_mask", "the baseline scan has no tumor_mask.", "write the path of its tumour mask (GTV).")
+        sequence = "" if image_column == "image" else f" of its primary sequence ({image_column})"
+        problem(image_column, f"{what} has no image{sequence}.",
+                "write the path of its image, relative to the cohort folder (or to 'root').")
+    tumor_columns = [c for c in ("tumor_mask", TUMOR_LABELS) if c in scan.index]
+    if is_baseline and tumor_columns and all(_cell(scan[c]) is None for c in tumor_columns):
+        column = "tumor_mask" if "tumor_mask" in tumor_columns else TUMOR_LABELS
+        problem(column, f"the baseline scan has no {' or '.join(tumor_columns)}.",
+                "write the path of its tumour mask (GTV)" + (" or of its tumour label map." if len(tumor_columns) > 1
+                                                             else "."))
     return problems
 
 
@@ -343,6 +357,7 @@ class _VoxelSummary:
     affine: np.ndarray | None = None
     constant: bool = False  # every finite voxel has one value (a blank scan)
     all_nonzero: bool = False  # every voxel is non-zero (a mask covering the whole image)
+    values: tuple[float, ...] | None = None  # the distinct values of an integer-valued image with few of them
 
 
 def _summarise(path: Path) -> _VoxelSummary | Problem:
@@ -361,43 +376,53 @@ def _summarise(path: Path) -> _VoxelSummary | Problem:
         shape=array.shape, finite=bool(finite.all()), binary=bool(np.isin(values, (0, 1)).all()),
         integer_valued=bool((values == np.round(values)).all()), any_nonzero=bool(values.any()),
         affine=image.affine, constant=bool(values.size == 0 or values.min() == values.max()),
-        all_nonzero=bool(finite.all() and array.all()),
+        all_nonzero=bool(finite.all() and array.all()), values=_distinct_values(values),
     )
 
 
 def _file_columns(scans: pd.DataFrame) -> list[str]:
-    columns = ["image", "tumor_mask"] + [c for c in scans.columns if c.startswith(ANATOMY_PREFIX)]
+    columns = ["image", *[c for c in scans.columns if c.startswith(IMAGE_PREFIX)], "tumor_mask", TUMOR_LABELS]
+    columns += [c for c in scans.columns if c.startswith(ANATOMY_PREFIX)]
     return [c for c in columns if c in scans.columns]
 
 
-def _check_scan_files(root: Path, scans: pd.DataFrame, baseline: str) -> list[Problem]:
+def _check_scan_files(root: Path, scans: pd.DataFrame, baseline: str, spec: CohortSpec | None = None) -> list[Problem]:
+    """Every file of scans.csv, read once; ``root`` is the folder paths are relative to (the cohort folder, or
+    format 2's ``root``)."""
     summaries: dict[Path, _VoxelSummary | Problem] = {}
     problems, image_dims = [], {}
+    image_column = _primary_column(spec)
+    outside = "'root'" if spec is not None and spec.root is not None else "the cohort folder"
     for row, scan in scans.iterrows():
         found = {}
         for column in _file_columns(scans):
             relative = _cell(scan[column])
-            if relative is not None and path_problem(relative):
-                found[column] = Problem(relative, path_problem(relative) + ".",
-                                        fix="copy the file into the cohort folder and write its path relative to it.")
+            if relative is not None and path_problem(relative, outside):
+                found[column] = Problem(relative, path_problem(relative, outside) + ".",
+                                        fix=f"copy the file into {outside} and write its path relative to it.")
             elif relative is not None:
                 path = (root / relative).resolve()  # two spellings of one file are still one read
                 if path not in summaries:
                     summaries[path] = _summarise(path)
                 found[column] = summaries[path]
-        problems += _check_row_files(row, scan, found, _cell(scan.get("timepoint")) == baseline)
-        if isinstance(found.get("image"), _VoxelSummary):
-            image_dims[row] = len(found["image"].shape)
-    return problems + _check_mixed_dims(scans, image_dims)
+        problems += _check_row_files(row, scan, found, _cell(scan.get("timepoint")) == baseline, spec)
+        if isinstance(found.get(image_column), _VoxelSummary):
+            image_dims[row] = len(found[image_column].shape)
+    return problems + _check_mixed_dims(scans, image_dims, image_column)
 
 
-def _check_row_files(row: int, scan: pd.Series, found: dict, is_baseline: bool) -> list[Problem]:
+def _check_row_files(row: int, scan: pd.Series, found: dict, is_baseline: bool,
+                     spec: CohortSpec | None = None) -> list[Problem]:
     problems = []
-    image = found.get("image")
+    image = found.get(_primary_column(spec))
     for column, summary in found.items():
         name = scan[column]
         if isinstance(summary, Problem):
             problems.append(Problem(SCANS_CSV, f"{name}: {summary.message}", fix=summary.fix, row=row, column=column))
+            continue
+        if column == TUMOR_LABELS:
+            for message, fix in _label_map_problems(summary, image, spec, is_baseline):
+                problems.append(Problem(SCANS_CSV, f"{name}: {message}", fix=fix, row=row, column=column))
             continue
         for message, fix in _content_problems(column, summary, image, is_baseline):
             problems.append(Problem(SCANS_CSV, f"{name}: {message}", fix=fix, row=row, column=column))
@@ -415,7 +440,7 @@ def _content_problems(column: str, summary: _VoxelSummary, image, is_baseline: b
         found.append((affine_problem(summary.affine, len(summary.shape)) + ".",
                       "fix the file's header (spacing, origin, direction), e.g. re-export it from the scanner's "
                       "DICOM."))
-    if column == "image":
+    if column == "image" or column.startswith(IMAGE_PREFIX):
         return found
     if isinstance(image, _VoxelSummary) and summary.shape != image.shape:
         found.append((f"has shape {summary.shape}, but its image has shape {image.shape}.",
@@ -438,7 +463,7 @@ def _content_problems(column: str, summary: _VoxelSummary, image, is_baseline: b
 
 def _content_warnings(column: str, summary: _VoxelSummary) -> list[tuple[str, str]]:
     """(message, fix) for what is valid but suspicious: a blank scan, a mask covering the whole image."""
-    if column == "image" and summary.constant:
+    if (column == "image" or column.startswith(IMAGE_PREFIX)) and summary.constant:
         return [("is blank: every voxel has the same value.", "check that the right file (and series) is listed.")]
     if column == "tumor_mask" and summary.binary and summary.all_nonzero:
         return [("marks every voxel as tumour.", "check that this is the tumour mask, not a body or field-of-view "
@@ -446,11 +471,158 @@ def _content_warnings(column: str, summary: _VoxelSummary) -> list[tuple[str, st
     return []
 
 
-def _check_mixed_dims(scans: pd.DataFrame, image_dims: dict[int, int]) -> list[Problem]:
+def _check_mixed_dims(scans: pd.DataFrame, image_dims: dict[int, int], column: str = "image") -> list[Problem]:
     if len(set(image_dims.values())) < 2:
         return []
     majority, count = Counter(image_dims.values()).most_common(1)[0]
-    return [Problem(SCANS_CSV, f"{scans.at[row, 'image']} is {dims}D, but {count} of the cohort's "
+    return [Problem(SCANS_CSV, f"{scans.at[row, column]} is {dims}D, but {count} of the cohort's "
                     f"{len(image_dims)} images are {majority}D; one cohort holds one kind.",
-                    fix="keep 2D and 3D scans in separate cohorts.", row=row, column="image")
+                    fix="keep 2D and 3D scans in separate cohorts.", row=row, column=column)
             for row, dims in image_dims.items() if dims != majority]
+
+
+# ---- format 2: root, sequences, label maps (docs/dataset-format.md, "Format 2") -----------------
+
+MAX_LABEL_VALUES = 64  # more distinct values than this: not a label map
+
+
+def data_root(root: Path, spec: CohortSpec | None) -> tuple[Path | None, list[Problem]]:
+    """The folder scans.csv paths are relative to: format 2's ``root`` (relative to the cohort folder, or
+    absolute), else the cohort folder. None, with a problem, when ``root`` is not a folder."""
+    if spec is None or spec.root is None:
+        return root, []
+    base = Path(spec.root).expanduser()
+    base = (base if base.is_absolute() else root / base).resolve()
+    if not base.is_dir():
+        return None, [Problem(COHORT_YAML, f"key 'root': {spec.root!r} is not a folder (resolved to {base}).",
+                              fix="write the folder that the image paths in scans.csv are relative to, relative to "
+                                  "the cohort folder or absolute.")]
+    return base, []
+
+
+def _primary_column(spec: CohortSpec | None) -> str:
+    return spec.primary_column if spec is not None else "image"
+
+
+def _required_scan_columns(spec: CohortSpec | None) -> tuple[str, ...]:
+    """scans.csv's required columns: the primary sequence's image column replaces 'image'; with an invalid
+    cohort.yaml the image column is checked by :func:`_check_image_column_unknown_spec`."""
+    if spec is None:
+        return tuple(c for c in SCAN_REQUIRED_COLUMNS if c != "image")
+    return tuple(spec.primary_column if c == "image" else c for c in SCAN_REQUIRED_COLUMNS)
+
+
+def _check_image_column_unknown_spec(scans: pd.DataFrame) -> list[Problem]:
+    """Without a valid cohort.yaml: scans.csv needs 'image' or image:NAME columns."""
+    if "image" in scans.columns or any(c.startswith(IMAGE_PREFIX) for c in scans.columns):
+        return []
+    return [Problem(SCANS_CSV, "has no column 'image'.", fix="add the column 'image' (or, with 'sequences' in "
+                    "cohort.yaml, one image:NAME column per sequence).", column="image")]
+
+
+def _distinct_values(values: np.ndarray) -> tuple[float, ...] | None:
+    if values.size == 0 or not (values == np.round(values)).all():
+        return None
+    distinct = np.unique(values)
+    return tuple(float(v) for v in distinct) if len(distinct) <= MAX_LABEL_VALUES else None
+
+
+def _check_format2_scans(scans: pd.DataFrame, spec: CohortSpec | None, baseline: str) -> list[Problem]:
+    """scans.csv against format 2's keys: the image:NAME columns, tumour label maps, and the count of missing
+    sequences (a warning per sequence: missing is allowed and handed to the model as missing)."""
+    if spec is None:
+        return []
+    return (_check_sequence_columns(scans, spec) + _check_tumor_columns(scans, spec)
+            + missing_sequence_warnings(scans, spec))
+
+
+def _check_sequence_columns(scans: pd.DataFrame, spec: CohortSpec) -> list[Problem]:
+    problems = []
+    present = [c.removeprefix(IMAGE_PREFIX) for c in scans.columns if c.startswith(IMAGE_PREFIX)]
+    if not spec.sequences:
+        if present:
+            problems.append(Problem(SCANS_CSV, f"has image columns for sequences {present}, but cohort.yaml lists no "
+                                    "'sequences'.", fix=f"add 'format: 2' and 'sequences: {present}' to cohort.yaml, "
+                                    "or rename the image column to 'image'.", column=IMAGE_PREFIX + present[0]))
+        return problems
+    if "image" in scans.columns:
+        problems.append(Problem(SCANS_CSV, "has an 'image' column as well as the sequences' image:NAME columns; "
+                                "with 'sequences' the image:NAME columns replace it.",
+                                fix=f"rename 'image' to '{spec.primary_column}' (or to the sequence it holds), "
+                                    "or remove it.", column="image"))
+    for name in spec.other_sequences():  # the primary's column is a required column (reported with the table)
+        if name not in present:
+            problems.append(Problem(SCANS_CSV, f"has no column '{IMAGE_PREFIX}{name}' for the sequence cohort.yaml "
+                                    "lists.", fix=f"add the column (empty cells: the sequence is missing for that "
+                                    f"scan), or remove {name!r} from 'sequences'.", column=IMAGE_PREFIX + name))
+    for name in present:
+        if name not in spec.sequences:
+            problems.append(Problem(SCANS_CSV, f"has the column '{IMAGE_PREFIX}{name}', but cohort.yaml's "
+                                    "'sequences' does not list it.", fix=f"add {name!r} to 'sequences' in "
+                                    "cohort.yaml, or remove the column.", column=IMAGE_PREFIX + name))
+    return problems
+
+
+def _check_tumor_columns(scans: pd.DataFrame, spec: CohortSpec) -> list[Problem]:
+    problems = []
+    if TUMOR_LABELS in scans.columns and not spec.labels:
+        problems.append(Problem(SCANS_CSV, f"has a '{TUMOR_LABELS}' column, but cohort.yaml names no 'labels'.",
+                                fix="add 'format: 2' and 'labels: {necrosis: 1, oedema: 2, enhancing: 3}' (your "
+                                    "label map's values) to cohort.yaml, or use binary masks in 'tumor_mask'.",
+                                column=TUMOR_LABELS))
+    if {TUMOR_LABELS, "tumor_mask"} <= set(scans.columns):
+        both = scans.index[scans[TUMOR_LABELS].notna() & scans["tumor_mask"].notna()]
+        problems += [Problem(SCANS_CSV, "gives both a tumor_mask and a tumor_labels map; a scan's tumour comes from "
+                             "one of them.", fix="keep one: the label map (the tumour is the union of cohort.yaml's "
+                             "'tumor' labels) or the binary mask.", row=int(row), column=TUMOR_LABELS)
+                     for row in both]
+    return problems
+
+
+def missing_sequences(scans: pd.DataFrame, spec: CohortSpec) -> dict[str, list[int]]:
+    """Sequence name -> the scans.csv rows (1-based) where its image is missing, for every non-primary sequence."""
+    found = {}
+    for name in spec.other_sequences():
+        column = IMAGE_PREFIX + name
+        if column in scans.columns:
+            found[name] = [int(row) for row in scans.index[scans[column].isna()]]
+    return found
+
+
+def missing_sequence_warnings(scans: pd.DataFrame, spec: CohortSpec) -> list[Problem]:
+    from oncodiff.cohort.integrity import LISTED_ROWS
+
+    problems = []
+    for name, rows in missing_sequences(scans, spec).items():
+        if rows:
+            listed = ", ".join(map(str, rows[:LISTED_ROWS])) + (f" and {len(rows) - LISTED_ROWS} more"
+                                                               if len(rows) > LISTED_ROWS else "")
+            problems.append(Problem(SCANS_CSV, f"sequence {name!r} is missing on {len(rows)} of {len(scans)} scans "
+                                    f"(rows {listed}); the model is told it is missing (a presence flag), nothing is "
+                                    "imputed.", fix="add the images if you have them; otherwise nothing to do.",
+                                    row=rows[0], column=IMAGE_PREFIX + name, warning=True))
+    return problems
+
+
+def _label_map_problems(summary: _VoxelSummary, image, spec: CohortSpec | None,
+                        is_baseline: bool) -> list[tuple[str, str]]:
+    """(message, fix) for a tumour label map: a label map on its image's grid, whose values are 0 or a value of
+    cohort.yaml's ``labels``, with some tumour (the ``tumor`` labels) on a baseline."""
+    found = [f for f in _content_problems("anatomy:tumor_labels", summary, image, is_baseline)
+             if "label map" not in f[0]]
+    labels = spec.labels if spec is not None else {}
+    if summary.values is None:
+        return found + [("is not a label map (non-integer values, or more than "
+                         f"{MAX_LABEL_VALUES} distinct values).",
+                         f"save integer labels: 0 for background and the values of cohort.yaml's 'labels' "
+                         f"({labels}).")]
+    unknown = sorted(int(v) for v in summary.values if v != 0 and v not in labels.values())
+    if unknown and labels:
+        found.append((f"has values {unknown} that cohort.yaml's 'labels' does not name ({labels}).",
+                      "add them to 'labels' in cohort.yaml, or correct the label map."))
+    tumour = spec.tumor_values() if spec is not None and labels else ()
+    if is_baseline and tumour and not any(v in tumour for v in summary.values):
+        names = spec.tumor or tuple(labels)
+        found.append((f"marks no tumour: none of its voxels has a 'tumor' label ({', '.join(names)}).",
+                      "use the label map that outlines the tumour, or check 'tumor' and 'labels' in cohort.yaml."))
+    return found

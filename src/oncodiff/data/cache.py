@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from oncodiff.cohort import Cohort
-from oncodiff.cohort.schema import ANATOMY_PREFIX, COHORT_YAML, SCANS_CSV
+from oncodiff.cohort.schema import ANATOMY_PREFIX, COHORT_YAML, IMAGE_PREFIX, SCANS_CSV, TUMOR_LABELS
 from oncodiff.config import DataConfig
 from oncodiff.errors import ConfigError
 from oncodiff.outputs import check_not_inside
@@ -63,7 +63,7 @@ def cache_key(cohort: Cohort, config: DataConfig) -> str:
     digest.update(json.dumps({"version": CACHE_VERSION, "options": options}, sort_keys=True).encode())
     for relative in _input_files(cohort):
         digest.update(relative.encode() + b"\0")
-        _hash_path(cohort.root / relative, digest)
+        _hash_path((cohort.root if relative in (COHORT_YAML, SCANS_CSV) else cohort.data_root) / relative, digest)
     return digest.hexdigest()
 
 
@@ -101,7 +101,8 @@ def write_entry(path: Path, arrays: dict[str, np.ndarray], metadata: dict[str, A
 
 def _input_files(cohort: Cohort) -> list[str]:
     """cohort.yaml, scans.csv and every file scans.csv references, as sorted relative paths."""
-    columns = ["image", "tumor_mask"] + [c for c in cohort.scans.columns if c.startswith(ANATOMY_PREFIX)]
+    columns = ["image", "tumor_mask", TUMOR_LABELS] + [c for c in cohort.scans.columns
+                                                       if c.startswith((ANATOMY_PREFIX, IMAGE_PREFIX))]
     referenced = {str(v) for c in columns if c in cohort.scans for v in cohort.scans[c].dropna()}
     return [COHORT_YAML, SCANS_CSV] + sorted(referenced)
 

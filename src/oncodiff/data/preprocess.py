@@ -242,7 +242,7 @@ def crop_baseline(cohort: Cohort, baseline: Mapping[str, Any], config: DataConfi
     method = normalization_method(config, cohort.spec.modality)
     intensity = fit_intensity(image.array, method, config)
     normalised = Image(intensity.apply(image.array), image.affine)
-    tumor = read_image(cohort.path(baseline["tumor_mask"]))
+    tumor = cohort.tumor(baseline)  # a binary mask, or the union of the tumour labels of a label map
     grid = canonical_grid(image, config.spacing)
     crops = tuple(plan_crops(grid, nearest_on_grid(tumor.array, tumor.affine, grid), image.affine, image.shape, config))
     background = float(intensity.apply(np.min(image.array)))
@@ -329,9 +329,9 @@ def cut_followup(cohort: Cohort, row: Mapping[str, Any], baseline: BaselineCrops
     world_map, steps = register_followup(baseline.normalised, normalised, config)
     background = float(intensity.apply(np.min(image.array)))
     post = [_cut(normalised, crop, 1, background, world_map) for crop in baseline.crops]
-    has_mask = not is_missing(row.get("tumor_mask"))
+    mask = cohort.tumor(row)
+    has_mask = mask is not None
     if has_mask:
-        mask = read_image(cohort.path(row["tumor_mask"]))
         masks = [_cut(mask, crop, 0, 0.0, world_map) > 0 for crop in baseline.crops]
     else:
         masks = [np.zeros(crop.geometry.crop_shape, bool) for crop in baseline.crops]
@@ -375,11 +375,12 @@ def _preprocess_lesion(cohort: Cohort, config: DataConfig, patient: str, lesion:
     baseline = crop_baseline(cohort, baseline_row, config)
     if not baseline.crops:
         return parts, records, [f"patient {patient}, lesion {lesion}: no slice has {config.min_tumor_voxels}+ "
-                                f"tumour voxels in {baseline_row['tumor_mask']}; its {len(rows)} pair(s) are left out"]
+                                f"tumour voxels in {cohort.tumor_file(baseline_row)}; its {len(rows)} pair(s) are "
+                                "left out"]
     warnings = []
     if not baseline.tumor_mask.any():
         warnings.append(f"patient {patient}, lesion {lesion}: the baseline tumour mask "
-                        f"{baseline_row['tumor_mask']} is empty in its crops; crops are centred on the scan")
+                        f"{cohort.tumor_file(baseline_row)} is empty in its crops; crops are centred on the scan")
     for _, row in rows.iterrows():
         followup = cut_followup(cohort, row.to_dict(), baseline, config)
         _append_samples(parts, records, baseline, followup, row, baseline_row)

@@ -145,6 +145,12 @@ def acquire(site, clean: np.ndarray, mask: np.ndarray, baseline_affine: np.ndarr
         gtv.astype(np.uint8)
 
 
+def resample_acquired(image: np.ndarray, baseline_affine: np.ndarray, acquisition: Acquisition, order: int = 1,
+                      cval: float = 0.0) -> np.ndarray:
+    """A baseline-space array as the acquired grid sees it (slice profile, then the rigid motion)."""
+    return _resample(image, baseline_affine, acquisition, order, cval)
+
+
 def _resample(image: np.ndarray, baseline_affine: np.ndarray, acquisition: Acquisition, order: int,
               cval: float) -> np.ndarray:
     """The baseline-space ``image`` as the acquired grid sees it: slice profile, then the rigid motion."""

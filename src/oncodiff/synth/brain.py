@@ -33,7 +33,7 @@ from scipy import ndimage
 
 from oncodiff.synth.fields import smooth_noise
 from oncodiff.synth.growth import TumourState
-from oncodiff.synth.render import Look
+from oncodiff.synth.render import Contrast, Look
 from oncodiff.synth.site import Anatomy, Clinical, Site, Survival, Timepoint
 from oncodiff.synth.treatment import Radiotherapy, weekdays
 
@@ -138,6 +138,19 @@ class BrainSite(Site):
         )
 
 
+# MRI sequences (``oncodiff synth --sequences``): t1c is the site's own look (an enhancing viable rim, a dark
+# necrotic core, a faint halo); t1 without contrast agent (no enhancement, a hypointense tumour); t2 with inverted
+# tissue contrast (CSF bright, white matter dark), a bright necrotic core and bright oedema; FLAIR as t2 with the
+# CSF nulled, where the oedema is brightest. Tumour values are in the template's units, as `look`.
+BRAIN_LOOK = Look(viable=1.15, necrotic=0.22, halo=0.45, halo_strength=0.6)
+BRAIN_CONTRASTS = (
+    Contrast("t1c", BRAIN_LOOK),
+    Contrast("t1", Look(viable=0.42, necrotic=0.25, halo=0.5, halo_strength=0.35)),
+    Contrast("t2", Look(viable=0.8, necrotic=1.05, halo=0.95, halo_strength=0.8), tissue=(1.1, -0.75, 0.0)),
+    Contrast("flair", Look(viable=0.75, necrotic=0.4, halo=1.0, halo_strength=0.9), tissue=(0.85, -0.5, 0.0),
+             csf_suppression=0.85),
+)
+
 BRAIN = BrainSite(
     name="brain",
     modality="MRI",
@@ -164,11 +177,12 @@ BRAIN = BrainSite(
     simulation_box_mm=42.0,
     mass_effect=0.5,
     mass_effect_reach_mm=25.0,
-    look=Look(viable=1.15, necrotic=0.22, halo=0.45, halo_strength=0.6),
+    look=BRAIN_LOOK,
     noise=(0.015, 0.035),
     bias=0.12,
     intensity_scale=1000.0,
     stored_range=(0, 32767),
     survival=Survival(shape=1.6, median_days=240.0, censor_days=(365.0, 1460.0)),
     reference_radius_mm=11.0,
+    contrasts=BRAIN_CONTRASTS,
 )

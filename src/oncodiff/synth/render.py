@@ -35,6 +35,29 @@ class Look:
     texture: float = 0.05
 
 
+@dataclass(frozen=True)
+class Contrast:
+    """One MRI sequence (``oncodiff synth --sequences``): how tissue and tumour look in it.
+
+    ``tissue`` maps the T1-weighted tumour-free tissue B (template units, about 0.2 CSF, 0.55 grey and 0.8 white
+    matter) to this sequence's tissue: ``tissue = a + b B + c B^2`` inside the head (B > 0.05), 0 outside, then
+    scaled by ``csf_floor`` where B is CSF-like (FLAIR nulls free water). ``look`` is the tumour's appearance: the
+    viable rim (enhancing in T1c), the necrotic core (bright in T2), the halo (oedema: bright in T2 and FLAIR).
+    """
+
+    name: str
+    look: Look
+    tissue: tuple[float, float, float] = (0.0, 1.0, 0.0)
+    csf_suppression: float = 0.0  # 0: none; 1: CSF-like tissue (B < 0.35) goes to zero
+
+    def render_tissue(self, background: np.ndarray) -> np.ndarray:
+        a, b, c = self.tissue
+        mapped = a + b * background + c * background * background
+        if self.csf_suppression:
+            mapped = mapped * (1.0 - self.csf_suppression * (1.0 - smoothstep(background, 0.25, 0.45)))
+        return np.where(background > 0.05, mapped, background).astype(np.float32)
+
+
 def composite(background: np.ndarray, state: TumourState, look: Look, texture: np.ndarray) -> np.ndarray:
     """Tumour drawn onto the tissue; all arrays share shape (*spatial)."""
     total = state.cellularity

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from oncodiff.synth.growth import MASK_THRESHOLD, TumourState
-from oncodiff.synth.render import Look
+from oncodiff.synth.render import Contrast, Look
 
 Clinical = dict[str, Any]  # name -> value (float for numeric, str for categorical), the TRUE values
 
@@ -29,6 +29,7 @@ class Treatment(Protocol):
 class Timepoint:
     label: str
     days: int
+    scan: int | None = None  # the scan number that keys its random draws; None: its position (baseline 0)
 
 
 @dataclass(frozen=True)
@@ -86,6 +87,14 @@ class Site(ABC):
     reference_radius_mm: float  # equivalent radius of a typical baseline tumour (survival's burden term)
     missing_rate: float = 0.04
     rician_noise: bool = True  # magnitude MRI; False: Gaussian (CT, subtraction images)
+    contrasts: tuple[Contrast, ...] = ()  # MRI sequences `--sequences` can render (brain); the first is `look`'s
+
+    def contrast(self, name: str) -> Contrast:
+        for contrast in self.contrasts:
+            if contrast.name == name:
+                return contrast
+        known = ", ".join(c.name for c in self.contrasts) or "none"
+        raise ValueError(f"the {self.name} site has no sequence {name!r}; it renders: {known}")
 
     @property
     def baseline(self) -> Timepoint:

@@ -31,7 +31,7 @@ from oncodiff.cohort.schema import COHORT_YAML, COUNTERFACTUALS_CSV, PATIENTS_CS
 from oncodiff.errors import OncodiffError
 from oncodiff.synth.acquisition import ACQUISITIONS
 from oncodiff.outputs import check_output, staged_folder
-from oncodiff.synth.simulate import PatientRecord, Scan, simulate_patient
+from oncodiff.synth.simulate import LABELS, TUMOR_LABELS, PatientRecord, Scan, simulate_patient, with_interim
 from oncodiff.synth.site import Site
 
 LESION_ID = "L1"
@@ -59,9 +59,30 @@ def _write_scans(root: Path, record: PatientRecord, scans: tuple[Scan, ...], pre
         if scan.truth_image is not None:  # clinical acquisition: the clean scan in the baseline's space
             write_image(scan.truth_image, record.affine, root / "truth" / image)
             write_image(scan.truth_mask, record.affine, root / "truth" / mask)
-        rows.append({"patient_id": record.patient_id, "lesion_id": LESION_ID, "timepoint": scan.timepoint,
-                     "days": scan.days, "image": image, "tumor_mask": mask})
+        row = {"patient_id": record.patient_id, "lesion_id": LESION_ID, "timepoint": scan.timepoint,
+               "days": scan.days, "image": image, "tumor_mask": mask}
+        if scan.labels is not None:  # --sequences: one file per sequence, and the tumour's label map
+            write_image(scan.labels, affine, root / f"{stem}_seg.nii.gz")
+            row["tumor_labels"] = f"{stem}_seg.nii.gz"
+            row["sequences"] = {}
+            for name, array in scan.sequences.items():
+                if name not in scan.missing:
+                    write_image(array, affine, root / f"{stem}_{name}.nii.gz")
+                row["sequences"][name] = "" if name in scan.missing else f"{stem}_{name}.nii.gz"
+        rows.append(row)
     return rows
+
+
+def _scans_csv_row(row: dict, sequences: tuple[str, ...]) -> dict:
+    """A scans.csv row: format 1 as written, or with ``sequences`` the image:NAME columns (the primary first)
+    and the tumour as its label map."""
+    if not sequences:
+        return row
+    out = {k: v for k, v in row.items() if k not in ("image", "tumor_mask", "sequences", "tumor_labels")}
+    out[f"image:{sequences[0]}"] = row["image"]
+    out |= {f"image:{name}": path for name, path in row["sequences"].items()}
+    out["tumor_labels"] = row["tumor_labels"]
+    return out
 
 
 def _truth_scan_rows(record: PatientRecord, scans: tuple[Scan, ...], counterfactual: bool) -> list[dict]:
@@ -76,9 +97,9 @@ def _truth_scan_rows(record: PatientRecord, scans: tuple[Scan, ...], counterfact
 
 
 def _write_patient(site: Site, index: int, seed: int, dims: int, misalign_mm: float, root: Path,
-                   treated: bool = True, acquisition: str = "ideal") -> dict:
+                   treated: bool = True, acquisition: str = "ideal", sequences: tuple[str, ...] = ()) -> dict:
     """Simulate one patient, write its images, return its table rows."""
-    record = simulate_patient(site, index, seed, dims, misalign_mm, treated, acquisition)
+    record = simulate_patient(site, index, seed, dims, misalign_mm, treated, acquisition, sequences)
     positive, negative = site.response_values
     scan_rows = _write_scans(root, record, record.scans, "")
     for name, mask in record.anatomy.items():
@@ -96,30 +117,34 @@ def _write_patient(site: Site, index: int, seed: int, dims: int, misalign_mm: fl
                "os_days": record.survival_days, "death": record.death}
     truth = {"patient_id": record.patient_id, **{k: _cell(v) for k, v in record.truth.items()}}
     truth_scans = _truth_scan_rows(record, record.scans, False) + _truth_scan_rows(record, record.counterfactuals, True)
+    scan_rows = [_scans_csv_row(row, sequences) for row in scan_rows]
     return {"patient": patient, "scans": scan_rows, "counterfactuals": cf_rows, "truth": truth,
             "truth_scans": truth_scans}
 
 
-def cohort_spec(site: Site, dims: int, treated: bool = True) -> dict:
-    """The cohort.yaml content for a synthetic cohort of ``site`` (untreated: no response outcome)."""
+def cohort_spec(site: Site, dims: int, treated: bool = True, sequences: tuple[str, ...] = ()) -> dict:
+    """The cohort.yaml content for a synthetic cohort of ``site`` (untreated: no response outcome); with
+    ``sequences`` format 2 (the first sequence primary, label maps necrosis/oedema/enhancing)."""
     positive, _ = site.response_values
     outcomes = {"response": {"column": site.response_column, "positive": positive}} if treated else {}
+    format2 = {"sequences": list(sequences), "primary": sequences[0], "labels": dict(LABELS),
+               "tumor": list(TUMOR_LABELS)} if sequences else {}
     return {
-        "format": 1, "name": f"synthetic-{site.name}-{dims}d" + ("" if treated else "-untreated"),
+        "format": 2 if sequences else 1, "name": f"synthetic-{site.name}-{dims}d" + ("" if treated else "-untreated"),
         "modality": site.modality, "baseline": site.baseline.label, "clinical": [dict(v) for v in site.clinical_spec],
         "outcomes": {**outcomes, "survival": {"time": "os_days", "event": "death"}},
-        "anatomy": list(site.anatomy_names),
+        "anatomy": list(site.anatomy_names), **format2,
     }
 
 
 def _write_tables(root: Path, site: Site, dims: int, seed: int, rows: list[dict], treated: bool = True,
-                  acquisition: str = "ideal") -> None:
+                  acquisition: str = "ideal", sequences: tuple[str, ...] = ()) -> None:
     kind = "" if treated else "untreated (natural growth, no counterfactuals) "
     how = "" if acquisition == "ideal" else f", {acquisition} acquisition"
     header = (f"# Synthetic {kind}{site.name} cohort ({dims}D{how}) written by `oncodiff synth`, seed {seed}.\n"
               "# Counterfactual follow-ups: counterfactuals.csv (never train on them); latent truth: truth/.\n"
               "# Generative model: docs/synthetic-cohorts.md\n")
-    spec = yaml.safe_dump(cohort_spec(site, dims, treated), sort_keys=False)
+    spec = yaml.safe_dump(cohort_spec(site, dims, treated, sequences), sort_keys=False)
     (root / COHORT_YAML).write_text(header + spec, encoding="utf-8")
     (root / "truth").mkdir(exist_ok=True)
     tables = {PATIENTS_CSV: "patient", SCANS_CSV: "scans", COUNTERFACTUALS_CSV: "counterfactuals",
@@ -132,7 +157,7 @@ def _write_tables(root: Path, site: Site, dims: int, seed: int, rows: list[dict]
 
 
 def _check_options(site: str, n_patients: int, dims: int, misalign_mm: float, workers: int,
-                   acquisition: str = "ideal") -> Site:
+                   acquisition: str = "ideal", sequences: tuple[str, ...] = (), interim: tuple[int, ...] = ()) -> Site:
     from oncodiff.synth.registry import SITES
 
     if site not in SITES:
@@ -147,13 +172,21 @@ def _check_options(site: str, n_patients: int, dims: int, misalign_mm: float, wo
         raise ValueError(f"workers must be at least 1; got {workers}")
     if acquisition not in ACQUISITIONS:
         raise ValueError(f"acquisition must be one of {', '.join(ACQUISITIONS)}; got {acquisition!r}")
-    return SITES[site]
+    model = SITES[site]
+    if sequences and not model.contrasts:
+        raise ValueError(f"--sequences: the {site} site renders one image per scan; sequences are simulated for "
+                         f"{', '.join(n for n, s in SITES.items() if s.contrasts)}")
+    if len(set(sequences)) != len(sequences):
+        raise ValueError(f"--sequences lists a sequence twice: {', '.join(sequences)}")
+    for name in sequences:
+        model.contrast(name)  # raises for an unknown name, listing the known ones
+    return with_interim(model, tuple(interim))
 
 
 def synthesize(
     site: str, n_patients: int, dims: int, seed: int, out: Path, overwrite: bool = False, *,
     misalign_mm: float = 0.0, workers: int = 1, treated: bool = True, acquisition: str = "ideal",
-    noise: bool = True,
+    noise: bool = True, sequences: tuple[str, ...] = (), interim: tuple[int, ...] = (),
 ) -> Path:
     """Write a synthetic cohort of ``n_patients`` to the new folder ``out`` and return its path.
 
@@ -168,17 +201,25 @@ def synthesize(
     translation's length) and writes the clean, baseline-aligned scans under truth/. ``noise=False`` writes the
     same cohort (same seed: same patients, anatomy, courses, bias fields, acquisitions) without scanner noise:
     what a prediction could reach that knew everything but the noise (``benchmarks/presets.py``).
+    ``sequences`` (brain: t1c, t1, t2, flair) renders every scan in each MRI sequence, each with its own contrast
+    for the tissue, the enhancing rim, the necrotic core and the oedema, and writes format 2: one ``image:NAME``
+    column per sequence (the first is the primary), the tumour as a label map (necrosis 1, oedema 2, enhancing 3;
+    the tumour is necrosis + enhancing, the GTV). With the clinical acquisition each non-primary sequence of a scan
+    is missing with probability 8 %. ``interim`` adds scans during treatment on those days (``day<N>``), whose
+    early change carries the response partly (simulate.py's ``with_interim``); the other scans keep their draws.
     """
-    site_model = _check_options(site, n_patients, dims, misalign_mm, workers, acquisition)
+    sequences, interim = tuple(sequences), tuple(interim)
+    site_model = _check_options(site, n_patients, dims, misalign_mm, workers, acquisition, sequences, interim)
     if not noise:  # the noise generators are drawn from all the same, so every other draw stays the same
         site_model = dataclasses.replace(site_model, noise=(0.0, 0.0))
     out = check_output(out, "cohort", overwrite)
     with staged_folder(out, "cohort") as partial:
-        jobs = [(site_model, i, seed, dims, misalign_mm, partial, treated, acquisition) for i in range(n_patients)]
+        jobs = [(site_model, i, seed, dims, misalign_mm, partial, treated, acquisition, sequences)
+                for i in range(n_patients)]
         if workers == 1:
             rows = [_write_patient(*job) for job in jobs]
         else:
             with ProcessPoolExecutor(max_workers=workers) as pool:
                 rows = list(pool.map(_write_patient, *zip(*jobs)))
-        _write_tables(partial, site_model, dims, seed, rows, treated, acquisition)
+        _write_tables(partial, site_model, dims, seed, rows, treated, acquisition, sequences)
     return out
