@@ -142,6 +142,37 @@ def validate(
             typer.echo(f"  - {line}", err=True)
 
 
+class ImportLayout(str, Enum):
+    lumiere = "lumiere"
+    sailor = "sailor"
+    brats_post = "brats-post"
+    bids = "bids"
+
+
+@app.command("import")
+def import_(
+    layout: ImportLayout = typer.Argument(..., help="how SRC is laid out (docs/dataset-format.md, \"Importing a "
+                                          "published layout\")"),
+    src: Path = typer.Argument(..., help="the folder the published data was unpacked into; only read"),
+    out: Path = typer.Option(..., "--out", help="new cohort folder to write (tables only: images stay in SRC)"),
+    space: str = typer.Option("native", help="native: the scanner's grids; atlas: LUMIERE's registered files"),
+    segmentation: Optional[str] = typer.Option(
+        None, help="whose tumour segmentation: LUMIERE deepbratumia (default) or hd-glio; BIDS a derivatives "
+        "folder name (default the first with a _dseg)"),
+    days: Optional[Path] = typer.Option(None, help="brats-post: a CSV (patient_id, timepoint, days) with the "
+                                        "real days of each time point"),
+    interval_days: float = typer.Option(90.0, min=0.0, help="brats-post without --days: days between time points"),
+    overwrite: bool = typer.Option(False, help="replace OUT if it holds a cohort oncodiff wrote (docs/outputs.md)"),
+) -> None:
+    """Turn a published layout (LUMIERE, SAILOR, BraTS 2024 post-treatment, BIDS) into a cohort folder, without
+    copying images; prints what it skipped and why."""
+    from oncodiff.importers import import_cohort
+
+    result = _run(import_cohort, layout.value, src, out, space=space, segmentation=segmentation,
+                  overwrite=overwrite, days_table=days, interval_days=interval_days)
+    typer.echo(str(result))
+
+
 @app.command()
 def preprocess(
     cohort: Path = typer.Argument(..., help="cohort folder"),
