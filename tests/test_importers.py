@@ -266,6 +266,8 @@ def test_bids_entities_sessions_tsv_and_dseg_names(trees, tmp_path):
 def test_out_obeys_the_output_rules(trees, tmp_path):
     with pytest.raises(Exception, match="inside the source folder"):
         import_cohort("sailor", trees["sailor"], trees["sailor"] / "cohort")
+    with pytest.raises(Exception, match="inside the source folder"):  # beside Imaging/, still inside SRC
+        import_cohort("lumiere", trees["lumiere"], trees["lumiere"] / "cohort")
     first = import_cohort("sailor", trees["sailor"], tmp_path / "cohort")
     with pytest.raises(Exception, match="--overwrite"):
         import_cohort("sailor", trees["sailor"], tmp_path / "cohort")

@@ -33,7 +33,7 @@ def import_cohort(layout: str, src: str | Path, out: str | Path, *, space: str =
         if days_table is not None:
             raise LayoutError(f"--days is for brats-post; {layout} has its own days")
         read = LAYOUTS[layout](source, space, segmentation)
-    return write_cohort(read, out, overwrite)
+    return write_cohort(read, out, overwrite, source)
 
 
 __all__ = ["LAYOUTS", "LayoutError", "ImportResult", "import_cohort"]

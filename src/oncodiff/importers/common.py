@@ -90,10 +90,11 @@ def readable(path: Path) -> str | None:
     return None
 
 
-def write_cohort(layout: Layout, out: str | Path, overwrite: bool = False) -> ImportResult:
-    """Write ``layout`` as a format-2 cohort in the new folder ``out`` (docs/outputs.md rules)."""
+def write_cohort(layout: Layout, out: str | Path, overwrite: bool = False, src: Path | None = None) -> ImportResult:
+    """Write ``layout`` as a format-2 cohort in the new folder ``out`` (docs/outputs.md rules); ``src``: the
+    folder the user gave (``layout.root`` may be inside it), which ``out`` may not be inside either."""
     source = layout.root.resolve()
-    out = check_output(out, "cohort", overwrite, inputs={"source": source})
+    out = check_output(out, "cohort", overwrite, inputs={"source": Path(src or source).resolve()})
     skipped = list(layout.skipped)
     rows = _scan_rows(layout, source, skipped)
     if not rows:
