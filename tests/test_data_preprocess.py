@@ -214,3 +214,16 @@ def test_an_unreachable_scheduler_is_a_clear_error(tiny_cohort_2d, tmp_path, mon
     with pytest.raises(ConfigError, match="cannot reach the Dask scheduler"):
         preprocess_cohort(tiny_cohort_2d, config, cache_dir=tmp_path / "cache")
     assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").iterdir())
+
+
+def test_the_cli_passes_workers_and_scheduler_as_config_keys(tiny_cohort_2d, tmp_path):
+    from typer.testing import CliRunner
+
+    from oncodiff.cli import app
+
+    result = CliRunner().invoke(app, ["preprocess", str(tiny_cohort_2d), "--workers", "2", "--set",
+                                      "data.crop_size=[16,16]", "--cache-dir", str(tmp_path / "cache")])
+    assert result.exit_code == 0, result.output
+    assert "6 samples" in result.output
+    refused = CliRunner().invoke(app, ["preprocess", str(tiny_cohort_2d), "--workers", "0"])
+    assert refused.exit_code == 2

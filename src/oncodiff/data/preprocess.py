@@ -197,10 +197,10 @@ def write_preprocessing_report(preprocessed: PreprocessedCohort, path: str | Pat
 
 
 def baseline_scan(cohort_root: str | Path, baseline_image: str, geometry: GeometryRecord) -> Image:
-    """The baseline scan ``baseline_image`` (relative to the cohort) in the original geometry of a
-    sample's ``geometry`` (for a MIP sample, the scan's maximum projection), raw units: the background
-    that a predicted image is pasted into."""
-    image = read_image(Path(cohort_root) / baseline_image)
+    """The baseline scan ``baseline_image`` (relative to the cohort's image root: format 2's ``root``, else the
+    cohort folder) in the original geometry of a sample's ``geometry`` (for a MIP sample, the scan's maximum
+    projection), raw units: the background that a predicted image is pasted into."""
+    image = read_image(load_cohort(cohort_root, validate=False).path(baseline_image))
     axis = geometry.projection_axis
     if axis is None:
         return image
