@@ -1,4 +1,5 @@
-"""benchmarks/preprocessing_workers.py on two patients (two lesions, so two workers share them): every run is timed and writes the 1-worker cache."""
+"""benchmarks/preprocessing_workers.py on two patients (two lesions, so two workers share them): every run is
+timed and writes the 1-worker cache."""
 
 import json
 

@@ -139,8 +139,8 @@ def test_misaligned_follow_ups_are_one_line_and_validate_details_lists_them(clin
     summary, details = misalignment_report(cohort)
     measured = sorted(float(line.split(" moves the anatomy ")[1].split(" mm")[0]) for line in details)
     assert len(details) == 2
-    assert summary.startswith(f"2 of 2 follow-ups look misaligned to their baseline, {measured[0]:.1f}-{measured[1]:.1f} mm; "
-                              "preprocessing registers them")
+    assert summary.startswith(f"2 of 2 follow-ups look misaligned to their baseline, "
+                              f"{measured[0]:.1f}-{measured[1]:.1f} mm; preprocessing registers them")
     assert "validate --details" in summary
     shown = result.misalignment_summary()
     assert shown.startswith("2 of 2 follow-ups looked misaligned") and "preprocessing registered them" in shown

@@ -39,7 +39,8 @@ VERBOSE_HELP = "also print the training framework's (Lightning's) own messages a
 WORKERS_HELP = ("lesions preprocessed at once, in separate processes (default: every core this process may use); "
                 "the cache is the same for any number. Shortcut for --set data.preprocess_workers=N")
 SCHEDULER_HELP = ("preprocess on a Dask cluster: its scheduler address, e.g. tcp://10.0.0.5:8786 (needs "
-                  "oncodiff's cluster extra, i.e. Dask's distributed package). Shortcut for --set data.scheduler=ADDRESS")
+                  "oncodiff's cluster extra, i.e. Dask's distributed package). "
+                  "Shortcut for --set data.scheduler=ADDRESS")
 
 
 def _parallel_overrides(workers: int | None, scheduler: str | None) -> list[str]:

@@ -160,7 +160,8 @@ def misalignment_warnings(root: str | Path, threshold_mm: float = MISALIGNMENT_W
     return [line for line, _ in _misaligned(root, threshold_mm)[0]]
 
 
-def misalignment_report(root: str | Path, threshold_mm: float = MISALIGNMENT_WARNING_MM) -> tuple[str | None, list[str]]:
+def misalignment_report(root: str | Path,
+                        threshold_mm: float = MISALIGNMENT_WARNING_MM) -> tuple[str | None, list[str]]:
     """(one summary line or None when every follow-up looks aligned, one line per misaligned follow-up)."""
     found, total = _misaligned(root, threshold_mm)
     summary = misalignment_summary([moved for _, moved in found], total, "look", "preprocessing registers them "

@@ -20,7 +20,8 @@ import pandas as pd
 
 from oncodiff.importers.common import LayoutError, Layout, Session
 
-SUFFIX = re.compile(r"^(sub-[A-Za-z0-9]+)(?:_(ses-[A-Za-z0-9]+))?((?:_[a-z]+-[A-Za-z0-9]+)*)_([A-Za-z0-9]+)\.nii(\.gz)?$")
+SUFFIX = re.compile(  # sub, ses, the other entities, the suffix
+    r"^(sub-[A-Za-z0-9]+)(?:_(ses-[A-Za-z0-9]+))?((?:_[a-z]+-[A-Za-z0-9]+)*)_([A-Za-z0-9]+)\.nii(\.gz)?$")
 SEQUENCES = ("t1c", "t1", "t2", "flair")
 TUMOUR_WORDS = ("enhanc", "necro", "core", "tumo")
 

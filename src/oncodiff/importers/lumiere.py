@@ -4,7 +4,8 @@ SRC is the LUMIERE folder (``Imaging/`` beside the CSV tables), or ``Imaging/`` 
 
     Imaging/Patient-NNN/week-NNN[-k]/{CT1,T1,T2,FLAIR}.nii.gz                   native space
         DeepBraTumIA-segmentation/native/segmentation/{ct1,t1,t2,flair}_seg_mask.nii.gz
-        DeepBraTumIA-segmentation/atlas/skull_strip/{ct1,t1,t2,flair}_skull_strip.nii.gz + atlas/segmentation/seg_mask.nii.gz
+        DeepBraTumIA-segmentation/atlas/skull_strip/{ct1,t1,t2,flair}_skull_strip.nii.gz
+        DeepBraTumIA-segmentation/atlas/segmentation/seg_mask.nii.gz
         HD-GLIO-AUTO-segmentation/native/segmentation_{CT1,T1,T2,FLAIR}_origspace.nii.gz
         HD-GLIO-AUTO-segmentation/registered/{CT1,T1,T2,FLAIR}_r2s_bet_reg.nii.gz + registered/segmentation.nii.gz
     LUMIERE-Demographics_Pathology.csv   Patient, Age at surgery (years), Sex, Survival time (weeks), IDH, MGMT
