@@ -180,20 +180,31 @@ def misalignment_summary(moved_mm: list[float], total: int, verb: str, then: str
 
 
 def _misaligned(root: str | Path, threshold_mm: float) -> tuple[list[tuple[str, float]], int]:
-    """([(detail line, mm moved)] for each misaligned follow-up, the number of follow-ups measured)."""
+    """([(detail line, mm moved)] for each misaligned follow-up, the number of follow-ups measured). Lesions are
+    measured in parallel on every core (parallel.py), in the cohort's order."""
+    from oncodiff.data.parallel import run_jobs
+
     cohort = load_cohort(Path(root), validate=False)
+    lesions = [(cohort, patient, lesion, rows, threshold_mm) for (patient, lesion), rows
+               in cohort.pairs().groupby(["patient_id", "lesion_id"], sort=False)]
     found, total = [], 0
-    for (patient, lesion), rows in cohort.pairs().groupby(["patient_id", "lesion_id"], sort=False):
-        baseline_path = rows.iloc[0]["pre_image"]
-        baseline = read_image(cohort.path(baseline_path))
-        for _, row in rows.iterrows():
-            total += 1
-            moved, _ = measure_misalignment(baseline, read_image(cohort.path(row["image"])),
-                                            spacing_mm=MISALIGNMENT_MEASURE_MM)
-            if moved > threshold_mm:
-                found.append((
-                    f"{SCANS_CSV}: {row['image']} (patient {patient}, lesion {lesion}, {row['timepoint']}) looks "
-                    f"misaligned to its baseline {baseline_path}: a coarse rigid fit moves the anatomy {moved:.1f} mm "
-                    "on average. Preprocessing registers it (data.registration=auto, the default); keep that on, "
-                    "or register the follow-up to its baseline yourself.", moved))
+    for lesion_found, measured in run_jobs(_misaligned_lesion, lesions):
+        found += lesion_found
+        total += measured
     return found, total
+
+
+def _misaligned_lesion(cohort, patient: str, lesion: str, rows, threshold_mm: float) -> tuple[list, int]:
+    baseline_path = rows.iloc[0]["pre_image"]
+    baseline = read_image(cohort.path(baseline_path))
+    found = []
+    for _, row in rows.iterrows():
+        moved, _ = measure_misalignment(baseline, read_image(cohort.path(row["image"])),
+                                        spacing_mm=MISALIGNMENT_MEASURE_MM)
+        if moved > threshold_mm:
+            found.append((
+                f"{SCANS_CSV}: {row['image']} (patient {patient}, lesion {lesion}, {row['timepoint']}) looks "
+                f"misaligned to its baseline {baseline_path}: a coarse rigid fit moves the anatomy {moved:.1f} mm "
+                "on average. Preprocessing registers it (data.registration=auto, the default); keep that on, "
+                "or register the follow-up to its baseline yourself.", moved))
+    return found, len(rows)
