@@ -214,6 +214,24 @@ def test_lumiere_the_other_segmentation_and_its_labels(trees, tmp_path):
     assert not (tmp_path / "other").exists()
 
 
+def test_lumiere_atlas_space_reads_the_registered_files(tmp_path):
+    src = tmp_path / "LUMIERE"
+    for week, radius in (("week-000-1", 3.5), ("week-010", 3.0)):
+        folder = src / "Imaging" / "Patient-007" / week
+        write_image(scan(radius, "t1c", 1), AFFINE, folder / "CT1.nii.gz")  # native, not used
+        atlas = folder / "DeepBraTumIA-segmentation" / "atlas"
+        for name in ("ct1", "t1", "t2", "flair"):
+            write_image(scan(radius, "t1c", 2), AFFINE, atlas / "skull_strip" / f"{name}_skull_strip.nii.gz")
+        write_image(labels(radius, 1, 2, 3), AFFINE, atlas / "segmentation" / "seg_mask.nii.gz")
+    result = import_cohort("lumiere", src, tmp_path / "cohort", space="atlas")
+    scans = pd.read_csv(result.out / "scans.csv")
+    assert list(scans["image:t1c"]) == [f"Patient-007/{w}/DeepBraTumIA-segmentation/atlas/skull_strip/"
+                                        "ct1_skull_strip.nii.gz" for w in ("week-000-1", "week-010")]
+    assert scans.tumor_labels.str.endswith("atlas/segmentation/seg_mask.nii.gz").all() and list(scans.days) == [0, 70]
+    assert any("atlas-space files" in note for note in result.notes)
+    assert validate_cohort(result.out) == []
+
+
 def test_sailor_days_from_intervals_mask_and_clinical(trees, tmp_path):
     result, cohort = imported(trees, tmp_path, "sailor")
     assert validate_cohort(result.out) == []
