@@ -81,6 +81,15 @@ class DataConfig(_Section):
         "cohorts, none for CT (Hounsfield units carry no multiplicative bias)"
     )
     timepoints: tuple[str, ...] | None = Field(None, description="follow-up labels to train on; null = all")
+    inputs: Literal["prior", "baseline"] = Field(
+        "prior", description="prior: each target scan comes with every earlier scan of its lesion (interim scans, "
+        "earlier follow-ups; the latest data.max_priors of them), registered to the baseline and cut on its crops, "
+        "and with the baseline's other sequences (format 2); the denoiser gets them as extra image channels with "
+        "presence flags and each prior's day, and the class prior the early change measured on the latest prior. "
+        "baseline: the target from the baseline alone (format 1's behaviour). A cohort without earlier scans or "
+        "sequences trains exactly the format-1 model either way")
+    max_priors: int = Field(2, ge=0, le=8, description="K: at most this many earlier scans per target (the latest); "
+                            "a fixed number, so that every sample has K prior slots with presence flags")
     flips: bool | Literal["horizontal"] = Field(
         True,
         description="random in-plane flips: true = both in-plane axes, horizontal = left-right only (axis 0; "

@@ -14,13 +14,13 @@ from torch.utils.data import DataLoader
 from oncodiff.cohort import Cohort, CohortSpec
 from oncodiff.config import SMOOTHING_MM, Config
 from oncodiff.data.clinical import ClinicalEncoder
-from oncodiff.data.dataset import PairedDataset, SampleLabels, SeededSampler
+from oncodiff.data.dataset import PairedDataset, SampleLabels, SeededSampler, prior_image_keys
 from oncodiff.data.denoise import smoothing_index
 from oncodiff.data.labels import SurvivalClasses, patient_outcomes
 from oncodiff.data.preprocess import PreprocessedCohort, SampleRecord, preprocess_cohort
 from oncodiff.data.splits import make_splits
 from oncodiff.runs import SPLIT_NAMES, Splits
-from oncodiff.data.transforms import paired_augmentation
+from oncodiff.data.transforms import AUGMENTED_KEYS, paired_augmentation
 from oncodiff.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -115,6 +115,17 @@ class CohortDataModule(L.LightningDataModule):
         return self.state.smoothing_note
 
     @property
+    def prior_inputs(self) -> tuple[int, tuple[str, ...]]:
+        """(K, sequence names) the denoiser is given (data.inputs=prior): K = data.max_priors when some sample of
+        the cohort has a prior scan, else 0; the non-primary sequences when some baseline has one, else none. A
+        cohort without either (a baseline and one follow-up per lesion) gets exactly the format-1 model."""
+        arrays = self.preprocessed.arrays
+        days, present = arrays.get("prior_days"), arrays.get("sequence_present")
+        n_priors = days.shape[1] if days is not None and days.size and np.isfinite(days).any() else 0
+        has_sequences = present is not None and present.size and present.any()
+        return n_priors, self.spec.other_sequences() if has_sequences else ()
+
+    @property
     def spatial_shape(self) -> tuple[int, ...]:
         return tuple(self.config.data.crop_size)
 
@@ -158,7 +169,8 @@ class CohortDataModule(L.LightningDataModule):
         encoder = ClinicalEncoder.fit(cohort.spec.clinical, cohort.patients, splits.train)
         survival = SurvivalClasses.fit(outcomes.loc[list(splits.train), "survival_time"].to_numpy(float))
         labels = _sample_labels(preprocessed, cohort, outcomes, encoder, survival)
-        augmentation = paired_augmentation(self.config.data.flips, self.config.data.rotations)
+        augmentation = paired_augmentation(self.config.data.flips, self.config.data.rotations,
+                                           AUGMENTED_KEYS + prior_image_keys(preprocessed.arrays))
         members = {name: set(getattr(splits, name)) for name in SPLIT_NAMES}
         indices = {name: [i for i in selected if preprocessed.records[i].patient_id in members[name]]
                    for name in SPLIT_NAMES}

@@ -10,7 +10,27 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from oncodiff.data.preprocess import PreprocessedCohort
-from oncodiff.data.transforms import augment
+from oncodiff.data.transforms import AUGMENTED_KEYS, augment
+
+PRIOR_IMAGE_KEYS = ("priors", "prior_masks", "sequences")  # (K or Q, *S): moved with the sample when augmented
+
+
+def prior_keys(arrays: Mapping[str, np.ndarray]) -> tuple[str, ...]:
+    """The prior and sequence arrays a sample carries: those of data.inputs=prior when some sample of the cohort has
+    a prior scan (priors, prior_masks, prior_days) or some baseline another sequence (sequences, sequence_present);
+    none otherwise, so a cohort without them gives format 1's samples."""
+    days, present = arrays.get("prior_days"), arrays.get("sequence_present")
+    keys = ()
+    if days is not None and days.size and np.isfinite(days).any():
+        keys += ("priors", "prior_masks", "prior_days")
+    if present is not None and present.size and present.any():
+        keys += ("sequences", "sequence_present")
+    return keys
+
+
+def prior_image_keys(arrays: Mapping[str, np.ndarray]) -> tuple[str, ...]:
+    """The image arrays of :func:`prior_keys` (moved with the sample when it is augmented)."""
+    return tuple(k for k in prior_keys(arrays) if k in PRIOR_IMAGE_KEYS)
 
 
 @dataclass(frozen=True, eq=False)
@@ -45,6 +65,8 @@ class PairedDataset(Dataset):
         self.labels = labels
         self.indices = np.asarray(indices, dtype=np.int64)
         self.transform = transform
+        self.prior_keys = prior_keys(self.arrays)
+        self.augmented_keys = AUGMENTED_KEYS + prior_image_keys(self.arrays)
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -54,13 +76,15 @@ class PairedDataset(Dataset):
         index = int(self.indices[position])
         sample = self._sample(index)
         if self.transform is not None and seed is not None:
-            sample = augment(self.transform, sample, seed)
+            sample = augment(self.transform, sample, seed, self.augmented_keys)
         return sample
 
     def _sample(self, index: int) -> dict:
         record, labels = self.records[index], self.labels
         sample = {key: torch.from_numpy(self.arrays[key][index].astype(np.float32, copy=False))
                   for key in ("pre", "post", "tumor_mask", "post_mask", "anatomy")}
+        for key in self.prior_keys:  # data.inputs=prior: the earlier scans and the baseline's other sequences
+            sample[key] = torch.from_numpy(self.arrays[key][index].astype(np.float32, copy=False))
         if self.smoothing:  # data.smoothing: the denoised scans are the model's input and target
             for key in ("pre", "post"):
                 smoothed = self.arrays[f"{key}_smoothed"][index, self.smoothing:self.smoothing + 1]

@@ -41,6 +41,10 @@ from oncodiff.errors import ConfigError
 
 ARRAY_KEYS = ("pre", "post", "tumor_mask", "post_mask", "anatomy", "pre_smoothed", "post_smoothed")
 SMOOTHED_KEYS = ("pre_smoothed", "post_smoothed")
+# data.inputs=prior: the K latest earlier scans of each target's lesion and the baseline's other sequences (Q),
+# all registered to the baseline and cut on its crops. Absent slots are zeros, flagged by prior_days = NaN and
+# sequence_present = 0.
+PRIOR_KEYS = ("priors", "prior_masks", "prior_days", "sequences", "sequence_present")
 
 
 @dataclass(frozen=True, eq=False)
@@ -94,7 +98,11 @@ class PreprocessedCohort:
 
     arrays: pre, post (N, 1, *S) float32 normalised; tumor_mask, post_mask (N, 1, *S) uint8;
     anatomy (N, A, *S) float32 (label values kept); pre_smoothed, post_smoothed (N, G, *S) float32: pre and post
-    cut from the scan smoothed by each sigma of SMOOTHING_MM (denoise.py; index 0 is unsmoothed). ``records[i]`` describes sample i. ``cohort``: the
+    cut from the scan smoothed by each sigma of SMOOTHING_MM (denoise.py; index 0 is unsmoothed). With data.inputs=prior
+    (K = data.max_priors, Q = the cohort's non-primary sequences): priors (N, K, *S) float32 and prior_masks (N, K, *S)
+    uint8, the latest earlier scans of the target's lesion (oldest first) registered to the baseline, each normalised by
+    its own statistics; prior_days (N, K) float32, NaN in an empty slot; sequences (N, Q, *S) float32, the baseline's
+    other sequences registered to it; sequence_present (N, Q) uint8 (0: missing, the channel is zeros). ``records[i]`` describes sample i. ``cohort``: the
     validated cohort's tables (patients.csv for clinical values and outcomes).
     """
 
@@ -347,21 +355,24 @@ def _preprocess(cohort: Cohort, config: DataConfig) -> tuple[dict[str, np.ndarra
 
     Lesions are the unit of work: each runs in :func:`_preprocess_lesion`, single-threaded, on
     ``data.preprocess_workers`` local processes or the Dask cluster at ``data.scheduler`` (parallel.py), and
-    the results are put together in the cohort's order, so the arrays do not depend on how many ran at once."""
+    the results are put together in the cohort's order, so the arrays do not depend on how many ran at once.
+    data.inputs=prior adds PRIOR_KEYS: each target's earlier scans (each follow-up is cut once, whether target or
+    prior) and the baseline's other sequences."""
     lesions = [(patient, lesion, rows) for (patient, lesion), rows
                in cohort.pairs().groupby(["patient_id", "lesion_id"], sort=False)]
     jobs = [(cohort, config, patient, lesion, rows) for patient, lesion, rows in lesions]
     results = run_jobs(_preprocess_lesion, jobs, config.preprocess_workers, config.scheduler,
                        progress=lambda done, total: _progress(done, total, cohort.spec.name))
-    parts: dict[str, list[np.ndarray]] = {key: [] for key in ARRAY_KEYS}
+    parts: dict[str, list[np.ndarray]] = {key: [] for key in ARRAY_KEYS + PRIOR_KEYS}
     records: list[dict[str, Any]] = []
     warnings: list[str] = []
     for lesion_parts, lesion_records, lesion_warnings in results:
-        for key in ARRAY_KEYS:
+        for key in parts:
             parts[key].extend(lesion_parts[key])
         records.extend(lesion_records)
         warnings.extend(lesion_warnings)
     arrays = {key: _concatenate(parts[key], key, cohort, config) for key in ARRAY_KEYS}
+    arrays |= _concatenate_priors(parts, cohort, config)
     metadata = {"version": cache.CACHE_VERSION, "normalization": normalization_method(config, cohort.spec.modality),
                 "records": records, "warnings": warnings}
     return arrays, metadata
@@ -369,7 +380,7 @@ def _preprocess(cohort: Cohort, config: DataConfig) -> tuple[dict[str, np.ndarra
 
 def _preprocess_lesion(cohort: Cohort, config: DataConfig, patient: str, lesion: str, rows: pd.DataFrame):
     """One lesion's pairs (its rows of ``cohort.pairs()``) -> (arrays by key, records, warnings)."""
-    parts: dict[str, list[np.ndarray]] = {key: [] for key in ARRAY_KEYS}
+    parts: dict[str, list[np.ndarray]] = {key: [] for key in ARRAY_KEYS + PRIOR_KEYS}
     records: list[dict[str, Any]] = []
     baseline_row = {k[len("pre_"):]: v for k, v in rows.iloc[0].items() if k.startswith("pre_")}
     baseline = crop_baseline(cohort, baseline_row, config)
@@ -381,10 +392,61 @@ def _preprocess_lesion(cohort: Cohort, config: DataConfig, patient: str, lesion:
     if not baseline.tumor_mask.any():
         warnings.append(f"patient {patient}, lesion {lesion}: the baseline tumour mask "
                         f"{cohort.tumor_file(baseline_row)} is empty in its crops; crops are centred on the scan")
-    for _, row in rows.iterrows():
-        followup = cut_followup(cohort, row.to_dict(), baseline, config)
+    sequences = _cut_sequences(cohort, baseline_row, baseline, config)
+    cut = [(float(row["days"]), cut_followup(cohort, row.to_dict(), baseline, config)) for _, row in rows.iterrows()]
+    earlier = sorted(cut, key=lambda item: item[0])  # a target's priors: the scans of its lesion before its day
+    for (_, row), (days, followup) in zip(rows.iterrows(), cut):
         _append_samples(parts, records, baseline, followup, row, baseline_row)
+        _append_priors(parts, earlier, days, sequences, len(baseline.crops), config)
     return parts, records, warnings
+
+
+def _n_priors(config: DataConfig) -> int:
+    return config.max_priors if config.inputs == "prior" else 0
+
+
+def _n_sequences(cohort: Cohort, config: DataConfig) -> int:
+    return len(cohort.spec.other_sequences()) if config.inputs == "prior" else 0
+
+
+def _cut_sequences(cohort: Cohort, baseline_row: Mapping[str, Any], baseline: BaselineCrops,
+                   config: DataConfig) -> list[FollowUpCrops | None]:
+    """The baseline's non-primary sequences (format 2), each registered to the baseline's primary and cut on its
+    crops; None where the sequence is missing (data.inputs=baseline: none)."""
+    if _n_sequences(cohort, config) == 0:
+        return []
+    paths = cohort.sequence_paths(baseline_row)
+    return [None if paths.get(name) is None else
+            cut_followup(cohort, {"image": paths[name]}, baseline, config) for name in cohort.spec.other_sequences()]
+
+
+def _append_priors(parts, earlier: list[tuple[float, FollowUpCrops]], days: float,
+                   sequences: list[FollowUpCrops | None], n_crops: int, config: DataConfig) -> None:
+    """One target's prior slots (the K latest scans before ``days``, oldest first, empty slots last) and the
+    baseline's sequences, for each of its ``n_crops`` crops."""
+    k_max, size = _n_priors(config), tuple(config.crop_size)
+    chosen = [f for d, f in earlier if d < days][-k_max:] if k_max else []
+    chosen_days = [d for d, _ in earlier if d < days][-k_max:] if k_max else []
+    priors = np.zeros((n_crops, k_max, *size), np.float32)
+    masks = np.zeros((n_crops, k_max, *size), np.uint8)
+    prior_days = np.full((n_crops, k_max), np.nan, np.float32)
+    for slot, (day, followup) in enumerate(zip(chosen_days, chosen)):
+        priors[:, slot], masks[:, slot], prior_days[:, slot] = followup.post[:, 0], followup.post_mask[:, 0], day
+    images = np.zeros((n_crops, len(sequences), *size), np.float32)
+    present = np.zeros((n_crops, len(sequences)), np.uint8)
+    for q, sequence in enumerate(sequences):
+        if sequence is not None:
+            images[:, q], present[:, q] = sequence.post[:, 0], 1
+    for key, value in zip(PRIOR_KEYS, (priors, masks, prior_days, images, present)):
+        parts[key].append(value)
+
+
+def _concatenate_priors(parts, cohort: Cohort, config: DataConfig) -> dict[str, np.ndarray]:
+    k_max, q_max, size = _n_priors(config), _n_sequences(cohort, config), tuple(config.crop_size)
+    empty = {"priors": np.zeros((0, k_max, *size), np.float32), "prior_masks": np.zeros((0, k_max, *size), np.uint8),
+             "prior_days": np.zeros((0, k_max), np.float32), "sequences": np.zeros((0, q_max, *size), np.float32),
+             "sequence_present": np.zeros((0, q_max), np.uint8)}
+    return {key: np.concatenate(parts[key]) if parts[key] else empty[key] for key in PRIOR_KEYS}
 
 
 def _progress(done: int, total: int, name: str) -> None:

@@ -97,13 +97,66 @@ class Conditions:
         return Conditions(**out)
 
 
-def image_condition_names(anatomy: Sequence[str], config: ModelConfig) -> tuple[str, ...]:
-    """Names of the image condition channels, in order: pre, tumor_mask, then anatomy when used."""
-    return ("pre", "tumor_mask", *(tuple(anatomy) if config.use_anatomy else ()))
+PRIOR_PREFIX = "prior"  # channels prior<k>, prior<k>_present, prior<k>_days for k = 1..K
+SEQUENCE_PREFIX = "seq:"  # channels seq:<name>, seq:<name>_present for each non-primary sequence
 
 
-def conditions_from_batch(batch: Mapping[str, object], config: ModelConfig) -> Conditions:
-    """Conditions from a training batch (docs/contracts.md section 1).
+def prior_condition_names(n_priors: int, sequences: Sequence[str]) -> tuple[str, ...]:
+    """Names of the channels that carry a target's prior scans (data.inputs=prior; K = ``n_priors`` slots, each the
+    registered scan, its presence flag and its day as a fraction of the target's day, constant over the crop) and
+    the baseline's other sequences (each the registered image and its presence flag)."""
+    names = []
+    for k in range(1, n_priors + 1):
+        names += [f"{PRIOR_PREFIX}{k}", f"{PRIOR_PREFIX}{k}_present", f"{PRIOR_PREFIX}{k}_days"]
+    for name in sequences:
+        names += [f"{SEQUENCE_PREFIX}{name}", f"{SEQUENCE_PREFIX}{name}_present"]
+    return tuple(names)
+
+
+def image_condition_names(anatomy: Sequence[str], config: ModelConfig, n_priors: int = 0,
+                          sequences: Sequence[str] = ()) -> tuple[str, ...]:
+    """Names of the image condition channels, in order: pre, tumor_mask, then anatomy when used, then the prior
+    scans' and sequences' channels (:func:`prior_condition_names`; none for a cohort without them)."""
+    return ("pre", "tumor_mask", *(tuple(anatomy) if config.use_anatomy else ()),
+            *prior_condition_names(n_priors, sequences))
+
+
+def _prior_layout(names: Sequence[str]) -> tuple[int, int]:
+    """(K prior slots, Q sequences) that image condition ``names`` carry."""
+    priors = sum(1 for n in names if n.startswith(PRIOR_PREFIX) and n[len(PRIOR_PREFIX):].isdigit())
+    sequences = sum(1 for n in names if n.startswith(SEQUENCE_PREFIX) and not n.endswith("_present"))
+    return priors, sequences
+
+
+def prior_channels(batch: Mapping[str, Tensor], n_priors: int, n_sequences: int) -> Tensor:
+    """(B, 3 K + 2 Q, *S): per prior slot its scan, presence (1/0) and day / the target's day; per sequence its
+    image and presence. An empty slot or a missing sequence is zeros with presence 0, never an imputed image."""
+    pre = batch["pre"]
+    shape = (pre.shape[0], 1, *pre.shape[2:])
+    channels = []
+    if n_priors:
+        days = batch["prior_days"][:, :n_priors].float()
+        present = torch.isfinite(days)
+        target = batch["days"].float().clamp_min(1.0)[:, None]
+        relative = torch.where(present, days / target, torch.zeros_like(days))
+        images = batch["priors"][:, :n_priors].float()
+        for k in range(n_priors):
+            flag = present[:, k].to(pre.dtype).reshape(-1, *([1] * (pre.dim() - 1)))
+            channels += [images[:, k:k + 1] * flag, flag.expand(shape),
+                         relative[:, k].to(pre.dtype).reshape(flag.shape).expand(shape)]
+    if n_sequences:
+        present = batch["sequence_present"][:, :n_sequences].to(pre.dtype)
+        images = batch["sequences"][:, :n_sequences].float()
+        for q in range(n_sequences):
+            flag = present[:, q].reshape(-1, *([1] * (pre.dim() - 1)))
+            channels += [images[:, q:q + 1] * flag, flag.expand(shape)]
+    return torch.cat(channels, dim=1).to(pre.dtype)
+
+
+def conditions_from_batch(batch: Mapping[str, object], config: ModelConfig,
+                          image_names: Sequence[str] | None = None) -> Conditions:
+    """Conditions from a training batch (docs/contracts.md section 1). ``image_names``: the model's image
+    condition channels (its layout); the prior and sequence channels are added when they name some.
 
     Unknown class labels (-1) become the null class: an unknown label is exactly the unconditional case.
     """
@@ -111,6 +164,9 @@ def conditions_from_batch(batch: Mapping[str, object], config: ModelConfig) -> C
     anatomy = batch.get("anatomy")
     if config.use_anatomy and anatomy is not None and anatomy.shape[1] > 0:
         images.append(anatomy)
+    n_priors, n_sequences = _prior_layout(image_names or ())
+    if n_priors or n_sequences:
+        images.append(prior_channels(batch, n_priors, n_sequences))
     class_label = None
     if config.class_label != "none":
         labels = batch[CLASS_LABEL_KEYS[config.class_label]].long()

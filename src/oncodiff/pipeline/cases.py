@@ -22,7 +22,7 @@ from oncodiff.data import (
     patient_outcomes, preprocess_cohort,
 )
 from oncodiff.config import SMOOTHING_MM
-from oncodiff.data.preprocess import ARRAY_KEYS
+from oncodiff.data.preprocess import ARRAY_KEYS, PRIOR_KEYS
 from oncodiff.errors import ConfigError, OncodiffError
 from oncodiff.models import CLASS_COUNTS, CLASS_LABEL_KEYS
 from oncodiff.pipeline.export import ExportedModel
@@ -96,14 +96,14 @@ def load_cases(model: ExportedModel, cohort_root: str | Path, patients: Sequence
     with_pairs = {r.patient_id for r in preprocessed.records}
     for i, record in enumerate(preprocessed.records):
         if wanted is None or record.patient_id in wanted:
-            arrays.append({k: preprocessed.arrays[k][i] for k in ARRAY_KEYS})
+            arrays.append({k: preprocessed.arrays[k][i] for k in ARRAY_KEYS + PRIOR_KEYS})
             cases.append(Case(
                 key=_key(record.patient_id, record.lesion_id, record.timepoint, record.geometry.slice_index),
                 patient_id=record.patient_id, lesion_id=record.lesion_id, timepoint=record.timepoint,
                 days=record.days, baseline_image=record.baseline_image, geometry=record.geometry,
                 pre_intensity=record.pre_intensity, has_truth=True))
     for patient in sorted((wanted or set()) - with_pairs):
-        _baseline_only(cohort, patient, days, data, arrays, cases)
+        _baseline_only(cohort, patient, days, data, arrays, cases, _no_priors(preprocessed))
     if days is not None:
         cases = [replace(c, days=float(days), has_truth=c.has_truth and c.days == float(days),
                          timepoint=c.timepoint if c.days == float(days) else f"day{days:g}",
@@ -128,7 +128,15 @@ def _check_patients(cohort: Cohort, patients: Sequence[str] | None) -> set[str] 
     return set(patients)
 
 
-def _baseline_only(cohort: Cohort, patient: str, days: float | None, data, arrays: list, cases: list) -> None:
+def _no_priors(preprocessed) -> dict[str, np.ndarray]:
+    """One case's PRIOR_KEYS with every slot empty (a baseline-only case has no earlier scan; its baseline's
+    other sequences are not cut for it: their slots are marked missing)."""
+    return {k: np.full(preprocessed.arrays[k].shape[1:], np.nan if k == "prior_days" else 0,
+                       preprocessed.arrays[k].dtype) for k in PRIOR_KEYS}
+
+
+def _baseline_only(cohort: Cohort, patient: str, days: float | None, data, arrays: list, cases: list,
+                   no_priors: dict[str, np.ndarray]) -> None:
     if days is None:
         raise OncodiffError(f"patient {patient} has no follow-up scan in {cohort.root / 'scans.csv'}; "
                             "pass --days to say which time point to predict")
@@ -138,7 +146,8 @@ def _baseline_only(cohort: Cohort, patient: str, days: float | None, data, array
             empty = np.zeros_like(crops.pre[k])
             arrays.append({"pre": crops.pre[k], "post": empty, "tumor_mask": crops.tumor_mask[k],
                            "post_mask": empty.astype(np.uint8), "anatomy": crops.anatomy[k],
-                           "pre_smoothed": crops.pre_smoothed[k], "post_smoothed": np.zeros_like(crops.pre_smoothed[k])})
+                           "pre_smoothed": crops.pre_smoothed[k], "post_smoothed": np.zeros_like(crops.pre_smoothed[k]),
+                           **no_priors})
             cases.append(Case(
                 key=_key(patient, str(row["lesion_id"]), f"day{days:g}", crop.geometry.slice_index),
                 patient_id=patient, lesion_id=str(row["lesion_id"]), timepoint=f"day{days:g}", days=float(days),
@@ -156,7 +165,7 @@ def _batch(model: ExportedModel, cohort: Cohort, cases: list[Case], arrays: list
     except (KeyError, ValueError) as e:
         raise ConfigError(f"--set clinical...: {e}") from None
     outcomes = patient_outcomes(cohort.patients, cohort.spec)
-    batch = {k: torch.from_numpy(np.stack([a[k] for a in arrays]).astype(np.float32)) for k in ARRAY_KEYS}
+    batch = {k: torch.from_numpy(np.stack([a[k] for a in arrays]).astype(np.float32)) for k in ARRAY_KEYS + PRIOR_KEYS}
     batch.pop("post_smoothed")
     # The model's pre scan is the one it was trained on (data.smoothing); identity baselines use pre_raw.
     batch["pre_raw"] = batch["pre"]

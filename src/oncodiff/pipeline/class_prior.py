@@ -60,6 +60,29 @@ def prior_features(clinical: np.ndarray, missing: np.ndarray, tumor_mask: np.nda
     return np.concatenate([design, size], axis=1)
 
 
+INTERIM_FEATURES = ("has prior scan", "log volume change at the latest prior", "its change per 30 days",
+                    "in-tumour intensity drift at the latest prior")
+
+
+def interim_features(pre: np.ndarray, tumor_mask: np.ndarray, priors: np.ndarray, prior_masks: np.ndarray,
+                     prior_days: np.ndarray) -> np.ndarray:
+    """(N, 4) what the scans before a target tell about its outcome (data.inputs=prior), from the latest prior
+    scan of each case: whether there is one, the early change of the tumour volume measured on it
+    (log((1 + its tumour voxels) / (1 + the baseline's))), that change per 30 days, and the drift so far (the mean
+    intensity change from the baseline inside the baseline tumour). Zeros without a prior scan.
+    pre, tumor_mask (N, 1, *S); priors, prior_masks (N, K, *S); prior_days (N, K), NaN in an empty slot."""
+    n = len(tumor_mask)
+    out = np.zeros((n, len(INTERIM_FEATURES)), np.float64)
+    present = np.isfinite(prior_days) if prior_days.size else np.zeros((n, 0), bool)
+    for i in np.flatnonzero(present.any(axis=1) if present.size else np.zeros(n, bool)):
+        k = int(np.flatnonzero(present[i])[-1])
+        tumour = tumor_mask[i, 0] > 0
+        change = float(np.log1p(prior_masks[i, k].sum(dtype=np.float64)) - np.log1p(tumour.sum(dtype=np.float64)))
+        drift = float((priors[i, k] - pre[i, 0])[tumour].mean()) if tumour.any() else 0.0
+        out[i] = (1.0, change, change * 30.0 / max(float(prior_days[i, k]), 1.0), drift)
+    return out
+
+
 @dataclass(frozen=True)
 class ClassPrior:
     """Multinomial logistic regression on standardised features, ``coef`` (K, F), ``intercept`` (K,), shrunk
@@ -79,6 +102,7 @@ class ClassPrior:
     shrinkage: float = 0.0
     feature_timestep: int | None = None  # the denoiser's noise level for CLINICAL_DENOISER
     cv_log_loss: tuple[tuple[str, float], ...] = ()  # the best CV log loss of each candidate family
+    interim: bool = False  # the features end with INTERIM_FEATURES (training cases had prior scans)
 
     @classmethod
     def fit(cls, features: np.ndarray, labels: np.ndarray, n_classes: int, seed: int = 0,
@@ -154,14 +178,15 @@ class ClassPrior:
                    str(raw.get("c_selection", "default")),
                    None if raw.get("frequencies") is None else tuple(raw["frequencies"]),
                    str(raw.get("inputs", CLINICAL)), float(raw.get("shrinkage", 0.0)), raw.get("feature_timestep"),
-                   tuple((str(k), float(v)) for k, v in raw.get("cv_log_loss", ())))
+                   tuple((str(k), float(v)) for k, v in raw.get("cv_log_loss", ())), bool(raw.get("interim", False)))
 
     def describe(self) -> str:
         if self.inputs == BASE_RATE:
             rates = ", ".join(f"{r:.2f}" for r in self.frequencies)
             return f"the training class rates ({rates}) of {self.n_train} training rows ({self.c_selection})"
         shrunk = f", shrunk {self.shrinkage:g} towards the training class rates" if self.shrinkage else ""
-        return (f"logistic regression on {self.inputs}, {self.n_train} training rows, C = {self.c:g}{shrunk} "
+        inputs = self.inputs + (" and the prior scans' early change" if self.interim else "")
+        return (f"logistic regression on {inputs}, {self.n_train} training rows, C = {self.c:g}{shrunk} "
                 f"({self.c_selection})")
 
 

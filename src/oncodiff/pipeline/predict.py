@@ -97,7 +97,7 @@ def case_conditions(model: ExportedModel, cases: CaseSet, class_label: str = "gi
     and give the null class here."""
     if class_label not in CLASS_MODES:
         raise ValueError(f"class_label must be one of {CLASS_MODES}, got {class_label!r}")
-    cond = conditions_from_batch(cases.batch, model.config.model)
+    cond = conditions_from_batch(cases.batch, model.config.model, model.layout.image_condition_names)
     if cond.class_label is None or class_label == "true":
         return cond
     if class_label in ("null", "predicted", "most_probable"):

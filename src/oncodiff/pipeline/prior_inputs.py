@@ -7,6 +7,7 @@ ones (same case loading, same conditions), so a case's features are the same at 
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -14,7 +15,9 @@ import numpy as np
 
 from oncodiff.models import CLASS_COUNTS, CLASS_LABEL_KEYS
 from oncodiff.pipeline.cases import CaseSet, load_cases
-from oncodiff.pipeline.class_prior import BASE_RATE, CLINICAL, CLINICAL_DENOISER, ClassPrior, prior_features
+from oncodiff.pipeline.class_prior import (
+    BASE_RATE, CLINICAL, CLINICAL_DENOISER, ClassPrior, interim_features, prior_features,
+)
 from oncodiff.pipeline.denoiser_features import denoiser_features
 from oncodiff.pipeline.export import ExportedModel, load_export, read_export_meta, update_export_meta
 from oncodiff.pipeline.survival_risk import SurvivalRisk
@@ -22,15 +25,31 @@ from oncodiff.pipeline.survival_risk import SurvivalRisk
 NOT_CONDITIONED = "no class prior: the model is not conditioned on a class (model.class_label: none)"
 
 
-def case_prior_features(model: ExportedModel, cases: CaseSet) -> np.ndarray:
-    """(B, F) the clinical candidate's features of ``cases`` (clinical design matrix and baseline size)."""
-    return prior_features(cases.batch["clinical"].numpy(), cases.batch["clinical_missing"].numpy(),
-                          cases.batch["tumor_mask"].numpy(), model.layout.clinical)
+def has_prior_scans(cases: CaseSet) -> bool:
+    """Whether any case comes with an earlier scan than its target (data.inputs=prior and an interim scan or an
+    earlier follow-up): the class prior then also reads the early change (class_prior.interim_features)."""
+    days = cases.batch.get("prior_days")
+    return days is not None and bool(np.isfinite(days.numpy()).any())
 
 
-def candidate_inputs(model: ExportedModel, cases: CaseSet, timestep: int) -> dict[str, np.ndarray]:
+def case_prior_features(model: ExportedModel, cases: CaseSet, interim: bool | None = None) -> np.ndarray:
+    """(B, F) the clinical candidate's features of ``cases`` (clinical design matrix and baseline size), followed,
+    with ``interim`` (default: whether the cases have prior scans), by class_prior.INTERIM_FEATURES."""
+    features = prior_features(cases.batch["clinical"].numpy(), cases.batch["clinical_missing"].numpy(),
+                              cases.batch["tumor_mask"].numpy(), model.layout.clinical)
+    if not (has_prior_scans(cases) if interim is None else interim):
+        return features
+    if "prior_days" not in cases.batch:  # a case set without prior slots: every case lacks a prior scan
+        return np.concatenate([features, np.zeros((len(features), 4))], axis=1)
+    batch = {k: cases.batch[k].numpy() for k in ("pre_raw", "tumor_mask", "priors", "prior_masks", "prior_days")}
+    return np.concatenate([features, interim_features(batch["pre_raw"], batch["tumor_mask"], batch["priors"],
+                                                      batch["prior_masks"], batch["prior_days"])], axis=1)
+
+
+def candidate_inputs(model: ExportedModel, cases: CaseSet, timestep: int,
+                     interim: bool | None = None) -> dict[str, np.ndarray]:
     """Each candidate feature set of ``cases``, rows aligned with the cases."""
-    clinical = case_prior_features(model, cases)
+    clinical = case_prior_features(model, cases, interim)
     return {CLINICAL: clinical,
             CLINICAL_DENOISER: np.concatenate([clinical, denoiser_features(model, cases, timestep)], axis=1)}
 
@@ -38,8 +57,8 @@ def candidate_inputs(model: ExportedModel, cases: CaseSet, timestep: int) -> dic
 def prior_inputs(model: ExportedModel, cases: CaseSet, prior: ClassPrior) -> np.ndarray:
     """(B, F) the features ``prior`` was fitted on, for ``cases``."""
     if prior.inputs == CLINICAL_DENOISER:
-        return candidate_inputs(model, cases, prior.feature_timestep)[CLINICAL_DENOISER]
-    return case_prior_features(model, cases)  # CLINICAL, and BASE_RATE (which reads only the row count)
+        return candidate_inputs(model, cases, prior.feature_timestep, prior.interim)[CLINICAL_DENOISER]
+    return case_prior_features(model, cases, prior.interim)  # CLINICAL, and BASE_RATE (reads only the row count)
 
 
 def load_class_prior(model: ExportedModel) -> ClassPrior | None:
@@ -86,8 +105,10 @@ def fit_export_class_prior(folder: str | Path, cohort: str | Path, patients: Seq
         labels = cases.batch[CLASS_LABEL_KEYS[kind]].numpy()
         groups = np.array([c.patient_id for c in cases.cases])  # CV folds keep a patient's rows together
         print(f"choosing the class prior on {len(cases)} training cases ...", flush=True)
-        inputs = candidate_inputs(model, cases, timestep)
+        interim = has_prior_scans(cases)
+        inputs = candidate_inputs(model, cases, timestep, interim)
         prior = ClassPrior.select(inputs, labels, CLASS_COUNTS[kind], seed, groups, timestep)
+        prior = None if prior is None else dataclasses.replace(prior, interim=interim and prior.inputs != BASE_RATE)
         survival = None if prior is None or kind.startswith("survival") else SurvivalRisk.fit(
             inputs.get(prior.inputs, inputs[CLINICAL]), cases.batch["survival_time"].numpy(),
             cases.batch["survival_event"].numpy(), groups, prior)

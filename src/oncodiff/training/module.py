@@ -101,7 +101,7 @@ class _DenoiserModule(TrainingModule):
     """A stage whose network is a (wrapped) ConditionalDenoiser conditioned on the batch."""
 
     def _conditions(self, batch: dict, generators: list[torch.Generator] | None) -> Conditions:
-        cond = conditions_from_batch(batch, self.config.model)
+        cond = conditions_from_batch(batch, self.config.model, self.layout.image_condition_names)
         if generators is None:  # validation: conditional, nothing dropped
             return cond
         return self.net.drop_labels(cond, generator=generators[0])
