@@ -40,8 +40,9 @@ class Contrast:
     """One MRI sequence (``oncodiff synth --sequences``): how tissue and tumour look in it.
 
     ``tissue`` maps the T1-weighted tumour-free tissue B (template units, about 0.2 CSF, 0.55 grey and 0.8 white
-    matter) to this sequence's tissue: ``tissue = a + b B + c B^2`` inside the head (B > 0.05), 0 outside, then
-    scaled by ``csf_floor`` where B is CSF-like (FLAIR nulls free water). ``look`` is the tumour's appearance: the
+    matter) to this sequence's tissue: ``a + b B + c B^2`` inside the head (B > 0.05; outside it B is kept), then,
+    with ``csf_suppression`` s, times 1 - s (1 - smoothstep(B; 0.25, 0.45)) so CSF-like tissue darkens (FLAIR
+    nulls free water). ``look`` is the tumour's appearance: the
     viable rim (enhancing in T1c), the necrotic core (bright in T2), the halo (oedema: bright in T2 and FLAIR).
     """
 
