@@ -9,7 +9,7 @@ from scipy import ndimage
 from scipy.spatial.transform import Rotation
 
 from oncodiff.cohort import Image, affine_from_spacing, load_cohort, read_image
-from oncodiff.data.registration import misalignment_warnings
+from oncodiff.data.registration import misalignment_report, misalignment_warnings
 from oncodiff.config import DataConfig
 from oncodiff.data import preprocess_cohort, register
 from oncodiff.data.bias import correct_bias
@@ -128,6 +128,29 @@ def test_validate_detects_each_misaligned_follow_up_and_says_by_how_much(clinica
         (line,) = [w for w in warnings if f"/{timepoint}.nii.gz" in w]
         said = float(line.split(" moves the anatomy ")[1].split(" mm")[0])
         assert said == pytest.approx(displacement_mm(baseline, maps[timepoint]), abs=1.5)
+
+
+def test_misaligned_follow_ups_are_one_line_and_validate_details_lists_them(clinical):
+    from typer.testing import CliRunner
+
+    from oncodiff.cli import app
+
+    cohort, _, result, _ = clinical
+    summary, details = misalignment_report(cohort)
+    measured = sorted(float(line.split(" moves the anatomy ")[1].split(" mm")[0]) for line in details)
+    assert len(details) == 2
+    assert summary.startswith(f"2 of 2 follow-ups look misaligned to their baseline, "
+                              f"{measured[0]:.1f}-{measured[1]:.1f} mm; preprocessing registers them")
+    assert "validate --details" in summary
+    shown = result.misalignment_summary()
+    assert shown.startswith("2 of 2 follow-ups looked misaligned") and "preprocessing registered them" in shown
+    runner = CliRunner()
+    brief = runner.invoke(app, ["validate", str(cohort)])
+    assert brief.exit_code == 0
+    assert brief.stderr.count("misaligned") == 1 and f"warning: {summary}" in brief.stderr
+    listed = runner.invoke(app, ["validate", str(cohort), "--details"])
+    assert listed.exit_code == 0 and listed.stderr.count("misaligned") == 3
+    assert all(line.split(" (patient")[0] in listed.stderr for line in details)
 
 
 def test_default_preprocessing_recovers_the_motion_bias_and_scale(clinical):

@@ -99,9 +99,10 @@ def test_a_failure_midway_leaves_no_entry(tiny_cohort_2d, tmp_path, monkeypatch)
             raise OSError("disk went away")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(preprocess_module, "cut_followup", fail_on_third)
+    monkeypatch.setattr(preprocess_module, "cut_followup", fail_on_third)  # reaches this process only
     with pytest.raises(OSError):
-        preprocess_cohort(tiny_cohort_2d, CONFIG_2D, cache_dir=tmp_path / "cache")
+        preprocess_cohort(tiny_cohort_2d, CONFIG_2D.model_copy(update={"preprocess_workers": 1}),
+                          cache_dir=tmp_path / "cache")
     assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").iterdir())
 
 
@@ -166,3 +167,63 @@ def test_slices_below_min_tumor_voxels_leave_the_lesion_out(tiny_cohort_3d, tmp_
     result = preprocess_cohort(tiny_cohort_3d, config, cache_dir=tmp_path / "cache")
     assert len(result) == 0 and result.arrays["pre"].shape == (0, 1, 8, 8)
     assert str(result).count("no slice has 10000+ tumour voxels") == 6
+
+
+# ---- workers: every core, or a Dask cluster, and the same cache ---------------------------------
+
+def _entry(result):
+    return ({key: array.tobytes() for key, array in result.arrays.items()},
+            (result.cache_path / "samples.json").read_bytes())
+
+
+def test_two_workers_write_the_cache_one_worker_writes_byte_for_byte(tiny_cohort_3d, tmp_path, capfd):
+    """N4 and the registration measure run on every scan (MRI, registration auto): ITK's threads would change
+    their last digits, one thread per lesion does not."""
+    one = preprocess_cohort(tiny_cohort_3d, CONFIG_3D.model_copy(update={"preprocess_workers": 1}),
+                            cache_dir=tmp_path / "one")
+    capfd.readouterr()
+    two = preprocess_cohort(tiny_cohort_3d, CONFIG_3D.model_copy(update={"preprocess_workers": 2}),
+                            cache_dir=tmp_path / "two")
+    assert one.cache_path.name == two.cache_path.name  # the worker count is not a preprocessing option
+    assert all(r.steps["post_bias"] is not None for r in two.records)
+    assert _entry(one) == _entry(two)
+    progress = capfd.readouterr().err
+    assert "6/6 lesions" in progress  # lesions counted as they finish on either worker
+
+
+def test_the_dask_backend_writes_the_same_cache(tiny_cohort_2d, tmp_path):
+    distributed = pytest.importorskip("distributed")
+    local = preprocess_cohort(tiny_cohort_2d, CONFIG_2D.model_copy(update={"preprocess_workers": 1}),
+                              cache_dir=tmp_path / "local")
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster:
+        config = CONFIG_2D.model_copy(update={"scheduler": cluster.scheduler_address})
+        on_cluster = preprocess_cohort(tiny_cohort_2d, config, cache_dir=tmp_path / "cluster")
+        with distributed.Client(cluster) as client:
+            ran_on = client.run(lambda: True)
+    assert len(ran_on) == 2
+    assert _entry(local) == _entry(on_cluster)
+
+
+def test_an_unreachable_scheduler_is_a_clear_error(tiny_cohort_2d, tmp_path, monkeypatch):
+    pytest.importorskip("distributed")
+    from oncodiff.data import parallel
+
+    monkeypatch.setattr(parallel, "CONNECT_TIMEOUT_S", 1)
+    config = CONFIG_2D.model_copy(update={"scheduler": "tcp://127.0.0.1:9"})
+    with pytest.raises(ConfigError, match="cannot reach the Dask scheduler"):
+        preprocess_cohort(tiny_cohort_2d, config, cache_dir=tmp_path / "cache")
+    assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").iterdir())
+
+
+def test_the_cli_passes_workers_and_scheduler_as_config_keys(tiny_cohort_2d, tmp_path):
+    from typer.testing import CliRunner
+
+    from oncodiff.cli import app
+
+    result = CliRunner().invoke(app, ["preprocess", str(tiny_cohort_2d), "--workers", "2", "--set",
+                                      "data.crop_size=[16,16]", "--cache-dir", str(tmp_path / "cache")])
+    assert result.exit_code == 0, result.output
+    assert "6 samples" in result.output
+    refused = CliRunner().invoke(app, ["preprocess", str(tiny_cohort_2d), "--workers", "0"])
+    assert refused.exit_code == 2

@@ -36,6 +36,16 @@ class Acquisition(str, Enum):
 PRESET_HELP = "preset name (see `oncodiff presets`) or a YAML path"
 SET_HELP = "override a config key, e.g. --set training.max_minutes=2 (repeatable)"
 VERBOSE_HELP = "also print the training framework's (Lightning's) own messages and warnings"
+WORKERS_HELP = ("lesions preprocessed at once, in separate processes (default: every core this process may use); "
+                "the cache is the same for any number. Shortcut for --set data.preprocess_workers=N")
+SCHEDULER_HELP = ("preprocess on a Dask cluster: its scheduler address, e.g. tcp://10.0.0.5:8786 (needs "
+                  "oncodiff's cluster extra, i.e. Dask's distributed package). "
+                  "Shortcut for --set data.scheduler=ADDRESS")
+
+
+def _parallel_overrides(workers: int | None, scheduler: str | None) -> list[str]:
+    return ([f"data.preprocess_workers={workers}"] if workers else []) + \
+        ([f"data.scheduler={scheduler}"] if scheduler else [])
 
 
 def _fail(error: Exception) -> None:
@@ -116,6 +126,7 @@ def validate(
                                          "rigid fit per follow-up)"),
     allow_external: bool = typer.Option(False, "--allow-external", help="accept files that symbolic links in the "
                                         "cohort lead to outside it (a warning, not a problem; docs/dataset-format.md)"),
+    details: bool = typer.Option(False, "--details", help="list each misaligned follow-up, not only the count"),
 ) -> None:
     """Check a cohort folder and report every problem at once. Exit code 0 means valid."""
     from oncodiff.cohort import validate_cohort
@@ -131,10 +142,44 @@ def validate(
         raise typer.Exit(code=1)
     typer.secho(f"{cohort}: valid", fg=typer.colors.GREEN)
     if check_alignment:
-        from oncodiff.data.registration import misalignment_warnings
+        from oncodiff.data.registration import misalignment_report
 
-        for warning in _run(misalignment_warnings, cohort):
-            typer.secho(f"warning: {warning}", fg=typer.colors.YELLOW, err=True)
+        summary, lines = _run(misalignment_report, cohort)
+        if summary:
+            typer.secho(f"warning: {summary}", fg=typer.colors.YELLOW, err=True)
+        for line in lines if details else ():
+            typer.echo(f"  - {line}", err=True)
+
+
+class ImportLayout(str, Enum):
+    lumiere = "lumiere"
+    sailor = "sailor"
+    brats_post = "brats-post"
+    bids = "bids"
+
+
+@app.command("import")
+def import_(
+    layout: ImportLayout = typer.Argument(..., help="how SRC is laid out (docs/dataset-format.md, \"Importing a "
+                                          "published layout\")"),
+    src: Path = typer.Argument(..., help="the folder the published data was unpacked into; only read"),
+    out: Path = typer.Option(..., "--out", help="new cohort folder to write (tables only: images stay in SRC)"),
+    space: str = typer.Option("native", help="native: the scanner's grids; atlas: LUMIERE's registered files"),
+    segmentation: Optional[str] = typer.Option(
+        None, help="whose tumour segmentation: LUMIERE deepbratumia (default) or hd-glio; BIDS a derivatives "
+        "folder name (default the first with a _dseg)"),
+    days: Optional[Path] = typer.Option(None, help="brats-post: a CSV (patient_id, timepoint, days) with the "
+                                        "real days of each time point"),
+    interval_days: float = typer.Option(90.0, min=0.0, help="brats-post without --days: days between time points"),
+    overwrite: bool = typer.Option(False, help="replace OUT if it holds a cohort oncodiff wrote (docs/outputs.md)"),
+) -> None:
+    """Turn a published layout (LUMIERE, SAILOR, BraTS 2024 post-treatment, BIDS) into a cohort folder, without
+    copying images; prints what it skipped and why."""
+    from oncodiff.importers import import_cohort
+
+    result = _run(import_cohort, layout.value, src, out, space=space, segmentation=segmentation,
+                  overwrite=overwrite, days_table=days, interval_days=interval_days)
+    typer.echo(str(result))
 
 
 @app.command()
@@ -143,11 +188,13 @@ def preprocess(
     preset: str = typer.Option("demo", help=PRESET_HELP),
     set_: Optional[list[str]] = typer.Option(None, "--set", help=SET_HELP),
     cache_dir: Optional[Path] = typer.Option(None, help="cache folder (default ~/.cache/oncodiff)"),
+    workers: Optional[int] = typer.Option(None, min=1, help=WORKERS_HELP),
+    scheduler: Optional[str] = typer.Option(None, help=SCHEDULER_HELP),
 ) -> None:
     """Validate, then orient, resample, normalise, register and crop a cohort into the cache."""
     from oncodiff.data import preprocess_cohort
 
-    config = _config(preset, set_)
+    config = _config(preset, [*(set_ or []), *_parallel_overrides(workers, scheduler)])
     result = _run(preprocess_cohort, cohort, config.data, cache_dir=cache_dir)
     typer.echo(str(result))
 
@@ -165,6 +212,8 @@ def train(
     devices: Optional[str] = typer.Option(None, help="devices per node (Lightning), e.g. 2 or auto"),
     num_nodes: Optional[int] = typer.Option(None, help="nodes for DDP (Lightning)"),
     verbose: bool = typer.Option(False, "--verbose", help=VERBOSE_HELP),
+    workers: Optional[int] = typer.Option(None, min=1, help=WORKERS_HELP),
+    scheduler: Optional[str] = typer.Option(None, help=SCHEDULER_HELP),
 ) -> None:
     """Train a model on a cohort; writes config.json, splits.json, checkpoints, metrics.csv and model/ (the export)."""
     from oncodiff.training import train as train_fn
@@ -172,7 +221,7 @@ def train(
 
     quiet_framework(verbose)
 
-    extra = list(set_ or [])
+    extra = [*(set_ or []), *_parallel_overrides(workers, scheduler)]
     if stage:
         extra.append(f"training.stage={stage}")
     if init_from:

@@ -105,6 +105,13 @@ class DataConfig(_Section):
     fold: int = Field(0, ge=0, description="which fold is the test fold when folds is set")
     num_workers: int = Field(0, ge=0)
     cache_dir: str | None = Field(None, description="preprocessing cache; default ~/.cache/oncodiff")
+    preprocess_workers: int | None = Field(
+        None, ge=1, description="lesions preprocessed in parallel processes (joblib); null = the cores available to "
+        "this process. The cache is byte-identical for any number (each lesion runs single-threaded)")
+    scheduler: str | None = Field(
+        None, description="a Dask scheduler address (tcp://host:8786): preprocess on that cluster through joblib's "
+        "Dask backend instead of local processes; needs `pip install oncodiff[cluster]` and the cohort and oncodiff "
+        "reachable by every worker at the same paths")
 
     @model_validator(mode="after")
     def _check(self) -> DataConfig:

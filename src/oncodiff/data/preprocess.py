@@ -35,7 +35,8 @@ from oncodiff.data.crop import Crop, plan_crops
 from oncodiff.data.denoise import smoothed
 from oncodiff.data.geometry import GeometryRecord, canonical_grid, nearest_on_grid, sample
 from oncodiff.data.intensity import IntensityTransform, fit_intensity, normalization_method
-from oncodiff.data.registration import measure_misalignment, register
+from oncodiff.data.parallel import run_jobs
+from oncodiff.data.registration import measure_misalignment, misalignment_summary, register
 from oncodiff.errors import ConfigError, OncodiffError
 from oncodiff.outputs import reads_cohort
 
@@ -139,7 +140,17 @@ class PreprocessedCohort:
             f"cache: {self.cache_path} ({how})",
             self.steps_summary(),
         ]
-        return "\n".join(lines + [f"warning: {w}" for w in self.warnings])
+        note = self.misalignment_summary() if self.cache_hit else None  # computed: preprocess_cohort printed it
+        return "\n".join(lines + [f"warning: {w}" for w in self.warnings] + ([f"note: {note}"] if note else []))
+
+    def misalignment_summary(self) -> str | None:
+        """One line for the follow-ups that ``data.registration=auto`` measured as misaligned and registered,
+        or None when it registered none."""
+        pairs = {(r.patient_id, r.lesion_id, r.timepoint): r.steps for r in self.records}
+        moved = [s["misalignment_mm"] for s in pairs.values()
+                 if s.get("misalignment_mm") is not None and s.get("registration", "none") != "none"]
+        return misalignment_summary(moved, len(pairs), "looked", "preprocessing registered them "
+                                    f"(data.registration=auto); `oncodiff validate --details {self.root}` lists them")
 
     def steps_summary(self) -> str:
         """One line: how many follow-ups were bias-corrected and registered (pairs, not crops)."""
@@ -170,7 +181,11 @@ def preprocess_cohort(
         return _result(cohort, arrays, metadata, path, cache_hit=True)
     arrays, metadata = _preprocess(cohort, data_config)
     cache.write_entry(path, arrays, metadata)
-    return _result(cohort, arrays, metadata, path, cache_hit=False)
+    result = _result(cohort, arrays, metadata, path, cache_hit=False)
+    note = result.misalignment_summary()
+    if note:  # once, when computed: train, predict and evaluate print one line, not one per follow-up
+        print(f"note: {note}", file=sys.stderr, flush=True)
+    return result
 
 
 def write_preprocessing_report(preprocessed: PreprocessedCohort, path: str | Path) -> Path:
@@ -192,10 +207,10 @@ def write_preprocessing_report(preprocessed: PreprocessedCohort, path: str | Pat
 
 
 def baseline_scan(cohort_root: str | Path, baseline_image: str, geometry: GeometryRecord) -> Image:
-    """The baseline scan ``baseline_image`` (relative to the cohort) in the original geometry of a
-    sample's ``geometry`` (for a MIP sample, the scan's maximum projection), raw units: the background
-    that a predicted image is pasted into."""
-    image = read_image(Path(cohort_root) / baseline_image)
+    """The baseline scan ``baseline_image`` (relative to the cohort's image root: format 2's ``root``, else the
+    cohort folder) in the original geometry of a sample's ``geometry`` (for a MIP sample, the scan's maximum
+    projection), raw units: the background that a predicted image is pasted into."""
+    image = read_image(load_cohort(cohort_root, validate=False).path(baseline_image))
     axis = geometry.projection_axis
     if axis is None:
         return image
@@ -354,36 +369,53 @@ def cut_followup(cohort: Cohort, row: Mapping[str, Any], baseline: BaselineCrops
 
 def _preprocess(cohort: Cohort, config: DataConfig) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Every pair of the cohort -> (arrays as in PreprocessedCohort, metadata with records and warnings).
+
+    Lesions are the unit of work: each runs in :func:`_preprocess_lesion`, single-threaded, on
+    ``data.preprocess_workers`` local processes or the Dask cluster at ``data.scheduler`` (parallel.py), and
+    the results are put together in the cohort's order, so the arrays do not depend on how many ran at once.
     data.inputs=prior adds PRIOR_KEYS: each target's earlier scans (each follow-up is cut once, whether target or
     prior) and the baseline's other sequences."""
-    parts: dict[str, list[np.ndarray]] = {key: [] for key in ARRAY_KEYS}
+    lesions = [(patient, lesion, rows) for (patient, lesion), rows
+               in cohort.pairs().groupby(["patient_id", "lesion_id"], sort=False)]
+    jobs = [(cohort, config, patient, lesion, rows) for patient, lesion, rows in lesions]
+    results = run_jobs(_preprocess_lesion, jobs, config.preprocess_workers, config.scheduler,
+                       progress=lambda done, total: _progress(done, total, cohort.spec.name))
+    parts: dict[str, list[np.ndarray]] = {key: [] for key in ARRAY_KEYS + PRIOR_KEYS}
     records: list[dict[str, Any]] = []
     warnings: list[str] = []
-    lesions = cohort.pairs().groupby(["patient_id", "lesion_id"], sort=False)
-    for key in PRIOR_KEYS:
-        parts[key] = []
-    for done, ((patient, lesion), rows) in enumerate(lesions, start=1):
-        _progress(done, lesions.ngroups, cohort.spec.name)
-        baseline_row = {k[len("pre_"):]: v for k, v in rows.iloc[0].items() if k.startswith("pre_")}
-        baseline = crop_baseline(cohort, baseline_row, config)
-        if not baseline.crops:
-            warnings.append(f"patient {patient}, lesion {lesion}: no slice has {config.min_tumor_voxels}+ tumour "
-                            f"voxels in {cohort.tumor_file(baseline_row)}; its {len(rows)} pair(s) are left out")
-            continue
-        if not baseline.tumor_mask.any():
-            warnings.append(f"patient {patient}, lesion {lesion}: the baseline tumour mask "
-                            f"{cohort.tumor_file(baseline_row)} is empty in its crops; crops are centred on the scan")
-        sequences = _cut_sequences(cohort, baseline_row, baseline, config)
-        cut = [(float(row["days"]), cut_followup(cohort, row.to_dict(), baseline, config)) for _, row in rows.iterrows()]
-        earlier = sorted(cut, key=lambda item: item[0])  # a target's priors: the scans of its lesion before its day
-        for (_, row), (days, followup) in zip(rows.iterrows(), cut):
-            _append_samples(parts, records, baseline, followup, row, baseline_row)
-            _append_priors(parts, earlier, days, sequences, len(baseline.crops), config)
+    for lesion_parts, lesion_records, lesion_warnings in results:
+        for key in parts:
+            parts[key].extend(lesion_parts[key])
+        records.extend(lesion_records)
+        warnings.extend(lesion_warnings)
     arrays = {key: _concatenate(parts[key], key, cohort, config) for key in ARRAY_KEYS}
     arrays |= _concatenate_priors(parts, cohort, config)
     metadata = {"version": cache.CACHE_VERSION, "normalization": normalization_method(config, cohort.spec.modality),
                 "records": records, "warnings": warnings}
     return arrays, metadata
+
+
+def _preprocess_lesion(cohort: Cohort, config: DataConfig, patient: str, lesion: str, rows: pd.DataFrame):
+    """One lesion's pairs (its rows of ``cohort.pairs()``) -> (arrays by key, records, warnings)."""
+    parts: dict[str, list[np.ndarray]] = {key: [] for key in ARRAY_KEYS + PRIOR_KEYS}
+    records: list[dict[str, Any]] = []
+    baseline_row = {k[len("pre_"):]: v for k, v in rows.iloc[0].items() if k.startswith("pre_")}
+    baseline = crop_baseline(cohort, baseline_row, config)
+    if not baseline.crops:
+        return parts, records, [f"patient {patient}, lesion {lesion}: no slice has {config.min_tumor_voxels}+ "
+                                f"tumour voxels in {cohort.tumor_file(baseline_row)}; its {len(rows)} pair(s) are "
+                                "left out"]
+    warnings = []
+    if not baseline.tumor_mask.any():
+        warnings.append(f"patient {patient}, lesion {lesion}: the baseline tumour mask "
+                        f"{cohort.tumor_file(baseline_row)} is empty in its crops; crops are centred on the scan")
+    sequences = _cut_sequences(cohort, baseline_row, baseline, config)
+    cut = [(float(row["days"]), cut_followup(cohort, row.to_dict(), baseline, config)) for _, row in rows.iterrows()]
+    earlier = sorted(cut, key=lambda item: item[0])  # a target's priors: the scans of its lesion before its day
+    for (_, row), (days, followup) in zip(rows.iterrows(), cut):
+        _append_samples(parts, records, baseline, followup, row, baseline_row)
+        _append_priors(parts, earlier, days, sequences, len(baseline.crops), config)
+    return parts, records, warnings
 
 
 def _n_priors(config: DataConfig) -> int:
@@ -435,7 +467,8 @@ def _concatenate_priors(parts, cohort: Cohort, config: DataConfig) -> dict[str, 
 
 
 def _progress(done: int, total: int, name: str) -> None:
-    """A progress line on stderr: every lesion on a terminal, else every tenth of the cohort."""
+    """A progress line on stderr as lesions finish (on any worker): every lesion on a terminal, else every
+    tenth of the cohort."""
     interactive = sys.stderr.isatty()
     if interactive or done == total or done % max(total // 10, 1) == 0:
         end = "\n" if done == total or not interactive else ""

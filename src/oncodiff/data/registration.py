@@ -151,30 +151,72 @@ def _world_matrix(transform: sitk.Transform, rows: list[int]) -> np.ndarray:
 # ---- warnings (a valid cohort may still need preprocessing) --------------------------------------
 
 def misalignment_warnings(root: str | Path, threshold_mm: float = MISALIGNMENT_WARNING_MM) -> list[str]:
-    """One line per follow-up that looks misaligned to its baseline, saying by how much.
+    """One line per follow-up that looks misaligned to its baseline, saying by how much (``validate --details``).
 
     The measure is a coarse rigid registration (about 6 mm voxels, one level) and the mean distance
     it moves the baseline's foreground: cheap, and good to about a millimetre. Call it on a valid
     cohort; it reads every baseline and follow-up image once more.
     """
+    found, failed, _ = _misaligned(root, threshold_mm)
+    return [line for line, _ in found] + failed
+
+
+def misalignment_report(root: str | Path,
+                        threshold_mm: float = MISALIGNMENT_WARNING_MM) -> tuple[str | None, list[str]]:
+    """(one summary line or None when every follow-up looks aligned, one line per misaligned follow-up)."""
+    found, failed, total = _misaligned(root, threshold_mm)
+    summary = misalignment_summary([moved for _, moved in found], total, "look", "preprocessing registers them "
+                                   "(data.registration=auto, the default); `oncodiff validate --details` lists them")
+    if failed:  # SimpleITK could not fit (a tiny field of view, say): said in the summary, not a traceback
+        note = f"{len(failed)} of {total} follow-ups: " + "; ".join(failed)
+        summary = f"{summary}\n{note}" if summary else note
+    return summary, [line for line, _ in found] + failed
+
+
+def misalignment_summary(moved_mm: list[float], total: int, verb: str, then: str) -> str | None:
+    """"48 of 48 follow-ups look misaligned to their baseline, 1.4-3.2 mm; THEN", or None for none."""
+    if not moved_mm:
+        return None
+    low, high = min(moved_mm), max(moved_mm)
+    spread = f"{low:.1f} mm" if f"{low:.1f}" == f"{high:.1f}" else f"{low:.1f}-{high:.1f} mm"
+    verb = verb + ("s" if len(moved_mm) == 1 and verb == "look" else "")
+    return f"{len(moved_mm)} of {total} follow-ups {verb} misaligned to their baseline, {spread}; {then}"
+
+
+def _misaligned(root: str | Path, threshold_mm: float) -> tuple[list[tuple[str, float]], list[str], int]:
+    """([(detail line, mm moved)] for each misaligned follow-up, [a line for each follow-up whose alignment could
+    not be measured], the number of follow-ups). Lesions are measured in parallel on every core (parallel.py), in
+    the cohort's order."""
+    from oncodiff.data.parallel import run_jobs
+
     cohort = load_cohort(Path(root), validate=False)  # validated by the caller (with its --allow-external)
-    warnings = []
-    for (patient, lesion), rows in cohort.pairs().groupby(["patient_id", "lesion_id"], sort=False):
-        baseline_path = rows.iloc[0]["pre_image"]
-        baseline = read_image(cohort.path(baseline_path))
-        for _, row in rows.iterrows():
-            try:
-                moved, _ = measure_misalignment(baseline, read_image(cohort.path(row["image"])),
-                                                spacing_mm=MISALIGNMENT_MEASURE_MM)
-            except RuntimeError:  # SimpleITK could not fit (a tiny field of view, say): said, not a traceback
-                warnings.append(f"{SCANS_CSV}: {row['image']} (patient {patient}, lesion {lesion}, {row['timepoint']}): "
-                                f"its alignment to {baseline_path} could not be measured (the rigid fit failed); "
-                                "preprocessing may fail on it too")
-                continue
-            if moved > threshold_mm:
-                warnings.append(
-                    f"{SCANS_CSV}: {row['image']} (patient {patient}, lesion {lesion}, {row['timepoint']}) looks "
-                    f"misaligned to its baseline {baseline_path}: a coarse rigid fit moves the anatomy {moved:.1f} mm "
-                    "on average. Preprocessing registers it (data.registration=auto, the default); keep that on, "
-                    "or register the follow-up to its baseline yourself.")
-    return warnings
+    lesions = [(cohort, patient, lesion, rows, threshold_mm) for (patient, lesion), rows
+               in cohort.pairs().groupby(["patient_id", "lesion_id"], sort=False)]
+    found, failed, total = [], [], 0
+    for lesion_found, lesion_failed, measured in run_jobs(_misaligned_lesion, lesions):
+        found += lesion_found
+        failed += lesion_failed
+        total += measured
+    return found, failed, total
+
+
+def _misaligned_lesion(cohort, patient: str, lesion: str, rows, threshold_mm: float) -> tuple[list, list, int]:
+    baseline_path = rows.iloc[0]["pre_image"]
+    baseline = read_image(cohort.path(baseline_path))
+    found, failed = [], []
+    for _, row in rows.iterrows():
+        try:
+            moved, _ = measure_misalignment(baseline, read_image(cohort.path(row["image"])),
+                                            spacing_mm=MISALIGNMENT_MEASURE_MM)
+        except RuntimeError:  # SimpleITK could not fit (a tiny field of view, say)
+            failed.append(f"{SCANS_CSV}: {row['image']} (patient {patient}, lesion {lesion}, {row['timepoint']}): "
+                          f"its alignment to {baseline_path} could not be measured (the rigid fit failed); "
+                          "preprocessing may fail on it too")
+            continue
+        if moved > threshold_mm:
+            found.append((
+                f"{SCANS_CSV}: {row['image']} (patient {patient}, lesion {lesion}, {row['timepoint']}) looks "
+                f"misaligned to its baseline {baseline_path}: a coarse rigid fit moves the anatomy {moved:.1f} mm "
+                "on average. Preprocessing registers it (data.registration=auto, the default); keep that on, "
+                "or register the follow-up to its baseline yourself.", moved))
+    return found, failed, len(rows)
