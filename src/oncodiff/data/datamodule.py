@@ -118,8 +118,9 @@ class CohortDataModule(L.LightningDataModule):
     def prior_inputs(self) -> tuple[int, tuple[str, ...]]:
         """(K, sequence names) the denoiser is given (data.inputs=prior): K = data.max_priors when some sample of
         the cohort has a prior scan, else 0; the non-primary sequences when some baseline has one, else none. A
-        cohort without either (a baseline and one follow-up per lesion) gets exactly the format-1 model."""
-        arrays = self.preprocessed.arrays
+        cohort without either (a baseline and one follow-up per lesion) gets exactly the format-1 model. Known after
+        prepare_data, before setup: the memory check asks before the run folder (and its splits.json) exists."""
+        arrays = (self._preprocessed or self.state.preprocessed).arrays
         days, present = arrays.get("prior_days"), arrays.get("sequence_present")
         n_priors = days.shape[1] if days is not None and days.size and np.isfinite(days).any() else 0
         has_sequences = present is not None and present.size and present.any()
