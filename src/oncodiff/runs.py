@@ -157,6 +157,10 @@ class RunFolder:
         """The run folder of baseline ``name`` inside this run."""
         return RunFolder(self.root / "baselines" / name)
 
+    def residual_mean(self) -> RunFolder:
+        """The run folder of the residual design's regression U-Net inside this run (diffusion.residual)."""
+        return RunFolder(self.root / "residual_mean")
+
     def splits(self) -> Splits:
         """The run's splits.json; ConfigError naming the file when it is malformed."""
         return Splits.from_json(self.splits_json)
