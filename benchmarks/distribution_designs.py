@@ -194,21 +194,51 @@ def volume_crps(model: ExportedModel, cases: CaseSet, predictions: Predictions,
     return scores.get("crps_pp")
 
 
-def score_cohort(runs: dict[str, Path], regression: ExportedModel, cohort: Path, cache: Path, samples: int,
-                 seed: int, limit: int | None = None) -> dict:
-    first = load_export(next(iter(runs.values())))
-    test = list(RunFolder(next(iter(runs.values()))).splits().test)
-    cases = load_cases(first, cohort, patients=test, cache_dir=cache)
+def test_cases(run: Path, cohort: Path, cache: Path, limit: int | None) -> tuple[ExportedModel, CaseSet]:
+    """The scored test crops (with a follow-up; at most ``limit``, evenly spread) of the first design's split."""
+    first = load_export(run)
+    cases = load_cases(first, cohort, patients=list(RunFolder(run).splits().test), cache_dir=cache)
     known = [i for i, c in enumerate(cases.cases) if c.has_truth]
     if limit is not None and len(known) > limit:
         known = [known[int(k)] for k in np.linspace(0, len(known) - 1, limit).round()]
-    cases = cases.select(known)
+    return first, cases.select(known)
+
+
+def design_scores(name: str, run: Path, cases: CaseSet, samples: int, seed: int, saved: Path) -> dict:
+    """Design ``name`` sampled with the outcome unknown (as predict does) and with the true class: per mode the
+    per-crop in-tumour MAE and box CRPS, the spread-skill ratio and the CRPS of the volume change. Saved to (and
+    read back from) ``saved``, so designs can be sampled by processes side by side."""
+    if saved.is_file():
+        return json.loads(saved.read_text(encoding="utf-8"))
+    post = cases.batch["post"][:, 0].numpy()
+    tumor = cases.batch["tumor_mask"][:, 0].numpy() > 0
+    model = load_export(run)
+    boxes = bbox_mask(tumor, model.config.evaluation.bbox_margin, spatial_dims=post.ndim - 1)
+    out = {}
+    for mode in ("predicted", "true"):
+        start = time.process_time()
+        p = predict_cases(model, cases, samples, seed, mode)
+        s = per_case(p, post, tumor, boxes)
+        out[mode] = {"per_case": {k: v.tolist() for k, v in s.items()},
+                     "spread_skill_box": spread_skill(p.samples, post, boxes),
+                     "crps_volume_change_pp": volume_crps(model, cases, p),
+                     "sampling_cpu_minutes": round((time.process_time() - start) / 60, 2)}
+        print(f"{name}/{mode}: spread-skill {out[mode]['spread_skill_box']}, CRPS box "
+              f"{np.nanmean(s['crps_box']):.4f}, MAE {np.nanmean(s['mae_tumor']):.4f}", flush=True)
+    saved.parent.mkdir(parents=True, exist_ok=True)
+    saved.write_text(json.dumps(out) + "\n", encoding="utf-8")
+    return out
+
+
+def score_cohort(runs: dict[str, Path], regression: ExportedModel, cohort: Path, cache: Path, samples: int,
+                 seed: int, limit: int | None, saved: Path) -> dict:
+    run = next(iter(runs.values()))
+    first, cases = test_cases(run, cohort, cache, limit)
     post = cases.batch["post"][:, 0].numpy()
     tumor = cases.batch["tumor_mask"][:, 0].numpy() > 0
     boxes = bbox_mask(tumor, first.config.evaluation.bbox_margin, spatial_dims=post.ndim - 1)
     patients = np.array([c.patient_id for c in cases.cases])
-    train_patients = list(RunFolder(next(iter(runs.values()))).splits().train)
-    _, denoised, note = trivial_predictions(first, cohort, train_patients, cases, cache)
+    _, denoised, note = trivial_predictions(first, cohort, list(RunFolder(run).splits().train), cases, cache)
     reference = {"regression": (regression, predict_cases(regression, cases, 1, seed), load_calibration(regression)),
                  "denoised": (first, denoised, None)}
     scored = {name: per_case(p, post, tumor, boxes) for name, (_, p, _) in reference.items()}
@@ -216,23 +246,20 @@ def score_cohort(runs: dict[str, Path], regression: ExportedModel, cohort: Path,
                    "crps_box": float(np.nanmean(scored[name]["crps_box"])),
                    "crps_volume_change_pp": volume_crps(m, cases, p, calibration)}
             for name, (m, p, calibration) in reference.items()}
-    for name, run in runs.items():
-        model = load_export(run)
-        for mode in ("predicted", "true"):
-            start = time.process_time()
-            p = predict_cases(model, cases, samples, seed, mode)
-            s = per_case(p, post, tumor, boxes)
-            row = {"mae_tumor": float(np.nanmean(s["mae_tumor"])), "crps_box": float(np.nanmean(s["crps_box"])),
-                   "spread_skill_box": spread_skill(p.samples, post, boxes),
-                   "crps_volume_change_pp": volume_crps(model, cases, p),
-                   "mae_minus_regression": paired(s["mae_tumor"] - scored["regression"]["mae_tumor"], patients),
-                   "crps_box_minus_regression_mae_box": paired(s["crps_box"] - scored["regression"]["crps_box"],
-                                                              patients),
-                   "crps_box_minus_denoised": paired(s["crps_box"] - scored["denoised"]["crps_box"], patients),
-                   "sampling_cpu_minutes": round((time.process_time() - start) / 60, 2)}
-            rows[f"{name}/{mode}"] = row
-            print(f"{name}/{mode}: {json.dumps({k: v for k, v in row.items() if not isinstance(v, dict)})}",
-                  flush=True)
+    firsts = {}
+    for name, design in runs.items():
+        for mode, got in design_scores(name, design, cases, samples, seed, saved / f"{name}.json").items():
+            s = {k: np.array(v, dtype=float) for k, v in got["per_case"].items()}
+            firsts.setdefault(mode, s)  # the first design (the demo preset): the one the others must beat
+            rows[f"{name}/{mode}"] = {
+                "mae_tumor": float(np.nanmean(s["mae_tumor"])), "crps_box": float(np.nanmean(s["crps_box"])),
+                "spread_skill_box": got["spread_skill_box"], "crps_volume_change_pp": got["crps_volume_change_pp"],
+                "mae_minus_regression": paired(s["mae_tumor"] - scored["regression"]["mae_tumor"], patients),
+                "crps_box_minus_regression_mae_box": paired(s["crps_box"] - scored["regression"]["crps_box"], patients),
+                "crps_box_minus_denoised": paired(s["crps_box"] - scored["denoised"]["crps_box"], patients),
+                "crps_box_minus_first_design": paired(s["crps_box"] - firsts[mode]["crps_box"], patients),
+                "mae_minus_first_design": paired(s["mae_tumor"] - firsts[mode]["mae_tumor"], patients),
+                "sampling_cpu_minutes": got["sampling_cpu_minutes"]}
     return {"n_test_crops": len(cases), "n_test_patients": int(len(np.unique(patients))), "samples": samples,
             "denoised": note, "methods": rows}
 
@@ -263,12 +290,14 @@ def table(results: dict) -> str:
             label = {"regression": "regression U-Net", "denoised": "denoised identity"}.get(base, base)
             if mode:
                 label += " (outcome unknown)" if mode == "predicted" else " (true class given)"
+            first = mode and base != cohort["candidates"][0]
             rows.append((label, _f(row.get("spread_skill_box"), 2), _f(row["crps_box"]), _f(row["mae_tumor"]),
                          _ci(row.get("mae_minus_regression")), _ci(row.get("crps_box_minus_regression_mae_box")),
+                         _ci(row.get("crps_box_minus_first_design")) if first else "-",
                          _f(row.get("crps_volume_change_pp"), 1)))
         lines.append(markdown(("method", "spread-skill (box)", "CRPS box", "in-tumour MAE of the mean",
                                "MAE - regression's (95 % CI)", "CRPS box - regression's box MAE (95 % CI)",
-                               "CRPS Δvol (pp)"), rows))
+                               f"CRPS box - {cohort['candidates'][0]}'s (95 % CI)", "CRPS Δvol (pp)"), rows))
         lines.append("")
         lines.append("Budgets: " + "; ".join(
             f"{n}: " + ", ".join(f"{k} {v}" for k, v in b.items()) for n, b in budgets.items()))
@@ -293,6 +322,9 @@ def main() -> None:
     parser.add_argument("--limit", type=int, help="score at most this many test crops, evenly spread over the "
                         "patient-ordered list (sampling cost on a busy machine); default: all")
     parser.add_argument("--candidates", default="default,residual")
+    parser.add_argument("--train-only", help="train this one design (or 'regression', the baseline) on the first "
+                        "design's splits and stop: several processes train side by side, a last plain call scores")
+    parser.add_argument("--score-only", help="sample this one trained design and save its scores, then stop")
     parser.add_argument("--threads", type=int, help="torch threads (two cohorts side by side: 1 each)")
     parser.add_argument("--preset", default="demo")
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="config override for every design")
@@ -311,13 +343,26 @@ def main() -> None:
         synthesize(site=args.site, n_patients=args.patients, dims=2, seed=args.seed, out=cohort)
     base = load_config(args.preset, [f"data.val_fraction={args.val_fraction}",
                                      f"data.test_fraction={args.test_fraction}", *args.overrides])
+    saved = out / f"scores-{args.samples}samples-{args.limit or 'all'}crops"
+    if args.score_only:  # sample one trained design now; a last plain call adds the references and the table
+        run = out / "runs" / args.score_only
+        design_scores(args.score_only, run, test_cases(out / "runs" / names[0], cohort, cache, args.limit)[1],
+                      args.samples, 0, saved / f"{args.score_only}.json")
+        return
+    if args.train_only:
+        first = out / "runs" / names[0]
+        if args.train_only == "regression":
+            regression_baseline(first, cohort, load_export(first), args.minutes, cache, args.steps)
+        else:
+            train_candidate(args.train_only, base, cohort, out, args.minutes, cache, first, args.steps)
+        return
     runs, budgets, first = {}, {}, None
     for name in names:
         runs[name], budgets[name] = train_candidate(name, base, cohort, out, args.minutes, cache, first, args.steps)
         first = first or runs[name]
     regression, budgets["regression U-Net"] = regression_baseline(first, cohort, load_export(first), args.minutes,
                                                                   cache, args.steps)
-    scores = score_cohort(runs, regression, cohort, cache, args.samples, seed=0, limit=args.limit)
+    scores = score_cohort(runs, regression, cohort, cache, args.samples, 0, args.limit, saved)
     path = args.out / "results.json"
     with open(args.out / ".results.lock", "w") as lock:  # cohorts run side by side add their rows in turn
         fcntl.flock(lock, fcntl.LOCK_EX)
