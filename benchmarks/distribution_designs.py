@@ -354,7 +354,8 @@ def main() -> None:
         if args.train_only == "regression":
             regression_baseline(first, cohort, load_export(first), args.minutes, cache, args.steps)
         else:
-            train_candidate(args.train_only, base, cohort, out, args.minutes, cache, first, args.steps)
+            train_candidate(args.train_only, base, cohort, out, args.minutes, cache,
+                            None if args.train_only == names[0] else first, args.steps)
         return
     runs, budgets, first = {}, {}, None
     for name in names:
