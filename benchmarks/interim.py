@@ -1,7 +1,7 @@
 """Does an interim scan during treatment reveal the outcome? The class prior and the volume-change forecast with
 an interim scan at 4 weeks against the same cohort with the baseline alone.
 
-    python benchmarks/interim.py --out OUT [--patients 40] [--interim 28] [--folds 5] [--seed 0]
+    python -m benchmarks.interim --out OUT [--patients 40] [--interim 28] [--folds 5] [--seed 0]
 
 Cohort: ``oncodiff synth --site brain --dims 3 --acquisition clinical --interim 28`` (docs/synthetic-cohorts.md:
 the interim's early change carries the response only partly: slow clearance of killed cells, edge noise and
@@ -208,7 +208,7 @@ def main() -> None:
     summary["registration"] = args.registration
     summary["cpu_s"] = time.process_time() - started
     summary["machine"] = f"{platform.processor() or platform.machine()}, {__import__('os').cpu_count()} cores"
-    command = (f"python benchmarks/interim.py --out {args.out} --patients {args.patients} --interim {args.interim} "
+    command = (f"python -m benchmarks.interim --out {args.out} --patients {args.patients} --interim {args.interim} "
                f"--folds {args.folds} --seed {args.seed} --registration {args.registration}")
     (args.out / "interim.json").write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
     write_table(args.out, summary, command)

@@ -1,6 +1,6 @@
 """Preprocessing on several cores (issue 33): one worker against N, in one run, and the Dask path's cache.
 
-    python benchmarks/preprocessing_workers.py [--patients 24] [--workers 2] [--dask]
+    python -m benchmarks.preprocessing_workers [--patients 24] [--workers 2] [--dask]
         [--out benchmarks/results/preprocessing_workers]
 
 Synthesises a 3D brain cohort with ``--acquisition clinical`` (motion, thick slices, bias field): ``--patients``

@@ -293,6 +293,19 @@ class DiffusionConfig(_Section):
         description="keep only the timesteps whose noise level 1 - alpha_bar is at most this; training and "
         "sampling stop there (PULSAR: 0.2, the '20 % noise' of x_T); null = the whole schedule",
     )
+    residual: Literal["none", "regression"] = Field(
+        "none",
+        description="regression: CorrDiff's residual design (Mardani et al.): a regression U-Net (the run's own, "
+        "trained first into RUN/residual_mean/ on diffusion.residual_share of the budget, then frozen) predicts the "
+        "mean follow-up from the inputs without the class, and the diffusion model generates the residual (the "
+        "target minus that mean), conditioned on the mean as an extra image channel and on the class; sampling "
+        "adds the mean back, and the export carries both networks. none: the diffusion model generates the target",
+    )
+    residual_share: float = Field(
+        0.5, gt=0.0, lt=1.0,
+        description="diffusion.residual=regression: the share of training.max_minutes (or training.max_steps) "
+        "given to the regression U-Net; the diffusion model gets the rest",
+    )
 
 
 class SamplingConfig(_Section):
@@ -467,6 +480,13 @@ class Config(_Section):
         if model.latent != "none" and model.drift_head != "none" and stage in ("latent_diffusion", "controlnet"):
             raise ValueError("model.drift_head predicts an image-space drift map; latent diffusion has none: "
                              "set model.drift_head=none")
+        if self.diffusion.residual != "none" and stage == "diffusion":
+            if self.diffusion.source != "noise":
+                raise ValueError("diffusion.residual=regression generates the residual from noise: set "
+                                 "diffusion.source=noise (the pre scan is no starting point for a residual)")
+        if self.diffusion.residual != "none" and stage in ("latent_diffusion", "controlnet"):
+            raise ValueError(f"diffusion.residual=regression is a pixel-space design of training.stage=diffusion; "
+                             f"training.stage={stage} cannot use it: set diffusion.residual=none")
         if training.accelerator == "cpu" and (problem := bf16_conv3d_problem(self)):
             from oncodiff.precision import runs_as  # torch: only for a config the check would refuse
 

@@ -175,6 +175,10 @@ class RunFolder:
         runs = [RunFolder(p) for p in folder.iterdir() if p.is_dir()] if folder.is_dir() else []
         return sorted((r for r in runs if r.weights.is_file()), key=lambda r: int(r.root.name.removeprefix("fold")))
 
+    def residual_mean(self) -> RunFolder:
+        """The run folder of the residual design's regression U-Net inside this run (diffusion.residual)."""
+        return RunFolder(self.root / "residual_mean")
+
     def splits(self) -> Splits:
         """The run's splits.json; ConfigError naming the file when it is malformed."""
         return Splits.from_json(self.splits_json)

@@ -18,6 +18,7 @@ from oncodiff.models.autoencoder import LatentCodec, LatentDenoiser, latent_cond
 from oncodiff.models.conditions import CLASS_COUNTS
 from oncodiff.models.controlnet import ControlledDenoiser
 from oncodiff.models.denoiser import ConditionalDenoiser
+from oncodiff.models.residual import ResidualDenoiser, residual_condition_names
 
 
 @dataclass(frozen=True)
@@ -65,9 +66,25 @@ def build_denoiser(model: ModelConfig, layout: ModelLayout) -> ConditionalDenois
     )
 
 
+def residual_mean_model(model: ModelConfig) -> ModelConfig:
+    """The regression U-Net of the residual design (diffusion.residual=regression): the run's U-Net without the
+    class label (it predicts the mean over the classes) and without a drift head."""
+    return model.model_copy(update={"class_label": "none", "drift_head": "none"})
+
+
+def build_residual(model: ModelConfig, layout: ModelLayout) -> ResidualDenoiser:
+    """The residual design's pair: the regression U-Net and the residual model, which also sees its mean."""
+    names = residual_condition_names(layout.image_condition_names, layout.target_channels)
+    residual = ConditionalDenoiser(layout.spatial_dims, layout.target_channels, len(names), layout.clinical,
+                                   layout.n_classes(model), model, image_condition_names=names)
+    return ResidualDenoiser(build_denoiser(residual_mean_model(model), layout), residual)
+
+
 def build_network(config: Config, layout: ModelLayout) -> nn.Module:
     """The freshly initialised network that ``config.training.stage`` trains and exports, for ``layout``."""
     stage, model = config.training.stage, config.model
+    if stage == "diffusion" and config.diffusion.residual == "regression":
+        return build_residual(model, layout)
     if stage in ("diffusion", "regression"):
         return build_denoiser(model, layout)
     if stage == "contrastive":

@@ -31,7 +31,9 @@ def denoiser_features(model: ExportedModel, cases: CaseSet, timestep: int) -> np
     shape = (len(cases), net.target_channels, *cond.image.shape[2:])
     noise = torch.randn(shape, generator=torch.Generator().manual_seed(FEATURE_SEED)).to(device)
     # The prior sample at this noise level: zero drift (or the pre scan, for a post target) plus noise.
-    x0 = torch.zeros(shape, device=device) if model.config.diffusion.target == "drift" else pre
+    # A residual design (diffusion.residual) generates the residual to the regression mean: its zero is the mean.
+    residual = getattr(net, "generates_residual", False)
+    x0 = torch.zeros(shape, device=device) if model.config.diffusion.target == "drift" or residual else pre
     t = torch.full((len(cases),), t_value, dtype=torch.long, device=device)
     x_t = schedule.add_noise(x0, noise, t)
     with torch.inference_mode():

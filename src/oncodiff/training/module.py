@@ -131,6 +131,30 @@ class DiffusionModule(_DenoiserModule):
         return self.loss_fn(model_fn, x0, generators, weight_map=weight, source=source, drift_target=drift_target)
 
 
+class ResidualDiffusionModule(DiffusionModule):
+    """diffusion.residual=regression (CorrDiff): diffusion on the residual, the target minus the frozen
+    regression U-Net's mean, with that mean as an extra image condition (``models/residual.py``). The regression
+    sees the conditions before label dropout: at sampling it always sees the case's own clinical variables."""
+
+    def _conditions(self, batch: dict, generators: list[torch.Generator] | None) -> Conditions:
+        cond = self.net.encode_conditions(conditions_from_batch(batch, self.config.model))
+        return cond if generators is None else self.net.drop_labels(cond, generator=generators[0])
+
+    def objective(self, batch: dict, validation: bool) -> tuple[Tensor, dict[str, Tensor]]:
+        generators = self._generators(batch, validation)
+        cond = self._conditions(batch, None if validation else generators)
+        diffusion, with_mask = self.config.diffusion, self.config.model.generate_mask
+        x0 = target_from_batch(batch, diffusion.target, with_mask).float() - self.net.mean_from_encoded(cond)
+        drift_target = (batch["post"] - batch["pre"]) if self.net.drift_head is not None else None
+
+        def model_fn(x_t: Tensor, t: Tensor):
+            out = self.net(x_t, t, cond)
+            return out.prediction if drift_target is None else (out.prediction, out.drift)
+
+        weight = target_weights(batch, tumor_weight_map(batch["tumor_mask"], diffusion.tumor_loss_weight), with_mask)
+        return self.loss_fn(model_fn, x0, generators, weight_map=weight, source=None, drift_target=drift_target)
+
+
 class RegressionModule(_DenoiserModule):
     """The deterministic baseline: the same U-Net, no noise, fed zeros and t = 0, trained with MSE."""
 
@@ -149,3 +173,8 @@ class RegressionModule(_DenoiserModule):
 
 
 MODULES = {"diffusion": DiffusionModule, "regression": RegressionModule}
+
+
+def diffusion_module_class(config: Config) -> type[DiffusionModule]:
+    """The module of training.stage=diffusion: the residual design's when diffusion.residual asks for it."""
+    return ResidualDiffusionModule if config.diffusion.residual == "regression" else DiffusionModule

@@ -40,7 +40,9 @@ from oncodiff.models import source_in_target_space
 from oncodiff.models.anatomy import nt_xent, positive_is_nearest
 from oncodiff.models.autoencoder import Autoencoder, LatentDenoiser
 from oncodiff.models.factory import ModelLayout
-from oncodiff.training.module import MODULES, DiffusionModule, TrainingModule, tumor_weight_map
+from oncodiff.training.module import (
+    MODULES, DiffusionModule, TrainingModule, diffusion_module_class, tumor_weight_map,
+)
 
 # -------------------------------------------------------------------------------------------- autoencoder
 
@@ -260,5 +262,7 @@ def module_class(config: Config) -> type[L.LightningModule]:
     stage = config.training.stage
     if stage == "controlnet" and config.model.latent != "none":
         return LatentDiffusionModule
+    if stage == "diffusion":
+        return diffusion_module_class(config)
     return {**MODULES, **STAGE_MODULES}[stage]
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -93,16 +94,21 @@ def _fit(run: RunFolder, cohort: str | Path, config: Config, resume: bool, cache
     layout = model_layout(data, config)
     if config.data.smoothing != "none":
         print(data.smoothing_note, flush=True)
-    total_steps = _plan_steps(run, config, layout, data)
+    residual = config.training.stage == "diffusion" and config.diffusion.residual == "regression"
+    mean_run = _residual_mean(run, cohort, config, cache_dir) if residual else None
+    budget = residual_budget(config, diffusion=True) if residual else config
+    total_steps = _plan_steps(run, budget, layout, data)
     if _is_rank_zero():
         print(f"training the {config.training.stage} stage on {len(data.dataset('train'))} training samples: "
               f"{total_steps} steps, into {run.root}", flush=True)
     module = module_class(config)(config, layout, total_steps)
-    trainer = _trainer(run, config, total_steps)
+    if mean_run is not None:
+        load_residual_mean(module.net, mean_run)
+    trainer = _trainer(run, budget, total_steps)
     trainer.fit(module, datamodule=data, ckpt_path=str(run.last_checkpoint) if resume else None, weights_only=True)
     if trainer.is_global_zero:
         calibrate = config.training.stage in PREDICTING_STAGES and config.sampling.calibrate
-        _finish(run, config, layout, module, trainer, data, cohort if calibrate else None)
+        _finish(run, config, layout, module, trainer, data, cohort if calibrate else None, mean_run)
         if config.training.stage in PREDICTING_STAGES:
             # After the export: the prior's candidates include the trained denoiser's features.
             fit_export_class_prior(run.model_dir, cohort, list(data.splits.train), config.training.seed, cache_dir)
@@ -113,6 +119,56 @@ def _fit(run: RunFolder, cohort: str | Path, config: Config, resume: bool, cache
             _calibrate(run, cohort, config, cache_dir)
         write_marker(run.root, "run")
     return run.root
+
+
+def residual_budget(config: Config, diffusion: bool) -> Config:
+    """The budget of one part of the residual design: diffusion.residual_share of training.max_minutes or
+    training.max_steps for the regression U-Net (``diffusion=False``), the rest for the diffusion model."""
+    share = config.diffusion.residual_share if not diffusion else 1.0 - config.diffusion.residual_share
+    train = config.training
+    overrides = []
+    if train.max_steps is not None:
+        overrides.append(f"training.max_steps={max(1, round(train.max_steps * share))}")
+    if train.max_minutes is not None:
+        overrides.append(f"training.max_minutes={train.max_minutes * share}")
+    return config.with_overrides(overrides) if overrides else config
+
+
+def residual_mean_config(config: Config) -> Config:
+    """The config of the residual design's regression U-Net: the run's, trained deterministically (MSE, zeros in,
+    t = 0) on the run's target without the class label or a drift head (``models/factory.py:
+    residual_mean_model``), on its share of the budget, on one device, with no calibration of its own."""
+    return residual_budget(config, diffusion=False).with_overrides([
+        "training.stage=regression", "model.class_label=none", "model.drift_head=none", "diffusion.residual=none",
+        "sampling.calibrate=false", "training.devices=1", "training.num_nodes=1"])
+
+
+def _residual_mean(run: RunFolder, cohort: str | Path, config: Config, cache_dir: str | Path | None) -> RunFolder:
+    """The residual design's regression U-Net, trained first into RUN/residual_mean/ on the run's split (kept
+    when a resumed run finds it finished). Other ranks wait for rank 0 to train it."""
+    mean = run.residual_mean()
+    if not _is_rank_zero():
+        _wait_for((mean.weights,), timeout_s=24 * 3600.0)
+        return mean
+    if mean.weights.is_file() and mean.train_summary_json.is_file():
+        return mean
+    if mean.root.exists():  # an interrupted earlier attempt: start it again
+        shutil.rmtree(mean.root)
+    mean.root.mkdir(parents=True)
+    write_marker(mean.root, "run", state="training")  # the run's own output (docs/outputs.md)
+    shutil.copy(run.splits_json, mean.splits_json)  # the same patients on each side
+    print(f"diffusion.residual=regression: training the regression U-Net (the mean) into {mean.root} ...", flush=True)
+    train(cohort, residual_mean_config(config), mean.root, cache_dir=cache_dir, within=run.root)
+    return mean
+
+
+def load_residual_mean(net: torch.nn.Module, mean_run: RunFolder) -> None:
+    """Load the trained regression U-Net's exported weights into the residual design's frozen ``net.mean``."""
+    from safetensors.torch import load_file
+
+    net.mean.load_state_dict(load_file(str(mean_run.weights)), strict=True)
+    net.mean.requires_grad_(False)
+    net.mean.eval()
 
 
 def model_layout(data: CohortDataModule, config: Config) -> ModelLayout:
@@ -275,12 +331,17 @@ def _trainer(run: RunFolder, config: Config, total_steps: int) -> L.Trainer:
 
 
 def _finish(run: RunFolder, config: Config, layout: ModelLayout, module: L.LightningModule,
-            trainer: L.Trainer, data: CohortDataModule, calibrate_on: str | Path | None = None) -> None:
+            trainer: L.Trainer, data: CohortDataModule, calibrate_on: str | Path | None = None,
+            mean_run: RunFolder | None = None) -> None:
     """Export the best EMA weights and the tumour segmenter, and write the run summary. ``calibrate_on``: the
-    cohort the calibration that follows will sample; the export says it is unfinished until it has."""
+    cohort the calibration that follows will sample; the export says it is unfinished until it has.
+    ``mean_run``: the residual design's regression run, whose weights are exported exactly as it exported them
+    (the EMA's float arithmetic moves even a frozen weight by rounding)."""
     best = Path(trainer.checkpoint_callback.best_model_path or run.last_checkpoint)
     state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
     module.load_state_dict(state)
+    if mean_run is not None:
+        load_residual_mean(module.net, mean_run)
     summary = {
         "global_step": trainer.global_step, "epochs": trainer.current_epoch,
         "best_checkpoint": best.name, "best_val_loss": _float(trainer.checkpoint_callback.best_model_score),
