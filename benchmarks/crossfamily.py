@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from oncodiff.cohort import read_image
+from oncodiff.cohort import load_cohort, read_image
 from oncodiff.config import Config, load_config
 from oncodiff.data.denoise import smoothed
 from oncodiff.evaluation.metrics import image_metrics
@@ -59,9 +59,15 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
+    if args.merge:
+        return _merge(args.merge, out)
     results_path = out / "results.json"
     results = json.loads(results_path.read_text(encoding="utf-8")) if results_path.is_file() else {}
     results["command"] = " ".join(sys.argv)
+    if args.reuse:  # another run's measurements on the same cohorts (their speed probe and blur)
+        other = json.loads(Path(args.reuse).read_text(encoding="utf-8"))
+        results.setdefault("speed", other["speed"])
+        results.setdefault("denoised_sigma_mm", other["denoised_sigma_mm"])
     cohorts = _cohorts(args, out)
     results["cohorts"] = {k: str(v) for k, v in cohorts.items()}
     truths = {family: TestTruth(cohorts[f"{family}_test"]) for family in FAMILIES}
@@ -109,6 +115,10 @@ def _parser() -> argparse.ArgumentParser:
                              "3d: the light 3D patch route")
     parser.add_argument("--samples", type=int, default=4)
     parser.add_argument("--workers", type=int, default=2, help="processes for synthesising the cohorts")
+    parser.add_argument("--merge", nargs="+", help="only merge these results.json files into OUT's table")
+    parser.add_argument("--reuse", help="results.json of a run on the same cohorts: take its speed probe and blur")
+    parser.add_argument("--cohorts", help="folder of the cohorts FAMILY_train and FAMILY_test (default OUT/cohorts; "
+                        "missing ones are synthesised there), e.g. to share them between runs")
     parser.add_argument("--speed-patients", type=int, default=6)
     return parser
 
@@ -116,17 +126,18 @@ def _parser() -> argparse.ArgumentParser:
 def _cohorts(args, out: Path) -> dict[str, Path]:
     from oncodiff.synth import synthesize
 
-    made = {}
+    made, root = {}, Path(args.cohorts).resolve() if args.cohorts else out / "cohorts"
     for family in FAMILIES:
         for split, patients, seed in (("train", args.patients, args.seeds[0]), ("test", args.test_patients,
                                                                                  args.seeds[1])):
-            path = out / "cohorts" / f"{family}_{split}"
+            path = root / f"{family}_{split}"
             if not (path / "scans.csv").is_file():
                 print(f"synthesising {path} ...", flush=True)
                 synthesize(site=family, n_patients=patients, dims=3, seed=seed, out=path, acquisition="clinical",
                            workers=args.workers)
             made[f"{family}_{split}"] = path
-    made["both_train"] = merge_cohorts({f: made[f"{f}_train"] for f in FAMILIES}, out / "cohorts" / "both_train")
+    if "both" in args.train_sets:
+        made["both_train"] = merge_cohorts({f: made[f"{f}_train"] for f in FAMILIES}, out / "both_train")
     return made
 
 
@@ -209,12 +220,14 @@ def _predict(model: Path, cohort: Path, truth: TestTruth, folder: Path, samples:
     out = {"unknown": [folder / "unknown"], "given": []}
     if not (folder / "unknown" / "summary.json").is_file():
         predict(model, cohort, folder / "unknown", samples=samples, cache_dir=folder.parents[3] / "cache")
-    labels = pd.read_csv(cohort / "patients.csv", dtype=str).set_index("patient_id")["response"]
+    spec = load_cohort(cohort).spec.outcomes.response
+    labels = pd.read_csv(cohort / "patients.csv", dtype=str).set_index("patient_id")[spec.column]
     for value in sorted(labels.unique()):
         target = folder / f"given_{value}"
         if not (target / "summary.json").is_file():
+            given = value if value == spec.positive else "0"  # predict's words: the positive class, or 0
             predict(model, cohort, target, patients=list(labels.index[labels == value]), samples=samples,
-                    overrides=[f"response={value}"], cache_dir=folder.parents[3] / "cache")
+                    overrides=[f"response={given}"], cache_dir=folder.parents[3] / "cache")
         out["given"].append(target)
     return out
 
@@ -296,6 +309,19 @@ def _table(results: dict) -> str:
                              f"{row['mae_vs_denoised identity']:.3f} | {row['ssim_tumor']:.3f} | {fmt(ssim)} | "
                              f"{fmt(mae)} |")
     return "\n".join(lines) + "\n"
+
+
+def _merge(paths: list[str], out: Path) -> int:
+    """One results.json and table.md from runs that trained different sets on the same cohorts."""
+    parts = [json.loads(Path(p).read_text(encoding="utf-8")) for p in paths]
+    results = {"command": " ; ".join(p["command"] for p in parts), "cohorts": parts[0].get("cohorts"),
+               "denoised_sigma_mm": parts[0]["denoised_sigma_mm"], "speed": parts[0]["speed"],
+               "runs": {k: v for p in parts for k, v in p.get("runs", {}).items()}}
+    _save(out, results)
+    table = _table(results)
+    (out / "table.md").write_text(table, encoding="utf-8")
+    print(table)
+    return 0
 
 
 def _save(out: Path, results: dict) -> None:
