@@ -220,6 +220,8 @@ def _predict(model: Path, cohort: Path, truth: TestTruth, folder: Path, samples:
     out = {"unknown": [folder / "unknown"], "given": []}
     if not (folder / "unknown" / "summary.json").is_file():
         predict(model, cohort, folder / "unknown", samples=samples, cache_dir=folder.parents[3] / "cache")
+    if Config.from_json(RunFolder(model).config_json).model.class_label == "none":  # the regression U-Net
+        return {"not class-conditioned": out["unknown"]}
     spec = load_cohort(cohort).spec.outcomes.response
     labels = pd.read_csv(cohort / "patients.csv", dtype=str).set_index("patient_id")[spec.column]
     for value in sorted(labels.unique()):
