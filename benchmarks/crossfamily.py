@@ -196,6 +196,10 @@ def _train_and_score(cohorts, truths, sigmas, train_set: str, route: str, steps:
     config = load_config("demo", [*COMMON, *ROUTES[route], f"training.max_steps={steps}"])
     started = time.process_time()
     if not RunFolder(run).weights.is_file():
+        if run.exists():  # an interrupted earlier attempt: start it again
+            import shutil
+
+            shutil.rmtree(run)
         print(f"training {route} on {train_set} for {steps} steps ...", flush=True)
         train(train_cohort, config, run, cache_dir=cache)
     trained = Config.from_json(RunFolder(run).config_json)
