@@ -6,7 +6,7 @@ import pytest
 from oncodiff.synth import calibrate
 from oncodiff.synth.registry import SITES
 
-RATE_TARGETS = {"lung": 19 / 74, "breast": 0.35, "brain": 0.5}
+RATE_TARGETS = {"lung": 19 / 74, "breast": 0.35, "brain": 0.5, "glioma": 0.5}
 
 
 @pytest.mark.parametrize("site", list(SITES))

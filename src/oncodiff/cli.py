@@ -26,6 +26,7 @@ class Site(str, Enum):
     brain = "brain"
     lung = "lung"
     breast = "breast"
+    glioma = "glioma"
 
 
 class Acquisition(str, Enum):

@@ -14,12 +14,12 @@ from scipy import ndimage
 
 from oncodiff.synth.acquisition import MISSING_RATE, acquire, acquisition_rng, draw_acquisition, resample_acquired
 from oncodiff.synth.fields import box_around, smooth_noise
-from oncodiff.synth.growth import MASK_THRESHOLD, GrowthModel, TumourState, grow, seed_tumour
-from oncodiff.synth.render import composite, gaussian_noise, mri_noise, radial_drift, to_int16, warp
+from oncodiff.synth.growth import MASK_THRESHOLD, TumourState
+from oncodiff.synth.render import composite, gaussian_noise, mri_noise, to_int16, warp
 from oncodiff.synth.render import Contrast
 from oncodiff.synth.site import Anatomy, Clinical, Site, Timepoint
 
-SITE_CODES = {"brain": 1, "lung": 2, "breast": 3}
+SITE_CODES = {"brain": 1, "lung": 2, "breast": 3, "glioma": 4}
 STREAMS = ("clinical", "anatomy", "tumour", "outcome")
 MAX_STRENGTHENING = 6  # attempts to push a patient's sensitivity into its class (see _simulate_arm)
 UNTREATED = 7  # extra seed word of untreated cohorts' patients
@@ -118,16 +118,7 @@ def _choose_center(rng: np.random.Generator, anatomy: Anatomy, half: tuple[int, 
     return tuple(int(i) for i in np.unravel_index(rng.choice(candidates), allowed.shape))
 
 
-def _growth_model(site: Site, anatomy: Anatomy, box: tuple[slice, ...], clinical: Clinical) -> GrowthModel:
-    rho = site.proliferation_per_day * site.growth_factor(clinical)
-    return GrowthModel(
-        diffusivity=anatomy.diffusivity[box], proliferation=(rho * anatomy.tissue[box]).astype(np.float32),
-        spacing=anatomy.spacing, clearance=site.clearance_per_day, hypoxic_depth_mm=site.hypoxic_depth_mm,
-        penetration_mm=site.penetration_mm, core_sensitivity=site.core_sensitivity,
-    )
-
-
-def _simulate_arm(site: Site, model: GrowthModel, baseline: TumourState, clinical: Clinical, responder: bool,
+def _simulate_arm(site: Site, model, baseline: TumourState, clinical: Clinical, responder: bool,
                   random_effect: float) -> Arm:
     """Grow the tumour under one class; if the rule disagrees, push the sensitivity 1.5x into the class.
 
@@ -137,7 +128,7 @@ def _simulate_arm(site: Site, model: GrowthModel, baseline: TumourState, clinica
     days = tuple(sorted({t.days for t in site.followups} | {site.assessment_day}))
     treatment = site.treatment(clinical, responder, random_effect)
     for attempt in range(MAX_STRENGTHENING + 1):
-        states = grow(baseline, model, 0.0, days, treatment.log_survival)
+        states = site.evolve(baseline, model, 0.0, days, treatment.log_survival)
         metric, label = site.classify(baseline, states[days.index(site.assessment_day)], model.spacing)
         if label == responder or attempt == MAX_STRENGTHENING:
             break
@@ -146,10 +137,10 @@ def _simulate_arm(site: Site, model: GrowthModel, baseline: TumourState, clinica
     return Arm(responder, label, metric, attempt, followup_states)
 
 
-def _untreated_arm(site: Site, model: GrowthModel, baseline: TumourState) -> Arm:
+def _untreated_arm(site: Site, model, baseline: TumourState) -> Arm:
     """The tumour's natural course (no treatment kill), labelled by the site's rule (normally no response)."""
     days = tuple(sorted({t.days for t in site.followups} | {site.assessment_day}))
-    states = grow(baseline, model, 0.0, days)
+    states = site.evolve(baseline, model, 0.0, days)
     metric, label = site.classify(baseline, states[days.index(site.assessment_day)], model.spacing)
     return Arm(False, label, metric, 0, tuple(states[days.index(t.days)] for t in site.followups))
 
@@ -189,11 +180,13 @@ def _render_clean(site: Site, scene: _Scene, state: TumourState, contrast: Contr
     """(image without scanner effects, GTV, drift) in simulation space for one tumour state, in the site's look
     or in one sequence's ``contrast``."""
     full_mask = _in_full(site, state, scene.box, scene.anatomy.background.shape)
-    drift, drift_box, displacement = _drift(site, scene, full_mask)
-    background = scene.anatomy.background if contrast is None else contrast.render_tissue(scene.anatomy.background)
-    image = warp(background, drift_box, displacement)
-    image[scene.box] = composite(image[scene.box], state, site.look if contrast is None else contrast.look,
-                                 scene.texture)
+    drift, drift_box, displacement = _drift(site, scene, state)
+    if contrast is None:  # the site's own look (Site.composite: glioma draws its rim, core and oedema itself)
+        image = warp(scene.anatomy.background, drift_box, displacement)
+        image[scene.box] = site.composite(image[scene.box], state, scene.texture)
+    else:  # one sequence of --sequences, in its contrast
+        image = warp(contrast.render_tissue(scene.anatomy.background), drift_box, displacement)
+        image[scene.box] = composite(image[scene.box], state, contrast.look, scene.texture)
     return image, full_mask, drift
 
 
@@ -305,17 +298,14 @@ def _one_contrast(site, scene, state, dims, key, misalign_mm, output_spacing, ac
     return fields | ({"labels": label_map.astype(np.uint8)} if label_map is not None else {})
 
 
-def _drift(site: Site, scene: _Scene, full_mask: np.ndarray):
-    """(drift mm, support box, displacement) of the tissue around a tumour of this size."""
-    drift = site.mass_effect * equivalent_radius_mm(full_mask, scene.anatomy.spacing)
-    box, displacement = radial_drift(scene.anatomy.background.shape, scene.anatomy.spacing, scene.center_vox,
-                                     drift, scene.inner_mm, scene.reach_mm)
-    return drift, box, displacement
+def _drift(site: Site, scene: _Scene, state: TumourState):
+    """(drift mm, support box, displacement) of the tissue around this tumour state (Site.mass_effect_field)."""
+    return site.mass_effect_field(state, scene.box, scene.anatomy, scene.center_vox, scene.inner_mm, scene.reach_mm)
 
 
 def _baseline_anatomy(site: Site, scene: _Scene, state: TumourState, dims: int) -> dict[str, np.ndarray]:
     """Anatomy masks displaced by the baseline tumour's mass effect, in output space."""
-    _, box, displacement = _drift(site, scene, _in_full(site, state, scene.box, scene.anatomy.background.shape))
+    _, box, displacement = _drift(site, scene, state)
     return {name: site.to_output(warp(m, box, displacement, order=0), dims).astype(np.uint8)
             for name, m in scene.anatomy.masks.items()}
 
@@ -355,11 +345,10 @@ def simulate_patient(site: Site, index: int, seed: int, dims: int, misalign_mm: 
     half = tuple(int(np.ceil(site.simulation_box_mm / s)) for s in anatomy.spacing)
     center = _choose_center(rng["tumour"], anatomy, half)
     box = box_around(center, half, anatomy.background.shape)
-    model = _growth_model(site, anatomy, box, clinical)
+    model = site.growth_model(anatomy, box, clinical)
     radius = rng["tumour"].uniform(*site.seed_radius_mm)
-    seed_state = seed_tumour(rng["tumour"], model.diffusivity.shape, anatomy.spacing,
-                             tuple(c - b.start for c, b in zip(center, box)), radius, anatomy.tissue[box])
-    baseline = grow(seed_state, model, -float(site.pre_growth_days), (0.0,))[0]
+    seed_state = site.seed(rng["tumour"], model, anatomy, box, tuple(c - b.start for c, b in zip(center, box)), radius)
+    baseline = site.evolve(seed_state, model, -float(site.pre_growth_days), (0.0,))[0]
 
     if treated:
         factual = _simulate_arm(site, model, baseline, clinical, responder, random_effect)

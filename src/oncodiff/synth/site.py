@@ -8,13 +8,14 @@ and ``classify``. The shared machinery that turns them into scans lives in simul
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
 
-from oncodiff.synth.growth import MASK_THRESHOLD, TumourState
-from oncodiff.synth.render import Contrast, Look
+from oncodiff.synth.growth import MASK_THRESHOLD, GrowthModel, TumourState, grow, seed_tumour
+from oncodiff.synth.render import Contrast, Look, composite, radial_drift
 
 Clinical = dict[str, Any]  # name -> value (float for numeric, str for categorical), the TRUE values
 
@@ -43,6 +44,7 @@ class Anatomy:
     masks: dict[str, np.ndarray]  # anatomy name -> uint8 mask or label map
     spacing: tuple[float, ...]  # mm per simulation axis
     affine: np.ndarray  # 4x4 voxel-to-RAS of the output images
+    fields: dict[str, np.ndarray] = field(default_factory=dict)  # site-specific maps (glioma: tissue probabilities)
 
 
 @dataclass(frozen=True)
@@ -135,6 +137,43 @@ class Site(ABC):
     @abstractmethod
     def make_anatomy(self, rng: np.random.Generator, dims: int) -> Anatomy:
         """A tumour-free patient: tissue, diffusivity, anatomy masks, geometry."""
+
+    # The tumour model. The defaults are growth.py's Fisher-KPP with isotropic D(x), the radial drift and the
+    # composite of render.py; a site with its own physics (glioma.py) overrides these five methods.
+
+    def growth_model(self, anatomy: Anatomy, box: tuple[slice, ...], clinical: Clinical) -> GrowthModel:
+        """The reaction-diffusion model inside the simulation ``box`` (it has ``spacing``)."""
+        rho = self.proliferation_per_day * self.growth_factor(clinical)
+        return GrowthModel(
+            diffusivity=anatomy.diffusivity[box], proliferation=(rho * anatomy.tissue[box]).astype(np.float32),
+            spacing=anatomy.spacing, clearance=self.clearance_per_day, hypoxic_depth_mm=self.hypoxic_depth_mm,
+            penetration_mm=self.penetration_mm, core_sensitivity=self.core_sensitivity,
+        )
+
+    def seed(self, rng: np.random.Generator, model: Any, anatomy: Anatomy, box: tuple[slice, ...],
+             center_in_box: tuple[int, ...], radius_mm: float) -> TumourState:
+        """The tumour before its pre-growth, centred at ``center_in_box`` (box voxel coordinates)."""
+        return seed_tumour(rng, model.diffusivity.shape, anatomy.spacing, center_in_box, radius_mm,
+                           anatomy.tissue[box])
+
+    def evolve(self, state: TumourState, model: Any, start_day: float, snapshot_days: tuple[float, ...],
+               log_survival: Callable[[float], float] | None = None) -> list[TumourState]:
+        """Integrate the tumour from ``start_day``; the state at each of ``snapshot_days`` (ascending)."""
+        return grow(state, model, start_day, snapshot_days, log_survival)
+
+    def mass_effect_field(self, state: TumourState, box: tuple[slice, ...], anatomy: Anatomy,
+                          center_vox: tuple[int, ...], inner_mm: float, reach_mm: float):
+        """(drift mm, support box, per-axis displacement in voxels) of the tissue around this tumour state:
+        render.radial_drift, ``mass_effect`` mm per mm of the GTV's equivalent radius."""
+        volume = float(self.gtv(state).sum() * np.prod(anatomy.spacing))
+        radius = np.sqrt(volume / np.pi) if state.viable.ndim == 2 else np.cbrt(3 * volume / (4 * np.pi))
+        drift = self.mass_effect * float(radius)
+        return (drift, *radial_drift(anatomy.background.shape, anatomy.spacing, center_vox, drift, inner_mm,
+                                     reach_mm))
+
+    def composite(self, background: np.ndarray, state: TumourState, texture: np.ndarray) -> np.ndarray:
+        """The tumour drawn onto the (displaced) tissue inside the simulation box."""
+        return composite(background, state, self.look, texture)
 
     def to_output(self, array: np.ndarray, dims: int) -> np.ndarray:
         """Simulation space -> output space (identity; breast 2D overrides with a MIP)."""

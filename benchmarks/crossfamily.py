@@ -1,0 +1,337 @@
+"""Cross-family transfer: train on one synthetic family, test on the other (and on both), in 3D with clinical acquisition.
+
+One command:
+
+    python -m benchmarks.crossfamily --out OUT [--budgets 5 [20 60]] [--patients 48 --test-patients 16]
+                                     [--routes default regression 3d] [--samples 4]
+
+1. Cohorts, 3D, ``--acquisition clinical``: for each family (``brain``: brain.py's model; ``glioma``: glioma.py's
+   anisotropic reaction-diffusion family, written independently) a training cohort and a test cohort of other
+   patients (another seed); ``both``: the two training cohorts merged (hard links, patient ids prefixed).
+2. Speed: CPU-seconds per optimiser step of each route, by training's own step probe (oncodiff/training/step_cost.py),
+   on a few patients of the brain training cohort; a budget of B CPU-minutes buys ``B * 60 / cpu_s_per_step``
+   steps (a budget in CPU time, so other load on this shared machine does not change the result).
+3. For each budget and training set (brain, glioma, both): the default route (the demo preset, nothing else:
+   the 2.5D tumour-slice route is chosen automatically), the regression U-Net (the same steps, its own
+   network, run's splits) and optionally the light 3D patch route (``--routes 3d``); each predicts both test
+   cohorts whole, with the outcome unknown (the class prior) and given each patient's true response class
+   (``--set response=CLASS`` per class group).
+4. Scoring, as benchmarks/volumetric.py (its TestTruth): each follow-up as acquired, brought onto its baseline
+   through the synthetic truth's rigid transform, normalised by its own percentiles. In-tumour (baseline GTV)
+   MAE and SSIM; references: identity (post = pre) and the denoised identity (the baseline smoothed by the
+   Gaussian chosen by in-tumour MAE on the *test family's own training cohort*: the strongest blur that family
+   allows, the same for every training set). Paired per-patient differences with a patient bootstrap 95 %
+   interval against both references, for MAE and SSIM.
+
+Writes OUT/results.json after every trained model and OUT/table.md at the end (and prints it). Interrupted,
+it picks up where it stopped (trained runs and predictions are kept).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from oncodiff.cohort import load_cohort, read_image
+from oncodiff.config import Config, load_config
+from oncodiff.data.denoise import smoothed
+from oncodiff.evaluation.metrics import image_metrics
+from oncodiff.runs import RunFolder
+from oncodiff.training.step_cost import cpu_seconds_per_step
+
+from benchmarks.volumetric import CANDIDATE_ROUTES, COMMON, TestTruth, cohort_subset, denoising_sigma
+
+FAMILIES = ("brain", "glioma")
+TRAIN_SETS = ("brain", "glioma", "both")
+ROUTES = {"default": [], "3d": CANDIDATE_ROUTES["3D patches 32^3, light network"]}
+REFERENCES = ("identity", "denoised identity")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    out = Path(args.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    if args.merge:
+        return _merge(args.merge, out)
+    results_path = out / "results.json"
+    results = json.loads(results_path.read_text(encoding="utf-8")) if results_path.is_file() else {}
+    results["command"] = " ".join(sys.argv)
+    if args.reuse:  # another run's measurements on the same cohorts (their speed probe and blur)
+        other = json.loads(Path(args.reuse).read_text(encoding="utf-8"))
+        results.setdefault("speed", other["speed"])
+        results.setdefault("denoised_sigma_mm", other["denoised_sigma_mm"])
+    cohorts = _cohorts(args, out)
+    results["cohorts"] = {k: str(v) for k, v in cohorts.items()}
+    truths = {family: TestTruth(cohorts[f"{family}_test"]) for family in FAMILIES}
+    if "denoised_sigma_mm" not in results:
+        results["denoised_sigma_mm"] = {family: denoising_sigma(cohorts[f"{family}_train"]) for family in FAMILIES}
+    sigmas = results["denoised_sigma_mm"]
+    results.setdefault("speed", {})
+    for route in {r for r in args.routes if r in ROUTES}:
+        if route not in results["speed"]:
+            probe = cohort_subset(cohorts["brain_train"], out / "speed_cohort", args.speed_patients)
+            results["speed"][route] = _probe(probe, ROUTES[route], out / "cache")
+            _save(out, results)
+    results.setdefault("runs", {})
+    for minutes in args.budgets:
+        for train_set in args.train_sets:
+            for route in [r for r in args.routes if r in ROUTES]:
+                key = f"{minutes:g}min/{train_set}/{route}"
+                if key in results["runs"] and "scores" in results["runs"][key]:
+                    continue
+                steps = max(1, int(minutes * 60 / results["speed"][route]["cpu_seconds_per_step"]))
+                results["runs"][key] = _train_and_score(
+                    cohorts, truths, sigmas, train_set, route, steps, out / f"{minutes:g}min" / train_set / route,
+                    args.samples, regression=route == "default" and "regression" in args.routes)
+                results["runs"][key]["minutes"] = minutes
+                _save(out, results)
+                print(_table(results), flush=True)
+    table = _table(results)
+    (out / "table.md").write_text(table, encoding="utf-8")
+    print(table)
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--patients", type=int, default=48)
+    parser.add_argument("--test-patients", type=int, default=16)
+    parser.add_argument("--seeds", type=int, nargs=2, default=(100, 200), help="train and test cohort seeds")
+    parser.add_argument("--budgets", type=float, nargs="+", default=(5.0,), help="CPU-minutes per trained model "
+                        "(the issue's 20 and 60 are options)")
+    parser.add_argument("--train-sets", nargs="+", default=list(TRAIN_SETS), choices=TRAIN_SETS)
+    parser.add_argument("--routes", nargs="+", default=["default", "regression"],
+                        choices=["default", "regression", "3d"],
+                        help="default: the 2.5D tumour-slice route; regression: its regression U-Net (same steps); "
+                             "3d: the light 3D patch route")
+    parser.add_argument("--samples", type=int, default=4)
+    parser.add_argument("--workers", type=int, default=2, help="processes for synthesising the cohorts")
+    parser.add_argument("--merge", nargs="+", help="only merge these results.json files into OUT's table")
+    parser.add_argument("--reuse", help="results.json of a run on the same cohorts: take its speed probe and blur")
+    parser.add_argument("--cohorts", help="folder of the cohorts FAMILY_train and FAMILY_test (default OUT/cohorts; "
+                        "missing ones are synthesised there), e.g. to share them between runs")
+    parser.add_argument("--speed-patients", type=int, default=6)
+    return parser
+
+
+def _cohorts(args, out: Path) -> dict[str, Path]:
+    from oncodiff.synth import synthesize
+
+    made, root = {}, Path(args.cohorts).resolve() if args.cohorts else out / "cohorts"
+    for family in FAMILIES:
+        for split, patients, seed in (("train", args.patients, args.seeds[0]), ("test", args.test_patients,
+                                                                                 args.seeds[1])):
+            path = root / f"{family}_{split}"
+            if not (path / "scans.csv").is_file():
+                print(f"synthesising {path} ...", flush=True)
+                synthesize(site=family, n_patients=patients, dims=3, seed=seed, out=path, acquisition="clinical",
+                           workers=args.workers)
+            made[f"{family}_{split}"] = path
+    if "both" in args.train_sets:
+        made["both_train"] = merge_cohorts({f: made[f"{f}_train"] for f in FAMILIES}, out / "both_train")
+    return made
+
+
+def merge_cohorts(parts: dict[str, Path], out: Path) -> Path:
+    """One cohort of several cohorts with the same cohort.yaml keys: patient ids prefixed with the part's name,
+    image paths under a folder of that name (files hard-linked, or copied across file systems)."""
+    import shutil
+
+    import yaml
+
+    if (out / "scans.csv").is_file():
+        return out
+    out.mkdir(parents=True, exist_ok=True)
+    patients, scans, spec = [], [], None
+    for name, root in parts.items():
+        table = pd.read_csv(root / "patients.csv", dtype=str, keep_default_na=False)
+        table["patient_id"] = name + "-" + table["patient_id"]
+        patients.append(table)
+        rows = pd.read_csv(root / "scans.csv", dtype=str, keep_default_na=False)
+        rows["patient_id"] = name + "-" + rows["patient_id"]
+        for column in [c for c in rows.columns if c in ("image", "tumor_mask") or c.startswith("anatomy:")]:
+            rows[column] = [f"{name}/{p}" if p else "" for p in rows[column]]
+        scans.append(rows)
+        for source in root.rglob("*.nii.gz"):
+            relative = source.relative_to(root)
+            if relative.parts[0] == "truth":
+                continue
+            target = out / name / relative
+            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.link(source, target)
+            except OSError:
+                shutil.copy(source, target)
+        text = (root / "cohort.yaml").read_text(encoding="utf-8")
+        spec = spec or yaml.safe_load(text)
+    spec["name"] = "+".join(parts)
+    (out / "cohort.yaml").write_text(yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")
+    pd.concat(patients).to_csv(out / "patients.csv", index=False)
+    pd.concat(scans).to_csv(out / "scans.csv", index=False)
+    return out
+
+
+def _probe(cohort: Path, overrides: list[str], cache: Path) -> dict:
+    from oncodiff.data.route import volumetric_route
+
+    config, _ = volumetric_route(load_config("demo", [*COMMON, *overrides]), cohort)
+    return cpu_seconds_per_step(cohort, config, cache) | {"overrides": overrides}
+
+
+def _train_and_score(cohorts, truths, sigmas, train_set: str, route: str, steps: int, folder: Path, samples: int,
+                     regression: bool) -> dict:
+    from oncodiff.evaluation.baselines import ensure_baseline
+    from oncodiff.training import train
+
+    train_cohort, run, cache = cohorts[f"{train_set}_train"], folder / "run", folder.parent.parent / "cache"
+    config = load_config("demo", [*COMMON, *ROUTES[route], f"training.max_steps={steps}"])
+    started = time.process_time()
+    if not RunFolder(run).weights.is_file():
+        if run.exists():  # an interrupted earlier attempt: start it again
+            import shutil
+
+            shutil.rmtree(run)
+        print(f"training {route} on {train_set} for {steps} steps ...", flush=True)
+        train(train_cohort, config, run, cache_dir=cache)
+    trained = Config.from_json(RunFolder(run).config_json)
+    models = {"oncodiff": run}
+    if regression:
+        models["regression"] = ensure_baseline(run, train_cohort, trained, "regression", None, cache_dir=cache)
+    cpu_seconds = time.process_time() - started
+    scores = {}
+    for family in FAMILIES:
+        predictions = {name: _predict(model, cohorts[f"{family}_test"], truths[family],
+                                      folder / f"predictions_{family}" / name, samples if name == "oncodiff" else 1)
+                       for name, model in models.items()}
+        scores[family] = score(truths[family], sigmas[family], predictions)
+    return {"steps": steps, "train_cpu_seconds_this_process": cpu_seconds,
+            "config": trained.data.model_dump(mode="json"), "scores": scores}
+
+
+def _predict(model: Path, cohort: Path, truth: TestTruth, folder: Path, samples: int) -> dict[str, list[Path]]:
+    """Prediction folders with the outcome unknown and given each patient's true class (one per class group)."""
+    from oncodiff.pipeline.predict import predict
+
+    out = {"unknown": [folder / "unknown"], "given": []}
+    if not (folder / "unknown" / "summary.json").is_file():
+        predict(model, cohort, folder / "unknown", samples=samples, cache_dir=folder.parents[3] / "cache")
+    if Config.from_json(RunFolder(model).config_json).model.class_label == "none":  # the regression U-Net
+        return {"not class-conditioned": out["unknown"]}
+    spec = load_cohort(cohort).spec.outcomes.response
+    labels = pd.read_csv(cohort / "patients.csv", dtype=str).set_index("patient_id")[spec.column]
+    for value in sorted(labels.unique()):
+        target = folder / f"given_{value}"
+        if not (target / "summary.json").is_file():
+            given = value if value == spec.positive else "0"  # predict's words: the positive class, or 0
+            predict(model, cohort, target, patients=list(labels.index[labels == value]), samples=samples,
+                    overrides=[f"response={given}"], cache_dir=folder.parents[3] / "cache")
+        out["given"].append(target)
+    return out
+
+
+def _case(folders: list[Path], patient: str, timepoint: str) -> Path:
+    for folder in folders:
+        case = folder / f"{patient}_L1_{timepoint}"
+        if case.is_dir():
+            return case
+    raise FileNotFoundError(f"no prediction of {patient} {timepoint} in {', '.join(map(str, folders))}")
+
+
+def score(truth: TestTruth, sigma: float, predictions: dict[str, dict[str, list[Path]]]) -> dict:
+    """Per-follow-up in-tumour MAE and SSIM of every method; means, ratios and paired bootstrap intervals."""
+    rows = []
+    for patient, timepoint in truth.follow_ups():
+        baseline, mask, transform = truth.baseline(patient)
+        follow = truth.follow_up(patient, timepoint, baseline)
+        methods = {"identity": baseline.array, "denoised identity": smoothed(baseline, sigma).array}
+        for name, by_condition in predictions.items():
+            for condition, folders in by_condition.items():
+                case = _case(folders, patient, timepoint)
+                methods[f"{name} ({condition})"] = transform.apply(read_image(case / "mean.nii.gz").array)
+        for method, image in methods.items():
+            metrics = image_metrics(image, follow["image"], mask, bbox_margin=4)
+            rows.append({"patient": patient, "timepoint": timepoint, "method": method,
+                         "mae_tumor": metrics["mae_tumor"], "ssim_tumor": metrics["ssim_tumor"]})
+    frame = pd.DataFrame(rows)
+    means = frame.groupby("method")[["mae_tumor", "ssim_tumor"]].mean()
+    for reference in REFERENCES:
+        means[f"mae_vs_{reference}"] = means["mae_tumor"] / means.loc[reference, "mae_tumor"]
+    paired = {value: {reference: paired_bootstrap(frame.pivot_table(index=["patient", "timepoint"], columns="method",
+                                                                     values=value), reference)
+                      for reference in REFERENCES} for value in ("mae_tumor", "ssim_tumor")}
+    return {"follow_ups": int(frame[["patient", "timepoint"]].drop_duplicates().shape[0]),
+            "mean": means.reset_index().to_dict(orient="records"), "paired": paired}
+
+
+def paired_bootstrap(paired: pd.DataFrame, reference: str, draws: int = 2000) -> dict:
+    """Mean per-patient difference (method - reference) with a patient bootstrap 95 % interval."""
+    rng = np.random.default_rng(0)
+    patients = paired.index.get_level_values(0).unique()
+    out = {}
+    for method in paired.columns:
+        if method == reference:
+            continue
+        diff = (paired[method] - paired[reference]).groupby(level=0).mean()
+        boot = [diff.loc[rng.choice(patients, len(patients))].mean() for _ in range(draws)]
+        out[method] = {"mean": float(diff.mean()), "ci95": [float(np.percentile(boot, 2.5)),
+                                                            float(np.percentile(boot, 97.5))]}
+    return out
+
+
+def _table(results: dict) -> str:
+    lines = ["# Cross-family transfer: 3D clinically acquired cohorts, brain (brain.py) and glioma (glioma.py)", "",
+             f"Command: `{results.get('command')}`", "",
+             "Denoised identity: Gaussian sigma (mm) chosen by in-tumour MAE on the test family's own training "
+             f"cohort: {results.get('denoised_sigma_mm')}.", "",
+             "## Speed (CPU seconds per optimiser step; a budget of B CPU-minutes buys B x 60 / that many steps)", "",
+             "| route | crop | CPU s / step |", "|---|---|---|"]
+    for name, s in results.get("speed", {}).items():
+        lines.append(f"| {name} | {'x'.join(map(str, s['crop']))} | {s['cpu_seconds_per_step']:.2f} |")
+    for key, run in results.get("runs", {}).items():
+        if "scores" not in run:
+            continue
+        budget, train_set, route = key.split("/")
+        for family, scores in run["scores"].items():
+            kind = "in-family" if family == train_set else ("both families" if train_set == "both" else "CROSS-FAMILY")
+            lines += ["", f"## {budget}, route {route}: trained on {train_set}, tested on {family} ({kind}); "
+                          f"{run['steps']} steps, {scores['follow_ups']} test follow-ups", "",
+                      "| method | in-tumour MAE | x post = pre | x denoised | SSIM | SSIM - denoised (95 % CI) | "
+                      "MAE - denoised (95 % CI) |", "|---|---|---|---|---|---|---|"]
+            for row in scores["mean"]:
+                method = row["method"]
+                ssim = scores["paired"]["ssim_tumor"]["denoised identity"].get(method)
+                mae = scores["paired"]["mae_tumor"]["denoised identity"].get(method)
+                fmt = (lambda d: f"{d['mean']:+.4f} ({d['ci95'][0]:+.4f} .. {d['ci95'][1]:+.4f})" if d else "-")
+                lines.append(f"| {method} | {row['mae_tumor']:.4f} | {row['mae_vs_identity']:.3f} | "
+                             f"{row['mae_vs_denoised identity']:.3f} | {row['ssim_tumor']:.3f} | {fmt(ssim)} | "
+                             f"{fmt(mae)} |")
+    return "\n".join(lines) + "\n"
+
+
+def _merge(paths: list[str], out: Path) -> int:
+    """One results.json and table.md from runs that trained different sets on the same cohorts."""
+    parts = [json.loads(Path(p).read_text(encoding="utf-8")) for p in paths]
+    results = {"command": " ; ".join(p["command"] for p in parts), "cohorts": parts[0].get("cohorts"),
+               "denoised_sigma_mm": parts[0]["denoised_sigma_mm"], "speed": parts[0]["speed"],
+               "runs": {k: v for p in parts for k, v in p.get("runs", {}).items()}}
+    _save(out, results)
+    table = _table(results)
+    (out / "table.md").write_text(table, encoding="utf-8")
+    print(table)
+    return 0
+
+
+def _save(out: Path, results: dict) -> None:
+    (out / "results.json").write_text(json.dumps(results, indent=2, default=str) + "\n", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
