@@ -39,8 +39,8 @@ def follow_up_folder_name(key: str) -> str:
 
 
 @dataclass(frozen=True)
-class PredictionsFolder:
-    """The paths of the ``oncodiff predict`` output at ``root`` (a str is taken as a path)."""
+class _OutputFolder:
+    """An output folder at ``root`` (a str is taken as a path), with its summary.json at the top."""
 
     root: Path
 
@@ -50,6 +50,11 @@ class PredictionsFolder:
     @property
     def summary_json(self) -> Path:
         return self.root / SUMMARY_JSON
+
+
+@dataclass(frozen=True)
+class PredictionsFolder(_OutputFolder):
+    """The paths of the ``oncodiff predict`` output at ``root`` (a str is taken as a path)."""
 
     def follow_up(self, key: str) -> Path:
         """The folder of follow-up ``key``."""
@@ -64,17 +69,8 @@ class PredictionsFolder:
 
 
 @dataclass(frozen=True)
-class EvaluationFolder:
+class EvaluationFolder(_OutputFolder):
     """The paths of the ``oncodiff evaluate`` output at ``root`` (a str is taken as a path)."""
-
-    root: Path
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "root", Path(self.root))
-
-    @property
-    def summary_json(self) -> Path:
-        return self.root / SUMMARY_JSON
 
     @property
     def tables_md(self) -> Path:
