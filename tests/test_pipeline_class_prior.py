@@ -210,6 +210,25 @@ def test_cox_survival_risk_recovers_the_hazard_ranking_and_round_trips():
     assert SurvivalRisk.from_dict(risk.to_dict()) == risk
 
 
+def test_a_feature_constant_over_first_rows_gets_no_cox_weight_and_no_warning():
+    """A patient's first follow-up has no earlier scan, so its interim features are constant there: the Cox model
+    gives them coefficient 0 instead of an ill-posed fit with lifelines' warnings in the user's output."""
+    import warnings
+
+    from oncodiff.pipeline.survival_risk import SurvivalRisk
+
+    x, time, event = _cox_data(10)
+    with_constant = np.concatenate([x, np.zeros((len(x), 1))], axis=1)
+    prior = ClassPrior.fit(with_constant, (x[:, 0] > 0).astype(int), 2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        risk = SurvivalRisk.fit(with_constant, time, event, np.arange(len(x)), prior)
+    assert risk.coef[-1] == 0.0 and risk.coef[0] != 0.0
+    assert np.allclose(risk.log_hazard(with_constant), SurvivalRisk.fit(x, time, event, np.arange(len(x)),
+                                                                        ClassPrior.fit(x, (x[:, 0] > 0).astype(int), 2)
+                                                                        ).log_hazard(x))
+
+
 def test_no_cox_model_for_a_base_rate_prior_or_too_few_events():
     from oncodiff.pipeline.survival_risk import SurvivalRisk
 

@@ -11,6 +11,8 @@ the same number. The fitted model is plain numbers in the export's config.json.
 
 from __future__ import annotations
 
+import warnings
+
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -53,13 +55,21 @@ class SurvivalRisk:
         if event[known].sum() < MIN_EVENTS:
             return None
         z, mean, scale = standardise(x[known])
-        names = [f"x{i}" for i in range(z.shape[1])]
-        frame = pd.DataFrame(z, columns=names).assign(time=time[known], event=event[known])
+        # A feature constant over these rows (the interim features of a patient's first follow-up, which has no
+        # earlier scan) carries nothing: it keeps coefficient 0 instead of an ill-posed fit.
+        varying = np.flatnonzero(np.ptp(z, axis=0) > 1e-12)
+        names = [f"x{i}" for i in varying]
+        if not names:
+            return None
+        frame = pd.DataFrame(z[:, varying], columns=names).assign(time=time[known], event=event[known])
         try:
-            fitter = CoxPHFitter(penalizer=penalizer).fit(frame, duration_col="time", event_col="event")
+            with warnings.catch_warnings():  # lifelines' convergence advice is for interactive use; failure raises
+                warnings.simplefilter("ignore")
+                fitter = CoxPHFitter(penalizer=penalizer).fit(frame, duration_col="time", event_col="event")
         except ConvergenceError:  # e.g. a handful of patients and hundreds of features
             return None
-        coef = fitter.params_[names].to_numpy(dtype=float)
+        coef = np.zeros(z.shape[1])
+        coef[varying] = fitter.params_[names].to_numpy(dtype=float)
         return cls(prior.inputs, tuple(mean), tuple(scale), tuple(coef), int(known.sum()), int(event[known].sum()),
                    float(penalizer), prior.feature_timestep)
 
