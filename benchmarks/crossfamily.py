@@ -81,6 +81,13 @@ def main(argv: list[str] | None = None) -> int:
             results["speed"][route] = _probe(probe, ROUTES[route], out / "cache")
             _save(out, results)
     results.setdefault("runs", {})
+    if args.score_finished:
+        _score_finished(results, args, out, cohorts, truths, sigmas)
+        _save(out, results)
+        table = _table(results)
+        (out / "table.md").write_text(table, encoding="utf-8")
+        print(table)
+        return 0
     for minutes in args.budgets:
         for train_set in args.train_sets:
             for route in [r for r in args.routes if r in ROUTES]:
@@ -122,6 +129,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--cohorts", help="folder of the cohorts FAMILY_train and FAMILY_test (default OUT/cohorts; "
                         "missing ones are synthesised there), e.g. to share them between runs")
     parser.add_argument("--speed-patients", type=int, default=6)
+    parser.add_argument("--score-finished", action="store_true", help="train and predict nothing: score the "
+                        "prediction folders that finished of each trained model not yet scored, on the follow-ups "
+                        "every finished method predicted, and mark the run partial (a run cut short by a deadline)")
     return parser
 
 
@@ -238,6 +248,45 @@ def _predict(model: Path, cohort: Path, truth: TestTruth, folder: Path, samples:
                     overrides=[f"response={given}"], cache_dir=folder.parents[3] / "cache")
         out["given"].append(target)
     return out
+
+
+def _score_finished(results: dict, args, out: Path, cohorts, truths, sigmas) -> None:
+    for minutes in args.budgets:
+        for train_set in args.train_sets:
+            for route in [r for r in args.routes if r in ROUTES]:
+                key = f"{minutes:g}min/{train_set}/{route}"
+                folder = out / f"{minutes:g}min" / train_set / route
+                summary = RunFolder(folder / "run").root / "train_summary.json"
+                if (key in results["runs"] and not results["runs"][key].get("partial")) or not summary.is_file():
+                    continue
+                scores, finished = {}, []
+                for family in FAMILIES:
+                    predictions = {}
+                    for name in ("oncodiff", "regression"):
+                        done = sorted(p for p in (folder / f"predictions_{family}" / name).glob("*")
+                                      if (p / "summary.json").is_file())
+                        finished += [f"{family}/{name}/{p.name}" for p in done]
+                        if name == "regression" and done:
+                            predictions[name] = {"not class-conditioned": done}
+                        elif done:
+                            predictions[name] = {c: [p for p in done if (p.name == "unknown") == (c == "unknown")]
+                                                 for c in ("unknown", "given")}
+                            predictions[name] = {c: f for c, f in predictions[name].items() if f}
+                    if not predictions:
+                        continue
+                    truth = truths[family]
+                    every = [f for by in predictions.values() for f in by.values()]
+                    kept = [(p, t) for p, t in TestTruth.follow_ups(truth)
+                            if all(any((d / f"{p}_L1_{t}").is_dir() for d in folders) for folders in every)]
+                    if not kept:
+                        continue
+                    truth.follow_ups = lambda kept=kept: kept  # this instance: only the follow-ups every method has
+                    scores[family] = score(truth, sigmas[family], predictions)
+                    del truth.follow_ups
+                steps = json.loads(summary.read_text(encoding="utf-8"))["global_step"]
+                results["runs"][key] = {"steps": steps, "minutes": minutes, "scores": scores, "partial": True,
+                                        "partial_note": "cut short: scored the finished prediction folders ("
+                                        + ", ".join(finished) + ") on the follow-ups they all predicted"}
 
 
 def _case(folders: list[Path], patient: str, timepoint: str) -> Path:
