@@ -130,8 +130,9 @@ def _parser() -> argparse.ArgumentParser:
                         "missing ones are synthesised there), e.g. to share them between runs")
     parser.add_argument("--speed-patients", type=int, default=6)
     parser.add_argument("--score-finished", action="store_true", help="train and predict nothing: score the "
-                        "prediction folders that finished of each trained model not yet scored, on the follow-ups "
-                        "every finished method predicted, and mark the run partial (a run cut short by a deadline)")
+                        "prediction folders that finished of each trained model not yet scored, leaving out a method "
+                        "that did not predict every test follow-up, and mark the run partial (a run cut short by a "
+                        "deadline)")
     return parser
 
 
@@ -275,8 +276,16 @@ def _score_finished(results: dict, args, out: Path, cohorts, truths, sigmas) -> 
                     if not predictions:
                         continue
                     truth = truths[family]
+                    wanted = TestTruth.follow_ups(truth)
+                    # a method that did not predict every test follow-up is left out (noted), not scored on a subset
+                    for name, by in predictions.items():
+                        for condition, folders in list(by.items()):
+                            if not all(any((d / f"{p}_L1_{t}").is_dir() for d in folders) for p, t in wanted):
+                                del by[condition]
+                                finished.append(f"{family}/{name} ({condition}) left out: not every follow-up")
+                    predictions = {name: by for name, by in predictions.items() if by}
                     every = [f for by in predictions.values() for f in by.values()]
-                    kept = [(p, t) for p, t in TestTruth.follow_ups(truth)
+                    kept = [(p, t) for p, t in wanted
                             if all(any((d / f"{p}_L1_{t}").is_dir() for d in folders) for folders in every)]
                     if not kept:
                         continue
