@@ -59,10 +59,11 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     if args.merge:
-        return _merge(args.merge, out)
+        return _merge(args.merge, out, args.note)
     results_path = out / "results.json"
     results = json.loads(results_path.read_text(encoding="utf-8")) if results_path.is_file() else {}
     results["command"] = " ".join(sys.argv)
+    results["machine"] = machine()
     if args.reuse:  # another run's measurements on the same cohorts (their speed probe and blur)
         other = json.loads(Path(args.reuse).read_text(encoding="utf-8"))
         results.setdefault("speed", other["speed"])
@@ -80,6 +81,13 @@ def main(argv: list[str] | None = None) -> int:
             results["speed"][route] = _probe(probe, ROUTES[route], out / "cache")
             _save(out, results)
     results.setdefault("runs", {})
+    if args.score_finished:
+        _score_finished(results, args, out, cohorts, truths, sigmas)
+        _save(out, results)
+        table = _table(results)
+        (out / "table.md").write_text(table, encoding="utf-8")
+        print(table)
+        return 0
     for minutes in args.budgets:
         for train_set in args.train_sets:
             for route in [r for r in args.routes if r in ROUTES]:
@@ -115,10 +123,16 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--samples", type=int, default=4)
     parser.add_argument("--workers", type=int, default=2, help="processes for synthesising the cohorts")
     parser.add_argument("--merge", nargs="+", help="only merge these results.json files into OUT's table")
+    parser.add_argument("--note", action="append", default=[], help="with --merge: a line for the table's header "
+                        "(e.g. what did not finish)")
     parser.add_argument("--reuse", help="results.json of a run on the same cohorts: take its speed probe and blur")
     parser.add_argument("--cohorts", help="folder of the cohorts FAMILY_train and FAMILY_test (default OUT/cohorts; "
                         "missing ones are synthesised there), e.g. to share them between runs")
     parser.add_argument("--speed-patients", type=int, default=6)
+    parser.add_argument("--score-finished", action="store_true", help="train and predict nothing: score the "
+                        "prediction folders that finished of each trained model not yet scored, leaving out a method "
+                        "that did not predict every test follow-up, and mark the run partial (a run cut short by a "
+                        "deadline)")
     return parser
 
 
@@ -237,6 +251,53 @@ def _predict(model: Path, cohort: Path, truth: TestTruth, folder: Path, samples:
     return out
 
 
+def _score_finished(results: dict, args, out: Path, cohorts, truths, sigmas) -> None:
+    for minutes in args.budgets:
+        for train_set in args.train_sets:
+            for route in [r for r in args.routes if r in ROUTES]:
+                key = f"{minutes:g}min/{train_set}/{route}"
+                folder = out / f"{minutes:g}min" / train_set / route
+                summary = RunFolder(folder / "run").root / "train_summary.json"
+                if (key in results["runs"] and not results["runs"][key].get("partial")) or not summary.is_file():
+                    continue
+                scores, finished = {}, []
+                for family in FAMILIES:
+                    predictions = {}
+                    for name in ("oncodiff", "regression"):
+                        done = sorted(p for p in (folder / f"predictions_{family}" / name).glob("*")
+                                      if (p / "summary.json").is_file())
+                        finished += [f"{family}/{name}/{p.name}" for p in done]
+                        if name == "regression" and done:
+                            predictions[name] = {"not class-conditioned": done}
+                        elif done:
+                            predictions[name] = {c: [p for p in done if (p.name == "unknown") == (c == "unknown")]
+                                                 for c in ("unknown", "given")}
+                            predictions[name] = {c: f for c, f in predictions[name].items() if f}
+                    if not predictions:
+                        continue
+                    truth = truths[family]
+                    wanted = TestTruth.follow_ups(truth)
+                    # a method that did not predict every test follow-up is left out (noted), not scored on a subset
+                    for name, by in predictions.items():
+                        for condition, folders in list(by.items()):
+                            if not all(any((d / f"{p}_L1_{t}").is_dir() for d in folders) for p, t in wanted):
+                                del by[condition]
+                                finished.append(f"{family}/{name} ({condition}) left out: not every follow-up")
+                    predictions = {name: by for name, by in predictions.items() if by}
+                    every = [f for by in predictions.values() for f in by.values()]
+                    kept = [(p, t) for p, t in wanted
+                            if all(any((d / f"{p}_L1_{t}").is_dir() for d in folders) for folders in every)]
+                    if not kept:
+                        continue
+                    truth.follow_ups = lambda kept=kept: kept  # this instance: only the follow-ups every method has
+                    scores[family] = score(truth, sigmas[family], predictions)
+                    del truth.follow_ups
+                steps = json.loads(summary.read_text(encoding="utf-8"))["global_step"]
+                results["runs"][key] = {"steps": steps, "minutes": minutes, "scores": scores, "partial": True,
+                                        "partial_note": "cut short: scored the finished prediction folders ("
+                                        + ", ".join(finished) + ") on the follow-ups they all predicted"}
+
+
 def _case(folders: list[Path], patient: str, timepoint: str) -> Path:
     for folder in folders:
         case = folder / f"{patient}_L1_{timepoint}"
@@ -289,6 +350,10 @@ def paired_bootstrap(paired: pd.DataFrame, reference: str, draws: int = 2000) ->
 def _table(results: dict) -> str:
     lines = ["# Cross-family transfer: 3D clinically acquired cohorts, brain (brain.py) and glioma (glioma.py)", "",
              f"Command: `{results.get('command')}`", "",
+             f"Machine: {results.get('machine', 'not recorded')}.", "",
+             "Cohorts (3D, clinical acquisition): " + ", ".join(
+                 f"{name} {_patients(path)} patients" for name, path in results.get("cohorts", {}).items()) + ".", "",
+             *[line for note in results.get("notes", []) for line in (note, "")],
              "Denoised identity: Gaussian sigma (mm) chosen by in-tumour MAE on the test family's own training "
              f"cohort: {results.get('denoised_sigma_mm')}.", "",
              "## Speed (CPU seconds per optimiser step; a budget of B CPU-minutes buys B x 60 / that many steps)", "",
@@ -316,10 +381,11 @@ def _table(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _merge(paths: list[str], out: Path) -> int:
+def _merge(paths: list[str], out: Path, notes: list[str] = ()) -> int:
     """One results.json and table.md from runs that trained different sets on the same cohorts."""
     parts = [json.loads(Path(p).read_text(encoding="utf-8")) for p in paths]
     results = {"command": " ; ".join(p["command"] for p in parts), "cohorts": parts[0].get("cohorts"),
+               "machine": parts[0].get("machine") or machine(), "notes": list(notes),
                "denoised_sigma_mm": parts[0]["denoised_sigma_mm"], "speed": parts[0]["speed"],
                "runs": {k: v for p in parts for k, v in p.get("runs", {}).items()}}
     _save(out, results)
@@ -327,6 +393,26 @@ def _merge(paths: list[str], out: Path) -> int:
     (out / "table.md").write_text(table, encoding="utf-8")
     print(table)
     return 0
+
+
+def machine() -> str:
+    """The CPU model and the number of cores this process may use (budgets are CPU time, so they hold under load)."""
+    import platform
+
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{model}, {len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()} cores"
+
+
+def _patients(cohort: str) -> str:
+    path = Path(cohort) / "patients.csv"
+    return str(len(pd.read_csv(path, dtype=str))) if path.is_file() else "?"
 
 
 def _save(out: Path, results: dict) -> None:

@@ -6,7 +6,9 @@ anatomy, growth, mass effect, rendering and treatment are its own, written from 
 Anatomy: nilearn's MNI152 grey/white matter maps and brain mask at 2 mm (offline), CSF = brain mask minus
 both, resampled in one step through a random 3D pose (rotation about all three axes, anisotropic scale,
 shift) onto a 2.5 mm grid of 68 x 80 x 60 voxels (2D: one axial 1.25 mm slice of 136 x 160). The image
-is a FLAIR-like contrast drawn from the tissue fractions (CSF dark, white matter darker than grey).
+is a FLAIR-like contrast drawn from the tissue fractions (CSF dark, white matter darker than grey), in a
+head: a dark skull, then a bright scalp (subcutaneous fat) that is brighter than the enhancing rim, so a
+scan's brightest 0.5 % is scalp, as in a real head scan, and percentile normalisation does not clip the tumour.
 
 Growth: Fisher-KPP with an anisotropic diffusion tensor (Swanson et al. 2000; Jbabdi et al. 2005;
 Clatz et al. 2005; Konukoglu et al. 2010):
@@ -64,6 +66,10 @@ MASS_EFFECT_MM2, MASS_EFFECT_SIGMA_MM, MAX_STRAIN = 40.0, 5.0, 0.5
 # Appearance (FLAIR-like, simulation units; x1000 stored)
 I_CSF, I_GREY, I_WHITE, I_OUTSIDE = 0.08, 0.72, 0.52, 0.03
 I_OEDEMA, I_ENHANCING, I_NECROTIC = 1.0, 1.4, 0.3
+# The head around the brain: skull (dark, I_OUTSIDE) to SCALP_MM[0] mm outside the brain, then the scalp's fat up
+# to SCALP_MM[1] mm; brighter than the enhancing rim (with its texture, noise and bias) and ~5 % of the grid, so the
+# 99.5th percentile of a scan lies in the scalp, not in the tumour (tests/test_synth_glioma.py measures it)
+I_SCALP, SCALP_MM = 1.8, (3.0, 9.0)
 OEDEMA_DENSITY, BULK_DENSITY = (0.02, 0.2), (0.2, 0.5)
 GTV_DENSITY = 0.35
 # Treatment
@@ -314,7 +320,11 @@ class GliomaSite(Site):
         contrast = rng.uniform(0.94, 1.06, 2)
         texture = 1.0 + 0.04 * smooth_noise(rng, gm.shape, [2.0 / s for s in spacing])
         flair = (I_CSF * csf + I_GREY * contrast[0] * gm + I_WHITE * contrast[1] * wm) * texture
-        background = np.where(inside, flair, I_OUTSIDE)
+        outside_mm = ndimage.distance_transform_edt(~inside, sampling=spacing)
+        scalp = smoothstep(outside_mm, SCALP_MM[0] - 1.0, SCALP_MM[0] + 1.0) * (
+            1.0 - smoothstep(outside_mm, SCALP_MM[1] - 1.0, SCALP_MM[1] + 1.0))
+        head = I_OUTSIDE + scalp * (I_SCALP * texture - I_OUTSIDE)
+        background = np.where(inside, flair, head)
         depth = ndimage.distance_transform_edt(inside, sampling=spacing)
         sites = (wm > 0.6) & (depth > 18.0)
         return Anatomy(
