@@ -21,7 +21,9 @@ One command:
    MAE and SSIM; references: identity (post = pre) and the denoised identity (the baseline smoothed by the
    Gaussian chosen by in-tumour MAE on the *test family's own training cohort*: the strongest blur that family
    allows, the same for every training set). Paired per-patient differences with a patient bootstrap 95 %
-   interval against both references, for MAE and SSIM.
+   interval against both references, for MAE and SSIM. CRPS per in-tumour voxel of the samples (a point
+   method's CRPS is its MAE), against the denoised identity's MAE with the same interval: the issue's goal is
+   a distribution whose CRPS is at most 0.9x that MAE.
 
 Writes OUT/results.json after every trained model and OUT/table.md at the end (and prints it). Interrupted,
 it picks up where it stopped (trained runs and predictions are kept).
@@ -43,6 +45,7 @@ from oncodiff.cohort import load_cohort, read_image
 from oncodiff.config import Config, load_config
 from oncodiff.data.denoise import smoothed
 from oncodiff.evaluation.metrics import image_metrics
+from oncodiff.evaluation.proper_scores import crps_ensemble
 from oncodiff.runs import RunFolder
 from oncodiff.training.step_cost import cpu_seconds_per_step
 
@@ -313,21 +316,33 @@ def score(truth: TestTruth, sigma: float, predictions: dict[str, dict[str, list[
         baseline, mask, transform = truth.baseline(patient)
         follow = truth.follow_up(patient, timepoint, baseline)
         methods = {"identity": baseline.array, "denoised identity": smoothed(baseline, sigma).array}
+        ensembles = {}
         for name, by_condition in predictions.items():
             for condition, folders in by_condition.items():
                 case = _case(folders, patient, timepoint)
                 methods[f"{name} ({condition})"] = transform.apply(read_image(case / "mean.nii.gz").array)
+                samples = sorted(case.glob("sample_*.nii.gz"))
+                if len(samples) > 1:
+                    ensembles[f"{name} ({condition})"] = np.stack(
+                        [transform.apply(read_image(s).array)[mask] for s in samples], axis=-1)
         for method, image in methods.items():
             metrics = image_metrics(image, follow["image"], mask, bbox_margin=4)
+            # CRPS per in-tumour voxel: of the samples' empirical distribution; a point method's is its MAE
+            crps = (float(crps_ensemble(ensembles[method], follow["image"][mask]).mean()) if method in ensembles
+                    else float(np.abs(image - follow["image"])[mask].mean()))
             rows.append({"patient": patient, "timepoint": timepoint, "method": method,
-                         "mae_tumor": metrics["mae_tumor"], "ssim_tumor": metrics["ssim_tumor"]})
+                         "mae_tumor": metrics["mae_tumor"], "ssim_tumor": metrics["ssim_tumor"], "crps_tumor": crps})
     frame = pd.DataFrame(rows)
-    means = frame.groupby("method")[["mae_tumor", "ssim_tumor"]].mean()
+    means = frame.groupby("method")[["mae_tumor", "ssim_tumor", "crps_tumor"]].mean()
+    means["crps_vs_denoised identity mae"] = means["crps_tumor"] / means.loc["denoised identity", "mae_tumor"]
     for reference in REFERENCES:
         means[f"mae_vs_{reference}"] = means["mae_tumor"] / means.loc[reference, "mae_tumor"]
     paired = {value: {reference: paired_bootstrap(frame.pivot_table(index=["patient", "timepoint"], columns="method",
                                                                      values=value), reference)
                       for reference in REFERENCES} for value in ("mae_tumor", "ssim_tumor")}
+    # the distribution's CRPS against the denoised identity's MAE (its CRPS: a point forecast), paired per patient
+    crps = frame.pivot_table(index=["patient", "timepoint"], columns="method", values="crps_tumor")
+    paired["crps_tumor"] = {"denoised identity": paired_bootstrap(crps, "denoised identity")}
     return {"follow_ups": int(frame[["patient", "timepoint"]].drop_duplicates().shape[0]),
             "mean": means.reset_index().to_dict(orient="records"), "paired": paired}
 
@@ -369,15 +384,19 @@ def _table(results: dict) -> str:
             lines += ["", f"## {budget}, route {route}: trained on {train_set}, tested on {family} ({kind}); "
                           f"{run['steps']} steps, {scores['follow_ups']} test follow-ups", "",
                       "| method | in-tumour MAE | x post = pre | x denoised | SSIM | SSIM - denoised (95 % CI) | "
-                      "MAE - denoised (95 % CI) |", "|---|---|---|---|---|---|---|"]
+                      "MAE - denoised (95 % CI) | CRPS | CRPS x denoised MAE | CRPS - denoised MAE (95 % CI) |",
+                      "|---|---|---|---|---|---|---|---|---|---|"]
             for row in scores["mean"]:
                 method = row["method"]
                 ssim = scores["paired"]["ssim_tumor"]["denoised identity"].get(method)
                 mae = scores["paired"]["mae_tumor"]["denoised identity"].get(method)
                 fmt = (lambda d: f"{d['mean']:+.4f} ({d['ci95'][0]:+.4f} .. {d['ci95'][1]:+.4f})" if d else "-")
+                crps = scores["paired"].get("crps_tumor", {}).get("denoised identity", {}).get(method)
+                crps_cells = (f"{row['crps_tumor']:.4f} | {row['crps_vs_denoised identity mae']:.3f} | {fmt(crps)}"
+                              if "crps_tumor" in row else "- | - | -")  # runs scored before CRPS was added
                 lines.append(f"| {method} | {row['mae_tumor']:.4f} | {row['mae_vs_identity']:.3f} | "
                              f"{row['mae_vs_denoised identity']:.3f} | {row['ssim_tumor']:.3f} | {fmt(ssim)} | "
-                             f"{fmt(mae)} |")
+                             f"{fmt(mae)} | {crps_cells} |")
     return "\n".join(lines) + "\n"
 
 
