@@ -13,7 +13,7 @@ from factory import write_cohort
 from oncodiff.config import load_config
 from oncodiff.pipeline import predict
 from oncodiff.pipeline.cases import load_cases
-from oncodiff.pipeline.class_prior import ClassPrior, interim_features
+from oncodiff.outcomes.class_prior import ClassPrior, interim_features
 from oncodiff.pipeline.export import load_export
 from oncodiff.pipeline.prior_inputs import case_prior_features, has_prior_scans
 from oncodiff.training import train

@@ -21,7 +21,7 @@ from oncodiff.pipeline import calibrate_run, predict, predict_cases
 from oncodiff.pipeline.cases import load_cases
 from oncodiff.pipeline.export import load_export, update_export_meta
 from oncodiff.pipeline.prior_inputs import case_prior_features
-from oncodiff.pipeline.survival_risk import SurvivalRisk
+from oncodiff.outcomes.survival_risk import SurvivalRisk
 from oncodiff.training import train
 
 CROPS = {2: [16, 16], 3: [16, 16, 8]}

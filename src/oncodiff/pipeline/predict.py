@@ -34,7 +34,7 @@ from oncodiff.outputs import (
 from oncodiff.models import Conditions, conditions_from_batch, post_from_target
 from oncodiff.pipeline.calibration import IntervalCalibration, minimum_cases
 from oncodiff.pipeline.cases import CaseSet, load_cases
-from oncodiff.pipeline.class_prior import allocate_classes
+from oncodiff.outcomes.class_prior import allocate_classes
 from oncodiff.pipeline.export import ExportedModel, load_export, read_export_meta, update_export_meta
 from oncodiff.pipeline.prior_inputs import class_prior_note, class_probabilities, survival_risk_summary
 from oncodiff.pipeline.sampling import draw_samples, regress, sample_generators
