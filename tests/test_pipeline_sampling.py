@@ -12,6 +12,7 @@ from oncodiff.cohort.schema import ClinicalVariable
 from oncodiff.config import Config, ModelConfig
 from oncodiff.diffusion import NoiseSchedule, make_sampler, randn_per_element, sample
 from oncodiff.models import ConditionalDenoiser, Conditions
+from oncodiff.models.factory import denoiser_arguments
 from oncodiff.pipeline.sampling import draw_samples, sample_generators
 
 VARIABLES = (
@@ -41,7 +42,7 @@ def make_config(**sampling) -> Config:
 
 def make_net(dims: int = 2) -> ConditionalDenoiser:
     torch.manual_seed(0)
-    net = ConditionalDenoiser(dims, 1, 2, VARIABLES, 2, ModelConfig(**MODEL))
+    net = ConditionalDenoiser(dims, 1, 2, VARIABLES, 2, **denoiser_arguments(ModelConfig(**MODEL)))
     generator = torch.Generator().manual_seed(1)
     with torch.no_grad():  # MONAI zero-initialises output convolutions: perturb so the condition shows
         for p in net.parameters():

@@ -314,12 +314,13 @@ def test_prompt_tokens_carry_days_and_class_instead_of_the_timestep_embedding():
     from dataclasses import replace
 
     from oncodiff.cohort.schema import ClinicalVariable
-    from oncodiff.models import ConditionalDenoiser, Conditions
+    from oncodiff.models import Conditions
+    from oncodiff.models.factory import ModelLayout, build_denoiser
 
     config = load_config("nac-prompt", ["model.channels=[16, 32]", "model.attention_levels=[false, true]",
                                         "model.num_head_channels=16", "model.norm_num_groups=8"]).model
     her2 = ClinicalVariable(name="her2", type="categorical", group="receptors", categories=["negative", "positive"])
-    net = ConditionalDenoiser(2, 1, 2, (her2,), 2, config).eval()
+    net = build_denoiser(config, ModelLayout(2, ("pre", "tumor_mask"), (her2,))).eval()
     assert net.days_embedding is None and net.unet_arguments()["num_class_embeds"] is None
     cond = Conditions(image=torch.randn(2, 2, 8, 8), clinical=torch.tensor([[0.0], [1.0]]),
                       clinical_missing=torch.zeros(2, 1, dtype=torch.bool), days=torch.tensor([21.0, 84.0]),

@@ -69,7 +69,7 @@ def train(cohort: str | Path, config: Config, out: str | Path, resume: bool = Fa
         return _fit(run, cohort, config, resume, cache_dir, _prepared(cohort, config, cache_dir, run))
     run = check_run_out(out, cohort, resume, overwrite, within)
     data = _prepared(cohort, config, cache_dir, run)
-    check_memory(config, data.spatial_dims, len(image_condition_names(data.anatomy_names, config.model,
+    check_memory(config, data.spatial_dims, len(image_condition_names(data.anatomy_names, config.model.use_anatomy,
                                                                       *data.prior_inputs)))
     lock = open_run_folder(run, config, resume, overwrite, cohort)
     try:
@@ -176,7 +176,7 @@ def model_layout(data: CohortDataModule, config: Config) -> ModelLayout:
     spec = data.spec
     return ModelLayout(
         spatial_dims=data.spatial_dims,
-        image_condition_names=image_condition_names(data.anatomy_names, config.model, *data.prior_inputs),
+        image_condition_names=image_condition_names(data.anatomy_names, config.model.use_anatomy, *data.prior_inputs),
         clinical=tuple(spec.clinical),
         anatomy=data.anatomy_names,
         target_channels=1 + int(config.model.generate_mask),
