@@ -1,4 +1,5 @@
-"""models/factory.py: the config mapped onto the networks' plain arguments, and the network of every stage."""
+"""models/factory.py: the network each training stage builds from a config and a layout, the layout that
+an export stores to rebuild it without the cohort, and the config mapped onto the networks' plain arguments."""
 
 from __future__ import annotations
 
@@ -8,25 +9,64 @@ from pathlib import Path
 
 import pytest
 import torch
-from factory import TINY_MODEL
 
 from oncodiff.cohort.schema import ClinicalVariable
-from oncodiff.config import AnatomyEncoderConfig, AutoencoderConfig, ModelConfig, load_config
-from oncodiff.models import AnatomyEncoders, Autoencoder, ConditionalDenoiser, ControlledDenoiser, LatentCodec
+from oncodiff.config import AnatomyEncoderConfig, AutoencoderConfig, Config, ModelConfig, load_config
+from oncodiff.models import Autoencoder, ConditionalDenoiser, LatentCodec
+from oncodiff.models.anatomy import AnatomyEncoders
 from oncodiff.models.autoencoder import LatentDenoiser
+from oncodiff.models.controlnet import ControlledDenoiser
 from oncodiff.models.factory import (
     ModelLayout, batch_conditioning, build_network, denoiser_arguments, residual_mean_model,
 )
-from oncodiff.models.residual import ResidualDenoiser
+
+from factory import TINY_MODEL
 
 MODELS = Path(__file__).resolve().parents[1] / "src" / "oncodiff" / "models"
-VARIABLES = (ClinicalVariable(name="age", type="numeric", group="demographics"),)
-LAYOUT = ModelLayout(2, ("pre", "tumor_mask", "vessels"), VARIABLES, anatomy=("vessels",), crop_size=(16, 16))
-TINY_AUTOENCODER = ["model.autoencoder.channels=[8,16]", "model.autoencoder.norm_num_groups=8",
-                    "model.autoencoder.latent_channels=2", "model.autoencoder.codebook_size=16",
-                    "model.anatomy_encoder.width=4", "model.anatomy_encoder.depth=1"]
+SMALL = [*TINY_MODEL, "data.crop_size=[16,16]", "model.autoencoder.channels=[8,16]",
+         "model.autoencoder.norm_num_groups=8", "model.autoencoder.latent_channels=2",
+         "model.anatomy_encoder.width=4", "model.control_embedding_width=4"]
+LAYOUT = ModelLayout(spatial_dims=2, image_condition_names=("pre", "tumor_mask", "vessels"),
+                     clinical=(ClinicalVariable(name="age", type="numeric", group="demographics"),),
+                     anatomy=("vessels",), crop_size=(16, 16))
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+def config(*overrides: str) -> Config:
+    return Config().with_overrides([*SMALL, *overrides])
+
+
+@pytest.mark.parametrize("overrides, expected", [
+    (["training.stage=diffusion"], ConditionalDenoiser),
+    (["training.stage=regression"], ConditionalDenoiser),
+    (["training.stage=contrastive"], AnatomyEncoders),
+    (["training.stage=autoencoder", "model.latent=kl"], LatentCodec),
+    (["training.stage=controlnet", "training.init_from=runs/base", "model.control=pre"], ControlledDenoiser),
+    (["training.stage=latent_diffusion", "training.init_from=runs/ae", "model.latent=kl"], LatentDenoiser),
+    (["training.stage=controlnet", "training.init_from=runs/base", "model.control=pre", "model.latent=kl"], LatentDenoiser),
+])
+def test_each_stage_builds_its_network(overrides, expected):
+    net = build_network(config(*overrides), LAYOUT)
+    assert type(net) is expected
+    assert sum(p.numel() for p in net.parameters()) > 0
+
+
+def test_a_latent_controlnet_wraps_the_denoiser_inside_the_codec():
+    net = build_network(config("training.stage=controlnet", "training.init_from=runs/base", "model.control=pre", "model.latent=kl"), LAYOUT)
+    assert isinstance(net.denoiser, ControlledDenoiser)
+
+
+def test_the_denoiser_sees_the_layouts_conditions_and_classes():
+    net = build_network(config("training.stage=diffusion", "model.class_label=response"), LAYOUT)
+    assert net.image_condition_names == LAYOUT.image_condition_names
+    assert LAYOUT.n_classes(config("model.class_label=response").model) == 2
+    assert LAYOUT.n_classes(config("model.class_label=none").model) == 0
+
+
+def test_layout_round_trips_through_its_dict():
+    raw = LAYOUT.to_dict()
+    assert raw["clinical"][0]["name"] == "age" and isinstance(raw["clinical"][0], dict)
+    assert ModelLayout.from_dict(raw) == LAYOUT
+    assert ModelLayout.from_dict({"spatial_dims": 3, "image_condition_names": ["pre"]}).crop_size == ()
 
 
 def test_only_the_factory_reads_the_config():
@@ -77,38 +117,24 @@ def test_denoiser_arguments_carry_every_field_they_name():
 ])
 def test_a_bad_denoiser_argument_is_named(argument, value, message):
     with pytest.raises(ValueError, match=message):
-        ConditionalDenoiser(2, 1, 2, VARIABLES, 2, **{"channels": (8, 16), "attention_levels": (False, True),
-                                                       "norm_num_groups": 8, "num_head_channels": 8, argument: value})
+        ConditionalDenoiser(2, 1, 2, LAYOUT.clinical, 2, **{"channels": (8, 16), "attention_levels": (False, True),
+                                                            "norm_num_groups": 8, "num_head_channels": 8,
+                                                            argument: value})
 
 
-@pytest.mark.parametrize("stage, extra, network", [
-    ("diffusion", [], ConditionalDenoiser),
-    ("regression", [], ConditionalDenoiser),
-    ("diffusion", ["diffusion.residual=regression"], ResidualDenoiser),
-    ("contrastive", [], AnatomyEncoders),
-    ("autoencoder", ["model.latent=kl", "model.generate_mask=false"], LatentCodec),
-    ("latent_diffusion", ["model.latent=kl", "model.generate_mask=false", "model.autoencoder.mask=resize",
-                          "training.init_from=earlier"], LatentDenoiser),
-    ("controlnet", ["model.control=anatomy", "training.init_from=earlier"], ControlledDenoiser),
-])
-def test_each_stage_builds_its_network(stage, extra, network):
-    config = load_config("demo", [*TINY_MODEL, *TINY_AUTOENCODER, f"training.stage={stage}", *extra])
-    net = build_network(config, LAYOUT)
-    assert type(net) is network
-    if stage == "autoencoder":
-        assert net.mask is not None and net.mask.latent_channels == net.image.latent_channels == 2
-    if stage == "latent_diffusion":
-        assert net.codec.mask is None  # model.autoencoder.mask=resize: no mask autoencoder
-    if isinstance(net, ConditionalDenoiser):
-        assert net.channels == (8, 16) and net.image_condition_names == LAYOUT.image_condition_names
-        assert net.n_classes == 2  # demo: model.class_label=response
+def test_the_codec_has_a_mask_autoencoder_only_when_the_config_asks():
+    with_mask = build_network(config("training.stage=autoencoder", "model.latent=kl", "model.generate_mask=false"), LAYOUT)
+    assert with_mask.mask is not None and with_mask.mask.latent_channels == with_mask.image.latent_channels == 2
+    resized = build_network(config("training.stage=autoencoder", "model.latent=kl", "model.generate_mask=false",
+                                   "model.autoencoder.mask=resize"), LAYOUT)
+    assert resized.mask is None
 
 
 def test_rebuilding_from_the_layout_gives_the_same_state_dict_keys():
-    config = load_config("demo", TINY_MODEL)
+    demo = load_config("demo", TINY_MODEL)
     torch.manual_seed(0)
-    first = build_network(config, LAYOUT).state_dict()
-    again = build_network(config, ModelLayout.from_dict(LAYOUT.to_dict()))
+    first = build_network(demo, LAYOUT).state_dict()
+    again = build_network(demo, ModelLayout.from_dict(LAYOUT.to_dict()))
     again.load_state_dict(first)  # strict: the export's weights fit the network its layout rebuilds
     assert {k: v.shape for k, v in again.state_dict().items()} == {k: v.shape for k, v in first.items()}
 
