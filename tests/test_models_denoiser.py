@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from oncodiff.cohort.schema import ClinicalVariable, CohortSpec
-from oncodiff.config import ModelConfig
+from oncodiff.config import ModelConfig, load_config
 from oncodiff.models import (
     ConditionalDenoiser,
     Conditions,
@@ -238,3 +238,29 @@ def test_invalid_arguments_and_inputs_raise_clear_errors():
         model(x_t, t, replace(cond, days=None))
     with pytest.raises(ValueError, match="t must be"):
         model(x_t, t[:1], cond)
+
+
+def test_prompt_tokens_carry_days_and_class_instead_of_the_timestep_embedding():
+    from dataclasses import replace
+
+    from oncodiff.cohort.schema import ClinicalVariable
+    from oncodiff.models import Conditions
+    from oncodiff.models.factory import ModelLayout, build_denoiser
+
+    config = load_config("nac-prompt", ["model.channels=[16, 32]", "model.attention_levels=[false, true]",
+                                        "model.num_head_channels=16", "model.norm_num_groups=8"]).model
+    her2 = ClinicalVariable(name="her2", type="categorical", group="receptors", categories=["negative", "positive"])
+    net = build_denoiser(config, ModelLayout(2, ("pre", "tumor_mask"), (her2,))).eval()
+    assert net.days_embedding is None and net.unet_arguments()["num_class_embeds"] is None
+    cond = Conditions(image=torch.randn(2, 2, 8, 8), clinical=torch.tensor([[0.0], [1.0]]),
+                      clinical_missing=torch.zeros(2, 1, dtype=torch.bool), days=torch.tensor([21.0, 84.0]),
+                      class_label=torch.tensor([0, 1]))
+    assert net.context(cond).shape == (2, 3, config.token_dim)  # HER2, time point, pCR
+    with torch.no_grad():
+        for parameter in net.parameters():  # MONAI zero-initialises cross-attention outputs
+            if (parameter == 0).all():
+                parameter.normal_(0, 0.1, generator=torch.Generator().manual_seed(0))
+        x, t = torch.randn(2, 1, 8, 8), torch.tensor([5, 9])
+        base = net(x, t, cond).prediction
+        assert (net(x, t, replace(cond, days=torch.tensor([84.0, 21.0]))).prediction - base).abs().max() > 1e-4
+        assert (net(x, t, replace(cond, class_label=torch.tensor([2, 2]))).prediction - base).abs().max() > 1e-4
