@@ -44,7 +44,7 @@ import torch
 from oncodiff.config import Config, load_config
 from oncodiff.evaluation.distribution import mmd
 from oncodiff.evaluation.metrics import image_metrics, psnr_from_mse, summarize
-from oncodiff.evaluation.outcomes import HeadOptions, cross_validate_response, cross_validate_survival
+from oncodiff.outcomes.heads import HeadOptions, cross_validate_response, cross_validate_survival
 from oncodiff.outputs import write_marker
 from oncodiff.pipeline.cases import CaseSet, load_cases
 from oncodiff.pipeline.denoiser_features import denoiser_features

@@ -49,7 +49,9 @@ from oncodiff.evaluation.proper_scores import crps_ensemble
 from oncodiff.runs import RunFolder
 from oncodiff.training.step_cost import cpu_seconds_per_step
 
-from benchmarks.volumetric import CANDIDATE_ROUTES, COMMON, TestTruth, cohort_subset, denoising_sigma
+from benchmarks.volumetric import (
+    CANDIDATE_ROUTES, COMMON, TestTruth, cohort_subset, denoising_sigma, paired_patient_differences,
+)
 
 FAMILIES = ("brain", "glioma")
 TRAIN_SETS = ("brain", "glioma", "both")
@@ -337,7 +339,7 @@ def score(truth: TestTruth, sigma: float, predictions: dict[str, dict[str, list[
     means["crps_vs_denoised identity mae"] = means["crps_tumor"] / means.loc["denoised identity", "mae_tumor"]
     for reference in REFERENCES:
         means[f"mae_vs_{reference}"] = means["mae_tumor"] / means.loc[reference, "mae_tumor"]
-    paired = {value: {reference: paired_bootstrap(frame.pivot_table(index=["patient", "timepoint"], columns="method",
+    paired = {value: {reference: paired_patient_differences(frame.pivot_table(index=["patient", "timepoint"], columns="method",
                                                                      values=value), reference)
                       for reference in REFERENCES} for value in ("mae_tumor", "ssim_tumor")}
     # the distribution's CRPS against the denoised identity's MAE (its CRPS: a point forecast), paired per patient
@@ -345,21 +347,6 @@ def score(truth: TestTruth, sigma: float, predictions: dict[str, dict[str, list[
     paired["crps_tumor"] = {"denoised identity": paired_bootstrap(crps, "denoised identity")}
     return {"follow_ups": int(frame[["patient", "timepoint"]].drop_duplicates().shape[0]),
             "mean": means.reset_index().to_dict(orient="records"), "paired": paired}
-
-
-def paired_bootstrap(paired: pd.DataFrame, reference: str, draws: int = 2000) -> dict:
-    """Mean per-patient difference (method - reference) with a patient bootstrap 95 % interval."""
-    rng = np.random.default_rng(0)
-    patients = paired.index.get_level_values(0).unique()
-    out = {}
-    for method in paired.columns:
-        if method == reference:
-            continue
-        diff = (paired[method] - paired[reference]).groupby(level=0).mean()
-        boot = [diff.loc[rng.choice(patients, len(patients))].mean() for _ in range(draws)]
-        out[method] = {"mean": float(diff.mean()), "ci95": [float(np.percentile(boot, 2.5)),
-                                                            float(np.percentile(boot, 97.5))]}
-    return out
 
 
 def _table(results: dict) -> str:

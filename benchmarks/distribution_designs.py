@@ -44,6 +44,7 @@ from oncodiff.config import Config, load_config
 from oncodiff.evaluation.baselines import baseline_config, ensure_baseline, trivial_predictions
 from oncodiff.evaluation.distribution_scores import volume_change_scores
 from oncodiff.evaluation.metrics import bbox_mask
+from oncodiff.evaluation.paired import mean_difference
 from oncodiff.evaluation.proper_scores import crps_ensemble
 from oncodiff.evaluation.report.tables import markdown
 from oncodiff.outputs import write_marker
@@ -170,16 +171,8 @@ def per_case(predictions: Predictions, post: np.ndarray, tumor: np.ndarray, boxe
 
 
 def paired(diff: np.ndarray, patients: np.ndarray, seed: int = 0) -> dict:
-    """Mean of a per-crop difference with a 95 % bootstrap interval over patients."""
-    keep = np.isfinite(diff)
-    diff, patients = diff[keep], patients[keep]
-    groups = [diff[patients == p] for p in np.unique(patients)]
-    rng = np.random.default_rng(seed)
-    boot = [np.concatenate([groups[i] for i in rng.integers(len(groups), size=len(groups))]).mean()
-            for _ in range(BOOTSTRAP)]
-    low, high = np.quantile(boot, [0.025, 0.975])
-    return {"mean": float(diff.mean()), "ci95": [float(low), float(high)], "n_cases": int(len(diff)),
-            "n_patients": len(groups)}
+    """Mean of a per-crop difference with a 95 % bootstrap interval over patients (evaluation.paired)."""
+    return mean_difference(diff, np.zeros_like(diff), patients, BOOTSTRAP, seed)
 
 
 def volume_crps(model: ExportedModel, cases: CaseSet, predictions: Predictions,

@@ -10,7 +10,7 @@ the outcome scan (month 4, where the response rule looks). Preprocessing is the 
 registration of each scan to the baseline unless --registration none; N4 off to save CPU: volumes come from the
 masks), ``data.inputs=prior``, ``data.max_priors=1``.
 
-Two arms on the same patients, the same folds and the same code (oncodiff.pipeline.class_prior):
+Two arms on the same patients, the same folds and the same code (oncodiff.outcomes.class_prior):
   interim        ClassPrior.select on the training folds' target rows (day 28 and month 4) with the clinical
                  features and class_prior.interim_features (early volume change on the interim, its rate, the
                  in-tumour drift so far), as `oncodiff train` fits it for a cohort with prior scans;
@@ -41,7 +41,8 @@ from oncodiff.cohort import load_cohort
 from oncodiff.config import DataConfig
 from oncodiff.data import preprocess_cohort
 from oncodiff.data.clinical import ClinicalEncoder
-from oncodiff.pipeline.class_prior import BASE_RATE, CLINICAL, ClassPrior, interim_features, prior_features
+from oncodiff.evaluation.paired import patient_bootstrap
+from oncodiff.outcomes.class_prior import BASE_RATE, CLINICAL, ClassPrior, interim_features, prior_features
 from oncodiff.synth import synthesize
 
 FINAL = "month4"
@@ -75,10 +76,10 @@ def log_loss(probability: np.ndarray, label: int) -> float:
     return float(-np.log(np.clip(probability[label], 1e-12, 1.0)))
 
 
-def bootstrap(differences: np.ndarray, seed: int) -> tuple[float, float, float]:
-    rng = np.random.default_rng(seed)
-    means = [differences[rng.integers(0, len(differences), len(differences))].mean() for _ in range(BOOTSTRAP)]
-    return float(differences.mean()), float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+def bootstrap(differences: np.ndarray, patients: np.ndarray, seed: int) -> tuple[float, float, float]:
+    """Mean of one difference per patient and its patient-bootstrap 95 % interval (evaluation.paired)."""
+    boot = patient_bootstrap(lambda rows: differences[rows].mean(), patients, BOOTSTRAP, seed)
+    return boot["value"], *boot["ci95"]
 
 
 def evaluate(out: Path, cohort_root: Path, folds: int, seed: int, registration: str = "auto") -> dict:
@@ -143,13 +144,14 @@ def evaluate(out: Path, cohort_root: Path, folds: int, seed: int, registration: 
         base_ll = table[f"{name}: base-rate log loss"].to_numpy()
         summary["measures"][f"{name}: base-rate log loss"] = float(base_ll.mean())
         summary["measures"][f"{name}: log loss / base rate"] = float(table[f"{name}: log loss"].mean() / base_ll.mean())
+    ids = table.patient_id.to_numpy()
     summary["paired"] = {
         "log loss, interim - baseline only": bootstrap((table["interim: log loss"] - table["baseline only: log loss"])
-                                                       .to_numpy(), seed),
+                                                       .to_numpy(), ids, seed),
         "log loss, interim - base rate": bootstrap((table["interim: log loss"] - table["interim: base-rate log loss"])
-                                                   .to_numpy(), seed),
+                                                   .to_numpy(), ids, seed),
         "crps, interim - baseline only": bootstrap((table["interim: crps"] - table["baseline only: crps"]).to_numpy(),
-                                                   seed),
+                                                   ids, seed),
     }
     summary["crps ratio interim / baseline only"] = float(table["interim: crps"].mean()
                                                           / table["baseline only: crps"].mean())

@@ -6,12 +6,13 @@ feeds back into the choice), and the nested-CV gain of the whole selection over 
 """
 import json, sys
 import numpy as np
-from sklearn.model_selection import StratifiedGroupKFold
 from oncodiff.models import CLASS_COUNTS, CLASS_LABEL_KEYS
 from oncodiff.pipeline.cases import load_cases
 from oncodiff.pipeline.export import load_export
 from oncodiff.pipeline.prior_inputs import candidate_inputs
-from oncodiff.pipeline import class_prior as cp
+from oncodiff.outcomes import class_prior as cp
+from oncodiff.outcomes.folds import make_folds
+from oncodiff.outcomes.scaling import Standardisation
 
 run, cohort = sys.argv[1], sys.argv[2]
 model = load_export(run)
@@ -28,8 +29,8 @@ K = CLASS_COUNTS[kind]
 rate = np.bincount(y, minlength=K) / len(y)
 print("train rows", len(y), "class counts", np.bincount(y), "patients", len(set(g)), "| test rows", len(yt), np.bincount(yt, minlength=K))
 def std(a, b):
-    m, s = a.mean(0), a.std(0); s = np.where(s > 1e-12, s, 1)
-    return (a - m) / s, (b - m) / s
+    scaling = Standardisation.fit(a)  # the class prior's: every column kept
+    return scaling(a), scaling(b)
 def test_loss(name, c, sh):
     if name == cp.BASE_RATE:
         p = np.tile(rate, (len(yt), 1))
@@ -56,7 +57,7 @@ print("selected by the code:", sel.describe(), "test loss", round(test_loss(sel.
 folds = cp.grouped_folds(y, g, 0)[1]
 rep = {}
 for r in range(10):
-    sp = list(StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=r).split(y, y, g))
+    sp = make_folds(y, g, folds, r)
     for k, v in cv_losses(sp).items():
         rep.setdefault(k, []).append(v)
 rows = []

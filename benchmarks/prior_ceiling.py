@@ -38,7 +38,7 @@ from oncodiff.evaluation.metrics import image_metrics
 from oncodiff.evaluation.paired import paired_difference  # the patient bootstrap of `oncodiff evaluate`
 from oncodiff.models import CLASS_COUNTS, CLASS_LABEL_KEYS
 from oncodiff.pipeline.cases import CaseSet, load_cases
-from oncodiff.pipeline.class_prior import ClassPrior
+from oncodiff.outcomes.class_prior import ClassPrior
 from oncodiff.pipeline.export import load_export
 from oncodiff.pipeline.predict import predict_cases
 from oncodiff.pipeline.prior_inputs import case_prior_features, class_probabilities

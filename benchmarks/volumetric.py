@@ -261,12 +261,13 @@ def _score(truth: TestTruth, sigma: float, predictions: dict[str, Path]) -> dict
     means["mae_vs_denoised"] = means["mae_tumor"] / denoised
     paired = frame.pivot_table(index=["patient", "timepoint"], columns="method", values="mae_tumor")
     return {"follow_ups": int(len(paired)), "mean": means.reset_index().to_dict(orient="records"),
-            "paired_mae_difference_vs_denoised": _bootstrap(paired, "denoised identity")}
+            "paired_mae_difference_vs_denoised": paired_patient_differences(paired, "denoised identity")}
 
 
-def _bootstrap(paired: pd.DataFrame, reference: str, draws: int = 2000) -> dict:
-    """Mean per-follow-up MAE difference (method - reference), averaged per patient, with a patient bootstrap
-    95 % interval (oncodiff.evaluation.paired.patient_bootstrap: one row per patient)."""
+def paired_patient_differences(paired: pd.DataFrame, reference: str, draws: int = 2000) -> dict:
+    """Mean per-follow-up difference (method - reference) of ``paired`` (one column per method, indexed by
+    (patient, follow-up)), averaged per patient, with a patient bootstrap 95 % interval
+    (oncodiff.evaluation.paired.patient_bootstrap: one row per patient)."""
     out = {}
     for method in paired.columns:
         if method == reference:

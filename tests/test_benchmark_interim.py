@@ -20,5 +20,5 @@ def test_crps_matches_the_integral_of_the_squared_cdf_difference():
 
 def test_bootstrap_interval_covers_the_mean():
     differences = np.random.default_rng(0).normal(-0.2, 0.1, 40)
-    mean, low, high = interim.bootstrap(differences, 0)
+    mean, low, high = interim.bootstrap(differences, np.arange(40), 0)  # one row per patient
     assert low < mean < high < 0 and abs(mean - differences.mean()) < 1e-12

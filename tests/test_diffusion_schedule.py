@@ -73,3 +73,12 @@ def test_invalid_options_are_refused():
         schedule_alphas_cumprod("linear", 10, 0.1, 0.01)
     with pytest.raises(ValueError, match="schedule='sigmoid'"):
         schedule_alphas_cumprod("sigmoid", 10, 1e-4, 0.02)
+
+
+def test_truncated_schedule_keeps_the_low_noise_levels():
+    from oncodiff.diffusion.schedule import truncate_at_noise_level
+
+    alphas = 1 - torch.tensor([0.1, 0.2, 0.3, 0.4], dtype=torch.float64)
+    assert truncate_at_noise_level(alphas, 0.25).tolist() == pytest.approx([0.9, 0.8])
+    with pytest.raises(ValueError, match="keeps 1 timestep"):
+        truncate_at_noise_level(alphas, 0.15)

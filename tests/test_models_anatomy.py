@@ -7,7 +7,6 @@ import math
 import pytest
 import torch
 
-from oncodiff.config import AnatomyEncoderConfig
 from oncodiff.models.anatomy import AnatomyEncoders, nt_xent, positive_is_nearest
 
 SHAPES = {2: (16, 16), 3: (16, 16, 8)}
@@ -57,8 +56,7 @@ def test_nt_xent_rewards_matching_views():
 @pytest.mark.parametrize("spatial_dims", [2, 3])
 def test_encoders_make_full_resolution_maps_per_structure(spatial_dims):
     torch.manual_seed(0)
-    config = AnatomyEncoderConfig(width=4, depth=3, projection_dim=6)
-    encoders = AnatomyEncoders(spatial_dims, ("vessels", "lobes"), config)
+    encoders = AnatomyEncoders(spatial_dims, ("vessels", "lobes"), width=4, depth=3, projection_dim=6)
     shape = SHAPES[spatial_dims]
     anatomy = (torch.rand(3, 2, *shape) > 0.7).float()
     maps = encoders.maps(anatomy)
@@ -74,7 +72,9 @@ def test_encoders_make_full_resolution_maps_per_structure(spatial_dims):
 
 def test_encoder_arguments_are_checked():
     with pytest.raises(ValueError, match="at least one anatomy structure"):
-        AnatomyEncoders(2, (), AnatomyEncoderConfig())
-    encoders = AnatomyEncoders(2, ("vessels", "lobes"), AnatomyEncoderConfig(width=4))
+        AnatomyEncoders(2, ())
+    with pytest.raises(ValueError, match="width=0"):
+        AnatomyEncoders(2, ("vessels",), width=0)
+    encoders = AnatomyEncoders(2, ("vessels", "lobes"), width=4)
     with pytest.raises(ValueError, match=r"anatomy must be \(B, 2, \*S\) \(vessels, lobes\)"):
         encoders.maps(torch.zeros(1, 3, 16, 16))

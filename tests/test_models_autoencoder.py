@@ -7,7 +7,6 @@ import torch
 from torch.distributions import Normal, kl_divergence
 
 from oncodiff.cohort.schema import ClinicalVariable
-from oncodiff.config import AutoencoderConfig, ModelConfig
 from oncodiff.models import ConditionalDenoiser, Conditions
 from oncodiff.models.autoencoder import Autoencoder, LatentCodec, LatentDenoiser, latent_condition_names
 
@@ -18,9 +17,11 @@ VARIABLES = (ClinicalVariable(name="age", type="numeric", group="demographics"),
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def tiny_autoencoder_config(**overrides) -> AutoencoderConfig:
-    base = dict(channels=(8, 16, 16), latent_channels=3, norm_num_groups=8, codebook_size=32)
-    return AutoencoderConfig(**{**base, **overrides})
+TINY = dict(channels=(8, 16, 16), latent_channels=3, norm_num_groups=8, codebook_size=32)
+
+
+def tiny_codec(spatial_dims: int, kind: str, mask: bool = True) -> LatentCodec:
+    return LatentCodec(Autoencoder(spatial_dims, kind, **TINY), Autoencoder(spatial_dims, kind, **TINY) if mask else None)
 
 
 def blobs(batch: int, shape: tuple[int, ...], seed: int = 0) -> torch.Tensor:
@@ -39,7 +40,7 @@ def blobs(batch: int, shape: tuple[int, ...], seed: int = 0) -> torch.Tensor:
 @pytest.mark.parametrize("kind", ["vqvae", "kl"])
 def test_round_trip_shapes(spatial_dims, kind):
     torch.manual_seed(0)
-    autoencoder = Autoencoder(spatial_dims, kind, tiny_autoencoder_config())
+    autoencoder = Autoencoder(spatial_dims, kind, **TINY)
     x = blobs(2, SHAPES[spatial_dims])
     z = autoencoder.encode(x)
     assert autoencoder.factor == 4
@@ -51,17 +52,17 @@ def test_round_trip_shapes(spatial_dims, kind):
 
 
 def test_indivisible_crop_is_a_clear_error():
-    autoencoder = Autoencoder(2, "vqvae", tiny_autoencoder_config())
+    autoencoder = Autoencoder(2, "vqvae", **TINY)
     with pytest.raises(ValueError, match="not divisible by the autoencoder's downsampling factor 4"):
         autoencoder.latent_shape((16, 18))
     with pytest.raises(ValueError, match="model.latent"):
-        Autoencoder(2, "gan", tiny_autoencoder_config())
+        Autoencoder(2, "gan", **TINY)
 
 
 @pytest.mark.parametrize("kind", ["vqvae", "kl"])
 def test_a_few_steps_reduce_the_reconstruction_loss(kind):
     torch.manual_seed(0)
-    autoencoder = Autoencoder(2, kind, tiny_autoencoder_config())
+    autoencoder = Autoencoder(2, kind, **TINY)
     x = blobs(4, (16, 16), seed=1)
     optimizer = torch.optim.Adam([p for p in autoencoder.parameters() if p.requires_grad], lr=3e-3)
 
@@ -81,7 +82,7 @@ def test_a_few_steps_reduce_the_reconstruction_loss(kind):
 
 def test_vq_decode_snaps_latents_onto_the_codebook():
     torch.manual_seed(0)
-    autoencoder = Autoencoder(2, "vqvae", tiny_autoencoder_config()).eval()
+    autoencoder = Autoencoder(2, "vqvae", **TINY).eval()
     z = autoencoder.encode(blobs(2, (16, 16)))
     codebook = autoencoder.network.quantizer.quantizer.embedding.weight
     flat = z.permute(0, 2, 3, 1).reshape(-1, z.shape[1])
@@ -95,7 +96,7 @@ def test_vq_decode_snaps_latents_onto_the_codebook():
 
 def test_kl_regulariser_is_the_gaussian_kl_divergence():
     torch.manual_seed(0)
-    autoencoder = Autoencoder(2, "kl", tiny_autoencoder_config())
+    autoencoder = Autoencoder(2, "kl", **TINY)
     x = blobs(3, (16, 16))
     _, regulariser = autoencoder.reconstruct(x, None)
     mu, sigma = autoencoder.network.encode(x)
@@ -109,7 +110,7 @@ def test_mask_latent_has_the_image_latent_shape(spatial_dims):
     shape = SHAPES[spatial_dims]
     images, masks = blobs(2, shape), (blobs(2, shape, seed=3) > 0.5).float()
     for mask_mode, mask_channels in (("autoencoder", 3), ("resize", 1)):
-        codec = LatentCodec(spatial_dims, "vqvae", tiny_autoencoder_config(mask=mask_mode))
+        codec = tiny_codec(spatial_dims, "vqvae", mask=mask_mode == "autoencoder")
         codec.calibrate(images, masks)
         z_image, z_mask = codec.encode_image(images), codec.encode_mask(masks)
         assert z_mask.shape[2:] == z_image.shape[2:] and z_mask.shape[1] == mask_channels == codec.mask_latent_channels
@@ -117,7 +118,7 @@ def test_mask_latent_has_the_image_latent_shape(spatial_dims):
 
 def test_calibration_scales_latents_to_unit_variance():
     torch.manual_seed(0)
-    codec = LatentCodec(2, "kl", tiny_autoencoder_config())
+    codec = tiny_codec(2, "kl")
     images, masks = blobs(4, (16, 16)), (blobs(4, (16, 16), seed=2) > 0.5).float()
     with pytest.raises(RuntimeError, match="calibrate"):
         codec.encode_image(images)
@@ -132,13 +133,12 @@ def test_calibration_scales_latents_to_unit_variance():
 
 def latent_denoiser(spatial_dims: int, kind: str = "kl", anatomy: tuple[str, ...] = ("organ",)) -> LatentDenoiser:
     torch.manual_seed(0)
-    codec = LatentCodec(spatial_dims, kind, tiny_autoencoder_config())
+    codec = tiny_codec(spatial_dims, kind)
     names = ("pre", "tumor_mask", *anatomy)
     latent_names = latent_condition_names(codec, names)
-    config = ModelConfig(channels=(8, 16), attention_levels=(False, True), num_head_channels=8, norm_num_groups=8,
-                         token_dim=8, class_label="none")
-    denoiser = ConditionalDenoiser(spatial_dims, codec.latent_channels, len(latent_names), VARIABLES, 0, config,
-                                   image_condition_names=latent_names)
+    denoiser = ConditionalDenoiser(spatial_dims, codec.latent_channels, len(latent_names), VARIABLES, 0, latent_names,
+                                   channels=(8, 16), attention_levels=(False, True), num_head_channels=8,
+                                   norm_num_groups=8, token_dim=8, class_label="none")
     return LatentDenoiser(codec, denoiser, names)
 
 
@@ -170,7 +170,7 @@ def test_latent_denoiser_keeps_its_codec_frozen_and_in_eval_mode():
     assert not net.codec.training and net.base.training
     assert not any(p.requires_grad for p in net.codec.parameters())
     assert all(p.requires_grad for p in net.denoiser.parameters())
-    assert net.config is net.base.config and net.unet is net.base.unet and net.target_channels == 3
+    assert net.channels == net.base.channels and net.unet is net.base.unet and net.target_channels == 3
     with pytest.raises(ValueError, match="latent denoiser must take"):
         LatentDenoiser(net.codec, net.denoiser, ("pre", "tumor_mask"))
 

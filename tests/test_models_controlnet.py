@@ -6,7 +6,6 @@ import pytest
 import torch
 
 from oncodiff.cohort.schema import ClinicalVariable
-from oncodiff.config import AnatomyEncoderConfig, ModelConfig
 from oncodiff.models import ConditionalDenoiser, Conditions
 from oncodiff.models.anatomy import AnatomyEncoders
 from oncodiff.models.controlnet import ControlledDenoiser
@@ -25,9 +24,8 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 def tiny_denoiser(spatial_dims: int, clinical: str = "tokens", seed: int = 0) -> ConditionalDenoiser:
     torch.manual_seed(seed)
-    config = ModelConfig(channels=(8, 16), attention_levels=(False, True), num_head_channels=8, norm_num_groups=8,
-                         token_dim=8, clinical=clinical)
-    denoiser = ConditionalDenoiser(spatial_dims, 1, 3, VARIABLES, 2, config)
+    denoiser = ConditionalDenoiser(spatial_dims, 1, 3, VARIABLES, 2, channels=(8, 16), attention_levels=(False, True),
+                                   num_head_channels=8, norm_num_groups=8, token_dim=8, clinical_mode=clinical)
     with torch.no_grad():  # MONAI zero-initialises output convolutions; perturb so every path shows
         for p in denoiser.parameters():
             p.add_(0.1 * torch.randn(p.shape))
@@ -38,7 +36,7 @@ def controlled(spatial_dims: int, control: str = "pre", clinical: str = "tokens"
     denoiser = tiny_denoiser(spatial_dims, clinical)
     encoders = None
     if control == "anatomy":
-        encoders = AnatomyEncoders(spatial_dims, ("vessels", "lobes"), AnatomyEncoderConfig(width=4, depth=2))
+        encoders = AnatomyEncoders(spatial_dims, ("vessels", "lobes"), width=4, depth=2)
     net = ControlledDenoiser(denoiser, control, 1 if control == "pre" else 2, embedding_width=4,
                              anatomy_encoders=encoders)
     net.controlnet.copy_from(denoiser)

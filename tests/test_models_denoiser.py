@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from oncodiff.cohort.schema import ClinicalVariable, CohortSpec
-from oncodiff.config import ModelConfig
+from oncodiff.config import ModelConfig, load_config
 from oncodiff.models import (
     ConditionalDenoiser,
     Conditions,
@@ -18,6 +18,8 @@ from oncodiff.models import (
     upblock_feature_dim,
     upblock_features,
 )
+from oncodiff.models.conditions import BatchConditioning, image_condition_names
+from oncodiff.models.factory import ModelLayout, build_denoiser, denoiser_arguments
 
 VARIABLES = (
     ClinicalVariable(name="age", type="numeric", group="demographics"),
@@ -36,7 +38,8 @@ def tiny_config(**overrides) -> ModelConfig:
 
 def tiny_model(spatial_dims=2, n_classes=2, seed=0, **overrides) -> ConditionalDenoiser:
     torch.manual_seed(seed)
-    return ConditionalDenoiser(spatial_dims, 1, IMAGE_CHANNELS, VARIABLES, n_classes, tiny_config(**overrides))
+    return ConditionalDenoiser(spatial_dims, 1, IMAGE_CHANNELS, VARIABLES, n_classes,
+                               **denoiser_arguments(tiny_config(**overrides)))
 
 
 def randomize(model: torch.nn.Module, seed: int = 1) -> torch.nn.Module:
@@ -201,16 +204,17 @@ def test_conditions_from_batch_maps_unknown_labels_to_null_and_stacks_images():
         "days": torch.tensor([10.0, 20.0, 30.0]), "response": torch.tensor([1, -1, 0]),
         "survival_class4": torch.tensor([3, -1, 0]),
     }
-    cond = conditions_from_batch(batch, tiny_config(class_label="survival4"))
+    cond = conditions_from_batch(batch, BatchConditioning(class_label="survival4"))
     assert cond.class_label.tolist() == [3, 4, 0]
     assert cond.image.shape == (3, 4, 8, 8) and cond.image[:, 2:].eq(2.0).all()
-    plain = conditions_from_batch(batch, tiny_config(class_label="response", use_anatomy=False, use_days=False))
+    plain = conditions_from_batch(batch, BatchConditioning(use_anatomy=False, class_label="response", use_days=False))
     assert plain.class_label.tolist() == [1, 2, 0] and plain.image.shape == (3, 2, 8, 8) and plain.days is None
 
 
-def test_from_spec_describe_and_parameter_counts():
+def test_describe_and_parameter_counts():
     spec = CohortSpec(clinical=VARIABLES, anatomy=("lung",))
-    model = ConditionalDenoiser.from_spec(spec, 2, tiny_config(clinical="cbi", drift_head="shared"))
+    layout = ModelLayout(2, image_condition_names(spec.anatomy, use_anatomy=True), spec.clinical)
+    model = build_denoiser(tiny_config(clinical="cbi", drift_head="shared"), layout)
     layout = model.describe()
     assert layout["input_channels"] == ["x_t[0]", "pre", "tumor_mask", "lung"]
     assert layout["output_channels"] == {"prediction": 1, "drift": 1, "drift_head": "shared"}
@@ -225,7 +229,7 @@ def test_invalid_arguments_and_inputs_raise_clear_errors():
     with pytest.raises(ValueError, match="n_classes"):
         tiny_model(n_classes=0)
     with pytest.raises(ValueError, match="spatial_dims"):
-        ConditionalDenoiser(1, 1, 3, VARIABLES, 2, tiny_config())
+        ConditionalDenoiser(1, 1, 3, VARIABLES, 2)
     model = tiny_model()
     x_t, t, cond = make_inputs()
     with pytest.raises(ValueError, match="cond.image"):
@@ -234,3 +238,29 @@ def test_invalid_arguments_and_inputs_raise_clear_errors():
         model(x_t, t, replace(cond, days=None))
     with pytest.raises(ValueError, match="t must be"):
         model(x_t, t[:1], cond)
+
+
+def test_prompt_tokens_carry_days_and_class_instead_of_the_timestep_embedding():
+    from dataclasses import replace
+
+    from oncodiff.cohort.schema import ClinicalVariable
+    from oncodiff.models import Conditions
+    from oncodiff.models.factory import ModelLayout, build_denoiser
+
+    config = load_config("nac-prompt", ["model.channels=[16, 32]", "model.attention_levels=[false, true]",
+                                        "model.num_head_channels=16", "model.norm_num_groups=8"]).model
+    her2 = ClinicalVariable(name="her2", type="categorical", group="receptors", categories=["negative", "positive"])
+    net = build_denoiser(config, ModelLayout(2, ("pre", "tumor_mask"), (her2,))).eval()
+    assert net.days_embedding is None and net.unet_arguments()["num_class_embeds"] is None
+    cond = Conditions(image=torch.randn(2, 2, 8, 8), clinical=torch.tensor([[0.0], [1.0]]),
+                      clinical_missing=torch.zeros(2, 1, dtype=torch.bool), days=torch.tensor([21.0, 84.0]),
+                      class_label=torch.tensor([0, 1]))
+    assert net.context(cond).shape == (2, 3, config.token_dim)  # HER2, time point, pCR
+    with torch.no_grad():
+        for parameter in net.parameters():  # MONAI zero-initialises cross-attention outputs
+            if (parameter == 0).all():
+                parameter.normal_(0, 0.1, generator=torch.Generator().manual_seed(0))
+        x, t = torch.randn(2, 1, 8, 8), torch.tensor([5, 9])
+        base = net(x, t, cond).prediction
+        assert (net(x, t, replace(cond, days=torch.tensor([84.0, 21.0]))).prediction - base).abs().max() > 1e-4
+        assert (net(x, t, replace(cond, class_label=torch.tensor([2, 2]))).prediction - base).abs().max() > 1e-4

@@ -13,7 +13,7 @@ from factory import write_cohort
 from oncodiff.config import load_config
 from oncodiff.pipeline import predict
 from oncodiff.pipeline.cases import load_cases
-from oncodiff.pipeline.class_prior import ClassPrior, interim_features
+from oncodiff.outcomes.class_prior import ClassPrior, interim_features
 from oncodiff.pipeline.export import load_export
 from oncodiff.pipeline.prior_inputs import case_prior_features, has_prior_scans
 from oncodiff.training import train
@@ -86,16 +86,15 @@ def test_baseline_inputs_have_no_interim_features(trained):
 def test_prior_channels_carry_scans_presence_and_days():
     import torch
 
-    from oncodiff.config import ModelConfig
-    from oncodiff.models.conditions import conditions_from_batch, image_condition_names
+    from oncodiff.models.conditions import BatchConditioning, conditions_from_batch, image_condition_names
 
     batch = {"pre": torch.zeros(2, 1, 4, 4), "tumor_mask": torch.zeros(2, 1, 4, 4), "anatomy": torch.zeros(2, 0, 4, 4),
              "clinical": torch.zeros(2, 1), "clinical_missing": torch.zeros(2, 1, dtype=torch.bool),
              "days": torch.tensor([42.0, 42.0]), "priors": torch.ones(2, 2, 4, 4),
              "prior_days": torch.tensor([[21.0, float("nan")], [float("nan"), float("nan")]]),
              "sequences": torch.full((2, 1, 4, 4), 0.5), "sequence_present": torch.tensor([[1.0], [0.0]])}
-    config = ModelConfig(class_label="none")
-    names = image_condition_names((), config, 2, ("t2",))
+    config = BatchConditioning(class_label="none")
+    names = image_condition_names((), True, 2, ("t2",))
     assert names[2:] == ("prior1", "prior1_present", "prior1_days", "prior2", "prior2_present", "prior2_days",
                          "seq:t2", "seq:t2_present")
     image = conditions_from_batch(batch, config, names).image

@@ -21,7 +21,7 @@ from oncodiff.pipeline import calibrate_run, predict, predict_cases
 from oncodiff.pipeline.cases import load_cases
 from oncodiff.pipeline.export import load_export, update_export_meta
 from oncodiff.pipeline.prior_inputs import case_prior_features
-from oncodiff.pipeline.survival_risk import SurvivalRisk
+from oncodiff.outcomes.survival_risk import SurvivalRisk
 from oncodiff.training import train
 
 CROPS = {2: [16, 16], 3: [16, 16, 8]}
@@ -290,3 +290,14 @@ def test_counterfactual_class_and_clinical_overrides(trained, tmp_path):
         assert "sample_classes" not in summary["cases"][0]  # the class is given, not marginalised over
         means[value] = _image(out / "P001_L1_week6" / "mean.nii.gz").get_fdata()
     assert not np.allclose(means["responder"], means["non-responder"])
+
+
+def test_agreement_map_counts_the_most_common_kind_of_change():
+    from oncodiff.pipeline.predict import agreement_map
+
+    pre = np.zeros((1, 3))
+    samples = np.array([[[0.5, 0.01, 0.5], [0.4, -0.02, -0.5], [0.6, 0.5, -0.4], [0.3, -0.5, 0.0]]])
+    # voxel 0: 4 increases; voxel 1: 2 "no change", 1 up, 1 down; voxel 2: 2 down, 1 up, 1 no change
+    np.testing.assert_allclose(agreement_map(samples, pre, 0.05), [[1.0, 0.5, 0.5]])
+    with pytest.raises(ValueError):
+        agreement_map(samples, pre, -1.0)

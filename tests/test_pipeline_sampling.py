@@ -9,9 +9,10 @@ import pytest
 import torch
 
 from oncodiff.cohort.schema import ClinicalVariable
-from oncodiff.config import Config, ModelConfig
+from oncodiff.config import Config, ModelConfig, load_config
 from oncodiff.diffusion import NoiseSchedule, make_sampler, randn_per_element, sample
-from oncodiff.models import ConditionalDenoiser, Conditions
+from oncodiff.models import ConditionalDenoiser, Conditions, PixelSpace
+from oncodiff.models.factory import denoiser_arguments
 from oncodiff.pipeline.sampling import draw_samples, sample_generators
 
 VARIABLES = (
@@ -41,7 +42,7 @@ def make_config(**sampling) -> Config:
 
 def make_net(dims: int = 2) -> ConditionalDenoiser:
     torch.manual_seed(0)
-    net = ConditionalDenoiser(dims, 1, 2, VARIABLES, 2, ModelConfig(**MODEL))
+    net = ConditionalDenoiser(dims, 1, 2, VARIABLES, 2, **denoiser_arguments(ModelConfig(**MODEL)))
     generator = torch.Generator().manual_seed(1)
     with torch.no_grad():  # MONAI zero-initialises output convolutions: perturb so the condition shows
         for p in net.parameters():
@@ -150,3 +151,79 @@ def test_generator_count_is_checked():
     net, cond = make_net(), make_cond()
     with pytest.raises(ValueError, match="need 6 generators"):
         draw_samples(net, make_config(), cond, N_SAMPLES, sample_generators(0, KEYS[:2], N_SAMPLES))
+
+
+class _EchoNet(PixelSpace, torch.nn.Module):
+    """x0-predicting stand-in that returns its input: a single step then returns x_T itself."""
+
+    target_channels, null_class = 1, 0
+
+    def forward(self, x_t, t, cond):
+        from oncodiff.models import DenoiserOutput
+
+        return DenoiserOutput(x_t, None)
+
+@pytest.mark.parametrize("target", ["post", "drift"])
+def test_pulsar_sampling_starts_from_the_noised_pre_scan(target):
+    from oncodiff.diffusion import NoiseSchedule, randn_per_element
+    from oncodiff.models import Conditions
+    from oncodiff.pipeline.sampling import draw_samples, sample_generators
+
+    config = load_config("pulsar-drift-method1", ["model.class_label=none", f"diffusion.target={target}"])
+    pre = torch.rand(2, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    cond = Conditions(image=torch.cat([pre, torch.zeros_like(pre)], dim=1))
+    drawn = draw_samples(_EchoNet(), config, cond, 3, sample_generators(0, ["a", "b"], 3))
+    schedule = NoiseSchedule.from_config(config.diffusion)
+    alpha, sigma = schedule.scales(schedule.num_train_timesteps - 1, pre)
+    noise = randn_per_element((6, 1, 8, 8), sample_generators(0, ["a", "b"], 3))
+    source = pre if target == "post" else torch.zeros_like(pre)
+    expected = alpha * source.repeat_interleave(3, dim=0) + sigma * noise
+    torch.testing.assert_close(drawn.reshape(6, 1, 8, 8), expected, atol=2e-2, rtol=0)  # bf16 autocast
+
+def test_pulsar_source_with_a_generated_mask_starts_the_mask_at_the_baseline_mask():
+    from oncodiff.diffusion import NoiseSchedule, randn_per_element
+    from oncodiff.models import Conditions
+    from oncodiff.pipeline.sampling import draw_samples, sample_generators
+
+    class TwoChannelEcho(_EchoNet):
+        target_channels = 2
+
+    config = load_config("pulsar-drift-method1", ["model.class_label=none", "model.generate_mask=true",
+                                                  "diffusion.target=post"])
+    pre = torch.rand(1, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    mask = torch.zeros_like(pre)
+    mask[..., 2:5, 2:5] = 1
+    drawn = draw_samples(TwoChannelEcho(), config, Conditions(image=torch.cat([pre, mask], dim=1)), 4,
+                         sample_generators(0, ["a"], 4))
+    assert drawn.shape == (1, 4, 2, 8, 8)
+    schedule = NoiseSchedule.from_config(config.diffusion)
+    alpha, sigma = schedule.scales(schedule.num_train_timesteps - 1, pre)
+    noise = randn_per_element((4, 2, 8, 8), sample_generators(0, ["a"], 4))
+    source = torch.cat([pre, mask], dim=1)  # the pre scan (post target) and the baseline mask: no change
+    torch.testing.assert_close(drawn[0], alpha * source + sigma * noise, atol=2e-2, rtol=0)
+
+def test_latent_model_samples_come_back_in_image_space():
+    from oncodiff.cohort.schema import ClinicalVariable
+    from oncodiff.models import Conditions
+    from oncodiff.models.factory import ModelLayout, build_network
+    from oncodiff.pipeline.sampling import draw_samples, sample_generators
+
+    config = load_config("gbm-ldm", ["model.autoencoder.channels=[8, 8]", "model.channels=[16, 16]",
+                                     "model.attention_levels=[false, true]", "model.num_head_channels=16",
+                                     "model.norm_num_groups=8", "data.crop_size=[8, 8]", "sampling.steps=3",
+                                     "diffusion.target=drift"])
+    layout = ModelLayout(2, ("pre", "tumor_mask"), (ClinicalVariable(name="age", type="numeric", group="d"),),
+                         crop_size=(8, 8))
+    net = build_network(config, layout).eval()
+    pre = torch.rand(2, 1, 8, 8)
+    mask = (torch.rand(2, 1, 8, 8) > 0.5).float()
+    net.codec.calibrate(pre, mask)
+    cond = Conditions(image=torch.cat([pre, mask], dim=1), clinical=torch.zeros(2, 1),
+                      clinical_missing=torch.ones(2, 1, dtype=torch.bool), days=torch.zeros(2),
+                      class_label=torch.tensor([0, 2]))
+    drawn = draw_samples(net, config, cond, 2, sample_generators(0, ["a", "b"], 2))
+    assert drawn.shape == (2, 2, 1, 8, 8) and torch.isfinite(drawn).all()
+    post = drawn + pre[:, None]  # a drift target: the decoded post minus the pre scan
+    with torch.no_grad():
+        codes = net.codec.image.encode(post.reshape(4, 1, 8, 8).clamp(-5, 5))
+    assert codes.shape == (4, config.model.autoencoder.latent_channels, 4, 4)

@@ -19,7 +19,7 @@ from safetensors.torch import load_file, save_file
 from oncodiff.cohort.schema import ClinicalVariable
 from oncodiff.config import Config, ModelConfig, load_config
 from oncodiff.models import ConditionalDenoiser, Conditions
-from oncodiff.models.factory import ModelLayout, build_network
+from oncodiff.models.factory import ModelLayout, build_network, denoiser_arguments
 from oncodiff.pipeline.sampling import draw_samples, sample_generators
 
 RECORD = Path(__file__).parent / "data" / "sampling_pinned.safetensors"
@@ -31,7 +31,7 @@ KEYS, N = ["P001/L1/week6", "P002/L1/day90"], 3
 
 def _pixel(target_channels: int = 1, **model) -> ConditionalDenoiser:
     torch.manual_seed(0)
-    net = ConditionalDenoiser(2, target_channels, 2, VARIABLES, 2, ModelConfig(**{**MODEL, **model}))
+    net = ConditionalDenoiser(2, target_channels, 2, VARIABLES, 2, **denoiser_arguments(ModelConfig(**{**MODEL, **model})))
     generator = torch.Generator().manual_seed(1)
     with torch.no_grad():  # MONAI zero-initialises output convolutions: perturb so the condition shows
         for p in net.parameters():

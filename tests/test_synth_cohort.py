@@ -223,3 +223,20 @@ def test_a_noise_free_twin_differs_only_by_the_scanner_noise(tmp_path):
         residual = a - b  # the noise alone: white, centred, of the site's sigma (10-22 HU, the lung's range)
         assert abs(residual.mean()) < 1.0 and 8.0 < residual.std() < 24.0, name
         assert abs(np.corrcoef(residual[:, :-1].ravel(), residual[:, 1:].ravel())[0, 1]) < 0.1
+
+
+def test_untreated_synthetic_cohort_grows_without_treatment(tmp_path):
+    import pandas as pd
+    import yaml
+
+    from oncodiff.synth import synthesize
+
+    untreated = synthesize("lung", 1, 2, 0, tmp_path / "untreated", treated=False)
+    treated = synthesize("lung", 1, 2, 0, tmp_path / "treated")
+    assert pd.read_csv(untreated / "patients.csv")["patient_id"].tolist() == ["U0001"]
+    assert "response" not in yaml.safe_load((untreated / "cohort.yaml").read_text())["outcomes"]
+    assert not (untreated / "counterfactuals.csv").exists()
+    sizes = pd.read_csv(untreated / "truth" / "scans.csv")["size"].tolist()
+    assert sizes == sorted(sizes) and sizes[-1] > sizes[0]  # natural growth: every follow-up larger
+    other = pd.read_csv(treated / "truth" / "patients.csv")["baseline_radius_mm"].iloc[0]
+    assert pd.read_csv(untreated / "truth" / "patients.csv")["baseline_radius_mm"].iloc[0] != other

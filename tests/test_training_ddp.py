@@ -64,13 +64,13 @@ def test_evaluation_trains_its_baselines_in_one_process():
 
 
 def test_world_size_is_read_from_the_device_options(monkeypatch):
-    from oncodiff.training.train import _world_size
+    from oncodiff.training.train import world_size
 
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     cases = {("auto", 1): 1, (2, 1): 2, ("3", 2): 6, ("0,1", 1): 2, ("-1", 1): 1}
     for (devices, nodes), expected in cases.items():
         config = Config().with_overrides([f"training.devices={devices}", f"training.num_nodes={nodes}",
                                           "training.accelerator=cpu"])
-        assert _world_size(config) == expected, (devices, nodes)
+        assert world_size(config) == expected, (devices, nodes)
     monkeypatch.setenv("WORLD_SIZE", "8")  # torchrun / SLURM know best
-    assert _world_size(Config()) == 8
+    assert world_size(Config()) == 8

@@ -4,7 +4,6 @@ seed, the step and the epoch)."""
 
 from __future__ import annotations
 
-import importlib
 import json
 
 import pytest
@@ -16,8 +15,6 @@ from factory import TINY_MODEL, write_cohort
 from oncodiff.config import load_config
 from oncodiff.errors import OncodiffError
 from oncodiff.training import train
-
-train_module = importlib.import_module("oncodiff.training.train")  # the package re-exports train() under this name
 
 # 8 samples per epoch in batches of 4: 2 steps per epoch, 3 epochs, a validation and checkpoint after each.
 TINY = [*TINY_MODEL, "data.crop_size=[16,16]", "training.max_steps=6",
@@ -51,20 +48,6 @@ class FirstStep(Callback):
         self.step = trainer.global_step
 
 
-def _train_with(callbacks, *args, **kwargs):
-    """train() with extra Lightning callbacks in its Trainer."""
-    build = train_module._trainer
-
-    def with_callbacks(*a, **k):
-        trainer = build(*a, **k)
-        trainer.callbacks.extend(callbacks)
-        return trainer
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(train_module, "_trainer", with_callbacks)
-        return train(*args, **kwargs)
-
-
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
@@ -76,13 +59,13 @@ def runs(tmp_path_factory):
     cache = root / "cache"
     uninterrupted = train(cohort, config, root / "uninterrupted", cache_dir=cache)
     with pytest.raises(Interrupted):
-        _train_with([StopAt(INTERRUPT_AT)], cohort, config, root / "resumed", cache_dir=cache)
+        train(cohort, config, root / "resumed", cache_dir=cache, callbacks=[StopAt(INTERRUPT_AT)])
     resumed = root / "resumed"
     before = {"plan": (resumed / "plan.json").read_text(encoding="utf-8"),
               "saved_step": torch.load(resumed / "checkpoints" / "last.ckpt", weights_only=False)["global_step"],
               "exported": (resumed / "model").exists()}
     first = FirstStep()
-    _train_with([first], cohort, config, resumed, resume=True, cache_dir=cache)
+    train(cohort, config, resumed, resume=True, cache_dir=cache, callbacks=[first])
     return {"cohort": cohort, "config": config, "cache": cache, "uninterrupted": uninterrupted, "resumed": resumed,
             "before": before, "first_step": first.step}
 

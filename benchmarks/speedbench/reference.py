@@ -16,6 +16,7 @@ from oncodiff.models import (
     conditions_from_batch,
     target_from_batch,
 )
+from oncodiff.models.factory import batch_conditioning
 
 
 
@@ -59,7 +60,7 @@ def reference_chain(net: nn.Module, config: Config, cond: Conditions, x_T: torch
 
 def reference_training_step(net: nn.Module, config: Config, batch: dict, optimizer, scheduler) -> float:
     """A plain fp32 step: MONAI add_noise, the network, MSE on its parameterisation's target, Adam."""
-    cond = conditions_from_batch(batch, config.model)
+    cond = conditions_from_batch(batch, batch_conditioning(config.model))
     x0 = target_from_batch(batch, config.diffusion.target, config.model.generate_mask).float()
     noise = torch.randn_like(x0)
     t = torch.randint(0, scheduler.num_train_timesteps, (x0.shape[0],), device=x0.device)

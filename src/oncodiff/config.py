@@ -588,7 +588,12 @@ def _split_override(item: str) -> tuple[str, Any]:
     if "=" not in item:
         raise ConfigError(f"--set {item!r}: expected section.key=value, e.g. --set training.max_minutes=2")
     key, _, value = item.partition("=")
-    return key.strip(), yaml.safe_load(value) if value.strip() else None
+    try:
+        return key.strip(), yaml.safe_load(value) if value.strip() else None
+    except yaml.YAMLError as error:
+        problem = str(error).splitlines()[0]
+        raise ConfigError(f"--set {item!r}: the value is not valid YAML ({problem}); quote a string, and close a "
+                          "list, e.g. --set training.devices=[0,1]") from None
 
 
 def _set_dotted(raw: dict, key: str, value: Any) -> None:

@@ -36,7 +36,7 @@ from oncodiff.evaluation.proper_scores import (
     brier_score, crps_ensemble, crps_gaussian, energy_score, gaussian_sigma, log_score, reliability_curve,
 )
 from oncodiff.pipeline.calibration import IntervalCalibration
-from oncodiff.pipeline.class_prior import negative_log_likelihood
+from oncodiff.outcomes.class_prior import negative_log_likelihood
 
 
 def volume_change_scores(change: np.ndarray, true: np.ndarray, threshold: float,

@@ -20,11 +20,11 @@ import torch
 from oncodiff.config import Config
 from oncodiff.data.clinical import clinical_design_matrix
 from oncodiff.evaluation.paired import patient_bootstrap
-from oncodiff.evaluation.outcomes import (
-    CNNOptions, CVResult, HeadOptions, concordance, cross_validate_cnn_response,
-    cross_validate_cnn_survival, cross_validate_response, cross_validate_survival, folds_problem,
-    kaplan_meier_by_risk, response_metrics, survival_metrics,
-)
+from oncodiff.outcomes.cnn import CNNOptions, cross_validate_cnn_response, cross_validate_cnn_survival
+from oncodiff.outcomes.cross_validation import CVResult, concordance, response_metrics, survival_metrics
+from oncodiff.outcomes.folds import folds_problem
+from oncodiff.outcomes.heads import HeadOptions, cross_validate_response, cross_validate_survival
+from oncodiff.outcomes.survival_curves import kaplan_meier_by_risk
 from oncodiff.pipeline.cases import CaseSet, load_cases
 from oncodiff.pipeline.denoiser_features import denoiser_features
 from oncodiff.pipeline.export import ExportedModel

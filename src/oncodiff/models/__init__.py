@@ -1,4 +1,6 @@
-"""oncodiff.models: networks only (see docs/design.md). Never imports data, training or cli."""
+"""oncodiff.models: networks only (see docs/design.md). Never imports data, training or cli.
+
+The networks take plain arguments, as MONAI's do; ``factory.py`` alone reads the config and maps it onto them."""
 
 from oncodiff.models.anatomy import AnatomyEncoder, AnatomyEncoders, nt_xent
 from oncodiff.models.autoencoder import Autoencoder, LatentCodec, LatentDenoiser
@@ -6,6 +8,7 @@ from oncodiff.models.clinical import CbiAdapter, ClinicalTokenizer, GroupAttenti
 from oncodiff.models.conditions import (
     CLASS_COUNTS,
     CLASS_LABEL_KEYS,
+    BatchConditioning,
     Conditions,
     conditions_from_batch,
     control_from_batch,
@@ -34,6 +37,7 @@ __all__ = [
     "AnatomyEncoder",
     "AnatomyEncoders",
     "Autoencoder",
+    "BatchConditioning",
     "CbiAdapter",
     "ClinicalTokenizer",
     "ConditionalDenoiser",

@@ -16,7 +16,6 @@ import torch.nn.functional as F
 from monai.networks.blocks import Convolution
 from torch import Tensor, nn
 
-from oncodiff.config import AnatomyEncoderConfig
 from oncodiff.models.denoiser import count_parameters
 
 
@@ -74,16 +73,21 @@ class AnatomyEncoders(nn.Module):
     pooled(anatomy) -> h (B, A, width); project(anatomy) -> (B, A, projection_dim) for the contrastive loss.
     """
 
-    def __init__(self, spatial_dims: int, structures: Sequence[str], config: AnatomyEncoderConfig):
+    def __init__(self, spatial_dims: int, structures: Sequence[str], width: int = 16, depth: int = 3,
+                 projection_dim: int = 64):
+        """``width``, ``depth``, ``projection_dim``: model.anatomy_encoder's fields (models/factory.py maps them)."""
         super().__init__()
         self.structures = tuple(structures)
         if not self.structures:
-            raise ValueError("anatomy encoders need at least one anatomy structure; this cohort lists none "
-                             "under 'anatomy' in cohort.yaml")
+            raise ValueError("structures=(): anatomy encoders need at least one anatomy structure; this cohort lists "
+                             "none under 'anatomy' in cohort.yaml")
+        for name, value in (("width", width), ("depth", depth), ("projection_dim", projection_dim)):
+            if value < 1:
+                raise ValueError(f"{name}={value} must be >= 1")
         self.spatial_dims = spatial_dims
-        self.width = config.width
-        self.encoders = nn.ModuleList(AnatomyEncoder(spatial_dims, config.width, config.depth) for _ in self.structures)
-        self.heads = nn.ModuleList(ProjectionHead(config.width, config.projection_dim) for _ in self.structures)
+        self.width = width
+        self.encoders = nn.ModuleList(AnatomyEncoder(spatial_dims, width, depth) for _ in self.structures)
+        self.heads = nn.ModuleList(ProjectionHead(width, projection_dim) for _ in self.structures)
 
     @property
     def map_channels(self) -> int:

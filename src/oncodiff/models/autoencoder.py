@@ -19,7 +19,6 @@ import torch.nn.functional as F
 from monai.networks.nets import VQVAE, AutoencoderKL
 from torch import Tensor, nn
 
-from oncodiff.config import AutoencoderConfig
 from oncodiff.models.conditions import Conditions
 from oncodiff.models.denoiser import DenoiserOutput, WrappedDenoiser, count_parameters
 
@@ -36,21 +35,33 @@ class Autoencoder(nn.Module):
     kl: MONAI ``AutoencoderKL`` (LDM). ``encode`` returns the posterior mean.
     """
 
-    def __init__(self, spatial_dims: int, kind: str, config: AutoencoderConfig, in_channels: int = 1):
+    def __init__(self, spatial_dims: int, kind: str, in_channels: int = 1, *, channels: Sequence[int] = (32, 64, 64),
+                 latent_channels: int = 3, num_res_blocks: int = 1, norm_num_groups: int = 16, codebook_size: int = 256,
+                 commitment_cost: float = 0.25, checkpointing: bool = False):
+        """The keywords are model.autoencoder's fields of the same names (models/factory.py maps them);
+        ``codebook_size`` and ``commitment_cost`` are the VQ-VAE's, ``norm_num_groups`` AutoencoderKL's."""
         super().__init__()
         if spatial_dims not in (2, 3):
             raise ValueError(f"spatial_dims={spatial_dims}: autoencoders are 2D or 3D")
         if kind not in AUTOENCODER_KINDS:
-            raise ValueError(f"model.latent={kind!r}: an autoencoder is one of {', '.join(AUTOENCODER_KINDS)}")
-        if in_channels < 1:
-            raise ValueError(f"in_channels={in_channels} must be >= 1")
+            raise ValueError(f"kind={kind!r} (model.latent): an autoencoder is one of {', '.join(AUTOENCODER_KINDS)}")
+        for name, value in (("in_channels", in_channels), ("latent_channels", latent_channels),
+                            ("num_res_blocks", num_res_blocks)):
+            if value < 1:
+                raise ValueError(f"{name}={value} must be >= 1")
+        if not channels:
+            raise ValueError("channels=(): an autoencoder needs one width per resolution level")
         self.spatial_dims = spatial_dims
         self.kind = kind
         self.in_channels = in_channels
-        self.latent_channels = config.latent_channels
-        self.downsample_levels = len(config.channels) - 1
-        self.network = _build_vqvae(spatial_dims, in_channels, config) if kind == "vqvae" else _build_kl(
-            spatial_dims, in_channels, config)
+        self.latent_channels = latent_channels
+        self.downsample_levels = len(channels) - 1
+        if kind == "vqvae":
+            self.network = _build_vqvae(spatial_dims, in_channels, tuple(channels), latent_channels, num_res_blocks,
+                                        codebook_size, commitment_cost, checkpointing)
+        else:
+            self.network = _build_kl(spatial_dims, in_channels, tuple(channels), latent_channels, num_res_blocks,
+                                     norm_num_groups, checkpointing)
 
     @property
     def factor(self) -> int:
@@ -117,8 +128,9 @@ def latent_grid(spatial: Sequence[int], factor: int, spatial_dims: int) -> tuple
     return tuple(s // factor for s in spatial)
 
 
-def _build_vqvae(spatial_dims: int, in_channels: int, config: AutoencoderConfig) -> VQVAE:
-    levels = len(config.channels)
+def _build_vqvae(spatial_dims: int, in_channels: int, channels: tuple[int, ...], latent_channels: int,
+                 num_res_blocks: int, codebook_size: int, commitment_cost: float, checkpointing: bool) -> VQVAE:
+    levels = len(channels)
     # Level 0 keeps the resolution, every further level halves it (stride 2, kernel 4), as AutoencoderKL does.
     down = ((1, 3, 1, 1),) + ((2, 4, 1, 1),) * (levels - 1)
     up = ((2, 4, 1, 1, 0),) * (levels - 1) + ((1, 3, 1, 1, 0),)  # the decoder walks the levels in reverse
@@ -126,32 +138,33 @@ def _build_vqvae(spatial_dims: int, in_channels: int, config: AutoencoderConfig)
         spatial_dims=spatial_dims,
         in_channels=in_channels,
         out_channels=in_channels,
-        channels=config.channels,
-        num_res_layers=config.num_res_blocks,
-        num_res_channels=config.channels,
+        channels=channels,
+        num_res_layers=num_res_blocks,
+        num_res_channels=channels,
         downsample_parameters=down,
         upsample_parameters=up,
-        num_embeddings=config.codebook_size,
-        embedding_dim=config.latent_channels,
-        commitment_cost=config.commitment_cost,
-        use_checkpointing=config.checkpointing,
+        num_embeddings=codebook_size,
+        embedding_dim=latent_channels,
+        commitment_cost=commitment_cost,
+        use_checkpointing=checkpointing,
     )
 
 
-def _build_kl(spatial_dims: int, in_channels: int, config: AutoencoderConfig) -> AutoencoderKL:
+def _build_kl(spatial_dims: int, in_channels: int, channels: tuple[int, ...], latent_channels: int, num_res_blocks: int,
+              norm_num_groups: int, checkpointing: bool) -> AutoencoderKL:
     # No attention blocks: full-resolution attention is what makes 3D autoencoders run out of memory.
     return AutoencoderKL(
         spatial_dims=spatial_dims,
         in_channels=in_channels,
         out_channels=in_channels,
-        num_res_blocks=config.num_res_blocks,
-        channels=config.channels,
-        attention_levels=(False,) * len(config.channels),
-        latent_channels=config.latent_channels,
-        norm_num_groups=config.norm_num_groups,
+        num_res_blocks=num_res_blocks,
+        channels=channels,
+        attention_levels=(False,) * len(channels),
+        latent_channels=latent_channels,
+        norm_num_groups=norm_num_groups,
         with_encoder_nonlocal_attn=False,
         with_decoder_nonlocal_attn=False,
-        use_checkpoint=config.checkpointing,
+        use_checkpoint=checkpointing,
     )
 
 
@@ -160,17 +173,21 @@ class LatentCodec(nn.Module):
 
     image: :class:`Autoencoder` on scans (B, 1, *S) -> (B, Cz, *S/f).
     mask: a second :class:`Autoencoder` on tumour masks with the same latent shape (glioblastoma LDM), or None
-      when config.mask = "resize" (the mask is then area-averaged onto the latent grid, 1 channel).
+      when model.autoencoder.mask = "resize" (the mask is then area-averaged onto the latent grid, 1 channel).
     image_scale, mask_scale: LDM's scale factors 1/std(z), so latents enter the diffusion with unit variance.
       They are 0 until :meth:`calibrate` sets them (latent diffusion does on its first batch); they are saved
       with the weights, so an export carries them.
     """
 
-    def __init__(self, spatial_dims: int, kind: str, config: AutoencoderConfig):
+    def __init__(self, image: Autoencoder, mask: Autoencoder | None = None):
+        """``image``: the scans' autoencoder; ``mask``: the tumour masks', with the same latent grid, or None."""
         super().__init__()
-        self.image = Autoencoder(spatial_dims, kind, config)
-        self.mask = Autoencoder(spatial_dims, kind, config) if config.mask == "autoencoder" else None
-        self.spatial_dims = spatial_dims
+        if mask is not None and (mask.spatial_dims, mask.factor) != (image.spatial_dims, image.factor):
+            raise ValueError(f"mask: its autoencoder ({mask.spatial_dims}D, factor {mask.factor}) must have the image "
+                             f"autoencoder's latent grid ({image.spatial_dims}D, factor {image.factor})")
+        self.image = image
+        self.mask = mask
+        self.spatial_dims = image.spatial_dims
         self.register_buffer("image_scale", torch.zeros(()))
         self.register_buffer("mask_scale", torch.zeros(()))
 

@@ -8,7 +8,6 @@ from dataclasses import dataclass, fields, replace
 import torch
 from torch import Tensor
 
-from oncodiff.config import ModelConfig
 
 # Which batch key holds the class label for each `model.class_label` option, and its class count.
 CLASS_LABEL_KEYS = {"response": "response", "survival2": "survival_class2", "survival4": "survival_class4"}
@@ -113,11 +112,12 @@ def prior_condition_names(n_priors: int, sequences: Sequence[str]) -> tuple[str,
     return tuple(names)
 
 
-def image_condition_names(anatomy: Sequence[str], config: ModelConfig, n_priors: int = 0,
+def image_condition_names(anatomy: Sequence[str], use_anatomy: bool, n_priors: int = 0,
                           sequences: Sequence[str] = ()) -> tuple[str, ...]:
-    """Names of the image condition channels, in order: pre, tumor_mask, then anatomy when used, then the prior
-    scans' and sequences' channels (:func:`prior_condition_names`; none for a cohort without them)."""
-    return ("pre", "tumor_mask", *(tuple(anatomy) if config.use_anatomy else ()),
+    """Names of the image condition channels, in order: pre, tumor_mask, then ``anatomy`` when ``use_anatomy``
+    (model.use_anatomy), then the prior scans' and sequences' channels (:func:`prior_condition_names`; none for a
+    cohort without them)."""
+    return ("pre", "tumor_mask", *(tuple(anatomy) if use_anatomy else ()),
             *prior_condition_names(n_priors, sequences))
 
 
@@ -153,7 +153,29 @@ def prior_channels(batch: Mapping[str, Tensor], n_priors: int, n_sequences: int)
     return torch.cat(channels, dim=1).to(pre.dtype)
 
 
-def conditions_from_batch(batch: Mapping[str, object], config: ModelConfig,
+CONTROLS = ("none", "pre", "anatomy")
+
+
+@dataclass(frozen=True)
+class BatchConditioning:
+    """Which of a batch's entries condition the model: the anatomy masks (``use_anatomy``), the class label
+    (``class_label``: "none", "response", "survival2" or "survival4"), the days since baseline (``use_days``) and
+    the ControlNet's control image (``control``: "none", "pre" or "anatomy"). models/factory.py maps
+    model.use_anatomy, model.class_label, model.use_days and model.control onto it."""
+
+    use_anatomy: bool = True
+    class_label: str = "none"
+    use_days: bool = True
+    control: str = "none"
+
+    def __post_init__(self) -> None:
+        if self.class_label not in CLASS_COUNTS:
+            raise ValueError(f"class_label={self.class_label!r}: must be one of {', '.join(CLASS_COUNTS)}")
+        if self.control not in CONTROLS:
+            raise ValueError(f"control={self.control!r}: must be one of {', '.join(CONTROLS)}")
+
+
+def conditions_from_batch(batch: Mapping[str, object], conditioning: BatchConditioning,
                           image_names: Sequence[str] | None = None) -> Conditions:
     """Conditions from a training batch (docs/contracts.md section 1). ``image_names``: the model's image
     condition channels (its layout); the prior and sequence channels are added when they name some.
@@ -162,30 +184,31 @@ def conditions_from_batch(batch: Mapping[str, object], config: ModelConfig,
     """
     images = [batch["pre"], batch["tumor_mask"]]
     anatomy = batch.get("anatomy")
-    if config.use_anatomy and anatomy is not None and anatomy.shape[1] > 0:
+    if conditioning.use_anatomy and anatomy is not None and anatomy.shape[1] > 0:
         images.append(anatomy)
     n_priors, n_sequences = _prior_layout(image_names or ())
     if n_priors or n_sequences:
         images.append(prior_channels(batch, n_priors, n_sequences))
     class_label = None
-    if config.class_label != "none":
-        labels = batch[CLASS_LABEL_KEYS[config.class_label]].long()
-        class_label = torch.where(labels < 0, torch.full_like(labels, CLASS_COUNTS[config.class_label]), labels)
+    if conditioning.class_label != "none":
+        labels = batch[CLASS_LABEL_KEYS[conditioning.class_label]].long()
+        class_label = torch.where(labels < 0, torch.full_like(labels, CLASS_COUNTS[conditioning.class_label]), labels)
     return Conditions(
         image=torch.cat(images, dim=1),
         clinical=batch["clinical"].float(),
         clinical_missing=batch["clinical_missing"].bool(),
-        days=batch["days"].float() if config.use_days else None,
+        days=batch["days"].float() if conditioning.use_days else None,
         class_label=class_label,
-        control=control_from_batch(batch, config),
+        control=control_from_batch(batch, conditioning.control),
     )
 
 
-def control_from_batch(batch: Mapping[str, Tensor], config: ModelConfig) -> Tensor | None:
-    """The ControlNet's control image (B, Ck, *S): the pre scan, the anatomy masks, or None without a ControlNet."""
-    if config.control == "none":
+def control_from_batch(batch: Mapping[str, Tensor], control: str) -> Tensor | None:
+    """The ControlNet's control image (B, Ck, *S) for ``control`` (model.control): the pre scan, the anatomy masks,
+    or None without a ControlNet."""
+    if control == "none":
         return None
-    if config.control == "pre":
+    if control == "pre":
         return batch["pre"].float()
     anatomy = batch.get("anatomy")
     if anatomy is None or anatomy.shape[1] == 0:

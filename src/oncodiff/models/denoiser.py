@@ -11,10 +11,9 @@ from monai.networks.blocks import Convolution
 from monai.networks.nets import DiffusionModelUNet
 from torch import Tensor, nn
 
-from oncodiff.cohort.schema import ClinicalVariable, CohortSpec
-from oncodiff.config import ModelConfig
+from oncodiff.cohort.schema import ClinicalVariable
 from oncodiff.models.clinical import CbiAdapter, ClinicalTokenizer, PromptTokens
-from oncodiff.models.conditions import CLASS_COUNTS, Conditions, image_condition_names
+from oncodiff.models.conditions import CLASS_COUNTS, Conditions
 from oncodiff.models.embeddings import DaysEmbedding
 from oncodiff.models.hooks import added_to_output, captured_outputs
 
@@ -97,72 +96,86 @@ class ConditionalDenoiser(nn.Module, PixelSpace):
         image_condition_channels: int,
         clinical: Sequence[ClinicalVariable],
         n_classes: int,
-        config: ModelConfig,
         image_condition_names: Sequence[str] | None = None,
+        *,
+        channels: Sequence[int] = (32, 64, 64),
+        attention_levels: Sequence[bool] = (False, False, True),
+        num_res_blocks: int = 1,
+        num_head_channels: int = 32,
+        norm_num_groups: int = 16,
+        clinical_mode: str = "tokens",
+        token_dim: int = 64,
+        cbi_lambda: float = 0.05,
+        class_label: str = "response",
+        class_dropout: float = 0.15,
+        clinical_dropout: float = 0.0,
+        use_days: bool = True,
+        prompt_tokens: bool = False,
+        drift_head: str = "none",
     ):
+        """``n_classes``: classes of ``class_label`` (its kind: "none", "response", "survival2", "survival4"),
+        a trained null class added; the keywords are ModelConfig's fields of the same names (``clinical_mode``
+        is model.clinical), which models/factory.py maps onto them. Bad values raise ValueError naming them."""
         super().__init__()
-        _check_arguments(spatial_dims, target_channels, image_condition_channels, n_classes, config)
-        if image_condition_names is not None and len(image_condition_names) != image_condition_channels:
-            raise ValueError(
-                f"image_condition_names has {len(image_condition_names)} names for {image_condition_channels} channels"
-            )
+        _check_arguments(spatial_dims=spatial_dims, target_channels=target_channels,
+                         image_condition_channels=image_condition_channels, n_classes=n_classes,
+                         image_condition_names=image_condition_names, channels=channels,
+                         attention_levels=attention_levels, clinical_mode=clinical_mode, class_label=class_label,
+                         class_dropout=class_dropout, clinical_dropout=clinical_dropout, drift_head=drift_head)
         self.spatial_dims = spatial_dims
         self.target_channels = target_channels
         self.image_condition_channels = image_condition_channels
         self.image_condition_names = tuple(image_condition_names or ())
         self.clinical_variables = tuple(clinical)
-        self.clinical_mode = config.clinical if self.clinical_variables else "none"
+        self.clinical_mode = clinical_mode if self.clinical_variables else "none"
         if self.clinical_mode == "cbi" and image_condition_channels < 1:
-            raise ValueError("model.clinical=cbi builds Z_img from the image condition; it needs at least one channel")
-        self.n_classes = n_classes if config.class_label != "none" else 0
-        self.config = config
-        time_embed_dim = 4 * config.channels[0]  # MONAI's DiffusionModelUNet timestep embedding width
+            raise ValueError("clinical_mode='cbi' (model.clinical=cbi) builds Z_img from the image condition; "
+                             "it needs image_condition_channels >= 1")
+        self.class_label = class_label
+        self.n_classes = n_classes if class_label != "none" else 0
+        self.channels, self.attention_levels = tuple(channels), tuple(attention_levels)
+        self.num_res_blocks, self.num_head_channels, self.norm_num_groups = num_res_blocks, num_head_channels, \
+            norm_num_groups
+        self.token_dim, self.cbi_lambda = token_dim, cbi_lambda
+        self.class_dropout, self.clinical_dropout = class_dropout, clinical_dropout
+        self.use_days, self.drift_kind = use_days, drift_head
+        time_embed_dim = 4 * self.channels[0]  # MONAI's DiffusionModelUNet timestep embedding width
         self.clinical_tokens = None
         self.cbi_adapter = None
         if self.clinical_mode == "tokens":
-            self.clinical_tokens = ClinicalTokenizer(self.clinical_variables, config.token_dim)
+            self.clinical_tokens = ClinicalTokenizer(self.clinical_variables, token_dim)
         elif self.clinical_mode == "cbi":
             self.cbi_adapter = CbiAdapter(
-                spatial_dims, image_condition_channels, config.channels[0], self.clinical_variables,
-                config.token_dim, config.cbi_lambda,
+                spatial_dims, image_condition_channels, self.channels[0], self.clinical_variables,
+                token_dim, cbi_lambda,
             )
         self.prompt_tokens = None
-        if config.prompt_tokens and (config.use_days or self.n_classes):
-            self.prompt_tokens = PromptTokens(config.token_dim, config.use_days,
-                                              self.n_classes + 1 if self.n_classes else 0)
-        self.days_embedding = DaysEmbedding(time_embed_dim) if config.use_days and not config.prompt_tokens else None
+        if prompt_tokens and (use_days or self.n_classes):
+            self.prompt_tokens = PromptTokens(token_dim, use_days, self.n_classes + 1 if self.n_classes else 0)
+        self.days_embedding = DaysEmbedding(time_embed_dim) if use_days and not prompt_tokens else None
         self.unet = self._build_unet()
         self.drift_head = (
-            DecoupledDriftHead(spatial_dims, config.channels[0], config.norm_num_groups)
-            if config.drift_head == "decoupled" else None
+            DecoupledDriftHead(spatial_dims, self.channels[0], norm_num_groups) if drift_head == "decoupled" else None
         )
-
-    @classmethod
-    def from_spec(cls, spec: CohortSpec, spatial_dims: int, config: ModelConfig, target_channels: int = 1):
-        """The denoiser for a cohort: image channels pre, tumor_mask (+ anatomy), its clinical variables."""
-        names = image_condition_names(spec.anatomy, config)
-        return cls(spatial_dims, target_channels, len(names), spec.clinical, CLASS_COUNTS[config.class_label],
-                   config, image_condition_names=names)
 
     def _build_unet(self) -> DiffusionModelUNet:
         return DiffusionModelUNet(**self.unet_arguments())
 
     def unet_arguments(self) -> dict:
         """The keyword arguments of MONAI's DiffusionModelUNet here (a ControlNet mirrors them)."""
-        c = self.config
         with_context = self.has_context
         class_in_unet = self.n_classes and self.prompt_tokens is None
         return dict(
             spatial_dims=self.spatial_dims,
             in_channels=self.target_channels + self.image_condition_channels,
-            out_channels=self.target_channels + (1 if c.drift_head == "shared" else 0),
-            num_res_blocks=c.num_res_blocks,
-            channels=c.channels,
-            attention_levels=c.attention_levels,
-            norm_num_groups=c.norm_num_groups,
-            num_head_channels=c.num_head_channels,
+            out_channels=self.target_channels + (1 if self.drift_kind == "shared" else 0),
+            num_res_blocks=self.num_res_blocks,
+            channels=self.channels,
+            attention_levels=self.attention_levels,
+            norm_num_groups=self.norm_num_groups,
+            num_head_channels=self.num_head_channels,
             with_conditioning=with_context,
-            cross_attention_dim=c.token_dim if with_context else None,
+            cross_attention_dim=self.token_dim if with_context else None,
             num_class_embeds=self.n_classes + 1 if class_in_unet else None,
         )
 
@@ -197,8 +210,8 @@ class ConditionalDenoiser(nn.Module, PixelSpace):
         """
         device = generator.device if generator is not None else cond.image.device
         batch = cond.batch_size
-        drop_class = torch.rand(batch, generator=generator, device=device) < self.config.class_dropout
-        drop_clinical = torch.rand(batch, generator=generator, device=device) < self.config.clinical_dropout
+        drop_class = torch.rand(batch, generator=generator, device=device) < self.class_dropout
+        drop_clinical = torch.rand(batch, generator=generator, device=device) < self.clinical_dropout
         out = cond
         if self.n_classes and cond.class_label is not None:
             out = out.null_where(drop_class.to(cond.image.device), self.null_class, drop_class=True)
@@ -235,7 +248,7 @@ class ConditionalDenoiser(nn.Module, PixelSpace):
             )
         if self.drift_head is not None:
             return DenoiserOutput(output, self.drift_head(last_up[0]))
-        if self.config.drift_head == "shared":
+        if self.drift_kind == "shared":
             return DenoiserOutput(output[:, : self.target_channels], output[:, self.target_channels :])
         return DenoiserOutput(output, None)
 
@@ -257,7 +270,7 @@ class ConditionalDenoiser(nn.Module, PixelSpace):
                     shape = None if value is None else tuple(value.shape)
                     raise ValueError(f"cond.{name} must be (B, V) = ({batch}, {len(self.clinical_variables)}); "
                                      f"got {shape}")
-        for name, needed in (("days", self.config.use_days), ("class_label", self.n_classes > 0)):
+        for name, needed in (("days", self.use_days), ("class_label", self.n_classes > 0)):
             value = getattr(cond, name)
             if needed and (value is None or tuple(value.shape) != (batch,)):
                 shape = None if value is None else tuple(value.shape)
@@ -265,36 +278,35 @@ class ConditionalDenoiser(nn.Module, PixelSpace):
 
     def describe(self) -> dict:
         """The channel layout and conditioning, JSON-ready, for the run folder."""
-        c = self.config
         names = list(self.image_condition_names) or [f"condition_{k}" for k in range(self.image_condition_channels)]
         return {
             "spatial_dims": self.spatial_dims,
             "input_channels": [f"x_t[{k}]" for k in range(self.target_channels)] + names,
             "output_channels": {
                 "prediction": self.target_channels,
-                "drift": 0 if c.drift_head == "none" else 1,
-                "drift_head": c.drift_head,
+                "drift": 0 if self.drift_kind == "none" else 1,
+                "drift_head": self.drift_kind,
             },
             "unet": {
-                "channels": list(c.channels),
-                "attention_levels": list(c.attention_levels),
-                "num_res_blocks": c.num_res_blocks,
-                "num_head_channels": c.num_head_channels,
-                "norm_num_groups": c.norm_num_groups,
-                "cross_attention_dim": c.token_dim if self.has_context else None,
+                "channels": list(self.channels),
+                "attention_levels": list(self.attention_levels),
+                "num_res_blocks": self.num_res_blocks,
+                "num_head_channels": self.num_head_channels,
+                "norm_num_groups": self.norm_num_groups,
+                "cross_attention_dim": self.token_dim if self.has_context else None,
             },
-            "prompt_tokens": [name for name, used in (("days", c.use_days), ("class_label", self.n_classes))
+            "prompt_tokens": [name for name, used in (("days", self.use_days), ("class_label", self.n_classes))
                               if used] if self.prompt_tokens is not None else None,
             "clinical": {
                 "mode": self.clinical_mode,
                 "variables": [v.name for v in self.clinical_variables],
                 "groups": list(dict.fromkeys(v.group for v in self.clinical_variables)),
-                "token_dim": c.token_dim if self.clinical_mode != "none" else None,
-                "cbi_lambda": c.cbi_lambda if self.clinical_mode == "cbi" else None,
+                "token_dim": self.token_dim if self.clinical_mode != "none" else None,
+                "cbi_lambda": self.cbi_lambda if self.clinical_mode == "cbi" else None,
             },
-            "class_label": {"kind": c.class_label, "n_classes": self.n_classes,
+            "class_label": {"kind": self.class_label, "n_classes": self.n_classes,
                             "null_class": self.null_class if self.n_classes else None},
-            "days": None if not c.use_days else ("fourier(days/365) -> MLP -> prompt token" if self.prompt_tokens
+            "days": None if not self.use_days else ("fourier(days/365) -> MLP -> prompt token" if self.prompt_tokens
                                                  is not None else "fourier(days/365) -> MLP -> + timestep embedding"),
             "parameters": count_parameters(self),
         }
@@ -309,19 +321,38 @@ def count_parameters(module: nn.Module) -> dict[str, int]:
     return counts
 
 
-def _check_arguments(spatial_dims, target_channels, image_condition_channels, n_classes, config) -> None:
+CLINICAL_MODES = ("none", "tokens", "cbi")
+DRIFT_HEADS = ("none", "shared", "decoupled")
+
+
+def _check_arguments(*, spatial_dims, target_channels, image_condition_channels, n_classes, image_condition_names,
+                     channels, attention_levels, clinical_mode, class_label, class_dropout, clinical_dropout,
+                     drift_head) -> None:
     if spatial_dims not in (2, 3):
         raise ValueError(f"spatial_dims={spatial_dims}: oncodiff denoisers are 2D or 3D")
     if target_channels < 1:
         raise ValueError(f"target_channels={target_channels} must be >= 1")
     if image_condition_channels < 0:
         raise ValueError(f"image_condition_channels={image_condition_channels} must be >= 0")
-    if config.class_label != "none" and n_classes < 1:
+    if image_condition_names is not None and len(image_condition_names) != image_condition_channels:
         raise ValueError(
-            f"model.class_label={config.class_label} needs n_classes >= 1 (got {n_classes}); "
-            "set model.class_label=none to train without a class label"
+            f"image_condition_names has {len(image_condition_names)} names for {image_condition_channels} channels"
         )
-
+    if not channels or len(attention_levels) != len(channels):
+        raise ValueError(f"channels={tuple(channels)} and attention_levels={tuple(attention_levels)} need one entry "
+                         "per resolution level each")
+    for name, value, allowed in (("clinical_mode", clinical_mode, CLINICAL_MODES), ("drift_head", drift_head, DRIFT_HEADS),
+                                 ("class_label", class_label, tuple(CLASS_COUNTS))):
+        if value not in allowed:
+            raise ValueError(f"{name}={value!r}: must be one of {', '.join(allowed)}")
+    for name, value in (("class_dropout", class_dropout), ("clinical_dropout", clinical_dropout)):
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"{name}={value} must be a probability in [0, 1]")
+    if class_label != "none" and n_classes < 1:
+        raise ValueError(
+            f"class_label={class_label!r} (model.class_label) needs n_classes >= 1 (got {n_classes}); "
+            "set class_label='none' (model.class_label=none) to train without a class label"
+        )
 
 
 def _delegated(name: str) -> property:
@@ -332,13 +363,14 @@ class WrappedDenoiser(nn.Module, PixelSpace):
     """Base of networks that wrap a ConditionalDenoiser (a ControlNet over it, or it in latent space).
 
     A subclass registers the wrapped network as ``self.denoiser`` and defines forward(x_t, t, cond) ->
-    DenoiserOutput. What training, sampling and feature extraction read (config, unet, drift_head,
+    DenoiserOutput. What training, sampling and feature extraction read (channels, unet, drift_head,
     null_class, drop_labels...) is the innermost ConditionalDenoiser's, so a wrapped network drops in
     wherever a ConditionalDenoiser is used.
     """
 
     denoiser: nn.Module
-    config = _delegated("config")
+    channels = _delegated("channels")
+    drift_kind = _delegated("drift_kind")
     unet = _delegated("unet")
     drift_head = _delegated("drift_head")
     null_class = _delegated("null_class")

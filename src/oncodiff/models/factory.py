@@ -1,7 +1,9 @@
 """The network factory: a config and a :class:`ModelLayout` -> the freshly initialised network.
 
 Training builds the network it trains here, and ``pipeline/export.py`` rebuilds an exported one the
-same way before loading its weights, so both always agree on the architecture.
+same way before loading its weights, so both always agree on the architecture. The networks take plain
+arguments, as MONAI's do; this is the one module of ``oncodiff.models`` that reads the config, and the
+functions below map its sections onto those arguments.
 """
 
 from __future__ import annotations
@@ -12,10 +14,10 @@ from typing import Any
 from torch import nn
 
 from oncodiff.cohort.schema import ClinicalVariable
-from oncodiff.config import Config, ModelConfig
+from oncodiff.config import AnatomyEncoderConfig, AutoencoderConfig, Config, ModelConfig
 from oncodiff.models.anatomy import AnatomyEncoders
-from oncodiff.models.autoencoder import LatentCodec, LatentDenoiser, latent_condition_names
-from oncodiff.models.conditions import CLASS_COUNTS
+from oncodiff.models.autoencoder import Autoencoder, LatentCodec, LatentDenoiser, latent_condition_names
+from oncodiff.models.conditions import CLASS_COUNTS, BatchConditioning
 from oncodiff.models.controlnet import ControlledDenoiser
 from oncodiff.models.denoiser import ConditionalDenoiser
 from oncodiff.models.residual import ResidualDenoiser, residual_condition_names
@@ -53,17 +55,46 @@ class ModelLayout:
         return cls(**raw)
 
 
+DENOISER_FIELDS = ("channels", "attention_levels", "num_res_blocks", "num_head_channels", "norm_num_groups", "token_dim",
+                   "cbi_lambda", "class_label", "class_dropout", "clinical_dropout", "use_days", "prompt_tokens",
+                   "drift_head")  # ModelConfig fields that ConditionalDenoiser takes under the same name
+
+
+def denoiser_arguments(model: ModelConfig) -> dict[str, Any]:
+    """ConditionalDenoiser's keyword arguments from ``model`` (model.clinical is its ``clinical_mode``)."""
+    return {"clinical_mode": model.clinical, **{name: getattr(model, name) for name in DENOISER_FIELDS}}
+
+
+def batch_conditioning(model: ModelConfig) -> BatchConditioning:
+    """Which batch entries condition a network built from ``model`` (models.conditions.conditions_from_batch)."""
+    return BatchConditioning(model.use_anatomy, model.class_label, model.use_days, model.control)
+
+
+def build_autoencoder(spatial_dims: int, kind: str, config: AutoencoderConfig) -> Autoencoder:
+    """One autoencoder of model.latent = ``kind`` with model.autoencoder's architecture."""
+    return Autoencoder(spatial_dims, kind, channels=config.channels, latent_channels=config.latent_channels,
+                       num_res_blocks=config.num_res_blocks, norm_num_groups=config.norm_num_groups,
+                       codebook_size=config.codebook_size, commitment_cost=config.commitment_cost,
+                       checkpointing=config.checkpointing)
+
+
+def build_codec(spatial_dims: int, kind: str, config: AutoencoderConfig) -> LatentCodec:
+    """The image autoencoder and, with model.autoencoder.mask = autoencoder, the tumour masks' one."""
+    image = build_autoencoder(spatial_dims, kind, config)
+    mask = build_autoencoder(spatial_dims, kind, config) if config.mask == "autoencoder" else None
+    return LatentCodec(image, mask)
+
+
+def build_anatomy_encoders(spatial_dims: int, anatomy: tuple[str, ...], config: AnatomyEncoderConfig) -> AnatomyEncoders:
+    """One encoder per anatomy structure with model.anatomy_encoder's widths."""
+    return AnatomyEncoders(spatial_dims, anatomy, config.width, config.depth, config.projection_dim)
+
+
 def build_denoiser(model: ModelConfig, layout: ModelLayout) -> ConditionalDenoiser:
     """The denoiser for ``layout``, freshly initialised."""
-    return ConditionalDenoiser(
-        spatial_dims=layout.spatial_dims,
-        target_channels=layout.target_channels,
-        image_condition_channels=len(layout.image_condition_names),
-        clinical=layout.clinical,
-        n_classes=layout.n_classes(model),
-        config=model,
-        image_condition_names=layout.image_condition_names,
-    )
+    return ConditionalDenoiser(layout.spatial_dims, layout.target_channels, len(layout.image_condition_names),
+                               layout.clinical, layout.n_classes(model), layout.image_condition_names,
+                               **denoiser_arguments(model))
 
 
 def residual_mean_model(model: ModelConfig) -> ModelConfig:
@@ -76,7 +107,7 @@ def build_residual(model: ModelConfig, layout: ModelLayout) -> ResidualDenoiser:
     """The residual design's pair: the regression U-Net and the residual model, which also sees its mean."""
     names = residual_condition_names(layout.image_condition_names, layout.target_channels)
     residual = ConditionalDenoiser(layout.spatial_dims, layout.target_channels, len(names), layout.clinical,
-                                   layout.n_classes(model), model, image_condition_names=names)
+                                   layout.n_classes(model), names, **denoiser_arguments(model))
     return ResidualDenoiser(build_denoiser(residual_mean_model(model), layout), residual)
 
 
@@ -88,17 +119,17 @@ def build_network(config: Config, layout: ModelLayout) -> nn.Module:
     if stage in ("diffusion", "regression"):
         return build_denoiser(model, layout)
     if stage == "contrastive":
-        return AnatomyEncoders(layout.spatial_dims, layout.anatomy, model.anatomy_encoder)
+        return build_anatomy_encoders(layout.spatial_dims, layout.anatomy, model.anatomy_encoder)
     if stage == "autoencoder":
-        return LatentCodec(layout.spatial_dims, model.latent, model.autoencoder)
+        return build_codec(layout.spatial_dims, model.latent, model.autoencoder)
     if model.latent == "none":  # a pixel-space ControlNet
         return _controlled(build_denoiser(model, layout), config, layout, control_downsample_levels=0)
-    codec = LatentCodec(layout.spatial_dims, model.latent, model.autoencoder)
+    codec = build_codec(layout.spatial_dims, model.latent, model.autoencoder)
     if layout.crop_size:
         codec.latent_shape(layout.crop_size)  # fail now, naming the crop size, rather than at the first batch
     names = latent_condition_names(codec, layout.image_condition_names)
     denoiser = ConditionalDenoiser(layout.spatial_dims, codec.latent_channels, len(names), layout.clinical,
-                                   CLASS_COUNTS[model.class_label], model, image_condition_names=names)
+                                   CLASS_COUNTS[model.class_label], names, **denoiser_arguments(model))
     if stage == "controlnet":
         denoiser = _controlled(denoiser, config, layout, control_downsample_levels=codec.downsample_levels)
     return LatentDenoiser(codec, denoiser, layout.image_condition_names)
@@ -109,7 +140,7 @@ def _controlled(denoiser: ConditionalDenoiser, config: Config, layout: ModelLayo
     model = config.model
     encoders = None
     if model.control == "anatomy":
-        encoders = AnatomyEncoders(layout.spatial_dims, layout.anatomy, model.anatomy_encoder)
+        encoders = build_anatomy_encoders(layout.spatial_dims, layout.anatomy, model.anatomy_encoder)
     channels = len(layout.anatomy) if model.control == "anatomy" else 1
     return ControlledDenoiser(denoiser, model.control, channels, model.control_embedding_width,
                               control_downsample_levels, anatomy_encoders=encoders)

@@ -13,7 +13,7 @@ from oncodiff.models.hooks import captured_outputs
 
 def upblock_feature_dim(denoiser: ConditionalDenoiser) -> int:
     """F, the width of `upblock_features`: the sum of the up-blocks' output channels."""
-    return sum(denoiser.config.channels)
+    return sum(denoiser.channels)
 
 
 @torch.no_grad()

@@ -13,6 +13,7 @@ import torch
 
 from oncodiff.diffusion import NoiseSchedule
 from oncodiff.models import conditions_from_batch, upblock_features
+from oncodiff.models.factory import batch_conditioning
 from oncodiff.pipeline.cases import CaseSet
 from oncodiff.pipeline.export import ExportedModel
 
@@ -24,7 +25,7 @@ def denoiser_features(model: ExportedModel, cases: CaseSet, timestep: int) -> np
     net, device = model.net, next(model.net.parameters()).device
     schedule = NoiseSchedule.from_config(model.config.diffusion)
     t_value = min(timestep, schedule.num_train_timesteps - 1)
-    cond = conditions_from_batch(cases.batch, model.config.model, model.layout.image_condition_names).null(model.net.null_class).to(device)
+    cond = conditions_from_batch(cases.batch, batch_conditioning(model.config.model), model.layout.image_condition_names).null(model.net.null_class).to(device)
     with torch.inference_mode():  # a latent model's features are its latent U-Net's, on the latent grid
         cond = net.encode_conditions(cond)
     pre = net.sampling_pre(cond)

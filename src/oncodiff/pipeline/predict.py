@@ -32,9 +32,10 @@ from oncodiff.outputs import (
     RunLock, check_output, check_run_finished, read_marker, reads_cohort, staged_folder, write_marker,
 )
 from oncodiff.models import Conditions, conditions_from_batch, post_from_target
+from oncodiff.models.factory import batch_conditioning
 from oncodiff.pipeline.calibration import IntervalCalibration, minimum_cases
 from oncodiff.pipeline.cases import CaseSet, load_cases
-from oncodiff.pipeline.class_prior import allocate_classes
+from oncodiff.outcomes.class_prior import allocate_classes
 from oncodiff.pipeline.export import ExportedModel, load_export, read_export_meta, update_export_meta
 from oncodiff.pipeline.prior_inputs import class_prior_note, class_probabilities, survival_risk_summary
 from oncodiff.pipeline.sampling import draw_samples, regress, sample_generators
@@ -101,7 +102,7 @@ def case_conditions(model: ExportedModel, cases: CaseSet, class_label: str = "gi
     and give the null class here."""
     if class_label not in CLASS_MODES:
         raise ValueError(f"class_label must be one of {CLASS_MODES}, got {class_label!r}")
-    cond = conditions_from_batch(cases.batch, model.config.model, model.layout.image_condition_names)
+    cond = conditions_from_batch(cases.batch, batch_conditioning(model.config.model), model.layout.image_condition_names)
     if cond.class_label is None or class_label == "true":
         return cond
     if class_label in ("null", "predicted", "most_probable"):

@@ -15,12 +15,12 @@ import numpy as np
 
 from oncodiff.models import CLASS_COUNTS, CLASS_LABEL_KEYS
 from oncodiff.pipeline.cases import CaseSet, load_cases
-from oncodiff.pipeline.class_prior import (
+from oncodiff.outcomes.class_prior import (
     BASE_RATE, CLINICAL, CLINICAL_DENOISER, ClassPrior, interim_features, prior_features,
 )
 from oncodiff.pipeline.denoiser_features import denoiser_features
 from oncodiff.pipeline.export import ExportedModel, load_export, read_export_meta, update_export_meta
-from oncodiff.pipeline.survival_risk import SurvivalRisk
+from oncodiff.outcomes.survival_risk import SurvivalRisk
 
 NOT_CONDITIONED = "no class prior: the model is not conditioned on a class (model.class_label: none)"
 
@@ -95,7 +95,7 @@ def fit_export_class_prior(folder: str | Path, cohort: str | Path, patients: Seq
                            cache_dir: str | Path | None = None) -> ClassPrior | None:
     """Choose and fit the class prior on ``patients`` (the training split) and store it in the export's
     config.json (``class_prior``: None when the model has no class label or the patients one class), with
-    a response-conditioned model's Cox model on the same inputs (``survival_risk``, pipeline.survival_risk)."""
+    a response-conditioned model's Cox model on the same inputs (``survival_risk``, outcomes.survival_risk)."""
     model = load_export(folder)
     kind = model.config.model.class_label
     prior = survival = None
@@ -125,7 +125,7 @@ def survival_risk_summary(model: ExportedModel, cases: CaseSet, probability: np.
     """predict's survival risk per follow-up, from the chosen class prior: with a survival class, from its
     probabilities (B, K): 1 - E[class] / (K - 1), in [0, 1] (class 0 = shortest survival; with two classes,
     P(survival shorter than the training median)); with a response class, from the Cox model fitted on the
-    prior's inputs (pipeline.survival_risk). Otherwise why there is none."""
+    prior's inputs (outcomes.survival_risk). Otherwise why there is none."""
     kind = model.config.model.class_label
     if not kind.startswith("survival"):
         return _cox_risk_summary(model, cases)

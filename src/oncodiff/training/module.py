@@ -22,7 +22,7 @@ from oncodiff.diffusion import DiffusionLoss, NoiseSchedule
 from oncodiff.models import (
     Conditions, conditions_from_batch, source_in_target_space, target_from_batch, target_weights,
 )
-from oncodiff.models.factory import ModelLayout, build_network
+from oncodiff.models.factory import ModelLayout, batch_conditioning, build_network
 from oncodiff.training.init import prepare_network
 
 VALIDATION_SEED = 12345  # validation draws the same t and noise for each case at every check
@@ -101,7 +101,7 @@ class _DenoiserModule(TrainingModule):
     """A stage whose network is a (wrapped) ConditionalDenoiser conditioned on the batch."""
 
     def _conditions(self, batch: dict, generators: list[torch.Generator] | None) -> Conditions:
-        cond = conditions_from_batch(batch, self.config.model, self.layout.image_condition_names)
+        cond = conditions_from_batch(batch, batch_conditioning(self.config.model), self.layout.image_condition_names)
         if generators is None:  # validation: conditional, nothing dropped
             return cond
         return self.net.drop_labels(cond, generator=generators[0])
@@ -137,7 +137,7 @@ class ResidualDiffusionModule(DiffusionModule):
     sees the conditions before label dropout: at sampling it always sees the case's own clinical variables."""
 
     def _conditions(self, batch: dict, generators: list[torch.Generator] | None) -> Conditions:
-        cond = self.net.encode_conditions(conditions_from_batch(batch, self.config.model))
+        cond = self.net.encode_conditions(conditions_from_batch(batch, batch_conditioning(self.config.model)))
         return cond if generators is None else self.net.drop_labels(cond, generator=generators[0])
 
     def objective(self, batch: dict, validation: bool) -> tuple[Tensor, dict[str, Tensor]]:

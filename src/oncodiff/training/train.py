@@ -13,11 +13,12 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.callbacks import Callback, EarlyStopping, LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger
 
 from oncodiff.cohort import cohort_fingerprint
@@ -47,13 +48,16 @@ BUDGET_MARGIN = 0.85  # share of max_minutes planned for training steps; the res
 
 @reads_cohort("train")
 def train(cohort: str | Path, config: Config, out: str | Path, resume: bool = False,
-          cache_dir: str | Path | None = None, overwrite: bool = False, within: Path | None = None) -> Path:
+          cache_dir: str | Path | None = None, overwrite: bool = False, within: Path | None = None,
+          callbacks: Sequence[Callback] = ()) -> Path:
     """Train the model ``config`` describes on ``cohort``; returns the run folder.
 
     The cohort is validated and preprocessed, and the memory a step needs estimated, before the run folder
     is created; the run folder is locked while training runs (docs/outputs.md). ``within``: the run that
     owns this one (evaluate's baselines train inside their run). A 3D cohort with a preset for 2D crops is
-    trained by the volumetric route (data/route.py), which is printed and written to config.json."""
+    trained by the volumetric route (data/route.py), which is printed and written to config.json.
+    ``callbacks``: extra Lightning callbacks for the stage's Trainer, after ours (a caller's hooks, e.g. one
+    that stops at a given step)."""
     config, route = volumetric_route(config, cohort)
     if route and _is_rank_zero():
         print(route, flush=True)
@@ -66,14 +70,14 @@ def train(cohort: str | Path, config: Config, out: str | Path, resume: bool = Fa
     if not _is_rank_zero():  # torchrun/SLURM start every rank at once: read what rank 0 decided, never decide again
         run = RunFolder(Path(out).resolve())
         _wait_for((run.config_json, run.splits_json, run.plan_json))
-        return _fit(run, cohort, config, resume, cache_dir, _prepared(cohort, config, cache_dir, run))
+        return _fit(run, cohort, config, resume, cache_dir, _prepared(cohort, config, cache_dir, run), callbacks)
     run = check_run_out(out, cohort, resume, overwrite, within)
     data = _prepared(cohort, config, cache_dir, run)
-    check_memory(config, data.spatial_dims, len(image_condition_names(data.anatomy_names, config.model,
+    check_memory(config, data.spatial_dims, len(image_condition_names(data.anatomy_names, config.model.use_anatomy,
                                                                       *data.prior_inputs)))
     lock = open_run_folder(run, config, resume, overwrite, cohort)
     try:
-        return _fit(run, cohort, config, resume, cache_dir, data)
+        return _fit(run, cohort, config, resume, cache_dir, data, callbacks)
     finally:
         lock.release()
 
@@ -86,7 +90,7 @@ def _prepared(cohort: str | Path, config: Config, cache_dir: str | Path | None, 
 
 
 def _fit(run: RunFolder, cohort: str | Path, config: Config, resume: bool, cache_dir: str | Path | None,
-         data: CohortDataModule) -> Path:
+         data: CohortDataModule, callbacks: Sequence[Callback] = ()) -> Path:
     data.setup()
     if _is_rank_zero():
         run.cohort_json.write_text(json.dumps(cohort_fingerprint(cohort), indent=2) + "\n", encoding="utf-8")
@@ -104,7 +108,7 @@ def _fit(run: RunFolder, cohort: str | Path, config: Config, resume: bool, cache
     module = module_class(config)(config, layout, total_steps)
     if mean_run is not None:
         load_residual_mean(module.net, mean_run)
-    trainer = _trainer(run, budget, total_steps)
+    trainer = _trainer(run, budget, total_steps, callbacks)
     trainer.fit(module, datamodule=data, ckpt_path=str(run.last_checkpoint) if resume else None, weights_only=True)
     if trainer.is_global_zero:
         calibrate = config.training.stage in PREDICTING_STAGES and config.sampling.calibrate
@@ -176,7 +180,7 @@ def model_layout(data: CohortDataModule, config: Config) -> ModelLayout:
     spec = data.spec
     return ModelLayout(
         spatial_dims=data.spatial_dims,
-        image_condition_names=image_condition_names(data.anatomy_names, config.model, *data.prior_inputs),
+        image_condition_names=image_condition_names(data.anatomy_names, config.model.use_anatomy, *data.prior_inputs),
         clinical=tuple(spec.clinical),
         anatomy=data.anatomy_names,
         target_channels=1 + int(config.model.generate_mask),
@@ -209,7 +213,7 @@ def precision_note(config: Config) -> str | None:
             "trains in fp32 (precision 32), several times faster here; set training.precision='32' to silence this")
 
 
-def _world_size(config: Config) -> int:
+def world_size(config: Config) -> int:
     """Processes taking part in training: torchrun/SLURM's WORLD_SIZE, else devices x nodes (devices="auto":
     every visible GPU when training on GPUs, one process on CPU)."""
     if os.environ.get("WORLD_SIZE"):
@@ -245,7 +249,7 @@ def _plan_steps(run: RunFolder, config: Config, layout: ModelLayout, data: Cohor
     if path.is_file():
         return int(json.loads(path.read_text(encoding="utf-8"))["total_steps"])
     train = config.training
-    world = _world_size(config)
+    world = world_size(config)
     # Lightning shares each epoch's samples out over the ranks (padded to a multiple of the world size).
     per_rank = -(-(train.samples_per_epoch or len(data.dataset("train"))) // world)
     steps_per_epoch = -(-per_rank // train.batch_size)
@@ -301,7 +305,7 @@ def _endless(data: CohortDataModule):
         yield from data.train_dataloader()
 
 
-def _trainer(run: RunFolder, config: Config, total_steps: int) -> L.Trainer:
+def _trainer(run: RunFolder, config: Config, total_steps: int, extra: Sequence[Callback] = ()) -> L.Trainer:
     train = config.training
     callbacks = [
         # Both act when validation ends (early stopping first: Lightning runs checkpointing last), so a checkpoint
@@ -320,6 +324,7 @@ def _trainer(run: RunFolder, config: Config, total_steps: int) -> L.Trainer:
     interactive = sys.stderr.isatty()
     if interactive:
         callbacks.append(TQDMProgressBar(refresh_rate=5))
+    callbacks.extend(extra)
     return L.Trainer(
         accelerator=train.accelerator, devices=train.devices, num_nodes=train.num_nodes,
         precision=effective_precision(config), max_epochs=train.max_epochs, max_steps=total_steps,

@@ -324,8 +324,8 @@ def reliability_figure(curve: Mapping, base_rate: float | None = None) -> Figure
 
 
 def kaplan_meier_figure(km: Mapping) -> Figure:
-    """``summary["outcomes"]["kaplan_meier"]`` drawn by :func:`oncodiff.evaluation.outcomes.plot_kaplan_meier`."""
-    from oncodiff.evaluation.outcomes import KaplanMeierCurve, KaplanMeierData, plot_kaplan_meier
+    """``summary["outcomes"]["kaplan_meier"]`` drawn by :func:`oncodiff.outcomes.survival_curves.plot_kaplan_meier`."""
+    from oncodiff.outcomes.survival_curves import KaplanMeierCurve, KaplanMeierData, plot_kaplan_meier
 
     arrays = ("time", "survival", "ci_lower", "ci_upper")
     curves = tuple(KaplanMeierCurve(label=c["label"], n=c["n"], events=c["events"],

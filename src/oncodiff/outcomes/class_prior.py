@@ -40,6 +40,8 @@ import torch
 
 from oncodiff.cohort.schema import ClinicalVariable
 from oncodiff.data.clinical import clinical_design_matrix
+from oncodiff.outcomes.folds import folds_for, make_folds
+from oncodiff.outcomes.scaling import Standardisation
 
 L2_C = 1.0  # inverse L2 strength when there are too few patients to cross-validate (sklearn's default)
 C_GRID = (0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)  # candidates for the cross-validated inverse L2 strength
@@ -129,7 +131,7 @@ class ClassPrior:
         if len(np.unique(y)) < 2:
             return None
         groups = np.arange(len(labels)) if groups is None else np.asarray(groups)
-        sets = {name: standardise(x[known].astype(np.float64)) for name, x in feature_sets.items()}
+        sets = {name: _standardised(x[known].astype(np.float64)) for name, x in feature_sets.items()}
         frequencies = np.bincount(y, minlength=n_classes)[:n_classes] / len(y)
         splits, folds = grouped_folds(y, groups[known], seed)
         if splits is None:  # too few patients to cross-validate: the clinical model at sklearn's default C
@@ -190,12 +192,6 @@ class ClassPrior:
                 f"({self.c_selection})")
 
 
-def standardise(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    mean, scale = x.mean(0), x.std(0)
-    scale = np.where(scale > 1e-12, scale, 1.0)
-    return (x - mean) / scale, mean, scale
-
-
 def fit_logistic(z: np.ndarray, y: np.ndarray, n_classes: int, c: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """(K, F) coefficients and (K,) intercepts of an L2 logistic regression; classes absent from ``y`` get a
     -1e4 intercept. Unweighted: the mixture needs calibrated probabilities, and class weights would pull them
@@ -215,14 +211,11 @@ def fit_logistic(z: np.ndarray, y: np.ndarray, n_classes: int, c: float, seed: i
 
 
 def grouped_folds(y: np.ndarray, groups: np.ndarray, seed: int) -> tuple[list | None, int]:
-    """Stratified folds that keep a patient's rows together; None when a class has too few patients for two."""
-    from sklearn.model_selection import StratifiedGroupKFold
-
-    patients_per_class = [len(np.unique(groups[y == k])) for k in np.unique(y)]
-    folds = min(CV_FOLDS, min(patients_per_class) // MIN_PATIENTS_PER_CLASS)
-    if folds < 2:
-        return None, folds
-    return list(StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed).split(y, y, groups)), folds
+    """:func:`~oncodiff.outcomes.folds.make_folds`' folds of the rows, as many as leave each class
+    :data:`MIN_PATIENTS_PER_CLASS` patients per fold (at most :data:`CV_FOLDS`), and their number; None when a
+    class has too few patients for two."""
+    folds = folds_for(y, groups, CV_FOLDS, MIN_PATIENTS_PER_CLASS)
+    return (make_folds(y, groups, folds, seed) if folds >= 2 else None), folds
 
 
 def _cross_validate(sets: Mapping[str, tuple], y: np.ndarray, n_classes: int, splits: list, seed: int,
@@ -273,6 +266,11 @@ def _nested_gain(sets: Mapping[str, tuple], y: np.ndarray, n_classes: int, split
         p = (1 - shrinkage) * _softmax(sets[name][0][test] @ coef.T + intercept) + shrinkage * rates
         gain[test] = negative_log_likelihood(np.tile(rates, (len(test), 1)), y[test]) - negative_log_likelihood(p, y[test])
     return float(_per_patient(gain, groups).mean())
+
+
+def _standardised(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    scaling = Standardisation.fit(x)  # every column kept: the export applies mean and scale to a new case's features
+    return scaling(x), scaling.mean, scaling.scale
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from oncodiff.evaluation.outcomes import CNNOptions, cross_validate_cnn_response, cross_validate_cnn_survival
-from oncodiff.models.heads import ScanOutcomeCNN
+from oncodiff.outcomes.cnn import CNNOptions, cross_validate_cnn_response, cross_validate_cnn_survival
+from oncodiff.outcomes.networks import ScanOutcomeCNN
 
 
 

@@ -22,7 +22,8 @@ from typing import Any, Literal
 import numpy as np
 from lifelines.utils import concordance_index
 from sklearn.metrics import balanced_accuracy_score, f1_score, precision_score, recall_score, roc_auc_score
-from sklearn.model_selection import StratifiedGroupKFold
+
+from oncodiff.outcomes.folds import make_folds
 
 RESPONDER = 1
 NON_RESPONDER = 0
@@ -90,46 +91,7 @@ def check_options(options: Any, positive: Sequence[str], non_negative: Sequence[
 
 
 # ---------------------------------------------------------------------------------------------
-# Folds and metrics
-# Folds and metrics
-
-
-def make_folds(strata: np.ndarray, groups: np.ndarray, folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Stratified k-fold grouped by patient: ``[(train_index, test_index), ...]`` into ``(N,)``.
-
-    ``strata`` (N,): the label to balance (response, or the survival event); ``groups`` (N,): patient
-    ids; no patient is ever on both sides of a fold. Deterministic for a given seed.
-    """
-    strata, groups = np.asarray(strata), np.asarray(groups)
-    if strata.shape != groups.shape or strata.ndim != 1:
-        raise ValueError(f"strata and groups must be 1-D of one length; got {strata.shape} and {groups.shape}")
-    if folds < 2:
-        raise ValueError(f"folds must be >= 2, got {folds}")
-    n_patients = len(np.unique(groups))
-    if n_patients < folds:
-        raise ValueError(f"{folds}-fold cross-validation needs at least {folds} patients with a known outcome; "
-                         f"got {n_patients}. Lower evaluation.folds or add patients.")
-    problem = folds_problem(strata, folds)
-    if problem:
-        raise ValueError(problem)
-    splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
-    return list(splitter.split(np.zeros((len(strata), 1)), strata, groups))
-
-
-def folds_problem(strata: np.ndarray, folds: int) -> str | None:
-    """Why stratified ``folds``-fold cross-validation cannot run on ``strata`` (N,), or None when it can.
-
-    scikit-learn's stratified splitters need at least ``folds`` members in the largest class: on a small
-    cohort (say 6 patients, 2 responders, 5 folds) no split exists.
-    """
-    if len(strata) == 0:
-        return "no patient has a known outcome"
-    largest = int(np.unique(np.asarray(strata), return_counts=True)[1].max())
-    if largest < folds:
-        return (f"{folds}-fold stratified cross-validation needs at least {folds} patients in one outcome class; the "
-                f"largest class has {largest}. Lower evaluation.folds (e.g. --set evaluation.folds={max(2, largest)}) "
-                f"or add patients.")
-    return None
+# Metrics
 
 
 def response_metrics(labels: np.ndarray, probability: np.ndarray, threshold: float = 0.5) -> dict[str, float | None]:
@@ -184,7 +146,6 @@ def _summarise(per_fold: list[dict[str, float | None]], names: Sequence[str]) ->
 
 
 # ---------------------------------------------------------------------------------------------
-# Inputs
 # Inputs
 
 
@@ -297,13 +258,6 @@ def cross_validate(task: Task, fit_predict: FoldPredictor, groups: np.ndarray, f
     return CVResult(task=task.name, model=model, per_fold=tuple(per_fold), mean=mean, std=std, undefined=undefined,
                     pooled=task.score(index_known, oof[index_known]), oof=oof, test_fold=test_fold,
                     notes=tuple(notes))
-
-
-def standardise(train: np.ndarray, test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """z-score with the training part's mean/std; columns constant on the training part are dropped."""
-    mean, std = train.mean(axis=0), train.std(axis=0)
-    keep = std > 1e-8 * np.maximum(1.0, np.abs(mean))
-    return (train[:, keep] - mean[keep]) / std[keep], (test[:, keep] - mean[keep]) / std[keep]
 
 
 def centred(train_risk: np.ndarray, test_risk: np.ndarray) -> np.ndarray:

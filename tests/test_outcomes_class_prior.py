@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from oncodiff.evaluation.distribution_scores import class_probability_scores
-from oncodiff.pipeline.class_prior import (
+from oncodiff.outcomes.class_prior import (
     BASE_RATE, CLINICAL, CLINICAL_DENOISER, L2_C, ClassPrior, allocate_classes,
 )
 
@@ -194,8 +194,8 @@ def _cox_data(seed: int, n: int = 150):
 
 
 def test_cox_survival_risk_recovers_the_hazard_ranking_and_round_trips():
-    from oncodiff.evaluation.outcomes import concordance
-    from oncodiff.pipeline.survival_risk import SurvivalRisk
+    from oncodiff.outcomes.cross_validation import concordance
+    from oncodiff.outcomes.survival_risk import SurvivalRisk
 
     x, time, event = _cox_data(10)
     prior = ClassPrior.fit(x, (x[:, 0] > 0).astype(int), 2)
@@ -215,7 +215,7 @@ def test_a_feature_constant_over_first_rows_gets_no_cox_weight_and_no_warning():
     gives them coefficient 0 instead of an ill-posed fit with lifelines' warnings in the user's output."""
     import warnings
 
-    from oncodiff.pipeline.survival_risk import SurvivalRisk
+    from oncodiff.outcomes.survival_risk import SurvivalRisk
 
     x, time, event = _cox_data(10)
     with_constant = np.concatenate([x, np.zeros((len(x), 1))], axis=1)
@@ -230,7 +230,7 @@ def test_a_feature_constant_over_first_rows_gets_no_cox_weight_and_no_warning():
 
 
 def test_no_cox_model_for_a_base_rate_prior_or_too_few_events():
-    from oncodiff.pipeline.survival_risk import SurvivalRisk
+    from oncodiff.outcomes.survival_risk import SurvivalRisk
 
     x, time, event = _cox_data(12, 40)
     groups = np.arange(40)
@@ -250,11 +250,11 @@ def _signal_sets(seed: int, n: int, strength: float):
 
 
 def test_nested_cv_gain_is_positive_for_a_signal_and_not_for_noise():
-    from oncodiff.pipeline import class_prior
+    from oncodiff.outcomes import class_prior
 
     for strength, positive in ((3.0, True), (0.0, False)):
         sets, y = _signal_sets(8, 80, strength)
-        standardised = {k: class_prior.standardise(v) for k, v in sets.items()}
+        standardised = {k: class_prior._standardised(v) for k, v in sets.items()}
         groups = np.arange(len(y))
         splits, _ = class_prior.grouped_folds(y, groups, 0)
         gain = class_prior._nested_gain(standardised, y, 2, splits, 0, groups)
@@ -262,7 +262,7 @@ def test_nested_cv_gain_is_positive_for_a_signal_and_not_for_noise():
 
 
 def test_a_choice_that_loses_in_nested_cv_gives_way_to_the_base_rate(monkeypatch):
-    from oncodiff.pipeline import class_prior
+    from oncodiff.outcomes import class_prior
 
     sets, y = _signal_sets(9, 80, 3.0)
     chosen = ClassPrior.select(sets, y, 2, groups=np.arange(80))

@@ -1,4 +1,4 @@
-"""Outcome heads, the Cox loss, metrics and patient-grouped cross-validation (evaluation/outcomes.py)."""
+"""Outcome heads, the Cox loss, metrics and patient-grouped cross-validation (oncodiff.outcomes)."""
 
 import json
 
@@ -12,19 +12,12 @@ from lifelines.utils import concordance_index
 from oncodiff.cohort.schema import ClinicalVariable
 from oncodiff.config import EvaluationConfig
 from oncodiff.data.clinical import clinical_design_matrix
-from oncodiff.evaluation.outcomes import (
-    RESPONDER,
-    CNNOptions,
-    HeadOptions,
-    concordance,
-    cross_validate_response,
-    cross_validate_survival,
-    kaplan_meier_by_risk,
-    make_folds,
-    plot_kaplan_meier,
-    response_metrics,
-)
-from oncodiff.models.heads import CoxHead, ResponseHead, cox_partial_likelihood
+from oncodiff.outcomes.cnn import CNNOptions
+from oncodiff.outcomes.cross_validation import RESPONDER, concordance, response_metrics
+from oncodiff.outcomes.folds import make_folds
+from oncodiff.outcomes.heads import HeadOptions, cross_validate_response, cross_validate_survival
+from oncodiff.outcomes.survival_curves import kaplan_meier_by_risk, plot_kaplan_meier
+from oncodiff.outcomes.networks import CoxHead, ResponseHead, cox_partial_likelihood
 
 FAST = HeadOptions(epochs=100, hidden=16)
 
@@ -308,7 +301,7 @@ def test_options_are_checked_and_read_from_the_config():
 
 def test_folds_problem_names_the_option_when_no_stratified_split_exists():
     """6 patients, 2 responders, 5 folds: scikit-learn has no stratified split; the reason names evaluation.folds."""
-    from oncodiff.evaluation.outcomes import folds_problem
+    from oncodiff.outcomes.folds import folds_problem
 
     small = np.array([1, 1, 0, 0, 0, 0])
     problem = folds_problem(small, 5)

@@ -13,12 +13,13 @@ import numpy as np
 import torch
 
 from oncodiff.config import EvaluationConfig
-from oncodiff.evaluation.outcomes.cross_validation import (
+from oncodiff.outcomes.cross_validation import (
     CVResult, centred, check_groups, check_labels, check_matrix, check_options, check_survival, cross_validate,
-    response_task, standardise, survival_task,
+    response_task, survival_task,
 )
-from oncodiff.evaluation.outcomes.heads import balanced_bce
-from oncodiff.models.heads import ScanOutcomeCNN, cox_partial_likelihood
+from oncodiff.outcomes.heads import balanced_bce
+from oncodiff.outcomes.networks import ScanOutcomeCNN, cox_partial_likelihood
+from oncodiff.outcomes.scaling import standardise
 
 
 @dataclass(frozen=True)

@@ -19,11 +19,12 @@ from lifelines import CoxPHFitter
 from sklearn.linear_model import LogisticRegression
 
 from oncodiff.config import EvaluationConfig
-from oncodiff.evaluation.outcomes.cross_validation import (
+from oncodiff.outcomes.cross_validation import (
     RESPONDER, CVResult, centred, check_groups, check_labels, check_matrix, check_options, check_survival,
-    cross_validate, response_task, standardise, survival_task,
+    cross_validate, response_task, survival_task,
 )
-from oncodiff.models.heads import CoxHead, ResponseHead, cox_partial_likelihood
+from oncodiff.outcomes.networks import CoxHead, ResponseHead, cox_partial_likelihood
+from oncodiff.outcomes.scaling import standardise
 
 ResponseModel = Literal["head", "logistic"]
 SurvivalModel = Literal["cox_head", "coxph"]

@@ -17,7 +17,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from oncodiff.pipeline.class_prior import BASE_RATE, ClassPrior, standardise
+from oncodiff.outcomes.class_prior import BASE_RATE, ClassPrior
+from oncodiff.outcomes.scaling import Standardisation
 
 PENALIZER = 0.1  # lifelines CoxPHFitter L2 penalizer, as for the clinical Cox baseline of `oncodiff evaluate`
 MIN_EVENTS = 2
@@ -54,10 +55,11 @@ class SurvivalRisk:
         known = np.isfinite(time) & np.isfinite(event)
         if event[known].sum() < MIN_EVENTS:
             return None
-        z, mean, scale = standardise(x[known])
+        scaling = Standardisation.fit(x[known])
+        z, mean, scale = scaling(x[known]), scaling.mean, scaling.scale
         # A feature constant over these rows (the interim features of a patient's first follow-up, which has no
         # earlier scan) carries nothing: it keeps coefficient 0 instead of an ill-posed fit.
-        varying = np.flatnonzero(np.ptp(z, axis=0) > 1e-12)
+        varying = np.flatnonzero(scaling.varying)
         names = [f"x{i}" for i in varying]
         if not names:
             return None
