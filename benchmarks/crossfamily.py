@@ -339,12 +339,12 @@ def score(truth: TestTruth, sigma: float, predictions: dict[str, dict[str, list[
     means["crps_vs_denoised identity mae"] = means["crps_tumor"] / means.loc["denoised identity", "mae_tumor"]
     for reference in REFERENCES:
         means[f"mae_vs_{reference}"] = means["mae_tumor"] / means.loc[reference, "mae_tumor"]
-    paired = {value: {reference: paired_patient_differences(frame.pivot_table(index=["patient", "timepoint"], columns="method",
-                                                                     values=value), reference)
-                      for reference in REFERENCES} for value in ("mae_tumor", "ssim_tumor")}
+    pivot = {value: frame.pivot_table(index=["patient", "timepoint"], columns="method", values=value)
+             for value in ("mae_tumor", "ssim_tumor", "crps_tumor")}
+    paired = {value: {reference: paired_patient_differences(pivot[value], reference) for reference in REFERENCES}
+              for value in ("mae_tumor", "ssim_tumor")}
     # the distribution's CRPS against the denoised identity's MAE (its CRPS: a point forecast), paired per patient
-    crps = frame.pivot_table(index=["patient", "timepoint"], columns="method", values="crps_tumor")
-    paired["crps_tumor"] = {"denoised identity": paired_bootstrap(crps, "denoised identity")}
+    paired["crps_tumor"] = {"denoised identity": paired_patient_differences(pivot["crps_tumor"], "denoised identity")}
     return {"follow_ups": int(frame[["patient", "timepoint"]].drop_duplicates().shape[0]),
             "mean": means.reset_index().to_dict(orient="records"), "paired": paired}
 
