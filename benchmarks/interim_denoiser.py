@@ -15,8 +15,8 @@ demo preset and its automatic route for 3D cohorts (tumour slices), N4 off to sa
                  day-28 scan (registered to the baseline, with its presence flag and day); its class prior reads
                  the early volume change on the interim;
   baseline only  ``--set data.inputs=baseline``.
-Each predicts every test patient with the outcome unknown (the class prior's mixture, ``oncodiff predict``
-without ``--set response``), ``--samples`` samples, seed 0.
+Each predicts the month-4 day of every test patient with the outcome unknown (``oncodiff predict --days 120``:
+from every scan before that day; the class prior's mixture, no ``--set response``), ``--samples`` samples, seed 0.
 
 Scoring as benchmarks/volumetric.py and crossfamily.py (TestTruth): each month-4 scan as acquired, brought onto
 its baseline through the synthetic truth's rigid transform and normalised by its own percentiles; in-tumour
@@ -84,8 +84,8 @@ def smoothing_sigma(truth: TestTruth, source: str, patients: list[str]) -> float
 def train_arm(cohort: Path, run: Path, inputs: str, steps: int, cache: Path) -> dict:
     from oncodiff.training import train
 
-    started = cpu_seconds()
-    if not RunFolder(run).weights.is_file():
+    started, reused = cpu_seconds(), RunFolder(run).weights.is_file()
+    if not reused:
         if run.exists():  # an interrupted earlier attempt: start it again
             import shutil
 
@@ -94,17 +94,29 @@ def train_arm(cohort: Path, run: Path, inputs: str, steps: int, cache: Path) -> 
         train(cohort, load_config("demo", [*COMMON, f"training.max_steps={steps}", f"data.inputs={inputs}"]), run,
               cache_dir=cache)
     summary = json.loads((run / "train_summary.json").read_text(encoding="utf-8"))
-    return {"steps": summary.get("global_step"), "cpu_s_this_process": round(cpu_seconds() - started, 1),
+    return {"steps": summary.get("global_step"),
+            "cpu_s_this_process": None if reused else round(cpu_seconds() - started, 1),
             "data": Config.from_json(RunFolder(run).config_json).data.model_dump(mode="json")}
 
 
+def final_day(cohort: Path) -> float:
+    """The day of the month-4 scans (synth writes the same day for every patient)."""
+    scans = pd.read_csv(cohort / "scans.csv", dtype=str)
+    days = {float(d) for d in scans.loc[scans.timepoint == FINAL, "days"]}
+    if len(days) != 1:
+        raise SystemExit(f"{cohort}: the {FINAL} scans are on several days ({sorted(days)}); expected one")
+    return days.pop()
+
+
 def predict_arm(run: Path, cohort: Path, out: Path, samples: int, cache: Path) -> float:
+    """Predict the month-4 day of every test patient (``predict --days``: from every scan before it; the month-4
+    scan itself is the truth), with the outcome unknown."""
     from oncodiff.pipeline.predict import predict
 
     started = cpu_seconds()
     if not (out / "summary.json").is_file():
         print(f"predicting {cohort} with {run} ...", flush=True)
-        predict(run, cohort, out, samples=samples, cache_dir=cache, overwrite=out.exists())
+        predict(run, cohort, out, samples=samples, days=final_day(cohort), cache_dir=cache, overwrite=out.exists())
     return round(cpu_seconds() - started, 1)
 
 
@@ -146,8 +158,8 @@ def table(results: dict) -> str:
              f"Command: `{results['command']}`  ", f"Machine: {results['machine']}  ",
              f"Train {results['patients']} patients, test {s['patients']} other patients (month-4 scans), "
              f"{results['samples']} samples, outcome unknown (class-prior mixture). Steps and CPU seconds per arm: "
-             + "; ".join(f"{k} {v['steps']} steps, train {v['cpu_s_this_process']:.0f} s, predict "
-                         f"{results['predict_cpu_s'][k]:.0f} s" for k, v in results["runs"].items())
+             + "; ".join(f"{k} {v['steps']} steps, train {_seconds(v['cpu_s_this_process'])}, predict "
+                         f"{_seconds(results['predict_cpu_s'][k])}" for k, v in results["runs"].items())
              + f". Total CPU {results['cpu_s']:.0f} s. Smoothing chosen on the training cohort: baseline "
              f"{results['sigmas_mm']['pre']:g} mm, last scan {results['sigmas_mm'][results['interim_timepoint']]:g} "
              "mm.", "",
@@ -163,6 +175,10 @@ def table(results: dict) -> str:
             lines.append(f"- {value}, vs {reference}: {d['mean']:+.4f} [{low:+.4f}, {high:+.4f}] "
                          f"({d['n_patients']} patients)")
     return "\n".join(lines) + "\n"
+
+
+def _seconds(value: float | None) -> str:
+    return "(trained by an earlier, interrupted invocation: not timed here)" if value is None else f"{value:.0f} s"
 
 
 def main(argv: list[str] | None = None) -> int:
