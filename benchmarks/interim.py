@@ -22,8 +22,8 @@ Scored on each held-out patient's month-4 row (patient-grouped k-fold, every pat
     mixture: the training folds' month-4 changes of each class, mixed by p(class | inputs), the way the pipeline
     allocates samples to classes; against the same forecast with the base rate's weights.
 Paired per-patient differences with 95 % bootstrap intervals over patients. Writes OUT/interim.json and
-OUT/table.md. Not measured here (a CPU budget for two 3D denoisers was not available): the in-tumour MAE of
-the denoiser conditioned on the interim, and each sequence's contribution.
+OUT/table.md. Not measured here: the in-tumour MAE of the denoiser conditioned on the interim (that is
+benchmarks/interim_denoiser.py, which trains the two denoisers), and each sequence's contribution.
 """
 
 from __future__ import annotations
@@ -187,8 +187,8 @@ def write_table(out: Path, summary: dict, command: str) -> None:
               f"{summary['auc of the early change']:.2f}",
               f"- chosen class priors: interim {summary['chosen']['interim']}; baseline only "
               f"{summary['chosen']['baseline only']}", "",
-              "Not measured: the in-tumour MAE of a denoiser conditioned on the interim (no CPU budget for two 3D "
-              "denoisers), each sequence's contribution."]
+              "Not measured here: the in-tumour MAE of a denoiser conditioned on the interim (benchmarks/"
+              "interim_denoiser.py), each sequence's contribution."]
     (out / "table.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 

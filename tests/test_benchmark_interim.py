@@ -22,3 +22,20 @@ def test_bootstrap_interval_covers_the_mean():
     differences = np.random.default_rng(0).normal(-0.2, 0.1, 40)
     mean, low, high = interim.bootstrap(differences, np.arange(40), 0)  # one row per patient
     assert low < mean < high < 0 and abs(mean - differences.mean()) < 1e-12
+
+
+def test_the_denoiser_benchmark_pairs_the_priors_model_with_each_reference():
+    import pandas as pd
+
+    denoiser = load_benchmark("interim_denoiser")
+    rng = np.random.default_rng(0)
+    rows = []
+    for k in range(8):
+        base = rng.uniform(0.1, 0.2)
+        for method, shift in ((denoiser.PRIORS_MODEL, 0.0), *((r, 0.05) for r in denoiser.REFERENCES)):
+            rows.append({"patient": f"P{k}", "method": method, "mae_tumor": base + shift, "ssim_tumor": 0.5 - shift})
+    summary = denoiser.summarise(pd.DataFrame(rows))
+    assert summary["patients"] == 8
+    for reference in denoiser.REFERENCES:
+        mae = summary["paired (priors model - reference)"]["mae_tumor"][reference]
+        assert abs(mae["mean"] + 0.05) < 1e-12 and mae["ci95"][1] < 0 and mae["n_patients"] == 8

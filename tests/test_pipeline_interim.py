@@ -112,3 +112,51 @@ def test_the_denoiser_gets_prior_channels_only_where_there_are_priors(trained, t
     single = write_cohort(tmp_path / "single", n_patients=6)  # pre and one follow-up: the format-1 model
     run = train(single, load_config("demo", TINY), tmp_path / "run", cache_dir=tmp_path / "cache")
     assert load_export(run / "model").layout.image_condition_names == ("pre", "tumor_mask", "organ")
+
+
+def _cases_at(trained, days, patients=("P001", "P002")):
+    model = load_export(trained["run"] / "model")
+    return load_cases(model, trained["cohort"], list(patients), days=days, cache_dir=trained["root"] / "cache")
+
+
+def test_a_new_day_is_predicted_from_every_earlier_scan(trained):
+    everything = _cases_at(trained, None)
+    week = {(c.patient_id, c.timepoint): i for i, c in enumerate(everything.cases)}
+    for days, expected in ((30, ("week3",)), (60, ("week3", "week6")), (10, ())):
+        cases = _cases_at(trained, days)
+        assert [c.patient_id for c in cases.cases] == ["P001", "P002"]  # one case per lesion, not per follow-up
+        assert len(cases.follow_ups()) == 2
+        for i, case in enumerate(cases.cases):
+            assert case.timepoint == f"day{days}" and case.days == days and not case.has_truth
+            assert [t for t, _ in case.priors] == list(expected)
+            filled = cases.batch["prior_days"][i].numpy()
+            np.testing.assert_array_equal(filled[:len(expected)], [{"week3": 21, "week6": 42}[t] for t in expected])
+            assert np.isnan(filled[len(expected):]).all()
+            for slot, timepoint in enumerate(expected):  # the slot holds that scan, registered and cut as a target
+                source = everything.batch["post"][week[case.patient_id, timepoint], 0]
+                np.testing.assert_array_equal(cases.batch["priors"][i, slot].numpy(), source.numpy())
+            assert not cases.batch["priors"][i, len(expected):].any()
+            np.testing.assert_array_equal(cases.batch["pre"][i].numpy(),
+                                          everything.batch["pre"][week[case.patient_id, "week3"]].numpy())
+
+
+def test_a_day_with_a_scan_is_that_follow_up_with_its_priors(trained):
+    cases = _cases_at(trained, 42)
+    assert [(c.timepoint, c.has_truth, c.priors) for c in cases.cases] == [("week6", True, (("week3", 21.0),))] * 2
+    assert (cases.batch["prior_days"][:, 0] == 21).all()
+
+
+@pytest.mark.parametrize("days", [0, -7])
+def test_a_day_not_after_the_baseline_is_refused(trained, days):
+    from oncodiff.errors import OncodiffError
+
+    with pytest.raises(OncodiffError, match=f"--days {days}: the day to predict must be after the baseline"):
+        _cases_at(trained, days)
+
+
+def test_predict_a_new_day_names_the_scans_it_used(trained):
+    out = predict(trained["run"], trained["cohort"], trained["root"] / "predictions-day60", patients=["P001"],
+                  days=60, cache_dir=trained["root"] / "cache")
+    summary = json.loads((out / "summary.json").read_text())
+    assert [(c["timepoint"], c["priors"]) for c in summary["cases"]] == [
+        ("day60", [{"timepoint": "week3", "days": 21.0}, {"timepoint": "week6", "days": 42.0}])]

@@ -75,6 +75,9 @@ def test_load_scroll_and_ask_a_what_if_in_chromium(server, browser, tmp_path):
     assert len(rows) == 2 and "%" in rows[0].text
     assert "3D, 24 × 20 × 10 voxels of 1 × 0.8 × 2 mm, axes RAS" in browser.find_element(By.ID, "geometry").text
     assert "WebGL2" not in messages(browser)
+    timeline = [li.text for li in browser.find_elements(By.CSS_SELECTOR, "#timeline li")]
+    assert timeline == ["day 0 · pre · baseline (input)", "day 42 · week6 · true follow-up",
+                        "day 42 · week6 · predicted"]
 
     before = canvas_png(browser, "left")
     slider = browser.find_element(By.ID, "slice")
@@ -97,6 +100,7 @@ def test_load_scroll_and_ask_a_what_if_in_chromium(server, browser, tmp_path):
     table = browser.find_element(By.ID, "whatif-table").text
     assert "volume change" in table and "%" in table and "response=non-responder" in table
     assert len(browser.find_elements(By.CSS_SELECTOR, "#curve circle")) == 6
+    assert "is predicted from: pre (day 0)" in browser.find_element(By.ID, "whatif-inputs").text
     assert Select(browser.find_element(By.ID, "right-layer")).first_selected_option.text == "what-if mean"
     assert canvas_png(browser, "right") != right_before
     assert messages(browser) == ""

@@ -243,7 +243,8 @@ def predict(
     out: Path = typer.Option(..., help="output folder"),
     patient: Optional[list[str]] = typer.Option(None, help="patient id(s); default: the run's test split"),
     samples: Optional[int] = typer.Option(None, min=1, help="samples per case (default: the run's config)"),
-    days: Optional[float] = typer.Option(None, help="days since baseline to predict (default: each follow-up's)"),
+    days: Optional[float] = typer.Option(None, help="days since baseline to predict, from every scan of the lesion "
+                                         "before that day (default: each follow-up's)"),
     set_: Optional[list[str]] = typer.Option(
         None, "--set", help="sampling.KEY=V, clinical.VAR=V or response=V (counterfactual)"
     ),

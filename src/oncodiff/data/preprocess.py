@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -437,13 +437,21 @@ def _cut_sequences(cohort: Cohort, baseline_row: Mapping[str, Any], baseline: Ba
             cut_followup(cohort, {"image": paths[name]}, baseline, config) for name in cohort.spec.other_sequences()]
 
 
+def prior_slots(scan_days: Sequence[float], target_days: float, k_max: int) -> list[int]:
+    """The indices into ``scan_days`` (ascending) of a target's priors: the latest ``k_max`` scans before
+    ``target_days``, oldest first (slot 1 the oldest kept, the last filled slot the most recent scan). Training's
+    samples and ``predict --days`` choose them by this one rule."""
+    before = [i for i, d in enumerate(scan_days) if d < target_days]
+    return before[-k_max:] if k_max > 0 else []
+
+
 def _append_priors(parts, earlier: list[tuple[float, FollowUpCrops]], days: float,
                    sequences: list[FollowUpCrops | None], n_crops: int, config: DataConfig) -> None:
     """One target's prior slots (the K latest scans before ``days``, oldest first, empty slots last) and the
     baseline's sequences, for each of its ``n_crops`` crops."""
     k_max, size = _n_priors(config), tuple(config.crop_size)
-    chosen = [f for d, f in earlier if d < days][-k_max:] if k_max else []
-    chosen_days = [d for d, _ in earlier if d < days][-k_max:] if k_max else []
+    slots = prior_slots([d for d, _ in earlier], days, k_max)
+    chosen, chosen_days = [earlier[i][1] for i in slots], [earlier[i][0] for i in slots]
     priors = np.zeros((n_crops, k_max, *size), np.float32)
     masks = np.zeros((n_crops, k_max, *size), np.uint8)
     prior_days = np.full((n_crops, k_max), np.nan, np.float32)

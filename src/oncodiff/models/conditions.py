@@ -121,8 +121,9 @@ def image_condition_names(anatomy: Sequence[str], use_anatomy: bool, n_priors: i
             *prior_condition_names(n_priors, sequences))
 
 
-def _prior_layout(names: Sequence[str]) -> tuple[int, int]:
-    """(K prior slots, Q sequences) that image condition ``names`` carry."""
+def prior_layout(names: Sequence[str]) -> tuple[int, int]:
+    """(K prior slots, Q sequences) that image condition ``names`` (a model's layout) carry: K = 0 for a model
+    that does not see earlier scans."""
     priors = sum(1 for n in names if n.startswith(PRIOR_PREFIX) and n[len(PRIOR_PREFIX):].isdigit())
     sequences = sum(1 for n in names if n.startswith(SEQUENCE_PREFIX) and not n.endswith("_present"))
     return priors, sequences
@@ -186,7 +187,7 @@ def conditions_from_batch(batch: Mapping[str, object], conditioning: BatchCondit
     anatomy = batch.get("anatomy")
     if conditioning.use_anatomy and anatomy is not None and anatomy.shape[1] > 0:
         images.append(anatomy)
-    n_priors, n_sequences = _prior_layout(image_names or ())
+    n_priors, n_sequences = prior_layout(image_names or ())
     if n_priors or n_sequences:
         images.append(prior_channels(batch, n_priors, n_sequences))
     class_label = None

@@ -1,7 +1,8 @@
 """Cases to predict: a cohort's baseline crops, conditions and (when known) ground truth, as one batch.
 
-A case is one crop of one lesion at one target time: a (baseline, follow-up) pair of the cohort, or a
-baseline scan alone with ``days`` given (a new patient: the tool's real use). Clinical values are
+A case is one crop of one lesion at one target time: a (baseline, follow-up) pair of the cohort, a new day of a
+lesion predicted from its baseline and the scans before that day (``days`` given), or a baseline scan alone with
+``days`` given (a new patient: the tool's real use). Clinical values are
 encoded with the model's own encoder (training-split statistics, from the export), and may be
 overridden for "what if" predictions (``clinical.age=70``, ``response=responder``).
 """
@@ -9,7 +10,7 @@ overridden for "what if" predictions (``clinical.age=70``, ``response=responder`
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +23,9 @@ from oncodiff.data import (
     patient_outcomes, preprocess_cohort,
 )
 from oncodiff.config import SMOOTHING_MM
-from oncodiff.data.preprocess import ARRAY_KEYS, PRIOR_KEYS
+from oncodiff.data.preprocess import ARRAY_KEYS, PRIOR_KEYS, prior_slots
 from oncodiff.errors import ConfigError, OncodiffError
-from oncodiff.models import CLASS_COUNTS, CLASS_LABEL_KEYS
+from oncodiff.models import CLASS_COUNTS, CLASS_LABEL_KEYS, prior_layout
 from oncodiff.pipeline.export import ExportedModel
 
 NULL_VALUES = ("none", "null", "unknown", "")
@@ -43,6 +44,7 @@ class Case:
     geometry: GeometryRecord
     pre_intensity: IntensityTransform
     has_truth: bool  # a follow-up scan at exactly these days exists (post and post_mask are real)
+    priors: tuple[tuple[str, float], ...] = ()  # (timepoint, days) of the earlier scans it is predicted from
 
     @property
     def follow_up_key(self) -> str:
@@ -84,35 +86,99 @@ def load_cases(model: ExportedModel, cohort_root: str | Path, patients: Sequence
                cache_dir: str | Path | None = None) -> CaseSet:
     """The cases of ``patients`` (default: every patient with a follow-up) of a cohort.
 
-    Patients with follow-ups give one case per follow-up (at ``days`` instead, when given); patients
-    with only a baseline scan need ``days``. ``overrides``: clinical.NAME=value and
+    Without ``days``, each follow-up of a lesion is a case, with the earlier scans of its lesion as priors (as in
+    training). With ``days`` = D, each lesion gives one case at day D: its follow-up on day D when there is one
+    (with ground truth), else a new target whose priors are the lesion's scans before D (the latest
+    data.max_priors of them, the most recent in the last filled slot, as training chooses them; none before D:
+    the baseline alone). Patients with only a baseline scan need ``days``. ``overrides``: clinical.NAME=value and
     response=value / survival_class=k for counterfactual predictions.
     """
     data = model.config.data
+    if days is not None and not float(days) > 0:
+        raise OncodiffError(f"--days {days:g}: the day to predict must be after the baseline (day 0 in scans.csv); "
+                            "pass the days since the baseline scan, e.g. --days 120")
     preprocessed = preprocess_cohort(cohort_root, data, cache_dir=cache_dir)
     cohort = preprocessed.cohort
     wanted = _check_patients(cohort, patients)
     arrays, cases = [], []
+    lesions = _lesion_scans(preprocessed.records, wanted)
+    # the prior slots the network reads (none for a model trained without earlier scans): a case names those scans
+    used = min(preprocessed.arrays["priors"].shape[1], prior_layout(model.layout.image_condition_names)[0])
+    if days is None:  # every follow-up, in the preprocessed order
+        for i, record in enumerate(preprocessed.records):
+            if wanted is None or record.patient_id in wanted:
+                scans = lesions[record.patient_id, record.lesion_id]
+                arrays.append({k: preprocessed.arrays[k][i] for k in ARRAY_KEYS + PRIOR_KEYS})
+                cases.append(_case(record, record.timepoint, record.days, True, _priors_of(scans, record.days, used)))
+    else:
+        for scans in lesions.values():
+            _lesion_at(preprocessed, scans, float(days), used, arrays, cases)
     with_pairs = {r.patient_id for r in preprocessed.records}
-    for i, record in enumerate(preprocessed.records):
-        if wanted is None or record.patient_id in wanted:
-            arrays.append({k: preprocessed.arrays[k][i] for k in ARRAY_KEYS + PRIOR_KEYS})
-            cases.append(Case(
-                key=_key(record.patient_id, record.lesion_id, record.timepoint, record.geometry.slice_index),
-                patient_id=record.patient_id, lesion_id=record.lesion_id, timepoint=record.timepoint,
-                days=record.days, baseline_image=record.baseline_image, geometry=record.geometry,
-                pre_intensity=record.pre_intensity, has_truth=True))
     for patient in sorted((wanted or set()) - with_pairs):
         _baseline_only(cohort, patient, days, data, arrays, cases, _no_priors(preprocessed))
-    if days is not None:
-        cases = [replace(c, days=float(days), has_truth=c.has_truth and c.days == float(days),
-                         timepoint=c.timepoint if c.days == float(days) else f"day{days:g}",
-                         key=c.key if c.days == float(days) else _key(c.patient_id, c.lesion_id, f"day{days:g}",
-                                                                      c.geometry.slice_index)) for c in cases]
     if not cases:
         raise OncodiffError(f"no cases to predict in {cohort.root}: no patient selected has a baseline scan")
     batch = _batch(model, cohort, cases, arrays, overrides or {})
     return CaseSet(cases, batch, cohort, preprocessed.cache_path.name)
+
+
+@dataclass(frozen=True)
+class _Scan:
+    """One follow-up scan of a lesion in the preprocessed cohort: its day and its samples (one per crop, in crop
+    order)."""
+
+    timepoint: str
+    days: float
+    rows: list[int]
+
+
+def _lesion_scans(records, wanted: set[str] | None) -> dict[tuple[str, str], list[_Scan]]:
+    """(patient, lesion) -> its preprocessed follow-ups by their day, for each wanted lesion (first-seen order)."""
+    lesions: dict[tuple[str, str], dict[str, _Scan]] = {}
+    for i, record in enumerate(records):
+        if wanted is None or record.patient_id in wanted:
+            scans = lesions.setdefault((record.patient_id, record.lesion_id), {})
+            scans.setdefault(record.timepoint, _Scan(record.timepoint, record.days, [])).rows.append(i)
+    return {key: sorted(scans.values(), key=lambda scan: scan.days) for key, scans in lesions.items()}
+
+
+def _priors_of(scans: list[_Scan], days: float, k_max: int) -> tuple[tuple[str, float], ...]:
+    """(timepoint, days) of the scans a target on ``days`` is predicted from: preprocessing's rule (prior_slots)."""
+    return tuple((scans[j].timepoint, scans[j].days) for j in prior_slots([s.days for s in scans], days, k_max))
+
+
+def _lesion_at(preprocessed, scans: list[_Scan], days: float, used: int, arrays: list, cases: list) -> None:
+    """One lesion's case at ``days``: its follow-up on that day when there is one, else a new target with the
+    baseline crops of the lesion's latest sample and the lesion's scans before that day as priors (the slots are
+    filled as preprocessing fills them; the case names the ``used`` ones the network reads)."""
+    records, k_max = preprocessed.records, preprocessed.arrays["priors"].shape[1]
+    priors = _priors_of(scans, days, used)
+    same_day = [scan for scan in scans if scan.days == days]
+    if same_day:  # preprocessing gave these samples the same priors
+        for i in same_day[0].rows:
+            arrays.append({k: preprocessed.arrays[k][i] for k in ARRAY_KEYS + PRIOR_KEYS})
+            cases.append(_case(records[i], records[i].timepoint, days, True, priors))
+        return
+    chosen = [scans[j] for j in prior_slots([scan.days for scan in scans], days, k_max)]
+    for c, i in enumerate(scans[-1].rows):
+        item = {k: preprocessed.arrays[k][i] for k in ARRAY_KEYS + PRIOR_KEYS}
+        for key in ("post", "post_mask", "post_smoothed"):
+            item[key] = np.zeros_like(item[key])
+        item["priors"], item["prior_masks"] = np.zeros_like(item["priors"]), np.zeros_like(item["prior_masks"])
+        item["prior_days"] = np.full_like(item["prior_days"], np.nan)
+        for slot, scan in enumerate(chosen):  # oldest first, the most recent in the last filled slot
+            item["priors"][slot] = preprocessed.arrays["post"][scan.rows[c], 0]
+            item["prior_masks"][slot] = preprocessed.arrays["post_mask"][scan.rows[c], 0]
+            item["prior_days"][slot] = scan.days
+        arrays.append(item)
+        cases.append(_case(records[i], f"day{days:g}", days, False, priors))
+
+
+def _case(record, timepoint: str, days: float, has_truth: bool, priors: tuple[tuple[str, float], ...]) -> Case:
+    return Case(key=_key(record.patient_id, record.lesion_id, timepoint, record.geometry.slice_index),
+                patient_id=record.patient_id, lesion_id=record.lesion_id, timepoint=timepoint, days=days,
+                baseline_image=record.baseline_image, geometry=record.geometry, pre_intensity=record.pre_intensity,
+                has_truth=has_truth, priors=priors)
 
 
 def _key(patient: str, lesion: str, timepoint: str, slice_index: int | None) -> str:

@@ -384,6 +384,7 @@ def write_follow_up(out: Path, cases: CaseSet, group: Sequence[int], predictions
             write_image(image.array, image, layout.layer(first.follow_up_key, name, PNG))
     summary = {"key": first.follow_up_key, "patient_id": first.patient_id, "lesion_id": first.lesion_id,
                "timepoint": first.timepoint, "days": first.days, "crops": len(group),
+               "priors": [{"timepoint": t, "days": d} for t, d in first.priors],
                **volumes.grouped([list(group)]).summary(0, calibration), "files": files}
     if predictions.class_probability is not None:
         summary["class_probability"] = [float(p) for p in predictions.class_probability[group[0]]]

@@ -93,6 +93,40 @@ def case_layers(folders: ViewerFolders, cohort: Cohort, predictions: PredictionS
     return layers
 
 
+def timeline(folders: ViewerFolders, cohort: Cohort, case: dict) -> list[dict[str, Any]]:
+    """A lesion's scans in time order, each with its ``role`` for this prediction, and the predicted day.
+
+    Roles: ``baseline`` (always an input), ``input`` (an earlier scan the prediction was made from: summary.json's
+    ``priors``), ``not used`` (before the predicted day but not an input: beyond data.max_priors, or a model that
+    does not read earlier scans), ``truth`` (the scan on the predicted day: ground truth, not an input), ``later``
+    (after it), ``unknown`` (an earlier scan, with predictions made before oncodiff recorded their inputs); then
+    ``{"role": "predicted"}`` at the case's day, after a scan of the same day. Each scan has its image ``layer``."""
+    scans = cohort.scans
+    lesion = scans[(scans["patient_id"] == case["patient_id"]) & (scans["lesion_id"].astype(str) == case["lesion_id"])]
+    recorded = case.get("priors")
+    used = None if recorded is None else {str(p["timepoint"]) for p in recorded}
+    days = float(case["days"])
+    items = []
+    for _, row in lesion.iterrows():
+        timepoint, day = str(row["timepoint"]), float(row["days"])
+        if timepoint == cohort.spec.baseline:
+            role = "baseline"
+        elif day == days:
+            role = "truth"
+        elif day > days:
+            role = "later"
+        elif used is None:
+            role = "unknown"
+        else:
+            role = "input" if timepoint in used else "not used"
+        items.append({"timepoint": timepoint, "days": day, "role": role,
+                      "layer": _cohort_layer(folders, cohort, row["image"])})
+    items.sort(key=lambda item: (item["days"], item["role"] != "baseline"))
+    place = sum(1 for item in items if item["days"] <= days)
+    items.insert(place, {"timepoint": case["timepoint"], "days": days, "role": "predicted"})
+    return items
+
+
 def geometry(cohort: Cohort, case: dict) -> dict[str, Any]:
     """The baseline scan's true geometry: shape, spacing (mm) and the orientation of its axes (RAS codes)."""
     baseline, _ = _scan_rows(cohort, case)

@@ -9,7 +9,7 @@ from oncodiff.cohort import load_cohort, read_image, write_image
 from oncodiff.data.clinical import as_text, is_missing
 from oncodiff.errors import OncodiffError
 from oncodiff.runs import RunFolder
-from oncodiff.view.catalog import PredictionSet, case_layers, case_slot, geometry, summary_row
+from oncodiff.view.catalog import PredictionSet, case_layers, case_slot, geometry, summary_row, timeline
 from oncodiff.view.folders import ViewerFolders
 from oncodiff.view.jobs import Job, JobQueue
 from oncodiff.view.whatif import (
@@ -57,7 +57,8 @@ class Viewer:
         return rows
 
     def case(self, key: str) -> dict[str, Any]:
-        """A factual case: its row, layers, true geometry and the patient's clinical values."""
+        """A factual case: its row, layers, true geometry, the patient's clinical values and the lesion's timeline
+        (catalog.timeline: which scans the prediction was made from)."""
         found, entry = self._factual(key)
         patient = entry["patient_id"]
         values = self.cohort.patients.loc[patient]
@@ -65,6 +66,7 @@ class Viewer:
         return {"row": summary_row(entry, self.cohort, found.id), "set": found.id,
                 "layers": case_layers(self.folders, self.cohort, found, entry),
                 "geometry": geometry(self.cohort, entry), "clinical": clinical,
+                "timeline": timeline(self.folders, self.cohort, entry),
                 "overrides": list(self.store.given_request(patient).overrides), "volume_unit": entry.get("volume_unit")}
 
     def predict_patient(self, patient: str) -> Job:
@@ -110,6 +112,7 @@ class Viewer:
             raise OncodiffError(f"the what-if prediction has no case for {factual['key']}")
         return {"set": answer.id, "row": summary_row(entry, self.cohort, answer.id), "overrides": list(asked.overrides),
                 "layers": case_layers(self.folders, self.cohort, answer, entry),
+                "timeline": timeline(self.folders, self.cohort, entry),
                 "difference": self._difference(factual_set, factual, answer, entry),
                 "curve": {"whatif": self._curve(asked, grid, factual), "factual": self._curve(factual_request, grid,
                                                                                           factual)}}

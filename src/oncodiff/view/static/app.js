@@ -101,6 +101,7 @@ async function openCase(key) {
   $("whatif-status").textContent = "";
   fillLayerChoices();
   fillWhatIfForm();
+  showTimeline();
   showGeometry();
   showExports();
   await redraw();
@@ -110,6 +111,9 @@ function layerChoices() {
   const layers = state.caseData.layers;
   const choices = [["mean", "predicted mean"], ["baseline", "baseline scan"]];
   if (layers.followup) choices.push(["followup", "true follow-up"]);
+  for (const item of scansOnTimeline()) {
+    if (item.role !== "baseline" && item.role !== "truth") choices.push([`scan:${item.timepoint}`, `${item.timepoint} scan (${item.role})`]);
+  }
   layers.samples.forEach((_, k) => choices.push([`sample:${k}`, `sample ${k + 1}`]));
   if (state.whatif) choices.unshift(["whatif", "what-if mean"]);
   return choices;
@@ -128,6 +132,7 @@ function layerFor(choice) {
   const layers = state.caseData.layers;
   if (choice === "whatif") return state.whatif.layers.mean;
   if (choice.startsWith("sample:")) return layers.samples[Number(choice.split(":")[1])];
+  if (choice.startsWith("scan:")) return (scansOnTimeline().find((t) => `scan:${t.timepoint}` === choice) || {}).layer;
   return layers[choice];
 }
 
@@ -251,6 +256,46 @@ function moveSlice() {
   }
 }
 
+// ---- timeline --------------------------------------------------------------------------------------------
+
+const ROLE_TEXT = {baseline: "baseline (input)", input: "input", "not used": "not used", truth: "true follow-up",
+  later: "later, not used", unknown: "input not recorded", predicted: "predicted"};
+
+function scansOnTimeline() {
+  return ((state.caseData && state.caseData.timeline) || []).filter((t) => t.role !== "predicted");
+}
+
+function timelineItem(item) {
+  const li = document.createElement("li");
+  li.className = `role-${item.role.replace(" ", "-")}`;
+  li.dataset.role = item.role;
+  const label = `day ${fmt(item.days)} · ${item.timepoint} · ${ROLE_TEXT[item.role] || item.role}`;
+  if (item.role === "predicted") {
+    li.textContent = label;
+    return li;
+  }
+  const button = document.createElement("button");
+  button.type = "button";
+  button.textContent = label;  // cohort text is shown as text, never as markup
+  button.onclick = () => {
+    const choice = item.role === "baseline" ? "baseline" : item.role === "truth" ? "followup" : `scan:${item.timepoint}`;
+    if (![...$("left-layer").options].some((o) => o.value === choice)) return;
+    $("left-layer").value = choice;
+    redraw();
+  };
+  li.append(button);
+  return li;
+}
+
+function showTimeline() {
+  $("timeline").replaceChildren(...(state.caseData.timeline || []).map(timelineItem));
+}
+
+function inputsOf(timeline) {
+  return (timeline || []).filter((t) => t.role === "baseline" || t.role === "input")
+    .map((t) => `${t.timepoint} (day ${fmt(t.days)})`).join(", ");
+}
+
 function showGeometry() {
   const g = state.caseData && state.caseData.geometry;
   if (!g) return;
@@ -363,6 +408,7 @@ function showWhatIf() {
     cells.forEach((text, i) => { const td = document.createElement(i ? "td" : "th"); td.textContent = text; tr.append(td); });
     return tr;
   }));
+  $("whatif-inputs").textContent = `the what-if at day ${fmt(w.days)} is predicted from: ${inputsOf(state.whatif.timeline)}`;
   drawCurve(state.whatif.curve);
   $("whatif-result").hidden = false;
   $("whatif-status").textContent = "done: the what-if mean is on the right; overlay 'what-if − factual' shows the difference";

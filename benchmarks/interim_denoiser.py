@@ -1,0 +1,226 @@
+"""Does the denoiser gain from the interim scan? In-tumour MAE with the outcome unknown, the model trained with
+its prior scans (``data.inputs=prior``, the default) against the denoised last scan and the baseline-only model.
+
+    python -m benchmarks.interim_denoiser --out OUT [--patients 16] [--test-patients 10] [--interim 28]
+                                          [--steps 100] [--samples 4] [--seed 0]
+
+Cohorts: two synthetic 3D clinical-acquisition brain cohorts with an interim scan (``oncodiff synth --site brain
+--dims 3 --acquisition clinical --interim 28``), a training cohort (``--seed``) and a test cohort of other
+patients (``--seed + 1``), each with its month-2 rows dropped as in benchmarks/interim.py (baseline, day 28,
+month 4).
+
+Two models, the same steps (the same budget: the prior channels add a few input channels and nothing else), the
+demo preset and its automatic route for 3D cohorts (tumour slices), N4 off to save CPU (both arms alike):
+  priors         the default, ``data.inputs=prior``: the month-4 target is predicted from the baseline and the
+                 day-28 scan (registered to the baseline, with its presence flag and day); its class prior reads
+                 the early volume change on the interim;
+  baseline only  ``--set data.inputs=baseline``.
+Each predicts the month-4 day of every test patient with the outcome unknown (``oncodiff predict --days 120``:
+from every scan before that day; the class prior's mixture, no ``--set response``), ``--samples`` samples, seed 0.
+
+Scoring as benchmarks/volumetric.py and crossfamily.py (TestTruth): each month-4 scan as acquired, brought onto
+its baseline through the synthetic truth's rigid transform and normalised by its own percentiles; in-tumour
+(baseline GTV) MAE and SSIM of the predicted mean, against
+  - the denoised last scan: the day-28 scan as acquired, brought onto the baseline the same way, normalised by its
+    own percentiles, smoothed by the Gaussian (of SMOOTHING_MM) that best predicts month 4 inside the tumour on the
+    *training* cohort;
+  - the baseline-only model; and, for context, identity (post = baseline) and the denoised baseline.
+Paired per-patient differences (priors model - reference) with patient-bootstrap 95 % intervals
+(oncodiff.evaluation.paired.mean_difference). Writes OUT/results.json, OUT/per_patient.csv and OUT/table.md;
+interrupted, it picks up where it stopped (trained runs and predictions are kept).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from oncodiff.cohort import read_image
+from oncodiff.cohort.image import Image
+from oncodiff.config import SMOOTHING_MM, Config, load_config
+from oncodiff.data.denoise import smoothed
+from oncodiff.evaluation.metrics import image_metrics
+from oncodiff.evaluation.paired import mean_difference
+from oncodiff.runs import RunFolder
+
+from benchmarks.interim import FINAL, make_cohort
+from benchmarks.volumetric import TestTruth
+
+ARMS = {"priors": "prior", "baseline only": "baseline"}
+COMMON = ["data.test_fraction=0", "sampling.calibrate=false", "training.max_minutes=null",
+          "data.bias_correction=none"]
+PRIORS_MODEL = "oncodiff, priors (outcome unknown)"
+REFERENCES = ("denoised last scan", "oncodiff, baseline only (outcome unknown)", "identity", "denoised baseline")
+
+
+def cpu_seconds() -> float:
+    """CPU seconds of this process and its finished children (preprocessing workers)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def smoothing_sigma(truth: TestTruth, source: str, patients: list[str]) -> float:
+    """The sigma of SMOOTHING_MM whose smoothing of ``source`` (``pre``: the baseline, else a timepoint's scan brought
+    onto the baseline) best predicts the month-4 scan inside the baseline tumour (pooled MAE) over ``patients``."""
+    errors, count = np.zeros(len(SMOOTHING_MM)), 0
+    for patient in patients:
+        baseline, mask, _ = truth.baseline(patient)
+        image = baseline if source == "pre" else Image(truth.follow_up(patient, source, baseline)["image"],
+                                                       baseline.affine)
+        target = truth.follow_up(patient, FINAL, baseline)["image"]
+        errors += [np.abs(smoothed(image, s).array - target)[mask].sum() for s in SMOOTHING_MM]
+        count += int(mask.sum())
+    return float(SMOOTHING_MM[int(np.argmin(errors / max(count, 1)))])
+
+
+def train_arm(cohort: Path, run: Path, inputs: str, steps: int, cache: Path) -> dict:
+    from oncodiff.training import train
+
+    started, reused = cpu_seconds(), RunFolder(run).weights.is_file()
+    if not reused:
+        if run.exists():  # an interrupted earlier attempt: start it again
+            import shutil
+
+            shutil.rmtree(run)
+        print(f"training data.inputs={inputs} for {steps} steps ...", flush=True)
+        train(cohort, load_config("demo", [*COMMON, f"training.max_steps={steps}", f"data.inputs={inputs}"]), run,
+              cache_dir=cache)
+    summary = json.loads((run / "train_summary.json").read_text(encoding="utf-8"))
+    return {"steps": summary.get("global_step"),
+            "cpu_s_this_process": None if reused else round(cpu_seconds() - started, 1),
+            "data": Config.from_json(RunFolder(run).config_json).data.model_dump(mode="json")}
+
+
+def final_day(cohort: Path) -> float:
+    """The day of the month-4 scans (synth writes the same day for every patient)."""
+    scans = pd.read_csv(cohort / "scans.csv", dtype=str)
+    days = {float(d) for d in scans.loc[scans.timepoint == FINAL, "days"]}
+    if len(days) != 1:
+        raise SystemExit(f"{cohort}: the {FINAL} scans are on several days ({sorted(days)}); expected one")
+    return days.pop()
+
+
+def predict_arm(run: Path, cohort: Path, out: Path, samples: int, cache: Path) -> float:
+    """Predict the month-4 day of every test patient (``predict --days``: from every scan before it; the month-4
+    scan itself is the truth), with the outcome unknown."""
+    from oncodiff.pipeline.predict import predict
+
+    started = cpu_seconds()
+    if not (out / "summary.json").is_file():
+        print(f"predicting {cohort} with {run} ...", flush=True)
+        predict(run, cohort, out, samples=samples, days=final_day(cohort), cache_dir=cache, overwrite=out.exists())
+    return round(cpu_seconds() - started, 1)
+
+
+def score(truth: TestTruth, patients: list[str], interim: str, sigmas: dict[str, float],
+          predictions: dict[str, Path]) -> pd.DataFrame:
+    rows = []
+    for patient in patients:
+        baseline, mask, transform = truth.baseline(patient)
+        target = truth.follow_up(patient, FINAL, baseline)["image"]
+        last = Image(truth.follow_up(patient, interim, baseline)["image"], baseline.affine)
+        methods = {"identity": baseline.array, "denoised baseline": smoothed(baseline, sigmas["pre"]).array,
+                   "denoised last scan": smoothed(last, sigmas[interim]).array}
+        for name, folder in predictions.items():
+            methods[name] = transform.apply(read_image(folder / f"{patient}_L1_{FINAL}" / "mean.nii.gz").array)
+        for method, image in methods.items():
+            metrics = image_metrics(image, target, mask, bbox_margin=4)
+            rows.append({"patient": patient, "method": method, "mae_tumor": metrics["mae_tumor"],
+                         "ssim_tumor": metrics["ssim_tumor"]})
+    return pd.DataFrame(rows)
+
+
+def summarise(frame: pd.DataFrame) -> dict:
+    means = frame.groupby("method")[["mae_tumor", "ssim_tumor"]].mean()
+    paired = {}
+    for value in ("mae_tumor", "ssim_tumor"):
+        wide = frame.pivot(index="patient", columns="method", values=value)
+        paired[value] = {reference: mean_difference(wide[PRIORS_MODEL], wide[reference], wide.index.to_numpy())
+                         for reference in REFERENCES}
+    return {"patients": int(frame.patient.nunique()), "mean": means.reset_index().to_dict(orient="records"),
+            "paired (priors model - reference)": paired}
+
+
+def table(results: dict) -> str:
+    s = results["scores"]
+    means = {r["method"]: r for r in s["mean"]}
+    reference_mae = means["denoised last scan"]["mae_tumor"]
+    lines = [f"# Interim scan (day {results['interim']}): the denoiser with priors against the denoised last scan "
+             "and the baseline-only model", "",
+             f"Command: `{results['command']}`  ", f"Machine: {results['machine']}  ",
+             f"Train {results['patients']} patients, test {s['patients']} other patients (month-4 scans), "
+             f"{results['samples']} samples, outcome unknown (class-prior mixture). Steps and CPU seconds per arm: "
+             + "; ".join(f"{k} {v['steps']} steps, train {_seconds(v['cpu_s_this_process'])}, predict "
+                         f"{_seconds(results['predict_cpu_s'][k])}" for k, v in results["runs"].items())
+             + f". Total CPU {results['cpu_s']:.0f} s. Smoothing chosen on the training cohort: baseline "
+             f"{results['sigmas_mm']['pre']:g} mm, last scan {results['sigmas_mm'][results['interim_timepoint']]:g} "
+             "mm.", "",
+             "| method | in-tumour MAE | vs denoised last scan | in-tumour SSIM |", "|---|---|---|---|"]
+    for method, row in sorted(means.items(), key=lambda item: item[1]["mae_tumor"]):
+        lines.append(f"| {method} | {row['mae_tumor']:.4f} | {row['mae_tumor'] / reference_mae:.2f}x | "
+                     f"{row['ssim_tumor']:.3f} |")
+    lines += ["", "Paired per-patient differences, priors model minus reference, mean [95 % patient-bootstrap "
+              "interval]:", ""]
+    for value, by in s["paired (priors model - reference)"].items():
+        for reference, d in by.items():
+            low, high = d["ci95"]
+            lines.append(f"- {value}, vs {reference}: {d['mean']:+.4f} [{low:+.4f}, {high:+.4f}] "
+                         f"({d['n_patients']} patients)")
+    return "\n".join(lines) + "\n"
+
+
+def _seconds(value: float | None) -> str:
+    return "(trained by an earlier, interrupted invocation: not timed here)" if value is None else f"{value:.0f} s"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--patients", type=int, default=16, help="training cohort")
+    parser.add_argument("--test-patients", type=int, default=10)
+    parser.add_argument("--interim", type=int, default=28)
+    parser.add_argument("--steps", type=int, default=100, help="optimiser steps of each model")
+    parser.add_argument("--samples", type=int, default=4)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    out = args.out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    started, cache = cpu_seconds(), out / "cache"
+    interim = f"day{args.interim}"
+    train_cohort = make_cohort(out / "train", args.patients, args.interim, args.seed)
+    test_cohort = make_cohort(out / "test", args.test_patients, args.interim, args.seed + 1)
+    train_truth, test_truth = TestTruth(out / "train" / "synth"), TestTruth(out / "test" / "synth")
+    train_ids = sorted({p for p, t in train_truth.follow_ups() if t == FINAL})
+    test_ids = sorted({p for p, t in test_truth.follow_ups() if t == FINAL})
+    sigmas = {source: smoothing_sigma(train_truth, source, train_ids) for source in ("pre", interim)}
+    runs, predict_cpu, predictions = {}, {}, {}
+    for name, inputs in ARMS.items():
+        folder = out / inputs
+        runs[name] = train_arm(train_cohort, folder / "run", inputs, args.steps, cache)
+        predict_cpu[name] = predict_arm(folder / "run", test_cohort, folder / "predictions", args.samples, cache)
+        predictions[f"oncodiff, {name} (outcome unknown)"] = folder / "predictions"
+    frame = score(test_truth, test_ids, interim, sigmas, predictions)
+    frame.to_csv(out / "per_patient.csv", index=False)
+    results = {
+        "command": "python -m benchmarks.interim_denoiser " + " ".join(sys.argv[1:] if argv is None else argv),
+        "machine": f"{platform.processor() or platform.machine()}, {__import__('os').cpu_count()} cores",
+        "patients": len(train_ids), "interim": args.interim, "interim_timepoint": interim, "samples": args.samples,
+        "sigmas_mm": sigmas, "runs": runs, "predict_cpu_s": predict_cpu, "scores": summarise(frame),
+        "cpu_s": round(cpu_seconds() - started, 1),
+    }
+    (out / "results.json").write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
+    (out / "table.md").write_text(table(results), encoding="utf-8")
+    print(table(results))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
