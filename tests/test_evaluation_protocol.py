@@ -211,3 +211,33 @@ def test_a_single_test_case_is_evaluated_without_distribution_distances(tmp_path
     assert "at least 2 test cases" in summary["distribution"]["fid"]["status"]
     assert summary["image_metrics"]["aggregate"]
     assert invoke("report", tmp_path / "evaluation").exit_code == 0
+
+
+def test_counterfactuals_reuse_the_true_class_predictions_without_changing_the_scores(evaluated):
+    """evaluate hands its oracle (true-class) samples to the counterfactual check instead of sampling them again:
+    the scores must be those of sampling them afresh (same seed, one generator per follow-up)."""
+    from oncodiff.evaluation.counterfactual import evaluate_counterfactuals
+    from oncodiff.pipeline.cases import load_cases
+    from oncodiff.pipeline.export import load_export
+    from oncodiff.pipeline.predict import predict_cases
+    from oncodiff.runs import RunFolder
+
+    import shutil
+
+    import pandas as pd
+
+    cohort = evaluated["root"] / "cohort_with_counterfactuals"  # the factory's cohort has none: the factual
+    shutil.copytree(evaluated["cohort"], cohort)  # follow-ups stand in (only the equality is tested)
+    scans = pd.read_csv(cohort / "scans.csv", dtype=str, keep_default_na=False)
+    scans[scans["timepoint"] != "pre"].to_csv(cohort / "counterfactuals.csv", index=False)
+    exported = load_export(evaluated["run"])
+    config = exported.config.with_overrides(["sampling.samples=2", "sampling.steps=2"])
+    cases = load_cases(exported, cohort, patients=list(RunFolder(evaluated["run"]).splits().test),
+                       cache_dir=evaluated["root"] / "cache")
+    cases = cases.select([i for i, c in enumerate(cases.cases) if c.has_truth])
+    oracle = predict_cases(exported, cases, 2, config.training.seed, "true", config)
+    fresh = evaluate_counterfactuals(exported, config, cases)
+    reused = evaluate_counterfactuals(exported, config, cases, factual=oracle)
+    assert "status" not in fresh, fresh
+    assert json.dumps(reused, sort_keys=True, default=str) == json.dumps(fresh, sort_keys=True, default=str)
+    assert oracle.select([1, 0]).samples[0].tobytes() == oracle.samples[1].tobytes()

@@ -17,12 +17,15 @@ from oncodiff.config import Config
 from oncodiff.data import crop_baseline, cut_followup
 from oncodiff.pipeline.cases import CaseSet
 from oncodiff.pipeline.export import ExportedModel
-from oncodiff.pipeline.predict import predict_cases
+from oncodiff.pipeline.predict import Predictions, predict_cases
 from oncodiff.pipeline.volumes import CaseVolumes, crop_spacing, load_segmenter
 
 
-def evaluate_counterfactuals(model: ExportedModel, config: Config, cases: CaseSet, cache_dir=None) -> dict:
-    """Direction and accuracy of predictions under the flipped response class (see module doc)."""
+def evaluate_counterfactuals(model: ExportedModel, config: Config, cases: CaseSet, cache_dir=None,
+                             factual: Predictions | None = None) -> dict:
+    """Direction and accuracy of predictions under the flipped response class (see module doc). ``factual``:
+    the predictions of every case in ``cases`` under its true class, when the caller has them already (evaluate
+    samples them as the oracle method, with the same seed), so they are not sampled twice."""
     path = cases.cohort.root / COUNTERFACTUALS_CSV
     if not path.is_file():
         return {"status": f"not available: the cohort has no {COUNTERFACTUALS_CSV} (synthetic cohorts have one)"}
@@ -31,15 +34,15 @@ def evaluate_counterfactuals(model: ExportedModel, config: Config, cases: CaseSe
     index, cf_post, cf_mask = counterfactual_truth(cases, pd.read_csv(path, dtype=str), config)
     if not index:
         return {"status": "not available: no test case has a counterfactual scan"}
+    known = cases.select(index).batch["response"] >= 0
+    index = [i for i, k in zip(index, known) if bool(k)]
     sub = cases.select(index)
-    known = sub.batch["response"] >= 0
-    sub = sub.select([i for i in range(len(sub)) if bool(known[i])])
     cf_post, cf_mask = cf_post[known.numpy()], cf_mask[known.numpy()]
     if not len(sub):
         return {"status": "not available: the test cases with counterfactuals have no known response"}
     print(f"counterfactual predictions for {len(sub)} test cases ...", flush=True)
     n, seed = config.sampling.samples, config.training.seed
-    factual = predict_cases(model, sub, n, seed, "true", config)
+    factual = factual.select(index) if factual is not None else predict_cases(model, sub, n, seed, "true", config)
     flipped = CaseSet(sub.cases, {**sub.batch, "class_label": 1 - sub.batch["response"]}, sub.cohort, sub.data_hash)
     counter = predict_cases(model, flipped, n, seed, "given", config)
     return _score(model, config, sub, factual, counter, cf_post, cf_mask)

@@ -68,6 +68,13 @@ class Predictions:
     def drift(self) -> np.ndarray:
         return self.mean - self.pre
 
+    def select(self, index: Sequence[int]) -> Predictions:
+        """The predictions of cases ``index`` (as CaseSet.select picks cases)."""
+        index = list(index)
+        pick = (lambda v: None if v is None else v[index])
+        return Predictions(self.samples[index], self.pre[index], pick(self.masks), pick(self.class_probability),
+                           pick(self.sample_classes))
+
     def agreement(self, threshold: float) -> np.ndarray:
         """(B, *S) in [1/3, 1]: how many of a case's samples agree on the change at each voxel (PULSAR:
         "if all generated outcomes are similar regardless of noise, the model likely has high confidence")."""
