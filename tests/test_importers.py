@@ -14,9 +14,9 @@ from factory import ball
 from typer.testing import CliRunner
 
 from oncodiff.cli import app
-from oncodiff.cohort import affine_from_spacing, load_cohort, validate_cohort, write_image
+from oncodiff.cohort import affine_from_spacing, load_cohort, read_image, validate_cohort, write_image
 from oncodiff.importers import LayoutError, import_cohort
-from oncodiff.importers.lumiere import week_days
+from oncodiff.importers.lumiere import first_response, week_days
 
 SHAPE = (20, 18, 12)
 AFFINE = affine_from_spacing((1.2, 1.2, 2.0))
@@ -49,6 +49,10 @@ def tree_snapshot(folder: Path) -> dict[str, str]:
 
 # ---- the trees, one per layout ------------------------------------------------------------------
 
+RATING = "Rating (according to RANO, PD: Progressive disease, SD: Stable disease, PR: Partial response, CR: Complete " \
+         "response, Pre-Op: Pre-Operative, Post-Op: Post-Operative)"  # the published header's form
+
+
 def lumiere_tree(src: Path, patients: int = 6) -> Path:
     """LUMIERE as published: Imaging/Patient-NNN/week-NNN[-k]/, both tools' segmentations, the two tables.
     Oddities: week-000-1 (before surgery) and week-000-2 (after) in the same week; patient 1 lacks FLAIR at
@@ -56,6 +60,9 @@ def lumiere_tree(src: Path, patients: int = 6) -> Path:
     a folder 'week-x' (no days)."""
     names = {"t1c": "CT1", "t1": "T1", "t2": "T2", "flair": "FLAIR"}
     ratings, demographics = [], []
+    # RANO at week-012 and week-024: patient 5's follow-ups are not rated (response unknown), patient 6's week-012
+    # has an empty rating (its response comes from week-024)
+    follow_ups = {1: ("PR", "PD"), 2: ("PD", "PD"), 3: ("SD", "SD"), 4: ("CR", "PR"), 5: (None, None), 6: ("", "SD")}
     for p in range(1, patients + 1):
         patient = f"Patient-{p:03d}"
         weeks = {"week-000-1": 4.0, "week-000-2": 2.5, "week-012": 2.5 + 0.3 * p, "week-024": 2.0 + 0.4 * p}
@@ -74,13 +81,15 @@ def lumiere_tree(src: Path, patients: int = 6) -> Path:
                             folder / "DeepBraTumIA-segmentation" / "native" / "segmentation" / "ct1_seg_mask.nii.gz")
             write_image(labels(radius, 2, 2, 1), AFFINE,
                         folder / "HD-GLIO-AUTO-segmentation" / "native" / "segmentation_CT1_origspace.nii.gz")
-            rating = {"week-000-1": "Pre-Op", "week-000-2": "Post-Op"}.get(week, "SD" if p % 2 else "PD")
-            ratings.append({"Patient": patient, "Date": week, "Rating": rating, "Rating rationale": ""})
+            rating = {"week-000-1": "Pre-Op", "week-000-2": "Post-Op", "week-012": follow_ups[p % 7][0],
+                      "week-024": follow_ups[p % 7][1]}.get(week)
+            if rating is not None:
+                ratings.append({"Patient": patient, "Date": week, RATING: rating, "Rating rationale": ""})
         demographics.append({"Patient": patient, "Survival time (weeks)": str(40 + p), "Sex": "female" if p % 2 else
                              "male", "Age at surgery (years)": str(50 + p), "IDH (WT: wild type)": "WT",
                              "IDH method": "IHC", "MGMT qualitative": "methylated" if p % 3 else "not methylated",
                              "MGMT quantitative": "na"})
-    pd.DataFrame(ratings).to_csv(src / "LUMIERE-ExpertRating-v202211.csv", index=False)
+    pd.DataFrame(ratings[::-1]).to_csv(src / "LUMIERE-ExpertRating-v202211.csv", index=False)  # not in week order
     pd.DataFrame(demographics).to_csv(src / "LUMIERE-Demographics_Pathology.csv", index=False)
     return src
 
@@ -188,6 +197,7 @@ def test_lumiere_week_order_labels_tables_and_skips(trees, tmp_path):
     assert list(first.timepoint) == ["baseline", "week-000-2", "week-012", "week-024"]
     assert list(first.days) == [0, 1, 84, 168]
     assert list(first.rano) == ["Pre-Op", "Post-Op", "SD", "SD"]
+    assert list(cohort.scans[cohort.scans.patient_id == "Patient-005"].rano.fillna("")) == ["Pre-Op", "Post-Op", "", ""]
     assert first.iloc[0]["image:t1c"] == "Patient-003/week-000-1/CT1.nii.gz"
     assert first.iloc[0]["tumor_labels"].endswith("DeepBraTumIA-segmentation/native/segmentation/ct1_seg_mask.nii.gz")
     one = cohort.scans[cohort.scans.patient_id == "Patient-001"].set_index("session")
@@ -197,11 +207,31 @@ def test_lumiere_week_order_labels_tables_and_skips(trees, tmp_path):
     assert patients.loc["Patient-002", "age"] == 52 and patients.loc["Patient-002", "sex"] == "male"
     assert patients.loc["Patient-002", "os_days"] == 42 * 7
     assert {v.name for v in spec.clinical} == {"age", "sex", "idh", "mgmt"}
+    assert spec.outcomes.response.positive == "responder" and spec.outcomes.response.negative == "non-responder"
+    assert patients.response.fillna("").to_dict() == {
+        "Patient-001": "responder", "Patient-002": "non-responder", "Patient-003": "non-responder",
+        "Patient-004": "responder", "Patient-005": "", "Patient-006": "non-responder"}
+    assert patients.loc["Patient-006", "response_session"] == "week-024"  # week-012's rating is empty
+    assert any("2 responder(s), 3 non-responder(s), 1 unknown" in note and "after the one rated Post-Op" in note
+               for note in result.notes)
     skipped = "\n".join(result.skipped)
     assert "Patient-002 week-x: session without days" in skipped
     assert "Patient-001 week-012: sequence t2 left empty: Patient-001/week-012/T2.nii.gz cannot be read" in skipped
     assert "Patient-001 week-024: no deepbratumia segmentation (there is an hd-glio one" in skipped
     assert any("flair on 1 scan(s)" in note and "t2 on 1 scan(s)" in note for note in result.notes)
+
+
+def test_lumiere_response_rule():
+    """The first CR/PR/SD/PD rating after the (last) Post-Op one, in week order; ratings before it do not count."""
+    ratings = {("P", "week-000-1"): "Pre-Op", ("P", "week-000-2"): "Post-Op", ("P", "week-030"): "PD",
+               ("P", "week-011"): " pr ", ("Q", "week-000-1"): "Pre-Op", ("Q", "week-004"): "SD",
+               ("R", "week-002"): "PD", ("R", "week-005"): "Post-Op", ("R", "week-009"): "Pre-Op",
+               ("R", "week-020"): "CR", ("S", "week-000-2"): "Post-Op", ("S", "week-x"): "PD"}
+    assert first_response(ratings, "P") == ("responder", "week-011")
+    assert first_response(ratings, "Q") == ("", "")  # no Post-Op rating: no post-operative baseline
+    assert first_response(ratings, "R") == ("responder", "week-020")  # PD before the Post-Op session is not it
+    assert first_response(ratings, "S") == ("", "")  # a rating without a week has no place in time
+    assert first_response(ratings, "nobody") == ("", "")
 
 
 def test_lumiere_the_other_segmentation_and_its_labels(trees, tmp_path):
@@ -229,6 +259,8 @@ def test_lumiere_atlas_space_reads_the_registered_files(tmp_path):
                                         "ct1_skull_strip.nii.gz" for w in ("week-000-1", "week-010")]
     assert scans.tumor_labels.str.endswith("atlas/segmentation/seg_mask.nii.gz").all() and list(scans.days) == [0, 70]
     assert any("atlas-space files" in note for note in result.notes)
+    assert any("there is no response outcome" in note for note in result.notes)  # no rating table beside Imaging/
+    assert "response" not in pd.read_csv(result.out / "patients.csv").columns
     assert validate_cohort(result.out) == []
 
 

@@ -58,6 +58,7 @@ class Layout:
     mask: bool = False  # the tumour file is a binary mask (tumor_mask), not a label map (tumor_labels)
     skipped: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # assumptions the user should know (printed, and in the yaml)
+    outcomes: dict = field(default_factory=dict)  # cohort.yaml `outcomes:` (columns of patients)
 
 
 @dataclass(frozen=True)
@@ -185,6 +186,8 @@ def _yaml(layout: Layout, root: str, notes: list[str]) -> str:
                   "sequences": list(layout.sequences), "primary": layout.sequences[0]}
     if layout.clinical:
         spec["clinical"] = layout.clinical
+    if layout.outcomes:
+        spec["outcomes"] = layout.outcomes
     if layout.labels:
         spec["labels"] = dict(layout.labels)
         spec["tumor"] = list(layout.tumor)
