@@ -97,7 +97,8 @@ def lumiere_tree(src: Path, patients: int = 6) -> Path:
 def sailor_tree(src: Path, subjects: int = 6) -> Path:
     """SAILOR: sub-XX/ses-YY/{T1,T1c,Flair,T2,EdemaMask-CL,ContrastEnhancedMask-CL}.nii.gz and per subject
     DoseMap, intervals-days.txt (days between sessions), age and survival. Oddities: sub-02's intervals list
-    one gap for three sessions (its ses-03 has no days); sub-03 lacks T2 at ses-02."""
+    one gap for three sessions (its ses-03 has no days); sub-03 lacks T2 at ses-02; sub-05 has no EdemaMask-CL at
+    ses-02; sub-06's EdemaMask-CL at ses-03 is on another grid. The oedema mask covers the enhancing ball too."""
     names = {"t1c": "T1c", "t1": "T1", "t2": "T2", "flair": "Flair"}
     for s in range(1, subjects + 1):
         subject = src / f"sub-{s:02d}"
@@ -109,7 +110,11 @@ def sailor_tree(src: Path, subjects: int = 6) -> Path:
                     write_image(scan(radius, ours, 10 * s + k), AFFINE, folder / f"{theirs}.nii.gz")
             write_image((labels(radius, 1, 1, None) > 0).astype(np.uint8), AFFINE,
                         folder / "ContrastEnhancedMask-CL.nii.gz")
-            write_image((labels(radius, 0, 0, 1) == 1).astype(np.uint8), AFFINE, folder / "EdemaMask-CL.nii.gz")
+            oedema = (labels(radius, 1, 1, 1) > 0).astype(np.uint8)  # overlaps the enhancing mask
+            if s == 6 and k == 2:
+                write_image(oedema[:, :, :10], AFFINE, folder / "EdemaMask-CL.nii.gz")
+            elif not (s == 5 and k == 1):
+                write_image(oedema, AFFINE, folder / "EdemaMask-CL.nii.gz")
         write_image(np.full(SHAPE, 2.0, np.float32), AFFINE, subject / "DoseMap.nii.gz")
         (subject / "intervals-days.txt").write_text("21\n" if s == 2 else "21\n35\n")
         (subject / "age-years.txt").write_text(f"{55 + s}\n")
@@ -264,17 +269,48 @@ def test_lumiere_atlas_space_reads_the_registered_files(tmp_path):
     assert validate_cohort(result.out) == []
 
 
-def test_sailor_days_from_intervals_mask_and_clinical(trees, tmp_path):
+def test_sailor_days_from_intervals_label_maps_and_clinical(trees, tmp_path):
     result, cohort = imported(trees, tmp_path, "sailor")
     assert validate_cohort(result.out) == []
-    assert "tumor_mask" in cohort.scans and not cohort.spec.labels
+    assert "tumor_mask" not in cohort.scans
+    assert cohort.spec.labels == {"enhancing": 1, "oedema": 2} and cohort.spec.tumor == ("enhancing",)
     one = cohort.scans[cohort.scans.patient_id == "sub-01"]
     assert list(one.days) == [0, 21, 56] and list(one.timepoint) == ["baseline", "ses-02", "ses-03"]
-    assert one.iloc[1]["tumor_mask"] == "sub-01/ses-02/ContrastEnhancedMask-CL.nii.gz"
+    written = one.iloc[1]["tumor_labels"]
+    assert written == "cohort:tumor_labels/sub-01/ses-02.nii.gz"
+    assert cohort.path(written) == result.out.resolve() / "tumor_labels" / "sub-01" / "ses-02.nii.gz"
+    folder = trees["sailor"] / "sub-01" / "ses-02"
+    enhancing = read_image(folder / "ContrastEnhancedMask-CL.nii.gz").array > 0
+    oedema = read_image(folder / "EdemaMask-CL.nii.gz").array > 0
+    merged = read_image(cohort.path(written))
+    assert np.array_equal(merged.affine, read_image(folder / "ContrastEnhancedMask-CL.nii.gz").affine)
+    assert np.array_equal(merged.array == 1, enhancing)  # enhancing wins where the two masks overlap
+    assert np.array_equal(merged.array == 2, oedema & ~enhancing) and (merged.array == 2).any()
+    assert np.array_equal(cohort.tumor(one.iloc[1]).array > 0, enhancing)  # tumour = enhancing
     assert list(cohort.scans[cohort.scans.patient_id == "sub-02"].session) == ["ses-01", "ses-02"]
-    assert "sub-02 ses-03: session without days" in "\n".join(result.skipped)
+    skipped = "\n".join(result.skipped)
+    assert "sub-02 ses-03: session without days" in skipped
+    assert "sub-05 ses-02: no EdemaMask-CL.nii.gz; its label map has enhancing only" in skipped
+    five = read_image(result.out / "tumor_labels" / "sub-05" / "ses-02.nii.gz").array
+    assert set(np.unique(five)) == {0, 1}
+    assert ("sub-06 ses-03: label oedema left out of its label map: sub-06/ses-03/EdemaMask-CL.nii.gz (shape "
+            "(20, 18, 10)) is not on the grid of sub-06/ses-03/ContrastEnhancedMask-CL.nii.gz") in skipped
     assert pd.isna(cohort.scans.set_index(["patient_id", "session"]).loc[("sub-03", "ses-02"), "image:t2"])
     assert cohort.patients.loc["sub-04", "age"] == 59 and cohort.patients.loc["sub-04", "os_months"] == 16.5
+    assert any("DoseMap.nii.gz is not read" in note for note in result.notes)
+
+
+def test_cohort_paths_stay_in_the_cohort_folder(trees, tmp_path):
+    """Format 2's 'cohort:' paths are relative to the cohort folder (not to root) and may not climb out of it."""
+    result = import_cohort("sailor", trees["sailor"], tmp_path / "cohort")
+    scans = pd.read_csv(result.out / "scans.csv")
+    scans.loc[1, "tumor_labels"] = "cohort:../outside.nii.gz"
+    scans.loc[2, "tumor_labels"] = "cohort:tumor_labels/sub-01/ses-09.nii.gz"
+    scans.to_csv(result.out / "scans.csv", index=False)
+    problems = [str(p) for p in validate_cohort(result.out)]
+    assert len(problems) == 2, problems
+    assert "cohort:../outside.nii.gz" in problems[0] and "climbs out of the cohort folder" in problems[0]
+    assert "cohort:tumor_labels/sub-01/ses-09.nii.gz" in problems[1]
 
 
 def test_brats_time_points_labels_and_days(trees, tmp_path):
