@@ -145,7 +145,9 @@ def brats_tree(src: Path, patients: int = 6) -> Path:
 def bids_tree(src: Path, subjects: int = 6) -> Path:
     """BIDS: sub-X/ses-Y/anat/sub-X_ses-Y_{ce-gadolinium_T1w,T1w,T2w,FLAIR}.nii.gz, sessions.tsv with days,
     participants.tsv, derivatives/tumour/.../*_dseg.nii.gz with its _dseg.tsv. Oddities: sub-02's ses-3 is
-    not in its sessions.tsv (no days); sub-04 has no FLAIR at ses-2; sub-05 has a second T1w (run-2)."""
+    not in its sessions.tsv (no days); sub-04 has no FLAIR at ses-2; sub-05 has a second T1w (run-2); brain masks
+    (_mask) in anat/ of sub-01 and in a derivative (6 files); participants.tsv has columns beyond age and sex:
+    a numeric one with n/a, a categorical one, one that is n/a throughout, one with numbers and a word."""
     suffixes = {"t1c": "ce-gadolinium_T1w", "t1": "T1w", "t2": "T2w", "flair": "FLAIR"}
     participants = []
     for s in range(1, subjects + 1):
@@ -159,6 +161,10 @@ def bids_tree(src: Path, subjects: int = 6) -> Path:
                     write_image(scan(radius, ours, 3 * s + k), AFFINE, anat / f"{subject}_{session}_{suffix}.nii.gz")
             if s == 5:
                 write_image(scan(radius, "t1", 99), AFFINE, anat / f"{subject}_{session}_run-2_T1w.nii.gz")
+            if s == 1:
+                write_image(np.ones(SHAPE, np.uint8), AFFINE, anat / f"{subject}_{session}_desc-brain_mask.nii.gz")
+                write_image(np.ones(SHAPE, np.uint8), AFFINE, src / "derivatives" / "brain" / subject / session /
+                            "anat" / f"{subject}_{session}_desc-brain_mask.nii.gz")
             seg = src / "derivatives" / "tumour" / subject / session / "anat" / f"{subject}_{session}_desc-tumor_dseg"
             write_image(labels(radius, 1, 2, 3), AFFINE, seg.with_name(seg.name + ".nii.gz"))
             pd.DataFrame({"index": [1, 2, 3], "name": ["Necrosis", "Enhancing tumour", "Edema"]}).to_csv(
@@ -166,7 +172,10 @@ def bids_tree(src: Path, subjects: int = 6) -> Path:
             if not (s == 2 and session == "ses-3"):
                 sessions.append({"session_id": session, "days": days})
         pd.DataFrame(sessions).to_csv(src / subject / f"{subject}_sessions.tsv", sep="\t", index=False)
-        participants.append({"participant_id": subject, "age": 40 + s, "sex": "F" if s % 2 else "M"})
+        participants.append({"participant_id": subject, "age": 40 + s, "sex": "F" if s % 2 else "M",
+                             "kps": "n/a" if s == 3 else 60 + 10 * (s % 4),
+                             "arm": "TMZ" if s % 3 else "TMZ+RT",
+                             "handedness": "n/a", "grade": "IV" if s == 2 else s % 2 + 3})
     pd.DataFrame(participants).to_csv(src / "participants.tsv", sep="\t", index=False)
     return src
 
@@ -347,6 +356,16 @@ def test_bids_entities_sessions_tsv_and_dseg_names(trees, tmp_path):
     assert "sub-02 ses-3: session without days" in skipped
     assert "sub-05 ses-1: sub-05_ses-1_run-2_T1w.nii.gz is a second t1 image" in skipped
     assert cohort.patients.loc["sub-03", "sex"] == "F" and cohort.patients.loc["sub-03", "age"] == 43
+    clinical = {v.name: v for v in cohort.spec.clinical}
+    assert list(clinical) == ["age", "sex", "kps", "arm", "grade"]  # handedness: n/a throughout
+    assert clinical["kps"].type == "numeric" and clinical["kps"].group == "participants"
+    assert cohort.patients.loc["sub-02", "kps"] == 80 and pd.isna(cohort.patients.loc["sub-03", "kps"])
+    assert clinical["arm"].type == "categorical" and clinical["arm"].categories == ("TMZ", "TMZ+RT")
+    assert clinical["grade"].type == "categorical" and clinical["grade"].categories == ("3", "4", "IV")
+    assert "participants.tsv column 'handedness': no value for any imported subject" in skipped
+    assert any("kps (numeric), arm (categorical), grade (categorical)" in note for note in result.notes)
+    assert ("6 _mask file(s) not read (the first: sub-01/ses-1/anat/sub-01_ses-1_desc-brain_mask.nii.gz): a _mask "
+            "is a binary mask whose name does not say what it outlines") in skipped
 
 
 def test_out_obeys_the_output_rules(trees, tmp_path):
