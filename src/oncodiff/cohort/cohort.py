@@ -12,7 +12,8 @@ import pandas as pd
 import yaml
 
 from oncodiff.cohort.image import Image
-from oncodiff.cohort.schema import COHORT_YAML, IMAGE_PREFIX, PATIENTS_CSV, SCANS_CSV, TUMOR_LABELS, CohortSpec
+from oncodiff.cohort.schema import (COHORT_YAML, IMAGE_PREFIX, PATIENTS_CSV, SCANS_CSV, TUMOR_LABELS, CohortSpec,
+                                   in_cohort_folder)
 from oncodiff.cohort.validate import DEFAULT_LESION, data_root, validate_cohort
 from oncodiff.errors import CohortError
 
@@ -37,8 +38,10 @@ class Cohort:
         return base if base is not None else self.root
 
     def path(self, relative: str) -> Path:
-        """Absolute path of a file referenced in scans.csv."""
-        return self.data_root / str(relative)
+        """Absolute path of a file referenced in scans.csv: relative to :attr:`data_root`, or, written
+        ``cohort:PATH`` in format 2, to the cohort folder."""
+        inside = in_cohort_folder(str(relative), self.spec.format)
+        return self.root / inside if inside is not None else self.data_root / str(relative)
 
     def sequence_paths(self, row) -> dict[str, str | None]:
         """Sequence name -> its image (relative to :attr:`data_root`) on one scans.csv row, None where missing;

@@ -2,7 +2,9 @@
 
 Format 2 adds, all optional: ``root`` (the folder image paths are relative to), ``sequences`` / ``primary``
 (several images per scan, one ``image:NAME`` column each), ``labels`` / ``tumor`` (tumour label maps with named
-labels, and the union of labels measured as the tumour). Format 1 is read exactly as before.
+labels, and the union of labels measured as the tumour), and the ``cohort:`` path prefix (a scans.csv path
+relative to the cohort folder, not to ``root``: files written for the cohort, e.g. by ``oncodiff import``).
+Format 1 is read exactly as before.
 """
 
 from __future__ import annotations
@@ -24,6 +26,15 @@ TUMOR_LABELS = "tumor_labels"
 FORMAT2_KEYS = ("root", "sequences", "primary", "labels", "tumor")
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 SCAN_REQUIRED_COLUMNS = ("patient_id", "timepoint", "days", "image")
+COHORT_PATH_PREFIX = "cohort:"  # format 2: this scans.csv path is relative to the cohort folder, not to `root`
+
+
+def in_cohort_folder(relative: str, format_version: int) -> str | None:
+    """The path after ``cohort:`` when ``relative`` is a format-2 path relative to the cohort folder (a file
+    written for the cohort, beside cohort.yaml, while ``root`` holds the published images); None otherwise."""
+    if format_version >= 2 and relative.startswith(COHORT_PATH_PREFIX):
+        return relative[len(COHORT_PATH_PREFIX):]
+    return None
 
 
 class _Strict(BaseModel):

@@ -25,7 +25,7 @@ from oncodiff.cohort.integrity import (
 from oncodiff.cohort.io import read_image
 from oncodiff.cohort.schema import (
     ANATOMY_PREFIX, COHORT_YAML, IMAGE_PREFIX, PATIENTS_CSV, SCAN_REQUIRED_COLUMNS, SCANS_CSV, TUMOR_LABELS,
-    ClinicalVariable, CohortSpec,
+    ClinicalVariable, CohortSpec, in_cohort_folder,
 )
 from oncodiff.errors import Problem
 
@@ -66,7 +66,7 @@ def validate_cohort(root: str | Path, warnings: bool = False, allow_external: bo
         if spec is None:
             problems += _check_image_column_unknown_spec(scans)
         if base is not None:
-            problems += _check_scan_files(base, scans, baseline, spec, allow_external)
+            problems += _check_scan_files(base, scans, baseline, spec, allow_external, root)
     if patients is not None and scans is not None:
         problems += _check_patients_have_scans(patients, scans)
     rank = {name: k for k, name in enumerate(FILE_ORDER)}
@@ -397,26 +397,29 @@ def _file_columns(scans: pd.DataFrame) -> list[str]:
 
 
 def _check_scan_files(root: Path, scans: pd.DataFrame, baseline: str, spec: CohortSpec | None = None,
-                      allow_external: bool = False) -> list[Problem]:
+                      allow_external: bool = False, cohort_folder: Path | None = None) -> list[Problem]:
     """Every file of scans.csv, read once; ``root`` is the folder paths are relative to and must stay in (the
-    cohort folder, or format 2's ``root``), symbolic links resolved."""
+    cohort folder, or format 2's ``root``; a format-2 ``cohort:PATH`` is relative to ``cohort_folder`` and stays
+    in it), symbolic links resolved."""
     summaries: dict[Path, _VoxelSummary | Problem] = {}
     problems, image_dims = [], {}
     image_column = _primary_column(spec)
-    outside = "'root'" if spec is not None and spec.root is not None else "the cohort folder"
     for row, scan in scans.iterrows():
         found = {}
         for column in _file_columns(scans):
-            relative = _cell(scan[column])
-            if relative is not None and path_problem(relative, outside):
-                found[column] = Problem(relative, path_problem(relative, outside) + ".",
+            written = _cell(scan[column])
+            if written is None:
+                continue
+            base, relative, outside = _base_of(written, root, spec, cohort_folder)
+            if path_problem(relative, outside):
+                found[column] = Problem(written, path_problem(relative, outside) + ".",
                                         fix=f"copy the file into {outside} and write its path relative to it.")
-            elif relative is not None and not allow_external and outside_problem(root / relative, root):
-                found[column] = Problem(relative, outside_problem(root / relative, root) + ".", fix=EXTERNAL_FIX)
-            elif relative is not None:
-                path = (root / relative).resolve()  # two spellings of one file are still one read
-                if outside_problem(path, root):
-                    problems.append(Problem(SCANS_CSV, f"{relative}: {outside_problem(path, root)} (allowed here).",
+            elif not allow_external and outside_problem(base / relative, base):
+                found[column] = Problem(written, outside_problem(base / relative, base) + ".", fix=EXTERNAL_FIX)
+            else:
+                path = (base / relative).resolve()  # two spellings of one file are still one read
+                if outside_problem(path, base):
+                    problems.append(Problem(SCANS_CSV, f"{written}: {outside_problem(path, base)} (allowed here).",
                                             fix=EXTERNAL_FIX, row=row, column=column, warning=True))
                 if path not in summaries:
                     summaries[path] = _summarise(path)
@@ -425,6 +428,14 @@ def _check_scan_files(root: Path, scans: pd.DataFrame, baseline: str, spec: Coho
         if isinstance(found.get(image_column), _VoxelSummary):
             image_dims[row] = len(found[image_column].shape)
     return problems + _check_mixed_dims(scans, image_dims, image_column)
+
+
+def _base_of(written: str, root: Path, spec: CohortSpec | None, cohort_folder: Path | None) -> tuple[Path, str, str]:
+    """(the folder a scans.csv path is relative to, the path within it, that folder in words)."""
+    inside = in_cohort_folder(written, spec.format) if spec is not None else None
+    if inside is not None and cohort_folder is not None:
+        return cohort_folder, inside, "the cohort folder"
+    return root, written, "'root'" if spec is not None and spec.root is not None else "the cohort folder"
 
 
 def _check_row_files(row: int, scan: pd.Series, found: dict, is_baseline: bool,

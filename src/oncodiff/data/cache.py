@@ -63,7 +63,7 @@ def cache_key(cohort: Cohort, config: DataConfig) -> str:
     digest.update(json.dumps({"version": CACHE_VERSION, "options": options}, sort_keys=True).encode())
     for relative in _input_files(cohort):
         digest.update(relative.encode() + b"\0")
-        _hash_path((cohort.root if relative in (COHORT_YAML, SCANS_CSV) else cohort.data_root) / relative, digest)
+        _hash_path(cohort.root / relative if relative in (COHORT_YAML, SCANS_CSV) else cohort.path(relative), digest)
     return digest.hexdigest()
 
 

@@ -2,7 +2,8 @@
 
     sub-X/ses-Y/anat/sub-X_ses-Y[_ce-LABEL][_...]_{T1w,T2w,FLAIR}.nii[.gz]      (ce- T1w: the contrast T1)
     sub-X/sub-X_sessions.tsv        session_id and the days: a `days` column (or `*_days`), else `acq_time` dates
-    participants.tsv                participant_id, age, sex (read as clinical variables when present)
+    participants.tsv                participant_id, then clinical variables: age (numeric), sex, and every other
+                                    column (numeric when each non-empty value is a number, else categorical)
     derivatives/*/sub-X/ses-Y/anat/sub-X_ses-Y_..._dseg.nii[.gz]   tumour label map; label names from the
                                     `_dseg.tsv` beside it (or a dseg.tsv at the derivative's top): index, name
 
@@ -24,6 +25,9 @@ SUFFIX = re.compile(  # sub, ses, the other entities, the suffix
     r"^(sub-[A-Za-z0-9]+)(?:_(ses-[A-Za-z0-9]+))?((?:_[a-z]+-[A-Za-z0-9]+)*)_([A-Za-z0-9]+)\.nii(\.gz)?$")
 SEQUENCES = ("t1c", "t1", "t2", "flair")
 TUMOUR_WORDS = ("enhanc", "necro", "core", "tumo")
+MISSING = ("", "n/a")  # BIDS writes n/a for a missing value
+MASK_REASON = ("a _mask is a binary mask whose name does not say what it outlines (brain, tumour, ...); the tumour "
+               "is read from the _dseg label maps, whose _dseg.tsv names each label")
 
 
 def _entities(text: str) -> dict[str, str]:
@@ -52,7 +56,7 @@ def read(src: Path, space: str = "native", segmentation: str | None = None) -> L
         derivatives = [p for p in derivatives if p.name == segmentation]
         if not derivatives:
             raise LayoutError(f"--segmentation {segmentation}: no folder derivatives/{segmentation} in {src}")
-    sessions, skipped, labels = [], [], {}
+    sessions, skipped, labels, masks = [], [], {}, []
     for subject in subjects:
         days = _session_days(subject, skipped)
         folders = sorted(p for p in subject.iterdir() if p.is_dir() and p.name.startswith("ses-")) or [subject]
@@ -62,6 +66,8 @@ def read(src: Path, space: str = "native", segmentation: str | None = None) -> L
             for path in sorted((folder / "anat").glob("*.nii*")):
                 match = SUFFIX.match(path.name)
                 sequence = _sequence(match.group(4), _entities(match.group(3))) if match else None
+                if match and match.group(4) == "mask":
+                    masks.append(path)
                 if sequence is None:
                     continue
                 if sequence in images:
@@ -75,9 +81,13 @@ def read(src: Path, space: str = "native", segmentation: str | None = None) -> L
         raise LayoutError(f"{src}: no tumour segmentation found (derivatives/*/sub-*/ses-*/anat/*_dseg.nii.gz "
                            "with a _dseg.tsv of its label names)")
     tumor = tuple(name for name in labels if any(word in name for word in TUMOUR_WORDS)) or tuple(labels)
-    patients, clinical = _participants(src / "participants.tsv", [s.name for s in subjects])
-    notes = [f"labels from the _dseg.tsv files: {', '.join(f'{k} {v}' for k, v in labels.items())}; tumour = "
-             f"{' + '.join(tumor)} (names with enhanc/necro/core/tumo; edit 'tumor' in cohort.yaml to change)"]
+    masks += sorted(path for derivative in derivatives for path in derivative.rglob("sub-*_mask.nii*"))
+    if masks:
+        skipped.append(f"{len(masks)} _mask file(s) not read (the first: {masks[0].relative_to(src).as_posix()}): "
+                       f"{MASK_REASON}")
+    patients, clinical, notes = _participants(src / "participants.tsv", [s.name for s in subjects], skipped)
+    notes.insert(0, f"labels from the _dseg.tsv files: {', '.join(f'{k} {v}' for k, v in labels.items())}; tumour = "
+                 f"{' + '.join(tumor)} (names with enhanc/necro/core/tumo; edit 'tumor' in cohort.yaml to change)")
     return Layout("bids", src, SEQUENCES, sessions, patients, clinical, labels, tumor, skipped=skipped, notes=notes)
 
 
@@ -127,18 +137,40 @@ def _label_names(path: Path, derivative: Path) -> dict[str, int] | None:
     return None
 
 
-def _participants(path: Path, subjects: list[str]) -> tuple[pd.DataFrame, list[dict]]:
+def _participants(path: Path, subjects: list[str], skipped: list[str]) -> tuple[pd.DataFrame, list[dict], list[str]]:
+    """patients.csv rows from participants.tsv, their cohort.yaml ``clinical`` entries and a note listing them:
+    age (numeric, years) and sex in the demographics group; every other column in the participants group,
+    numeric when each non-empty value (n/a is empty) is a number, else categorical."""
     frame = pd.DataFrame({"patient_id": subjects})
     if not path.is_file():
-        return frame, []
-    table = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False).set_index("participant_id")
-    clinical = []
-    if "age" in table.columns:
-        frame["age"] = pd.to_numeric(frame["patient_id"].map(table["age"]).replace({"n/a": ""}), errors="coerce")
-        clinical.append({"name": "age", "type": "numeric", "group": "demographics", "unit": "years"})
-    if "sex" in table.columns:
-        frame["sex"] = frame["patient_id"].map(table["sex"]).fillna("").replace({"n/a": ""})
-        categories = sorted(set(frame["sex"]) - {""})
-        if categories:
-            clinical.append({"name": "sex", "type": "categorical", "group": "demographics", "categories": categories})
-    return frame, clinical
+        return frame, [], []
+    table = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
+    if "participant_id" not in table.columns:
+        raise LayoutError(f"{path}: no participant_id column; found {list(table.columns)}")
+    table = table.set_index(table["participant_id"].str.strip())
+    clinical, kinds = [], []
+    for column in [c for c in table.columns if c != "participant_id"]:
+        values = frame["patient_id"].map(table[column]).fillna("").str.strip()
+        values = values.where(~values.str.lower().isin(MISSING), "")
+        name = _name(column)
+        if name in frame.columns or name in ("patient_id", "lesion_id"):
+            skipped.append(f"participants.tsv column {column!r}: its name ({name}) is already a patients.csv column")
+            continue
+        if not (values != "").any():
+            skipped.append(f"participants.tsv column {column!r}: no value for any imported subject")
+            continue
+        numbers = pd.to_numeric(values.where(values != ""), errors="coerce")
+        group = "demographics" if name in ("age", "sex") else "participants"
+        if numbers[values != ""].notna().all() and name != "sex":
+            frame[name] = numbers
+            clinical.append({"name": name, "type": "numeric", "group": group, **({"unit": "years"} if name == "age"
+                                                                                   else {})})
+            kinds.append(f"{name} (numeric)")
+        else:
+            frame[name] = values
+            clinical.append({"name": name, "type": "categorical", "group": group,
+                             "categories": sorted(set(values) - {""})})
+            kinds.append(f"{name} (categorical)")
+    notes = [f"participants.tsv -> clinical: {', '.join(kinds)}; check the types and groups in cohort.yaml"] \
+        if kinds else []
+    return frame, clinical, notes

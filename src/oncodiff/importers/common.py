@@ -5,12 +5,16 @@ with its days, its image file per sequence and its tumour file, the patients' cl
 and what it skipped. :func:`write_cohort` then orders each patient's sessions by days, takes the first usable
 one as the baseline, checks each file can be read, and writes cohort.yaml (format 2, ``root:`` pointing at
 SRC so that no image is copied), patients.csv and scans.csv into a new folder. Nothing is written into SRC.
+The one image it writes: a tumour label map merged from a layout's binary masks (SAILOR's enhancing and oedema
+masks), under ``tumor_labels/`` in the new folder, referenced as ``cohort:tumor_labels/...`` (format 2's path
+relative to the cohort folder rather than to ``root``).
 """
 
 from __future__ import annotations
 
 import math
 import os
+import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,11 +22,12 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from oncodiff.cohort.schema import COHORT_YAML, PATIENTS_CSV, SCANS_CSV
+from oncodiff.cohort.schema import COHORT_PATH_PREFIX, COHORT_YAML, PATIENTS_CSV, SCANS_CSV
 from oncodiff.errors import OncodiffError
 from oncodiff.outputs import check_output, staged_folder
 
 BASELINE = "baseline"  # the timepoint label of each patient's first usable session
+LABEL_MAPS = "tumor_labels"  # the folder of the cohort that holds the label maps an importer merged
 
 
 class LayoutError(OncodiffError):
@@ -33,7 +38,9 @@ class LayoutError(OncodiffError):
 class Session:
     """One scan session of one patient in SRC. ``images``: sequence -> file (absolute); ``days``: since the
     patient's first session of the layout (None: unknown, the session is skipped); ``tumor``: the label map
-    (or binary mask, with ``Layout.mask``) or None; ``extra``: further scans.csv columns (e.g. rano)."""
+    (or binary mask, with ``Layout.mask``) or None; ``extra``: further scans.csv columns (e.g. rano);
+    ``tumor_parts``: label name -> binary mask, merged (in this order, a later label over an earlier one) into
+    a label map on ``tumor``'s grid that the importer writes into the cohort (empty: ``tumor`` is used as is)."""
 
     patient: str
     name: str
@@ -41,6 +48,7 @@ class Session:
     images: dict[str, Path]
     tumor: Path | None = None
     extra: dict[str, object] = field(default_factory=dict)
+    tumor_parts: dict[str, Path] = field(default_factory=dict)
 
 
 @dataclass
@@ -58,6 +66,7 @@ class Layout:
     mask: bool = False  # the tumour file is a binary mask (tumor_mask), not a label map (tumor_labels)
     skipped: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # assumptions the user should know (printed, and in the yaml)
+    outcomes: dict = field(default_factory=dict)  # cohort.yaml `outcomes:` (columns of patients)
 
 
 @dataclass(frozen=True)
@@ -96,7 +105,8 @@ def write_cohort(layout: Layout, out: str | Path, overwrite: bool = False, src: 
     source = layout.root.resolve()
     out = check_output(out, "cohort", overwrite, inputs={"source": Path(src or source).resolve()})
     skipped = list(layout.skipped)
-    rows = _scan_rows(layout, source, skipped)
+    merges: list[tuple[Session, str]] = []
+    rows = _scan_rows(layout, source, skipped, merges)
     if not rows:
         raise LayoutError(f"{source}: no patient has a usable baseline session (a {layout.sequences[0]} image and "
                            "a tumour segmentation); nothing to import. Skipped:\n  - " + "\n  - ".join(skipped))
@@ -113,6 +123,10 @@ def write_cohort(layout: Layout, out: str | Path, overwrite: bool = False, src: 
         notes.append("missing sequences (left empty; format 2 records them as missing): " +
                      ", ".join(f"{name} on {count} scan(s)" for name, count in sorted(missing.items())))
     with staged_folder(out, "cohort") as partial:
+        for k, (session, relative) in enumerate(merges):
+            skipped += _merge_label_map(session, layout.labels, partial / relative, source)
+            if len(merges) > 20 and ((k + 1) % 20 == 0 or k + 1 == len(merges)):
+                print(f"label maps: {k + 1}/{len(merges)} written", file=sys.stderr, flush=True)
         (partial / COHORT_YAML).write_text(_yaml(layout, os.path.relpath(source, out), notes), encoding="utf-8")
         patients.to_csv(partial / PATIENTS_CSV, index=False, lineterminator="\n")
         scans.to_csv(partial / SCANS_CSV, index=False, lineterminator="\n")
@@ -123,7 +137,8 @@ def _empty(value) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value)) or value == ""
 
 
-def _scan_rows(layout: Layout, source: Path, skipped: list[str]) -> list[dict]:
+def _scan_rows(layout: Layout, source: Path, skipped: list[str], merges: list[tuple[Session, str]]) -> list[dict]:
+    """scans.csv rows; ``merges`` gets (session, path in the cohort) of each label map to write."""
     primary = layout.sequences[0]
     tumor_column = "tumor_mask" if layout.mask else "tumor_labels"
     by_patient: dict[str, list[Session]] = {}
@@ -148,6 +163,10 @@ def _scan_rows(layout: Layout, source: Path, skipped: list[str]) -> list[dict]:
         if session.tumor is not None and (problem := readable(session.tumor)):
             skipped.append(f"{where}: segmentation left empty: {_relative(session.tumor, source)} {problem}")
             session.tumor = None
+        for name, path in list(session.tumor_parts.items()):
+            if path != session.tumor and (problem := readable(path)):
+                skipped.append(f"{where}: label {name} left out of its label map: {_relative(path, source)} {problem}")
+                del session.tumor_parts[name]
         by_patient.setdefault(session.patient, []).append(session)
     rows = []
     for patient, sessions in sorted(by_patient.items()):
@@ -171,9 +190,38 @@ def _scan_rows(layout: Layout, source: Path, skipped: list[str]) -> list[dict]:
             for name in layout.sequences:
                 row[f"image:{name}"] = _relative(session.images[name], source) if name in session.images else ""
             row[tumor_column] = _relative(session.tumor, source) if session.tumor is not None else ""
+            if session.tumor is not None and session.tumor_parts:
+                written = f"{LABEL_MAPS}/{patient}/{session.name}.nii.gz"
+                merges.append((session, written))
+                row[tumor_column] = COHORT_PATH_PREFIX + written
             row.update(session.extra)
             rows.append(row)
     return rows
+
+
+def _merge_label_map(session: Session, labels: dict[str, int], destination: Path, source: Path) -> list[str]:
+    """Write ``session``'s tumour parts as one uint8 label map on its tumour file's grid (its header kept);
+    returns the parts left out (not on that grid), as skip lines."""
+    import nibabel as nib
+    import numpy as np
+
+    reference = nib.load(str(session.tumor))
+    label_map = np.zeros(reference.shape, np.uint8)
+    left_out = []
+    for name, path in session.tumor_parts.items():
+        part = reference if path == session.tumor else nib.load(str(path))
+        if part.shape != reference.shape or not np.allclose(part.affine, reference.affine, atol=1e-3):
+            left_out.append(f"{session.patient} {session.name}: label {name} left out of its label map: "
+                            f"{_relative(path, source)} (shape {part.shape}) is not on the grid of "
+                            f"{_relative(session.tumor, source)} (shape {reference.shape})")
+            continue
+        label_map[np.asanyarray(part.dataobj) > 0] = labels[name]
+    header = reference.header.copy() if isinstance(reference, nib.Nifti1Image) else None
+    image = nib.Nifti1Image(label_map, reference.affine, header)
+    image.set_data_dtype(np.uint8)
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(image, str(destination))
+    return left_out
 
 
 def _relative(path: Path, source: Path) -> str:
@@ -185,6 +233,8 @@ def _yaml(layout: Layout, root: str, notes: list[str]) -> str:
                   "sequences": list(layout.sequences), "primary": layout.sequences[0]}
     if layout.clinical:
         spec["clinical"] = layout.clinical
+    if layout.outcomes:
+        spec["outcomes"] = layout.outcomes
     if layout.labels:
         spec["labels"] = dict(layout.labels)
         spec["tumor"] = list(layout.tumor)

@@ -9,13 +9,18 @@ SRC is the LUMIERE folder (``Imaging/`` beside the CSV tables), or ``Imaging/`` 
         HD-GLIO-AUTO-segmentation/native/segmentation_{CT1,T1,T2,FLAIR}_origspace.nii.gz
         HD-GLIO-AUTO-segmentation/registered/{CT1,T1,T2,FLAIR}_r2s_bet_reg.nii.gz + registered/segmentation.nii.gz
     LUMIERE-Demographics_Pathology.csv   Patient, Age at surgery (years), Sex, Survival time (weeks), IDH, MGMT
-    LUMIERE-ExpertRating-v202211.csv     Patient, Date (week-NNN[-k]), Rating (RANO: CR/PR/SD/PD, Pre-Op, Post-Op)
+    LUMIERE-ExpertRating-v202211.csv     Patient, Date (week-NNN[-k]), Rating (...) (RANO: CR/PR/SD/PD, Pre-Op, Post-Op)
 
 Days: week NNN is 7 * NNN days after the pre-operative scan; ``week-000-1`` is before surgery and ``week-000-2``
 after, so the suffix orders sessions of one week (week-000-2 is placed on day 1). Label values (the
 published label codes, matched by voxel counts against LUMIERE's radiomics tables by others; docs say so):
 DeepBraTumIA 1 necrosis, 2 contrast enhancement, 3 oedema; HD-GLIO-AUTO 1 non-enhancing T2/FLAIR
 abnormality, 2 contrast enhancement.
+
+Response (patients.csv ``response``, cohort.yaml ``outcomes.response``): the expert's RANO rating of the first
+session rated CR, PR, SD or PD after the session rated Post-Op (the post-operative baseline), in week order;
+CR/PR = responder, SD/PD = non-responder. A patient without a Post-Op rating or without such a later rating gets
+an empty value (unknown).
 """
 
 from __future__ import annotations
@@ -36,6 +41,11 @@ LABELS = {
 }
 DEMOGRAPHICS = "LUMIERE-Demographics_Pathology.csv"
 RATINGS = "LUMIERE-ExpertRating-v202211.csv"
+RESPONDER, NON_RESPONDER = "responder", "non-responder"
+RANO_RESPONSE = {"CR": RESPONDER, "PR": RESPONDER, "SD": NON_RESPONDER, "PD": NON_RESPONDER}
+POST_OP = "POST-OP"
+RESPONSE_RULE = ("the RANO rating of the first session rated CR/PR/SD/PD after the one rated Post-Op: CR/PR = "
+                 "responder, SD/PD = non-responder, empty when there is none")
 
 
 def week_days(name: str) -> float | None:
@@ -98,10 +108,32 @@ def read(src: Path, space: str = "native", segmentation: str | None = None) -> L
     patients, clinical, notes = _demographics(tables / DEMOGRAPHICS, sorted({s.patient for s in sessions}))
     notes.append(f"segmentation: {segmentation} ({', '.join(f'{k} {v}' for k, v in labels.items())}); "
                  f"tumour = {' + '.join(tumor_names)}; {space}-space files")
-    if not ratings:
-        notes.append(f"no {RATINGS} beside Imaging/: the rano column is empty")
+    outcomes = {}
+    if ratings:
+        found = [first_response(ratings, patient) for patient in patients["patient_id"]]
+        patients["response"] = [response for response, _ in found]
+        patients["response_session"] = [session for _, session in found]
+        outcomes["response"] = {"column": "response", "positive": RESPONDER, "negative": NON_RESPONDER}
+        counts = patients["response"].value_counts()
+        notes.append(f"response (outcomes.response) = {RESPONSE_RULE}: {counts.get(RESPONDER, 0)} responder(s), "
+                     f"{counts.get(NON_RESPONDER, 0)} non-responder(s), {counts.get('', 0)} unknown; the session "
+                     "it comes from is in patients.csv's response_session")
+    else:
+        notes.append(f"no {RATINGS} beside Imaging/: the rano column is empty and there is no response outcome")
     return Layout("lumiere", imaging, tuple(SEQUENCES), sessions, patients, clinical, labels, tumor_names,
-                  skipped=skipped, notes=notes)
+                  outcomes=outcomes, skipped=skipped, notes=notes)
+
+
+def first_response(ratings: dict[tuple[str, str], str], patient: str) -> tuple[str, str]:
+    """(response, the week folder it was rated at) of ``patient`` by :data:`RESPONSE_RULE`; ("", "") when
+    unknown. ``ratings``: (patient, week folder) -> RANO rating."""
+    rated = sorted((days, date, rating.strip().upper()) for (who, date), rating in ratings.items()
+                   if who == patient and (days := week_days(date)) is not None)
+    post_op = [days for days, _, rating in rated if rating == POST_OP]
+    if not post_op:
+        return "", ""
+    after = [(date, rating) for days, date, rating in rated if days > post_op[-1] and rating in RANO_RESPONSE]
+    return (RANO_RESPONSE[after[0][1]], after[0][0]) if after else ("", "")
 
 
 def _ratings(path: Path) -> dict[tuple[str, str], str]:
@@ -110,9 +142,13 @@ def _ratings(path: Path) -> dict[tuple[str, str], str]:
         return {}
     table = pd.read_csv(path, dtype=str, keep_default_na=False)
     columns = {c.strip().lower(): c for c in table.columns}
-    patient, date, rating = columns.get("patient"), columns.get("date"), columns.get("rating")
+    patient, date = columns.get("patient"), columns.get("date")
+    # the published header is "Rating (according to RANO, PD: Progressive disease, ...)", beside "Rating rationale"
+    rating = columns.get("rating") or next((c for key, c in columns.items() if key.startswith("rating")
+                                             and "rationale" not in key), None)
     if not (patient and date and rating):
-        raise LayoutError(f"{path}: expected the columns Patient, Date and Rating; found {list(table.columns)}")
+        raise LayoutError(f"{path}: expected the columns Patient, Date and Rating (or 'Rating (...)'); found "
+                          f"{list(table.columns)}")
     return {(r[patient].strip(), r[date].strip()): r[rating].strip() for _, r in table.iterrows()}
 
 

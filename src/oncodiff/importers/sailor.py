@@ -6,8 +6,10 @@ SRC holds one folder per subject::
     sub-XX/{DoseMap.nii.gz, intervals-days.txt, age-years.txt, overall-survival-months.txt}
 
 ``intervals-days.txt`` holds the days between consecutive sessions, one number per line (one fewer than the
-sessions): session k is on day sum(intervals[:k]). The tumour is ``ContrastEnhancedMask-CL`` (a binary mask:
-format 2's tumor_mask); ``EdemaMask-CL``, ``DoseMap`` and per-session RANO files are not read yet.
+sessions): session k is on day sum(intervals[:k]). The tumour: ``EdemaMask-CL`` and ``ContrastEnhancedMask-CL``
+merged into one label map (oedema 2, then enhancing 1 over it; tumour = enhancing) that the importer writes into
+the cohort folder (format 2's ``cohort:`` paths), since SRC is only read. ``DoseMap`` is not read: anatomy maps
+are integer label maps resampled as masks, and a dose map is continuous (Gy), per subject rather than per session.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from oncodiff.importers.common import LayoutError, Layout, Session
 
 SEQUENCES = {"t1c": "T1c", "t1": "T1", "t2": "T2", "flair": "Flair"}
 TUMOR = "ContrastEnhancedMask-CL.nii.gz"
+OEDEMA = "EdemaMask-CL.nii.gz"
+LABELS = {"enhancing": 1, "oedema": 2}
 NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
 
 
@@ -53,9 +57,16 @@ def read(src: Path, space: str = "native", segmentation: str | None = None) -> L
             if intervals is not None and k <= len(intervals):
                 days = float(sum(intervals[:k]))
             images = {ours: folder / f"{theirs}.nii.gz" for ours, theirs in SEQUENCES.items()}
-            tumor = folder / TUMOR
+            tumor, oedema = folder / TUMOR, folder / OEDEMA
+            parts = {}
+            if tumor.is_file():
+                if oedema.is_file():
+                    parts["oedema"] = oedema
+                else:
+                    skipped.append(f"{subject.name} {folder.name}: no {OEDEMA}; its label map has enhancing only")
+                parts["enhancing"] = tumor  # painted last: enhancing wins where the masks overlap
             sessions.append(Session(subject.name, folder.name, days, {k_: v for k_, v in images.items() if v.is_file()},
-                                    tumor if tumor.is_file() else None))
+                                    tumor if tumor.is_file() else None, tumor_parts=parts))
         age = _numbers(subject / "age-years.txt")
         survival = _numbers(subject / "overall-survival-months.txt")
         rows.append({"patient_id": subject.name, "age": age[0] if age else None,
@@ -63,8 +74,12 @@ def read(src: Path, space: str = "native", segmentation: str | None = None) -> L
     patients = pd.DataFrame(rows)
     clinical = [{"name": "age", "type": "numeric", "group": "demographics", "unit": "years"}] \
         if patients["age"].notna().any() else []
-    notes = ["tumour = ContrastEnhancedMask-CL (binary); EdemaMask-CL and DoseMap.nii.gz are not read yet",
+    notes = ["tumour label maps written into this folder (tumor_labels/, paths 'cohort:...'): EdemaMask-CL -> "
+             "oedema 2, ContrastEnhancedMask-CL -> enhancing 1 (over oedema where both mark a voxel); tumour = "
+             "enhancing",
+             "DoseMap.nii.gz is not read: anatomy maps are integer label maps resampled as masks, a dose map is "
+             "continuous (Gy) and per subject",
              "os_months (overall-survival-months.txt) is in patients.csv but not an outcome: SAILOR gives no "
              "censoring"]
-    return Layout("sailor", src, tuple(SEQUENCES), sessions, patients, clinical, mask=True, skipped=skipped,
-                  notes=notes)
+    return Layout("sailor", src, tuple(SEQUENCES), sessions, patients, clinical, dict(LABELS), ("enhancing",),
+                  skipped=skipped, notes=notes)
