@@ -21,7 +21,9 @@ the true class given, and scores:
 
 Candidates (``--candidates``, comma separated): default (the demo preset), residual (diffusion.residual=
 regression: CorrDiff's design, the budget split half and half in CPU time between its regression U-Net and
-its residual diffusion model), v (diffusion.prediction=v), residual_v. Writes OUT/results.json and
+its residual diffusion model), v (diffusion.prediction=v), residual_v, eps (diffusion.prediction=eps),
+residual_eps, edm (diffusion.noise_sampling=lognormal: EDM's log-normal noise levels, log sigma ~ N(-1.2, 1.2^2)),
+edm_high (the same centred at log sigma 0.5: more weight at high noise). Writes OUT/results.json and
 OUT/table.md (the whole table again after each cohort); runs live under OUT/SITE-seedN/.
 """
 
@@ -63,6 +65,13 @@ CANDIDATES = {
                  ["diffusion.residual=regression"]),
     "v": ("demo preset, v prediction", ["diffusion.prediction=v"]),
     "residual_v": ("residual design, v prediction", ["diffusion.residual=regression", "diffusion.prediction=v"]),
+    "eps": ("demo preset, eps prediction", ["diffusion.prediction=eps"]),
+    "residual_eps": ("residual design, eps prediction",
+                     ["diffusion.residual=regression", "diffusion.prediction=eps"]),
+    "edm": ("demo preset, EDM's log-normal noise levels (log sigma ~ N(-1.2, 1.2^2))",
+            ["diffusion.noise_sampling=lognormal"]),
+    "edm_high": ("demo preset, log-normal noise levels centred higher (log sigma ~ N(0.5, 1.2^2))",
+                 ["diffusion.noise_sampling=lognormal", "diffusion.lognormal_mean=0.5"]),
 }
 BOOTSTRAP = 2000
 
@@ -325,6 +334,8 @@ def main() -> None:
     parser.add_argument("--score-only", help="sample this one trained design and save its scores, then stop")
     parser.add_argument("--threads", type=int, help="torch threads (two cohorts side by side: 1 each)")
     parser.add_argument("--preset", default="demo")
+    parser.add_argument("--tag", help="suffix of this run's cohort key in results.json (SITE-seedN-TAG), so a new "
+                        "set of designs on the same cohort adds rows instead of replacing the earlier ones")
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="config override for every design")
     args = parser.parse_args()
     names = [n.strip() for n in args.candidates.split(",") if n.strip()]
@@ -333,7 +344,7 @@ def main() -> None:
         parser.error(f"unknown candidates {unknown}; choose from {sorted(CANDIDATES)}")
     if args.threads:
         torch.set_num_threads(args.threads)
-    key = f"{args.site}-seed{args.seed}"
+    key = f"{args.site}-seed{args.seed}" + (f"-{args.tag}" if args.tag else "")
     out = args.out / key
     out.mkdir(parents=True, exist_ok=True)
     cohort, cache = out / "cohort", out / "cache"

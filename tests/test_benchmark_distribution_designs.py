@@ -35,3 +35,14 @@ def test_the_paired_interval_resamples_patients(designs):
     assert out["ci95"][0] < 0 < out["ci95"][1]
     shifted = designs.paired(diff + 1.0, np.array(["a", "a", "b", "b", "c", "c"]))
     assert shifted["ci95"][0] > 0
+
+
+def test_every_candidate_is_a_valid_configuration(designs):
+    from oncodiff.config import load_config
+
+    for name, (_, overrides) in designs.CANDIDATES.items():
+        config = load_config("demo", overrides)
+        for override in overrides:  # each override took effect (no silently ignored candidate)
+            key, _, value = override.partition("=")
+            section, field = key.split(".")
+            assert str(getattr(getattr(config, section), field)) == value, (name, override)
