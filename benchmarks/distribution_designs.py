@@ -52,7 +52,7 @@ from oncodiff.outputs import write_marker
 from oncodiff.pipeline.calibration import IntervalCalibration
 from oncodiff.pipeline.cases import CaseSet, load_cases
 from oncodiff.pipeline.export import ExportedModel, load_export
-from oncodiff.pipeline.predict import Predictions, load_calibration, predict_cases
+from oncodiff.pipeline.predict import Predictions, case_conditions, load_calibration, predict_cases
 from oncodiff.pipeline.volumes import CaseVolumes, load_segmenter
 from oncodiff.runs import RunFolder
 from oncodiff.synth import synthesize
@@ -271,6 +271,48 @@ def score_cohort(runs: dict[str, Path], regression: ExportedModel, cohort: Path,
             "denoised": note, "methods": rows}
 
 
+NOISE_LEVELS = (0.02, 0.1, 0.3, 0.5, 0.7, 0.9, 0.98)  # 1 - alpha_bar of the profiled timesteps
+
+
+def noise_profile(run: Path, cases: CaseSet, seed: int = 0, levels=NOISE_LEVELS) -> list[dict]:
+    """Whether the trained denoiser uses x_t: per noise level 1 - alpha_bar, with the true class given, the
+    RMSE in the tumour box of the x0 it predicts from x_t (image channel; for the residual design, the residual
+    plus the regression mean) and the RMS difference between its x0 from two independent noise draws over
+    sqrt(2) (the spread the network carries at that level). A denoiser that ignores x_t has the same RMSE at
+    every level, the conditional mean's; one that uses it approaches 0 RMSE as the noise level falls."""
+    from oncodiff.diffusion import NoiseSchedule
+    from oncodiff.models.conditions import target_from_batch
+
+    model = load_export(run)
+    config = model.config
+    net = model.net
+    schedule = NoiseSchedule.from_config(config.diffusion)
+    cond = case_conditions(model, cases, "true")
+    tumor = cases.batch["tumor_mask"][:, 0].numpy() > 0
+    boxes = torch.from_numpy(bbox_mask(tumor, config.evaluation.bbox_margin, spatial_dims=tumor.ndim - 1))
+    truth = target_from_batch(cases.batch, config.diffusion.target, config.model.generate_mask).float()
+    generator = torch.Generator().manual_seed(seed)
+    rows = []
+    with torch.inference_mode():
+        work = net.encode_conditions(cond)
+        mean = net.mean_from_encoded(work) if hasattr(net, "mean_from_encoded") else torch.zeros_like(truth)
+        x0 = truth - mean
+        for level in levels:
+            t = int((1 - schedule.alphas_cumprod - level).abs().argmin())
+            steps = torch.full((len(cases),), t, dtype=torch.long)
+            hats = []
+            for _ in range(2):
+                x_t = schedule.add_noise(x0, torch.randn(x0.shape, generator=generator), t)
+                out = net(x_t, steps, work).prediction.float()
+                hats.append(schedule.predict_x0_and_eps(out, x_t, t, config.diffusion.prediction)[0] + mean)
+            error = (hats[0] - truth)[:, 0][boxes]
+            spread = (hats[0] - hats[1])[:, 0][boxes] / np.sqrt(2)
+            rows.append({"noise_level": round(1 - schedule.alpha_bar(t), 3), "t": t,
+                         "rmse_x0_box": float(error.square().mean().sqrt()),
+                         "noise_spread_x0_box": float(spread.square().mean().sqrt())})
+    return rows
+
+
 # ------------------------------------------------------------------------------------------------ table
 
 
@@ -315,6 +357,14 @@ def table(results: dict) -> str:
     return header + "\n\n".join(parts) + "\n"
 
 
+def profile_table(profiles: dict[str, list[dict]]) -> str:
+    """Markdown: per design and noise level, x0 RMSE in the box and its spread over two noise draws."""
+    levels = [row["noise_level"] for row in next(iter(profiles.values()))]
+    rows = [(name, *(f"{r['rmse_x0_box']:.3f} / {r['noise_spread_x0_box']:.3f}" for r in profile))
+            for name, profile in profiles.items()]
+    return markdown(("design (x0 RMSE / spread over noise draws, box)", *(f"1-ᾱ={v}" for v in levels)), rows)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, required=True)
@@ -332,6 +382,9 @@ def main() -> None:
     parser.add_argument("--train-only", help="train this one design (or 'regression', the baseline) on the first "
                         "design's splits and stop: several processes train side by side, a last plain call scores")
     parser.add_argument("--score-only", help="sample this one trained design and save its scores, then stop")
+    parser.add_argument("--noise-profile", action="store_true", help="after training (or on the trained runs): per "
+                        "noise level, each design's x0 error and its spread over two noise draws, with the true class "
+                        "(whether the denoiser uses x_t); written to OUT/SITE-seedN/noise_profile.json")
     parser.add_argument("--threads", type=int, help="torch threads (two cohorts side by side: 1 each)")
     parser.add_argument("--preset", default="demo")
     parser.add_argument("--tag", help="suffix of this run's cohort key in results.json (SITE-seedN-TAG), so a new "
@@ -357,6 +410,12 @@ def main() -> None:
         run = out / "runs" / args.score_only
         design_scores(args.score_only, run, test_cases(out / "runs" / names[0], cohort, cache, args.limit)[1],
                       args.samples, 0, saved / f"{args.score_only}.json")
+        return
+    if args.noise_profile:
+        cases = test_cases(out / "runs" / names[0], cohort, cache, args.limit)[1]
+        profiles = {name: noise_profile(out / "runs" / name, cases) for name in names}
+        (out / "noise_profile.json").write_text(json.dumps(profiles, indent=2) + "\n", encoding="utf-8")
+        print(profile_table(profiles), flush=True)
         return
     if args.train_only:
         first = out / "runs" / names[0]
