@@ -271,7 +271,7 @@ def score_cohort(runs: dict[str, Path], regression: ExportedModel, cohort: Path,
             "denoised": note, "methods": rows}
 
 
-NOISE_LEVELS = (0.02, 0.1, 0.3, 0.5, 0.7, 0.9, 0.98)  # 1 - alpha_bar of the profiled timesteps
+NOISE_LEVELS = (0.001, 0.005, 0.02, 0.1, 0.3, 0.7, 0.98)  # 1 - alpha_bar of the profiled timesteps
 
 
 def noise_profile(run: Path, cases: CaseSet, seed: int = 0, levels=NOISE_LEVELS) -> list[dict]:
