@@ -332,7 +332,8 @@ def table(results: dict) -> str:
         budgets = cohort["budgets"]
         lines = [f"### {key}: {cohort['scores']['n_test_crops']} test crops of {cohort['scores']['n_test_patients']} "
                  f"patients, {cohort['scores']['samples']} samples per case, {cohort['minutes']} CPU-minutes per "
-                 f"design (arguments `{cohort.get('command', '')}`, {cohort.get('threads', '?')} torch thread(s))", ""]
+                 f"design (arguments `{cohort.get('command', '')}`, {cohort.get('threads', '?')} torch thread(s)"
+                 + (f"; {cohort['machine']}" if cohort.get("machine") else "") + ")", ""]
         rows = []
         for name, row in cohort["scores"]["methods"].items():
             base, _, mode = name.partition("/")
@@ -351,7 +352,7 @@ def table(results: dict) -> str:
         lines.append("Budgets: " + "; ".join(
             f"{n}: " + ", ".join(f"{k} {v}" for k, v in b.items()) for n, b in budgets.items()))
         parts.append("\n".join(lines))
-    header = (f"Machine: {results['machine']}. Command: `{results['command']}`. The ratio, CRPS and MAE are in "
+    header = (f"Machine (of the last run; each cohort names its own where recorded): {results['machine']}. Command: `{results['command']}`. The ratio, CRPS and MAE are in "
               "normalised intensity units; intervals are paired patient-bootstrap 95 % intervals "
               f"({BOOTSTRAP} resamples).\n")
     return header + "\n\n".join(parts) + "\n"
@@ -439,6 +440,7 @@ def main() -> None:
         results["machine"] = f"{platform.machine()}, {_cpu_model()}, {os.cpu_count()} cores"
         results["command"] = "nice -n 10 python -m benchmarks.distribution_designs --out OUT [--site S --seed N]"
         results["cohorts"][key] = {"command": " ".join(sys.argv[1:]), "threads": torch.get_num_threads(),
+                                   "machine": results["machine"],
                                    "minutes": args.minutes, "steps": args.steps, "candidates": names,
                                    "budgets": budgets, "scores": scores}
         path.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
