@@ -21,7 +21,9 @@ the true class given, and scores:
 
 Candidates (``--candidates``, comma separated): default (the demo preset), residual (diffusion.residual=
 regression: CorrDiff's design, the budget split half and half in CPU time between its regression U-Net and
-its residual diffusion model), v (diffusion.prediction=v), residual_v. Writes OUT/results.json and
+its residual diffusion model), v (diffusion.prediction=v), residual_v, eps (diffusion.prediction=eps),
+residual_eps, edm (diffusion.noise_sampling=lognormal: EDM's log-normal noise levels, log sigma ~ N(-1.2, 1.2^2)),
+edm_high (the same centred at log sigma 0.5: more weight at high noise). Writes OUT/results.json and
 OUT/table.md (the whole table again after each cohort); runs live under OUT/SITE-seedN/.
 """
 
@@ -51,7 +53,7 @@ from oncodiff.outputs import write_marker
 from oncodiff.pipeline.calibration import IntervalCalibration
 from oncodiff.pipeline.cases import CaseSet, load_cases
 from oncodiff.pipeline.export import ExportedModel, load_export
-from oncodiff.pipeline.predict import Predictions, load_calibration, predict_cases
+from oncodiff.pipeline.predict import Predictions, case_conditions, load_calibration, predict_cases
 from oncodiff.pipeline.volumes import CaseVolumes, load_segmenter
 from oncodiff.runs import RunFolder
 from oncodiff.synth import synthesize
@@ -64,6 +66,13 @@ CANDIDATES = {
                  ["diffusion.residual=regression"]),
     "v": ("demo preset, v prediction", ["diffusion.prediction=v"]),
     "residual_v": ("residual design, v prediction", ["diffusion.residual=regression", "diffusion.prediction=v"]),
+    "eps": ("demo preset, eps prediction", ["diffusion.prediction=eps"]),
+    "residual_eps": ("residual design, eps prediction",
+                     ["diffusion.residual=regression", "diffusion.prediction=eps"]),
+    "edm": ("demo preset, EDM's log-normal noise levels (log sigma ~ N(-1.2, 1.2^2))",
+            ["diffusion.noise_sampling=lognormal"]),
+    "edm_high": ("demo preset, log-normal noise levels centred higher (log sigma ~ N(0.5, 1.2^2))",
+                 ["diffusion.noise_sampling=lognormal", "diffusion.lognormal_mean=0.5"]),
 }
 BOOTSTRAP = 2000
 
@@ -255,6 +264,48 @@ def score_cohort(runs: dict[str, Path], regression: ExportedModel, cohort: Path,
             "denoised": note, "methods": rows}
 
 
+NOISE_LEVELS = (0.001, 0.005, 0.02, 0.1, 0.3, 0.7, 0.98)  # 1 - alpha_bar of the profiled timesteps
+
+
+def noise_profile(run: Path, cases: CaseSet, seed: int = 0, levels=NOISE_LEVELS) -> list[dict]:
+    """Whether the trained denoiser uses x_t: per noise level 1 - alpha_bar, with the true class given, the
+    RMSE in the tumour box of the x0 it predicts from x_t (image channel; for the residual design, the residual
+    plus the regression mean) and the RMS difference between its x0 from two independent noise draws over
+    sqrt(2) (the spread the network carries at that level). A denoiser that ignores x_t has the same RMSE at
+    every level, the conditional mean's; one that uses it approaches 0 RMSE as the noise level falls."""
+    from oncodiff.diffusion import NoiseSchedule
+    from oncodiff.models.conditions import target_from_batch
+
+    model = load_export(run)
+    config = model.config
+    net = model.net
+    schedule = NoiseSchedule.from_config(config.diffusion)
+    cond = case_conditions(model, cases, "true")
+    tumor = cases.batch["tumor_mask"][:, 0].numpy() > 0
+    boxes = torch.from_numpy(bbox_mask(tumor, config.evaluation.bbox_margin, spatial_dims=tumor.ndim - 1))
+    truth = target_from_batch(cases.batch, config.diffusion.target, config.model.generate_mask).float()
+    generator = torch.Generator().manual_seed(seed)
+    rows = []
+    with torch.inference_mode():
+        work = net.encode_conditions(cond)
+        mean = net.mean_from_encoded(work) if hasattr(net, "mean_from_encoded") else torch.zeros_like(truth)
+        x0 = truth - mean
+        for level in levels:
+            t = int((1 - schedule.alphas_cumprod - level).abs().argmin())
+            steps = torch.full((len(cases),), t, dtype=torch.long)
+            hats = []
+            for _ in range(2):
+                x_t = schedule.add_noise(x0, torch.randn(x0.shape, generator=generator), t)
+                out = net(x_t, steps, work).prediction.float()
+                hats.append(schedule.predict_x0_and_eps(out, x_t, t, config.diffusion.prediction)[0] + mean)
+            error = (hats[0] - truth)[:, 0][boxes]
+            spread = (hats[0] - hats[1])[:, 0][boxes] / np.sqrt(2)
+            rows.append({"noise_level": round(1 - schedule.alpha_bar(t), 3), "t": t,
+                         "rmse_x0_box": float(error.square().mean().sqrt()),
+                         "noise_spread_x0_box": float(spread.square().mean().sqrt())})
+    return rows
+
+
 # ------------------------------------------------------------------------------------------------ table
 
 
@@ -274,7 +325,8 @@ def table(results: dict) -> str:
         budgets = cohort["budgets"]
         lines = [f"### {key}: {cohort['scores']['n_test_crops']} test crops of {cohort['scores']['n_test_patients']} "
                  f"patients, {cohort['scores']['samples']} samples per case, {cohort['minutes']} CPU-minutes per "
-                 f"design (arguments `{cohort.get('command', '')}`, {cohort.get('threads', '?')} torch thread(s))", ""]
+                 f"design (arguments `{cohort.get('command', '')}`, {cohort.get('threads', '?')} torch thread(s)"
+                 + (f"; {cohort['machine']}" if cohort.get("machine") else "") + ")", ""]
         rows = []
         for name, row in cohort["scores"]["methods"].items():
             base, _, mode = name.partition("/")
@@ -293,10 +345,18 @@ def table(results: dict) -> str:
         lines.append("Budgets: " + "; ".join(
             f"{n}: " + ", ".join(f"{k} {v}" for k, v in b.items()) for n, b in budgets.items()))
         parts.append("\n".join(lines))
-    header = (f"Machine: {results['machine']}. Command: `{results['command']}`. The ratio, CRPS and MAE are in "
+    header = (f"Machine (of the last run; each cohort names its own where recorded): {results['machine']}. Command: `{results['command']}`. The ratio, CRPS and MAE are in "
               "normalised intensity units; intervals are paired patient-bootstrap 95 % intervals "
               f"({BOOTSTRAP} resamples).\n")
     return header + "\n\n".join(parts) + "\n"
+
+
+def profile_table(profiles: dict[str, list[dict]]) -> str:
+    """Markdown: per design and noise level, x0 RMSE in the box and its spread over two noise draws."""
+    levels = [row["noise_level"] for row in next(iter(profiles.values()))]
+    rows = [(name, *(f"{r['rmse_x0_box']:.3f} / {r['noise_spread_x0_box']:.3f}" for r in profile))
+            for name, profile in profiles.items()]
+    return markdown(("design (x0 RMSE / spread over noise draws, box)", *(f"1-ᾱ={v}" for v in levels)), rows)
 
 
 def main() -> None:
@@ -316,8 +376,13 @@ def main() -> None:
     parser.add_argument("--train-only", help="train this one design (or 'regression', the baseline) on the first "
                         "design's splits and stop: several processes train side by side, a last plain call scores")
     parser.add_argument("--score-only", help="sample this one trained design and save its scores, then stop")
+    parser.add_argument("--noise-profile", action="store_true", help="after training (or on the trained runs): per "
+                        "noise level, each design's x0 error and its spread over two noise draws, with the true class "
+                        "(whether the denoiser uses x_t); written to OUT/SITE-seedN/noise_profile.json")
     parser.add_argument("--threads", type=int, help="torch threads (two cohorts side by side: 1 each)")
     parser.add_argument("--preset", default="demo")
+    parser.add_argument("--tag", help="suffix of this run's cohort key in results.json (SITE-seedN-TAG), so a new "
+                        "set of designs on the same cohort adds rows instead of replacing the earlier ones")
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="config override for every design")
     args = parser.parse_args()
     names = [n.strip() for n in args.candidates.split(",") if n.strip()]
@@ -326,7 +391,7 @@ def main() -> None:
         parser.error(f"unknown candidates {unknown}; choose from {sorted(CANDIDATES)}")
     if args.threads:
         torch.set_num_threads(args.threads)
-    key = f"{args.site}-seed{args.seed}"
+    key = f"{args.site}-seed{args.seed}" + (f"-{args.tag}" if args.tag else "")
     out = args.out / key
     out.mkdir(parents=True, exist_ok=True)
     cohort, cache = out / "cohort", out / "cache"
@@ -339,6 +404,12 @@ def main() -> None:
         run = out / "runs" / args.score_only
         design_scores(args.score_only, run, test_cases(out / "runs" / names[0], cohort, cache, args.limit)[1],
                       args.samples, 0, saved / f"{args.score_only}.json")
+        return
+    if args.noise_profile:
+        cases = test_cases(out / "runs" / names[0], cohort, cache, args.limit)[1]
+        profiles = {name: noise_profile(out / "runs" / name, cases) for name in names}
+        (out / "noise_profile.json").write_text(json.dumps(profiles, indent=2) + "\n", encoding="utf-8")
+        print(profile_table(profiles), flush=True)
         return
     if args.train_only:
         first = out / "runs" / names[0]
@@ -362,6 +433,7 @@ def main() -> None:
         results["machine"] = f"{platform.machine()}, {_cpu_model()}, {os.cpu_count()} cores"
         results["command"] = "nice -n 10 python -m benchmarks.distribution_designs --out OUT [--site S --seed N]"
         results["cohorts"][key] = {"command": " ".join(sys.argv[1:]), "threads": torch.get_num_threads(),
+                                   "machine": results["machine"],
                                    "minutes": args.minutes, "steps": args.steps, "candidates": names,
                                    "budgets": budgets, "scores": scores}
         path.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")

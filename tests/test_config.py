@@ -27,6 +27,8 @@ def test_override_sets_nested_value_and_freezes():
         ("traning.lr=1", "did you mean training"),
         ("training.lrr=1", "did you mean lr"),
         ("diffusion.prediction=epsilon", "diffusion.prediction"),
+        ("diffusion.noise_sampling=edm", "diffusion.noise_sampling"),
+        ("diffusion.lognormal_std=0", "diffusion.lognormal_std"),
         ("training.lr", "expected section.key=value"),
         ("model.channels=[16, 32]", "attention_levels"),
     ],

@@ -147,6 +147,38 @@ def test_draws_are_per_element():
     torch.testing.assert_close(batched.x_t[1:2], alone.x_t, rtol=0, atol=0)
 
 
+def test_lognormal_noise_levels_follow_edm_distribution():
+    # Cosine schedule, T = 1000: log sigma_t spans about -7.7 .. +6.6, so N(-1.2, 1.2^2) is well inside it and
+    # the drawn timesteps' log sigma must have EDM's mean and std (up to the grid's spacing and sampling error).
+    config = DiffusionConfig(schedule="cosine", noise_sampling="lognormal")
+    loss = DiffusionLoss.from_config(config)
+    torch.manual_seed(0)
+    t = loss.draw_timesteps(20000, None, torch.device("cpu"))
+    ab = loss.schedule.alphas_cumprod[t]
+    log_sigma = 0.5 * ((1 - ab) / ab).log()
+    assert abs(log_sigma.mean().item() - -1.2) < 0.03 and abs(log_sigma.std().item() - 1.2) < 0.03
+    uniform = DiffusionLoss.from_config(DiffusionConfig(schedule="cosine")).draw_timesteps(20000, None, "cpu")
+    assert t.float().median() < uniform.float().median() - 200  # more low-noise draws than uniform t
+    # a shifted mean moves the draws to more noise, and an extreme one clamps at the schedule's ends
+    high = DiffusionLoss.from_config(DiffusionConfig(noise_sampling="lognormal", lognormal_mean=1.0))
+    assert high.draw_timesteps(2000, None, "cpu").float().median() > t.float().median()
+    ends = DiffusionLoss.from_config(DiffusionConfig(noise_sampling="lognormal", lognormal_mean=40.0))
+    assert (ends.draw_timesteps(100, None, "cpu") == 999).all()
+
+
+def test_lognormal_draws_are_per_element():
+    loss = DiffusionLoss(schedule(), "x0", noise_sampling="lognormal")
+    batched = loss.draw_timesteps(3, generators([5, 6, 7]), "cpu")
+    assert batched[1] == loss.draw_timesteps(1, generators([6]), "cpu")[0]
+    assert batched.dtype == torch.int64 and ((batched >= 0) & (batched < 100)).all()
+    # each t is the timestep whose log sigma is nearest the element's own draw
+    ab = loss.schedule.alphas_cumprod
+    table = 0.5 * ((1 - ab) / ab).log()
+    for seed, t in zip([5, 6, 7], batched):
+        draw = -1.2 + 1.2 * torch.randn((), generator=torch.Generator().manual_seed(seed)).double()
+        assert t == (table - draw).abs().argmin()
+
+
 def test_bf16_autocast_network_trains():
     network = torch.nn.Conv3d(1, 1, 3, padding=1)
     loss = DiffusionLoss.from_config(DiffusionConfig(prediction="v", ssim_weight=0.1, min_snr_gamma=5.0))
@@ -164,6 +196,10 @@ def test_invalid_options_are_refused():
         DiffusionLoss(schedule(), "x0", min_snr_gamma=0.0)
     with pytest.raises(ValueError, match="prediction"):
         DiffusionLoss(schedule(), "noise")
+    with pytest.raises(ValueError, match="noise_sampling"):
+        DiffusionLoss(schedule(), "x0", noise_sampling="edm")
+    with pytest.raises(ValueError, match="lognormal_std"):
+        DiffusionLoss(schedule(), "x0", noise_sampling="lognormal", lognormal_std=0.0)
     with pytest.raises(ValueError, match="error='l2'"):
         DiffusionLoss(schedule(), "x0", error="l2")
     with pytest.raises(ValueError, match="weight_map of shape"):

@@ -31,6 +31,11 @@ class DiffusionLoss:
     ``min_snr_gamma``: scale each element's MSE so its x0-space weight is min(SNR_t, gamma)
     (Hang et al. 2023, "Efficient diffusion training via Min-SNR weighting", sec. 3.4): the factor is
     min(SNR, gamma) / SNR for eps, min(SNR, gamma) / (SNR + 1) for v and min(SNR, gamma) for x0.
+
+    ``noise_sampling="lognormal"``: t is drawn as in EDM (Karras et al. 2022, sec. 5, "P_mean, P_std") instead
+    of uniformly: log sigma ~ N(lognormal_mean, lognormal_std^2), with sigma_t = sqrt((1 - alpha_bar_t) /
+    alpha_bar_t) the noise scale of x_t / alpha_t, then t = the train timestep whose log sigma_t is nearest.
+    Only the distribution of noise levels changes; the loss weighting stays as set.
     """
 
     def __init__(
@@ -42,6 +47,9 @@ class DiffusionLoss:
         drift_loss_weight: float = 1.0,
         ssim_window: int = 7,
         error: str = "mse",
+        noise_sampling: str = "uniform",
+        lognormal_mean: float = -1.2,
+        lognormal_std: float = 1.2,
     ) -> None:
         self.schedule = schedule
         self.prediction = check_prediction(prediction)
@@ -55,7 +63,17 @@ class DiffusionLoss:
             raise ValueError(f"ssim_window={ssim_window} must be a positive odd number of voxels")
         if error not in ("mse", "l1"):
             raise ValueError(f"error={error!r} must be 'mse' or 'l1'")
+        if noise_sampling not in ("uniform", "lognormal"):
+            raise ValueError(f"noise_sampling={noise_sampling!r} must be 'uniform' or 'lognormal'")
+        if not lognormal_std > 0:
+            raise ValueError(f"lognormal_std={lognormal_std} must be positive (EDM: 1.2)")
         self.error = error
+        self.noise_sampling = noise_sampling
+        self.lognormal_mean = lognormal_mean
+        self.lognormal_std = lognormal_std
+        # log sigma_t per train timestep, increasing with t (alpha_bar decreases strictly)
+        ab = schedule.alphas_cumprod
+        self._log_sigma = (0.5 * ((1 - ab) / ab).log()).float()
         self.ssim_weight = ssim_weight
         self.min_snr_gamma = min_snr_gamma
         self.drift_loss_weight = drift_loss_weight
@@ -71,6 +89,9 @@ class DiffusionLoss:
             min_snr_gamma=config.min_snr_gamma,
             drift_loss_weight=config.drift_loss_weight,
             error=config.loss,
+            noise_sampling=config.noise_sampling,
+            lognormal_mean=config.lognormal_mean,
+            lognormal_std=config.lognormal_std,
         )
 
     def __call__(
@@ -92,7 +113,7 @@ class DiffusionLoss:
         """
         n = x0.shape[0]
         x0 = x0.float()
-        t = randint_per_element(self.schedule.num_train_timesteps, generators, n, x0.device)
+        t = self.draw_timesteps(n, generators, x0.device)
         noise = self._noise_from_x0(x0, randn_per_element(x0.shape, generators, x0.device), t, source)
         x_t = self.schedule.add_noise(x0, noise, t)
         output, drift = self._split_output(model_fn(x_t, t), drift_target)
@@ -108,6 +129,17 @@ class DiffusionLoss:
         parts = {name: value.detach() for name, value in parts.items()}
         parts["loss"] = total.detach()
         return total, parts
+
+    def draw_timesteps(self, n: int, generators: Generators, device: torch.device) -> torch.Tensor:
+        """(n,) int64 train timesteps, one per element, by ``noise_sampling``."""
+        if self.noise_sampling == "uniform":
+            return randint_per_element(self.schedule.num_train_timesteps, generators, n, device)
+        log_sigma = self.lognormal_mean + self.lognormal_std * randn_per_element((n,), generators, "cpu")
+        table = self._log_sigma
+        right = torch.searchsorted(table, log_sigma).clamp(1, table.numel() - 1)
+        left = right - 1
+        nearer_left = (log_sigma - table[left]).abs() <= (table[right] - log_sigma).abs()
+        return torch.where(nearer_left, left, right).to(device)
 
     def _noise_from_x0(
         self, x0: torch.Tensor, eps: torch.Tensor, t: torch.Tensor, source: torch.Tensor | None
