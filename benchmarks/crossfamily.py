@@ -65,14 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     if args.merge:
         return _merge(args.merge, out, args.note)
-    results_path = out / "results.json"
-    results = json.loads(results_path.read_text(encoding="utf-8")) if results_path.is_file() else {}
-    results["command"] = " ".join(sys.argv)
-    results["machine"] = machine()
-    if args.reuse:  # another run's measurements on the same cohorts (their speed probe and blur)
-        other = json.loads(Path(args.reuse).read_text(encoding="utf-8"))
-        results.setdefault("speed", other["speed"])
-        results.setdefault("denoised_sigma_mm", other["denoised_sigma_mm"])
+    results = _results(out, args.reuse)
     cohorts = _cohorts(args, out)
     results["cohorts"] = {k: str(v) for k, v in cohorts.items()}
     truths = {family: TestTruth(cohorts[f"{family}_test"]) for family in FAMILIES}
@@ -110,6 +103,20 @@ def main(argv: list[str] | None = None) -> int:
     (out / "table.md").write_text(table, encoding="utf-8")
     print(table)
     return 0
+
+
+def _results(out: Path, reuse: str | None) -> dict:
+    """OUT/results.json so far (a run picks up where it stopped), with this command and machine; ``reuse``: another
+    run's results.json on the same cohorts, whose speed probe and blur are taken."""
+    path = out / "results.json"
+    results = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    results["command"] = " ".join(sys.argv)
+    results["machine"] = machine()
+    if reuse:
+        other = json.loads(Path(reuse).read_text(encoding="utf-8"))
+        results.setdefault("speed", other["speed"])
+        results.setdefault("denoised_sigma_mm", other["denoised_sigma_mm"])
+    return results
 
 
 def _parser() -> argparse.ArgumentParser:

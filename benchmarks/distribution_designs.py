@@ -359,7 +359,7 @@ def profile_table(profiles: dict[str, list[dict]]) -> str:
     return markdown(("design (x0 RMSE / spread over noise draws, box)", *(f"1-ᾱ={v}" for v in levels)), rows)
 
 
-def main() -> None:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--site", default="brain")
@@ -384,6 +384,11 @@ def main() -> None:
     parser.add_argument("--tag", help="suffix of this run's cohort key in results.json (SITE-seedN-TAG), so a new "
                         "set of designs on the same cohort adds rows instead of replacing the earlier ones")
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="config override for every design")
+    return parser
+
+
+def main() -> None:
+    parser = _parser()
     args = parser.parse_args()
     names = [n.strip() for n in args.candidates.split(",") if n.strip()]
     unknown = [n for n in names if n not in CANDIDATES]
@@ -426,6 +431,12 @@ def main() -> None:
     regression, budgets["regression U-Net"] = regression_baseline(first, cohort, load_export(first), args.minutes,
                                                                   cache, args.steps)
     scores = score_cohort(runs, regression, cohort, cache, args.samples, 0, args.limit, saved)
+    _save(args, key, names, budgets, scores)
+
+
+def _save(args, key: str, names: list[str], budgets: dict, scores: dict) -> None:
+    """Add this cohort's rows to OUT/results.json and rewrite OUT/table.md (under a lock: cohorts run side by
+    side add their rows in turn)."""
     path = args.out / "results.json"
     with open(args.out / ".results.lock", "w") as lock:  # cohorts run side by side add their rows in turn
         fcntl.flock(lock, fcntl.LOCK_EX)

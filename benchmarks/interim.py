@@ -82,16 +82,17 @@ def bootstrap(differences: np.ndarray, patients: np.ndarray, seed: int) -> tuple
     return boot["value"], *boot["ci95"]
 
 
-def evaluate(out: Path, cohort_root: Path, folds: int, seed: int, registration: str = "auto") -> dict:
+def _prepared(out: Path, cohort_root: Path, registration: str):
+    """The cohort preprocessed with one prior: its records' patients, time points, response labels, log volume
+    changes, interim features and arrays, and the preprocessing's CPU seconds."""
     config = DataConfig(dims=3, crop_size=(32, 32, 24), bias_correction="none", registration=registration,
                         inputs="prior", max_priors=1)
     started = time.process_time()
     pre = preprocess_cohort(cohort_root, config, cache_dir=out / "cache")
     preprocess_cpu = time.process_time() - started
     cohort = load_cohort(cohort_root, validate=False)
-    records = pre.records
-    patients = np.array([r.patient_id for r in records])
-    timepoints = np.array([r.timepoint for r in records])
+    patients = np.array([r.patient_id for r in pre.records])
+    timepoints = np.array([r.timepoint for r in pre.records])
     response = cohort.spec.outcomes.response
     label_of = {pid: int(str(v) == response.positive) for pid, v in cohort.patients[response.column].items()}
     labels = np.array([label_of[p] for p in patients])
@@ -100,6 +101,12 @@ def evaluate(out: Path, cohort_root: Path, folds: int, seed: int, registration: 
     change = volume(arrays["post_mask"]) - volume(arrays["tumor_mask"])
     early = interim_features(arrays["pre"], arrays["tumor_mask"], arrays["priors"], arrays["prior_masks"],
                              arrays["prior_days"])
+    return cohort, patients, timepoints, labels, change, early, arrays, preprocess_cpu
+
+
+def evaluate(out: Path, cohort_root: Path, folds: int, seed: int, registration: str = "auto") -> dict:
+    cohort, patients, timepoints, labels, change, early, arrays, preprocess_cpu = _prepared(out, cohort_root,
+                                                                                             registration)
     unique = np.array(sorted(set(patients)))
     order = np.random.default_rng(seed).permutation(len(unique))
     fold_of = {pid: k % folds for k, pid in zip(range(len(unique)), unique[order])}
@@ -135,6 +142,11 @@ def evaluate(out: Path, cohort_root: Path, folds: int, seed: int, registration: 
             rows.append(row)
     table = pd.DataFrame(rows)
     table.to_csv(out / "per_patient.csv", index=False)
+    return summarise(table, folds, preprocess_cpu, seed)
+
+
+def summarise(table: pd.DataFrame, folds: int, preprocess_cpu: float, seed: int) -> dict:
+    """Means, ratios to the base rate and paired patient-bootstrap differences of the per-patient scores."""
     summary = {"patients": int(len(table)), "folds": folds, "preprocess_cpu_s": round(preprocess_cpu, 1),
                "responders": int(table.label.sum()), "measures": {}}
     for name in ("interim", "baseline only"):
