@@ -144,3 +144,15 @@ def test_subsample_is_seeded_and_bounded():
     assert list(m.subsample(5, 10)) == list(range(5))
     picked = m.subsample(100, 10)
     assert len(set(picked)) == 10 and list(picked) == sorted(picked) and list(picked) == list(m.subsample(100, 10))
+
+
+def test_refinement_leaves_the_grid_towards_parameters_between_its_points():
+    truth = m.GrowthParameters(0.12, 0.05, 1.0, 0.5, 0.0, 0)  # on no grid point
+    denoised, post, tumour, anatomy, days, spacings = toy_pairs(truth, n=8, noise=0.0)
+    data = m.fit_data(denoised, post, tumour, anatomy, ("gm", "wm"), days, spacings)
+    grid = m.fit_parameters(data, m.grid_changes(data))
+    refined = m.refine(data, grid)
+    assert refined.mae < 0.5 * grid.mae
+    assert refined.n_cases == 8 and m.BOUNDS[0][0] <= refined.diffusivity <= m.BOUNDS[0][1]
+    assert abs(np.log(refined.diffusivity / truth.diffusivity)) < abs(np.log(grid.diffusivity / truth.diffusivity))
+    assert m.refine(data, refined, evaluations=5).mae <= refined.mae  # never worse than where it starts

@@ -23,6 +23,7 @@ fitted on the training split's pairs: post = the denoised baseline + c (u(days) 
 from __future__ import annotations
 
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -118,12 +119,17 @@ def mechanistic_predictions(exported: ExportedModel, cohort: str | Path, train_p
                                 inputs["anatomy"], inputs["names"], inputs["days"], inputs["spacings"])
     print(f"mechanistic forecast: fitting D, rho, log-kill and contrast on {len(rows)} of {len(train_cases)} "
           "training pairs ...", flush=True)
+    started = time.process_time()
     changes = mechanistic.grid_changes(data, progress=lambda d: print(f"  simulated D = {d:g} mm^2/day", flush=True))
-    overall = mechanistic.fit_parameters(data, changes)
+    overall = mechanistic.refine(data, mechanistic.fit_parameters(data, changes))
     key = _class_key(exported)
     labels = fitting.batch[key].numpy()
-    per_class = {int(k): mechanistic.fit_parameters(data, changes, np.flatnonzero(labels == k).tolist())
-                 for k in np.unique(labels) if k >= 0 and (labels == k).sum() >= MIN_CLASS_CASES}
+    per_class = {}
+    for k in np.unique(labels):
+        if k >= 0 and (labels == k).sum() >= MIN_CLASS_CASES:
+            rows_k = np.flatnonzero(labels == k).tolist()
+            per_class[int(k)] = mechanistic.refine(data, mechanistic.fit_parameters(data, changes, rows_k), rows_k)
+    print(f"  fitted in {time.process_time() - started:.0f} CPU-seconds", flush=True)
     test = _case_inputs(cases, index)
     unknown = mechanistic.forecast(test["denoised"], test["tumour"], test["anatomy"], test["names"], test["days"],
                                    test["spacings"], [overall] * len(cases))
@@ -140,7 +146,9 @@ def mechanistic_predictions(exported: ExportedModel, cohort: str | Path, train_p
             "outcome_unknown": overall.to_dict(), "class_key": key,
             "per_class": {str(k): p.to_dict() for k, p in per_class.items()},
             "grid": {"diffusivity_mm2_per_day": list(mechanistic.D_GRID), "proliferation_per_day":
-                     list(mechanistic.RHO_GRID), "log_kill": list(mechanistic.KILL_GRID)},
+                     list(mechanistic.RHO_GRID), "log_kill": list(mechanistic.KILL_GRID),
+                     "refined": f"Nelder-Mead, at most {mechanistic.REFINE_EVALUATIONS} evaluations, within "
+                                f"{list(map(list, mechanistic.BOUNDS))}"},
             "anatomy": list(test["names"]), "dims": int(cases.batch["pre"].ndim - 2)}
     return Predictions(samples=unknown[:, None], pre=pre, masks=masks), given, note
 

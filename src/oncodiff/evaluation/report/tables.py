@@ -203,7 +203,7 @@ def _mechanistic_table(fit: dict | None) -> Table:
         return Table("mechanistic", title, notes=((fit or {}).get("status", "not evaluated"),))
     fitted = [("outcome unknown", fit["outcome_unknown"])]
     fitted += [(f"{fit['class_key']} = {k}", p) for k, p in fit.get("per_class", {}).items()]
-    rows = tuple((name, f"{p['diffusivity']:g}", f"{p['proliferation']:g}", f"{p['kill']:g}", f"{p['contrast']:.3g}",
+    rows = tuple((name, f"{p['diffusivity']:.3g}", f"{p['proliferation']:.3g}", f"{p['kill']:.3g}", f"{p['contrast']:.3g}",
                   _num(p["mae"], 4), str(p["n_cases"])) for name, p in fitted)
     grid = fit["grid"]
     notes = (f"Fisher-KPP u_t = div(D w grad u) + rho u (1 - u) after a log-kill u -> u exp(-kill) at day 0, from the "
@@ -211,7 +211,8 @@ def _mechanistic_table(fit: dict | None) -> Table:
              f"{', '.join(fit['anatomy']) or '(none: isotropic)'}); predicted follow-up = the baseline denoised by "
              f"{fit['smoothing_mm']:g} mm + contrast (u(days) - u(0)). Fitted on {fit['fitted_on']} by the grid "
              f"D {grid['diffusivity_mm2_per_day']} mm^2/day, rho {grid['proliferation_per_day']}/day, "
-             f"log-kill {grid['log_kill']}, contrast in closed form, minimising the in-tumour MAE.",)
+             f"log-kill {grid['log_kill']} (then {grid.get('refined', 'not refined')}), contrast in closed form, "
+             "minimising the in-tumour MAE.",)
     return Table("mechanistic", title, ("parameters", "D (mm²/day)", "rho (1/day)", "log-kill", "contrast",
                                         "training in-tumour MAE", "training pairs"), rows, notes)
 
