@@ -136,7 +136,10 @@ def test_the_mechanistic_forecast_is_scored_beside_the_baselines(evaluated):
     summary = json.loads((evaluated["out"] / "summary.json").read_text(encoding="utf-8"))
     tables = (evaluated["out"] / "tables.md").read_text(encoding="utf-8")
     fit = summary["mechanistic"]
-    assert fit["outcome_unknown"]["diffusivity"] in fit["grid"]["diffusivity_mm2_per_day"]
+    from oncodiff.evaluation.mechanistic import BOUNDS
+
+    assert BOUNDS[0][0] <= fit["outcome_unknown"]["diffusivity"] <= BOUNDS[0][1]  # the grid's best point, refined
+    assert "Nelder-Mead" in fit["grid"]["refined"]
     assert fit["outcome_unknown"]["mae"] >= 0 and fit["dims"] == 2 and fit["anatomy"] == ["organ"]
     assert set(summary["paired"]["verdicts"]["mechanistic"]) == {"identity", "denoised", "regression"}
     mae = summary["image_metrics"]["aggregate"]["mechanistic"]["mae_tumor"]["mean"]

@@ -84,6 +84,7 @@ def trivial_predictions(exported: ExportedModel, cohort: str | Path, train_patie
     return (Predictions(samples=pre[:, None].copy(), pre=pre, masks=masks),
             Predictions(samples=denoised[:, None].copy(), pre=denoised, masks=masks), note)
 
+
 def _case_inputs(cases: CaseSet, index: int) -> dict:
     """What the mechanistic forecast reads of ``cases``: the baseline denoised by SMOOTHING_MM[index], the tumour,
     the anatomy masks and their names, the days and each crop's spacing (mm)."""
