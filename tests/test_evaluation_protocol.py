@@ -23,11 +23,16 @@ BUDGETS = ["evaluation.folds=2", "evaluation.cnn_epochs=1", "evaluation.head_epo
            "evaluation.segmenter_steps=20", "sampling.samples=2", "sampling.steps=2",
            "evaluation.baselines=[regression,regression_drift,no_clinical]"]
 SECTIONS = {"methods", "image_metrics", "size", "uncertainty", "distribution", "counterfactual", "class_prior",
-            "proper_scores", "paired",
+            "proper_scores", "paired", "mechanistic",
             "outcomes", "per_case_size", "oncodiff_version", "run", "cohort", "data_hash", "config", "test_cases",
             "training_curves", "segmenter"}
 DIFFUSION = {"diffusion", "diffusion_most_probable", "diffusion_null_class", "diffusion_true_class"}
-METHODS = {"identity", "denoised", *TRAINED_BASELINES, *DIFFUSION}
+METHODS = {"identity", "denoised", "mechanistic", *TRAINED_BASELINES, *DIFFUSION}
+
+
+def expected_methods(summary: dict) -> set[str]:
+    """METHODS, and the mechanistic forecast given the true class where two classes got parameters of their own."""
+    return METHODS | ({"mechanistic_true_class"} if len(summary["mechanistic"]["per_class"]) >= 2 else set())
 
 
 def sets(items) -> list[str]:
@@ -62,8 +67,8 @@ def evaluated(tmp_path_factory):
 def test_summary_has_every_section_and_method(evaluated):
     summary = json.loads((evaluated["out"] / "summary.json").read_text(encoding="utf-8"))
     assert SECTIONS <= summary.keys()
-    assert set(summary["methods"]) == METHODS
-    assert set(summary["size"]) == set(summary["uncertainty"]) == set(summary["per_case_size"]) == METHODS
+    assert set(summary["methods"]) == expected_methods(summary)
+    assert set(summary["size"]) == set(summary["uncertainty"]) == set(summary["per_case_size"]) == set(summary["methods"])
     assert len(summary["test_cases"]) == 2
     assert {"response", "survival"} <= summary["outcomes"].keys()
     assert summary["config"]["evaluation"]["folds"] == 2 and summary["config"]["sampling"]["samples"] == 2
@@ -91,7 +96,7 @@ def test_the_class_prior_is_scored_on_the_test_cases(evaluated):
 def test_every_method_gets_proper_scores(evaluated):
     summary = json.loads((evaluated["out"] / "summary.json").read_text(encoding="utf-8"))
     scores, tables = summary["proper_scores"], (evaluated["out"] / "tables.md").read_text(encoding="utf-8")
-    assert set(scores) == METHODS
+    assert set(scores) == expected_methods(summary)
     for name, s in scores.items():
         assert s["in_tumour"]["n"] == 2 and s["in_tumour"]["crps"] >= 0, name
         volume = s["volume_change"]
@@ -125,6 +130,42 @@ def test_distribution_scores_and_paired_verdicts_reach_summary_tables_and_report
     assert f"{mae['mean']:+.4f} [{mae['ci95'][0]:+.4f}, {mae['ci95'][1]:+.4f}] not judged" in tables
     report = (evaluated["out"] / "report.html").read_text(encoding="utf-8")
     assert "Rank histograms in the tumour box" in report and "Paired verdicts" in report
+
+
+def test_the_mechanistic_forecast_is_scored_beside_the_baselines(evaluated):
+    summary = json.loads((evaluated["out"] / "summary.json").read_text(encoding="utf-8"))
+    tables = (evaluated["out"] / "tables.md").read_text(encoding="utf-8")
+    fit = summary["mechanistic"]
+    from oncodiff.evaluation.mechanistic import BOUNDS
+
+    assert BOUNDS[0][0] <= fit["outcome_unknown"]["diffusivity"] <= BOUNDS[0][1]  # the grid's best point, refined
+    assert "Nelder-Mead" in fit["grid"]["refined"]
+    assert fit["outcome_unknown"]["mae"] >= 0 and fit["dims"] == 2 and fit["anatomy"] == ["organ"]
+    assert set(summary["paired"]["verdicts"]["mechanistic"]) == {"identity", "denoised", "regression"}
+    mae = summary["image_metrics"]["aggregate"]["mechanistic"]["mae_tumor"]["mean"]
+    assert mae is not None and np.isfinite(mae)
+    assert "### Mechanistic forecast: reaction-diffusion parameters fitted on the training split" in tables
+    assert "| outcome unknown |" in tables
+
+
+def test_the_mechanistic_forecast_is_fitted_on_training_patients_only(evaluated, monkeypatch):
+    from oncodiff.evaluation import baselines
+    from oncodiff.pipeline.cases import load_cases
+    from oncodiff.pipeline.export import load_export
+    from oncodiff.runs import RunFolder
+
+    splits = RunFolder(evaluated["run"]).splits()
+    exported = load_export(evaluated["run"])
+    cache = evaluated["root"] / "cache"
+    test = load_cases(exported, evaluated["cohort"], patients=list(splits.test), cache_dir=cache)
+    asked = []
+    monkeypatch.setattr(baselines, "load_cases", lambda *a, patients=None, **k: asked.append(list(patients))
+                        or load_cases(*a, patients=patients, **k))
+    _, _, fit = baselines.mechanistic_predictions(exported, evaluated["cohort"], list(splits.train), test, cache)
+    assert asked == [list(splits.train)] and not set(splits.test) & set(asked[0])
+    n_train = len(load_cases(exported, evaluated["cohort"], patients=list(splits.train), cache_dir=cache))
+    assert fit["fitted_on"] == f"{n_train} of {n_train} training pairs"
+    assert all(p["n_cases"] <= n_train for p in [fit["outcome_unknown"], *fit["per_class"].values()])
 
 
 def test_survival_heads_get_a_patient_bootstrap_interval(evaluated):
@@ -198,13 +239,15 @@ def test_evaluate_refuses_to_write_into_the_cohort_or_to_score_a_non_run(evaluat
 
 def test_a_single_test_case_is_evaluated_without_distribution_distances(tmp_path):
     # Six patients leave one for testing: MMD and FID compare sets and are not defined, everything else is.
+    # The mechanistic forecast is switched off here (evaluation.mechanistic=false): it leaves the methods.
     cohort, run = trained_run(tmp_path, n_patients=6)
     result = invoke("evaluate", "--model", run, "--cohort", cohort, "--out", tmp_path / "evaluation",
-                    *sets([*BUDGETS, "evaluation.baselines=[]"]))
+                    *sets([*BUDGETS, "evaluation.baselines=[]", "evaluation.mechanistic=false"]))
     assert result.exit_code == 0, result.output
     summary = json.loads((tmp_path / "evaluation" / "summary.json").read_text(encoding="utf-8"))
     assert len(summary["test_cases"]) == 1
     assert set(summary["methods"]) == {"identity", "denoised", *DIFFUSION}
+    assert "off" in summary["mechanistic"]["status"]
     for name in summary["methods"]:
         assert summary["distribution"][name]["mmd"] is None
         assert "at least 2 test cases" in summary["distribution"][name]["status"]

@@ -439,10 +439,17 @@ class EvaluationConfig(_Section):
 
     baselines: tuple[Literal["regression", "regression_drift", "no_clinical"], ...] = Field(
         ("regression", "regression_drift", "no_clinical"),
-        description="trained baselines to compare with (identity always); each is trained once into RUN/baselines/",
+        description="trained baselines to compare with (identity and the denoised identity always); each is trained once into RUN/baselines/",
     )
     baseline_minutes: float | None = Field(
         None, gt=0, description="training budget of each baseline; null = the run's own training.max_minutes"
+    )
+    mechanistic: bool = Field(
+        True, description="also score the mechanistic forecast (no network: Fisher-KPP growth with log-kill run "
+        "forward from the baseline tumour mask, anatomy masks as diffusivity where the cohort names white/grey "
+        "matter or brain; D, rho, kill and contrast fitted on the training split, seconds to a few minutes), with "
+        "the outcome unknown and, where the training pairs carry classes, given the true class "
+        "(evaluation/mechanistic.py)",
     )
     head_epochs: int = Field(200, ge=1, description="full-batch AdamW steps of the response and Cox heads per fold")
     cnn_epochs: int = Field(10, ge=1, description="epochs of the from-scratch scan CNN baseline per fold")

@@ -23,7 +23,10 @@ from oncodiff import __version__
 from oncodiff.config import Config
 from oncodiff.cohort.schema import SCANS_CSV
 from oncodiff.errors import OncodiffError
-from oncodiff.evaluation.baselines import DENOISED_LABEL, TRAINED_BASELINES, ensure_baseline, trivial_predictions
+from oncodiff.evaluation.baselines import (
+    DENOISED_LABEL, MECHANISTIC_CLASS_LABEL, MECHANISTIC_LABEL, TRAINED_BASELINES, ensure_baseline,
+    mechanistic_predictions, trivial_predictions,
+)
 from oncodiff.evaluation.counterfactual import evaluate_counterfactuals
 from oncodiff.evaluation.distribution import fid, lpips, mmd
 from oncodiff.evaluation.distribution_scores import (
@@ -89,7 +92,8 @@ def evaluate(model: str | Path, cohort: str | Path, out: str | Path, overrides: 
     cases = cases.select([i for i, c in enumerate(cases.cases) if c.has_truth])
     print(f"evaluating {which}: {len(cases)} cases with a follow-up", flush=True)
     train_patients = list(RunFolder(run).splits().train)
-    methods = _run_methods(run, exported, config, cases, training_cohort, cache_dir, train_patients)
+    fits: dict = {}
+    methods = _run_methods(run, exported, config, cases, training_cohort, cache_dir, train_patients, fits)
     _calibrate_identity(methods, run, exported, config, training_cohort, cache_dir)
     summary = _score(methods, cases, config)
     summary["proper_scores"] = _proper_scores(methods, cases, config)
@@ -98,6 +102,7 @@ def evaluate(model: str | Path, cohort: str | Path, out: str | Path, overrides: 
     summary["counterfactual"] = evaluate_counterfactuals(exported, config, cases, cache_dir, factual=oracle)
     summary["class_prior"] = _class_prior_scores(exported, cases)
     summary["outcomes"] = evaluate_outcomes(exported, config, cohort, run, cache_dir)
+    summary["mechanistic"] = fits.get("mechanistic", {"status": "off (evaluation.mechanistic=false)"})
     summary.update(_provenance(run, exported, config, cases, cohort))
     tables = format_tables(summary)
     with staged_folder(out, "evaluation") as partial:
@@ -125,13 +130,23 @@ def _training_cohort(run: Path, cohort: str | Path) -> Path:
 
 
 def _run_methods(run: Path, exported: ExportedModel, config: Config, cases: CaseSet, cohort,
-                 cache_dir, train_patients: list[str]) -> list[MethodResult]:
+                 cache_dir, train_patients: list[str], fits: dict | None = None) -> list[MethodResult]:
+    """Every method's predictions of ``cases``; what the mechanistic forecast fitted goes into ``fits``."""
     segmenter = load_segmenter(exported.path)
     threshold = config.evaluation.response_threshold
     n, seed = config.sampling.samples, config.training.seed
     identity, denoised, note = trivial_predictions(exported, cohort, train_patients, cases, cache_dir)
     print(f"denoised identity baseline: {note}", flush=True)
     results = [("identity", "identity (post = pre)", identity, None), ("denoised", DENOISED_LABEL, denoised, None)]
+    if config.evaluation.mechanistic:
+        forecast, given, fitted = mechanistic_predictions(exported, cohort, train_patients, cases, cache_dir)
+        print(f"mechanistic forecast, outcome unknown: "
+              f"{', '.join(f'{k} {v:.4g}' for k, v in fitted['outcome_unknown'].items())}", flush=True)
+        results.append(("mechanistic", MECHANISTIC_LABEL, forecast, None))
+        if given is not None:
+            results.append(("mechanistic_true_class", MECHANISTIC_CLASS_LABEL, given, None))
+        if fits is not None:
+            fits["mechanistic"] = fitted
     for name in config.evaluation.baselines:
         baseline = load_export(ensure_baseline(run, cohort, exported.config, name, config.evaluation.baseline_minutes,
                                                cache_dir))
