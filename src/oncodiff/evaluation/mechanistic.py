@@ -38,6 +38,7 @@ from scipy import ndimage
 
 from oncodiff.data.geometry import GeometryRecord
 from oncodiff.errors import OncodiffError
+from oncodiff.pipeline import volumes
 
 D_GRID = (0.01, 0.05, 0.25)  # mm^2/day: slow to fast glioma migration (Swanson et al. 2000 report 0.0013 to 0.3)
 RHO_GRID = (0.0, 0.01, 0.03, 0.1)  # 1/day: no proliferation to doubling in about a week
@@ -77,9 +78,9 @@ class GrowthParameters:
 
 
 def crop_spacing(geometry: GeometryRecord, ndim: int) -> tuple[float, ...]:
-    """The mm per voxel along each of a crop's ``ndim`` array axes (its affine's column lengths)."""
-    affine = np.asarray(geometry.crop_affine, dtype=np.float64)
-    return tuple(float(max(s, 1e-6)) for s in np.linalg.norm(affine[:3, :ndim], axis=0))
+    """The mm per voxel along each of a crop's ``ndim`` array axes (pipeline.volumes.crop_spacing's first ``ndim``),
+    kept above zero for the stability bound."""
+    return tuple(max(s, 1e-6) for s in volumes.crop_spacing(geometry)[:ndim])
 
 
 def diffusivity_weights(anatomy: np.ndarray, names: Sequence[str], tumour: np.ndarray) -> np.ndarray:
