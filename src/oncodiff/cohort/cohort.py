@@ -128,7 +128,8 @@ def load_cohort(root: str | Path, validate: bool = True) -> Cohort:
     """Load a cohort folder.
 
     With ``validate=True`` every image is read once first (:func:`validate_cohort`) and an invalid
-    folder raises :class:`CohortError` listing every problem; warnings are printed to stderr.
+    folder raises :class:`CohortError` listing every problem; warnings are printed to stderr. A valid cohort's
+    validation is remembered for this process until one of its tables or files changes (``_VALIDATED``).
     ``validate=False`` only parses the three tables: the fast path for a folder already validated.
     """
     root = Path(root).resolve()
