@@ -44,7 +44,7 @@ def test_validation_is_remembered_until_a_file_changes(tiny_cohort_2d, monkeypat
     import pytest
 
     from oncodiff.errors import CohortError
-    from tests.factory import edit_csv
+    from factory import edit_csv
 
     _age(tiny_cohort_2d)
     reads = _count_reads(monkeypatch)
