@@ -141,7 +141,8 @@ def predict_cases(model: ExportedModel, cases: CaseSet, n_samples: int, seed: in
 
 
 def predict_modes(model: ExportedModel, cases: CaseSet, n_samples: int, seed: int = 0,
-                  modes: dict[str, str | torch.Tensor] | None = None, config: Config | None = None) -> dict[str, Predictions]:
+                  modes: dict[str, str | torch.Tensor] | None = None,
+                  config: Config | None = None) -> dict[str, Predictions]:
     """:func:`predict_cases` under several class modes at once, each (case, sample, class) drawn only once.
 
     ``modes``: name -> a class mode of :data:`CLASS_MODES`, or a (B,) tensor of class labels (e.g. the flipped
@@ -152,10 +153,8 @@ def predict_modes(model: ExportedModel, cases: CaseSet, n_samples: int, seed: in
     mode as :func:`predict_cases` does."""
     config = config or model.config
     modes = modes or {}
-    if not modes or not len(cases):
-        return {name: predict_cases(model, cases, n_samples, seed, mode if isinstance(mode, str) else "given", config)
-                for name, mode in modes.items()}
-    if model.config.model.class_label == "none" or model.config.training.stage == "regression":
+    if not modes or not len(cases) or model.config.model.class_label == "none" \
+            or model.config.training.stage == "regression":
         return {name: predict_cases(model, cases, n_samples, seed, mode if isinstance(mode, str) else "given", config)
                 for name, mode in modes.items()}
     device = next(model.net.parameters()).device
