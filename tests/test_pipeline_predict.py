@@ -301,3 +301,32 @@ def test_agreement_map_counts_the_most_common_kind_of_change():
     np.testing.assert_allclose(agreement_map(samples, pre, 0.05), [[1.0, 0.5, 0.5]])
     with pytest.raises(ValueError):
         agreement_map(samples, pre, -1.0)
+
+
+def test_every_class_mode_at_once_gives_each_modes_own_draws(trained, capsys):
+    # evaluate samples the mixture, the most probable, the null and the true class, and the counterfactual
+    # check's flipped class, in one predict_modes call: each (case, sample, class) once, the same samples as
+    # predict_cases gives each mode alone.
+    if trained["dims"] != 2:
+        pytest.skip("one dimension is enough: the rows are the same code in 3D")
+    from oncodiff.pipeline import predict_modes
+
+    model = load_export(trained["run"])
+    cases = load_cases(model, trained["cohort"], cache_dir=trained["cache"])
+    flipped = 1 - cases.batch["response"]
+    modes = {"mixture": "predicted", "most_probable": "most_probable", "null": "null", "true": "true",
+             "flipped": flipped}
+    together = predict_modes(model, cases, n_samples=3, seed=5, modes=modes)
+    # 6 cases x 3 samples under 3 classes (responder, non-responder, null), not 5 modes' 90 draws
+    assert "sampled 54 (case, sample, class) draws for 5 class modes" in capsys.readouterr().out
+    for name, mode in modes.items():
+        if isinstance(mode, str):
+            alone = predict_cases(model, cases, n_samples=3, seed=5, class_label=mode)
+        else:
+            given = type(cases)(cases.cases, {**cases.batch, "class_label": flipped}, cases.cohort, cases.data_hash)
+            alone = predict_cases(model, given, n_samples=3, seed=5, class_label="given")
+        np.testing.assert_allclose(together[name].samples, alone.samples, rtol=1e-4, atol=1e-4, err_msg=name)
+        np.testing.assert_array_equal(together[name].masks, alone.masks)
+        if mode in ("predicted", "most_probable"):
+            np.testing.assert_array_equal(together[name].sample_classes, alone.sample_classes)
+            np.testing.assert_allclose(together[name].class_probability, alone.class_probability)

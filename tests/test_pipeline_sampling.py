@@ -227,3 +227,21 @@ def test_latent_model_samples_come_back_in_image_space():
     with torch.no_grad():
         codes = net.codec.image.encode(post.reshape(4, 1, 8, 8).clamp(-5, 5))
     assert codes.shape == (4, config.model.autoencoder.latent_channels, 4, 4)
+
+
+def test_rows_of_any_cases_in_any_order_are_the_same_draws():
+    # predict_modes draws (case, sample, class) rows picked from several class modes: row r of a case_index draw
+    # is sample k of its case under its class, as a (B, N) draw gives it.
+    net, cond = make_net(), make_cond()
+    classes = torch.tensor([[0, 1], [1, 1], [0, 0]])
+    full = draw_samples(net, make_config(), cond, N_SAMPLES, sample_generators(0, KEYS, N_SAMPLES),
+                        sample_classes=classes)
+    wanted = [(2, 1), (0, 0), (2, 1), (1, 0), (0, 1)]  # out of order, one row twice
+    generators = [g for i, k in wanted for g in sample_generators(0, [KEYS[i]], N_SAMPLES)[k:k + 1]]
+    rows = draw_samples(net, make_config(batch_size=2), cond, 1, generators,
+                        sample_classes=torch.tensor([[int(classes[i, k])] for i, k in wanted]),
+                        case_index=torch.tensor([i for i, _ in wanted]))
+    assert rows.shape == (len(wanted), 1, *full.shape[2:])
+    torch.testing.assert_close(rows[:, 0], torch.stack([full[i, k] for i, k in wanted]), **BATCHING)
+    with pytest.raises(ValueError, match="n_samples must be 1"):
+        draw_samples(net, make_config(), cond, 2, generators * 2, case_index=torch.tensor([i for i, _ in wanted]))

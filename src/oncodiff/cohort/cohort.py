@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,8 +16,17 @@ import yaml
 from oncodiff.cohort.image import Image
 from oncodiff.cohort.schema import (COHORT_YAML, IMAGE_PREFIX, PATIENTS_CSV, SCANS_CSV, TUMOR_LABELS, CohortSpec,
                                    in_cohort_folder)
-from oncodiff.cohort.validate import DEFAULT_LESION, data_root, validate_cohort
-from oncodiff.errors import CohortError
+from oncodiff.cohort.validate import ALLOW_EXTERNAL, DEFAULT_LESION, _file_columns, data_root, validate_cohort
+from oncodiff.errors import CohortError, Problem
+
+# A cohort validated in this process is not validated again while nothing it was validated from changed: its
+# resolved folder, the bytes of its three tables, ONCODIFF_ALLOW_EXTERNAL, and the stat (size, mtime_ns, ctime_ns,
+# inode) of every file scans.csv names, and of the link itself where it is one (_validation_key). A cohort with a
+# file modified less than RACY_SECONDS before it was validated is not remembered: a coarse file-system clock could
+# let a second write within the same tick go unseen (git's "racily clean" entries). Only a valid cohort is
+# remembered, with its warnings: an invalid one is validated, and raises, every time.
+RACY_SECONDS = 2.0
+_VALIDATED: dict[Path, tuple[tuple, list[Problem]]] = {}  # resolved root -> (its key when validated, its warnings)
 
 
 @dataclass(frozen=True)
@@ -117,19 +128,66 @@ def load_cohort(root: str | Path, validate: bool = True) -> Cohort:
     """Load a cohort folder.
 
     With ``validate=True`` every image is read once first (:func:`validate_cohort`) and an invalid
-    folder raises :class:`CohortError` listing every problem; warnings are printed to stderr.
+    folder raises :class:`CohortError` listing every problem; warnings are printed to stderr. A valid cohort's
+    validation is remembered for this process until one of its tables or files changes (``_VALIDATED``).
     ``validate=False`` only parses the three tables: the fast path for a folder already validated.
     """
     root = Path(root).resolve()
     if validate:
-        found = validate_cohort(root, warnings=True)
-        problems = [p for p in found if not p.warning]
-        if problems:
-            raise CohortError(problems, str(root))
-        for warning in found:
+        for warning in _validated(root):
             print(f"warning: {root}: {warning}", file=sys.stderr, flush=True)
     spec, patients, scans = read_tables(root)
     return Cohort(root=root, spec=spec, patients=patients, scans=scans)
+
+
+def _validated(root: Path) -> list[Problem]:
+    """The warnings of a valid cohort (raises :class:`CohortError` for an invalid one): remembered from an earlier
+    validation in this process when nothing it read has changed since (see RACY_SECONDS)."""
+    started = time.time_ns()
+    key = _validation_key(root)
+    remembered = _VALIDATED.get(root)
+    if key is not None and remembered is not None and remembered[0] == key:
+        return remembered[1]
+    found = validate_cohort(root, warnings=True)
+    problems = [p for p in found if not p.warning]
+    if problems:
+        _VALIDATED.pop(root, None)
+        raise CohortError(problems, str(root))
+    if key is not None and key == _validation_key(root) and key[-1] < started - int(RACY_SECONDS * 1e9):
+        _VALIDATED[root] = (key, found)
+    else:  # unreadable tables, a file changed while it was validated, or too recently: validate again next time
+        _VALIDATED.pop(root, None)
+    return found
+
+
+def _validation_key(root: Path) -> tuple | None:
+    """What a validation of ``root`` depends on, ending with the newest modification time (ns) of its files;
+    None when the tables cannot be read (validation says why)."""
+    try:
+        tables = tuple((root / name).read_bytes() for name in (COHORT_YAML, PATIENTS_CSV, SCANS_CSV))
+        spec, _, scans = read_tables(root)
+        cohort = Cohort(root=root, spec=spec, patients=pd.DataFrame(), scans=scans)
+        written = sorted({str(v) for c in _file_columns(scans) for v in scans[c].dropna()})
+        files = tuple((name, _stat(cohort.path(name))) for name in written)
+    except Exception:  # noqa: BLE001 - whatever makes the tables unreadable, validation reports it
+        return None
+    newest = max([os.stat(root / name).st_mtime_ns for name in (COHORT_YAML, PATIENTS_CSV, SCANS_CSV)]
+                 + [s[1] for _, stats in files for s in stats if s])
+    allow = os.environ.get(ALLOW_EXTERNAL, "")
+    return (hashlib.sha256(b"\0".join(tables)).hexdigest(), allow, files, newest)
+
+
+def _stat(path: Path) -> tuple:
+    """(the link's stat, the file's stat): each (size, mtime_ns, ctime_ns, inode, device), None where missing."""
+    out = []
+    for call in (os.lstat, os.stat):
+        try:
+            s = call(path)
+        except OSError:
+            out.append(None)
+            continue
+        out.append((s.st_size, s.st_mtime_ns, s.st_ctime_ns, s.st_ino, s.st_dev))
+    return tuple(out)
 
 
 def cohort_fingerprint(root: str | Path) -> dict[str, str]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import torch
 
 from oncodiff.cohort.schema import COUNTERFACTUALS_CSV
 from oncodiff.config import Config
@@ -21,11 +22,28 @@ from oncodiff.pipeline.predict import Predictions, predict_cases
 from oncodiff.pipeline.volumes import CaseVolumes, crop_spacing, load_segmenter
 
 
+def flipped_classes(model: ExportedModel, cases: CaseSet) -> torch.Tensor | None:
+    """(B,) the class each case is predicted under for the counterfactual check: the flipped response class where
+    the cohort has a counterfactual scan of the case and its response is known, else its true class (drawn
+    anyway by the oracle: nothing more to sample); None where the check does not apply."""
+    path = cases.cohort.root / COUNTERFACTUALS_CSV
+    if model.config.model.class_label != "response" or not path.is_file():
+        return None
+    table = pd.read_csv(path, dtype=str)
+    table = table.assign(lesion_id=table.get("lesion_id", "L1")).fillna({"lesion_id": "L1"})
+    listed = set(zip(table.patient_id, table.lesion_id, table.timepoint))
+    response = cases.batch["response"].long()
+    has = torch.tensor([(c.patient_id, c.lesion_id, c.timepoint) in listed for c in cases.cases])
+    true = torch.where(response < 0, torch.full_like(response, model.net.null_class), response)
+    return torch.where(has & (response >= 0), 1 - response, true)
+
+
 def evaluate_counterfactuals(model: ExportedModel, config: Config, cases: CaseSet, cache_dir=None,
-                             factual: Predictions | None = None) -> dict:
+                             factual: Predictions | None = None, counter: Predictions | None = None) -> dict:
     """Direction and accuracy of predictions under the flipped response class (see module doc). ``factual``:
-    the predictions of every case in ``cases`` under its true class, when the caller has them already (evaluate
-    samples them as the oracle method, with the same seed), so they are not sampled twice."""
+    the predictions of every case in ``cases`` under its true class, and ``counter`` under
+    :func:`flipped_classes`, when the caller has them already (evaluate samples them with the other class modes,
+    with the same seed: oncodiff.pipeline.predict_modes), so they are not sampled twice."""
     path = cases.cohort.root / COUNTERFACTUALS_CSV
     if not path.is_file():
         return {"status": f"not available: the cohort has no {COUNTERFACTUALS_CSV} (synthetic cohorts have one)"}
@@ -44,7 +62,7 @@ def evaluate_counterfactuals(model: ExportedModel, config: Config, cases: CaseSe
     n, seed = config.sampling.samples, config.training.seed
     factual = factual.select(index) if factual is not None else predict_cases(model, sub, n, seed, "true", config)
     flipped = CaseSet(sub.cases, {**sub.batch, "class_label": 1 - sub.batch["response"]}, sub.cohort, sub.data_hash)
-    counter = predict_cases(model, flipped, n, seed, "given", config)
+    counter = counter.select(index) if counter is not None else predict_cases(model, flipped, n, seed, "given", config)
     return _score(model, config, sub, factual, counter, cf_post, cf_mask)
 
 

@@ -27,7 +27,7 @@ from oncodiff.evaluation.baselines import (
     DENOISED_LABEL, MECHANISTIC_CLASS_LABEL, MECHANISTIC_LABEL, TRAINED_BASELINES, ensure_baseline,
     mechanistic_predictions, trivial_predictions,
 )
-from oncodiff.evaluation.counterfactual import evaluate_counterfactuals
+from oncodiff.evaluation.counterfactual import evaluate_counterfactuals, flipped_classes
 from oncodiff.evaluation.distribution import fid, lpips, mmd
 from oncodiff.evaluation.distribution_scores import (
     class_probability_scores, in_tumour_scores, rank_histogram, spread_skill, volume_change_scores,
@@ -44,7 +44,9 @@ from oncodiff.pipeline.calibration import IntervalCalibration, minimum_cases
 from oncodiff.pipeline.cases import CaseSet, load_cases
 from oncodiff.pipeline.export import ExportedModel, load_export, read_export_meta
 from oncodiff.cohort import same_cohort
-from oncodiff.pipeline.predict import UNKNOWN_CLASS_MODES, Predictions, default_patients, load_calibration, predict_cases
+from oncodiff.pipeline.predict import (
+    UNKNOWN_CLASS_MODES, Predictions, default_patients, load_calibration, predict_cases, predict_modes,
+)
 from oncodiff.pipeline.prior_inputs import class_probabilities, load_class_prior
 from oncodiff.pipeline.volumes import CaseVolumes, load_segmenter
 from oncodiff.runs import RunFolder
@@ -93,13 +95,15 @@ def evaluate(model: str | Path, cohort: str | Path, out: str | Path, overrides: 
     print(f"evaluating {which}: {len(cases)} cases with a follow-up", flush=True)
     train_patients = list(RunFolder(run).splits().train)
     fits: dict = {}
-    methods = _run_methods(run, exported, config, cases, training_cohort, cache_dir, train_patients, fits)
+    sampled: dict = {}
+    methods = _run_methods(run, exported, config, cases, training_cohort, cache_dir, train_patients, fits, sampled)
     _calibrate_identity(methods, run, exported, config, training_cohort, cache_dir)
     summary = _score(methods, cases, config)
     summary["proper_scores"] = _proper_scores(methods, cases, config)
     summary["paired"] = _paired(summary, cases)
     oracle = next((m.predictions for m in methods if m.name == "diffusion_true_class"), None)
-    summary["counterfactual"] = evaluate_counterfactuals(exported, config, cases, cache_dir, factual=oracle)
+    summary["counterfactual"] = evaluate_counterfactuals(exported, config, cases, cache_dir, factual=oracle,
+                                                         counter=sampled.get("flipped"))
     summary["class_prior"] = _class_prior_scores(exported, cases)
     summary["outcomes"] = evaluate_outcomes(exported, config, cohort, run, cache_dir)
     summary["mechanistic"] = fits.get("mechanistic", {"status": "off (evaluation.mechanistic=false)"})
@@ -130,8 +134,10 @@ def _training_cohort(run: Path, cohort: str | Path) -> Path:
 
 
 def _run_methods(run: Path, exported: ExportedModel, config: Config, cases: CaseSet, cohort,
-                 cache_dir, train_patients: list[str], fits: dict | None = None) -> list[MethodResult]:
-    """Every method's predictions of ``cases``; what the mechanistic forecast fitted goes into ``fits``."""
+                 cache_dir, train_patients: list[str], fits: dict | None = None,
+                 sampled: dict | None = None) -> list[MethodResult]:
+    """Every method's predictions of ``cases``; what the mechanistic forecast fitted goes into ``fits``, and the
+    full model's samples under the counterfactual check's flipped classes into ``sampled["flipped"]``."""
     segmenter = load_segmenter(exported.path)
     threshold = config.evaluation.response_threshold
     n, seed = config.sampling.samples, config.training.seed
@@ -161,18 +167,24 @@ def _run_methods(run: Path, exported: ExportedModel, config: Config, cases: Case
                         calibration))
     else:
         # The outcome unknown: "diffusion" is what predict gives (sampling.unknown_class), then the other way.
+        # Every mode's samples in one draw: sample k of a case under one class is drawn once (predict_modes).
         main = config.sampling.unknown_class
-        for unknown in (main, *(u for u in UNKNOWN_CLASS_MODES if u != main)):
-            mode = UNKNOWN_CLASS_MODES[unknown]
-            fitted = calibration if calibration is not None and calibration.mode == mode else None
+        unknowns = (main, *(u for u in UNKNOWN_CLASS_MODES if u != main))
+        modes = {unknown: UNKNOWN_CLASS_MODES[unknown] for unknown in unknowns} | {"null": "null", "true": "true"}
+        flipped = flipped_classes(exported, cases)
+        if flipped is not None:
+            modes["flipped"] = flipped
+        drawn = predict_modes(exported, cases, n, seed, modes, config)
+        for unknown in unknowns:
+            fitted = calibration if calibration is not None and calibration.mode == modes[unknown] else None
             results.append(("diffusion" if unknown == main else f"diffusion_{unknown}", UNKNOWN_CLASS_LABELS[unknown],
-                            predict_cases(exported, cases, n, seed, mode, config), fitted))
+                            drawn[unknown], fitted))
         results += [
-            ("diffusion_null_class", "diffusion, null class (unconditional on the outcome)",
-             predict_cases(exported, cases, n, seed, "null", config), None),
-            ("diffusion_true_class", "diffusion, true class (oracle, as in the papers)",
-             predict_cases(exported, cases, n, seed, "true", config), None),
+            ("diffusion_null_class", "diffusion, null class (unconditional on the outcome)", drawn["null"], None),
+            ("diffusion_true_class", "diffusion, true class (oracle, as in the papers)", drawn["true"], None),
         ]
+        if sampled is not None and "flipped" in drawn:
+            sampled["flipped"] = drawn["flipped"]
     return [MethodResult(name, label, p, CaseVolumes.measure(segmenter, cases, p, threshold), c)
             for name, label, p, c in results]
 

@@ -38,7 +38,7 @@ from oncodiff.pipeline.cases import CaseSet, load_cases
 from oncodiff.outcomes.class_prior import allocate_classes
 from oncodiff.pipeline.export import ExportedModel, load_export, read_export_meta, update_export_meta
 from oncodiff.pipeline.prior_inputs import class_prior_note, class_probabilities, survival_risk_summary
-from oncodiff.pipeline.sampling import draw_samples, regress, sample_generators
+from oncodiff.pipeline.sampling import case_seed, draw_samples, regress, sample_generators
 from oncodiff.pipeline.volumes import CaseVolumes, load_segmenter
 from oncodiff.runs import RunFolder
 
@@ -138,6 +138,66 @@ def predict_cases(model: ExportedModel, cases: CaseSet, n_samples: int, seed: in
     return predictions_from_generated(cases.batch["pre"].to(device), generated, config.diffusion.target,
                                       class_probability=probability,
                                       sample_classes=None if classes is None else classes.numpy())
+
+
+def predict_modes(model: ExportedModel, cases: CaseSet, n_samples: int, seed: int = 0,
+                  modes: dict[str, str | torch.Tensor] | None = None,
+                  config: Config | None = None) -> dict[str, Predictions]:
+    """:func:`predict_cases` under several class modes at once, each (case, sample, class) drawn only once.
+
+    ``modes``: name -> a class mode of :data:`CLASS_MODES`, or a (B,) tensor of class labels (e.g. the flipped
+    class of a counterfactual check). Sample k of a case under class c is the same draw whichever mode asks for
+    it (the same generator, the same conditions): the mixture's samples are the true and the flipped class's,
+    the most probable class's are one of them. So a binary class needs 3 classes' samples (both classes and the
+    null class) where 5 modes would draw 5 times. A model without a class label, or a regression run, draws each
+    mode as :func:`predict_cases` does."""
+    config = config or model.config
+    modes = modes or {}
+    if not modes or not len(cases) or model.config.model.class_label == "none" \
+            or model.config.training.stage == "regression":
+        return {name: predict_cases(model, cases, n_samples, seed, mode if isinstance(mode, str) else "given", config)
+                for name, mode in modes.items()}
+    device = next(model.net.parameters()).device
+    cond = case_conditions(model, cases, "true").to(device)
+    b = len(cases)
+    probability = None
+    if any(isinstance(m, str) and m in ("predicted", "most_probable") for m in modes.values()):
+        probability = class_probabilities(model, cases)
+    classes, extra = {}, {}
+    for name, mode in modes.items():
+        if not isinstance(mode, str):
+            labels = torch.as_tensor(mode, dtype=torch.long).reshape(b, 1).expand(b, n_samples)
+        elif mode not in CLASS_MODES:
+            raise ValueError(f"class mode must be one of {CLASS_MODES} or a tensor of labels, got {mode!r}")
+        elif mode == "null":
+            labels = torch.full((b, n_samples), model.net.null_class, dtype=torch.long)
+        elif mode == "true":
+            labels = cond.class_label.cpu().reshape(b, 1).expand(b, n_samples)
+        elif mode == "given":
+            labels = cases.batch["class_label"].long().reshape(b, 1).expand(b, n_samples)
+        else:
+            chosen = np.eye(probability.shape[1])[probability.argmax(1)] if mode == "most_probable" else probability
+            labels = allocate_classes(chosen, n_samples)
+            extra[name] = {"class_probability": probability, "sample_classes": labels.numpy()}
+        classes[name] = labels
+    # every distinct (case, sample, class), case-major: the rows sampled once
+    wanted = sorted({(i, k, int(c)) for labels in classes.values() for (i, k), c in np.ndenumerate(labels.numpy())})
+    position = {row: r for r, row in enumerate(wanted)}
+    keys = [c.follow_up_key for c in cases.cases]  # keyed by follow-up, as predict_cases seeds them
+    generators = [torch.Generator(device=device).manual_seed(case_seed(seed, keys[i], k)) for i, k, _ in wanted]
+    rows = torch.tensor([i for i, _, _ in wanted], dtype=torch.long)
+    labels = torch.tensor([c for _, _, c in wanted], dtype=torch.long)
+    generated = draw_samples(model.net, config, cond, 1, generators, sample_classes=labels[:, None], case_index=rows)
+    pre = cases.batch["pre"].to(device)
+    out = {}
+    for name, labels in classes.items():
+        pick = torch.tensor([[position[i, k, int(labels[i, k])] for k in range(n_samples)] for i in range(b)])
+        out[name] = predictions_from_generated(pre, generated[pick.reshape(-1), 0].reshape(b, n_samples,
+                                                                                           *generated.shape[2:]),
+                                               config.diffusion.target, **extra.get(name, {}))
+    print(f"sampled {len(wanted)} (case, sample, class) draws for {len(modes)} class modes of {b} cases x "
+          f"{n_samples} samples", flush=True)
+    return out
 
 
 def predictions_from_generated(pre: torch.Tensor, generated: torch.Tensor, target: str, **extra) -> Predictions:

@@ -42,28 +42,37 @@ def autocast_for(config: Config, device: torch.device):
 
 def draw_samples(net: ConditionalDenoiser, config: Config, cond: Conditions, n_samples: int,
                  generators: Sequence[torch.Generator], guidance_drop_clinical: bool = False,
-                 sample_classes: Tensor | None = None) -> Tensor:
+                 sample_classes: Tensor | None = None, case_index: Tensor | None = None) -> Tensor:
     """(B, N, Ct, *S) generated targets (drift or post, per diffusion.target) for B cases, N samples each.
 
     ``generators``: B * N, case-major (see :func:`sample_generators`). Guidance (sampling.guidance_scale)
     nulls the class label, and the clinical variables too when ``guidance_drop_clinical``.
     ``sample_classes`` (B, N): a class label per sample (marginalising over the class), else cond's.
+    ``case_index`` (R,): rows of any cases in any order instead (row r is a sample of case ``case_index[r]``, with
+    ``generators[r]``; n_samples must be 1): (R, 1, Ct, *S), each row as it comes out of a (B, N) draw.
     Every network samples through the same three steps (``models/denoiser.py: PixelSpace``): a latent
     model encodes the conditions once, samples on the latent grid and decodes, so its targets come back in
     image space like a pixel model's (glioblastoma LDM, Algorithm 2). x_T is :func:`initial_state`'s.
     """
-    cases, device = cond.batch_size, cond.image.device
+    device = cond.image.device
+    if case_index is not None and n_samples != 1:
+        raise ValueError(f"rows given by case_index are one sample each: n_samples must be 1, got {n_samples}")
+    cases = cond.batch_size if case_index is None else len(case_index)
     if len(generators) != cases * n_samples:
         raise ValueError(f"need {cases * n_samples} generators ({cases} cases x {n_samples} samples), "
                          f"got {len(generators)}")
     with torch.inference_mode(), autocast_for(config, device):
         work = net.encode_conditions(cond)
-    rows = work.repeat_interleave(n_samples)
+    if case_index is None:
+        rows, mask_rows = work.repeat_interleave(n_samples), cond.image[:, 1:2].repeat_interleave(n_samples, dim=0)
+    else:
+        index = torch.as_tensor(case_index, dtype=torch.long, device=device)
+        rows, mask_rows = work.select(index), cond.image[index, 1:2]
     if sample_classes is not None:
         rows = replace(rows, class_label=sample_classes.reshape(-1).to(device))
     schedule = NoiseSchedule.from_config(config.diffusion)
     sampler = make_sampler(config.sampling, schedule, config.diffusion.prediction)
-    mask = cond.image[:, 1:2].float().repeat_interleave(n_samples, dim=0) if config.model.generate_mask else None
+    mask = mask_rows.float() if config.model.generate_mask else None
     start = initial_state(schedule, source_in_target_space(net.sampling_pre(rows), config.diffusion.target,
                                                            config.diffusion.source, mask))
     chunk = max(1, config.sampling.batch_size // (1 if config.sampling.guidance_scale in (0.0, 1.0) else 2))

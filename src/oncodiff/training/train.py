@@ -36,7 +36,7 @@ from oncodiff.precision import runs_as
 from oncodiff.runs import SEGMENTER, RunFolder
 from oncodiff.pipeline.predict import calibrate_run
 from oncodiff.training.calibration_folds import train_calibration_folds
-from oncodiff.training.callbacks import EpochLine, SaveLast
+from oncodiff.training.callbacks import EpochLine, SaveLast, ValidateLastStep
 from oncodiff.training.ema import WarmupEMA
 from oncodiff.training.memory import check_memory
 from oncodiff.training.stages import module_class
@@ -261,8 +261,8 @@ def _plan_steps(run: RunFolder, config: Config, layout: ModelLayout, data: Cohor
         seconds = measure_step_seconds(config, layout, data)
         plan["measured_step_seconds"] = round(seconds, 4)
         affordable = int(train.max_minutes * 60 * BUDGET_MARGIN / seconds)
-        # Whole epochs: steps after the last validation would never be checked or exported.
-        total = min(by_epochs, max(steps_per_epoch, affordable // steps_per_epoch * steps_per_epoch))
+        # Every affordable step (at least one epoch): the last one is validated inside its epoch (ValidateLastStep).
+        total = min(by_epochs, max(steps_per_epoch, affordable))
     else:
         total = by_epochs
     plan["total_steps"] = total
@@ -320,6 +320,7 @@ def _trainer(run: RunFolder, config: Config, total_steps: int, extra: Sequence[C
         LearningRateMonitor(logging_interval="step"),
         WarmupEMA(decay=train.ema_decay),
         EpochLine(total_steps),
+        ValidateLastStep(total_steps),
     ]
     interactive = sys.stderr.isatty()
     if interactive:
