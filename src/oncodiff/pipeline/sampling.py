@@ -56,11 +56,18 @@ def draw_samples(net: ConditionalDenoiser, config: Config, cond: Conditions, n_s
     if len(generators) != cases * n_samples:
         raise ValueError(f"need {cases * n_samples} generators ({cases} cases x {n_samples} samples), "
                          f"got {len(generators)}")
-    with torch.inference_mode(), autocast_for(config, device):
-        work = net.encode_conditions(cond)
-    rows = work.repeat_interleave(n_samples)
-    if sample_classes is not None:
-        rows = replace(rows, class_label=sample_classes.reshape(-1).to(device))
+    if getattr(net, "encodes_class", False):  # the class picks a condition (diffusion.residual=mechanistic):
+        rows = cond.repeat_interleave(n_samples)  # encode each sample with its own class
+        if sample_classes is not None:
+            rows = replace(rows, class_label=sample_classes.reshape(-1).to(device))
+        with torch.inference_mode(), autocast_for(config, device):
+            work = rows = net.encode_conditions(rows)
+    else:
+        with torch.inference_mode(), autocast_for(config, device):
+            work = net.encode_conditions(cond)
+        rows = work.repeat_interleave(n_samples)
+        if sample_classes is not None:
+            rows = replace(rows, class_label=sample_classes.reshape(-1).to(device))
     schedule = NoiseSchedule.from_config(config.diffusion)
     sampler = make_sampler(config.sampling, schedule, config.diffusion.prediction)
     mask = cond.image[:, 1:2].float().repeat_interleave(n_samples, dim=0) if config.model.generate_mask else None
