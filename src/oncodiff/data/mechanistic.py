@@ -24,6 +24,11 @@ the absolute error), to minimise the in-tumour MAE on the training split's pairs
 pairs carry a class (the run's class label, else the response), each class also gets its own parameters:
 the "given the true class" forecast, an oracle as the diffusion model's true-class row is.
 
+Two users: ``oncodiff evaluate`` scores it as a baseline (evaluation/baselines.py), and
+``diffusion.residual=mechanistic`` conditions the diffusion model on it (training/forecast.py fits the sets on
+the training split and precomputes each sample's forecasts; pipeline/cases.py computes them for the cases
+``predict`` is given, from the :class:`ForecastSets` the export carries).
+
 Nothing here knows how a cohort was made: the model is written from the equations above, not from any
 generator's code.
 """
@@ -351,8 +356,8 @@ def fit_sets(data: FitData, labels: np.ndarray | None = None, min_class_cases: i
 class ForecastSets:
     """The parameter sets a model conditioned on the forecast was trained with (diffusion.residual=mechanistic):
     the outcome-unknown set and one per class (a class with too few training pairs uses the outcome-unknown set),
-    what they were fitted on, and the fit's CPU time; stored in the export's layout so that ``predict`` forecasts
-    with the same parameters."""
+    what they were fitted on, and the CPU time of the fit and of the training samples' forecasts; stored in the
+    export's layout so that ``predict`` forecasts with the same parameters."""
 
     unknown: GrowthParameters
     per_class: dict[int, GrowthParameters]
