@@ -3,7 +3,7 @@
 One command:
 
     python -m benchmarks.crossfamily --out OUT [--budgets 5 [20 60]] [--patients 48 --test-patients 16]
-                                     [--routes default regression 3d] [--samples 4]
+                                     [--routes default mechanistic regression 3d] [--samples 4] [--rescore]
 
 1. Cohorts, 3D, ``--acquisition clinical``: for each family (``brain``: brain.py's model; ``glioma``: glioma.py's
    anisotropic reaction-diffusion family, written independently) a training cohort and a test cohort of other
@@ -13,7 +13,9 @@ One command:
    steps (a budget in CPU time, so other load on this shared machine does not change the result).
 3. For each budget and training set (brain, glioma, both): the default route (the demo preset, nothing else:
    the 2.5D tumour-slice route is chosen automatically), the regression U-Net (the same steps, its own
-   network, run's splits) and optionally the light 3D patch route (``--routes 3d``); each predicts both test
+   network, run's splits), optionally the default route conditioned on the mechanistic forecast (``--routes
+   mechanistic``: ``diffusion.residual=mechanistic``, the same steps; its fit's CPU time is reported beside them)
+   and the light 3D patch route (``--routes 3d``); each predicts both test
    cohorts whole, with the outcome unknown (the class prior) and given each patient's true response class
    (``--set response=CLASS`` per class group).
 4. Scoring, as benchmarks/volumetric.py (its TestTruth): each follow-up as acquired, brought onto its baseline
@@ -23,7 +25,8 @@ One command:
    allows, the same for every training set). Paired per-patient differences with a patient bootstrap 95 %
    interval against both references, for MAE and SSIM. CRPS per in-tumour voxel of the samples (a point
    method's CRPS is its MAE), against the denoised identity's MAE with the same interval: the issue's goal is
-   a distribution whose CRPS is at most 0.9x that MAE.
+   a distribution whose CRPS is at most 0.9x that MAE. The spread-skill ratio of the samples in the baseline
+   tumour's box (evaluation/distribution_scores.py; 1 = as spread as the sample mean's error).
 
 Writes OUT/results.json after every trained model and OUT/table.md at the end (and prints it). Interrupted,
 it picks up where it stopped (trained runs and predictions are kept).
@@ -76,24 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     if "denoised_sigma_mm" not in results:
         results["denoised_sigma_mm"] = {family: denoising_sigma(cohorts[f"{family}_train"]) for family in FAMILIES}
     sigmas = results["denoised_sigma_mm"]
-    results.setdefault("speed", {})
-    for route in sorted({SAME_STEPS_AS.get(r, r) for r in args.routes if r in ROUTES}):
-        if route not in results["speed"]:
-            probe = cohort_subset(cohorts["brain_train"], out / "speed_cohort", args.speed_patients)
-            results["speed"][route] = _probe(probe, ROUTES[route], out / "cache")
-            _save(out, results)
-    for route, base in SAME_STEPS_AS.items():
-        if route in args.routes and route not in results["speed"]:
-            results["speed"][route] = {**results["speed"][base], "overrides": ROUTES[route],
-                                       "note": f"{base}'s probe: the same network with one more input channel, so "
-                                               f"the same steps; the forecast's fit is timed on its own"}
-            _save(out, results)
-    if args.rescore:  # score the kept predictions again (new columns): nothing is trained or predicted again
-        for key, run in results.get("runs", {}).items():
-            budget, train_set, route = key.split("/")
-            if route in args.routes and train_set in args.train_sets and float(budget[:-3]) in args.budgets:
-                run.pop("scores", None)
-                run["rescored"] = True
+    _speeds(results, args, cohorts, out)
+    if args.rescore:
+        _mark_rescore(results, args)
     results.setdefault("runs", {})
     if args.score_finished:
         _score_finished(results, args, out, cohorts, truths, sigmas)
@@ -123,6 +111,32 @@ def main(argv: list[str] | None = None) -> int:
     (out / "table.md").write_text(table, encoding="utf-8")
     print(table)
     return 0
+
+
+def _speeds(results: dict, args, cohorts: dict[str, Path], out: Path) -> None:
+    """Each route's step probe (once per OUT); a route of SAME_STEPS_AS takes its base's."""
+    results.setdefault("speed", {})
+    for route in sorted({SAME_STEPS_AS.get(r, r) for r in args.routes if r in ROUTES}):
+        if route not in results["speed"]:
+            probe = cohort_subset(cohorts["brain_train"], out / "speed_cohort", args.speed_patients)
+            results["speed"][route] = _probe(probe, ROUTES[route], out / "cache")
+            _save(out, results)
+    for route, base in SAME_STEPS_AS.items():
+        if route in args.routes and route not in results["speed"]:
+            results["speed"][route] = {**results["speed"][base], "overrides": ROUTES[route],
+                                       "note": f"{base}'s probe: the same network with one more input channel, so "
+                                               f"the same steps; the forecast's fit is timed on its own"}
+            _save(out, results)
+
+
+def _mark_rescore(results: dict, args) -> None:
+    """--rescore: the selected runs' scores dropped, so their kept predictions are scored again (new columns);
+    nothing that exists is trained or predicted again."""
+    for key, run in results.get("runs", {}).items():
+        budget, train_set, route = key.split("/")
+        if route in args.routes and train_set in args.train_sets and float(budget[:-3]) in args.budgets:
+            run.pop("scores", None)
+            run["rescored"] = True
 
 
 def _results(out: Path, reuse: str | None) -> dict:
