@@ -3,7 +3,7 @@
 One command:
 
     python -m benchmarks.crossfamily --out OUT [--budgets 5 [20 60]] [--patients 48 --test-patients 16]
-                                     [--routes default regression 3d] [--samples 4]
+                                     [--routes default mechanistic regression 3d] [--samples 4] [--rescore]
 
 1. Cohorts, 3D, ``--acquisition clinical``: for each family (``brain``: brain.py's model; ``glioma``: glioma.py's
    anisotropic reaction-diffusion family, written independently) a training cohort and a test cohort of other
@@ -13,7 +13,9 @@ One command:
    steps (a budget in CPU time, so other load on this shared machine does not change the result).
 3. For each budget and training set (brain, glioma, both): the default route (the demo preset, nothing else:
    the 2.5D tumour-slice route is chosen automatically), the regression U-Net (the same steps, its own
-   network, run's splits) and optionally the light 3D patch route (``--routes 3d``); each predicts both test
+   network, run's splits), optionally the default route conditioned on the mechanistic forecast (``--routes
+   mechanistic``: ``diffusion.residual=mechanistic``, the same steps; its fit's CPU time is reported beside them)
+   and the light 3D patch route (``--routes 3d``); each predicts both test
    cohorts whole, with the outcome unknown (the class prior) and given each patient's true response class
    (``--set response=CLASS`` per class group).
 4. Scoring, as benchmarks/volumetric.py (its TestTruth): each follow-up as acquired, brought onto its baseline
@@ -23,7 +25,8 @@ One command:
    allows, the same for every training set). Paired per-patient differences with a patient bootstrap 95 %
    interval against both references, for MAE and SSIM. CRPS per in-tumour voxel of the samples (a point
    method's CRPS is its MAE), against the denoised identity's MAE with the same interval: the issue's goal is
-   a distribution whose CRPS is at most 0.9x that MAE.
+   a distribution whose CRPS is at most 0.9x that MAE. The spread-skill ratio of the samples in the baseline
+   tumour's box (evaluation/distribution_scores.py; 1 = as spread as the sample mean's error).
 
 Writes OUT/results.json after every trained model and OUT/table.md at the end (and prints it). Interrupted,
 it picks up where it stopped (trained runs and predictions are kept).
@@ -44,6 +47,7 @@ import pandas as pd
 from oncodiff.cohort import load_cohort, read_image
 from oncodiff.config import Config, load_config
 from oncodiff.data.denoise import smoothed
+from oncodiff.evaluation.distribution_scores import spread_skill
 from oncodiff.evaluation.metrics import image_metrics
 from oncodiff.evaluation.proper_scores import crps_ensemble
 from oncodiff.runs import RunFolder
@@ -55,7 +59,10 @@ from benchmarks.volumetric import (
 
 FAMILIES = ("brain", "glioma")
 TRAIN_SETS = ("brain", "glioma", "both")
-ROUTES = {"default": [], "3d": CANDIDATE_ROUTES["3D patches 32^3, light network"]}
+ROUTES = {"default": [], "mechanistic": ["diffusion.residual=mechanistic"],
+          "3d": CANDIDATE_ROUTES["3D patches 32^3, light network"]}
+SAME_STEPS_AS = {"mechanistic": "default"}  # a route whose step costs its base's (one more input channel): its probe
+SPREAD_MARGIN = 4  # voxels around the baseline tumour: the box the spread-skill ratio is pooled over (image_metrics')
 REFERENCES = ("identity", "denoised identity")
 
 
@@ -72,12 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     if "denoised_sigma_mm" not in results:
         results["denoised_sigma_mm"] = {family: denoising_sigma(cohorts[f"{family}_train"]) for family in FAMILIES}
     sigmas = results["denoised_sigma_mm"]
-    results.setdefault("speed", {})
-    for route in {r for r in args.routes if r in ROUTES}:
-        if route not in results["speed"]:
-            probe = cohort_subset(cohorts["brain_train"], out / "speed_cohort", args.speed_patients)
-            results["speed"][route] = _probe(probe, ROUTES[route], out / "cache")
-            _save(out, results)
+    _speeds(results, args, cohorts, out)
+    if args.rescore:
+        _mark_rescore(results, args)
     results.setdefault("runs", {})
     if args.score_finished:
         _score_finished(results, args, out, cohorts, truths, sigmas)
@@ -93,16 +97,46 @@ def main(argv: list[str] | None = None) -> int:
                 if key in results["runs"] and "scores" in results["runs"][key]:
                     continue
                 steps = max(1, int(minutes * 60 / results["speed"][route]["cpu_seconds_per_step"]))
+                before = results["runs"].get(key, {})
                 results["runs"][key] = _train_and_score(
                     cohorts, truths, sigmas, train_set, route, steps, out / f"{minutes:g}min" / train_set / route,
                     args.samples, regression=route == "default" and "regression" in args.routes)
                 results["runs"][key]["minutes"] = minutes
+                if before.get("rescored"):  # its training's CPU time is the first scoring's
+                    results["runs"][key]["train_cpu_seconds_this_process"] = before.get("train_cpu_seconds_this_process")
+                    results["runs"][key]["rescored"] = True
                 _save(out, results)
                 print(_table(results), flush=True)
     table = _table(results)
     (out / "table.md").write_text(table, encoding="utf-8")
     print(table)
     return 0
+
+
+def _speeds(results: dict, args, cohorts: dict[str, Path], out: Path) -> None:
+    """Each route's step probe (once per OUT); a route of SAME_STEPS_AS takes its base's."""
+    results.setdefault("speed", {})
+    for route in sorted({SAME_STEPS_AS.get(r, r) for r in args.routes if r in ROUTES}):
+        if route not in results["speed"]:
+            probe = cohort_subset(cohorts["brain_train"], out / "speed_cohort", args.speed_patients)
+            results["speed"][route] = _probe(probe, ROUTES[route], out / "cache")
+            _save(out, results)
+    for route, base in SAME_STEPS_AS.items():
+        if route in args.routes and route not in results["speed"]:
+            results["speed"][route] = {**results["speed"][base], "overrides": ROUTES[route],
+                                       "note": f"{base}'s probe: the same network with one more input channel, so "
+                                               f"the same steps; the forecast's fit is timed on its own"}
+            _save(out, results)
+
+
+def _mark_rescore(results: dict, args) -> None:
+    """--rescore: the selected runs' scores dropped, so their kept predictions are scored again (new columns);
+    nothing that exists is trained or predicted again."""
+    for key, run in results.get("runs", {}).items():
+        budget, train_set, route = key.split("/")
+        if route in args.routes and train_set in args.train_sets and float(budget[:-3]) in args.budgets:
+            run.pop("scores", None)
+            run["rescored"] = True
 
 
 def _results(out: Path, reuse: str | None) -> dict:
@@ -129,9 +163,10 @@ def _parser() -> argparse.ArgumentParser:
                         "(the issue's 20 and 60 are options)")
     parser.add_argument("--train-sets", nargs="+", default=list(TRAIN_SETS), choices=TRAIN_SETS)
     parser.add_argument("--routes", nargs="+", default=["default", "regression"],
-                        choices=["default", "regression", "3d"],
-                        help="default: the 2.5D tumour-slice route; regression: its regression U-Net (same steps); "
-                             "3d: the light 3D patch route")
+                        choices=["default", "mechanistic", "regression", "3d"],
+                        help="default: the 2.5D tumour-slice route; mechanistic: the same with "
+                             "diffusion.residual=mechanistic (the same steps); regression: the default's regression "
+                             "U-Net (same steps); 3d: the light 3D patch route")
     parser.add_argument("--samples", type=int, default=4)
     parser.add_argument("--workers", type=int, default=2, help="processes for synthesising the cohorts")
     parser.add_argument("--merge", nargs="+", help="only merge these results.json files into OUT's table")
@@ -141,6 +176,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--cohorts", help="folder of the cohorts FAMILY_train and FAMILY_test (default OUT/cohorts; "
                         "missing ones are synthesised there), e.g. to share them between runs")
     parser.add_argument("--speed-patients", type=int, default=6)
+    parser.add_argument("--rescore", action="store_true", help="score the selected runs' kept predictions again "
+                        "(e.g. for a column added since), training and predicting nothing that exists")
     parser.add_argument("--score-finished", action="store_true", help="train and predict nothing: score the "
                         "prediction folders that finished of each trained model not yet scored, leaving out a method "
                         "that did not predict every test follow-up, and mark the run partial (a run cut short by a "
@@ -232,6 +269,8 @@ def _train_and_score(cohorts, truths, sigmas, train_set: str, route: str, steps:
     if regression:
         models["regression"] = ensure_baseline(run, train_cohort, trained, "regression", None, cache_dir=cache)
     cpu_seconds = time.process_time() - started
+    forecast = json.loads(RunFolder(run).model_dir.joinpath("config.json").read_text(encoding="utf-8"))[
+        "layout"].get("mechanistic")
     scores = {}
     for family in FAMILIES:
         predictions = {name: _predict(model, cohorts[f"{family}_test"], truths[family],
@@ -239,7 +278,8 @@ def _train_and_score(cohorts, truths, sigmas, train_set: str, route: str, steps:
                        for name, model in models.items()}
         scores[family] = score(truths[family], sigmas[family], predictions)
     return {"steps": steps, "train_cpu_seconds_this_process": cpu_seconds,
-            "config": trained.data.model_dump(mode="json"), "scores": scores}
+            "config": trained.data.model_dump(mode="json"), "scores": scores,
+            **({"mechanistic_forecast": forecast} if forecast else {})}
 
 
 def _predict(model: Path, cohort: Path, truth: TestTruth, folder: Path, samples: int) -> dict[str, list[Path]]:
@@ -325,24 +365,34 @@ def score(truth: TestTruth, sigma: float, predictions: dict[str, dict[str, list[
         baseline, mask, transform = truth.baseline(patient)
         follow = truth.follow_up(patient, timepoint, baseline)
         methods = {"identity": baseline.array, "denoised identity": smoothed(baseline, sigma).array}
-        ensembles = {}
+        ensembles, spread = {}, {}
         for name, by_condition in predictions.items():
             for condition, folders in by_condition.items():
                 case = _case(folders, patient, timepoint)
                 methods[f"{name} ({condition})"] = transform.apply(read_image(case / "mean.nii.gz").array)
                 samples = sorted(case.glob("sample_*.nii.gz"))
                 if len(samples) > 1:
-                    ensembles[f"{name} ({condition})"] = np.stack(
-                        [transform.apply(read_image(s).array)[mask] for s in samples], axis=-1)
+                    full = np.stack([transform.apply(read_image(s).array) for s in samples])
+                    ensembles[f"{name} ({condition})"] = np.moveaxis(full[:, mask], 0, -1)
+                    spread[f"{name} ({condition})"] = spread_skill(full[None], follow["image"][None], mask[None],
+                                                                   SPREAD_MARGIN)
         for method, image in methods.items():
             metrics = image_metrics(image, follow["image"], mask, bbox_margin=4)
             # CRPS per in-tumour voxel: of the samples' empirical distribution; a point method's is its MAE
             crps = (float(crps_ensemble(ensembles[method], follow["image"][mask]).mean()) if method in ensembles
                     else float(np.abs(image - follow["image"])[mask].mean()))
+            box = spread.get(method, {})
             rows.append({"patient": patient, "timepoint": timepoint, "method": method,
-                         "mae_tumor": metrics["mae_tumor"], "ssim_tumor": metrics["ssim_tumor"], "crps_tumor": crps})
+                         "mae_tumor": metrics["mae_tumor"], "ssim_tumor": metrics["ssim_tumor"], "crps_tumor": crps,
+                         "box_variance": box.get("spread", np.nan) ** 2, "box_mse_of_mean": box.get("rmse_of_mean", np.nan) ** 2,
+                         "samples": box.get("samples", 1)})
     frame = pd.DataFrame(rows)
     means = frame.groupby("method")[["mae_tumor", "ssim_tumor", "crps_tumor"]].mean()
+    # spread-skill ratio in the tumour box (evaluation/distribution_scores.py), each follow-up's box weighted alike:
+    # sqrt((M + 1) / M x mean sample variance / mean squared error of the sample mean); 1 = calibrated spread
+    pooled = frame.groupby("method")[["box_variance", "box_mse_of_mean", "samples"]].mean()
+    m = pooled["samples"]
+    means["spread_skill_box"] = np.sqrt((m + 1) / m * pooled["box_variance"] / pooled["box_mse_of_mean"])
     means["crps_vs_denoised identity mae"] = means["crps_tumor"] / means.loc["denoised identity", "mae_tumor"]
     for reference in REFERENCES:
         means[f"mae_vs_{reference}"] = means["mae_tumor"] / means.loc[reference, "mae_tumor"]
@@ -377,9 +427,11 @@ def _table(results: dict) -> str:
             kind = "in-family" if family == train_set else ("both families" if train_set == "both" else "CROSS-FAMILY")
             lines += ["", f"## {budget}, route {route}: trained on {train_set}, tested on {family} ({kind}); "
                           f"{run['steps']} steps, {scores['follow_ups']} test follow-ups", "",
+                      *_forecast_lines(run),
                       "| method | in-tumour MAE | x post = pre | x denoised | SSIM | SSIM - denoised (95 % CI) | "
-                      "MAE - denoised (95 % CI) | CRPS | CRPS x denoised MAE | CRPS - denoised MAE (95 % CI) |",
-                      "|---|---|---|---|---|---|---|---|---|---|"]
+                      "MAE - denoised (95 % CI) | CRPS | CRPS x denoised MAE | CRPS - denoised MAE (95 % CI) | "
+                      "spread-skill (tumour box) |",
+                      "|---|---|---|---|---|---|---|---|---|---|---|"]
             for row in scores["mean"]:
                 method = row["method"]
                 ssim = scores["paired"]["ssim_tumor"]["denoised identity"].get(method)
@@ -388,10 +440,26 @@ def _table(results: dict) -> str:
                 crps = scores["paired"].get("crps_tumor", {}).get("denoised identity", {}).get(method)
                 crps_cells = (f"{row['crps_tumor']:.4f} | {row['crps_vs_denoised identity mae']:.3f} | {fmt(crps)}"
                               if "crps_tumor" in row else "- | - | -")  # runs scored before CRPS was added
+                ratio = row.get("spread_skill_box")
+                ratio = f"{ratio:.2f}" if ratio is not None and np.isfinite(ratio) else "-"
                 lines.append(f"| {method} | {row['mae_tumor']:.4f} | {row['mae_vs_identity']:.3f} | "
                              f"{row['mae_vs_denoised identity']:.3f} | {row['ssim_tumor']:.3f} | {fmt(ssim)} | "
-                             f"{fmt(mae)} | {crps_cells} |")
+                             f"{fmt(mae)} | {crps_cells} | {ratio} |")
     return "\n".join(lines) + "\n"
+
+
+def _forecast_lines(run: dict) -> list[str]:
+    """A line on the mechanistic forecast a run of diffusion.residual=mechanistic was trained with, and a blank."""
+    fitted = run.get("mechanistic_forecast")
+    if not fitted:
+        return []
+    sets = "; ".join(f"{name}: D {p['diffusivity']:.3g}, rho {p['proliferation']:.3g}, log-kill {p['kill']:.3g}, "
+                     f"contrast {p['contrast']:.3g}" for name, p in
+                     [("outcome unknown", fitted["unknown"]),
+                      *((f"class {k}", v) for k, v in sorted(fitted.get("per_class", {}).items()))])
+    return [f"Mechanistic forecast (diffusion.residual=mechanistic) fitted on {fitted.get('fitted_on')} in "
+            f"{fitted.get('cpu_seconds', 0):.0f} CPU-seconds (fit and the training forecasts, beside the training "
+            f"steps' budget): {sets}.", ""]
 
 
 def _merge(paths: list[str], out: Path, notes: list[str] = ()) -> int:

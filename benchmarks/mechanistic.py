@@ -2,7 +2,7 @@
 
     python -m benchmarks.mechanistic --run RUN --cohort COHORT [--cache-dir DIR]
 
-Fits the mechanistic forecast (oncodiff.evaluation.mechanistic) on RUN's training split exactly as
+Fits the mechanistic forecast (oncodiff.data.mechanistic) on RUN's training split exactly as
 ``oncodiff evaluate`` does (``evaluation.baselines.mechanistic_predictions``), and prints the in-tumour MAE of
 identity, the denoised identity, the forecast with the outcome unknown and given the true class on RUN's test
 split, with the fit's CPU time and parameters. Only RUN's export (model/) is read, for its preprocessing: the

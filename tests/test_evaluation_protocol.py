@@ -136,7 +136,7 @@ def test_the_mechanistic_forecast_is_scored_beside_the_baselines(evaluated):
     summary = json.loads((evaluated["out"] / "summary.json").read_text(encoding="utf-8"))
     tables = (evaluated["out"] / "tables.md").read_text(encoding="utf-8")
     fit = summary["mechanistic"]
-    from oncodiff.evaluation.mechanistic import BOUNDS
+    from oncodiff.data.mechanistic import BOUNDS
 
     assert BOUNDS[0][0] <= fit["outcome_unknown"]["diffusivity"] <= BOUNDS[0][1]  # the grid's best point, refined
     assert "Nelder-Mead" in fit["grid"]["refined"]

@@ -301,13 +301,17 @@ class DiffusionConfig(_Section):
         description="keep only the timesteps whose noise level 1 - alpha_bar is at most this; training and "
         "sampling stop there (PULSAR: 0.2, the '20 % noise' of x_T); null = the whole schedule",
     )
-    residual: Literal["none", "regression"] = Field(
+    residual: Literal["none", "regression", "mechanistic"] = Field(
         "none",
         description="regression: CorrDiff's residual design (Mardani et al.): a regression U-Net (the run's own, "
         "trained first into RUN/residual_mean/ on diffusion.residual_share of the budget, then frozen) predicts the "
         "mean follow-up from the inputs without the class, and the diffusion model generates the residual (the "
         "target minus that mean), conditioned on the mean as an extra image channel and on the class; sampling "
-        "adds the mean back, and the export carries both networks. none: the diffusion model generates the target",
+        "adds the mean back, and the export carries both networks. mechanistic: the mean is the mechanistic forecast "
+        "(data/mechanistic.py: Fisher-KPP growth with a log-kill from the baseline tumour mask), its parameters fitted "
+        "on the training split when training starts (one set with the outcome unknown, one per class) and stored in "
+        "the export; a sample conditioned on class k gets class k's forecast, the null class the outcome-unknown one. "
+        "none: the diffusion model generates the target",
     )
     residual_share: float = Field(
         0.5, gt=0.0, lt=1.0,
@@ -449,7 +453,7 @@ class EvaluationConfig(_Section):
         "forward from the baseline tumour mask, anatomy masks as diffusivity where the cohort names white/grey "
         "matter or brain; D, rho, kill and contrast fitted on the training split, seconds to a few minutes), with "
         "the outcome unknown and, where the training pairs carry classes, given the true class "
-        "(evaluation/mechanistic.py)",
+        "(data/mechanistic.py)",
     )
     head_epochs: int = Field(200, ge=1, description="full-batch AdamW steps of the response and Cox heads per fold")
     cnn_epochs: int = Field(10, ge=1, description="epochs of the from-scratch scan CNN baseline per fold")
@@ -495,12 +499,13 @@ class Config(_Section):
         if model.latent != "none" and model.drift_head != "none" and stage in ("latent_diffusion", "controlnet"):
             raise ValueError("model.drift_head predicts an image-space drift map; latent diffusion has none: "
                              "set model.drift_head=none")
-        if self.diffusion.residual != "none" and stage == "diffusion":
+        residual = self.diffusion.residual
+        if residual != "none" and stage == "diffusion":
             if self.diffusion.source != "noise":
-                raise ValueError("diffusion.residual=regression generates the residual from noise: set "
+                raise ValueError(f"diffusion.residual={residual} generates the residual from noise: set "
                                  "diffusion.source=noise (the pre scan is no starting point for a residual)")
-        if self.diffusion.residual != "none" and stage in ("latent_diffusion", "controlnet"):
-            raise ValueError(f"diffusion.residual=regression is a pixel-space design of training.stage=diffusion; "
+        if residual != "none" and stage in ("latent_diffusion", "controlnet"):
+            raise ValueError(f"diffusion.residual={residual} is a pixel-space design of training.stage=diffusion; "
                              f"training.stage={stage} cannot use it: set diffusion.residual=none")
         if training.accelerator == "cpu" and (problem := bf16_conv3d_problem(self)):
             from oncodiff.precision import runs_as  # torch: only for a config the check would refuse

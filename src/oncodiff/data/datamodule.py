@@ -139,6 +139,16 @@ class CohortDataModule(L.LightningDataModule):
             raise ValueError(f"unknown split {split!r}; choose one of {', '.join(SPLIT_NAMES)}")
         return self.state.datasets[split]
 
+    def add_sample_array(self, key: str, array: np.ndarray) -> None:
+        """Give every split's samples ``array[index]`` (N, C, *S, one row per preprocessed sample) as batch entry
+        ``key``, flipped and rotated with the rest of a training sample (e.g. the mechanistic forecasts)."""
+        extra = tuple(self.dataset("train").extra) + (key,)
+        augmentation = paired_augmentation(self.config.data.flips, self.config.data.rotations,
+                                           AUGMENTED_KEYS + prior_image_keys(self.preprocessed.arrays)
+                                           + tuple(dict.fromkeys(extra)))
+        for name in SPLIT_NAMES:
+            self.dataset(name).add_array(key, array, augmentation if name == "train" else None)
+
     def train_dataloader(self) -> DataLoader:
         dataset = self.dataset("train")
         sampler = SeededSampler(len(dataset), self.config.training.seed, length=self.config.training.samples_per_epoch)

@@ -67,6 +67,16 @@ class PairedDataset(Dataset):
         self.transform = transform
         self.prior_keys = prior_keys(self.arrays)
         self.augmented_keys = AUGMENTED_KEYS + prior_image_keys(self.arrays)
+        self.extra: dict[str, np.ndarray] = {}  # arrays added after preprocessing (add_array), by sample index
+
+    def add_array(self, key: str, array: np.ndarray, transform=None) -> None:
+        """Give every sample ``array[index]`` (N, C, *S) as ``key``, moved with the sample when augmented
+        (``transform``: the augmentation rebuilt with ``key`` among its keys; None without augmentation)."""
+        self.extra[key] = array
+        if key not in self.augmented_keys:
+            self.augmented_keys = self.augmented_keys + (key,)
+        if self.transform is not None:
+            self.transform = transform
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -85,6 +95,8 @@ class PairedDataset(Dataset):
                   for key in ("pre", "post", "tumor_mask", "post_mask", "anatomy")}
         for key in self.prior_keys:  # data.inputs=prior: the earlier scans and the baseline's other sequences
             sample[key] = torch.from_numpy(self.arrays[key][index].astype(np.float32, copy=False))
+        for key, array in self.extra.items():
+            sample[key] = torch.from_numpy(array[index].astype(np.float32, copy=False))
         if self.smoothing:  # data.smoothing: the denoised scans are the model's input and target
             for key in ("pre", "post"):
                 smoothed = self.arrays[f"{key}_smoothed"][index, self.smoothing:self.smoothing + 1]

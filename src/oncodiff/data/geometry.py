@@ -232,3 +232,11 @@ def _support_box(crop_to_target: np.ndarray, crop_shape: tuple[int, ...], shape:
     lo = np.maximum(np.floor(mapped.min(axis=1)).astype(int), 0)
     hi = np.minimum(np.ceil(mapped.max(axis=1)).astype(int) + 1, np.asarray(shape))
     return None if np.any(hi <= lo) else (lo, hi)
+
+
+def crop_spacing(geometry: GeometryRecord) -> tuple[float, ...]:
+    """Voxel size (mm) of a crop along its own axes; a 2D crop of a 3D scan (a slab one voxel thick) has its
+    thickness as a third value, so that its voxels have a volume."""
+    columns = np.linalg.norm(np.asarray(geometry.crop_affine)[:3, :3], axis=0)
+    axes = max(len(geometry.crop_shape), len(geometry.original_shape))
+    return tuple(float(s) for s in columns[:axes])

@@ -15,7 +15,7 @@ smoothed by a Gaussian whose sigma is chosen on the training split, data/denoise
 follow-up's noise cannot be predicted, so post = pre pays for the noise of both scans; the denoised
 identity is the trivial prediction a model must beat there.
 
-A third needs no network: the mechanistic forecast (evaluation/mechanistic.py, ``evaluation.mechanistic``),
+A third needs no network: the mechanistic forecast (data/mechanistic.py, ``evaluation.mechanistic``),
 a reaction-diffusion growth model run forward from the baseline tumour mask, whose few parameters are
 fitted on the training split's pairs: post = the denoised baseline + c (u(days) - u(0)).
 """
@@ -30,7 +30,7 @@ import numpy as np
 
 from oncodiff.config import SMOOTHING_MM, Config
 from oncodiff.data.denoise import choose_smoothing
-from oncodiff.evaluation import mechanistic
+from oncodiff.data import mechanistic
 from oncodiff.models.conditions import CLASS_LABEL_KEYS
 from oncodiff.errors import OncodiffError
 from oncodiff.pipeline.cases import CaseSet, load_cases
@@ -55,7 +55,7 @@ BASELINE_NAMES = ("identity", "denoised", "mechanistic", *TRAINED_BASELINES)
 DENOISED_LABEL = "denoised identity (post = smoothed pre)"
 MECHANISTIC_LABEL = "mechanistic forecast (reaction-diffusion from the baseline mask, fitted on the training split)"
 MECHANISTIC_CLASS_LABEL = "mechanistic forecast, true class (oracle: parameters fitted per class)"
-MIN_CLASS_CASES = 3  # training pairs a class needs for parameters of its own
+MIN_CLASS_CASES = mechanistic.MIN_CLASS_CASES  # training pairs a class needs for parameters of its own
 
 
 def denoised_identity(exported: ExportedModel, cohort: str | Path, train_patients: list[str], cases: CaseSet,
@@ -121,15 +121,9 @@ def mechanistic_predictions(exported: ExportedModel, cohort: str | Path, train_p
     print(f"mechanistic forecast: fitting D, rho, log-kill and contrast on {len(rows)} of {len(train_cases)} "
           "training pairs ...", flush=True)
     started = time.process_time()
-    changes = mechanistic.grid_changes(data, progress=lambda d: print(f"  simulated D = {d:g} mm^2/day", flush=True))
-    overall = mechanistic.refine(data, mechanistic.fit_parameters(data, changes))
     key = _class_key(exported)
-    labels = fitting.batch[key].numpy()
-    per_class = {}
-    for k in np.unique(labels):
-        if k >= 0 and (labels == k).sum() >= MIN_CLASS_CASES:
-            rows_k = np.flatnonzero(labels == k).tolist()
-            per_class[int(k)] = mechanistic.refine(data, mechanistic.fit_parameters(data, changes, rows_k), rows_k)
+    overall, per_class = mechanistic.fit_sets(data, fitting.batch[key].numpy(), MIN_CLASS_CASES,
+                                              progress=lambda d: print(f"  simulated D = {d:g} mm^2/day", flush=True))
     print(f"  fitted in {time.process_time() - started:.0f} CPU-seconds", flush=True)
     test = _case_inputs(cases, index)
     unknown = mechanistic.forecast(test["denoised"], test["tumour"], test["anatomy"], test["names"], test["days"],

@@ -96,6 +96,8 @@ class Conditions:
         return Conditions(**out)
 
 
+FORECAST_KEY = "mechanistic"  # batch key of the mechanistic forecasts (B, 1 + K, *S): outcome unknown, then class k
+FORECAST_PREFIX = "forecast:"  # their channels: forecast:unknown, forecast:class0, ... (diffusion.residual=mechanistic)
 PRIOR_PREFIX = "prior"  # channels prior<k>, prior<k>_present, prior<k>_days for k = 1..K
 SEQUENCE_PREFIX = "seq:"  # channels seq:<name>, seq:<name>_present for each non-primary sequence
 
@@ -119,6 +121,17 @@ def image_condition_names(anatomy: Sequence[str], use_anatomy: bool, n_priors: i
     cohort without them)."""
     return ("pre", "tumor_mask", *(tuple(anatomy) if use_anatomy else ()),
             *prior_condition_names(n_priors, sequences))
+
+
+def forecast_condition_names(n_classes: int) -> tuple[str, ...]:
+    """The channels of the mechanistic forecasts a model of diffusion.residual=mechanistic reads from the batch: the
+    outcome-unknown forecast, then one per class (``n_classes``, 0 for a model without a class label)."""
+    return (f"{FORECAST_PREFIX}unknown", *(f"{FORECAST_PREFIX}class{k}" for k in range(n_classes)))
+
+
+def n_forecasts(names: Sequence[str]) -> int:
+    """How many forecast channels (:func:`forecast_condition_names`) image condition ``names`` carry."""
+    return sum(1 for n in names if n.startswith(FORECAST_PREFIX))
 
 
 def prior_layout(names: Sequence[str]) -> tuple[int, int]:
@@ -190,6 +203,11 @@ def conditions_from_batch(batch: Mapping[str, object], conditioning: BatchCondit
     n_priors, n_sequences = prior_layout(image_names or ())
     if n_priors or n_sequences:
         images.append(prior_channels(batch, n_priors, n_sequences))
+    if forecasts := n_forecasts(image_names or ()):  # diffusion.residual=mechanistic: last, so a wrapper picks one
+        if batch.get(FORECAST_KEY) is None:
+            raise ValueError(f"this model is conditioned on the mechanistic forecast but the batch has no "
+                             f"{FORECAST_KEY!r} entry (its export's layout carries the fitted parameters)")
+        images.append(batch[FORECAST_KEY][:, :forecasts].to(batch["pre"].dtype))
     class_label = None
     if conditioning.class_label != "none":
         labels = batch[CLASS_LABEL_KEYS[conditioning.class_label]].long()

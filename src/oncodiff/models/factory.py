@@ -17,10 +17,12 @@ from oncodiff.cohort.schema import ClinicalVariable
 from oncodiff.config import AnatomyEncoderConfig, AutoencoderConfig, Config, ModelConfig
 from oncodiff.models.anatomy import AnatomyEncoders
 from oncodiff.models.autoencoder import Autoencoder, LatentCodec, LatentDenoiser, latent_condition_names
-from oncodiff.models.conditions import CLASS_COUNTS, BatchConditioning
+from oncodiff.models.conditions import CLASS_COUNTS, BatchConditioning, n_forecasts
 from oncodiff.models.controlnet import ControlledDenoiser
 from oncodiff.models.denoiser import ConditionalDenoiser
-from oncodiff.models.residual import ResidualDenoiser, residual_condition_names
+from oncodiff.models.residual import (
+    ForecastResidualDenoiser, ResidualDenoiser, forecast_residual_names, residual_condition_names,
+)
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,8 @@ class ModelLayout:
     response_positive: str | None = None
     survival_classes: dict[str, Any] = field(default_factory=dict)  # training-split median / quartiles (days)
     smoothing_mm: float = 0.0  # the Gaussian sigma of the pre scans the model was trained on (data.smoothing)
+    # diffusion.residual=mechanistic: the fitted parameter sets (data/mechanistic.py: ForecastSets.to_dict), else None
+    mechanistic: dict[str, Any] | None = None
 
     def n_classes(self, model: ModelConfig) -> int:
         return CLASS_COUNTS[model.class_label]
@@ -111,11 +115,26 @@ def build_residual(model: ModelConfig, layout: ModelLayout) -> ResidualDenoiser:
     return ResidualDenoiser(build_denoiser(residual_mean_model(model), layout), residual)
 
 
+def build_forecast_residual(model: ModelConfig, layout: ModelLayout, target: str) -> ForecastResidualDenoiser:
+    """diffusion.residual=mechanistic: the residual model, which sees the run's image conditions and the forecast of
+    the row's class in place of the layout's forecast channels."""
+    names = forecast_residual_names(layout.image_condition_names)
+    forecasts = n_forecasts(layout.image_condition_names)
+    if not forecasts:
+        raise ValueError("diffusion.residual=mechanistic needs the forecast channels in the layout's image "
+                         "conditions (forecast:unknown, forecast:class0, ...)")
+    residual = ConditionalDenoiser(layout.spatial_dims, layout.target_channels, len(names), layout.clinical,
+                                   layout.n_classes(model), names, **denoiser_arguments(model))
+    return ForecastResidualDenoiser(residual, forecasts, target)
+
+
 def build_network(config: Config, layout: ModelLayout) -> nn.Module:
     """The freshly initialised network that ``config.training.stage`` trains and exports, for ``layout``."""
     stage, model = config.training.stage, config.model
     if stage == "diffusion" and config.diffusion.residual == "regression":
         return build_residual(model, layout)
+    if stage == "diffusion" and config.diffusion.residual == "mechanistic":
+        return build_forecast_residual(model, layout, config.diffusion.target)
     if stage in ("diffusion", "regression"):
         return build_denoiser(model, layout)
     if stage == "contrastive":

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from oncodiff.models.conditions import Conditions
+from oncodiff.models.conditions import FORECAST_PREFIX, Conditions
 from oncodiff.models.denoiser import ConditionalDenoiser, DenoiserOutput, WrappedDenoiser
 
 MEAN_CHANNEL = "regression_mean"
@@ -96,3 +96,91 @@ class ResidualDenoiser(WrappedDenoiser):
     def forward(self, x_t: Tensor, t: Tensor, cond: Conditions) -> DenoiserOutput:
         return self.denoiser(x_t, t, self.encode_conditions(cond))
 
+
+
+FORECAST_CHANNEL = "mechanistic_forecast"
+
+
+def forecast_residual_names(image_condition_names: Sequence[str]) -> tuple[str, ...]:
+    """The residual model's image conditions under diffusion.residual=mechanistic: the run's (the forecast
+    channels of :func:`~oncodiff.models.conditions.forecast_condition_names` left out), then the one forecast of
+    the row's class."""
+    return (*(n for n in image_condition_names if not n.startswith(FORECAST_PREFIX)), FORECAST_CHANNEL)
+
+
+class ForecastResidualDenoiser(WrappedDenoiser):
+    """diffusion.residual=mechanistic: the diffusion model generates the target minus the mechanistic forecast
+    (data/mechanistic.py), conditioned on that forecast as one image channel.
+
+    The conditions it is given carry ``n_forecasts`` forecast channels last (the outcome unknown, then class
+    k = 0..K-1, precomputed with the parameters fitted on the training split). :meth:`encode_conditions` keeps
+    the one of each row's class (a null or unknown class: the outcome-unknown forecast), so the class chooses the
+    forecast; it runs before label dropout in training and after each sample's class is drawn in sampling
+    (``encodes_class``), so classifier-free guidance's unconditional pass nulls the label but keeps the row's
+    forecast, the one its residual is measured from. :meth:`decode_target` adds the forecast (as a target: the
+    forecast itself, or forecast - pre for a drift target) back to the generated residual.
+    """
+
+    generates_residual = True
+    encodes_class = True
+
+    def __init__(self, denoiser: ConditionalDenoiser, n_forecasts: int, target: str = "post"):
+        super().__init__()
+        if n_forecasts < 1:
+            raise ValueError(f"n_forecasts must be >= 1, got {n_forecasts}")
+        if target not in ("post", "drift"):
+            raise ValueError(f"target must be 'post' or 'drift', got {target!r}")
+        if denoiser.target_channels not in (1, 2):
+            raise ValueError(f"the denoiser generates {denoiser.target_channels} target channels; the forecast "
+                             "residual design takes an image and, with model.generate_mask, its mask")
+        self.denoiser = denoiser
+        self.n_forecasts = int(n_forecasts)
+        self.target = target
+
+    def is_encoded(self, cond: Conditions) -> bool:
+        return cond.image.shape[1] == self.denoiser.image_condition_channels
+
+    def forecast_index(self, cond: Conditions) -> Tensor:
+        """(B,) int64: the forecast channel of each row, 1 + its class, or 0 (the outcome unknown) for the null
+        class or a model without one."""
+        b, device = cond.batch_size, cond.image.device
+        if cond.class_label is None or self.n_forecasts == 1:
+            return torch.zeros(b, dtype=torch.long, device=device)
+        label = cond.class_label.long()
+        known = (label >= 0) & (label < self.n_forecasts - 1)
+        return torch.where(known, label + 1, torch.zeros_like(label))
+
+    def encode_conditions(self, cond: Conditions) -> Conditions:
+        """The conditions with the forecast channels replaced by the row's class's forecast (unchanged if done)."""
+        if self.is_encoded(cond):  # one forecast channel (no class label): raw and encoded are the same
+            return cond
+        expected = self.denoiser.image_condition_channels - 1 + self.n_forecasts
+        if cond.image.shape[1] != expected:
+            raise ValueError(f"expected {expected} image condition channels ({self.n_forecasts} forecasts last), "
+                             f"got {cond.image.shape[1]}")
+        base, forecasts = cond.image[:, :-self.n_forecasts], cond.image[:, -self.n_forecasts:]
+        index = self.forecast_index(cond).reshape(-1, 1, *([1] * (forecasts.dim() - 2)))
+        chosen = torch.gather(forecasts, 1, index.expand(-1, 1, *forecasts.shape[2:]))
+        return Conditions(image=torch.cat([base, chosen], dim=1), clinical=cond.clinical,
+                          clinical_missing=cond.clinical_missing, days=cond.days, class_label=cond.class_label,
+                          control=cond.control)
+
+    def forecast_from_encoded(self, rows: Conditions) -> Tensor:
+        """(B, 1, *S) the forecast follow-up carried by encoded conditions."""
+        return rows.image[:, -1:].float()
+
+    def mean_from_encoded(self, rows: Conditions) -> Tensor:
+        """(B, Ct, *S) the forecast as a target: the follow-up, or its drift from the pre scan; with a mask channel
+        (model.generate_mask) zeros there, so the mask is generated as it is without the forecast."""
+        forecast = self.forecast_from_encoded(rows)
+        image = forecast if self.target == "post" else forecast - rows.image[:, :1].float()
+        if self.target_channels == 1:
+            return image
+        return torch.cat([image, torch.zeros_like(image).expand(-1, self.target_channels - 1, *image.shape[2:])], 1)
+
+    def decode_target(self, generated: Tensor, rows: Conditions, target: str) -> Tensor:
+        """A generated residual -> the target: the residual plus the forecast."""
+        return generated.float() + self.mean_from_encoded(rows)
+
+    def forward(self, x_t: Tensor, t: Tensor, cond: Conditions) -> DenoiserOutput:
+        return self.denoiser(x_t, t, self.encode_conditions(cond))

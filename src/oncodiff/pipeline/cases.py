@@ -23,9 +23,11 @@ from oncodiff.data import (
     patient_outcomes, preprocess_cohort,
 )
 from oncodiff.config import SMOOTHING_MM
+from oncodiff.data import mechanistic
 from oncodiff.data.preprocess import ARRAY_KEYS, PRIOR_KEYS, prior_slots
 from oncodiff.errors import ConfigError, OncodiffError
 from oncodiff.models import CLASS_COUNTS, CLASS_LABEL_KEYS, prior_layout
+from oncodiff.models.conditions import FORECAST_KEY
 from oncodiff.pipeline.export import ExportedModel
 
 NULL_VALUES = ("none", "null", "unknown", "")
@@ -251,7 +253,20 @@ def _batch(model: ExportedModel, cohort: Cohort, cases: list[Case], arrays: list
     )
     batch["survival_class2"], batch["survival_class4"] = survival_classes(model, batch)
     batch["class_label"] = class_labels(model, batch, overrides)
+    if model.layout.mechanistic:  # diffusion.residual=mechanistic: the forecasts under the export's fitted sets
+        batch[FORECAST_KEY] = forecast_batch(model.layout.mechanistic, cases, batch)
     return batch
+
+
+def forecast_batch(fitted: Mapping[str, Any], cases: Sequence[Case], batch: Mapping[str, Any]) -> torch.Tensor:
+    """(B, 1 + K, *S) the mechanistic forecasts of ``cases`` (outcome unknown, then class k) from the model's pre
+    scan, tumour, anatomy and days, under the parameter sets an export of diffusion.residual=mechanistic carries."""
+    sets = mechanistic.ForecastSets.from_dict(dict(fitted))
+    ndim = batch["pre"].ndim - 2
+    channels = mechanistic.forecast_channels(
+        batch["pre"][:, 0].numpy(), batch["tumor_mask"][:, 0].numpy(), batch["anatomy"].numpy(), sets.anatomy,
+        batch["days"].numpy(), [mechanistic.crop_spacing(c.geometry, ndim) for c in cases], sets)
+    return torch.from_numpy(channels)
 
 
 def survival_classes(model: ExportedModel, batch: Mapping[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:

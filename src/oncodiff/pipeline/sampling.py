@@ -61,15 +61,21 @@ def draw_samples(net: ConditionalDenoiser, config: Config, cond: Conditions, n_s
     if len(generators) != cases * n_samples:
         raise ValueError(f"need {cases * n_samples} generators ({cases} cases x {n_samples} samples), "
                          f"got {len(generators)}")
-    with torch.inference_mode(), autocast_for(config, device):
-        work = net.encode_conditions(cond)
-    if case_index is None:
-        rows, mask_rows = work.repeat_interleave(n_samples), cond.image[:, 1:2].repeat_interleave(n_samples, dim=0)
+    index = None if case_index is None else torch.as_tensor(case_index, dtype=torch.long, device=device)
+    mask_rows = (cond.image[:, 1:2].repeat_interleave(n_samples, dim=0) if index is None
+                 else cond.image[index, 1:2])
+    if getattr(net, "encodes_class", False):  # the class picks a condition (diffusion.residual=mechanistic):
+        rows = cond.repeat_interleave(n_samples) if index is None else cond.select(index)  # encode each sample
+        if sample_classes is not None:  # with its own class
+            rows = replace(rows, class_label=sample_classes.reshape(-1).to(device))
+        with torch.inference_mode(), autocast_for(config, device):
+            work = rows = net.encode_conditions(rows)
     else:
-        index = torch.as_tensor(case_index, dtype=torch.long, device=device)
-        rows, mask_rows = work.select(index), cond.image[index, 1:2]
-    if sample_classes is not None:
-        rows = replace(rows, class_label=sample_classes.reshape(-1).to(device))
+        with torch.inference_mode(), autocast_for(config, device):
+            work = net.encode_conditions(cond)
+        rows = work.repeat_interleave(n_samples) if index is None else work.select(index)
+        if sample_classes is not None:
+            rows = replace(rows, class_label=sample_classes.reshape(-1).to(device))
     schedule = NoiseSchedule.from_config(config.diffusion)
     sampler = make_sampler(config.sampling, schedule, config.diffusion.prediction)
     mask = mask_rows.float() if config.model.generate_mask else None

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from oncodiff.data import GeometryRecord
+from oncodiff.data.geometry import crop_spacing
 from oncodiff.models.segmenter import TumorSegmenter
 from oncodiff.pipeline.calibration import IntervalCalibration, sample_interval
 from oncodiff.runs import SEGMENTER
@@ -30,14 +31,6 @@ def load_segmenter(folder: str | Path) -> TumorSegmenter | None:
     """The exported segmenter, or None when the run had no follow-up masks to train one."""
     path = Path(folder) / SEGMENTER
     return TumorSegmenter.load(path) if path.is_file() else None
-
-
-def crop_spacing(geometry: GeometryRecord) -> tuple[float, ...]:
-    """Voxel size (mm) of a crop along its own axes; a 2D crop of a 3D scan (a slab one voxel thick) has its
-    thickness as a third value, so that its voxels have a volume."""
-    columns = np.linalg.norm(np.asarray(geometry.crop_affine)[:3, :3], axis=0)
-    axes = max(len(geometry.crop_shape), len(geometry.original_shape))
-    return tuple(float(s) for s in columns[:axes])
 
 
 @dataclass

@@ -155,6 +155,19 @@ class ResidualDiffusionModule(DiffusionModule):
         return self.loss_fn(model_fn, x0, generators, weight_map=weight, source=None, drift_target=drift_target)
 
 
+class ForecastResidualModule(ResidualDiffusionModule):
+    """diffusion.residual=mechanistic: diffusion on the target minus the mechanistic forecast of the sample's class
+    (its forecasts precomputed into the batch, data/mechanistic.py), that forecast an extra image condition
+    (``models/residual.py: ForecastResidualDenoiser``). The class picks the forecast before label dropout, so a
+    sample whose label is dropped keeps the forecast its residual is measured from; an unknown class gets the
+    outcome-unknown forecast."""
+
+    def _conditions(self, batch: dict, generators: list[torch.Generator] | None) -> Conditions:
+        cond = self.net.encode_conditions(conditions_from_batch(batch, batch_conditioning(self.config.model),
+                                                                self.layout.image_condition_names))
+        return cond if generators is None else self.net.drop_labels(cond, generator=generators[0])
+
+
 class RegressionModule(_DenoiserModule):
     """The deterministic baseline: the same U-Net, no noise, fed zeros and t = 0, trained with MSE."""
 
@@ -177,4 +190,5 @@ MODULES = {"diffusion": DiffusionModule, "regression": RegressionModule}
 
 def diffusion_module_class(config: Config) -> type[DiffusionModule]:
     """The module of training.stage=diffusion: the residual design's when diffusion.residual asks for it."""
-    return ResidualDiffusionModule if config.diffusion.residual == "regression" else DiffusionModule
+    return {"regression": ResidualDiffusionModule, "mechanistic": ForecastResidualModule}.get(
+        config.diffusion.residual, DiffusionModule)

@@ -27,7 +27,9 @@ from oncodiff.data import CohortDataModule
 from oncodiff.data.preprocess import write_preprocessing_report
 from oncodiff.data.route import volumetric_route
 from oncodiff.errors import ConfigError, OncodiffError
+from oncodiff.data.mechanistic import ForecastSets
 from oncodiff.models import image_condition_names
+from oncodiff.models.conditions import forecast_condition_names
 from oncodiff.pipeline.prior_inputs import fit_export_class_prior
 from oncodiff.models.factory import ModelLayout
 from oncodiff.pipeline.export import save_export
@@ -38,6 +40,7 @@ from oncodiff.pipeline.predict import calibrate_run
 from oncodiff.training.calibration_folds import train_calibration_folds
 from oncodiff.training.callbacks import EpochLine, SaveLast, ValidateLastStep
 from oncodiff.training.ema import WarmupEMA
+from oncodiff.training.forecast import prepare_forecast, uses_forecast
 from oncodiff.training.memory import check_memory
 from oncodiff.training.stages import module_class
 from oncodiff.training.run_folder import check_run_out, consolidate_metrics, open_run_folder
@@ -74,7 +77,7 @@ def train(cohort: str | Path, config: Config, out: str | Path, resume: bool = Fa
     run = check_run_out(out, cohort, resume, overwrite, within)
     data = _prepared(cohort, config, cache_dir, run)
     check_memory(config, data.spatial_dims, len(image_condition_names(data.anatomy_names, config.model.use_anatomy,
-                                                                      *data.prior_inputs)))
+                                                                      *data.prior_inputs)) + uses_forecast(config))
     lock = open_run_folder(run, config, resume, overwrite, cohort)
     try:
         return _fit(run, cohort, config, resume, cache_dir, data, callbacks)
@@ -95,9 +98,9 @@ def _fit(run: RunFolder, cohort: str | Path, config: Config, resume: bool, cache
     if _is_rank_zero():
         run.cohort_json.write_text(json.dumps(cohort_fingerprint(cohort), indent=2) + "\n", encoding="utf-8")
         write_preprocessing_report(data.preprocessed, run.preprocessing_json)
-    layout = model_layout(data, config)
     if config.data.smoothing != "none":
         print(data.smoothing_note, flush=True)
+    layout = model_layout(data, config, prepare_forecast(data, config))
     residual = config.training.stage == "diffusion" and config.diffusion.residual == "regression"
     mean_run = _residual_mean(run, cohort, config, cache_dir) if residual else None
     budget = residual_budget(config, diffusion=True) if residual else config
@@ -175,12 +178,18 @@ def load_residual_mean(net: torch.nn.Module, mean_run: RunFolder) -> None:
     net.mean.eval()
 
 
-def model_layout(data: CohortDataModule, config: Config) -> ModelLayout:
-    """What the network's inputs are, read off the data module."""
+def model_layout(data: CohortDataModule, config: Config, forecast: ForecastSets | None = None) -> ModelLayout:
+    """What the network's inputs are, read off the data module; ``forecast``: the mechanistic forecast's fitted
+    sets (diffusion.residual=mechanistic, training/forecast.py), whose channels join the image conditions."""
     spec = data.spec
+    if forecast is None and uses_forecast(config):
+        forecast = prepare_forecast(data, config)
+    names = image_condition_names(data.anatomy_names, config.model.use_anatomy, *data.prior_inputs)
+    if forecast is not None:
+        names = (*names, *forecast_condition_names(forecast.n_classes))
     return ModelLayout(
         spatial_dims=data.spatial_dims,
-        image_condition_names=image_condition_names(data.anatomy_names, config.model.use_anatomy, *data.prior_inputs),
+        image_condition_names=names,
         clinical=tuple(spec.clinical),
         anatomy=data.anatomy_names,
         target_channels=1 + int(config.model.generate_mask),
@@ -189,6 +198,7 @@ def model_layout(data: CohortDataModule, config: Config) -> ModelLayout:
         response_positive=spec.outcomes.response.positive if spec.outcomes.response else None,
         survival_classes=data.survival_classes.to_dict(),
         smoothing_mm=data.smoothing_mm,
+        mechanistic=None if forecast is None else forecast.to_dict(),
     )
 
 

@@ -1,4 +1,4 @@
-"""The mechanistic forecast's solver and fit (evaluation/mechanistic.py) on toy problems made here."""
+"""The mechanistic forecast's solver and fit (data/mechanistic.py) on toy problems made here."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from oncodiff.errors import OncodiffError
-from oncodiff.evaluation import mechanistic as m
+from oncodiff.data import mechanistic as m
 
 
 def disc(shape, center, radius, spacing=None):

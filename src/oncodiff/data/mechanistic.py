@@ -24,6 +24,11 @@ the absolute error), to minimise the in-tumour MAE on the training split's pairs
 pairs carry a class (the run's class label, else the response), each class also gets its own parameters:
 the "given the true class" forecast, an oracle as the diffusion model's true-class row is.
 
+Two users: ``oncodiff evaluate`` scores it as a baseline (evaluation/baselines.py), and
+``diffusion.residual=mechanistic`` conditions the diffusion model on it (training/forecast.py fits the sets on
+the training split and precomputes each sample's forecasts; pipeline/cases.py computes them for the cases
+``predict`` is given, from the :class:`ForecastSets` the export carries).
+
 Nothing here knows how a cohort was made: the model is written from the equations above, not from any
 generator's code.
 """
@@ -36,9 +41,9 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy import ndimage
 
+from oncodiff.data import geometry as _geometry
 from oncodiff.data.geometry import GeometryRecord
 from oncodiff.errors import OncodiffError
-from oncodiff.pipeline import volumes
 
 D_GRID = (0.01, 0.05, 0.25)  # mm^2/day: slow to fast glioma migration (Swanson et al. 2000 report 0.0013 to 0.3)
 RHO_GRID = (0.0, 0.01, 0.03, 0.1)  # 1/day: no proliferation to doubling in about a week
@@ -78,9 +83,9 @@ class GrowthParameters:
 
 
 def crop_spacing(geometry: GeometryRecord, ndim: int) -> tuple[float, ...]:
-    """The mm per voxel along each of a crop's ``ndim`` array axes (pipeline.volumes.crop_spacing's first ``ndim``),
+    """The mm per voxel along each of a crop's ``ndim`` array axes (data.geometry.crop_spacing's first ``ndim``),
     kept above zero for the stability bound."""
-    return tuple(max(s, 1e-6) for s in volumes.crop_spacing(geometry)[:ndim])
+    return tuple(max(s, 1e-6) for s in _geometry.crop_spacing(geometry)[:ndim])
 
 
 def diffusivity_weights(anatomy: np.ndarray, names: Sequence[str], tumour: np.ndarray) -> np.ndarray:
@@ -325,3 +330,78 @@ def subsample(n: int, limit: int = MAX_FIT_CASES, seed: int = FIT_SEED) -> np.nd
     if n <= limit:
         return np.arange(n)
     return np.sort(np.random.default_rng(seed).choice(n, limit, replace=False))
+
+
+MIN_CLASS_CASES = 3  # training pairs a class needs for parameters of its own
+
+
+def fit_sets(data: FitData, labels: np.ndarray | None = None, min_class_cases: int = MIN_CLASS_CASES,
+             progress=None) -> tuple[GrowthParameters, dict[int, GrowthParameters]]:
+    """The outcome-unknown parameter set (every pair of ``data``) and one per class of ``labels`` (B,) (-1 unknown)
+    that has at least ``min_class_cases`` pairs: the grid, then :func:`refine` from its best point. ``progress``:
+    called with each diffusivity of the grid once it is simulated."""
+    changes = grid_changes(data, progress=progress)
+    overall = refine(data, fit_parameters(data, changes))
+    per_class = {}
+    if labels is not None:
+        labels = np.asarray(labels)
+        for k in np.unique(labels):
+            if k >= 0 and (labels == k).sum() >= min_class_cases:
+                rows_k = np.flatnonzero(labels == k).tolist()
+                per_class[int(k)] = refine(data, fit_parameters(data, changes, rows_k), rows_k)
+    return overall, per_class
+
+
+@dataclass(frozen=True)
+class ForecastSets:
+    """The parameter sets a model conditioned on the forecast was trained with (diffusion.residual=mechanistic):
+    the outcome-unknown set and one per class (a class with too few training pairs uses the outcome-unknown set),
+    what they were fitted on, and the CPU time of the fit and of the training samples' forecasts; stored in the
+    export's layout so that ``predict`` forecasts with the same parameters."""
+
+    unknown: GrowthParameters
+    per_class: dict[int, GrowthParameters]
+    n_classes: int
+    anatomy: tuple[str, ...]
+    class_key: str | None
+    fitted_on: str
+    cpu_seconds: float
+
+    def channel_parameters(self) -> list[GrowthParameters]:
+        """The parameters of each forecast channel: 0 the outcome unknown, 1 + k class k."""
+        return [self.unknown, *(self.per_class.get(k, self.unknown) for k in range(self.n_classes))]
+
+    def to_dict(self) -> dict:
+        return {"unknown": self.unknown.to_dict(), "per_class": {str(k): p.to_dict() for k, p in self.per_class.items()},
+                "n_classes": self.n_classes, "anatomy": list(self.anatomy), "class_key": self.class_key,
+                "fitted_on": self.fitted_on, "cpu_seconds": self.cpu_seconds}
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> ForecastSets:
+        return cls(GrowthParameters(**raw["unknown"]),
+                   {int(k): GrowthParameters(**p) for k, p in raw.get("per_class", {}).items()},
+                   int(raw["n_classes"]), tuple(raw.get("anatomy", ())), raw.get("class_key"),
+                   str(raw.get("fitted_on", "")), float(raw.get("cpu_seconds", 0.0)))
+
+
+def forecast_channels(denoised: np.ndarray, tumour: np.ndarray, anatomy: np.ndarray, names: Sequence[str],
+                      days: np.ndarray, spacings: Sequence[tuple[float, ...]], sets: ForecastSets,
+                      chunk: int = 256) -> np.ndarray:
+    """(B, 1 + K, *S) float32: each case's forecast under each channel's parameters
+    (:meth:`ForecastSets.channel_parameters`), ``chunk`` cases at a time; a set shared by several channels is
+    simulated once."""
+    denoised = np.asarray(denoised, np.float32)
+    parameters = sets.channel_parameters()
+    out = np.empty((len(denoised), len(parameters), *denoised.shape[1:]), np.float32)
+    for start in range(0, len(denoised), chunk):
+        rows = slice(start, min(start + chunk, len(denoised)))
+        n = rows.stop - rows.start
+        done: dict[GrowthParameters, int] = {}
+        for j, p in enumerate(parameters):
+            if p in done:
+                out[rows, j] = out[rows, done[p]]
+                continue
+            out[rows, j] = forecast(denoised[rows], np.asarray(tumour)[rows], np.asarray(anatomy)[rows], names,
+                                    np.asarray(days)[rows], spacings[rows], [p] * n)
+            done[p] = j
+    return out
