@@ -57,8 +57,12 @@ from benchmarks.volumetric import (
 FAMILIES = ("brain", "glioma")
 TRAIN_SETS = ("brain", "glioma", "both")
 ROUTES = {"default": [], "mechanistic": ["diffusion.residual=mechanistic"],
+          "whitestripe": ["data.normalization=whitestripe"],
           "3d": CANDIDATE_ROUTES["3D patches 32^3, light network"]}
-SAME_STEPS_AS = {"mechanistic": "default"}  # a route whose step costs its base's (one more input channel): its probe
+SAME_STEPS_AS = {"mechanistic": "default", "whitestripe": "default"}
+STEP_NOTES = {"mechanistic": "the same network with one more input channel, so the same steps; the forecast's fit is "
+                             "timed on its own",
+              "whitestripe": "the same network on differently normalised crops, so the same steps"}  # routes whose step costs their base's: its probe
 SPREAD_MARGIN = 4  # voxels around the baseline tumour: the box the spread-skill ratio is pooled over (image_metrics')
 REFERENCES = ("identity", "denoised identity")
 
@@ -85,8 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     for route, base in SAME_STEPS_AS.items():
         if route in args.routes and route not in results["speed"]:
             results["speed"][route] = {**results["speed"][base], "overrides": ROUTES[route],
-                                       "note": f"{base}'s probe: the same network with one more input channel, so "
-                                               f"the same steps; the forecast's fit is timed on its own"}
+                                       "note": f"{base}'s probe: " + STEP_NOTES[route]}
             _save(out, results)
     if args.rescore:  # score the kept predictions again (new columns): nothing is trained or predicted again
         for key, run in results.get("runs", {}).items():
@@ -149,9 +152,10 @@ def _parser() -> argparse.ArgumentParser:
                         "(the issue's 20 and 60 are options)")
     parser.add_argument("--train-sets", nargs="+", default=list(TRAIN_SETS), choices=TRAIN_SETS)
     parser.add_argument("--routes", nargs="+", default=["default", "regression"],
-                        choices=["default", "mechanistic", "regression", "3d"],
+                        choices=["default", "mechanistic", "whitestripe", "regression", "3d"],
                         help="default: the 2.5D tumour-slice route; mechanistic: the same with "
-                             "diffusion.residual=mechanistic (the same steps); regression: the default's regression "
+                             "diffusion.residual=mechanistic (the same steps); whitestripe: the same with data.normalization="
+                             "=whitestripe (tissue-referenced, not moved by the tumour); regression: the default's regression "
                              "U-Net (same steps); 3d: the light 3D patch route")
     parser.add_argument("--samples", type=int, default=4)
     parser.add_argument("--workers", type=int, default=2, help="processes for synthesising the cohorts")
