@@ -3,7 +3,8 @@
 One command:
 
     python -m benchmarks.crossfamily --out OUT [--budgets 5 [20 60]] [--patients 48 --test-patients 16]
-                                     [--routes default mechanistic regression 3d] [--samples 4] [--rescore]
+                                     [--routes default mechanistic whitestripe regression 3d] [--samples 4]
+                                     [--truth-scale own|tissue|clean] [--rescore]
 
 1. Cohorts, 3D, ``--acquisition clinical``: for each family (``brain``: brain.py's model; ``glioma``: glioma.py's
    anisotropic reaction-diffusion family, written independently) a training cohort and a test cohort of other
@@ -14,12 +15,15 @@ One command:
 3. For each budget and training set (brain, glioma, both): the default route (the demo preset, nothing else:
    the 2.5D tumour-slice route is chosen automatically), the regression U-Net (the same steps, its own
    network, run's splits), optionally the default route conditioned on the mechanistic forecast (``--routes
-   mechanistic``: ``diffusion.residual=mechanistic``, the same steps; its fit's CPU time is reported beside them)
-   and the light 3D patch route (``--routes 3d``); each predicts both test
+   mechanistic``: ``diffusion.residual=mechanistic``, the same steps; its fit's CPU time is reported beside them),
+   the default route on whitestripe-normalised crops (``--routes whitestripe``: ``data.normalization=whitestripe``,
+   tissue-referenced where percentiles move with the tumour) and the light 3D patch route (``--routes 3d``); each predicts both test
    cohorts whole, with the outcome unknown (the class prior) and given each patient's true response class
    (``--set response=CLASS`` per class group).
 4. Scoring, as benchmarks/volumetric.py (its TestTruth): each follow-up as acquired, brought onto its baseline
-   through the synthetic truth's rigid transform, normalised by its own percentiles. In-tumour (baseline GTV)
+   through the synthetic truth's rigid transform, normalised by its own percentiles (``--truth-scale own``; or
+   ``tissue``, or ``clean``: the truth behind it at the baseline's gain, which no normalisation choice favours).
+   In-tumour (baseline GTV)
    MAE and SSIM; references: identity (post = pre) and the denoised identity (the baseline smoothed by the
    Gaussian chosen by in-tumour MAE on the *test family's own training cohort*: the strongest blur that family
    allows, the same for every training set). Paired per-patient differences with a patient bootstrap 95 %
@@ -54,14 +58,26 @@ from oncodiff.runs import RunFolder
 from oncodiff.training.step_cost import cpu_seconds_per_step
 
 from benchmarks.volumetric import (
-    CANDIDATE_ROUTES, COMMON, TestTruth, cohort_subset, denoising_sigma, paired_patient_differences,
+    CANDIDATE_ROUTES, COMMON, TRUTH_SCALES, TestTruth, cohort_subset, denoising_sigma, paired_patient_differences,
 )
 
 FAMILIES = ("brain", "glioma")
 TRAIN_SETS = ("brain", "glioma", "both")
 ROUTES = {"default": [], "mechanistic": ["diffusion.residual=mechanistic"],
+          "whitestripe": ["data.normalization=whitestripe"],
           "3d": CANDIDATE_ROUTES["3D patches 32^3, light network"]}
-SAME_STEPS_AS = {"mechanistic": "default"}  # a route whose step costs its base's (one more input channel): its probe
+SAME_STEPS_AS = {"mechanistic": "default", "whitestripe": "default"}
+STEP_NOTES = {"mechanistic": "the same network with one more input channel, so the same steps; the forecast's fit is "
+                             "timed on its own",
+              "whitestripe": "the same network on differently normalised crops, so the same steps"}  # routes whose step costs their base's: its probe
+TRUTH_SCALE_WORDS = {
+    "own": "own (each follow-up as acquired, normalised by its own 0.5th and 99.5th percentiles; the baseline and "
+           "every prediction by the baseline's).",
+    "tissue": "tissue (each follow-up as acquired, mapped onto its baseline's raw scale by background and "
+              "normal-tissue mode, then normalised as the baseline is).",
+    "clean": "clean (not the acquired follow-up: the synthetic truth behind it, without noise, bias field or "
+             "misalignment, at the baseline's recorded gain and offset, normalised as the baseline is).",
+}
 SPREAD_MARGIN = 4  # voxels around the baseline tumour: the box the spread-skill ratio is pooled over (image_metrics')
 REFERENCES = ("identity", "denoised identity")
 
@@ -75,7 +91,11 @@ def main(argv: list[str] | None = None) -> int:
     results = _results(out, args.reuse)
     cohorts = _cohorts(args, out)
     results["cohorts"] = {k: str(v) for k, v in cohorts.items()}
-    truths = {family: TestTruth(cohorts[f"{family}_test"]) for family in FAMILIES}
+    if results.get("truth_scale", "own") != args.truth_scale and results.get("runs") and not args.rescore:
+        raise SystemExit(f"{out / 'results.json'} was scored with --truth-scale {results.get('truth_scale', 'own')}: "
+                         f"add --rescore to score its kept predictions with {args.truth_scale} instead")
+    results["truth_scale"] = args.truth_scale
+    truths = {family: TestTruth(cohorts[f"{family}_test"], args.truth_scale) for family in FAMILIES}
     if "denoised_sigma_mm" not in results:
         results["denoised_sigma_mm"] = {family: denoising_sigma(cohorts[f"{family}_train"]) for family in FAMILIES}
     sigmas = results["denoised_sigma_mm"]
@@ -124,8 +144,7 @@ def _speeds(results: dict, args, cohorts: dict[str, Path], out: Path) -> None:
     for route, base in SAME_STEPS_AS.items():
         if route in args.routes and route not in results["speed"]:
             results["speed"][route] = {**results["speed"][base], "overrides": ROUTES[route],
-                                       "note": f"{base}'s probe: the same network with one more input channel, so "
-                                               f"the same steps; the forecast's fit is timed on its own"}
+                                       "note": f"{base}'s probe: " + STEP_NOTES[route]}
             _save(out, results)
 
 
@@ -163,11 +182,17 @@ def _parser() -> argparse.ArgumentParser:
                         "(the issue's 20 and 60 are options)")
     parser.add_argument("--train-sets", nargs="+", default=list(TRAIN_SETS), choices=TRAIN_SETS)
     parser.add_argument("--routes", nargs="+", default=["default", "regression"],
-                        choices=["default", "mechanistic", "regression", "3d"],
+                        choices=["default", "mechanistic", "whitestripe", "regression", "3d"],
                         help="default: the 2.5D tumour-slice route; mechanistic: the same with "
-                             "diffusion.residual=mechanistic (the same steps); regression: the default's regression "
+                             "diffusion.residual=mechanistic (the same steps); whitestripe: the same with data.normalization="
+                             "=whitestripe (tissue-referenced, not moved by the tumour); regression: the default's regression "
                              "U-Net (same steps); 3d: the light 3D patch route")
     parser.add_argument("--samples", type=int, default=4)
+    parser.add_argument("--truth-scale", default="own", choices=TRUTH_SCALES,
+                        help="the follow-ups' intensity scale: own (each scan by its own percentiles, as a user "
+                             "would normalise it); tissue (mapped onto its baseline's scale by background and "
+                             "normal-tissue mode); clean (the synthetic truth behind it at the baseline's gain: no "
+                             "normalisation choice, no noise); see benchmarks/volumetric.py TestTruth")
     parser.add_argument("--workers", type=int, default=2, help="processes for synthesising the cohorts")
     parser.add_argument("--merge", nargs="+", help="only merge these results.json files into OUT's table")
     parser.add_argument("--note", action="append", default=[], help="with --merge: a line for the table's header "
@@ -410,6 +435,7 @@ def _table(results: dict) -> str:
     lines = ["# Cross-family transfer: 3D clinically acquired cohorts, brain (brain.py) and glioma (glioma.py)", "",
              f"Command: `{results.get('command')}`", "",
              f"Machine: {results.get('machine', 'not recorded')}.", "",
+             f"Truth scale: {TRUTH_SCALE_WORDS[results.get('truth_scale', 'own')]}", "",
              "Cohorts (3D, clinical acquisition): " + ", ".join(
                  f"{name} {_patients(path)} patients" for name, path in results.get("cohorts", {}).items()) + ".", "",
              *[line for note in results.get("notes", []) for line in (note, "")],

@@ -57,6 +57,7 @@ CANDIDATE_ROUTES = {  # name: config overrides on top of the demo preset
 }
 COMMON = ["data.test_fraction=0", "sampling.calibrate=false", "training.max_minutes=null"]
 NORMALISATION = DataConfig()  # percentile normalisation, as preprocessing applies to MRI
+TRUTH_SCALES = ("own", "tissue", "clean")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -153,7 +154,17 @@ def _cpu_seconds_per_step(cohort: Path, overrides: list[str], cache: Path) -> di
 class TestTruth:
     """The test cohort's follow-ups in their baselines' space and units, independently of the pipeline."""
 
-    def __init__(self, cohort: Path):
+    def __init__(self, cohort: Path, scale: str = "own"):
+        """``scale``: how a follow-up's intensities are put on a common scale with its baseline's. ``own``: each
+        scan normalised by its own percentiles (its top percentile often lies in the enhancing tumour, so it
+        moves with the response); ``tissue``: the follow-up mapped onto the baseline's raw scale by its
+        background and normal-tissue mode (:func:`tissue_match`), then normalised as the baseline is;
+        ``clean``: not the acquired follow-up but the synthetic truth behind it (no noise, bias field or
+        misalignment) at the baseline's recorded gain and offset, normalised as the baseline is: the one
+        scale that no normalisation heuristic chooses."""
+        if scale not in TRUTH_SCALES:
+            raise ValueError(f"unknown truth scale {scale!r}; choose one of {', '.join(TRUTH_SCALES)}")
+        self.scale = scale
         self.root = cohort
         self.scans = pd.read_csv(cohort / "scans.csv", dtype=str)
         truth = pd.read_csv(cohort / "truth" / "scans.csv", dtype=str)
@@ -177,11 +188,35 @@ class TestTruth:
         world_map = np.array([float(v) for v in meta["world_map"].split()]).reshape(4, 4)
         grid = Grid(baseline.affine, baseline.shape)
         aligned = sample(acquired.array, acquired.affine, grid, order=1, world_map=world_map)
-        normalised = fit_intensity(acquired.array, "percentile", NORMALISATION).apply(aligned)
+        if self.scale in ("tissue", "clean"):
+            raw_baseline = read_image(self.root / self.scans[(self.scans["patient_id"] == patient)
+                                                             & (self.scans["timepoint"] == "pre")].iloc[0]["image"])
+            baseline_transform = fit_intensity(raw_baseline.array, "percentile", NORMALISATION)
+        if self.scale == "tissue":
+            normalised = baseline_transform.apply(tissue_match(acquired.array, raw_baseline.array)(aligned))
+        elif self.scale == "clean":
+            pre = self.truth.loc[(patient, "pre")]
+            underlying = read_image(self.root / meta["truth_image"]).array.astype(np.float32)
+            normalised = baseline_transform.apply(float(pre["gain"]) * underlying + float(pre["offset"]))
+        else:
+            normalised = fit_intensity(acquired.array, "percentile", NORMALISATION).apply(aligned)
         clean = read_image(self.root / meta["truth_image"]).array
         clean = fit_intensity(clean, "percentile", NORMALISATION).apply(clean)
         mask = read_image(self.root / meta["truth_mask"]).array > 0
         return {"image": normalised, "clean": clean, "mask": mask}
+
+
+def tissue_match(source: np.ndarray, reference: np.ndarray):
+    """The affine map of raw intensities that takes ``source``'s background (its 0.5th percentile) and its
+    foreground's histogram mode (normal tissue: white matter on T1, as WhiteStripe finds it) onto
+    ``reference``'s: two landmarks that a tumour's change leaves in place, unlike a top percentile."""
+    def landmarks(values: np.ndarray) -> tuple[float, float]:
+        mode = fit_intensity(values, "whitestripe", NORMALISATION).offset
+        return float(np.percentile(values, NORMALISATION.percentiles[0])), mode
+
+    (s0, s1), (r0, r1) = landmarks(source), landmarks(reference)
+    gain = (r1 - r0) / (s1 - s0) if abs(s1 - s0) > 1e-6 else 1.0
+    return lambda values: (np.asarray(values, np.float32) - np.float32(s0)) * np.float32(gain) + np.float32(r0)
 
 
 def denoising_sigma(train_cohort: Path) -> float:
