@@ -94,6 +94,10 @@ def main(argv: list[str] | None = None) -> int:
     if results.get("truth_scale", "own") != args.truth_scale and results.get("runs") and not args.rescore:
         raise SystemExit(f"{out / 'results.json'} was scored with --truth-scale {results.get('truth_scale', 'own')}: "
                          f"add --rescore to score its kept predictions with {args.truth_scale} instead")
+    if results.get("truth_scale", "own") != args.truth_scale:  # no run keeps a score on the other scale
+        for run in results.get("runs", {}).values():
+            if run.pop("scores", None) is not None:
+                run["rescored"] = True
     results["truth_scale"] = args.truth_scale
     truths = {family: TestTruth(cohorts[f"{family}_test"], args.truth_scale) for family in FAMILIES}
     if "denoised_sigma_mm" not in results:

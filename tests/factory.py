@@ -104,6 +104,17 @@ def edit_yaml(root: str | Path, /, **changes: object) -> None:
     path.write_text(yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")
 
 
+def train_tiny(root: Path, overrides: list[str], n_patients: int) -> dict:
+    """A tiny 2D cohort of ``n_patients`` under ``root`` and a demo-preset run trained on it with ``overrides``:
+    {"root", "cohort", "run", "cache"} (a module fixture's result)."""
+    from oncodiff.config import load_config
+    from oncodiff.training import train
+
+    cohort = write_cohort(root / "cohort", n_patients=n_patients, dims=2, shape=(28, 24))
+    run = train(cohort, load_config("demo", overrides), root / "run", cache_dir=root / "cache")
+    return {"root": root, "cohort": cohort, "run": run, "cache": root / "cache"}
+
+
 def load_benchmark(name: str) -> ModuleType:
     """benchmarks/NAME.py as the module ``benchmarks.NAME`` (the repository root is on pytest's pythonpath)."""
     return importlib.import_module(f"benchmarks.{name}")

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from factory import TINY_MODEL, write_cohort
+from factory import TINY_MODEL, train_tiny, write_cohort
 from oncodiff.cohort import read_image, write_image
 from oncodiff.config import load_config
 from oncodiff.data import CohortDataModule, mechanistic
@@ -27,7 +27,6 @@ from oncodiff.pipeline.export import load_export
 from oncodiff.pipeline.predict import case_conditions, predictions_from_generated
 from oncodiff.pipeline.sampling import draw_samples, sample_generators
 from oncodiff.runs import RunFolder
-from oncodiff.training import train
 from oncodiff.training.forecast import fit_forecast
 
 TINY = [*TINY_MODEL, "training.max_steps=4", "training.samples_per_epoch=8", "training.batch_size=4",
@@ -39,10 +38,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    root = tmp_path_factory.mktemp("mechanistic_residual")
-    cohort = write_cohort(root / "cohort", n_patients=8, dims=2, shape=(28, 24))
-    run = train(cohort, load_config("demo", TINY), root / "run", cache_dir=root / "cache")
-    return {"root": root, "cohort": cohort, "run": run, "cache": root / "cache"}
+    return train_tiny(tmp_path_factory.mktemp("mechanistic_residual"), TINY, n_patients=8)
 
 
 def test_the_config_option_and_its_refusals():

@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from factory import write_cohort
+from factory import train_tiny
 from oncodiff.config import load_config
 from oncodiff.diffusion import NoiseSchedule, make_sampler, randn_per_element, sample
 from oncodiff.errors import ConfigError
@@ -21,7 +21,6 @@ from oncodiff.pipeline.export import load_export
 from oncodiff.pipeline.predict import case_conditions
 from oncodiff.pipeline.sampling import draw_samples, regress, sample_generators
 from oncodiff.runs import RunFolder
-from oncodiff.training import train
 
 TINY = ["model.channels=[8,16]", "model.attention_levels=[false,true]", "model.norm_num_groups=8",
         "model.num_head_channels=8", "model.token_dim=16", "training.max_steps=4", "training.samples_per_epoch=8",
@@ -33,10 +32,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    root = tmp_path_factory.mktemp("residual")
-    cohort = write_cohort(root / "cohort", n_patients=6, dims=2, shape=(28, 24))
-    run = train(cohort, load_config("demo", TINY), root / "run", cache_dir=root / "cache")
-    return {"root": root, "cohort": cohort, "run": run, "cache": root / "cache"}
+    return train_tiny(tmp_path_factory.mktemp("residual"), TINY, n_patients=6)
 
 
 def test_the_regression_trains_first_on_its_share_and_the_export_carries_both(trained):
