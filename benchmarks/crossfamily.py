@@ -495,7 +495,12 @@ def _forecast_lines(run: dict) -> list[str]:
 def _merge(paths: list[str], out: Path, notes: list[str] = ()) -> int:
     """One results.json and table.md from runs that trained different sets on the same cohorts."""
     parts = [json.loads(Path(p).read_text(encoding="utf-8")) for p in paths]
+    scales = {p.get("truth_scale", "own") for p in parts}
+    if len(scales) > 1:
+        raise SystemExit(f"--merge: the runs were scored on different truth scales ({', '.join(sorted(scales))}); "
+                         "rescore them on one (--rescore --truth-scale SCALE) first")
     results = {"command": " ; ".join(p["command"] for p in parts), "cohorts": parts[0].get("cohorts"),
+               "truth_scale": scales.pop(),
                "machine": parts[0].get("machine") or machine(), "notes": list(notes),
                "denoised_sigma_mm": parts[0]["denoised_sigma_mm"], "speed": parts[0]["speed"],
                "runs": {k: v for p in parts for k, v in p.get("runs", {}).items()}}
