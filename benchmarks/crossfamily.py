@@ -91,14 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     results = _results(out, args.reuse)
     cohorts = _cohorts(args, out)
     results["cohorts"] = {k: str(v) for k, v in cohorts.items()}
-    if results.get("truth_scale", "own") != args.truth_scale and results.get("runs") and not args.rescore:
-        raise SystemExit(f"{out / 'results.json'} was scored with --truth-scale {results.get('truth_scale', 'own')}: "
-                         f"add --rescore to score its kept predictions with {args.truth_scale} instead")
-    if results.get("truth_scale", "own") != args.truth_scale:  # no run keeps a score on the other scale
-        for run in results.get("runs", {}).values():
-            if run.pop("scores", None) is not None:
-                run["rescored"] = True
-    results["truth_scale"] = args.truth_scale
+    _truth_scale(results, args, out)
     truths = {family: TestTruth(cohorts[f"{family}_test"], args.truth_scale) for family in FAMILIES}
     if "denoised_sigma_mm" not in results:
         results["denoised_sigma_mm"] = {family: denoising_sigma(cohorts[f"{family}_train"]) for family in FAMILIES}
@@ -150,6 +143,19 @@ def _speeds(results: dict, args, cohorts: dict[str, Path], out: Path) -> None:
             results["speed"][route] = {**results["speed"][base], "overrides": ROUTES[route],
                                        "note": f"{base}'s probe: " + STEP_NOTES[route]}
             _save(out, results)
+
+
+def _truth_scale(results: dict, args, out: Path) -> None:
+    """Record --truth-scale; a changed scale needs --rescore, and then no run keeps a score on the other scale."""
+    before = results.get("truth_scale", "own")
+    if before != args.truth_scale and results.get("runs") and not args.rescore:
+        raise SystemExit(f"{out / 'results.json'} was scored with --truth-scale {before}: add --rescore to score "
+                         f"its kept predictions with {args.truth_scale} instead")
+    if before != args.truth_scale:
+        for run in results.get("runs", {}).values():
+            if run.pop("scores", None) is not None:
+                run["rescored"] = True
+    results["truth_scale"] = args.truth_scale
 
 
 def _mark_rescore(results: dict, args) -> None:
