@@ -3,7 +3,7 @@
 One command:
 
     python -m benchmarks.crossfamily --out OUT [--budgets 5 [20 60]] [--patients 48 --test-patients 16]
-                                     [--routes default mechanistic whitestripe regression 3d] [--samples 4]
+                                     [--routes default mechanistic whitestripe tissue regression 3d] [--samples 4]
                                      [--truth-scale own|tissue|clean] [--rescore]
 
 1. Cohorts, 3D, ``--acquisition clinical``: for each family (``brain``: brain.py's model; ``glioma``: glioma.py's
@@ -17,7 +17,9 @@ One command:
    network, run's splits), optionally the default route conditioned on the mechanistic forecast (``--routes
    mechanistic``: ``diffusion.residual=mechanistic``, the same steps; its fit's CPU time is reported beside them),
    the default route on whitestripe-normalised crops (``--routes whitestripe``: ``data.normalization=whitestripe``,
-   tissue-referenced where percentiles move with the tumour) and the light 3D patch route (``--routes 3d``); each predicts both test
+   tissue-referenced where percentiles move with the tumour, but unbounded), the same on tissue-normalised crops
+   (``--routes tissue``: ``data.normalization=tissue``, air and the body's median as anchors, in [0, 1]) and the
+   light 3D patch route (``--routes 3d``); each predicts both test
    cohorts whole, with the outcome unknown (the class prior) and given each patient's true response class
    (``--set response=CLASS`` per class group).
 4. Scoring, as benchmarks/volumetric.py (its TestTruth): each follow-up as acquired, brought onto its baseline
@@ -64,12 +66,13 @@ from benchmarks.volumetric import (
 FAMILIES = ("brain", "glioma")
 TRAIN_SETS = ("brain", "glioma", "both")
 ROUTES = {"default": [], "mechanistic": ["diffusion.residual=mechanistic"],
-          "whitestripe": ["data.normalization=whitestripe"],
+          "whitestripe": ["data.normalization=whitestripe"], "tissue": ["data.normalization=tissue"],
           "3d": CANDIDATE_ROUTES["3D patches 32^3, light network"]}
-SAME_STEPS_AS = {"mechanistic": "default", "whitestripe": "default"}
+SAME_STEPS_AS = {"mechanistic": "default", "whitestripe": "default", "tissue": "default"}
 STEP_NOTES = {"mechanistic": "the same network with one more input channel, so the same steps; the forecast's fit is "
                              "timed on its own",
-              "whitestripe": "the same network on differently normalised crops, so the same steps"}  # routes whose step costs their base's: its probe
+              "whitestripe": "the same network on differently normalised crops, so the same steps",
+              "tissue": "the same network on differently normalised crops, so the same steps"}  # routes whose step costs their base's: its probe
 TRUTH_SCALE_WORDS = {
     "own": "own (each follow-up as acquired, normalised by its own 0.5th and 99.5th percentiles; the baseline and "
            "every prediction by the baseline's).",
@@ -192,10 +195,11 @@ def _parser() -> argparse.ArgumentParser:
                         "(the issue's 20 and 60 are options)")
     parser.add_argument("--train-sets", nargs="+", default=list(TRAIN_SETS), choices=TRAIN_SETS)
     parser.add_argument("--routes", nargs="+", default=["default", "regression"],
-                        choices=["default", "mechanistic", "whitestripe", "regression", "3d"],
+                        choices=["default", "mechanistic", "whitestripe", "tissue", "regression", "3d"],
                         help="default: the 2.5D tumour-slice route; mechanistic: the same with "
                              "diffusion.residual=mechanistic (the same steps); whitestripe: the same with data.normalization="
-                             "=whitestripe (tissue-referenced, not moved by the tumour); regression: the default's regression "
+                             "=whitestripe (tissue-referenced, not moved by the tumour, unbounded); tissue: the same with "
+                             "data.normalization=tissue (air and the body's median, in [0, 1]); regression: the default's regression "
                              "U-Net (same steps); 3d: the light 3D patch route")
     parser.add_argument("--samples", type=int, default=4)
     parser.add_argument("--truth-scale", default="own", choices=TRUTH_SCALES,

@@ -84,7 +84,7 @@ def test_n4_removes_a_known_bias_field():
     assert statistics.log_sd > 0.05 and statistics.min_gain < 1.0 < statistics.max_gain
 
 
-@pytest.mark.parametrize("method", ["percentile", "zscore", "nonzero_zscore", "whitestripe"])
+@pytest.mark.parametrize("method", ["percentile", "zscore", "nonzero_zscore", "whitestripe", "tissue"])
 def test_normalisation_maps_two_scans_of_one_anatomy_onto_one_scale(method):
     clean = _head()
     rng = np.random.default_rng(1)
@@ -97,6 +97,27 @@ def test_normalisation_maps_two_scans_of_one_anatomy_onto_one_scale(method):
     assert np.abs(a - b)[inside].mean() < 0.03 * spread
     raw_spread = np.percentile(first[inside], 99) - np.percentile(first[inside], 1)
     assert np.abs(first - second)[inside].mean() > 0.3 * raw_spread  # the test would catch no normalisation
+
+
+def test_tissue_normalisation_is_not_moved_by_the_tumour_and_stays_in_the_unit_range():
+    """A bright lesion the size of 2 % of the scan sets the top percentile; when it shrinks to a point, the
+    percentile scale moves normal tissue, the tissue scale leaves it where it was (and both stay in [0, 1])."""
+    clean = _head()
+    grid = np.indices(clean.shape, dtype=float)
+    centre = np.asarray(clean.shape)[:, None, None, None] / 2 + np.asarray([8, 0, 0])[:, None, None, None]
+    distance = np.sqrt(((grid - centre) ** 2).sum(axis=0))
+    rng = np.random.default_rng(3)
+    scans = [1000 * np.where(distance < radius, 1.6, clean) + 5 * rng.standard_normal(clean.shape)
+             for radius in (7.0, 1.5)]
+    white = (clean > 0.85) & (distance > 9)
+    config = DataConfig()
+    moved = {}
+    for method in ("percentile", "tissue"):
+        before, after = (fit_intensity(x, method, config).apply(x) for x in scans)
+        assert before.min() >= 0 and before.max() <= 1
+        moved[method] = abs(float(before[white].mean() - after[white].mean()))
+    assert moved["tissue"] < 0.01
+    assert moved["percentile"] > 0.05  # the test would catch a tissue scale that moved as the percentile one
 
 
 # ---- a clinical cohort end to end ------------------------------------------------------------------

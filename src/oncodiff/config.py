@@ -61,11 +61,13 @@ class DataConfig(_Section):
         "the tumour on the training split, as the denoised baseline of `oncodiff evaluate` chooses it",
     )
     normalization: Literal[
-        "auto", "percentile", "zscore", "nonzero_zscore", "whitestripe", "ct_window", "none"
+        "auto", "percentile", "zscore", "nonzero_zscore", "whitestripe", "tissue", "ct_window", "none"
     ] = Field(
         "auto", description="per-scan intensity normalisation. auto: ct_window for CT cohorts, percentile otherwise; "
         "nonzero_zscore: z-score of the foreground clipped to data.percentiles (TaDiff); whitestripe: the "
-        "foreground's histogram mode (white matter on T1) and its +-5 % quantile stripe (WhiteStripe-like)"
+        "foreground's histogram mode (white matter on T1) and its +-5 % quantile stripe (WhiteStripe-like, "
+        "unbounded); tissue: in [0, 1], air (the low percentile) at 0 and the foreground's median at 0.4, anchors "
+        "a tumour's change hardly moves"
     )
     percentiles: tuple[float, float] = (0.5, 99.5)
     ct_window: tuple[float, float] = Field((-1000.0, 400.0), description="HU window (low, high) mapped to [0, 1]")

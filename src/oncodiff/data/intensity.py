@@ -16,8 +16,9 @@ import numpy as np
 
 from oncodiff.config import DataConfig
 
-METHODS = ("percentile", "zscore", "nonzero_zscore", "whitestripe", "ct_window", "none")
+METHODS = ("percentile", "zscore", "nonzero_zscore", "whitestripe", "tissue", "ct_window", "none")
 STRIPE_QUANTILE = 0.05  # whitestripe: the stripe is the mode's quantile +- this
+TISSUE_LEVEL = 0.4  # tissue: where the foreground's median (normal tissue) lands in [0, 1]
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,8 @@ def fit_intensity(array: np.ndarray, method: str, config: DataConfig) -> Intensi
         return _nonzero_zscore(values, config.percentiles)
     if method == "whitestripe":
         return _whitestripe(values)
+    if method == "tissue":
+        return _tissue(values, config.percentiles[0])
     if method == "ct_window":
         low, high = config.ct_window
         return IntensityTransform(method, float(low), _positive(high - low), clip=True)
@@ -101,7 +104,8 @@ def _nonzero_zscore(values: np.ndarray, percentiles: tuple[float, float]) -> Int
 
 def _whitestripe(values: np.ndarray) -> IntensityTransform:
     """WhiteStripe-like: the mode of the foreground's histogram (white matter on T1) is 0 and the spread
-    of the voxels within +- 5 % quantile of it is 1 (Shinohara et al. 2014, as `intensity-normalization`)."""
+    of the voxels within +- 5 % quantile of it is 1 (Shinohara et al. 2014, as `intensity-normalization`).
+    Unbounded: a bright tumour lands tens of units above 0, far from the [0, 1] the models expect."""
     from scipy import ndimage
 
     body = foreground(values)
@@ -113,6 +117,18 @@ def _whitestripe(values: np.ndarray) -> IntensityTransform:
     stripe = body[(body >= low) & (body <= high)]
     return IntensityTransform("whitestripe", mode, _positive(float(stripe.std()) if stripe.size > 1 else 0.0),
                               clip=False)
+
+
+def _tissue(values: np.ndarray, low_percentile: float) -> IntensityTransform:
+    """Tissue-referenced, in [0, 1]: the scan's low percentile (air) is 0 and the median of the foreground
+    (the body above Otsu's threshold) is TISSUE_LEVEL, so up to 2.5 times that height above air fits before the
+    clip. Unlike the top percentile, neither anchor moves much when the tumour (often the brightest tissue)
+    shrinks, grows or is flattened by N4: a lesion of f % of the body moves the median's rank by at most f %.
+    The median, not the histogram's mode: where two tissues are about as common (grey and white matter), a
+    lesion that displaces one of them flips the mode from one to the other."""
+    low = float(np.percentile(values, low_percentile))
+    middle = float(np.median(foreground(values)))
+    return IntensityTransform("tissue", low, _positive((middle - low) / TISSUE_LEVEL), clip=True)
 
 
 def _positive(scale: float) -> float:
