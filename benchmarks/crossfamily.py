@@ -71,8 +71,8 @@ ROUTES = {"default": [], "mechanistic": ["diffusion.residual=mechanistic"],
 SAME_STEPS_AS = {"mechanistic": "default", "whitestripe": "default", "tissue": "default"}
 STEP_NOTES = {"mechanistic": "the same network with one more input channel, so the same steps; the forecast's fit is "
                              "timed on its own",
-              "whitestripe": "the same network on differently normalised crops, so the same steps",
-              "tissue": "the same network on differently normalised crops, so the same steps"}  # routes whose step costs their base's: its probe
+              **dict.fromkeys(("whitestripe", "tissue"),
+                              "the same network on differently normalised crops, so the same steps")}  # routes whose step costs their base's: its probe
 TRUTH_SCALE_WORDS = {
     "own": "own (each follow-up as acquired, normalised by its own 0.5th and 99.5th percentiles; the baseline and "
            "every prediction by the baseline's).",
