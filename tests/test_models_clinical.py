@@ -141,3 +141,34 @@ def test_fourier_features_known_values_and_days_embedding_shape():
     out = embedding(torch.tensor([0.0, 42.0, 365.0]))
     assert out.shape == (3, 32)
     assert not torch.allclose(out[0], out[1])
+
+
+def test_days_embedding_without_short_periods_ignores_them_and_loads_earlier_weights():
+    """model.day_min_period: features with a shorter period are zeroed, so the embedding of a day is that of the
+    same features without them; a day one 23-day cycle later (what only the shortest period tells apart) differs
+    from the full embedding's view but moves the smooth one only a little; the layer keeps its shape."""
+    torch.manual_seed(0)
+    full, smooth = DaysEmbedding(32), DaysEmbedding(32, min_period_days=365.0)
+    smooth.load_state_dict(full.state_dict())  # strict: the same tensors, so earlier checkpoints load
+    assert smooth.feature_mask.tolist() == [1.0] + ([1.0] * 4 + [0.0] * 4) * 2  # periods 8, 4, 2, 1 years kept
+    days = torch.tensor([120.0, 140.0])
+    features = fourier_features(days / 365.0)
+    features[:, 5:9] = 0.0  # sin of the periods under a year
+    features[:, 13:17] = 0.0  # their cos
+    torch.testing.assert_close(smooth(days), full.mlp(features))
+    assert not torch.allclose(full(days), full.mlp(features))
+    step_full = (full(days[:1]) - full(days[1:])).abs().mean()
+    step_smooth = (smooth(days[:1]) - smooth(days[1:])).abs().mean()
+    assert step_smooth < step_full
+    with pytest.raises(ValueError, match="min_period_days"):
+        DaysEmbedding(32, min_period_days=-1.0)
+
+
+def test_day_min_period_reaches_the_denoiser_from_the_config():
+    from oncodiff.config import load_config
+    from oncodiff.models.factory import ModelLayout, build_network
+
+    layout = ModelLayout(spatial_dims=2, image_condition_names=("pre",), clinical=VARIABLES, crop_size=(32, 32))
+    for preset_value, overrides in ((0.0, []), (365.0, ["model.day_min_period=365"])):
+        network = build_network(load_config("demo", overrides), layout)
+        assert network.days_embedding.min_period_days == preset_value

@@ -213,6 +213,12 @@ class ModelConfig(_Section):
         "(trains the clinical-unconditional model for classifier-free guidance)",
     )
     use_days: bool = Field(True, description="condition on days since baseline (continuous embedding)")
+    day_min_period: float = Field(
+        0.0, ge=0.0, description="days embedding: leave out the Fourier features with a period shorter than this "
+        "many days (0 = all, from 8 years down to 23 days). With a few scheduled follow-up days, short periods give "
+        "each scheduled day its own code, and a day between or beyond them (another cohort's schedule) an "
+        "arbitrary one; 365 keeps the embedding smooth over a year",
+    )
     prompt_tokens: bool = Field(
         False,
         description="NAC prompt tuning: the days (time point) and the class label enter as learned tokens of the "

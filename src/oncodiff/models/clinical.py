@@ -164,12 +164,12 @@ class PromptTokens(nn.Module):
     code, i.e. an embedding table followed by SiLU and a linear layer.
     """
 
-    def __init__(self, token_dim: int, days: bool, n_class_embeddings: int):
+    def __init__(self, token_dim: int, days: bool, n_class_embeddings: int, day_min_period: float = 0.0):
         super().__init__()
         if token_dim < 1 or n_class_embeddings < 0 or not (days or n_class_embeddings):
             raise ValueError(f"PromptTokens: token_dim={token_dim} must be >= 1 and at least one factor is needed "
                              f"(days={days}, n_class_embeddings={n_class_embeddings})")
-        self.days = DaysEmbedding(token_dim) if days else None
+        self.days = DaysEmbedding(token_dim, min_period_days=day_min_period) if days else None
         self.class_mlp = nn.Sequential(
             nn.Embedding(n_class_embeddings, token_dim), nn.SiLU(), nn.Linear(token_dim, token_dim)
         ) if n_class_embeddings else None

@@ -54,7 +54,8 @@ class ControlNetBranch(nn.Module):
         self.controlnet = ControlNet(**arguments, conditioning_embedding_in_channels=control_channels,
                                      conditioning_embedding_num_channels=embedding_channels)
         days = denoiser.days_embedding
-        self.days_embedding = DaysEmbedding(days.mlp[-1].out_features, days.n_frequencies) if days is not None else None
+        self.days_embedding = (DaysEmbedding(days.mlp[-1].out_features, days.n_frequencies, days.min_period_days)
+                               if days is not None else None)
 
     def copy_from(self, denoiser: ConditionalDenoiser) -> list[str]:
         """Start from the denoiser's weights (the ControlNet recipe): every UNet tensor with a counterpart, and the

@@ -110,6 +110,7 @@ class ConditionalDenoiser(nn.Module, PixelSpace):
         class_dropout: float = 0.15,
         clinical_dropout: float = 0.0,
         use_days: bool = True,
+        day_min_period: float = 0.0,
         prompt_tokens: bool = False,
         drift_head: str = "none",
     ):
@@ -151,8 +152,10 @@ class ConditionalDenoiser(nn.Module, PixelSpace):
             )
         self.prompt_tokens = None
         if prompt_tokens and (use_days or self.n_classes):
-            self.prompt_tokens = PromptTokens(token_dim, use_days, self.n_classes + 1 if self.n_classes else 0)
-        self.days_embedding = DaysEmbedding(time_embed_dim) if use_days and not prompt_tokens else None
+            self.prompt_tokens = PromptTokens(token_dim, use_days, self.n_classes + 1 if self.n_classes else 0,
+                                              day_min_period)
+        self.days_embedding = (DaysEmbedding(time_embed_dim, min_period_days=day_min_period)
+                               if use_days and not prompt_tokens else None)
         self.unet = self._build_unet()
         self.drift_head = (
             DecoupledDriftHead(spatial_dims, self.channels[0], norm_num_groups) if drift_head == "decoupled" else None

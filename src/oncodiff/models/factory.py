@@ -60,8 +60,8 @@ class ModelLayout:
 
 
 DENOISER_FIELDS = ("channels", "attention_levels", "num_res_blocks", "num_head_channels", "norm_num_groups", "token_dim",
-                   "cbi_lambda", "class_label", "class_dropout", "clinical_dropout", "use_days", "prompt_tokens",
-                   "drift_head")  # ModelConfig fields that ConditionalDenoiser takes under the same name
+                   "cbi_lambda", "class_label", "class_dropout", "clinical_dropout", "use_days", "day_min_period",
+                   "prompt_tokens", "drift_head")  # ModelConfig fields that ConditionalDenoiser takes under the same name
 
 
 def denoiser_arguments(model: ModelConfig) -> dict[str, Any]:
