@@ -66,3 +66,16 @@ def test_missing_damaged_and_foreign_exports_are_clear_errors(exported, tmp_path
     weights.write_bytes(weights.read_bytes()[:-100])  # truncated
     with pytest.raises(OncodiffError, match=str(weights.name)):
         load_export(run.root, device="cpu")
+
+
+def test_the_layout_keeps_the_training_days_and_says_when_a_day_lies_outside_them():
+    from dataclasses import replace
+
+    layout = replace(LAYOUT, training_days=(60.0, 120.0))
+    assert ModelLayout.from_dict(layout.to_dict()) == layout
+    assert layout.days_note([60, 90, 120]) is None
+    note = layout.days_note([70, 140, 20, 140])
+    assert note.startswith("note: day(s) 20, 140 after baseline lie outside the follow-up days this model was trained "
+                           "on (60, 120)")
+    old = {k: v for k, v in layout.to_dict().items() if k != "training_days"}  # a model exported before it was kept
+    assert ModelLayout.from_dict(old).training_days == () and ModelLayout.from_dict(old).days_note([999]) is None

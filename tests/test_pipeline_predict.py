@@ -35,7 +35,7 @@ NEW_PATIENT = "P007"  # has a baseline scan and no follow-up
 RUN_FILES = ("config.json", "splits.json", "plan.json", "train_summary.json", "metrics.csv", "checkpoints/last.ckpt",
              "checkpoints/best.ckpt", "model/model.safetensors", "model/config.json")
 SUMMARY_KEYS = {"model", "cohort", "samples", "seed", "overrides", "sampling", "interval_calibration", "class_prior",
-                "survival_risk", "cases"}
+                "days_note", "survival_risk", "cases"}
 CASE_KEYS = {"key", "patient_id", "lesion_id", "timepoint", "days", "volume_unit", "volume_baseline",
              "volume_baseline_segmented", "volume_pred_mean", "change_pct_mean", "change_pct_interval_50",
              "change_pct_interval_90", "response", "response_probability", "response_rule", "files"}
@@ -111,6 +111,7 @@ def test_summary_json_has_the_documented_keys(trained):
     out = trained["out"]
     summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
     assert SUMMARY_KEYS <= summary.keys()
+    assert summary["days_note"] is None  # every predicted day is a trained one
     assert summary["samples"] == 2 and summary["sampling"]["steps"] == 2
     for case in summary["cases"]:
         assert CASE_KEYS <= case.keys()
@@ -226,12 +227,18 @@ def test_most_probable_class_mode_and_its_own_calibration(trained, tmp_path):
         (plain / "summary.json").read_text(encoding="utf-8"))["interval_calibration"]
 
 
-def test_a_patient_with_only_a_baseline_scan_needs_days(trained, tmp_path):
+def test_a_patient_with_only_a_baseline_scan_needs_days(trained, tmp_path, capsys):
     with pytest.raises(OncodiffError, match=f"patient {NEW_PATIENT} has no follow-up.*--days"):
         predict(trained["run"], trained["cohort"], tmp_path / "no_days", patients=[NEW_PATIENT],
                 cache_dir=trained["cache"])
+    capsys.readouterr()
     out = predict(trained["run"], trained["cohort"], tmp_path / "day90", patients=[NEW_PATIENT], days=90,
                   cache_dir=trained["cache"])
+    # every training follow-up is at day 42: day 90 is an extrapolation in time, and predict says so
+    assert load_export(trained["run"]).layout.training_days == (42.0,)
+    note = "day(s) 90 after baseline lie outside the follow-up days this model was trained on (42)"
+    assert note in capsys.readouterr().out
+    assert note in json.loads((out / "summary.json").read_text(encoding="utf-8"))["days_note"]
     (case,) = json.loads((out / "summary.json").read_text(encoding="utf-8"))["cases"]
     assert case["key"] == f"{NEW_PATIENT}/L1/day90" and case["days"] == 90
     assert "volume_true" not in case

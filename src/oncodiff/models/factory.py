@@ -8,6 +8,7 @@ functions below map its sections onto those arguments.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -41,6 +42,22 @@ class ModelLayout:
     smoothing_mm: float = 0.0  # the Gaussian sigma of the pre scans the model was trained on (data.smoothing)
     # diffusion.residual=mechanistic: the fitted parameter sets (data/mechanistic.py: ForecastSets.to_dict), else None
     mechanistic: dict[str, Any] | None = None
+    # the distinct days since baseline of the training split's target scans; () for runs from before it was kept
+    training_days: tuple[float, ...] = ()
+
+    def days_note(self, days: Sequence[float]) -> str | None:
+        """A sentence when any of ``days`` (target days since baseline) lies outside the days this model was
+        trained on: there its prediction extrapolates in time. None when all lie within, or nothing was kept."""
+        if not self.training_days:
+            return None
+        low, high = min(self.training_days), max(self.training_days)
+        outside = sorted({float(d) for d in days if not low <= d <= high})
+        if not outside:
+            return None
+        trained = ", ".join(f"{d:g}" for d in self.training_days)
+        return (f"note: day(s) {', '.join(f'{d:g}' for d in outside)} after baseline lie outside the follow-up days "
+                f"this model was trained on ({trained}): there it extrapolates in time, from no training "
+                "follow-up taken that early or that late")
 
     def n_classes(self, model: ModelConfig) -> int:
         return CLASS_COUNTS[model.class_label]
@@ -54,7 +71,7 @@ class ModelLayout:
     def from_dict(cls, raw: dict[str, Any]) -> ModelLayout:
         raw = dict(raw)
         raw["clinical"] = tuple(ClinicalVariable.model_validate(v) for v in raw.get("clinical", ()))
-        for key in ("image_condition_names", "anatomy", "crop_size"):
+        for key in ("image_condition_names", "anatomy", "crop_size", "training_days"):
             raw[key] = tuple(raw.get(key, ()))
         return cls(**raw)
 

@@ -321,6 +321,9 @@ def predict(model: str | Path, cohort: str | Path, out: str | Path, patients: Se
         patients, which = default_patients(Path(model), cohort)
         print(f"predicting {which}", flush=True)
     cases = load_cases(exported, cohort, patients, days, case_overrides, cache_dir)
+    days_note = exported.layout.days_note([cases.cases[group[0]].days for group in cases.follow_ups()])
+    if days_note:
+        print(days_note, flush=True)
     n = samples or config.sampling.samples
     # Without a class override the outcome is unknown: the class prior gives it (sampling.unknown_class).
     given = {"response", "survival_class"} & case_overrides.keys()
@@ -336,7 +339,7 @@ def predict(model: str | Path, cohort: str | Path, out: str | Path, patients: Se
         PredictionsFolder(partial).summary_json.write_text(json.dumps({
             "model": str(exported.path), "cohort": str(cases.cohort.root), "samples": n, "seed": seed,
             "overrides": list(overrides), "sampling": config.sampling.model_dump(mode="json"),
-            "interval_calibration": calibration_note, "class_prior": prior_note,
+            "interval_calibration": calibration_note, "class_prior": prior_note, "days_note": days_note,
             "survival_risk": survival_risk_summary(exported, cases, predictions.class_probability),
             "cases": summaries,
         }, indent=2) + "\n", encoding="utf-8")

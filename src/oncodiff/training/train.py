@@ -199,6 +199,7 @@ def model_layout(data: CohortDataModule, config: Config, forecast: ForecastSets 
         survival_classes=data.survival_classes.to_dict(),
         smoothing_mm=data.smoothing_mm,
         mechanistic=None if forecast is None else forecast.to_dict(),
+        training_days=tuple(sorted({float(data.records[i].days) for i in data.dataset("train").indices})),
     )
 
 
