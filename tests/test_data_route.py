@@ -114,13 +114,21 @@ def routed(tmp_path_factory):
 
 
 def test_a_3d_cohort_with_a_2d_preset_trains_on_tumour_slices_and_says_so(routed, capsys):
-    config = json.loads((routed["run"] / "config.json").read_text(encoding="utf-8"))["data"]
+    saved = json.loads((routed["run"] / "config.json").read_text(encoding="utf-8"))
+    config = saved["data"]
     assert (config["slices"], config["slice_margin"], config["smoothing"]) == ("tumor", 2, "auto")
+    assert saved["diffusion"]["noise_sampling"] == "lognormal"  # the run records what it trained with
     routed_again, sentence = volumetric_route(load_config("demo", TINY), routed["cohort"])
     assert routed_again.data.slices == "tumor" and "tumour's axial slices" in sentence
+    assert routed_again.diffusion.noise_sampling == "lognormal" and "log-normal noise levels" in sentence
     assert all(f"--set {o}" in sentence for o in VOLUMETRIC_ROUTE)
     explicit, none = volumetric_route(load_config("demo", [*TINY, "data.slices=largest"]), routed["cohort"])
     assert none is None and explicit.data.slices == "largest"  # what a user sets is kept
+    assert explicit.diffusion.noise_sampling == "auto"  # no route: training draws uniform levels
+    uniform, sentence = volumetric_route(load_config("demo", [*TINY, "diffusion.noise_sampling=uniform"]),
+                                         routed["cohort"])
+    assert uniform.data.slices == "tumor" and uniform.diffusion.noise_sampling == "uniform"  # named: kept
+    assert "diffusion.noise_sampling=uniform" in sentence
     layout = json.loads((routed["run"] / "model" / "config.json").read_text(encoding="utf-8"))["layout"]
     assert layout["smoothing_mm"] in SMOOTHING_MM
 

@@ -157,7 +157,9 @@ def test_lognormal_noise_levels_follow_edm_distribution():
     ab = loss.schedule.alphas_cumprod[t]
     log_sigma = 0.5 * ((1 - ab) / ab).log()
     assert abs(log_sigma.mean().item() - -1.2) < 0.03 and abs(log_sigma.std().item() - 1.2) < 0.03
-    uniform = DiffusionLoss.from_config(DiffusionConfig(schedule="cosine")).draw_timesteps(20000, None, "cpu")
+    default = DiffusionLoss.from_config(DiffusionConfig(schedule="cosine"))
+    assert default.noise_sampling == "uniform"  # auto: uniform, unless the 3D route (data/route.py) chose lognormal
+    uniform = default.draw_timesteps(20000, None, "cpu")
     assert t.float().median() < uniform.float().median() - 200  # more low-noise draws than uniform t
     # a shifted mean moves the draws to more noise, and an extreme one clamps at the schedule's ends
     high = DiffusionLoss.from_config(DiffusionConfig(noise_sampling="lognormal", lognormal_mean=1.0))

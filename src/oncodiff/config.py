@@ -290,11 +290,12 @@ class DiffusionConfig(_Section):
     min_snr_gamma: float | None = Field(
         None, gt=0.0, description="Min-SNR-gamma loss weighting (Hang et al. 2023; 5 is their choice); null = off"
     )
-    noise_sampling: Literal["uniform", "lognormal"] = Field(
-        "uniform",
+    noise_sampling: Literal["auto", "uniform", "lognormal"] = Field(
+        "auto",
         description="how training draws each element's noise level: uniform = t ~ U{0..T-1} (DDPM); lognormal = "
         "EDM's (Karras et al. 2022, sec. 5): log sigma ~ N(lognormal_mean, lognormal_std^2) with sigma = "
-        "sqrt((1 - alpha_bar) / alpha_bar), taken to the train timestep of nearest log sigma",
+        "sqrt((1 - alpha_bar) / alpha_bar), taken to the train timestep of nearest log sigma; auto = lognormal on "
+        "the default route for 3D cohorts (data/route.py; measured across synthetic families), uniform otherwise",
     )
     lognormal_mean: float = Field(-1.2, description="diffusion.noise_sampling=lognormal: mean of log sigma (EDM: -1.2)")
     lognormal_std: float = Field(1.2, gt=0.0, description="diffusion.noise_sampling=lognormal: std of log sigma (EDM: 1.2)")

@@ -89,7 +89,7 @@ class DiffusionLoss:
             min_snr_gamma=config.min_snr_gamma,
             drift_loss_weight=config.drift_loss_weight,
             error=config.loss,
-            noise_sampling=config.noise_sampling,
+            noise_sampling="uniform" if config.noise_sampling == "auto" else config.noise_sampling,
             lognormal_mean=config.lognormal_mean,
             lognormal_std=config.lognormal_std,
         )
