@@ -3,7 +3,8 @@
 One command:
 
     python -m benchmarks.crossfamily --out OUT [--budgets 5 [20 60]] [--patients 48 --test-patients 16]
-                                     [--routes default mechanistic whitestripe tissue regression 3d] [--samples 4]
+                                     [--routes default mechanistic whitestripe tissue edm uniform smoothdays
+                                               regression 3d] [--samples 4]
                                      [--truth-scale own|tissue|clean] [--rescore]
 
 1. Cohorts, 3D, ``--acquisition clinical``: for each family (``brain``: brain.py's model; ``glioma``: glioma.py's
@@ -13,7 +14,9 @@ One command:
    on a few patients of the brain training cohort; a budget of B CPU-minutes buys ``B * 60 / cpu_s_per_step``
    steps (a budget in CPU time, so other load on this shared machine does not change the result).
 3. For each budget and training set (brain, glioma, both): the default route (the demo preset, nothing else:
-   the 2.5D tumour-slice route is chosen automatically), the regression U-Net (the same steps, its own
+   the 2.5D tumour-slice route is chosen automatically; since 2026-12-07 it trains at EDM's log-normal noise
+   levels, so the committed rows named ``default`` are ``--routes uniform`` today and ``edm`` is the default),
+   the regression U-Net (the same steps, its own
    network, run's splits), optionally the default route conditioned on the mechanistic forecast (``--routes
    mechanistic``: ``diffusion.residual=mechanistic``, the same steps; its fit's CPU time is reported beside them),
    the default route on whitestripe-normalised crops (``--routes whitestripe``: ``data.normalization=whitestripe``,
@@ -67,12 +70,17 @@ FAMILIES = ("brain", "glioma")
 TRAIN_SETS = ("brain", "glioma", "both")
 ROUTES = {"default": [], "mechanistic": ["diffusion.residual=mechanistic"],
           "whitestripe": ["data.normalization=whitestripe"], "tissue": ["data.normalization=tissue"],
+          "edm": ["diffusion.noise_sampling=lognormal"], "uniform": ["diffusion.noise_sampling=uniform"],
+          "smoothdays": ["model.day_min_period=365"],
           "3d": CANDIDATE_ROUTES["3D patches 32^3, light network"]}
-SAME_STEPS_AS = {"mechanistic": "default", "whitestripe": "default", "tissue": "default"}
+SAME_STEPS_AS = {"mechanistic": "default", "whitestripe": "default", "tissue": "default", "edm": "default",
+                 "uniform": "default", "smoothdays": "default"}
 STEP_NOTES = {"mechanistic": "the same network with one more input channel, so the same steps; the forecast's fit is "
                              "timed on its own",
               **dict.fromkeys(("whitestripe", "tissue"),
-                              "the same network on differently normalised crops, so the same steps")}  # routes whose step costs their base's: its probe
+                              "the same network on differently normalised crops, so the same steps"),
+              **dict.fromkeys(("edm", "uniform"), "the same network trained at other noise levels, so the same steps"),
+              "smoothdays": "the same network with fewer day features, so the same steps"}  # routes whose step costs their base's: its probe
 TRUTH_SCALE_WORDS = {
     "own": "own (each follow-up as acquired, normalised by its own 0.5th and 99.5th percentiles; the baseline and "
            "every prediction by the baseline's).",
@@ -195,11 +203,15 @@ def _parser() -> argparse.ArgumentParser:
                         "(the issue's 20 and 60 are options)")
     parser.add_argument("--train-sets", nargs="+", default=list(TRAIN_SETS), choices=TRAIN_SETS)
     parser.add_argument("--routes", nargs="+", default=["default", "regression"],
-                        choices=["default", "mechanistic", "whitestripe", "tissue", "regression", "3d"],
+                        choices=["default", "mechanistic", "whitestripe", "tissue", "edm", "uniform", "smoothdays",
+                                 "regression", "3d"],
                         help="default: the 2.5D tumour-slice route; mechanistic: the same with "
                              "diffusion.residual=mechanistic (the same steps); whitestripe: the same with data.normalization="
                              "=whitestripe (tissue-referenced, not moved by the tumour, unbounded); tissue: the same with "
-                             "data.normalization=tissue (air and the body's median, in [0, 1]); regression: the default's regression "
+                             "data.normalization=tissue (air and the body's median, in [0, 1]); edm: the same with EDM's log-normal "
+                             "noise levels (diffusion.noise_sampling=lognormal: the default since 2026-12-07); uniform: the same with "
+                             "timesteps drawn uniformly (the default before); smoothdays: the same with the days embedding's "
+                             "periods under a year left out (model.day_min_period=365); regression: the default's regression "
                              "U-Net (same steps); 3d: the light 3D patch route")
     parser.add_argument("--samples", type=int, default=4)
     parser.add_argument("--truth-scale", default="own", choices=TRUTH_SCALES,
@@ -503,7 +515,8 @@ def _forecast_lines(run: dict) -> list[str]:
 
 
 def _merge(paths: list[str], out: Path, notes: list[str] = ()) -> int:
-    """One results.json and table.md from runs that trained different sets on the same cohorts."""
+    """One results.json and table.md from runs that trained different sets on the same cohorts; the parts' notes
+    are kept (once each), ``notes`` added after them."""
     parts = [json.loads(Path(p).read_text(encoding="utf-8")) for p in paths]
     scales = {p.get("truth_scale", "own") for p in parts}
     if len(scales) > 1:
@@ -511,7 +524,8 @@ def _merge(paths: list[str], out: Path, notes: list[str] = ()) -> int:
                          "rescore them on one (--rescore --truth-scale SCALE) first")
     results = {"command": " ; ".join(p["command"] for p in parts), "cohorts": parts[0].get("cohorts"),
                "truth_scale": scales.pop(),
-               "machine": parts[0].get("machine") or machine(), "notes": list(notes),
+               "machine": parts[0].get("machine") or machine(),
+               "notes": list(dict.fromkeys([*(n for p in parts for n in p.get("notes", [])), *notes])),
                "denoised_sigma_mm": parts[0]["denoised_sigma_mm"], "speed": parts[0]["speed"],
                "runs": {k: v for p in parts for k, v in p.get("runs", {}).items()}}
     _save(out, results)
