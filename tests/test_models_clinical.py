@@ -144,9 +144,9 @@ def test_fourier_features_known_values_and_days_embedding_shape():
 
 
 def test_days_embedding_without_short_periods_ignores_them_and_loads_earlier_weights():
-    """model.day_min_period: features with a shorter period are zeroed, so the embedding of a day is that of the
-    same features without them; a day one 23-day cycle later (what only the shortest period tells apart) differs
-    from the full embedding's view but moves the smooth one only a little; the layer keeps its shape."""
+    """model.day_min_period: features with a shorter period are zeroed, so the embedding of a day is the MLP of the
+    same features without them; days 120 and 140 (brain's and glioma's late follow-ups) lie further apart in the
+    full embedding than in the smooth one; the layer keeps its shape."""
     torch.manual_seed(0)
     full, smooth = DaysEmbedding(32), DaysEmbedding(32, min_period_days=365.0)
     smooth.load_state_dict(full.state_dict())  # strict: the same tensors, so earlier checkpoints load
@@ -169,6 +169,6 @@ def test_day_min_period_reaches_the_denoiser_from_the_config():
     from oncodiff.models.factory import ModelLayout, build_network
 
     layout = ModelLayout(spatial_dims=2, image_condition_names=("pre",), clinical=VARIABLES, crop_size=(32, 32))
-    for preset_value, overrides in ((0.0, []), (365.0, ["model.day_min_period=365"])):
+    for expected, overrides in ((0.0, []), (365.0, ["model.day_min_period=365"])):
         network = build_network(load_config("demo", overrides), layout)
-        assert network.days_embedding.min_period_days == preset_value
+        assert network.days_embedding.min_period_days == expected
