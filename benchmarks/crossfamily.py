@@ -73,14 +73,13 @@ ROUTES = {"default": [], "mechanistic": ["diffusion.residual=mechanistic"],
           "edm": ["diffusion.noise_sampling=lognormal"], "uniform": ["diffusion.noise_sampling=uniform"],
           "smoothdays": ["model.day_min_period=365"],
           "3d": CANDIDATE_ROUTES["3D patches 32^3, light network"]}
-SAME_STEPS_AS = {"mechanistic": "default", "whitestripe": "default", "tissue": "default", "edm": "default",
-                 "uniform": "default", "smoothdays": "default"}
 STEP_NOTES = {"mechanistic": "the same network with one more input channel, so the same steps; the forecast's fit is "
                              "timed on its own",
               **dict.fromkeys(("whitestripe", "tissue"),
                               "the same network on differently normalised crops, so the same steps"),
               **dict.fromkeys(("edm", "uniform"), "the same network trained at other noise levels, so the same steps"),
               "smoothdays": "the same network with fewer day features, so the same steps"}  # routes whose step costs their base's: its probe
+SAME_STEPS_AS = dict.fromkeys(STEP_NOTES, "default")
 TRUTH_SCALE_WORDS = {
     "own": "own (each follow-up as acquired, normalised by its own 0.5th and 99.5th percentiles; the baseline and "
            "every prediction by the baseline's).",

@@ -321,7 +321,7 @@ def predict(model: str | Path, cohort: str | Path, out: str | Path, patients: Se
         patients, which = default_patients(Path(model), cohort)
         print(f"predicting {which}", flush=True)
     cases = load_cases(exported, cohort, patients, days, case_overrides, cache_dir)
-    days_note = exported.layout.days_note([cases.cases[group[0]].days for group in cases.follow_ups()])
+    days_note = exported.layout.days_note([case.days for case in cases.cases])
     if days_note:
         print(days_note, flush=True)
     n = samples or config.sampling.samples
