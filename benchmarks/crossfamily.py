@@ -71,14 +71,15 @@ TRAIN_SETS = ("brain", "glioma", "both")
 ROUTES = {"default": [], "mechanistic": ["diffusion.residual=mechanistic"],
           "whitestripe": ["data.normalization=whitestripe"], "tissue": ["data.normalization=tissue"],
           "edm": ["diffusion.noise_sampling=lognormal"], "uniform": ["diffusion.noise_sampling=uniform"],
-          "smoothdays": ["model.day_min_period=365"],
+          "smoothdays": ["model.day_min_period=365"], "intensity": ["data.intensity_augmentation=true"],
           "3d": CANDIDATE_ROUTES["3D patches 32^3, light network"]}
 STEP_NOTES = {"mechanistic": "the same network with one more input channel, so the same steps; the forecast's fit is "
                              "timed on its own",
               **dict.fromkeys(("whitestripe", "tissue"),
                               "the same network on differently normalised crops, so the same steps"),
               **dict.fromkeys(("edm", "uniform"), "the same network trained at other noise levels, so the same steps"),
-              "smoothdays": "the same network with fewer day features, so the same steps"}  # routes whose step costs their base's: its probe
+              "smoothdays": "the same network with fewer day features, so the same steps",
+              "intensity": "the same network on crops with a random contrast and bias field, so the same steps"}  # routes whose step costs their base's: its probe
 SAME_STEPS_AS = dict.fromkeys(STEP_NOTES, "default")
 TRUTH_SCALE_WORDS = {
     "own": "own (each follow-up as acquired, normalised by its own 0.5th and 99.5th percentiles; the baseline and "
@@ -203,14 +204,16 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--train-sets", nargs="+", default=list(TRAIN_SETS), choices=TRAIN_SETS)
     parser.add_argument("--routes", nargs="+", default=["default", "regression"],
                         choices=["default", "mechanistic", "whitestripe", "tissue", "edm", "uniform", "smoothdays",
-                                 "regression", "3d"],
+                                 "intensity", "regression", "3d"],
                         help="default: the 2.5D tumour-slice route; mechanistic: the same with "
                              "diffusion.residual=mechanistic (the same steps); whitestripe: the same with data.normalization="
                              "=whitestripe (tissue-referenced, not moved by the tumour, unbounded); tissue: the same with "
                              "data.normalization=tissue (air and the body's median, in [0, 1]); edm: the same with EDM's log-normal "
                              "noise levels (diffusion.noise_sampling=lognormal: the default since 2026-12-07); uniform: the same with "
                              "timesteps drawn uniformly (the default before); smoothdays: the same with the days embedding's "
-                             "periods under a year left out (model.day_min_period=365); regression: the default's regression "
+                             "periods under a year left out (model.day_min_period=365); intensity: the default with one random "
+                             "contrast curve and bias field per training sample, alike on its scans "
+                             "(data.intensity_augmentation=true); regression: the default's regression "
                              "U-Net (same steps); 3d: the light 3D patch route")
     parser.add_argument("--samples", type=int, default=4)
     parser.add_argument("--truth-scale", default="own", choices=TRUTH_SCALES,

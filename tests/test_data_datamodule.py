@@ -110,6 +110,19 @@ def test_augmentation_can_be_switched_off(tiny_cohort_2d, tmp_path):
     assert torch.equal(dm.dataset("train")[(0, 7)]["pre"], dm.dataset("train")[0]["pre"])
 
 
+def test_intensity_augmentation_curves_the_training_scans_only(tiny_cohort_2d, tmp_path):
+    from oncodiff.data.transforms import PairedIntensity
+
+    plain = module(tiny_cohort_2d, tmp_path, flips=False, rotations=False)
+    dm = module(tiny_cohort_2d, tmp_path, flips=False, rotations=False, intensity_augmentation=True)
+    assert isinstance(dm.dataset("train").transform.transforms[-1], PairedIntensity)
+    assert dm.dataset("val").transform is None and dm.dataset("test").transform is None
+    raw, moved = plain.dataset("train")[(0, 5)], dm.dataset("train")[(0, 5)]
+    assert not torch.allclose(raw["pre"], moved["pre"]) and not torch.allclose(raw["post"], moved["post"])
+    for key in ("tumor_mask", "post_mask", "anatomy"):
+        assert torch.equal(raw[key], moved[key]), key
+
+
 def test_shuffling_is_seeded_and_changes_every_epoch(tiny_cohort_2d, tmp_path):
     def epochs(dm):
         loader = dm.train_dataloader()

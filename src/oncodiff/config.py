@@ -98,6 +98,13 @@ class DataConfig(_Section):
         "glioblastoma LDM), false = none",
     )
     rotations: bool = True
+    intensity_augmentation: bool = Field(
+        False,
+        description="per training sample, one random contrast curve (x -> x^gamma, gamma log-uniform in "
+        "[1/1.5, 1.5]) and one smooth bias field (about +-10 % across the crop), the same on the baseline, the "
+        "follow-up and the earlier scans: the change stays the sample's own while the tissue's look varies "
+        "(data/transforms.py PairedIntensity)",
+    )
     val_fraction: float = Field(0.15, ge=0.0, lt=1.0)
     test_fraction: float = Field(0.15, ge=0.0, lt=1.0)
     stratify: bool = Field(

@@ -30,7 +30,7 @@ from oncodiff.outputs import check_not_inside
 CACHE_VERSION = 4  # 2: bias correction, auto registration, per-sample steps; 3: smoothed scans; 4: priors
 # DataConfig fields that do not change the preprocessed arrays (they act in the DataModule).
 NOT_PREPROCESSING = frozenset(
-    {"timepoints", "smoothing", "flips", "rotations", "val_fraction", "test_fraction", "folds", "fold", "num_workers", "cache_dir",
+    {"timepoints", "smoothing", "flips", "rotations", "intensity_augmentation", "val_fraction", "test_fraction", "folds", "fold", "num_workers", "cache_dir",
      "preprocess_workers", "scheduler"}
 )
 ARRAYS_FILE = "arrays.npz"

@@ -145,7 +145,7 @@ class CohortDataModule(L.LightningDataModule):
         extra = tuple(self.dataset("train").extra) + (key,)
         augmentation = paired_augmentation(self.config.data.flips, self.config.data.rotations,
                                            AUGMENTED_KEYS + prior_image_keys(self.preprocessed.arrays)
-                                           + tuple(dict.fromkeys(extra)))
+                                           + tuple(dict.fromkeys(extra)), self.config.data.intensity_augmentation)
         for name in SPLIT_NAMES:
             self.dataset(name).add_array(key, array, augmentation if name == "train" else None)
 
@@ -181,7 +181,8 @@ class CohortDataModule(L.LightningDataModule):
         survival = SurvivalClasses.fit(outcomes.loc[list(splits.train), "survival_time"].to_numpy(float))
         labels = _sample_labels(preprocessed, cohort, outcomes, encoder, survival)
         augmentation = paired_augmentation(self.config.data.flips, self.config.data.rotations,
-                                           AUGMENTED_KEYS + prior_image_keys(preprocessed.arrays))
+                                           AUGMENTED_KEYS + prior_image_keys(preprocessed.arrays),
+                                           self.config.data.intensity_augmentation)
         members = {name: set(getattr(splits, name)) for name in SPLIT_NAMES}
         indices = {name: [i for i in selected if preprocessed.records[i].patient_id in members[name]]
                    for name in SPLIT_NAMES}
