@@ -180,11 +180,14 @@ def _mark_rescore(results: dict, args) -> None:
 
 
 def _results(out: Path, reuse: str | None) -> dict:
-    """OUT/results.json so far (a run picks up where it stopped), with this command and machine; ``reuse``: another
-    run's results.json on the same cohorts, whose speed probe and blur are taken."""
+    """OUT/results.json so far (a run picks up where it stopped), with this command added to the earlier ones
+    (" ; "-separated: a second command on the same OUT adds runs, and the table names every command that made
+    them) and the machine; ``reuse``: another run's results.json on the same cohorts, whose speed probe and blur
+    are taken."""
     path = out / "results.json"
     results = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-    results["command"] = " ".join(sys.argv)
+    command, earlier = " ".join(sys.argv), [c for c in results.get("command", "").split(" ; ") if c]
+    results["command"] = " ; ".join(earlier + ([command] if command not in earlier else []))
     results["machine"] = machine()
     if reuse:
         other = json.loads(Path(reuse).read_text(encoding="utf-8"))

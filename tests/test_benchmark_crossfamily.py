@@ -1,0 +1,39 @@
+"""benchmarks/crossfamily.py's bookkeeping: every route a choice, each command kept, merged parts' notes kept."""
+
+import json
+import sys
+
+from factory import load_benchmark
+
+crossfamily = load_benchmark("crossfamily")
+
+
+def test_every_route_is_a_choice_and_a_same_steps_route_has_its_reason():
+    choices = next(a for a in crossfamily._parser()._actions if a.dest == "routes").choices
+    assert set(crossfamily.ROUTES) | {"regression"} == set(choices)
+    assert set(crossfamily.SAME_STEPS_AS) == set(crossfamily.STEP_NOTES) <= set(crossfamily.ROUTES)
+    assert crossfamily.ROUTES["intensity"] == ["data.intensity_augmentation=true"]
+
+
+def test_a_second_command_on_the_same_out_is_added_to_the_first(tmp_path, monkeypatch):
+    (tmp_path / "results.json").write_text(json.dumps({"command": "crossfamily.py --routes edm", "runs": {}}))
+    monkeypatch.setattr(sys, "argv", ["crossfamily.py", "--routes", "intensity"])
+    results = crossfamily._results(tmp_path, None)
+    assert results["command"] == "crossfamily.py --routes edm ; crossfamily.py --routes intensity"
+    (tmp_path / "results.json").write_text(json.dumps(results))
+    assert crossfamily._results(tmp_path, None)["command"] == results["command"]  # the same command again: once
+
+
+def test_merge_keeps_each_parts_runs_and_notes_once(tmp_path):
+    part = {"command": "a", "truth_scale": "own", "machine": "m", "cohorts": {}, "denoised_sigma_mm": {"brain": 3.0, "glioma": 3.0},
+            "speed": {}, "notes": ["shared note"]}
+    paths = []
+    for name, key in (("one", "5min/brain/edm"), ("two", "5min/glioma/edm")):
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps({**part, "command": name, "runs": {key: {"steps": 117, "minutes": 5}}}))
+        paths.append(str(path))
+    (tmp_path / "merged").mkdir()
+    assert crossfamily._merge(paths, tmp_path / "merged", ["added"]) == 0
+    merged = json.loads((tmp_path / "merged" / "results.json").read_text())
+    assert merged["command"] == "one ; two" and merged["notes"] == ["shared note", "added"]
+    assert set(merged["runs"]) == {"5min/brain/edm", "5min/glioma/edm"}
