@@ -121,14 +121,16 @@ def main(argv: list[str] | None = None) -> int:
     for minutes in args.budgets:
         for train_set in args.train_sets:
             for route in [r for r in args.routes if r in ROUTES]:
-                key = f"{minutes:g}min/{train_set}/{route}"
+                name = run_name(route, args.training_seed)
+                key = f"{minutes:g}min/{train_set}/{name}"
                 if key in results["runs"] and "scores" in results["runs"][key]:
                     continue
                 steps = max(1, int(minutes * 60 / results["speed"][route]["cpu_seconds_per_step"]))
                 before = results["runs"].get(key, {})
                 results["runs"][key] = _train_and_score(
-                    cohorts, truths, sigmas, train_set, route, steps, out / f"{minutes:g}min" / train_set / route,
-                    args.samples, regression=route == "default" and "regression" in args.routes)
+                    cohorts, truths, sigmas, train_set, route, steps, out / f"{minutes:g}min" / train_set / name,
+                    args.samples, regression=route == "default" and "regression" in args.routes,
+                    seed=args.training_seed)
                 results["runs"][key]["minutes"] = minutes
                 if before.get("rescored"):  # its training's CPU time is the first scoring's
                     results["runs"][key]["train_cpu_seconds_this_process"] = before.get("train_cpu_seconds_this_process")
@@ -173,8 +175,9 @@ def _mark_rescore(results: dict, args) -> None:
     """--rescore: the selected runs' scores dropped, so their kept predictions are scored again (new columns);
     nothing that exists is trained or predicted again."""
     for key, run in results.get("runs", {}).items():
-        budget, train_set, route = key.split("/")
-        if route in args.routes and train_set in args.train_sets and float(budget[:-3]) in args.budgets:
+        budget, train_set, name = key.split("/")
+        if name == run_name(name.split("-seed")[0], args.training_seed) and name.split("-seed")[0] in args.routes \
+                and train_set in args.train_sets and float(budget[:-3]) in args.budgets:
             run.pop("scores", None)
             run["rescored"] = True
 
@@ -218,6 +221,9 @@ def _parser() -> argparse.ArgumentParser:
                              "contrast curve and bias field per training sample, alike on its scans "
                              "(data.intensity_augmentation=true); regression: the default's regression "
                              "U-Net (same steps); 3d: the light 3D patch route")
+    parser.add_argument("--training-seed", type=int, default=0,
+                        help="training.seed of the trained models (0: the config's); another value trains a "
+                             "replicate, kept as ROUTE-seedN beside the seed-0 run")
     parser.add_argument("--samples", type=int, default=4)
     parser.add_argument("--truth-scale", default="own", choices=TRUTH_SCALES,
                         help="the follow-ups' intensity scale: own (each scan by its own percentiles, as a user "
@@ -305,13 +311,20 @@ def _probe(cohort: Path, overrides: list[str], cache: Path) -> dict:
     return cpu_seconds_per_step(cohort, config, cache) | {"overrides": overrides}
 
 
+def run_name(route: str, seed: int) -> str:
+    """A run's name in results.json and OUT: the route, and ``-seed<N>`` when trained with --training-seed N
+    (a replicate: another initialisation, batch order and augmentation; the same cohorts and steps)."""
+    return f"{route}-seed{seed}" if seed else route
+
+
 def _train_and_score(cohorts, truths, sigmas, train_set: str, route: str, steps: int, folder: Path, samples: int,
-                     regression: bool) -> dict:
+                     regression: bool, seed: int = 0) -> dict:
     from oncodiff.evaluation.baselines import ensure_baseline
     from oncodiff.training import train
 
     train_cohort, run, cache = cohorts[f"{train_set}_train"], folder / "run", folder.parent.parent / "cache"
-    config = load_config("demo", [*COMMON, *ROUTES[route], f"training.max_steps={steps}"])
+    config = load_config("demo", [*COMMON, *ROUTES[route], f"training.max_steps={steps}",
+                                  *([f"training.seed={seed}"] if seed else [])])
     started = time.process_time()
     if not RunFolder(run).weights.is_file():
         if run.exists():  # an interrupted earlier attempt: start it again
@@ -363,8 +376,8 @@ def _score_finished(results: dict, args, out: Path, cohorts, truths, sigmas) -> 
     for minutes in args.budgets:
         for train_set in args.train_sets:
             for route in [r for r in args.routes if r in ROUTES]:
-                key = f"{minutes:g}min/{train_set}/{route}"
-                folder = out / f"{minutes:g}min" / train_set / route
+                key = f"{minutes:g}min/{train_set}/{run_name(route, args.training_seed)}"
+                folder = out / f"{minutes:g}min" / train_set / run_name(route, args.training_seed)
                 summary = RunFolder(folder / "run").root / "train_summary.json"
                 if (key in results["runs"] and not results["runs"][key].get("partial")) or not summary.is_file():
                     continue
@@ -472,6 +485,7 @@ def _table(results: dict) -> str:
              *[line for note in results.get("notes", []) for line in (note, "")],
              "Denoised identity: Gaussian sigma (mm) chosen by in-tumour MAE on the test family's own training "
              f"cohort: {results.get('denoised_sigma_mm')}.", "",
+             *_summary(results),
              "## Speed (CPU seconds per optimiser step; a budget of B CPU-minutes buys B x 60 / that many steps)", "",
              "| route | crop | CPU s / step |", "|---|---|---|"]
     for name, s in results.get("speed", {}).items():
@@ -503,6 +517,33 @@ def _table(results: dict) -> str:
                              f"{row['mae_vs_denoised identity']:.3f} | {row['ssim_tumor']:.3f} | {fmt(ssim)} | "
                              f"{fmt(mae)} | {crps_cells} | {ratio} |")
     return "\n".join(lines) + "\n"
+
+
+def _summary(results: dict) -> list[str]:
+    """One line per scored run and test family, the sections below in brief: oncodiff's in-tumour MAE given the
+    class and with the outcome unknown, and its CRPS with the outcome unknown, each over the denoised identity's
+    MAE; the SSIM given the class and the denoised identity's; the spread-skill ratios."""
+    rows = []
+    for key, run in results.get("runs", {}).items():
+        budget, train_set, route = key.split("/")
+        for family, scores in run.get("scores", {}).items():
+            by = {row["method"]: row for row in scores["mean"]}
+            given, unknown = by.get("oncodiff (given)", {}), by.get("oncodiff (unknown)", {})
+            if not given and not unknown:
+                continue
+            cell = (lambda row, column, f="{:.3f}": f.format(row[column])
+                    if column in row and np.isfinite(row[column]) else "-")
+            rows.append(f"| {train_set} -> {family} | {route} | {budget} ({run['steps']} steps) | "
+                        f"{cell(given, 'mae_vs_denoised identity')} | {cell(unknown, 'mae_vs_denoised identity')} | "
+                        f"{cell(unknown, 'crps_vs_denoised identity mae')} | {cell(given, 'ssim_tumor')} "
+                        f"({by['denoised identity']['ssim_tumor']:.3f}) | {cell(given, 'spread_skill_box', '{:.2f}')}"
+                        f" / {cell(unknown, 'spread_skill_box', '{:.2f}')} |")
+    if not rows:
+        return []
+    return ["## Summary (oncodiff against the denoised identity; each run's section below has the intervals)", "",
+            "| trained -> tested | route | budget | MAE given the class | MAE outcome unknown | CRPS outcome "
+            "unknown | SSIM given (denoised) | spread-skill given / unknown |",
+            "|---|---|---|---|---|---|---|---|", *rows, ""]
 
 
 def _forecast_lines(run: dict) -> list[str]:

@@ -37,3 +37,22 @@ def test_merge_keeps_each_parts_runs_and_notes_once(tmp_path):
     merged = json.loads((tmp_path / "merged" / "results.json").read_text())
     assert merged["command"] == "one ; two" and merged["notes"] == ["shared note", "added"]
     assert set(merged["runs"]) == {"5min/brain/edm", "5min/glioma/edm"}
+
+
+def test_the_summary_has_one_line_per_run_and_test_family():
+    def rows(given):
+        return {"follow_ups": 16, "paired": {}, "mean": [
+            {"method": "denoised identity", "ssim_tumor": 0.485, "mae_vs_denoised identity": 1.0},
+            {"method": "oncodiff (given)", "mae_vs_denoised identity": given, "ssim_tumor": 0.73,
+             "spread_skill_box": 0.18},
+            {"method": "oncodiff (unknown)", "mae_vs_denoised identity": 0.905,
+             "crps_vs_denoised identity mae": 0.734, "spread_skill_box": float("nan")}]}
+
+    results = {"runs": {"5min/brain/edm-seed1": {"steps": 117, "scores": {"glioma": rows(0.889), "brain": rows(0.5)}},
+                        "5min/glioma/edm": {"steps": 117}}}  # not scored yet: no line
+    lines = [line for line in crossfamily._summary(results) if line.startswith("| brain ->")]
+    assert lines == ["| brain -> glioma | edm-seed1 | 5min (117 steps) | 0.889 | 0.905 | 0.734 | 0.730 (0.485) | "
+                     "0.18 / - |",
+                     "| brain -> brain | edm-seed1 | 5min (117 steps) | 0.500 | 0.905 | 0.734 | 0.730 (0.485) | "
+                     "0.18 / - |"]
+    assert crossfamily.run_name("edm", 0) == "edm" and crossfamily.run_name("edm", 1) == "edm-seed1"
