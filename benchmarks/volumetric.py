@@ -178,8 +178,11 @@ class TestTruth:
         row = self.scans[(self.scans["patient_id"] == patient) & (self.scans["timepoint"] == "pre")].iloc[0]
         image = read_image(self.root / row["image"])
         transform = fit_intensity(image.array, "percentile", NORMALISATION)
-        mask = read_image(self.root / row["tumor_mask"]).array > 0
-        return Image(transform.apply(image.array), image.affine), mask, transform
+        return Image(transform.apply(image.array), image.affine), self.tumor_mask(row), transform
+
+    def tumor_mask(self, row) -> np.ndarray:
+        """The baseline row's tumour (its ``tumor_mask`` file, as boolean)."""
+        return read_image(self.root / row["tumor_mask"]).array > 0
 
     def follow_up(self, patient: str, timepoint: str, baseline: Image) -> dict:
         row = self.scans[(self.scans["patient_id"] == patient) & (self.scans["timepoint"] == timepoint)].iloc[0]
@@ -219,10 +222,11 @@ def tissue_match(source: np.ndarray, reference: np.ndarray):
     return lambda values: (np.asarray(values, np.float32) - np.float32(s0)) * np.float32(gain) + np.float32(r0)
 
 
-def denoising_sigma(train_cohort: Path) -> float:
+def denoising_sigma(train_cohort: Path, truth_class: type = TestTruth) -> float:
     """The Gaussian sigma (mm) whose smoothed baselines best match the training cohort's truth-aligned
-    follow-ups inside the tumour (pooled MAE): the denoised identity baseline's, chosen on training data."""
-    truth = TestTruth(train_cohort)
+    follow-ups inside the tumour (pooled MAE): the denoised identity baseline's, chosen on training data
+    (``truth_class``: how the cohort's scans are read, TestTruth or a subclass)."""
+    truth = truth_class(train_cohort)
     errors, count = np.zeros(len(SMOOTHING_MM)), 0
     for patient in sorted({p for p, _ in truth.follow_ups()}):
         baseline, mask, _ = truth.baseline(patient)
