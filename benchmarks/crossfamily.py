@@ -176,8 +176,9 @@ def _mark_rescore(results: dict, args) -> None:
     nothing that exists is trained or predicted again."""
     for key, run in results.get("runs", {}).items():
         budget, train_set, name = key.split("/")
-        if name == run_name(name.split("-seed")[0], args.training_seed) and name.split("-seed")[0] in args.routes \
-                and train_set in args.train_sets and float(budget[:-3]) in args.budgets:
+        route = name.split("-seed")[0]
+        if name == run_name(route, args.training_seed) and route in args.routes and train_set in args.train_sets \
+                and float(budget[:-3]) in args.budgets:
             run.pop("scores", None)
             run["rescored"] = True
 
@@ -376,8 +377,8 @@ def _score_finished(results: dict, args, out: Path, cohorts, truths, sigmas) -> 
     for minutes in args.budgets:
         for train_set in args.train_sets:
             for route in [r for r in args.routes if r in ROUTES]:
-                key = f"{minutes:g}min/{train_set}/{run_name(route, args.training_seed)}"
-                folder = out / f"{minutes:g}min" / train_set / run_name(route, args.training_seed)
+                name = run_name(route, args.training_seed)
+                key, folder = f"{minutes:g}min/{train_set}/{name}", out / f"{minutes:g}min" / train_set / name
                 summary = RunFolder(folder / "run").root / "train_summary.json"
                 if (key in results["runs"] and not results["runs"][key].get("partial")) or not summary.is_file():
                     continue

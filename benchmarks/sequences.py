@@ -39,7 +39,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from oncodiff.cohort import read_image
+from oncodiff.cohort import load_cohort, read_image
 from oncodiff.data.denoise import smoothed
 from oncodiff.evaluation.metrics import image_metrics
 from oncodiff.evaluation.paired import mean_difference
@@ -92,9 +92,9 @@ class SequenceTruth(TestTruth):
 
     def __init__(self, cohort: Path):
         super().__init__(cohort)
-        spec = yaml.safe_load((cohort / "cohort.yaml").read_text(encoding="utf-8"))
-        self.scans = self.scans.rename(columns={f"image:{spec['primary']}": "image"})
-        self.tumor_values = [spec["labels"][name] for name in spec.get("tumor", spec["labels"])]
+        spec = load_cohort(cohort).spec
+        self.scans = self.scans.rename(columns={spec.primary_column: "image"})
+        self.tumor_values = spec.tumor_values()
 
     def tumor_mask(self, row) -> np.ndarray:
         return np.isin(read_image(self.root / row["tumor_labels"]).array, self.tumor_values)

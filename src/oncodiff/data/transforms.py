@@ -6,16 +6,15 @@ in-plane (axial) axes 0 and 1 only, in 2D and 3D alike: a patient is never turne
 
 ``data.intensity_augmentation`` adds :class:`PairedIntensity`: one random contrast curve and one smooth
 bias field per sample, the same on the baseline, the follow-up and the earlier scans, so the change
-between them stays the sample's own while the look of the tissue varies (issue 30: a model trained on one
-synthetic family, tested on another whose tissue and tumour look different).
+between them stays the sample's own while the look of the tissue varies: a model trained on one cohort meets
+tissue and tumours that look different in another.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping
 from typing import Any
-
-import itertools
 
 import numpy as np
 import torch
@@ -65,7 +64,7 @@ class PairedIntensity(RandomizableTransform, MapTransform):
 
     def __call__(self, data):
         out = dict(data)
-        present = [key for key in self.key_iterator(out)]
+        present = list(self.key_iterator(out))
         if not present:
             return out
         spatial = tuple(out[present[0]].shape[1:])
