@@ -1,7 +1,9 @@
-"""Numpy arrays of one case ``(*S)`` or a batch ``(N, *S)``, and the Dice overlap of binary masks.
+"""Numpy arrays of one case ``(*S)`` or a batch ``(N, *S)``: the Dice overlap of binary masks, the tumour's
+bounding box and the CRPS of an ensemble.
 
 Low in the stack on purpose: training scores the tumour segmenter on its validation split with the
-same Dice that evaluation reports, and neither may import the other.
+same Dice that evaluation reports, and prediction fits its spread calibration (pipeline/spread.py) with the
+same tumour box and CRPS that evaluation scores; neither may import evaluation.
 """
 
 from __future__ import annotations
@@ -44,3 +46,33 @@ def dice(pred_mask: np.ndarray, true_mask: np.ndarray, spatial_dims: int | None 
         total = int(p.sum() + t.sum())
         values.append(2.0 * int((p & t).sum()) / total if total else None)
     return values if batched else values[0]
+
+
+def bbox_mask(mask: np.ndarray, margin: int, spatial_dims: int | None = None) -> np.ndarray:
+    """Boolean mask of the bounding box of ``mask != 0`` grown by ``margin`` voxels per side.
+
+    The box is clipped to the image. An empty mask gives an empty box. ``(*S)`` or ``(N, *S)`` in, same out.
+    """
+    if margin < 0:
+        raise ValueError(f"bbox margin must be >= 0 voxels, got {margin}")
+    mask_b, batched = as_batch(mask, spatial_dims)
+    boxes = np.zeros(mask_b.shape, dtype=bool)
+    for box, case in zip(boxes, mask_b != 0):
+        where = np.nonzero(case)
+        if len(where[0]) == 0:
+            continue
+        box[tuple(slice(max(int(w.min()) - margin, 0), int(w.max()) + margin + 1) for w in where)] = True
+    return boxes if batched else boxes[0]
+
+
+def crps_ensemble(samples: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """CRPS of the empirical distribution of ``samples`` (..., N) at ``y`` (...), exact, O(N log N).
+
+    mean|X - X'| over all N^2 ordered pairs is (2 / N^2) sum_i (2i - N - 1) x_(i) for the sorted samples.
+    """
+    x = np.sort(np.asarray(samples, dtype=np.float64), axis=-1)
+    y = np.asarray(y, dtype=np.float64)
+    n = x.shape[-1]
+    weights = 2 * np.arange(1, n + 1) - n - 1
+    spread = 2 * (x * weights).sum(-1) / n**2
+    return np.abs(x - y[..., None]).mean(-1) - spread / 2

@@ -372,6 +372,14 @@ class SamplingConfig(_Section):
         description="at the end of training, sample the validation split as predict does and fit conformal margins "
         "for the volume-change intervals (oncodiff.pipeline.calibration); predict reports the calibrated intervals",
     )
+    spread: Literal["calibrated", "raw"] = Field(
+        "calibrated",
+        description="calibrated = each sample's deviation from the mean of its case's samples of the same class is "
+        "scaled by the factor fitted with the interval margins (sampling.calibrate) on the validation split, the "
+        "one of least CRPS in the tumour box (oncodiff.pipeline.spread: the samples within a class are otherwise "
+        "near copies); class means and the sample mean are unchanged; a model without a fitted factor samples raw. "
+        "raw = the samples as drawn",
+    )
     calibration_folds: int = Field(
         5, ge=0,
         description="when the validation split has fewer follow-ups than the widest calibrated level needs (9 for "

@@ -24,7 +24,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
-from oncodiff.arrays import as_batch
+from oncodiff.arrays import as_batch, bbox_mask
 
 # Wang et al. 2004 (IEEE TIP 13(4)), the defaults of scikit-image and MONAI: an 11-voxel Gaussian
 # window with sigma 1.5 and stability constants K1 = 0.01, K2 = 0.03.
@@ -180,23 +180,6 @@ def _interior(maps: np.ndarray, kernel_size: int) -> np.ndarray:
     """``(N, *S)`` SSIM maps without the half-window border (the valid, unpadded region)."""
     windows = _windows(maps.shape[1:], kernel_size)
     return maps[(slice(None),) + tuple(slice(w // 2, n - w // 2) for w, n in zip(windows, maps.shape[1:]))]
-
-
-def bbox_mask(mask: np.ndarray, margin: int, spatial_dims: int | None = None) -> np.ndarray:
-    """Boolean mask of the bounding box of ``mask != 0`` grown by ``margin`` voxels per side.
-
-    The box is clipped to the image. An empty mask gives an empty box. ``(*S)`` or ``(N, *S)`` in, same out.
-    """
-    if margin < 0:
-        raise ValueError(f"bbox margin must be >= 0 voxels, got {margin}")
-    mask_b, batched = as_batch(mask, spatial_dims)
-    boxes = np.zeros(mask_b.shape, dtype=bool)
-    for box, case in zip(boxes, mask_b != 0):
-        where = np.nonzero(case)
-        if len(where[0]) == 0:
-            continue
-        box[tuple(slice(max(int(w.min()) - margin, 0), int(w.max()) + margin + 1) for w in where)] = True
-    return boxes if batched else boxes[0]
 
 
 def image_metrics(

@@ -18,6 +18,8 @@ import math
 import numpy as np
 from scipy import stats
 
+from oncodiff.arrays import crps_ensemble as crps_ensemble  # here for evaluation's callers; pipeline uses it too
+
 RELIABILITY_BINS = 5
 CATEGORY_FLOOR = 1e-3  # probabilities are clipped to [floor, 1 - floor] before a log score
 
@@ -30,19 +32,6 @@ def crps_gaussian(mu, sigma, y) -> np.ndarray:
     z = (y[spread] - mu[spread]) / sigma[spread]
     out[spread] = sigma[spread] * (z * (2 * stats.norm.cdf(z) - 1) + 2 * stats.norm.pdf(z) - 1 / math.sqrt(math.pi))
     return out
-
-
-def crps_ensemble(samples: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """CRPS of the empirical distribution of ``samples`` (..., N) at ``y`` (...), exact, O(N log N).
-
-    mean|X - X'| over all N^2 ordered pairs is (2 / N^2) sum_i (2i - N - 1) x_(i) for the sorted samples.
-    """
-    x = np.sort(np.asarray(samples, dtype=np.float64), axis=-1)
-    y = np.asarray(y, dtype=np.float64)
-    n = x.shape[-1]
-    weights = 2 * np.arange(1, n + 1) - n - 1
-    spread = 2 * (x * weights).sum(-1) / n**2
-    return np.abs(x - y[..., None]).mean(-1) - spread / 2
 
 
 def energy_score(samples: np.ndarray, y: np.ndarray) -> float:

@@ -95,7 +95,8 @@ class IntervalCalibration:
 
     ``mode``: how the validation split was sampled ("predicted": the outcome unknown, as ``predict`` samples
     without a class override; a class-conditioned model marginalises the class through its class prior);
-    ``n_samples``: predictions per case (1 for a regression model).
+    ``n_samples``: predictions per case (1 for a regression model); ``spread_factor``: the samples' spread
+    calibration the margins were fitted under (oncodiff/pipeline/spread.py; 1 = the samples as drawn).
     """
 
     levels: tuple[float, ...]
@@ -104,10 +105,12 @@ class IntervalCalibration:
     n_samples: int
     mode: str
     split: str = "val"
+    spread_factor: float = 1.0
 
     @classmethod
     def fit(cls, change: np.ndarray, true: np.ndarray, n_samples: int, mode: str,
-            levels: Sequence[float] = LEVELS, split: str = "val") -> IntervalCalibration | None:
+            levels: Sequence[float] = LEVELS, split: str = "val",
+            spread_factor: float = 1.0) -> IntervalCalibration | None:
         """From (B, N) sampled changes and (B,) true changes; cases with a NaN are left out. None
         without any usable case. ``split``: where the cases come from, as describe() says it."""
         change, true, _ = valid_cases(change, true)
@@ -117,7 +120,8 @@ class IntervalCalibration:
         for level in levels:
             low, high = sample_interval(change, level)
             margins.append(conformal_margin(np.maximum(low - true, true - high), level))
-        return cls(tuple(float(p) for p in levels), tuple(margins), len(true), int(n_samples), mode, split)
+        return cls(tuple(float(p) for p in levels), tuple(margins), len(true), int(n_samples), mode, split,
+                   float(spread_factor))
 
     def interval(self, change: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray] | None:
         """The calibrated central interval of (..., N) sampled changes; None for an uncalibrated level."""
@@ -149,6 +153,8 @@ class IntervalCalibration:
         margins = ", ".join(f"{round(100 * p)} %: " + ("none (too few cases)" if m is None else f"{100 * m:+.1f} pp")
                             for p, m in zip(self.levels, self.margins))
         samples = "1 prediction" if self.n_samples == 1 else f"{self.n_samples} samples"
+        if self.spread_factor != 1.0:
+            samples += f", spread x{self.spread_factor:g}"
         return f"conformal margins from {self.n_cases} {self.split} cases x {samples} ({self.mode} class): {margins}"
 
     def to_dict(self) -> dict:
@@ -157,4 +163,4 @@ class IntervalCalibration:
     @classmethod
     def from_dict(cls, raw: dict) -> IntervalCalibration:
         return cls(tuple(raw["levels"]), tuple(raw["margins"]), int(raw["n_cases"]), int(raw["n_samples"]),
-                   str(raw["mode"]), str(raw.get("split", "val")))
+                   str(raw["mode"]), str(raw.get("split", "val")), float(raw.get("spread_factor", 1.0)))

@@ -39,6 +39,7 @@ from oncodiff.outcomes.class_prior import allocate_classes
 from oncodiff.pipeline.export import ExportedModel, load_export, read_export_meta, update_export_meta
 from oncodiff.pipeline.prior_inputs import class_prior_note, class_probabilities, survival_risk_summary
 from oncodiff.pipeline.sampling import case_seed, draw_samples, regress, sample_generators
+from oncodiff.pipeline.spread import SpreadCalibration, box_samples, scale_spread
 from oncodiff.pipeline.volumes import CaseVolumes, load_segmenter
 from oncodiff.runs import RunFolder
 
@@ -135,9 +136,10 @@ def predict_cases(model: ExportedModel, cases: CaseSet, n_samples: int, seed: in
         # Keyed by follow-up: the crops (slices) of one follow-up start sample k from the same noise.
         generators = sample_generators(seed, [c.follow_up_key for c in cases.cases], n_samples)
         generated = draw_samples(model.net, config, cond, n_samples, generators, sample_classes=classes)
-    return predictions_from_generated(cases.batch["pre"].to(device), generated, config.diffusion.target,
-                                      class_probability=probability,
-                                      sample_classes=None if classes is None else classes.numpy())
+    predictions = predictions_from_generated(cases.batch["pre"].to(device), generated, config.diffusion.target,
+                                             class_probability=probability,
+                                             sample_classes=None if classes is None else classes.numpy())
+    return with_spread(predictions, spread_calibration(model, config))
 
 
 def predict_modes(model: ExportedModel, cases: CaseSet, n_samples: int, seed: int = 0,
@@ -189,12 +191,13 @@ def predict_modes(model: ExportedModel, cases: CaseSet, n_samples: int, seed: in
     labels = torch.tensor([c for _, _, c in wanted], dtype=torch.long)
     generated = draw_samples(model.net, config, cond, 1, generators, sample_classes=labels[:, None], case_index=rows)
     pre = cases.batch["pre"].to(device)
-    out = {}
+    out, spread = {}, spread_calibration(model, config)
     for name, labels in classes.items():
         pick = torch.tensor([[position[i, k, int(labels[i, k])] for k in range(n_samples)] for i in range(b)])
-        out[name] = predictions_from_generated(pre, generated[pick.reshape(-1), 0].reshape(b, n_samples,
-                                                                                           *generated.shape[2:]),
-                                               config.diffusion.target, **extra.get(name, {}))
+        drawn = predictions_from_generated(pre, generated[pick.reshape(-1), 0].reshape(b, n_samples,
+                                                                                        *generated.shape[2:]),
+                                           config.diffusion.target, **extra.get(name, {}))
+        out[name] = with_spread(drawn, spread)
     print(f"sampled {len(wanted)} (case, sample, class) draws for {len(modes)} class modes of {b} cases x "
           f"{n_samples} samples", flush=True)
     return out
@@ -206,6 +209,24 @@ def predictions_from_generated(pre: torch.Tensor, generated: torch.Tensor, targe
     post = post_from_target(pre.unsqueeze(1), generated[:, :, :1], target)  # (B, N, 1, *S)
     masks = generated[:, :, 1].cpu().numpy() > MASK_THRESHOLD if generated.shape[2] > 1 else None
     return Predictions(samples=post[:, :, 0].float().cpu().numpy(), pre=pre[:, 0].cpu().numpy(), masks=masks, **extra)
+
+
+def spread_calibration(model: ExportedModel, config: Config | None = None) -> SpreadCalibration | None:
+    """The export's fitted spread factor when ``sampling.spread`` is calibrated (oncodiff/pipeline/spread.py), or
+    None: raw samples (asked for, or no factor was fitted)."""
+    if (config or model.config).sampling.spread != "calibrated":
+        return None
+    raw = read_export_meta(model.path).get("spread_calibration")
+    return SpreadCalibration.from_dict(raw) if raw and "factor" in raw else None
+
+
+def with_spread(predictions: Predictions, spread: SpreadCalibration | None) -> Predictions:
+    """``predictions`` with each sample's deviation from its class mean scaled by ``spread``'s factor (None: as
+    drawn)."""
+    if spread is None or predictions.samples.shape[1] < 2:
+        return predictions
+    scaled = scale_spread(predictions.samples, predictions.sample_classes, spread.factor)
+    return dc_replace(predictions, samples=scaled)
 
 
 def load_calibration(model: ExportedModel) -> IntervalCalibration | None:
@@ -242,36 +263,46 @@ def calibrate_run(run: str | Path, cohort: str | Path, samples: int | None = Non
 def calibrate_export(folder: str | Path, cohort: str | Path, patients: Sequence[str], seed: int = 0,
                      cache_dir: str | Path | None = None, samples: int | None = None,
                      overrides: Sequence[str] = (), folds: Sequence[tuple[str | Path, Sequence[str]]] = ()) -> dict:
-    """Sample ``patients`` (the validation split) as ``predict`` does with the outcome unknown, fit conformal
-    margins for the volume-change intervals and store them in the export's config.json; returns what
-    was stored (``{"calibrated": False, "reason": ...}`` when it cannot be done). ``samples``: per case
-    (default: the model's sampling.samples); ``overrides``: sampling.KEY=V settings to sample with. ``folds``:
-    (export folder, held-out patients) of models trained without those patients; when the validation split has
-    fewer follow-ups than the widest level needs (calibration.minimum_cases), each fold's patients are sampled by
-    their fold's model and their out-of-fold scores join the validation split's (cross-conformal margins)."""
+    """Sample ``patients`` (the validation split) as ``predict`` does with the outcome unknown, fit the samples'
+    spread factor (oncodiff/pipeline/spread.py) and then, on the samples so scaled, conformal margins for the
+    volume-change intervals, and store both in the export's config.json; returns what was stored for the margins
+    (``{"calibrated": False, "reason": ...}`` when they cannot be fitted). ``samples``: per case (default: the
+    model's sampling.samples); ``overrides``: sampling.KEY=V settings to sample with. ``folds``: (export folder,
+    held-out patients) of models trained without those patients; when the validation split has fewer follow-ups
+    than the widest level needs (calibration.minimum_cases), each fold's patients are sampled by their fold's model
+    and their out-of-fold predictions join the validation split's (cross-conformal margins; the spread factor is
+    fitted on them too)."""
     exported = _predicting_export(folder)
     config = exported.config.with_overrides(list(overrides)) if overrides else exported.config
     n = samples or config.sampling.samples
     mode = UNKNOWN_CLASS_MODES[config.sampling.unknown_class]
     levels = config.evaluation.coverage_levels
     segmenter = load_segmenter(exported.path)  # one instrument measures every fold's predictions too
-    val = _changes(exported, cohort, patients, n, seed, mode, config, cache_dir, segmenter, "validation")
-    parts, notes = [val[:2]] if val[0] is not None else [], [val[2]]
+    val = _sampled(exported, cohort, patients, n, seed, mode, config, "validation", cache_dir)
+    parts, notes = [(*val[:2], "validation")] if val[0] is not None else [], [val[2]]
     split = "val"
-    if folds and (val[0] is None or len(val[1]) < minimum_cases(levels)):
+    if folds and (val[0] is None or len(val[0].follow_ups()) < minimum_cases(levels)):
         print(f"the validation split has too few follow-ups for a {max(levels):.0%} margin: adding the out-of-fold "
               f"predictions of {len(folds)} models trained without one fold of the training split each", flush=True)
-        fold_parts = [_changes(_predicting_export(f), cohort, held, n, seed, mode, config, cache_dir, segmenter,
-                               f"fold {k + 1}") for k, (f, held) in enumerate(folds)]
-        parts += [p[:2] for p in fold_parts if p[0] is not None]
+        fold_parts = [_sampled(_predicting_export(f), cohort, held, n, seed, mode, config, f"fold {k + 1}",
+                               cache_dir) for k, (f, held) in enumerate(folds)]
+        parts += [(*p[:2], f"fold {k + 1}") for k, p in enumerate(fold_parts) if p[0] is not None]
         notes += [p[2] for p in fold_parts]
         split = f"val + out-of-fold training ({len(folds)} folds)"
+    spread = _fit_spread(exported, parts, config, split)
+    changes = []
+    for cases, predictions, which in parts:
+        change, true, note = _changes(segmenter, cases, with_spread(predictions, spread), config, which)
+        notes.append(note)
+        if change is not None:
+            changes.append((change, true))
     result: dict = {"calibrated": False}
     calibration = None
-    if parts:
-        drawn = parts[0][0].shape[1]  # 1 for a regression model
-        calibration = IntervalCalibration.fit(np.concatenate([p[0] for p in parts]),
-                                              np.concatenate([p[1] for p in parts]), drawn, mode, levels, split)
+    if changes:
+        drawn = changes[0][0].shape[1]  # 1 for a regression model
+        calibration = IntervalCalibration.fit(np.concatenate([c[0] for c in changes]),
+                                              np.concatenate([c[1] for c in changes]), drawn, mode, levels, split,
+                                              1.0 if spread is None else spread.factor)
     if calibration is None:
         result["reason"] = "; ".join(note for note in notes if note)
     else:
@@ -281,18 +312,41 @@ def calibrate_export(folder: str | Path, cohort: str | Path, patients: Sequence[
     return result
 
 
-def _changes(exported: ExportedModel, cohort: str | Path, patients: Sequence[str], n: int, seed: int, mode: str,
-             config: Config, cache_dir, segmenter, which: str) -> tuple[np.ndarray | None, np.ndarray | None, str]:
-    """(B, N) sampled and (B,) true volume changes of ``patients``' follow-ups predicted by ``exported``, or Nones
-    and why not."""
+def _fit_spread(exported: ExportedModel, parts: Sequence[tuple[CaseSet, Predictions, str]], config: Config,
+                split: str) -> SpreadCalibration | None:
+    """Fit the samples' spread factor on ``parts`` (sampled raw), store it in the export (or why there is none)
+    and return it when ``sampling.spread`` asks for it."""
+    boxes = [box for cases, predictions, _ in parts
+             for box in box_samples(predictions.samples, predictions.sample_classes, cases.batch["post"][:, 0].numpy(),
+                                    cases.batch["tumor_mask"][:, 0].numpy(), config.evaluation.bbox_margin)]
+    fitted = SpreadCalibration.fit(boxes, split)
+    if fitted is None:
+        why = ("one prediction per case" if parts and parts[0][1].samples.shape[1] < 2
+               else "no sampled follow-up with a baseline tumour")
+        update_export_meta(exported.path, spread_calibration={"factor": None, "reason": why})
+        return None
+    update_export_meta(exported.path, spread_calibration=fitted.to_dict())
+    print(fitted.describe(), flush=True)
+    return fitted if config.sampling.spread == "calibrated" else None
+
+
+def _sampled(exported: ExportedModel, cohort: str | Path, patients: Sequence[str], n: int, seed: int, mode: str,
+             config: Config, which: str, cache_dir) -> tuple[CaseSet | None, Predictions | None, str]:
+    """``patients``' follow-ups with a true scan and their raw samples (no spread factor), or Nones and why not."""
     if not patients:
         return None, None, f"the {which} split is empty"
     cases = load_cases(exported, cohort, patients, cache_dir=cache_dir)
     cases = cases.select([i for i, c in enumerate(cases.cases) if c.has_truth])
     if not len(cases):
         return None, None, f"no {which} patient has a follow-up scan"
-    print(f"calibrating the volume-change intervals on {len(cases)} {which} cases ...", flush=True)
-    predictions = predict_cases(exported, cases, n, seed, mode, config)
+    print(f"calibrating the spread and the volume-change intervals on {len(cases)} {which} cases ...", flush=True)
+    raw = config.with_overrides(["sampling.spread=raw"])
+    return cases, predict_cases(exported, cases, n, seed, mode, raw), ""
+
+
+def _changes(segmenter, cases: CaseSet, predictions: Predictions, config: Config,
+             which: str) -> tuple[np.ndarray | None, np.ndarray | None, str]:
+    """(B, N) sampled and (B,) true volume changes of the follow-ups of ``cases``, or Nones and why not."""
     volumes = CaseVolumes.measure(segmenter, cases, predictions,
                                   config.evaluation.response_threshold).grouped(cases.follow_ups())
     change, true = volumes.change(), volumes.true_change()
@@ -332,14 +386,17 @@ def predict(model: str | Path, cohort: str | Path, out: str | Path, patients: Se
     predictions = predict_cases(exported, cases, n, seed, mode, config)
     volumes = CaseVolumes.measure(load_segmenter(exported.path), cases, predictions,
                                   config.evaluation.response_threshold)
-    calibration, calibration_note = _calibration_for(exported, mode, predictions.samples.shape[1])
+    spread, spread_note = _spread_used(exported, config)
+    calibration, calibration_note = _calibration_for(exported, mode, predictions.samples.shape[1],
+                                                     1.0 if spread is None else spread.factor)
     with staged_folder(out, "predictions") as partial:
         summaries = [write_follow_up(partial, cases, group, predictions, volumes, config.sampling.agreement_threshold,
                                      calibration, exported.layout.smoothing_mm) for group in cases.follow_ups()]
         PredictionsFolder(partial).summary_json.write_text(json.dumps({
             "model": str(exported.path), "cohort": str(cases.cohort.root), "samples": n, "seed": seed,
             "overrides": list(overrides), "sampling": config.sampling.model_dump(mode="json"),
-            "interval_calibration": calibration_note, "class_prior": prior_note, "days_note": days_note,
+            "interval_calibration": calibration_note, "spread_calibration": spread_note,
+            "class_prior": prior_note, "days_note": days_note,
             "survival_risk": survival_risk_summary(exported, cases, predictions.class_probability),
             "cases": summaries,
         }, indent=2) + "\n", encoding="utf-8")
@@ -363,8 +420,26 @@ def _predicting_export(path: str | Path) -> ExportedModel:
     return exported
 
 
-def _calibration_for(model: ExportedModel, mode: str, n_samples: int) -> tuple[IntervalCalibration | None, str]:
-    """The calibration that applies to this prediction, and a sentence for summary.json saying which."""
+def _spread_used(model: ExportedModel, config: Config) -> tuple[SpreadCalibration | None, str]:
+    """The spread factor this prediction's samples were scaled by, and a sentence for summary.json saying so."""
+    spread = spread_calibration(model, config)
+    if spread is not None:
+        note = spread.describe()
+    elif config.sampling.spread == "raw":
+        note = "samples as drawn (sampling.spread=raw)"
+    else:
+        stored = read_export_meta(model.path).get("spread_calibration") or {}
+        why = stored.get("reason", "calibrated before spread calibration existed, "
+                                   "or trained without sampling.calibrate")
+        note = f"samples as drawn: the model has no fitted spread factor ({why})"
+    print(note, flush=True)
+    return spread, note
+
+
+def _calibration_for(model: ExportedModel, mode: str, n_samples: int,
+                     spread_factor: float = 1.0) -> tuple[IntervalCalibration | None, str]:
+    """The calibration that applies to this prediction (whose samples' spread was scaled by ``spread_factor``),
+    and a sentence for summary.json saying which."""
     calibration = load_calibration(model)
     if calibration is None:
         stored = read_export_meta(model.path).get("interval_calibration") or {}
@@ -384,6 +459,9 @@ def _calibration_for(model: ExportedModel, mode: str, n_samples: int) -> tuple[I
     note = calibration.describe()
     if n_samples != calibration.n_samples:
         note += f"; this prediction drew {n_samples} samples per case, so the calibrated coverage is approximate"
+    if spread_factor != calibration.spread_factor:
+        note += (f"; the margins were fitted on samples with spread x{calibration.spread_factor:g} and this "
+                 f"prediction's are x{spread_factor:g}, so the calibrated coverage is approximate")
     return calibration, note
 
 
