@@ -59,6 +59,8 @@ from oncodiff.data.denoise import smoothed
 from oncodiff.evaluation.distribution_scores import spread_skill
 from oncodiff.evaluation.metrics import image_metrics
 from oncodiff.evaluation.proper_scores import crps_ensemble
+from oncodiff.pipeline.export import read_export_meta
+from oncodiff.pipeline.spread import scale_spread
 from oncodiff.runs import RunFolder
 from oncodiff.training.step_cost import cpu_seconds_per_step
 
@@ -428,6 +430,16 @@ def _case(folders: list[Path], patient: str, timepoint: str) -> Path:
     raise FileNotFoundError(f"no prediction of {patient} {timepoint} in {', '.join(map(str, folders))}")
 
 
+def spread_factor(folder: Path) -> float:
+    """The spread factor ``predict`` scaled the samples in a predictions folder by (oncodiff/pipeline/spread.py;
+    1: the samples as drawn)."""
+    summary = json.loads((folder / "summary.json").read_text(encoding="utf-8"))
+    if summary.get("sampling", {}).get("spread", "raw") != "calibrated":
+        return 1.0
+    meta = read_export_meta(summary["model"]).get("spread_calibration") or {}
+    return float(meta.get("factor") or 1.0)
+
+
 def score(truth: TestTruth, sigma: float, predictions: dict[str, dict[str, list[Path]]]) -> dict:
     """Per-follow-up in-tumour MAE and SSIM of every method; means, ratios and paired bootstrap intervals."""
     rows = []
@@ -439,13 +451,22 @@ def score(truth: TestTruth, sigma: float, predictions: dict[str, dict[str, list[
         for name, by_condition in predictions.items():
             for condition, folders in by_condition.items():
                 case = _case(folders, patient, timepoint)
-                methods[f"{name} ({condition})"] = transform.apply(read_image(case / "mean.nii.gz").array)
+                mean = transform.apply(read_image(case / "mean.nii.gz").array)
+                methods[f"{name} ({condition})"] = mean
                 samples = sorted(case.glob("sample_*.nii.gz"))
-                if len(samples) > 1:
-                    full = np.stack([transform.apply(read_image(s).array) for s in samples])
-                    ensembles[f"{name} ({condition})"] = np.moveaxis(full[:, mask], 0, -1)
-                    spread[f"{name} ({condition})"] = spread_skill(full[None], follow["image"][None], mask[None],
-                                                                   SPREAD_MARGIN)
+                if len(samples) < 2:
+                    continue
+                full = np.stack([transform.apply(read_image(s).array) for s in samples])
+                variants = {f"{name} ({condition})": full}
+                factor = spread_factor(case.parent)
+                if factor != 1.0:  # the samples as drawn, from the same draws: the factor undone about each class mean
+                    classes = json.loads((case / "summary.json").read_text(encoding="utf-8")).get("sample_classes")
+                    variants[f"{name} raw spread ({condition})"] = scale_spread(
+                        full[None], None if classes is None else np.asarray(classes)[None], 1.0 / factor)[0]
+                    methods[f"{name} raw spread ({condition})"] = mean
+                for method, drawn in variants.items():
+                    ensembles[method] = np.moveaxis(drawn[:, mask], 0, -1)
+                    spread[method] = spread_skill(drawn[None], follow["image"][None], mask[None], SPREAD_MARGIN)
         for method, image in methods.items():
             metrics = image_metrics(image, follow["image"], mask, bbox_margin=4)
             # CRPS per in-tumour voxel: of the samples' empirical distribution; a point method's is its MAE
@@ -472,6 +493,8 @@ def score(truth: TestTruth, sigma: float, predictions: dict[str, dict[str, list[
               for value in ("mae_tumor", "ssim_tumor")}
     # the distribution's CRPS against the denoised identity's MAE (its CRPS: a point forecast), paired per patient
     paired["crps_tumor"] = {"denoised identity": paired_patient_differences(pivot["crps_tumor"], "denoised identity")}
+    for raw in [m for m in pivot["crps_tumor"].columns if " raw spread (" in m]:  # scaled minus as drawn, same draws
+        paired["crps_tumor"][raw] = paired_patient_differences(pivot["crps_tumor"], raw)
     return {"follow_ups": int(frame[["patient", "timepoint"]].drop_duplicates().shape[0]),
             "mean": means.reset_index().to_dict(orient="records"), "paired": paired}
 
@@ -499,7 +522,7 @@ def _table(results: dict) -> str:
             kind = "in-family" if family == train_set else ("both families" if train_set == "both" else "CROSS-FAMILY")
             lines += ["", f"## {budget}, route {route}: trained on {train_set}, tested on {family} ({kind}); "
                           f"{run['steps']} steps, {scores['follow_ups']} test follow-ups", "",
-                      *_forecast_lines(run),
+                      *_forecast_lines(run), *_spread_lines(scores),
                       "| method | in-tumour MAE | x post = pre | x denoised | SSIM | SSIM - denoised (95 % CI) | "
                       "MAE - denoised (95 % CI) | CRPS | CRPS x denoised MAE | CRPS - denoised MAE (95 % CI) | "
                       "spread-skill (tumour box) |",
@@ -520,6 +543,18 @@ def _table(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _spread_lines(scores: dict) -> list[str]:
+    """A line per condition whose samples were spread-calibrated: CRPS scaled minus as drawn, paired per patient."""
+    lines = []
+    for raw, differences in scores["paired"].get("crps_tumor", {}).items():
+        scaled = raw.replace(" raw spread (", " (")
+        if " raw spread (" in raw and scaled in differences:
+            d = differences[scaled]
+            lines.append(f"CRPS of {scaled} minus the same samples as drawn (spread calibration undone): "
+                         f"{d['mean']:+.4f} (95 % CI {d['ci95'][0]:+.4f} .. {d['ci95'][1]:+.4f}).")
+    return [*lines, ""] if lines else []
+
+
 def _summary(results: dict) -> list[str]:
     """One line per scored run and test family, the sections below in brief: oncodiff's in-tumour MAE given the
     class and with the outcome unknown, and its CRPS with the outcome unknown, each over the denoised identity's
@@ -529,22 +564,28 @@ def _summary(results: dict) -> list[str]:
         budget, train_set, route = key.split("/")
         for family, scores in run.get("scores", {}).items():
             by = {row["method"]: row for row in scores["mean"]}
-            given, unknown = by.get("oncodiff (given)", {}), by.get("oncodiff (unknown)", {})
-            if not given and not unknown:
-                continue
-            cell = (lambda row, column, f="{:.3f}": f.format(row[column])
-                    if column in row and np.isfinite(row[column]) else "-")
-            rows.append(f"| {train_set} -> {family} | {route} | {budget} ({run['steps']} steps) | "
-                        f"{cell(given, 'mae_vs_denoised identity')} | {cell(unknown, 'mae_vs_denoised identity')} | "
-                        f"{cell(unknown, 'crps_vs_denoised identity mae')} | {cell(given, 'ssim_tumor')} "
-                        f"({by['denoised identity']['ssim_tumor']:.3f}) | {cell(given, 'spread_skill_box', '{:.2f}')}"
-                        f" / {cell(unknown, 'spread_skill_box', '{:.2f}')} |")
+            for variant, label in (("oncodiff", route), ("oncodiff raw spread", f"{route}, samples as drawn")):
+                given, unknown = by.get(f"{variant} (given)", {}), by.get(f"{variant} (unknown)", {})
+                if given or unknown:
+                    rows.append(_summary_row(train_set, family, label, budget, run["steps"], given, unknown,
+                                             by["denoised identity"]["ssim_tumor"]))
     if not rows:
         return []
     return ["## Summary (oncodiff against the denoised identity; each run's section below has the intervals)", "",
             "| trained -> tested | route | budget | MAE given the class | MAE outcome unknown | CRPS outcome "
             "unknown | SSIM given (denoised) | spread-skill given / unknown |",
             "|---|---|---|---|---|---|---|---|", *rows, ""]
+
+
+def _summary_row(train_set: str, family: str, route: str, budget: str, steps: int, given: dict, unknown: dict,
+                 denoised_ssim: float) -> str:
+    cell = (lambda row, column, f="{:.3f}": f.format(row[column]) if column in row and np.isfinite(row[column])
+            else "-")
+    return (f"| {train_set} -> {family} | {route} | {budget} ({steps} steps) | "
+            f"{cell(given, 'mae_vs_denoised identity')} | {cell(unknown, 'mae_vs_denoised identity')} | "
+            f"{cell(unknown, 'crps_vs_denoised identity mae')} | {cell(given, 'ssim_tumor')} "
+            f"({denoised_ssim:.3f}) | {cell(given, 'spread_skill_box', '{:.2f}')}"
+            f" / {cell(unknown, 'spread_skill_box', '{:.2f}')} |")
 
 
 def _forecast_lines(run: dict) -> list[str]:

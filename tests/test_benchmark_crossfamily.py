@@ -56,3 +56,36 @@ def test_the_summary_has_one_line_per_run_and_test_family():
                      "| brain -> brain | edm-seed1 | 5min (117 steps) | 0.500 | 0.905 | 0.734 | 0.730 (0.485) | "
                      "0.18 / - |"]
     assert crossfamily.run_name("edm", 0) == "edm" and crossfamily.run_name("edm", 1) == "edm-seed1"
+
+
+def test_spread_calibrated_runs_get_a_summary_line_and_a_paired_crps_line_for_the_samples_as_drawn(tmp_path):
+    import json
+
+    rows = {"follow_ups": 16, "mean": [
+        {"method": "denoised identity", "ssim_tumor": 0.485, "mae_vs_denoised identity": 1.0},
+        {"method": "oncodiff (unknown)", "mae_vs_denoised identity": 0.9, "crps_vs_denoised identity mae": 0.6,
+         "spread_skill_box": 0.9},
+        {"method": "oncodiff raw spread (unknown)", "mae_vs_denoised identity": 0.9,
+         "crps_vs_denoised identity mae": 0.7, "spread_skill_box": 0.3}],
+        "paired": {"crps_tumor": {"oncodiff raw spread (unknown)": {
+            "oncodiff (unknown)": {"mean": -0.01, "ci95": [-0.02, -0.005]}}}}}
+    results = {"runs": {"5min/brain/edm": {"steps": 117, "scores": {"glioma": rows}}}}
+    lines = [line for line in crossfamily._summary(results) if line.startswith("| brain ->")]
+    assert lines == ["| brain -> glioma | edm | 5min (117 steps) | - | 0.900 | 0.600 | - (0.485) | - / 0.90 |",
+                     "| brain -> glioma | edm, samples as drawn | 5min (117 steps) | - | 0.900 | 0.700 | - (0.485) | "
+                     "- / 0.30 |"]
+    assert crossfamily._spread_lines(rows) == [
+        "CRPS of oncodiff (unknown) minus the same samples as drawn (spread calibration undone): -0.0100 "
+        "(95 % CI -0.0200 .. -0.0050).", ""]
+    # the factor predict applied: from the export the predictions name, when they were sampled calibrated
+    export = tmp_path / "run" / "model"
+    export.mkdir(parents=True)
+    (export / "model.safetensors").write_bytes(b"")
+    from oncodiff.pipeline.export import EXPORT_FORMAT
+
+    (export / "config.json").write_text(json.dumps({"format": EXPORT_FORMAT, "spread_calibration": {"factor": 4.0}}))
+    folder = tmp_path / "predictions"
+    folder.mkdir()
+    for spread, factor in (("calibrated", 4.0), ("raw", 1.0)):
+        (folder / "summary.json").write_text(json.dumps({"model": str(tmp_path / "run"), "sampling": {"spread": spread}}))
+        assert crossfamily.spread_factor(folder) == factor

@@ -11,6 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from factory import TINY_MODEL, write_cohort
+from oncodiff.pipeline.export import read_export_meta, update_export_meta
 from oncodiff.cli import app
 from oncodiff.config import load_config
 from oncodiff.evaluation.baselines import TRAINED_BASELINES
@@ -25,8 +26,10 @@ BUDGETS = ["evaluation.folds=2", "evaluation.cnn_epochs=1", "evaluation.head_epo
 SECTIONS = {"methods", "image_metrics", "size", "uncertainty", "distribution", "counterfactual", "class_prior",
             "proper_scores", "paired", "mechanistic",
             "outcomes", "per_case_size", "oncodiff_version", "run", "cohort", "data_hash", "config", "test_cases",
-            "training_curves", "segmenter"}
-DIFFUSION = {"diffusion", "diffusion_most_probable", "diffusion_null_class", "diffusion_true_class"}
+            "training_curves", "segmenter", "spread_calibration"}
+DIFFUSION = {"diffusion", "diffusion_most_probable", "diffusion_null_class", "diffusion_true_class",
+             "diffusion_as_drawn"}  # the fixture's spread factor is 3: the mixture with it undone is scored too
+SPREAD_FACTOR = 3.0
 METHODS = {"identity", "denoised", "mechanistic", *TRAINED_BASELINES, *DIFFUSION}
 
 
@@ -56,6 +59,8 @@ def trained_run(root, n_patients: int):
 def evaluated(tmp_path_factory):
     root = tmp_path_factory.mktemp("evaluate")
     cohort, run = trained_run(root, n_patients=10)  # 2 test patients
+    spread = read_export_meta(run)["spread_calibration"]
+    update_export_meta(run, spread_calibration={**spread, "factor": SPREAD_FACTOR})  # whatever the tiny model fitted
     evaluation = invoke("evaluate", "--model", run, "--cohort", cohort, "--out", root / "evaluation", *sets(BUDGETS))
     assert evaluation.exit_code == 0, evaluation.output
     report = invoke("report", root / "evaluation")
@@ -195,6 +200,21 @@ def test_calibrated_coverage_is_reported_for_the_outcome_unknown_predictions_onl
     assert "applied to 2" in uncertainty["diffusion"]["calibrated"]["note"]  # evaluated with sampling.samples=2
     tables = (evaluated["out"] / "tables.md").read_text(encoding="utf-8")
     assert "calibrated @90%" in tables and "| regression U-Net (pre -> post, MSE) | 2 | - | - |" in tables
+
+
+def test_the_spread_calibration_is_scored_against_the_same_samples_as_drawn(evaluated):
+    summary = json.loads((evaluated["out"] / "summary.json").read_text(encoding="utf-8"))
+    assert summary["spread_calibration"]["factor"] == SPREAD_FACTOR
+    assert summary["methods"]["diffusion_as_drawn"]["label"].endswith(f"samples as drawn (spread x{SPREAD_FACTOR:g} undone)")
+    metrics = summary["image_metrics"]["aggregate"]
+    for key in ("mae_tumor", "ssim_tumor"):  # the same mean: scaling about each class mean keeps it
+        assert metrics["diffusion_as_drawn"][key]["mean"] == pytest.approx(metrics["diffusion"][key]["mean"], abs=1e-5)
+    box = summary["proper_scores"]
+    scaled, drawn = box["diffusion"]["spread_skill"], box["diffusion_as_drawn"]["spread_skill"]
+    assert scaled["rmse_of_mean"] == pytest.approx(drawn["rmse_of_mean"], rel=1e-4)
+    # x3 within each class, the mixture's between-class part as drawn; with 2 samples a class drawn once is unscaled
+    assert scaled["spread"] >= drawn["spread"] - 1e-9
+    assert "calibrated" not in summary["uncertainty"]["diffusion_as_drawn"]  # the margins were fitted scaled
 
 
 def test_tables_list_every_method(evaluated):

@@ -34,8 +34,8 @@ BASE_RATE_KEY = "base rate"
 NEW_PATIENT = "P007"  # has a baseline scan and no follow-up
 RUN_FILES = ("config.json", "splits.json", "plan.json", "train_summary.json", "metrics.csv", "checkpoints/last.ckpt",
              "checkpoints/best.ckpt", "model/model.safetensors", "model/config.json")
-SUMMARY_KEYS = {"model", "cohort", "samples", "seed", "overrides", "sampling", "interval_calibration", "class_prior",
-                "days_note", "survival_risk", "cases"}
+SUMMARY_KEYS = {"model", "cohort", "samples", "seed", "overrides", "sampling", "interval_calibration",
+                "spread_calibration", "class_prior", "days_note", "survival_risk", "cases"}
 CASE_KEYS = {"key", "patient_id", "lesion_id", "timepoint", "days", "volume_unit", "volume_baseline",
              "volume_baseline_segmented", "volume_pred_mean", "change_pct_mean", "change_pct_interval_50",
              "change_pct_interval_90", "response", "response_probability", "response_rule", "files"}
@@ -189,6 +189,44 @@ def test_training_calibrates_the_intervals_and_predict_reports_them(trained):
                 assert calibrated is None
             else:
                 np.testing.assert_allclose(calibrated, [max(raw[0] - 100 * margin, -100.0), raw[1] + 100 * margin])
+
+
+def test_training_fits_the_samples_spread_and_predict_applies_it(trained, tmp_path):
+    from oncodiff.pipeline.spread import FACTORS, class_means
+
+    meta = json.loads((trained["run"] / "model" / "config.json").read_text(encoding="utf-8"))
+    spread = meta["spread_calibration"]
+    assert spread["factor"] in FACTORS and spread["n_samples"] == 2 and spread["n_cases"] >= 1
+    assert spread["crps_scaled"] == min(spread["grid"].values()) <= spread["crps_raw"] == spread["grid"]["1"]
+    assert meta["interval_calibration"]["spread_factor"] == spread["factor"]  # the margins saw the scaled samples
+    note = json.loads((trained["out"] / "summary.json").read_text(encoding="utf-8"))["spread_calibration"]
+    assert note.startswith(f"spread calibration: each sample's deviation from its class mean x{spread['factor']:g}")
+    # A copy with a factor of 3 (the tiny model's own may be 1): predict scales each class's deviations by it.
+    run = tmp_path / "run"
+    shutil.copytree(trained["run"], run)
+    update_export_meta(run, spread_calibration={**spread, "factor": 3.0})
+    model = load_export(run)
+    cases = load_cases(model, trained["cohort"], ["P001", "P002"], cache_dir=trained["cache"])
+    raw = predict_cases(model, cases, 2, seed=3, class_label="predicted",
+                        config=model.config.with_overrides(["sampling.spread=raw"]))
+    scaled = predict_cases(model, cases, 2, seed=3, class_label="predicted")
+    np.testing.assert_array_equal(scaled.sample_classes, raw.sample_classes)
+    np.testing.assert_allclose(scaled.mean, raw.mean, atol=1e-5)
+    means = class_means(raw.samples, raw.sample_classes)
+    np.testing.assert_allclose(scaled.samples - means, 3.0 * (raw.samples - means), atol=1e-5)
+    common = dict(patients=["P001"], cache_dir=trained["cache"])
+    out = predict(run, trained["cohort"], tmp_path / "scaled", **common)
+    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    assert "x3" in summary["spread_calibration"]
+    if meta["interval_calibration"]["spread_factor"] != 3.0:
+        assert "this prediction's are x3, so the calibrated coverage is approximate" in summary["interval_calibration"]
+    out = predict(run, trained["cohort"], tmp_path / "raw", overrides=["sampling.spread=raw"], **common)
+    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    assert summary["spread_calibration"] == "samples as drawn (sampling.spread=raw)"
+    update_export_meta(run, spread_calibration=None)  # an export calibrated before spread calibration existed
+    out = predict(run, trained["cohort"], tmp_path / "old", **common)
+    assert json.loads((out / "summary.json").read_text(encoding="utf-8"))["spread_calibration"].startswith(
+        "samples as drawn: the model has no fitted spread factor")
 
 
 def test_predictions_say_when_the_calibration_does_not_quite_apply(trained, tmp_path):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from dataclasses import replace as dc_replace
 from pathlib import Path
 
 import numpy as np
@@ -46,8 +47,10 @@ from oncodiff.pipeline.export import ExportedModel, load_export, read_export_met
 from oncodiff.cohort import same_cohort
 from oncodiff.pipeline.predict import (
     UNKNOWN_CLASS_MODES, Predictions, default_patients, load_calibration, predict_cases, predict_modes,
+    spread_calibration,
 )
 from oncodiff.pipeline.prior_inputs import class_probabilities, load_class_prior
+from oncodiff.pipeline.spread import scale_spread
 from oncodiff.pipeline.volumes import CaseVolumes, load_segmenter
 from oncodiff.runs import RunFolder
 
@@ -165,6 +168,7 @@ def _run_methods(run: Path, exported: ExportedModel, config: Config, cases: Case
     if exported.config.model.class_label == "none":
         results.append(("diffusion", "diffusion", predict_cases(exported, cases, n, seed, "predicted", config),
                         calibration))
+        results += _as_drawn(exported, config, results[-1][2], "diffusion")
     else:
         # The outcome unknown: "diffusion" is what predict gives (sampling.unknown_class), then the other way.
         # Every mode's samples in one draw: sample k of a case under one class is drawn once (predict_modes).
@@ -179,6 +183,7 @@ def _run_methods(run: Path, exported: ExportedModel, config: Config, cases: Case
             fitted = calibration if calibration is not None and calibration.mode == modes[unknown] else None
             results.append(("diffusion" if unknown == main else f"diffusion_{unknown}", UNKNOWN_CLASS_LABELS[unknown],
                             drawn[unknown], fitted))
+        results += _as_drawn(exported, config, drawn[main], UNKNOWN_CLASS_LABELS[main])
         results += [
             ("diffusion_null_class", "diffusion, null class (unconditional on the outcome)", drawn["null"], None),
             ("diffusion_true_class", "diffusion, true class (oracle, as in the papers)", drawn["true"], None),
@@ -187,6 +192,19 @@ def _run_methods(run: Path, exported: ExportedModel, config: Config, cases: Case
             sampled["flipped"] = drawn["flipped"]
     return [MethodResult(name, label, p, CaseVolumes.measure(segmenter, cases, p, threshold), c)
             for name, label, p, c in results]
+
+
+def _as_drawn(exported: ExportedModel, config: Config, predictions: Predictions, label: str) -> list[tuple]:
+    """What predict gives with its spread calibration undone (oncodiff/pipeline/spread.py): the same draws, each
+    sample's deviation from its class mean divided by the factor again, so the factor's effect on the test split
+    is scored beside it; nothing when no factor (or 1) was applied. Its interval margins were fitted on scaled
+    samples, so it has none."""
+    spread = spread_calibration(exported, config)
+    if spread is None or spread.factor == 1.0 or predictions.samples.shape[1] < 2:
+        return []
+    raw = scale_spread(predictions.samples, predictions.sample_classes, 1.0 / spread.factor)
+    return [("diffusion_as_drawn", f"{label}, samples as drawn (spread x{spread.factor:g} undone)",
+             dc_replace(predictions, samples=raw), None)]
 
 
 def _score(methods: list[MethodResult], cases: CaseSet, config: Config) -> dict:
@@ -343,7 +361,9 @@ def _provenance(run: Path, exported: ExportedModel, config: Config, cases: CaseS
     return {"oncodiff_version": __version__, "run": str(run), "cohort": str(Path(cohort).resolve()),
             "data_hash": cases.data_hash, "config": config.model_dump(mode="json"),
             "test_cases": [c.key for c in cases.cases], "training_curves": str(RunFolder(run).metrics_csv),
-            "segmenter": read_export_meta(exported.path).get("segmenter")}
+            "segmenter": read_export_meta(exported.path).get("segmenter"),
+            "spread_calibration": read_export_meta(exported.path).get("spread_calibration")
+            if config.sampling.spread == "calibrated" else "off (sampling.spread=raw)"}
 
 
 def _write_figures(out: Path, methods: list[MethodResult], cases: CaseSet) -> None:

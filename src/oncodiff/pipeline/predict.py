@@ -217,7 +217,7 @@ def spread_calibration(model: ExportedModel, config: Config | None = None) -> Sp
     if (config or model.config).sampling.spread != "calibrated":
         return None
     raw = read_export_meta(model.path).get("spread_calibration")
-    return SpreadCalibration.from_dict(raw) if raw and "factor" in raw else None
+    return SpreadCalibration.from_dict(raw) if raw and raw.get("factor") is not None else None
 
 
 def with_spread(predictions: Predictions, spread: SpreadCalibration | None) -> Predictions:
