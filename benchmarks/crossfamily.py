@@ -430,14 +430,13 @@ def _case(folders: list[Path], patient: str, timepoint: str) -> Path:
     raise FileNotFoundError(f"no prediction of {patient} {timepoint} in {', '.join(map(str, folders))}")
 
 
-def spread_factor(folder: Path) -> float:
-    """The spread factor ``predict`` scaled the samples in a predictions folder by (oncodiff/pipeline/spread.py;
-    1: the samples as drawn)."""
+def spread_factors(folder: Path) -> tuple[float, float]:
+    """(the spread factor ``predict`` scaled the samples in a predictions folder by, the factor their model has
+    now; oncodiff/pipeline/spread.py, 1 = as drawn). They differ when the run was calibrated after it predicted
+    (this benchmark trains with sampling.calibrate=false, then fits the factor with ``oncodiff calibrate``)."""
     summary = json.loads((folder / "summary.json").read_text(encoding="utf-8"))
-    if summary.get("sampling", {}).get("spread", "raw") != "calibrated":
-        return 1.0
     meta = read_export_meta(summary["model"]).get("spread_calibration") or {}
-    return float(meta.get("factor") or 1.0)
+    return float(summary.get("spread_factor", 1.0)), float(meta.get("factor") or 1.0)
 
 
 def score(truth: TestTruth, sigma: float, predictions: dict[str, dict[str, list[Path]]]) -> dict:
@@ -457,12 +456,13 @@ def score(truth: TestTruth, sigma: float, predictions: dict[str, dict[str, list[
                 if len(samples) < 2:
                     continue
                 full = np.stack([transform.apply(read_image(s).array) for s in samples])
+                applied, fitted = spread_factors(case.parent)
                 variants = {f"{name} ({condition})": full}
-                factor = spread_factor(case.parent)
-                if factor != 1.0:  # the samples as drawn, from the same draws: the factor undone about each class mean
+                if fitted != 1.0:  # scaled by the run's factor, and as drawn: the same draws, rescaled about class means
                     classes = json.loads((case / "summary.json").read_text(encoding="utf-8")).get("sample_classes")
-                    variants[f"{name} raw spread ({condition})"] = scale_spread(
-                        full[None], None if classes is None else np.asarray(classes)[None], 1.0 / factor)[0]
+                    classes = None if classes is None else np.asarray(classes)[None]
+                    variants = {f"{name} ({condition})": scale_spread(full[None], classes, fitted / applied)[0],
+                                f"{name} raw spread ({condition})": scale_spread(full[None], classes, 1.0 / applied)[0]}
                     methods[f"{name} raw spread ({condition})"] = mean
                 for method, drawn in variants.items():
                     ensembles[method] = np.moveaxis(drawn[:, mask], 0, -1)

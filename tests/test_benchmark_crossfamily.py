@@ -77,7 +77,7 @@ def test_spread_calibrated_runs_get_a_summary_line_and_a_paired_crps_line_for_th
     assert crossfamily._spread_lines(rows) == [
         "CRPS of oncodiff (unknown) minus the same samples as drawn (spread calibration undone): -0.0100 "
         "(95 % CI -0.0200 .. -0.0050).", ""]
-    # the factor predict applied: from the export the predictions name, when they were sampled calibrated
+    # the factor predict applied (summary.json) and the one the export the predictions name has now
     export = tmp_path / "run" / "model"
     export.mkdir(parents=True)
     (export / "model.safetensors").write_bytes(b"")
@@ -86,6 +86,6 @@ def test_spread_calibrated_runs_get_a_summary_line_and_a_paired_crps_line_for_th
     (export / "config.json").write_text(json.dumps({"format": EXPORT_FORMAT, "spread_calibration": {"factor": 4.0}}))
     folder = tmp_path / "predictions"
     folder.mkdir()
-    for spread, factor in (("calibrated", 4.0), ("raw", 1.0)):
-        (folder / "summary.json").write_text(json.dumps({"model": str(tmp_path / "run"), "sampling": {"spread": spread}}))
-        assert crossfamily.spread_factor(folder) == factor
+    for applied in (4.0, 1.0):  # scaled by predict, or predicted before the run was calibrated
+        (folder / "summary.json").write_text(json.dumps({"model": str(tmp_path / "run"), "spread_factor": applied}))
+        assert crossfamily.spread_factors(folder) == (applied, 4.0)

@@ -35,7 +35,7 @@ NEW_PATIENT = "P007"  # has a baseline scan and no follow-up
 RUN_FILES = ("config.json", "splits.json", "plan.json", "train_summary.json", "metrics.csv", "checkpoints/last.ckpt",
              "checkpoints/best.ckpt", "model/model.safetensors", "model/config.json")
 SUMMARY_KEYS = {"model", "cohort", "samples", "seed", "overrides", "sampling", "interval_calibration",
-                "spread_calibration", "class_prior", "days_note", "survival_risk", "cases"}
+                "spread_calibration", "spread_factor", "class_prior", "days_note", "survival_risk", "cases"}
 CASE_KEYS = {"key", "patient_id", "lesion_id", "timepoint", "days", "volume_unit", "volume_baseline",
              "volume_baseline_segmented", "volume_pred_mean", "change_pct_mean", "change_pct_interval_50",
              "change_pct_interval_90", "response", "response_probability", "response_rule", "files"}
@@ -217,12 +217,12 @@ def test_training_fits_the_samples_spread_and_predict_applies_it(trained, tmp_pa
     common = dict(patients=["P001"], cache_dir=trained["cache"])
     out = predict(run, trained["cohort"], tmp_path / "scaled", **common)
     summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
-    assert "x3" in summary["spread_calibration"]
+    assert "x3" in summary["spread_calibration"] and summary["spread_factor"] == 3.0
     if meta["interval_calibration"]["spread_factor"] != 3.0:
         assert "this prediction's are x3, so the calibrated coverage is approximate" in summary["interval_calibration"]
     out = predict(run, trained["cohort"], tmp_path / "raw", overrides=["sampling.spread=raw"], **common)
     summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
-    assert summary["spread_calibration"] == "samples as drawn (sampling.spread=raw)"
+    assert summary["spread_calibration"] == "samples as drawn (sampling.spread=raw)" and summary["spread_factor"] == 1.0
     update_export_meta(run, spread_calibration=None)  # an export calibrated before spread calibration existed
     out = predict(run, trained["cohort"], tmp_path / "old", **common)
     assert json.loads((out / "summary.json").read_text(encoding="utf-8"))["spread_calibration"].startswith(

@@ -396,6 +396,7 @@ def predict(model: str | Path, cohort: str | Path, out: str | Path, patients: Se
             "model": str(exported.path), "cohort": str(cases.cohort.root), "samples": n, "seed": seed,
             "overrides": list(overrides), "sampling": config.sampling.model_dump(mode="json"),
             "interval_calibration": calibration_note, "spread_calibration": spread_note,
+            "spread_factor": 1.0 if spread is None else spread.factor,
             "class_prior": prior_note, "days_note": days_note,
             "survival_risk": survival_risk_summary(exported, cases, predictions.class_probability),
             "cases": summaries,
