@@ -24,7 +24,10 @@ One command:
    (``--routes tissue``: ``data.normalization=tissue``, air and the body's median as anchors, in [0, 1]) and the
    light 3D patch route (``--routes 3d``); each predicts both test
    cohorts whole, with the outcome unknown (the class prior) and given each patient's true response class
-   (``--set response=CLASS`` per class group).
+   (``--set response=CLASS`` per class group). Before it predicts, a run without a spread factor gets one
+   (``oncodiff calibrate`` on its validation split: what ``sampling.calibrate``, which COMMON turns off with its
+   calibration folds, does at the end of training; oncodiff/pipeline/spread.py); each condition is then scored
+   with the factor and, from the same draws, as drawn (``oncodiff raw spread``), with the paired CRPS difference.
 4. Scoring, as benchmarks/volumetric.py (its TestTruth): each follow-up as acquired, brought onto its baseline
    through the synthetic truth's rigid transform, normalised by its own percentiles (``--truth-scale own``; or
    ``tissue``, or ``clean``: the truth behind it at the baseline's gain, which no normalisation choice favours).
@@ -336,6 +339,12 @@ def _train_and_score(cohorts, truths, sigmas, train_set: str, route: str, steps:
             shutil.rmtree(run)
         print(f"training {route} on {train_set} for {steps} steps ...", flush=True)
         train(train_cohort, config, run, cache_dir=cache)
+    if "spread_calibration" not in read_export_meta(run):
+        # as sampling.calibrate does at the end of training, without its calibration folds (COMMON turns both off)
+        from oncodiff.pipeline.predict import calibrate_run
+
+        print("fitting the samples' spread factor on the validation split ...", flush=True)
+        calibrate_run(run, train_cohort, samples=samples, seed=seed, cache_dir=cache)
     trained = Config.from_json(RunFolder(run).config_json)
     models = {"oncodiff": run}
     if regression:

@@ -139,8 +139,8 @@ class SpreadCalibration:
         ratio = ("" if self.spread_skill_raw is None else
                  f", spread-skill {self.spread_skill_raw:.2f} -> {self.spread_skill_scaled:.2f}")
         return (f"spread calibration: each sample's deviation from its class mean x{self.factor:g} (tumour-box CRPS "
-                f"{self.crps_raw:.4f} -> {self.crps_scaled:.4f}{ratio}; {self.n_cases} {self.split} follow-ups, "
-                f"{self.n_samples} samples each)")
+                f"{self.crps_raw:.4f} -> {self.crps_scaled:.4f}{ratio}; {self.n_cases} {self.split} crops with a "
+                f"baseline tumour, {self.n_samples} samples each)")
 
     def to_dict(self) -> dict:
         return asdict(self)
