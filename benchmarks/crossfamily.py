@@ -448,6 +448,26 @@ def spread_factors(folder: Path) -> tuple[float, float]:
     return float(summary.get("spread_factor", 1.0)), float(meta.get("factor") or 1.0)
 
 
+def _predicted(case: Path, name: str, condition: str, transform) -> tuple[dict, dict]:
+    """One prediction folder's mean and samples on the truth's grid, as ({method: mean}, {method: (M, *S)}); a
+    spread-calibrated run's samples twice: scaled by the run's factor and as drawn (the same draws, rescaled about
+    their class means from the factor predict applied)."""
+    method = f"{name} ({condition})"
+    mean = transform.apply(read_image(case / "mean.nii.gz").array)
+    files = sorted(case.glob("sample_*.nii.gz"))
+    if len(files) < 2:
+        return {method: mean}, {}
+    samples = np.stack([transform.apply(read_image(f).array) for f in files])
+    applied, fitted = spread_factors(case.parent)
+    if fitted == 1.0:
+        return {method: mean}, {method: samples}
+    classes = json.loads((case / "summary.json").read_text(encoding="utf-8")).get("sample_classes")
+    classes = None if classes is None else np.asarray(classes)[None]
+    raw = f"{name} raw spread ({condition})"
+    return {method: mean, raw: mean}, {method: scale_spread(samples[None], classes, fitted / applied)[0],
+                                       raw: scale_spread(samples[None], classes, 1.0 / applied)[0]}
+
+
 def score(truth: TestTruth, sigma: float, predictions: dict[str, dict[str, list[Path]]]) -> dict:
     """Per-follow-up in-tumour MAE and SSIM of every method; means, ratios and paired bootstrap intervals."""
     rows = []
@@ -458,24 +478,11 @@ def score(truth: TestTruth, sigma: float, predictions: dict[str, dict[str, list[
         ensembles, spread = {}, {}
         for name, by_condition in predictions.items():
             for condition, folders in by_condition.items():
-                case = _case(folders, patient, timepoint)
-                mean = transform.apply(read_image(case / "mean.nii.gz").array)
-                methods[f"{name} ({condition})"] = mean
-                samples = sorted(case.glob("sample_*.nii.gz"))
-                if len(samples) < 2:
-                    continue
-                full = np.stack([transform.apply(read_image(s).array) for s in samples])
-                applied, fitted = spread_factors(case.parent)
-                variants = {f"{name} ({condition})": full}
-                if fitted != 1.0:  # scaled by the run's factor, and as drawn: the same draws, rescaled about class means
-                    classes = json.loads((case / "summary.json").read_text(encoding="utf-8")).get("sample_classes")
-                    classes = None if classes is None else np.asarray(classes)[None]
-                    variants = {f"{name} ({condition})": scale_spread(full[None], classes, fitted / applied)[0],
-                                f"{name} raw spread ({condition})": scale_spread(full[None], classes, 1.0 / applied)[0]}
-                    methods[f"{name} raw spread ({condition})"] = mean
-                for method, drawn in variants.items():
-                    ensembles[method] = np.moveaxis(drawn[:, mask], 0, -1)
-                    spread[method] = spread_skill(drawn[None], follow["image"][None], mask[None], SPREAD_MARGIN)
+                means, drawn = _predicted(_case(folders, patient, timepoint), name, condition, transform)
+                methods |= means
+                for method, samples in drawn.items():
+                    ensembles[method] = np.moveaxis(samples[:, mask], 0, -1)
+                    spread[method] = spread_skill(samples[None], follow["image"][None], mask[None], SPREAD_MARGIN)
         for method, image in methods.items():
             metrics = image_metrics(image, follow["image"], mask, bbox_margin=4)
             # CRPS per in-tumour voxel: of the samples' empirical distribution; a point method's is its MAE

@@ -272,11 +272,12 @@ def calibrate(
         None, "--set", help="sampling.KEY=V, as predict will sample (e.g. sampling.unknown_class=most_probable)"
     ),
 ) -> None:
-    """Refit the conformal margins of the volume-change intervals on the run's validation split (with the
-    out-of-fold predictions of the calibration folds that training fitted when that split is too small).
+    """Refit the samples' spread factor and the conformal margins of the volume-change intervals on the run's
+    validation split (with the out-of-fold predictions of the calibration folds that training fitted when that
+    split is too small).
 
     Training does this once with the run's sample count and sampling settings; run it again before predicting
-    with another --samples or sampling.unknown_class.
+    with another --samples or sampling.unknown_class, or for a run trained with sampling.calibrate=false.
     """
     import json
 
