@@ -630,7 +630,9 @@ def _merge(paths: list[str], out: Path, notes: list[str] = ()) -> int:
                "truth_scale": scales.pop(),
                "machine": parts[0].get("machine") or machine(),
                "notes": list(dict.fromkeys([*(n for p in parts for n in p.get("notes", [])), *notes])),
-               "denoised_sigma_mm": parts[0]["denoised_sigma_mm"], "speed": parts[0]["speed"],
+               "denoised_sigma_mm": parts[0]["denoised_sigma_mm"],
+               # every part's probes (a route probed in one part only is kept); the first part's where both have it
+               "speed": {k: v for p in reversed(parts) for k, v in p.get("speed", {}).items()},
                "runs": {k: v for p in parts for k, v in p.get("runs", {}).items()}}
     _save(out, results)
     table = _table(results)

@@ -28,15 +28,21 @@ def test_merge_keeps_each_parts_runs_and_notes_once(tmp_path):
     part = {"command": "a", "truth_scale": "own", "machine": "m", "cohorts": {}, "denoised_sigma_mm": {"brain": 3.0, "glioma": 3.0},
             "speed": {}, "notes": ["shared note"]}
     paths = []
-    for name, key in (("one", "5min/brain/edm"), ("two", "5min/glioma/edm")):
+    def probe(seconds):
+        return {"crop": [64, 64], "cpu_seconds_per_step": seconds}
+
+    for name, key, speed in (("one", "5min/brain/edm", {"edm": probe(2.5)}),
+                             ("two", "5min/glioma/edm", {"edm": probe(9.0), "3d": probe(3.5)})):
         path = tmp_path / f"{name}.json"
-        path.write_text(json.dumps({**part, "command": name, "runs": {key: {"steps": 117, "minutes": 5}}}))
+        path.write_text(json.dumps({**part, "command": name, "runs": {key: {"steps": 117, "minutes": 5}},
+                                    "speed": speed}))
         paths.append(str(path))
     (tmp_path / "merged").mkdir()
     assert crossfamily._merge(paths, tmp_path / "merged", ["added"]) == 0
     merged = json.loads((tmp_path / "merged" / "results.json").read_text())
     assert merged["command"] == "one ; two" and merged["notes"] == ["shared note", "added"]
     assert set(merged["runs"]) == {"5min/brain/edm", "5min/glioma/edm"}
+    assert merged["speed"] == {"edm": probe(2.5), "3d": probe(3.5)}  # every part's probes, the first's where both
 
 
 def test_the_summary_has_one_line_per_run_and_test_family():
