@@ -322,7 +322,7 @@ def _fit_spread(exported: ExportedModel, parts: Sequence[tuple[CaseSet, Predicti
     fitted = SpreadCalibration.fit(boxes, split)
     if fitted is None:
         why = ("one prediction per case" if parts and parts[0][1].samples.shape[1] < 2
-               else "no sampled follow-up with a baseline tumour")
+               else "no validation follow-up was sampled, or none has a baseline tumour")
         update_export_meta(exported.path, spread_calibration={"factor": None, "reason": why})
         return None
     update_export_meta(exported.path, spread_calibration=fitted.to_dict())
@@ -383,10 +383,11 @@ def predict(model: str | Path, cohort: str | Path, out: str | Path, patients: Se
     given = {"response", "survival_class"} & case_overrides.keys()
     mode = "given" if given else UNKNOWN_CLASS_MODES[config.sampling.unknown_class]
     prior_note = _class_prior_used(exported, mode)
-    predictions = predict_cases(exported, cases, n, seed, mode, config)
+    spread, spread_note = _spread_used(exported, config)  # read once: what summary.json says is what is applied
+    predictions = with_spread(predict_cases(exported, cases, n, seed, mode,
+                                            config.with_overrides(["sampling.spread=raw"])), spread)
     volumes = CaseVolumes.measure(load_segmenter(exported.path), cases, predictions,
                                   config.evaluation.response_threshold)
-    spread, spread_note = _spread_used(exported, config)
     calibration, calibration_note = _calibration_for(exported, mode, predictions.samples.shape[1],
                                                      1.0 if spread is None else spread.factor)
     with staged_folder(out, "predictions") as partial:
