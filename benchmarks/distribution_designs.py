@@ -24,7 +24,9 @@ regression: CorrDiff's design, the budget split half and half in CPU time betwee
 its residual diffusion model), v (diffusion.prediction=v), residual_v, eps (diffusion.prediction=eps),
 residual_eps, edm (diffusion.noise_sampling=lognormal: EDM's log-normal noise levels, log sigma ~ N(-1.2, 1.2^2)),
 edm_high (the same centred at log sigma 0.5: more weight at high noise). Writes OUT/results.json and
-OUT/table.md (the whole table again after each cohort); runs live under OUT/SITE-seedN/.
+OUT/table.md (the whole table again after each cohort); runs live under OUT/SITE-seedN/. A design trained with a
+spread factor (sampling.spread=calibrated, fitted at the end of its training: oncodiff/pipeline/spread.py) is
+scored with it and, from the same draws, as drawn (modes ``*_as_drawn``), with the paired CRPS difference.
 """
 
 from __future__ import annotations
