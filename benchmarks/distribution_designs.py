@@ -39,7 +39,6 @@ import platform
 import shutil
 import sys
 import time
-from dataclasses import replace as dc_replace
 from pathlib import Path
 
 import numpy as np
@@ -57,9 +56,8 @@ from oncodiff.pipeline.calibration import IntervalCalibration
 from oncodiff.pipeline.cases import CaseSet, load_cases
 from oncodiff.pipeline.export import ExportedModel, load_export
 from oncodiff.pipeline.predict import (
-    Predictions, case_conditions, load_calibration, predict_cases, spread_calibration,
+    Predictions, case_conditions, load_calibration, predict_cases, rescale_spread, spread_calibration,
 )
-from oncodiff.pipeline.spread import scale_spread
 from oncodiff.pipeline.volumes import CaseVolumes, load_segmenter
 from oncodiff.runs import RunFolder
 from oncodiff.synth import synthesize
@@ -228,8 +226,7 @@ def design_scores(name: str, run: Path, cases: CaseSet, samples: int, seed: int,
         cpu = round((time.process_time() - start) / 60, 2)
         variants = {mode: p}
         if spread is not None and spread.factor != 1.0:  # the same draws with the spread calibration undone
-            variants[f"{mode}_as_drawn"] = dc_replace(p, samples=scale_spread(p.samples, p.sample_classes,
-                                                                              1.0 / spread.factor))
+            variants[f"{mode}_as_drawn"] = rescale_spread(p, 1.0 / spread.factor)
         for key, drawn in variants.items():
             s = per_case(drawn, post, tumor, boxes)
             out[key] = {"per_case": {k: v.tolist() for k, v in s.items()},

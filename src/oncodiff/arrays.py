@@ -1,9 +1,9 @@
 """Numpy arrays of one case ``(*S)`` or a batch ``(N, *S)``: the Dice overlap of binary masks, the tumour's
-bounding box and the CRPS of an ensemble.
+bounding box, the CRPS of an ensemble and its spread-skill ratio.
 
 Low in the stack on purpose: training scores the tumour segmenter on its validation split with the
 same Dice that evaluation reports, and prediction fits its spread calibration (pipeline/spread.py) with the
-same tumour box and CRPS that evaluation scores; neither may import evaluation.
+same tumour box, CRPS and spread-skill ratio that evaluation scores; neither may import evaluation.
 """
 
 from __future__ import annotations
@@ -76,3 +76,10 @@ def crps_ensemble(samples: np.ndarray, y: np.ndarray) -> np.ndarray:
     weights = 2 * np.arange(1, n + 1) - n - 1
     spread = 2 * (x * weights).sum(-1) / n**2
     return np.abs(x - y[..., None]).mean(-1) - spread / 2
+
+
+def spread_skill_ratio(variance: float, squared_error: float, m: int) -> float | None:
+    """sqrt((M + 1) / M x mean sample variance / mean squared error of the sample mean) for M samples: 1 when the
+    truth behaves like one more sample (the finite-ensemble factor makes an honest ensemble of M score 1); None
+    without error."""
+    return float(np.sqrt((m + 1) / m * variance / squared_error)) if squared_error > 0 else None

@@ -31,6 +31,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import stats
 
+from oncodiff.arrays import spread_skill_ratio
 from oncodiff.evaluation.metrics import bbox_mask
 from oncodiff.evaluation.proper_scores import (
     brier_score, crps_ensemble, crps_gaussian, energy_score, gaussian_sigma, log_score, reliability_curve,
@@ -103,16 +104,12 @@ def spread_skill(samples: np.ndarray, post: np.ndarray, tumor: np.ndarray, margi
         inside = sample[:, box].astype(np.float64)
         variance.append(inside.var(0, ddof=1))
         squared_error.append((inside.mean(0) - truth[box]) ** 2)
-        per_case.append(_ratio(variance[-1].mean(), squared_error[-1].mean(), m))
+        per_case.append(spread_skill_ratio(variance[-1].mean(), squared_error[-1].mean(), m))
     if not variance:
         return {"status": "not defined: no case has a baseline tumour"}
     spread, skill = np.concatenate(variance).mean(), np.concatenate(squared_error).mean()
     return {"samples": m, "n": len(per_case), "spread": float(np.sqrt(spread)), "rmse_of_mean": float(np.sqrt(skill)),
-            "ratio": _ratio(spread, skill, m), "per_case_ratio": per_case}
-
-
-def _ratio(variance: float, squared_error: float, m: int) -> float | None:
-    return float(np.sqrt((m + 1) / m * variance / squared_error)) if squared_error > 0 else None
+            "ratio": spread_skill_ratio(spread, skill, m), "per_case_ratio": per_case}
 
 
 def rank_histogram(samples: np.ndarray, post: np.ndarray, tumor: np.ndarray, margin: int, seed: int = 0) -> dict:

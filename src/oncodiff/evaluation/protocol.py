@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from dataclasses import replace as dc_replace
 from pathlib import Path
 
 import numpy as np
@@ -47,10 +46,9 @@ from oncodiff.pipeline.export import ExportedModel, load_export, read_export_met
 from oncodiff.cohort import same_cohort
 from oncodiff.pipeline.predict import (
     UNKNOWN_CLASS_MODES, Predictions, default_patients, load_calibration, predict_cases, predict_modes,
-    spread_calibration,
+    rescale_spread, spread_calibration,
 )
 from oncodiff.pipeline.prior_inputs import class_probabilities, load_class_prior
-from oncodiff.pipeline.spread import scale_spread
 from oncodiff.pipeline.volumes import CaseVolumes, load_segmenter
 from oncodiff.runs import RunFolder
 
@@ -202,9 +200,8 @@ def _as_drawn(exported: ExportedModel, config: Config, predictions: Predictions,
     spread = spread_calibration(exported, config)
     if spread is None or spread.factor == 1.0 or predictions.samples.shape[1] < 2:
         return []
-    raw = scale_spread(predictions.samples, predictions.sample_classes, 1.0 / spread.factor)
     return [("diffusion_as_drawn", f"{label}, samples as drawn (spread x{spread.factor:g} undone)",
-             dc_replace(predictions, samples=raw), None)]
+             rescale_spread(predictions, 1.0 / spread.factor), None)]
 
 
 def _score(methods: list[MethodResult], cases: CaseSet, config: Config) -> dict:
@@ -358,11 +355,11 @@ def _uncertainty(volumes: CaseVolumes, calibration: IntervalCalibration | None =
 
 
 def _provenance(run: Path, exported: ExportedModel, config: Config, cases: CaseSet, cohort) -> dict:
+    meta = read_export_meta(exported.path)
     return {"oncodiff_version": __version__, "run": str(run), "cohort": str(Path(cohort).resolve()),
             "data_hash": cases.data_hash, "config": config.model_dump(mode="json"),
             "test_cases": [c.key for c in cases.cases], "training_curves": str(RunFolder(run).metrics_csv),
-            "segmenter": read_export_meta(exported.path).get("segmenter"),
-            "spread_calibration": read_export_meta(exported.path).get("spread_calibration")
+            "segmenter": meta.get("segmenter"), "spread_calibration": meta.get("spread_calibration")
             if config.sampling.spread == "calibrated" else "off (sampling.spread=raw)"}
 
 

@@ -223,10 +223,15 @@ def spread_calibration(model: ExportedModel, config: Config | None = None) -> Sp
 def with_spread(predictions: Predictions, spread: SpreadCalibration | None) -> Predictions:
     """``predictions`` with each sample's deviation from its class mean scaled by ``spread``'s factor (None: as
     drawn)."""
-    if spread is None or predictions.samples.shape[1] < 2:
+    return predictions if spread is None else rescale_spread(predictions, spread.factor)
+
+
+def rescale_spread(predictions: Predictions, factor: float) -> Predictions:
+    """``predictions`` with each sample's deviation from its class mean multiplied by ``factor`` (1 / a factor
+    applied before gives the samples as drawn again)."""
+    if factor == 1.0 or predictions.samples.shape[1] < 2:
         return predictions
-    scaled = scale_spread(predictions.samples, predictions.sample_classes, spread.factor)
-    return dc_replace(predictions, samples=scaled)
+    return dc_replace(predictions, samples=scale_spread(predictions.samples, predictions.sample_classes, factor))
 
 
 def load_calibration(model: ExportedModel) -> IntervalCalibration | None:

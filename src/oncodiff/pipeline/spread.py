@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from oncodiff.arrays import bbox_mask, crps_ensemble
+from oncodiff.arrays import bbox_mask, crps_ensemble, spread_skill_ratio
 
 FACTORS = (0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 12.0, 16.0)
 
@@ -69,6 +69,10 @@ class BoxSamples:
     classes: np.ndarray | None
     truth: np.ndarray
 
+    def scaled(self, factor: float) -> np.ndarray:
+        """(N, V): the samples with :func:`scale_spread` applied."""
+        return scale_spread(self.samples[None], None if self.classes is None else self.classes[None], factor)[0]
+
 
 def box_samples(samples: np.ndarray, sample_classes: np.ndarray | None, post: np.ndarray, tumor: np.ndarray,
                 margin: int) -> list[BoxSamples]:
@@ -86,11 +90,7 @@ def box_samples(samples: np.ndarray, sample_classes: np.ndarray | None, post: np
 
 def box_crps(cases: Sequence[BoxSamples], factor: float) -> float:
     """Mean over cases of the mean per-voxel CRPS of the samples scaled by ``factor``."""
-    scores = []
-    for case in cases:
-        scaled = scale_spread(case.samples[None], None if case.classes is None else case.classes[None], factor)[0]
-        scores.append(float(crps_ensemble(scaled.T, case.truth).mean()))
-    return float(np.mean(scores))
+    return float(np.mean([crps_ensemble(case.scaled(factor).T, case.truth).mean() for case in cases]))
 
 
 def box_spread_skill(cases: Sequence[BoxSamples], factor: float) -> float | None:
@@ -101,11 +101,10 @@ def box_spread_skill(cases: Sequence[BoxSamples], factor: float) -> float | None
         return None
     variance, squared_error = [], []
     for case in cases:
-        scaled = scale_spread(case.samples[None], None if case.classes is None else case.classes[None], factor)[0]
+        scaled = case.scaled(factor)
         variance.append(scaled.var(0, ddof=1))
         squared_error.append((scaled.mean(0) - case.truth) ** 2)
-    error = np.concatenate(squared_error).mean()
-    return float(np.sqrt((m + 1) / m * np.concatenate(variance).mean() / error)) if error > 0 else None
+    return spread_skill_ratio(np.concatenate(variance).mean(), np.concatenate(squared_error).mean(), m)
 
 
 @dataclass(frozen=True)
@@ -131,7 +130,7 @@ class SpreadCalibration:
         grid = {f"{f:g}": box_crps(cases, f) for f in factors}
         best = min(factors, key=lambda f: (grid[f"{f:g}"], abs(f - 1.0)))  # a tie keeps the samples as drawn
         return cls(factor=float(best), n_cases=len(cases), n_samples=int(cases[0].samples.shape[0]), split=split,
-                   crps_raw=box_crps(cases, 1.0), crps_scaled=grid[f"{best:g}"],
+                   crps_raw=grid["1"] if "1" in grid else box_crps(cases, 1.0), crps_scaled=grid[f"{best:g}"],
                    spread_skill_raw=box_spread_skill(cases, 1.0), spread_skill_scaled=box_spread_skill(cases, best),
                    grid=grid)
 
