@@ -60,3 +60,30 @@ def test_baseline_sequences_with_presence_flags(tmp_path):
     t2 = result.arrays["sequences"][p1, 0]
     tumour = result.arrays["tumor_mask"][p1, 0] > 0
     assert t2[tumour].mean() < t2[~tumour & (t2 > 0.05)].mean()  # the tumour is dark in this T2, on the same crop
+
+
+def test_prior_scans_bring_their_own_sequences(tmp_path):
+    root = write_cohort_v2(tmp_path / "c", n_patients=2, sequences=("t1c", "t2", "flair"),
+                           followups=(("week3", 21), ("week6", 42)))
+    scans = (root / "scans.csv").read_text().splitlines()
+    p2_week3 = next(k for k, line in enumerate(scans) if line.startswith("P002,") and ",week3," in line)
+    edit_csv(root, "scans.csv", p2_week3, "image:flair", "")  # P002's interim has no FLAIR
+    result = preprocess_cohort(root, CONFIG.model_copy(update={"max_priors": 2}), cache_dir=tmp_path / "cache")
+    assert result.arrays["prior_sequences"].shape == (4, 4, 16, 16)  # K = 2 slots x Q = 2 sequences, slot-major
+    assert result.arrays["post_sequences"].shape == (4, 2, 16, 16)
+    week3, week6 = _index(result, "P001", "week3"), _index(result, "P001", "week6")
+    np.testing.assert_array_equal(result.arrays["prior_sequence_present"][week3], [0, 0, 0, 0])  # no earlier scan
+    assert not result.arrays["prior_sequences"][week3].any()
+    np.testing.assert_array_equal(result.arrays["prior_sequence_present"][week6], [1, 1, 0, 0])  # slot 1: week3
+    np.testing.assert_array_equal(result.arrays["prior_sequences"][week6, :2], result.arrays["post_sequences"][week3])
+    assert not result.arrays["prior_sequences"][week6, 2:].any()
+    t2 = result.arrays["prior_sequences"][week6, 0]  # week3's own T2, not the baseline's: its tumour has shrunk
+    tumour = result.arrays["prior_masks"][week6, 0] > 0
+    assert t2[tumour].mean() < t2[~tumour & (t2 > 0.05)].mean()
+    assert not np.array_equal(t2, result.arrays["sequences"][week6, 0])
+    p2_week6 = _index(result, "P002", "week6")
+    np.testing.assert_array_equal(result.arrays["prior_sequence_present"][p2_week6], [1, 0, 0, 0])
+    assert not result.arrays["prior_sequences"][p2_week6, 1].any()  # missing: zeros, never imputed
+    baseline_only = preprocess_cohort(root, CONFIG.model_copy(update={"inputs": "baseline"}),
+                                      cache_dir=tmp_path / "cache")
+    assert baseline_only.arrays["prior_sequences"].shape == (4, 0, 16, 16)

@@ -8,7 +8,7 @@ import json
 
 import numpy as np
 import pytest
-from factory import write_cohort
+from factory import write_cohort, write_cohort_v2
 
 from oncodiff.config import load_config
 from oncodiff.pipeline import predict
@@ -103,6 +103,49 @@ def test_prior_channels_carry_scans_presence_and_days():
     np.testing.assert_allclose(means[0, 2:].numpy(), [1, 1, 0.5, 0, 0, 0, 0.5, 1])
     np.testing.assert_allclose(means[1, 2:].numpy(), 0.0)  # nothing present: zeros, never an imputed image
     assert conditions_from_batch(batch, config).image.shape == (2, 2, 4, 4)  # a layout without priors
+
+
+def test_prior_channels_carry_each_prior_scans_own_sequences():
+    import torch
+
+    from oncodiff.models.conditions import BatchConditioning, conditions_from_batch, image_condition_names, prior_layout
+
+    own = torch.stack([torch.full((4, 4), v) for v in (0.1, 0.2, 0.3, 0.4)])  # slot-major: slot1 t2, flair; slot2 ...
+    batch = {"pre": torch.zeros(2, 1, 4, 4), "tumor_mask": torch.zeros(2, 1, 4, 4), "anatomy": torch.zeros(2, 0, 4, 4),
+             "clinical": torch.zeros(2, 1), "clinical_missing": torch.zeros(2, 1, dtype=torch.bool),
+             "days": torch.tensor([42.0, 42.0]), "priors": torch.ones(2, 2, 4, 4),
+             "prior_days": torch.tensor([[21.0, float("nan")], [21.0, float("nan")]]),
+             "sequences": torch.full((2, 2, 4, 4), 0.5), "sequence_present": torch.ones(2, 2),
+             "prior_sequences": own.expand(2, 4, 4, 4), "prior_sequence_present": torch.tensor([[1.0, 1, 0, 0],
+                                                                                                 [1.0, 0, 0, 0]])}
+    names = image_condition_names((), True, 2, ("t2", "flair"), prior_sequences=True)
+    assert names[-8:] == ("prior1:seq:t2", "prior1:seq:t2_present", "prior1:seq:flair", "prior1:seq:flair_present",
+                          "prior2:seq:t2", "prior2:seq:t2_present", "prior2:seq:flair", "prior2:seq:flair_present")
+    assert prior_layout(names) == (2, 2, True)
+    assert prior_layout(image_condition_names((), True, 2, ("t2", "flair"))) == (2, 2, False)  # an older model
+    image = conditions_from_batch(batch, BatchConditioning(class_label="none"), names).image
+    assert image.shape == (2, 2 + 6 + 4 + 8, 4, 4)
+    means = image.mean(dim=(2, 3))[:, -8:].numpy()
+    np.testing.assert_allclose(means[0], [0.1, 1, 0.2, 1, 0, 0, 0, 0], rtol=1e-6)
+    np.testing.assert_allclose(means[1], [0.1, 1, 0, 0, 0, 0, 0, 0], rtol=1e-6)  # a missing sequence: zeros
+
+
+def test_a_new_day_reads_the_last_scans_own_sequences(tmp_path):
+    cohort = write_cohort_v2(tmp_path / "cohort", n_patients=8, sequences=("t1c", "t2"),
+                             followups=(("week3", 21), ("week6", 42)))
+    run = train(cohort, load_config("demo", TINY), tmp_path / "run", cache_dir=tmp_path / "cache")
+    model = load_export(run / "model")
+    assert model.layout.image_condition_names[-4:] == ("prior1:seq:t2", "prior1:seq:t2_present", "prior2:seq:t2",
+                                                       "prior2:seq:t2_present")
+    everything = load_cases(model, cohort, ["P001"], cache_dir=tmp_path / "cache")
+    week6 = next(i for i, c in enumerate(everything.cases) if c.timepoint == "week6")
+    at60 = load_cases(model, cohort, ["P001"], days=60, cache_dir=tmp_path / "cache")
+    assert [t for t, _ in at60.cases[0].priors] == ["week3", "week6"]
+    np.testing.assert_array_equal(at60.batch["prior_sequences"][0, 0], everything.batch["prior_sequences"][week6, 0])
+    np.testing.assert_array_equal(at60.batch["prior_sequence_present"][0], [1, 1])
+    assert not np.array_equal(at60.batch["prior_sequences"][0, 1], at60.batch["prior_sequences"][0, 0])
+    out = predict(run, cohort, tmp_path / "predictions", patients=["P001"], days=60, cache_dir=tmp_path / "cache")
+    assert json.loads((out / "summary.json").read_text())["cases"][0]["timepoint"] == "day60"
 
 
 def test_the_denoiser_gets_prior_channels_only_where_there_are_priors(trained, tmp_path):

@@ -115,16 +115,19 @@ class CohortDataModule(L.LightningDataModule):
         return self.state.smoothing_note
 
     @property
-    def prior_inputs(self) -> tuple[int, tuple[str, ...]]:
-        """(K, sequence names) the denoiser is given (data.inputs=prior): K = data.max_priors when some sample of
-        the cohort has a prior scan, else 0; the non-primary sequences when some baseline has one, else none. A
-        cohort without either (a baseline and one follow-up per lesion) gets exactly the format-1 model. Known after
+    def prior_inputs(self) -> tuple[int, tuple[str, ...], bool]:
+        """(K, sequence names, whether the prior scans bring their own sequences) the denoiser is given
+        (data.inputs=prior): K = data.max_priors when some sample of the cohort has a prior scan, else 0; the
+        non-primary sequences when some baseline has one, else none; True when some prior scan has one. A cohort
+        without any (a baseline and one follow-up per lesion) gets exactly the format-1 model. Known after
         prepare_data, before setup: the memory check asks before the run folder (and its splits.json) exists."""
         arrays = (self._preprocessed or self.state.preprocessed).arrays
-        days, present = arrays.get("prior_days"), arrays.get("sequence_present")
+        days = arrays.get("prior_days")
         n_priors = days.shape[1] if days is not None and days.size and np.isfinite(days).any() else 0
+        present, prior_present = arrays.get("sequence_present"), arrays.get("prior_sequence_present")
         has_sequences = present is not None and present.size and present.any()
-        return n_priors, self.spec.other_sequences() if has_sequences else ()
+        prior_sequences = bool(n_priors and prior_present is not None and prior_present.size and prior_present.any())
+        return n_priors, self.spec.other_sequences() if has_sequences or prior_sequences else (), prior_sequences
 
     @property
     def spatial_shape(self) -> tuple[int, ...]:

@@ -12,19 +12,23 @@ from torch.utils.data import Dataset, Sampler
 from oncodiff.data.preprocess import PreprocessedCohort
 from oncodiff.data.transforms import AUGMENTED_KEYS, augment
 
-PRIOR_IMAGE_KEYS = ("priors", "prior_masks", "sequences")  # (K or Q, *S): moved with the sample when augmented
+# (K, Q or K Q, *S): moved with the sample when augmented
+PRIOR_IMAGE_KEYS = ("priors", "prior_masks", "sequences", "prior_sequences")
 
 
 def prior_keys(arrays: Mapping[str, np.ndarray]) -> tuple[str, ...]:
     """The prior and sequence arrays a sample carries: those of data.inputs=prior when some sample of the cohort has
-    a prior scan (priors, prior_masks, prior_days) or some baseline another sequence (sequences, sequence_present);
-    none otherwise, so a cohort without them gives format 1's samples."""
-    days, present = arrays.get("prior_days"), arrays.get("sequence_present")
+    a prior scan (priors, prior_masks, prior_days), some baseline another sequence (sequences, sequence_present) or
+    some prior scan another sequence (prior_sequences, prior_sequence_present); none otherwise, so a cohort without
+    them gives format 1's samples."""
+    days = arrays.get("prior_days")
     keys = ()
     if days is not None and days.size and np.isfinite(days).any():
         keys += ("priors", "prior_masks", "prior_days")
-    if present is not None and present.size and present.any():
-        keys += ("sequences", "sequence_present")
+    for images, flags in (("sequences", "sequence_present"), ("prior_sequences", "prior_sequence_present")):
+        present = arrays.get(flags)
+        if present is not None and present.size and present.any():
+            keys += (images, flags)
     return keys
 
 

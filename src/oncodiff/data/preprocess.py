@@ -42,10 +42,13 @@ from oncodiff.outputs import reads_cohort
 
 ARRAY_KEYS = ("pre", "post", "tumor_mask", "post_mask", "anatomy", "pre_smoothed", "post_smoothed")
 SMOOTHED_KEYS = ("pre_smoothed", "post_smoothed")
-# data.inputs=prior: the K latest earlier scans of each target's lesion and the baseline's other sequences (Q),
-# all registered to the baseline and cut on its crops. Absent slots are zeros, flagged by prior_days = NaN and
-# sequence_present = 0.
-PRIOR_KEYS = ("priors", "prior_masks", "prior_days", "sequences", "sequence_present")
+# data.inputs=prior: the K latest earlier scans of each target's lesion, the baseline's other sequences (Q) and each
+# prior scan's own other sequences (K x Q, slot-major), all registered to the baseline and cut on its crops. Absent
+# slots are zeros, flagged by prior_days = NaN, sequence_present = 0 and prior_sequence_present = 0.
+PRIOR_KEYS = ("priors", "prior_masks", "prior_days", "sequences", "sequence_present", "prior_sequences",
+              "prior_sequence_present")
+# each sample's follow-up's own other sequences (Q), so that predict can make it the prior of a later day
+FOLLOWUP_SEQUENCE_KEYS = ("post_sequences", "post_sequence_present")
 
 
 @dataclass(frozen=True, eq=False)
@@ -103,7 +106,11 @@ class PreprocessedCohort:
     (K = data.max_priors, Q = the cohort's non-primary sequences): priors (N, K, *S) float32 and prior_masks (N, K, *S)
     uint8, the latest earlier scans of the target's lesion (oldest first) registered to the baseline, each normalised by
     its own statistics; prior_days (N, K) float32, NaN in an empty slot; sequences (N, Q, *S) float32, the baseline's
-    other sequences registered to it; sequence_present (N, Q) uint8 (0: missing, the channel is zeros). ``records[i]`` describes sample i. ``cohort``: the
+    other sequences registered to it; sequence_present (N, Q) uint8 (0: missing, the channel is zeros);
+    prior_sequences (N, K Q, *S) float32 and prior_sequence_present (N, K Q) uint8, each prior slot's own other
+    sequences (slot-major: slot k's sequence q at k Q + q), registered to the baseline, zeros and 0 in an empty slot
+    or for a missing sequence; post_sequences (N, Q, *S) and post_sequence_present (N, Q), the follow-up's own (what
+    it brings as a prior of a later day). ``records[i]`` describes sample i. ``cohort``: the
     validated cohort's tables (patients.csv for clinical values and outcomes).
     """
 
@@ -374,13 +381,13 @@ def _preprocess(cohort: Cohort, config: DataConfig) -> tuple[dict[str, np.ndarra
     ``data.preprocess_workers`` local processes or the Dask cluster at ``data.scheduler`` (parallel.py), and
     the results are put together in the cohort's order, so the arrays do not depend on how many ran at once.
     data.inputs=prior adds PRIOR_KEYS: each target's earlier scans (each follow-up is cut once, whether target or
-    prior) and the baseline's other sequences."""
+    prior), the baseline's other sequences and each earlier scan's own (FOLLOWUP_SEQUENCE_KEYS)."""
     lesions = [(patient, lesion, rows) for (patient, lesion), rows
                in cohort.pairs().groupby(["patient_id", "lesion_id"], sort=False)]
     jobs = [(cohort, config, patient, lesion, rows) for patient, lesion, rows in lesions]
     results = run_jobs(_preprocess_lesion, jobs, config.preprocess_workers, config.scheduler,
                        progress=lambda done, total: _progress(done, total, cohort.spec.name))
-    parts: dict[str, list[np.ndarray]] = {key: [] for key in ARRAY_KEYS + PRIOR_KEYS}
+    parts: dict[str, list[np.ndarray]] = {key: [] for key in ARRAY_KEYS + PRIOR_KEYS + FOLLOWUP_SEQUENCE_KEYS}
     records: list[dict[str, Any]] = []
     warnings: list[str] = []
     for lesion_parts, lesion_records, lesion_warnings in results:
@@ -397,7 +404,7 @@ def _preprocess(cohort: Cohort, config: DataConfig) -> tuple[dict[str, np.ndarra
 
 def _preprocess_lesion(cohort: Cohort, config: DataConfig, patient: str, lesion: str, rows: pd.DataFrame):
     """One lesion's pairs (its rows of ``cohort.pairs()``) -> (arrays by key, records, warnings)."""
-    parts: dict[str, list[np.ndarray]] = {key: [] for key in ARRAY_KEYS + PRIOR_KEYS}
+    parts: dict[str, list[np.ndarray]] = {key: [] for key in ARRAY_KEYS + PRIOR_KEYS + FOLLOWUP_SEQUENCE_KEYS}
     records: list[dict[str, Any]] = []
     baseline_row = {k[len("pre_"):]: v for k, v in rows.iloc[0].items() if k.startswith("pre_")}
     baseline = crop_baseline(cohort, baseline_row, config)
@@ -410,11 +417,15 @@ def _preprocess_lesion(cohort: Cohort, config: DataConfig, patient: str, lesion:
         warnings.append(f"patient {patient}, lesion {lesion}: the baseline tumour mask "
                         f"{cohort.tumor_file(baseline_row)} is empty in its crops; crops are centred on the scan")
     sequences = _cut_sequences(cohort, baseline_row, baseline, config)
-    cut = [(float(row["days"]), cut_followup(cohort, row.to_dict(), baseline, config)) for _, row in rows.iterrows()]
+    cut = [(float(row["days"]), cut_followup(cohort, row.to_dict(), baseline, config),
+            _sequence_crops(_cut_sequences(cohort, row.to_dict(), baseline, config), len(baseline.crops), config))
+           for _, row in rows.iterrows()]
     earlier = sorted(cut, key=lambda item: item[0])  # a target's priors: the scans of its lesion before its day
-    for (_, row), (days, followup) in zip(rows.iterrows(), cut):
+    for (_, row), (days, followup, own) in zip(rows.iterrows(), cut):
         _append_samples(parts, records, baseline, followup, row, baseline_row)
         _append_priors(parts, earlier, days, sequences, len(baseline.crops), config)
+        for key, value in zip(FOLLOWUP_SEQUENCE_KEYS, own):
+            parts[key].append(value)
     return parts, records, warnings
 
 
@@ -426,13 +437,14 @@ def _n_sequences(cohort: Cohort, config: DataConfig) -> int:
     return len(cohort.spec.other_sequences()) if config.inputs == "prior" else 0
 
 
-def _cut_sequences(cohort: Cohort, baseline_row: Mapping[str, Any], baseline: BaselineCrops,
+def _cut_sequences(cohort: Cohort, row: Mapping[str, Any], baseline: BaselineCrops,
                    config: DataConfig) -> list[FollowUpCrops | None]:
-    """The baseline's non-primary sequences (format 2), each registered to the baseline's primary and cut on its
-    crops; None where the sequence is missing (data.inputs=baseline: none)."""
+    """A scan's non-primary sequences (format 2; ``row``: the baseline's or a follow-up's scans.csv row), each
+    registered to the baseline's primary on its own and cut on the baseline's crops; None where the sequence is
+    missing (data.inputs=baseline: none)."""
     if _n_sequences(cohort, config) == 0:
         return []
-    paths = cohort.sequence_paths(baseline_row)
+    paths = cohort.sequence_paths(row)
     return [None if paths.get(name) is None else
             cut_followup(cohort, {"image": paths[name]}, baseline, config) for name in cohort.spec.other_sequences()]
 
@@ -445,24 +457,36 @@ def prior_slots(scan_days: Sequence[float], target_days: float, k_max: int) -> l
     return before[-k_max:] if k_max > 0 else []
 
 
-def _append_priors(parts, earlier: list[tuple[float, FollowUpCrops]], days: float,
-                   sequences: list[FollowUpCrops | None], n_crops: int, config: DataConfig) -> None:
-    """One target's prior slots (the K latest scans before ``days``, oldest first, empty slots last) and the
-    baseline's sequences, for each of its ``n_crops`` crops."""
-    k_max, size = _n_priors(config), tuple(config.crop_size)
-    slots = prior_slots([d for d, _ in earlier], days, k_max)
-    chosen, chosen_days = [earlier[i][1] for i in slots], [earlier[i][0] for i in slots]
-    priors = np.zeros((n_crops, k_max, *size), np.float32)
-    masks = np.zeros((n_crops, k_max, *size), np.uint8)
-    prior_days = np.full((n_crops, k_max), np.nan, np.float32)
-    for slot, (day, followup) in enumerate(zip(chosen_days, chosen)):
-        priors[:, slot], masks[:, slot], prior_days[:, slot] = followup.post[:, 0], followup.post_mask[:, 0], day
-    images = np.zeros((n_crops, len(sequences), *size), np.float32)
+def _sequence_crops(sequences: list[FollowUpCrops | None], n_crops: int,
+                    config: DataConfig) -> tuple[np.ndarray, np.ndarray]:
+    """(images (n_crops, Q, *S) float32, present (n_crops, Q) uint8) of one scan's cut sequences; zeros and 0 for a
+    missing one."""
+    images = np.zeros((n_crops, len(sequences), *config.crop_size), np.float32)
     present = np.zeros((n_crops, len(sequences)), np.uint8)
     for q, sequence in enumerate(sequences):
         if sequence is not None:
             images[:, q], present[:, q] = sequence.post[:, 0], 1
-    for key, value in zip(PRIOR_KEYS, (priors, masks, prior_days, images, present)):
+    return images, present
+
+
+def _append_priors(parts, earlier: list[tuple[float, FollowUpCrops, tuple[np.ndarray, np.ndarray]]], days: float,
+                   sequences: list[FollowUpCrops | None], n_crops: int, config: DataConfig) -> None:
+    """One target's prior slots (the K latest scans before ``days``, oldest first, empty slots last) with each
+    slot's own sequences, and the baseline's sequences, for each of its ``n_crops`` crops."""
+    k_max, q_max, size = _n_priors(config), len(sequences), tuple(config.crop_size)
+    slots = prior_slots([d for d, _, _ in earlier], days, k_max)
+    priors = np.zeros((n_crops, k_max, *size), np.float32)
+    masks = np.zeros((n_crops, k_max, *size), np.uint8)
+    prior_days = np.full((n_crops, k_max), np.nan, np.float32)
+    prior_sequences = np.zeros((n_crops, k_max * q_max, *size), np.float32)
+    prior_present = np.zeros((n_crops, k_max * q_max), np.uint8)
+    for slot, i in enumerate(slots):
+        day, followup, (own, own_present) = earlier[i]
+        priors[:, slot], masks[:, slot], prior_days[:, slot] = followup.post[:, 0], followup.post_mask[:, 0], day
+        prior_sequences[:, slot * q_max:(slot + 1) * q_max] = own
+        prior_present[:, slot * q_max:(slot + 1) * q_max] = own_present
+    images, present = _sequence_crops(sequences, n_crops, config)
+    for key, value in zip(PRIOR_KEYS, (priors, masks, prior_days, images, present, prior_sequences, prior_present)):
         parts[key].append(value)
 
 
@@ -470,8 +494,13 @@ def _concatenate_priors(parts, cohort: Cohort, config: DataConfig) -> dict[str, 
     k_max, q_max, size = _n_priors(config), _n_sequences(cohort, config), tuple(config.crop_size)
     empty = {"priors": np.zeros((0, k_max, *size), np.float32), "prior_masks": np.zeros((0, k_max, *size), np.uint8),
              "prior_days": np.zeros((0, k_max), np.float32), "sequences": np.zeros((0, q_max, *size), np.float32),
-             "sequence_present": np.zeros((0, q_max), np.uint8)}
-    return {key: np.concatenate(parts[key]) if parts[key] else empty[key] for key in PRIOR_KEYS}
+             "sequence_present": np.zeros((0, q_max), np.uint8),
+             "prior_sequences": np.zeros((0, k_max * q_max, *size), np.float32),
+             "prior_sequence_present": np.zeros((0, k_max * q_max), np.uint8),
+             "post_sequences": np.zeros((0, q_max, *size), np.float32),
+             "post_sequence_present": np.zeros((0, q_max), np.uint8)}
+    return {key: np.concatenate(parts[key]) if parts[key] else empty[key]
+            for key in PRIOR_KEYS + FOLLOWUP_SEQUENCE_KEYS}
 
 
 def _progress(done: int, total: int, name: str) -> None:

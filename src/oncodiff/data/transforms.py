@@ -23,9 +23,9 @@ from monai.transforms import Compose, MapTransform, RandFlipd, RandomizableTrans
 AUGMENTED_KEYS = ("pre", "post", "tumor_mask", "post_mask", "anatomy")
 IN_PLANE_AXES = (0, 1)
 # Keys in the scans' intensity units, which PairedIntensity changes (never the masks or the anatomy):
-# the baseline, the follow-up, the earlier scans, the baseline's other sequences, the mechanistic forecasts
-# (models.conditions.FORECAST_KEY).
-INTENSITY_KEYS = ("pre", "post", "priors", "sequences", "mechanistic")
+# the baseline, the follow-up, the earlier scans, the baseline's and the earlier scans' other sequences, the
+# mechanistic forecasts (models.conditions.FORECAST_KEY).
+INTENSITY_KEYS = ("pre", "post", "priors", "sequences", "prior_sequences", "mechanistic")
 
 
 class PairedIntensity(RandomizableTransform, MapTransform):

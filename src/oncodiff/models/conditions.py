@@ -102,25 +102,29 @@ PRIOR_PREFIX = "prior"  # channels prior<k>, prior<k>_present, prior<k>_days for
 SEQUENCE_PREFIX = "seq:"  # channels seq:<name>, seq:<name>_present for each non-primary sequence
 
 
-def prior_condition_names(n_priors: int, sequences: Sequence[str]) -> tuple[str, ...]:
+def prior_condition_names(n_priors: int, sequences: Sequence[str], prior_sequences: bool = False) -> tuple[str, ...]:
     """Names of the channels that carry a target's prior scans (data.inputs=prior; K = ``n_priors`` slots, each the
-    registered scan, its presence flag and its day as a fraction of the target's day, constant over the crop) and
-    the baseline's other sequences (each the registered image and its presence flag)."""
+    registered scan, its presence flag and its day as a fraction of the target's day, constant over the crop), the
+    baseline's other sequences (each the registered image and its presence flag) and, with ``prior_sequences``,
+    each prior slot's own other sequences (``prior<k>:seq:<name>`` and its presence flag, slot by slot)."""
     names = []
     for k in range(1, n_priors + 1):
         names += [f"{PRIOR_PREFIX}{k}", f"{PRIOR_PREFIX}{k}_present", f"{PRIOR_PREFIX}{k}_days"]
     for name in sequences:
         names += [f"{SEQUENCE_PREFIX}{name}", f"{SEQUENCE_PREFIX}{name}_present"]
+    for k in range(1, n_priors + 1 if prior_sequences else 1):
+        for name in sequences:
+            names += [f"{PRIOR_PREFIX}{k}:{SEQUENCE_PREFIX}{name}", f"{PRIOR_PREFIX}{k}:{SEQUENCE_PREFIX}{name}_present"]
     return tuple(names)
 
 
 def image_condition_names(anatomy: Sequence[str], use_anatomy: bool, n_priors: int = 0,
-                          sequences: Sequence[str] = ()) -> tuple[str, ...]:
+                          sequences: Sequence[str] = (), prior_sequences: bool = False) -> tuple[str, ...]:
     """Names of the image condition channels, in order: pre, tumor_mask, then ``anatomy`` when ``use_anatomy``
     (model.use_anatomy), then the prior scans' and sequences' channels (:func:`prior_condition_names`; none for a
     cohort without them)."""
     return ("pre", "tumor_mask", *(tuple(anatomy) if use_anatomy else ()),
-            *prior_condition_names(n_priors, sequences))
+            *prior_condition_names(n_priors, sequences, prior_sequences))
 
 
 def forecast_condition_names(n_classes: int) -> tuple[str, ...]:
@@ -134,17 +138,21 @@ def n_forecasts(names: Sequence[str]) -> int:
     return sum(1 for n in names if n.startswith(FORECAST_PREFIX))
 
 
-def prior_layout(names: Sequence[str]) -> tuple[int, int]:
-    """(K prior slots, Q sequences) that image condition ``names`` (a model's layout) carry: K = 0 for a model
-    that does not see earlier scans."""
+def prior_layout(names: Sequence[str]) -> tuple[int, int, bool]:
+    """(K prior slots, Q sequences, whether the prior slots carry their own sequences) that image condition
+    ``names`` (a model's layout) carry: K = 0 for a model that does not see earlier scans; False for a model
+    trained before the prior scans' sequences were read (its channels stay as they were)."""
     priors = sum(1 for n in names if n.startswith(PRIOR_PREFIX) and n[len(PRIOR_PREFIX):].isdigit())
     sequences = sum(1 for n in names if n.startswith(SEQUENCE_PREFIX) and not n.endswith("_present"))
-    return priors, sequences
+    prior_sequences = any(n.startswith(PRIOR_PREFIX) and f":{SEQUENCE_PREFIX}" in n for n in names)
+    return priors, sequences, prior_sequences
 
 
-def prior_channels(batch: Mapping[str, Tensor], n_priors: int, n_sequences: int) -> Tensor:
-    """(B, 3 K + 2 Q, *S): per prior slot its scan, presence (1/0) and day / the target's day; per sequence its
-    image and presence. An empty slot or a missing sequence is zeros with presence 0, never an imputed image."""
+def prior_channels(batch: Mapping[str, Tensor], n_priors: int, n_sequences: int,
+                   prior_sequences: bool = False) -> Tensor:
+    """(B, 3 K + 2 Q [+ 2 K Q], *S): per prior slot its scan, presence (1/0) and day / the target's day; per
+    sequence its image and presence; with ``prior_sequences``, per prior slot and sequence that scan's own image and
+    presence. An empty slot or a missing sequence is zeros with presence 0, never an imputed image."""
     pre = batch["pre"]
     shape = (pre.shape[0], 1, *pre.shape[2:])
     channels = []
@@ -164,6 +172,14 @@ def prior_channels(batch: Mapping[str, Tensor], n_priors: int, n_sequences: int)
         for q in range(n_sequences):
             flag = present[:, q].reshape(-1, *([1] * (pre.dim() - 1)))
             channels += [images[:, q:q + 1] * flag, flag.expand(shape)]
+    if prior_sequences and n_priors and n_sequences:
+        stored = batch["prior_sequences"].shape[1] // batch["priors"].shape[1]  # Q of preprocessing, slot-major
+        present = batch["prior_sequence_present"].to(pre.dtype)
+        images = batch["prior_sequences"].float()
+        for k in range(n_priors):
+            for q in range(n_sequences):
+                flag = present[:, k * stored + q].reshape(-1, *([1] * (pre.dim() - 1)))
+                channels += [images[:, k * stored + q:k * stored + q + 1] * flag, flag.expand(shape)]
     return torch.cat(channels, dim=1).to(pre.dtype)
 
 
@@ -200,9 +216,9 @@ def conditions_from_batch(batch: Mapping[str, object], conditioning: BatchCondit
     anatomy = batch.get("anatomy")
     if conditioning.use_anatomy and anatomy is not None and anatomy.shape[1] > 0:
         images.append(anatomy)
-    n_priors, n_sequences = prior_layout(image_names or ())
+    n_priors, n_sequences, prior_sequences = prior_layout(image_names or ())
     if n_priors or n_sequences:
-        images.append(prior_channels(batch, n_priors, n_sequences))
+        images.append(prior_channels(batch, n_priors, n_sequences, prior_sequences))
     if forecasts := n_forecasts(image_names or ()):  # diffusion.residual=mechanistic: last, so a wrapper picks one
         if batch.get(FORECAST_KEY) is None:
             raise ValueError(f"this model is conditioned on the mechanistic forecast but the batch has no "

@@ -166,12 +166,17 @@ def _lesion_at(preprocessed, scans: list[_Scan], days: float, used: int, arrays:
         item = {k: preprocessed.arrays[k][i] for k in ARRAY_KEYS + PRIOR_KEYS}
         for key in ("post", "post_mask", "post_smoothed"):
             item[key] = np.zeros_like(item[key])
-        item["priors"], item["prior_masks"] = np.zeros_like(item["priors"]), np.zeros_like(item["prior_masks"])
+        for key in ("priors", "prior_masks", "prior_sequences", "prior_sequence_present"):
+            item[key] = np.zeros_like(item[key])
         item["prior_days"] = np.full_like(item["prior_days"], np.nan)
+        q_max = preprocessed.arrays["post_sequences"].shape[1]
         for slot, scan in enumerate(chosen):  # oldest first, the most recent in the last filled slot
             item["priors"][slot] = preprocessed.arrays["post"][scan.rows[c], 0]
             item["prior_masks"][slot] = preprocessed.arrays["post_mask"][scan.rows[c], 0]
             item["prior_days"][slot] = scan.days
+            own = slice(slot * q_max, (slot + 1) * q_max)  # the scan's own sequences, slot-major as preprocessing
+            item["prior_sequences"][own] = preprocessed.arrays["post_sequences"][scan.rows[c]]
+            item["prior_sequence_present"][own] = preprocessed.arrays["post_sequence_present"][scan.rows[c]]
         arrays.append(item)
         cases.append(_case(records[i], f"day{days:g}", days, False, priors))
 
