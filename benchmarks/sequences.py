@@ -3,7 +3,7 @@ cohort against the same route trained without one of them, and with the primary 
 sequences: each one's contribution measured by leaving it out").
 
     python -m benchmarks.sequences --out OUT [--patients 16] [--test-patients 10] [--steps 100] [--samples 4]
-                                   [--seed 0]
+                                   [--seed 0] [--interim DAYS] [--arms NAME ...]
 
 Cohorts: ``oncodiff synth --site brain --dims 3 --acquisition clinical --sequences t1c,t1,t2,flair`` (t1c the
 primary, each sequence with its own contrast for the enhancing rim, the necrotic core and the oedema; the scanner
@@ -12,7 +12,11 @@ test cohort of other patients (``--seed + 1``). Each arm reads them through a co
 cohort.yaml lists fewer ``sequences`` (``root:`` points at synth's folder, so no image is copied):
   all four        t1c, t1, t2, flair (what ``oncodiff train`` uses on this cohort);
   without NAME    the three others (one arm per non-primary sequence);
-  t1c only        the primary alone.
+  t1c only        the primary alone;
+  with ``--interim DAYS`` (synth's ``--interim``: a scan during treatment, so each later follow-up has priors),
+  also "all four, no prior's own"  every sequence of the baseline, but the earlier scans' primary only (their
+                  other ``image:NAME`` cells blanked: the denoiser before 2026-12-07), to measure what the priors'
+                  own sequences (an interim FLAIR) add.
 Every arm: the demo preset's automatic 3D route (tumour slices, EDM noise levels), ``--steps`` optimiser steps
 (the same for all: a sequence adds two input channels and almost no compute), N4 off to save CPU (alike in all
 arms), every follow-up of every test patient predicted with the outcome unknown (the class prior's mixture),
@@ -53,6 +57,7 @@ SEQUENCES = ("t1c", "t1", "t2", "flair")  # t1c first: the primary
 COMMON = ["data.test_fraction=0", "sampling.calibrate=false", "training.max_minutes=null",
           "data.bias_correction=none"]
 REFERENCE = "all four"
+NO_PRIOR_SEQUENCES = "all four, no prior's own"  # --interim: the earlier scans' other sequences blanked
 
 
 def arms(sequences: tuple[str, ...] = SEQUENCES) -> dict[str, tuple[str, ...]]:
@@ -62,19 +67,22 @@ def arms(sequences: tuple[str, ...] = SEQUENCES) -> dict[str, tuple[str, ...]]:
                                      for name in others}, f"{primary} only": (primary,)}
 
 
-def make_cohort(out: Path, patients: int, seed: int) -> Path:
-    """synth's cohort with every sequence, written once under ``out / "synth"``."""
+def make_cohort(out: Path, patients: int, seed: int, interim: tuple[int, ...] = ()) -> Path:
+    """synth's cohort with every sequence (and the ``interim`` scans), written once under ``out / "synth"``."""
     from oncodiff.synth import synthesize
 
     written = out / "synth"
     if not (written / "scans.csv").is_file():
-        synthesize("brain", patients, 3, seed, written, acquisition="clinical", sequences=SEQUENCES, workers=1)
+        synthesize("brain", patients, 3, seed, written, acquisition="clinical", sequences=SEQUENCES, workers=1,
+                   interim=interim)
     return written
 
 
-def arm_cohort(written: Path, folder: Path, sequences: tuple[str, ...]) -> Path:
+def arm_cohort(written: Path, folder: Path, sequences: tuple[str, ...], prior_sequences: bool = True) -> Path:
     """A cohort folder that reads ``written``'s files (``root:``) with only ``sequences`` listed: cohort.yaml's
-    ``sequences`` cut down and the other ``image:NAME`` columns dropped from scans.csv."""
+    ``sequences`` cut down and the other ``image:NAME`` columns dropped from scans.csv. ``prior_sequences=False``
+    blanks every non-primary sequence of the rows after the baseline (a missing sequence, as validate allows), so
+    the earlier scans reach the denoiser by their primary alone."""
     folder.mkdir(parents=True, exist_ok=True)
     spec = yaml.safe_load((written / "cohort.yaml").read_text(encoding="utf-8"))
     spec.update(sequences=list(sequences), primary=sequences[0], root=str(written.resolve()))
@@ -82,8 +90,20 @@ def arm_cohort(written: Path, folder: Path, sequences: tuple[str, ...]) -> Path:
     (folder / "patients.csv").write_bytes((written / "patients.csv").read_bytes())
     scans = pd.read_csv(written / "scans.csv", dtype=str, keep_default_na=False)
     dropped = [c for c in scans.columns if c.startswith("image:") and c.split(":", 1)[1] not in sequences]
-    scans.drop(columns=dropped).to_csv(folder / "scans.csv", index=False)
+    scans = scans.drop(columns=dropped)
+    if not prior_sequences:
+        scans.loc[scans["timepoint"] != spec.get("baseline", "pre"), [f"image:{name}" for name in sequences[1:]]] = ""
+    scans.to_csv(folder / "scans.csv", index=False)
     return folder
+
+
+def chosen_arms(names: list[str] | None, interim: bool) -> dict[str, tuple[str, ...]]:
+    """The arms to run (``names``, default every one; NO_PRIOR_SEQUENCES only with an interim scan)."""
+    every = arms() | ({NO_PRIOR_SEQUENCES: SEQUENCES} if interim else {})
+    chosen = {name: kept for name, kept in every.items() if not names or name in names}
+    if REFERENCE not in chosen:
+        raise SystemExit(f"--arms must include {REFERENCE!r}: every other arm is paired against it")
+    return chosen
 
 
 class SequenceTruth(TestTruth):
@@ -166,7 +186,9 @@ def table(results: dict) -> str:
              "", f"Command: `{results['command']}`  ", f"Machine: {results['machine']}  ",
              f"Train {results['patients']} patients, test {scores['patients']} other patients "
              f"({scores['follow_ups']} follow-ups), {results['samples']} samples, outcome unknown (the class prior's "
-             f"mixture), {results['steps']} steps per arm. Denoised baseline: Gaussian {results['sigma_mm']:g} mm, "
+             f"mixture), {results['steps']} steps per arm"
+             + (f", an interim scan on day(s) {', '.join(map(str, results['interim_days']))}"
+                if results.get("interim_days") else "") + f". Denoised baseline: Gaussian {results['sigma_mm']:g} mm, "
              f"chosen on the training cohort. CPU seconds per arm (train, predict): "
              + "; ".join(f"{name} {r.get('train_cpu_s', '-')}, {r.get('predict_cpu_s', '-')}"
                          for name, r in results["runs"].items()) + ".", "",
@@ -190,21 +212,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=100, help="optimiser steps of each arm")
     parser.add_argument("--samples", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--interim", type=int, nargs="*", default=[], help="days of scans during treatment")
     parser.add_argument("--arms", nargs="+", help="only these arms (names as in the table; default: every one)")
     args = parser.parse_args(argv)
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
-    cache, written = out / "cache", {"train": make_cohort(out / "train", args.patients, args.seed),
-                                     "test": make_cohort(out / "test", args.test_patients, args.seed + 1)}
-    chosen = {name: kept for name, kept in arms().items() if not args.arms or name in args.arms}
-    if REFERENCE not in chosen:
-        raise SystemExit(f"--arms must include {REFERENCE!r}: every other arm is paired against it")
+    interim = tuple(args.interim)
+    cache, written = out / "cache", {"train": make_cohort(out / "train", args.patients, args.seed, interim),
+                                     "test": make_cohort(out / "test", args.test_patients, args.seed + 1, interim)}
+    chosen = chosen_arms(args.arms, bool(interim))
     path = out / "results.json"
     earlier = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
     runs = earlier.get("runs", {})
     for name, kept in chosen.items():
         folder = out / "arms" / name.replace(" ", "_")
-        cohorts = {split: arm_cohort(w, folder / f"{split}_cohort", kept) for split, w in written.items()}
+        cohorts = {split: arm_cohort(w, folder / f"{split}_cohort", kept, name != NO_PRIOR_SEQUENCES)
+                   for split, w in written.items()}
         runs[name] = {**runs.get(name, {}), **train_and_predict(cohorts["train"], cohorts["test"], folder,
                                                                 args.steps, args.samples, cache)}
     sigma = denoising_sigma(written["train"], SequenceTruth)
@@ -214,6 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     results = {"command": "python -m benchmarks.sequences " + shlex.join(sys.argv[1:] if argv is None else argv),
                "machine": machine(),
                "patients": args.patients, "samples": args.samples, "steps": args.steps, "sigma_mm": sigma,
+               "interim_days": list(interim),
                "arms": {name: list(kept) for name, kept in chosen.items()}, "runs": runs,
                "scores": summarise(frame)}
     path.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
