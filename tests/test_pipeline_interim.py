@@ -203,3 +203,25 @@ def test_predict_a_new_day_names_the_scans_it_used(trained):
     summary = json.loads((out / "summary.json").read_text())
     assert [(c["timepoint"], c["priors"]) for c in summary["cases"]] == [
         ("day60", [{"timepoint": "week3", "days": 21.0}, {"timepoint": "week6", "days": 42.0}])]
+
+
+def test_a_model_reads_a_cohorts_sequences_by_name(tmp_path):
+    cohort = write_cohort_v2(tmp_path / "cohort", n_patients=8, sequences=("t1c", "t2", "flair"),
+                             followups=(("week3", 21), ("week6", 42)))
+    run = train(cohort, load_config("demo", TINY), tmp_path / "run", cache_dir=tmp_path / "cache")
+    model = load_export(run / "model")
+    same = load_cases(model, cohort, ["P001"], cache_dir=tmp_path / "cache")
+    flair_first = write_cohort_v2(tmp_path / "other", n_patients=2, sequences=("t1c", "flair"),
+                                  followups=(("week3", 21), ("week6", 42)))  # no t2; flair is its first other one
+    other = load_cases(model, flair_first, ["P001"], cache_dir=tmp_path / "cache")
+    assert other.batch["sequences"].shape[1] == 2 and other.batch["prior_sequences"].shape[1] == 4
+    np.testing.assert_array_equal(other.batch["sequence_present"][:, 0], 0)  # t2: missing, zeros
+    assert not other.batch["sequences"][:, 0].any()
+    np.testing.assert_array_equal(other.batch["sequences"][:, 1], same.batch["sequences"][:, 1])  # flair as flair
+    np.testing.assert_array_equal(other.batch["prior_sequences"][:, [1, 3]], same.batch["prior_sequences"][:, [1, 3]])
+    assert not other.batch["prior_sequences"][:, [0, 2]].any()
+    format1 = write_cohort(tmp_path / "format1", n_patients=2, followups=(("week3", 21), ("week6", 42)))
+    plain = load_cases(model, format1, ["P001"], cache_dir=tmp_path / "cache")
+    assert plain.batch["sequences"].shape[1] == 2 and not plain.batch["sequence_present"].any()
+    out = predict(run, format1, tmp_path / "predictions", patients=["P001"], cache_dir=tmp_path / "cache")
+    assert (out / "summary.json").is_file()

@@ -148,6 +148,11 @@ def prior_layout(names: Sequence[str]) -> tuple[int, int, bool]:
     return priors, sequences, prior_sequences
 
 
+def sequence_names(names: Sequence[str]) -> tuple[str, ...]:
+    """The non-primary sequences, in channel order, that image condition ``names`` (a model's layout) read."""
+    return tuple(n[len(SEQUENCE_PREFIX):] for n in names if n.startswith(SEQUENCE_PREFIX) and not n.endswith("_present"))
+
+
 def prior_channels(batch: Mapping[str, Tensor], n_priors: int, n_sequences: int,
                    prior_sequences: bool = False) -> Tensor:
     """(B, 3 K + 2 Q [+ 2 K Q], *S): per prior slot its scan, presence (1/0) and day / the target's day; per

@@ -27,7 +27,7 @@ from oncodiff.data import mechanistic
 from oncodiff.data.preprocess import ARRAY_KEYS, PRIOR_KEYS, prior_slots
 from oncodiff.errors import ConfigError, OncodiffError
 from oncodiff.models import CLASS_COUNTS, CLASS_LABEL_KEYS, prior_layout
-from oncodiff.models.conditions import FORECAST_KEY
+from oncodiff.models.conditions import FORECAST_KEY, sequence_names
 from oncodiff.pipeline.export import ExportedModel
 
 NULL_VALUES = ("none", "null", "unknown", "")
@@ -240,6 +240,8 @@ def _batch(model: ExportedModel, cohort: Cohort, cases: list[Case], arrays: list
     outcomes = patient_outcomes(cohort.patients, cohort.spec)
     batch = {k: torch.from_numpy(np.stack([a[k] for a in arrays]).astype(np.float32)) for k in ARRAY_KEYS + PRIOR_KEYS}
     batch.pop("post_smoothed")
+    _to_model_sequences(batch, cohort.spec.other_sequences() if batch["sequences"].shape[1] else (),
+                        sequence_names(model.layout.image_condition_names))
     # The model's pre scan is the one it was trained on (data.smoothing); identity baselines use pre_raw.
     batch["pre_raw"] = batch["pre"]
     smoothing = SMOOTHING_MM.index(model.layout.smoothing_mm)
@@ -261,6 +263,25 @@ def _batch(model: ExportedModel, cohort: Cohort, cases: list[Case], arrays: list
     if model.layout.mechanistic:  # diffusion.residual=mechanistic: the forecasts under the export's fitted sets
         batch[FORECAST_KEY] = forecast_batch(model.layout.mechanistic, cases, batch)
     return batch
+
+
+def _to_model_sequences(batch: dict[str, Any], cohort_names: Sequence[str], model_names: Sequence[str]) -> None:
+    """Put the batch's non-primary sequences (the baseline's and each prior slot's, slot-major) in the order of the
+    sequences the model reads, by name: one the model reads that the cohort lacks is missing (zeros, flag 0, as a
+    missing scan is), one the model does not read is left out. Without it a model would read the cohort's first
+    other sequence as its own first, whatever their names."""
+    slots = batch["priors"].shape[1]
+    for images, present, count in (("sequences", "sequence_present", 1),
+                                   ("prior_sequences", "prior_sequence_present", slots)):
+        source, flags = batch[images], batch[present]
+        out = source.new_zeros((source.shape[0], count * len(model_names), *source.shape[2:]))
+        out_flags = flags.new_zeros((flags.shape[0], count * len(model_names)))
+        for slot in range(count):
+            for q, name in enumerate(model_names):
+                if name in cohort_names:
+                    i, j = slot * len(cohort_names) + list(cohort_names).index(name), slot * len(model_names) + q
+                    out[:, j], out_flags[:, j] = source[:, i], flags[:, i]
+        batch[images], batch[present] = out, out_flags
 
 
 def forecast_batch(fitted: Mapping[str, Any], cases: Sequence[Case], batch: Mapping[str, Any]) -> torch.Tensor:
