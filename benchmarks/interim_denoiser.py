@@ -26,8 +26,12 @@ its baseline through the synthetic truth's rigid transform and normalised by its
     *training* cohort;
   - the baseline-only model; and, for context, identity (post = baseline) and the denoised baseline.
 Paired per-patient differences (priors model - reference) with patient-bootstrap 95 % intervals
-(oncodiff.evaluation.paired.mean_difference). Writes OUT/results.json, OUT/per_patient.csv and OUT/table.md;
-interrupted, it picks up where it stopped (trained runs and predictions are kept).
+(oncodiff.evaluation.paired.mean_difference). The volume change: the CRPS (percentage points) of each model's
+samples' changes (predict's ``change_pct_samples``, the export's segmenter on each stitched sample) at the
+month-4 scan's change (``change_pct_true``), and of "no change" (post = pre: |true change|), paired priors model
+minus baseline-only model. Writes OUT/results.json, OUT/per_patient.csv, OUT/volume_change.csv and OUT/table.md;
+interrupted, it picks up where it stopped (trained runs and predictions are kept, and the training CPU seconds an
+earlier invocation recorded in results.json).
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from oncodiff.arrays import crps_ensemble
 from oncodiff.cohort import read_image
 from oncodiff.cohort.image import Image
 from oncodiff.config import SMOOTHING_MM, Config, load_config
@@ -138,6 +143,33 @@ def score(truth: TestTruth, patients: list[str], interim: str, sigmas: dict[str,
     return pd.DataFrame(rows)
 
 
+def volume_change(predictions: dict[str, Path]) -> pd.DataFrame:
+    """One row per (test patient, method): the month-4 volume change's CRPS in percentage points, of each model's
+    samples (their defined changes) and of "no change"; the true change from the month-4 scan's mask."""
+    rows = []
+    for name, folder in predictions.items():
+        summary = json.loads((folder / "summary.json").read_text(encoding="utf-8"))
+        for case in summary["cases"]:
+            true, changes = case.get("change_pct_true"), [c for c in case["change_pct_samples"] if c is not None]
+            if case["timepoint"] != FINAL or true is None or not changes:
+                continue
+            rows.append({"patient": case["patient_id"], "method": name, "true_change_pct": true,
+                         "crps_change_pp": float(crps_ensemble(np.array(changes), np.array(true)))})
+            if name == PRIORS_MODEL:
+                rows.append({"patient": case["patient_id"], "method": "no change (post = pre)",
+                             "true_change_pct": true, "crps_change_pp": abs(true)})
+    return pd.DataFrame(rows)
+
+
+def summarise_volumes(frame: pd.DataFrame) -> dict:
+    wide = frame.pivot(index="patient", columns="method", values="crps_change_pp").dropna()
+    means = wide.mean()
+    return {"patients": len(wide), "mean_crps_pp": means.to_dict(),
+            "ratio priors / baseline only": float(means[PRIORS_MODEL] / means[REFERENCES[1]]),
+            "paired (priors model - baseline only)": mean_difference(wide[PRIORS_MODEL], wide[REFERENCES[1]],
+                                                                      wide.index.to_numpy())}
+
+
 def summarise(frame: pd.DataFrame) -> dict:
     means = frame.groupby("method")[["mae_tumor", "ssim_tumor"]].mean()
     paired = {}
@@ -174,6 +206,12 @@ def table(results: dict) -> str:
             low, high = d["ci95"]
             lines.append(f"- {value}, vs {reference}: {d['mean']:+.4f} [{low:+.4f}, {high:+.4f}] "
                          f"({d['n_patients']} patients)")
+    if volumes := results.get("volume_change"):
+        d = volumes["paired (priors model - baseline only)"]
+        lines += ["", f"Month-4 volume change, CRPS in percentage points ({volumes['patients']} patients): "
+                  + ", ".join(f"{k} {v:.1f}" for k, v in volumes["mean_crps_pp"].items())
+                  + f"; priors / baseline only {volumes['ratio priors / baseline only']:.2f}, paired "
+                  f"{d['mean']:+.1f} [{d['ci95'][0]:+.1f}, {d['ci95'][1]:+.1f}] pp."]
     return "\n".join(lines) + "\n"
 
 
@@ -202,21 +240,27 @@ def main(argv: list[str] | None = None) -> int:
     test_ids = sorted({p for p, t in test_truth.follow_ups() if t == FINAL})
     sigmas = {source: smoothing_sigma(train_truth, source, train_ids) for source in ("pre", interim)}
     runs, predict_cpu, predictions = {}, {}, {}
+    path = out / "results.json"
+    earlier = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
     for name, inputs in ARMS.items():
         folder = out / inputs
         runs[name] = train_arm(train_cohort, folder / "run", inputs, args.steps, cache)
+        if runs[name]["cpu_s_this_process"] is None:  # trained by an earlier invocation: keep what it timed
+            runs[name]["cpu_s_this_process"] = earlier.get("runs", {}).get(name, {}).get("cpu_s_this_process")
         predict_cpu[name] = predict_arm(folder / "run", test_cohort, folder / "predictions", args.samples, cache)
         predictions[f"oncodiff, {name} (outcome unknown)"] = folder / "predictions"
-    frame = score(test_truth, test_ids, interim, sigmas, predictions)
+    frame, volumes = score(test_truth, test_ids, interim, sigmas, predictions), volume_change(predictions)
     frame.to_csv(out / "per_patient.csv", index=False)
+    volumes.to_csv(out / "volume_change.csv", index=False)
     results = {
         "command": "python -m benchmarks.interim_denoiser " + " ".join(sys.argv[1:] if argv is None else argv),
         "machine": f"{platform.processor() or platform.machine()}, {__import__('os').cpu_count()} cores",
         "patients": len(train_ids), "interim": args.interim, "interim_timepoint": interim, "samples": args.samples,
         "sigmas_mm": sigmas, "runs": runs, "predict_cpu_s": predict_cpu, "scores": summarise(frame),
+        "volume_change": summarise_volumes(volumes),
         "cpu_s": round(cpu_seconds() - started, 1),
     }
-    (out / "results.json").write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
+    path.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
     (out / "table.md").write_text(table(results), encoding="utf-8")
     print(table(results))
     return 0

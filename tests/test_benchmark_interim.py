@@ -39,3 +39,28 @@ def test_the_denoiser_benchmark_pairs_the_priors_model_with_each_reference():
     for reference in denoiser.REFERENCES:
         mae = summary["paired (priors model - reference)"]["mae_tumor"][reference]
         assert abs(mae["mean"] + 0.05) < 1e-12 and mae["ci95"][1] < 0 and mae["n_patients"] == 8
+
+
+def test_the_denoiser_benchmark_scores_each_models_volume_change_distribution(tmp_path):
+    import json
+
+    denoiser = load_benchmark("interim_denoiser")
+    baseline_only = denoiser.REFERENCES[1]
+    folders = {}
+    for name, samples in ((denoiser.PRIORS_MODEL, [-60.0, -40.0]), (baseline_only, [10.0, None])):
+        folders[name] = tmp_path / name.replace(" ", "_")
+        folders[name].mkdir()
+        cases = [{"patient_id": "P1", "timepoint": denoiser.FINAL, "change_pct_true": -50.0,
+                  "change_pct_samples": samples},
+                 {"patient_id": "P2", "timepoint": denoiser.FINAL, "change_pct_true": None,  # no truth: left out
+                  "change_pct_samples": samples}]
+        (folders[name] / "summary.json").write_text(json.dumps({"cases": cases}))
+    frame = denoiser.volume_change(folders).set_index("method")
+    assert list(frame.patient) == ["P1"] * 3
+    # two samples 10 pp either side of the truth: mean |X - y| 10 minus half of mean |X - X'| (10): 5
+    assert frame.loc[denoiser.PRIORS_MODEL, "crps_change_pp"] == 5.0
+    assert frame.loc[baseline_only, "crps_change_pp"] == 60.0  # the undefined sample is left out: a point mass
+    assert frame.loc["no change (post = pre)", "crps_change_pp"] == 50.0
+    summary = denoiser.summarise_volumes(frame.reset_index())
+    assert summary["ratio priors / baseline only"] == 5.0 / 60.0
+    assert summary["paired (priors model - baseline only)"]["mean"] == -55.0

@@ -37,7 +37,8 @@ RUN_FILES = ("config.json", "splits.json", "plan.json", "train_summary.json", "m
 SUMMARY_KEYS = {"model", "cohort", "samples", "seed", "overrides", "sampling", "interval_calibration",
                 "spread_calibration", "spread_factor", "class_prior", "days_note", "survival_risk", "cases"}
 CASE_KEYS = {"key", "patient_id", "lesion_id", "timepoint", "days", "volume_unit", "volume_baseline",
-             "volume_baseline_segmented", "volume_pred_mean", "change_pct_mean", "change_pct_interval_50",
+             "volume_baseline_segmented", "volume_pred_mean", "change_pct_mean", "change_pct_samples",
+             "change_pct_interval_50",
              "change_pct_interval_90", "response", "response_probability", "response_rule", "files"}
 IMAGES = ("mean", "std", "drift", "tumor_probability", "agreement", "sample_00", "sample_01")
 
@@ -120,6 +121,9 @@ def test_summary_json_has_the_documented_keys(trained):
         assert "volume_true" in case and "change_pct_true" in case  # these cases have a follow-up
         assert set(case["files"]) == set(IMAGES)
         assert len(case["sample_classes"]) == 2 and sum(case["class_probability"]) == pytest.approx(1.0)
+        changes = [c for c in case["change_pct_samples"] if c is not None]
+        assert len(case["change_pct_samples"]) == 2 and changes  # one per sample; their mean is the summary's
+        assert np.mean(changes) == pytest.approx(case["change_pct_mean"])
         per_case = json.loads((out / case["key"].replace("/", "_") / "summary.json").read_text(encoding="utf-8"))
         assert per_case == case
 

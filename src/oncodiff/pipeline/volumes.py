@@ -103,7 +103,8 @@ class CaseVolumes:
             return np.where(self.baseline > 0, self.true / self.baseline - 1.0, np.nan)
 
     def summary(self, i: int, calibration: IntervalCalibration | None = None) -> dict:
-        """JSON-ready sizes of case i; None where undefined. With ``calibration``, the conformally
+        """JSON-ready sizes of case i; None where undefined (``change_pct_samples``: each sample's change, in
+        sample order, the distribution a volume-change CRPS is scored on). With ``calibration``, the conformally
         calibrated intervals too (``change_pct_interval_50_calibrated``, ...; None for a level it has no
         margin for)."""
         change = self.change()[i]
@@ -111,7 +112,8 @@ class CaseVolumes:
         out = {"volume_unit": self.unit, "volume_source": self.source, "volume_baseline": float(self.baseline[i]),
                "volume_baseline_segmented": _num(self.baseline_segmented[i]),
                "volume_pred_mean": _num(np.nanmean(self.samples[i]) if np.isfinite(self.samples[i]).any() else None),
-               "change_pct_mean": None, "change_pct_interval_50": None, "change_pct_interval_90": None,
+               "change_pct_mean": None, "change_pct_samples": [_num(100 * c) for c in change],
+               "change_pct_interval_50": None, "change_pct_interval_90": None,
                "response": None, "response_probability": None, "response_rule": f"change <= {self.threshold:+.0%}"}
         if calibration is not None:
             out.update({f"change_pct_interval_{round(100 * level)}_calibrated": None for level in calibration.levels})
