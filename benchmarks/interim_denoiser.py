@@ -192,7 +192,7 @@ def table(results: dict) -> str:
              f"{results['samples']} samples, outcome unknown (class-prior mixture). Steps and CPU seconds per arm: "
              + "; ".join(f"{k} {v['steps']} steps, train {_seconds(v['cpu_s_this_process'])}, predict "
                          f"{_seconds(results['predict_cpu_s'][k])}" for k, v in results["runs"].items())
-             + f". Total CPU {results['cpu_s']:.0f} s. Smoothing chosen on the training cohort: baseline "
+             + f". CPU of this invocation {results['cpu_s']:.0f} s. Smoothing chosen on the training cohort: baseline "
              f"{results['sigmas_mm']['pre']:g} mm, last scan {results['sigmas_mm'][results['interim_timepoint']]:g} "
              "mm.", "",
              "| method | in-tumour MAE | vs denoised last scan | in-tumour SSIM |", "|---|---|---|---|"]

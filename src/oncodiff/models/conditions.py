@@ -114,7 +114,8 @@ def prior_condition_names(n_priors: int, sequences: Sequence[str], prior_sequenc
         names += [f"{SEQUENCE_PREFIX}{name}", f"{SEQUENCE_PREFIX}{name}_present"]
     for k in range(1, n_priors + 1 if prior_sequences else 1):
         for name in sequences:
-            names += [f"{PRIOR_PREFIX}{k}:{SEQUENCE_PREFIX}{name}", f"{PRIOR_PREFIX}{k}:{SEQUENCE_PREFIX}{name}_present"]
+            channel = f"{PRIOR_PREFIX}{k}:{SEQUENCE_PREFIX}{name}"
+            names += [channel, f"{channel}_present"]
     return tuple(names)
 
 
@@ -150,7 +151,8 @@ def prior_layout(names: Sequence[str]) -> tuple[int, int, bool]:
 
 def sequence_names(names: Sequence[str]) -> tuple[str, ...]:
     """The non-primary sequences, in channel order, that image condition ``names`` (a model's layout) read."""
-    return tuple(n[len(SEQUENCE_PREFIX):] for n in names if n.startswith(SEQUENCE_PREFIX) and not n.endswith("_present"))
+    return tuple(n[len(SEQUENCE_PREFIX):] for n in names
+                 if n.startswith(SEQUENCE_PREFIX) and not n.endswith("_present"))
 
 
 def prior_channels(batch: Mapping[str, Tensor], n_priors: int, n_sequences: int,
