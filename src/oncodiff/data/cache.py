@@ -27,7 +27,8 @@ from oncodiff.errors import ConfigError
 from oncodiff.outputs import check_not_inside
 
 # Bump when preprocessing changes what it produces, so old entries are not reused.
-CACHE_VERSION = 5  # 2: bias correction, auto registration, per-sample steps; 3: smoothed scans; 4: priors; 5: priors' sequences
+# 2: bias correction, auto registration, per-sample steps; 3: smoothed scans; 4: priors; 5: the priors' own sequences
+CACHE_VERSION = 5
 # DataConfig fields that do not change the preprocessed arrays (they act in the DataModule).
 NOT_PREPROCESSING = frozenset(
     {"timepoints", "smoothing", "flips", "rotations", "intensity_augmentation", "val_fraction", "test_fraction", "folds", "fold", "num_workers", "cache_dir",
