@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import resource
 import sys
 import time
@@ -56,6 +55,7 @@ from oncodiff.evaluation.metrics import image_metrics
 from oncodiff.evaluation.paired import mean_difference
 from oncodiff.runs import RunFolder
 
+from benchmarks.crossfamily import machine
 from benchmarks.interim import FINAL, make_cohort
 from benchmarks.volumetric import TestTruth
 
@@ -254,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     volumes.to_csv(out / "volume_change.csv", index=False)
     results = {
         "command": "python -m benchmarks.interim_denoiser " + " ".join(sys.argv[1:] if argv is None else argv),
-        "machine": f"{platform.processor() or platform.machine()}, {__import__('os').cpu_count()} cores",
+        "machine": machine(),
         "patients": len(train_ids), "interim": args.interim, "interim_timepoint": interim, "samples": args.samples,
         "sigmas_mm": sigmas, "runs": runs, "predict_cpu_s": predict_cpu, "scores": summarise(frame),
         "volume_change": summarise_volumes(volumes),
