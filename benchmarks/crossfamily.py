@@ -372,16 +372,26 @@ def _predict(model: Path, cohort: Path, truth: TestTruth, folder: Path, samples:
         predict(model, cohort, folder / "unknown", samples=samples, cache_dir=folder.parents[3] / "cache")
     if Config.from_json(RunFolder(model).config_json).model.class_label == "none":  # the regression U-Net
         return {"not class-conditioned": out["unknown"]}
+    out["given"] = predict_given(model, cohort, folder, samples, folder.parents[3] / "cache")
+    return out
+
+
+def predict_given(model: Path, cohort: Path, folder: Path, samples: int, cache: Path, **options) -> list[Path]:
+    """Predictions given each patient's true response class: one folder ``folder / given_<value>`` per class group
+    (``options``: more of predict's arguments, e.g. ``days``); kept folders are not predicted again."""
+    from oncodiff.pipeline.predict import predict
+
     spec = load_cohort(cohort).spec.outcomes.response
     labels = pd.read_csv(cohort / "patients.csv", dtype=str).set_index("patient_id")[spec.column]
+    folders = []
     for value in sorted(labels.unique()):
         target = folder / f"given_{value}"
         if not (target / "summary.json").is_file():
             given = value if value == spec.positive else "0"  # predict's words: the positive class, or 0
             predict(model, cohort, target, patients=list(labels.index[labels == value]), samples=samples,
-                    overrides=[f"response={given}"], cache_dir=folder.parents[3] / "cache")
-        out["given"].append(target)
-    return out
+                    overrides=[f"response={given}"], cache_dir=cache, overwrite=target.exists(), **options)
+        folders.append(target)
+    return folders
 
 
 def _score_finished(results: dict, args, out: Path, cohorts, truths, sigmas) -> None:

@@ -2,7 +2,7 @@
 its prior scans (``data.inputs=prior``, the default) against the denoised last scan and the baseline-only model.
 
     python -m benchmarks.interim_denoiser --out OUT [--patients 16] [--test-patients 10] [--interim 28]
-                                          [--steps 100] [--samples 4] [--seed 0]
+                                          [--steps 100] [--samples 4] [--seed 0] [--given]
 
 Cohorts: two synthetic 3D clinical-acquisition brain cohorts with an interim scan (``oncodiff synth --site brain
 --dims 3 --acquisition clinical --interim 28``), a training cohort (``--seed``) and a test cohort of other
@@ -17,6 +17,9 @@ demo preset and its automatic route for 3D cohorts (tumour slices), N4 off to sa
   baseline only  ``--set data.inputs=baseline``.
 Each predicts the month-4 day of every test patient with the outcome unknown (``oncodiff predict --days 120``:
 from every scan before that day; the class prior's mixture, no ``--set response``), ``--samples`` samples, seed 0.
+With ``--given``, each also predicts it given each test patient's true response class (one folder
+``given_<class>`` per class group beside its outcome-unknown predictions), and the paired MAE of the two models
+given the class says what the prior scans add beyond revealing the class.
 
 Scoring as benchmarks/volumetric.py and crossfamily.py (TestTruth): each month-4 scan as acquired, brought onto
 its baseline through the synthetic truth's rigid transform and normalised by its own percentiles; in-tumour
@@ -64,6 +67,8 @@ COMMON = ["data.test_fraction=0", "sampling.calibrate=false", "training.max_minu
           "data.bias_correction=none"]
 PRIORS_MODEL = "oncodiff, priors (outcome unknown)"
 REFERENCES = ("denoised last scan", "oncodiff, baseline only (outcome unknown)", "identity", "denoised baseline")
+# given each test patient's true class: what the prior scans add beyond revealing the class
+GIVEN = ("oncodiff, priors (given the class)", "oncodiff, baseline only (given the class)")
 
 
 def cpu_seconds() -> float:
@@ -126,7 +131,9 @@ def predict_arm(run: Path, cohort: Path, out: Path, samples: int, cache: Path) -
 
 
 def score(truth: TestTruth, patients: list[str], interim: str, sigmas: dict[str, float],
-          predictions: dict[str, Path]) -> pd.DataFrame:
+          predictions: dict[str, list[Path]]) -> pd.DataFrame:
+    """One row per (test patient, method): month-4 in-tumour MAE and SSIM; ``predictions``: method -> the folders
+    that hold its cases (one, or one per class group)."""
     rows = []
     for patient in patients:
         baseline, mask, transform = truth.baseline(patient)
@@ -134,8 +141,9 @@ def score(truth: TestTruth, patients: list[str], interim: str, sigmas: dict[str,
         last = Image(truth.follow_up(patient, interim, baseline)["image"], baseline.affine)
         methods = {"identity": baseline.array, "denoised baseline": smoothed(baseline, sigmas["pre"]).array,
                    "denoised last scan": smoothed(last, sigmas[interim]).array}
-        for name, folder in predictions.items():
-            methods[name] = transform.apply(read_image(folder / f"{patient}_L1_{FINAL}" / "mean.nii.gz").array)
+        for name, folders in predictions.items():
+            case = next(f / f"{patient}_L1_{FINAL}" for f in folders if (f / f"{patient}_L1_{FINAL}").is_dir())
+            methods[name] = transform.apply(read_image(case / "mean.nii.gz").array)
         for method, image in methods.items():
             metrics = image_metrics(image, target, mask, bbox_margin=4)
             rows.append({"patient": patient, "method": method, "mae_tumor": metrics["mae_tumor"],
@@ -177,8 +185,13 @@ def summarise(frame: pd.DataFrame) -> dict:
         wide = frame.pivot(index="patient", columns="method", values=value)
         paired[value] = {reference: mean_difference(wide[PRIORS_MODEL], wide[reference], wide.index.to_numpy())
                          for reference in REFERENCES}
-    return {"patients": int(frame.patient.nunique()), "mean": means.reset_index().to_dict(orient="records"),
-            "paired (priors model - reference)": paired}
+    out = {"patients": int(frame.patient.nunique()), "mean": means.reset_index().to_dict(orient="records"),
+           "paired (priors model - reference)": paired}
+    if set(GIVEN) <= set(frame.method):
+        wide = frame.pivot(index="patient", columns="method", values="mae_tumor")
+        out["paired given the class (priors - baseline only)"] = mean_difference(wide[GIVEN[0]], wide[GIVEN[1]],
+                                                                                 wide.index.to_numpy())
+    return out
 
 
 def table(results: dict) -> str:
@@ -206,6 +219,9 @@ def table(results: dict) -> str:
             low, high = d["ci95"]
             lines.append(f"- {value}, vs {reference}: {d['mean']:+.4f} [{low:+.4f}, {high:+.4f}] "
                          f"({d['n_patients']} patients)")
+    if given := s.get("paired given the class (priors - baseline only)"):
+        lines.append(f"- mae_tumor given the class, priors model - baseline-only model: {given['mean']:+.4f} "
+                     f"[{given['ci95'][0]:+.4f}, {given['ci95'][1]:+.4f}] ({given['n_patients']} patients)")
     if volumes := results.get("volume_change"):
         d = volumes["paired (priors model - baseline only)"]
         lines += ["", f"Month-4 volume change, CRPS in percentage points ({volumes['patients']} patients): "
@@ -219,6 +235,25 @@ def _seconds(value: float | None) -> str:
     return "(trained by an earlier, interrupted invocation: not timed here)" if value is None else f"{value:.0f} s"
 
 
+def run_arms(out: Path, train_cohort: Path, test_cohort: Path, args, earlier: dict) -> tuple[dict, dict, dict]:
+    """Train each arm (kept runs are reused, with the training CPU seconds ``earlier`` recorded) and predict month
+    4 with the outcome unknown and, with ``args.given``, given each test patient's true class."""
+    from benchmarks.crossfamily import predict_given
+
+    runs, predict_cpu, predictions, cache = {}, {}, {}, out / "cache"
+    for name, inputs in ARMS.items():
+        folder = out / inputs
+        runs[name] = train_arm(train_cohort, folder / "run", inputs, args.steps, cache)
+        if runs[name]["cpu_s_this_process"] is None:  # trained by an earlier invocation: keep what it timed
+            runs[name]["cpu_s_this_process"] = earlier.get(name, {}).get("cpu_s_this_process")
+        predict_cpu[name] = predict_arm(folder / "run", test_cohort, folder / "predictions", args.samples, cache)
+        predictions[f"oncodiff, {name} (outcome unknown)"] = [folder / "predictions"]
+        if args.given:
+            predictions[f"oncodiff, {name} (given the class)"] = predict_given(
+                folder / "run", test_cohort, folder, args.samples, cache, days=final_day(test_cohort))
+    return runs, predict_cpu, predictions
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, required=True)
@@ -228,10 +263,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=100, help="optimiser steps of each model")
     parser.add_argument("--samples", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--given", action="store_true", help="also predict given each patient's true class")
     args = parser.parse_args(argv)
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
-    started, cache = cpu_seconds(), out / "cache"
+    started = cpu_seconds()
     interim = f"day{args.interim}"
     train_cohort = make_cohort(out / "train", args.patients, args.interim, args.seed)
     test_cohort = make_cohort(out / "test", args.test_patients, args.interim, args.seed + 1)
@@ -239,17 +275,11 @@ def main(argv: list[str] | None = None) -> int:
     train_ids = sorted({p for p, t in train_truth.follow_ups() if t == FINAL})
     test_ids = sorted({p for p, t in test_truth.follow_ups() if t == FINAL})
     sigmas = {source: smoothing_sigma(train_truth, source, train_ids) for source in ("pre", interim)}
-    runs, predict_cpu, predictions = {}, {}, {}
     path = out / "results.json"
     earlier = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-    for name, inputs in ARMS.items():
-        folder = out / inputs
-        runs[name] = train_arm(train_cohort, folder / "run", inputs, args.steps, cache)
-        if runs[name]["cpu_s_this_process"] is None:  # trained by an earlier invocation: keep what it timed
-            runs[name]["cpu_s_this_process"] = earlier.get("runs", {}).get(name, {}).get("cpu_s_this_process")
-        predict_cpu[name] = predict_arm(folder / "run", test_cohort, folder / "predictions", args.samples, cache)
-        predictions[f"oncodiff, {name} (outcome unknown)"] = folder / "predictions"
-    frame, volumes = score(test_truth, test_ids, interim, sigmas, predictions), volume_change(predictions)
+    runs, predict_cpu, predictions = run_arms(out, train_cohort, test_cohort, args, earlier.get("runs", {}))
+    unknown = {name: folders[0] for name, folders in predictions.items() if "outcome unknown" in name}
+    frame, volumes = score(test_truth, test_ids, interim, sigmas, predictions), volume_change(unknown)
     frame.to_csv(out / "per_patient.csv", index=False)
     volumes.to_csv(out / "volume_change.csv", index=False)
     results = {

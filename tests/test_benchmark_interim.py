@@ -64,3 +64,19 @@ def test_the_denoiser_benchmark_scores_each_models_volume_change_distribution(tm
     summary = denoiser.summarise_volumes(frame.reset_index())
     assert summary["ratio priors / baseline only"] == 5.0 / 60.0
     assert summary["paired (priors model - baseline only)"]["mean"] == -55.0
+
+
+def test_given_the_class_the_two_models_are_paired_with_each_other():
+    import pandas as pd
+
+    denoiser = load_benchmark("interim_denoiser")
+    rows = []
+    for k in range(6):
+        for method, mae in ((denoiser.PRIORS_MODEL, 0.2), *((r, 0.3) for r in denoiser.REFERENCES),
+                            (denoiser.GIVEN[0], 0.10 + 0.01 * k), (denoiser.GIVEN[1], 0.12 + 0.01 * k)):
+            rows.append({"patient": f"P{k}", "method": method, "mae_tumor": mae, "ssim_tumor": 0.5})
+    summary = denoiser.summarise(pd.DataFrame(rows))
+    given = summary["paired given the class (priors - baseline only)"]
+    assert abs(given["mean"] + 0.02) < 1e-12 and given["n_patients"] == 6
+    assert "paired given the class (priors - baseline only)" not in denoiser.summarise(
+        pd.DataFrame([r for r in rows if r["method"] not in denoiser.GIVEN]))
