@@ -118,15 +118,16 @@ def final_day(cohort: Path) -> float:
     return days.pop()
 
 
-def predict_arm(run: Path, cohort: Path, out: Path, samples: int, cache: Path) -> float:
+def predict_arm(run: Path, cohort: Path, out: Path, samples: int, cache: Path) -> float | None:
     """Predict the month-4 day of every test patient (``predict --days``: from every scan before it; the month-4
-    scan itself is the truth), with the outcome unknown."""
+    scan itself is the truth), with the outcome unknown; the CPU seconds it took, None when kept from before."""
     from oncodiff.pipeline.predict import predict
 
+    if (out / "summary.json").is_file():
+        return None
     started = cpu_seconds()
-    if not (out / "summary.json").is_file():
-        print(f"predicting {cohort} with {run} ...", flush=True)
-        predict(run, cohort, out, samples=samples, days=final_day(cohort), cache_dir=cache, overwrite=out.exists())
+    print(f"predicting {cohort} with {run} ...", flush=True)
+    predict(run, cohort, out, samples=samples, days=final_day(cohort), cache_dir=cache, overwrite=out.exists())
     return round(cpu_seconds() - started, 1)
 
 
@@ -236,8 +237,9 @@ def _seconds(value: float | None) -> str:
 
 
 def run_arms(out: Path, train_cohort: Path, test_cohort: Path, args, earlier: dict) -> tuple[dict, dict, dict]:
-    """Train each arm (kept runs are reused, with the training CPU seconds ``earlier`` recorded) and predict month
-    4 with the outcome unknown and, with ``args.given``, given each test patient's true class."""
+    """Train each arm and predict month 4 with the outcome unknown and, with ``args.given``, given each test
+    patient's true class. Kept runs and predictions are reused, with the CPU seconds ``earlier`` (the results.json
+    of an earlier invocation) recorded for them."""
     from benchmarks.crossfamily import predict_given
 
     runs, predict_cpu, predictions, cache = {}, {}, {}, out / "cache"
@@ -245,8 +247,10 @@ def run_arms(out: Path, train_cohort: Path, test_cohort: Path, args, earlier: di
         folder = out / inputs
         runs[name] = train_arm(train_cohort, folder / "run", inputs, args.steps, cache)
         if runs[name]["cpu_s_this_process"] is None:  # trained by an earlier invocation: keep what it timed
-            runs[name]["cpu_s_this_process"] = earlier.get(name, {}).get("cpu_s_this_process")
+            runs[name]["cpu_s_this_process"] = earlier.get("runs", {}).get(name, {}).get("cpu_s_this_process")
         predict_cpu[name] = predict_arm(folder / "run", test_cohort, folder / "predictions", args.samples, cache)
+        if predict_cpu[name] is None:
+            predict_cpu[name] = earlier.get("predict_cpu_s", {}).get(name)
         predictions[f"oncodiff, {name} (outcome unknown)"] = [folder / "predictions"]
         if args.given:
             predictions[f"oncodiff, {name} (given the class)"] = predict_given(
@@ -277,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
     sigmas = {source: smoothing_sigma(train_truth, source, train_ids) for source in ("pre", interim)}
     path = out / "results.json"
     earlier = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-    runs, predict_cpu, predictions = run_arms(out, train_cohort, test_cohort, args, earlier.get("runs", {}))
+    runs, predict_cpu, predictions = run_arms(out, train_cohort, test_cohort, args, earlier)
     unknown = {name: folders[0] for name, folders in predictions.items() if "outcome unknown" in name}
     frame, volumes = score(test_truth, test_ids, interim, sigmas, predictions), volume_change(unknown)
     frame.to_csv(out / "per_patient.csv", index=False)
