@@ -58,7 +58,7 @@ from oncodiff.evaluation.metrics import image_metrics
 from oncodiff.evaluation.paired import mean_difference
 from oncodiff.runs import RunFolder
 
-from benchmarks.crossfamily import machine
+from benchmarks.crossfamily import machine, predict_given
 from benchmarks.interim import FINAL, make_cohort
 from benchmarks.volumetric import TestTruth
 
@@ -240,8 +240,6 @@ def run_arms(out: Path, train_cohort: Path, test_cohort: Path, args, earlier: di
     """Train each arm and predict month 4 with the outcome unknown and, with ``args.given``, given each test
     patient's true class. Kept runs and predictions are reused, with the CPU seconds ``earlier`` (the results.json
     of an earlier invocation) recorded for them."""
-    from benchmarks.crossfamily import predict_given
-
     runs, predict_cpu, predictions, cache = {}, {}, {}, out / "cache"
     for name, inputs in ARMS.items():
         folder = out / inputs

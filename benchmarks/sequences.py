@@ -44,6 +44,7 @@ import pandas as pd
 import yaml
 
 from oncodiff.cohort import load_cohort, read_image
+from oncodiff.cohort.schema import CohortSpec
 from oncodiff.data.denoise import smoothed
 from oncodiff.evaluation.metrics import image_metrics
 from oncodiff.evaluation.paired import mean_difference
@@ -92,7 +93,8 @@ def arm_cohort(written: Path, folder: Path, sequences: tuple[str, ...], prior_se
     dropped = [c for c in scans.columns if c.startswith("image:") and c.split(":", 1)[1] not in sequences]
     scans = scans.drop(columns=dropped)
     if not prior_sequences:
-        scans.loc[scans["timepoint"] != spec.get("baseline", "pre"), [f"image:{name}" for name in sequences[1:]]] = ""
+        later = scans["timepoint"] != CohortSpec.model_validate(spec).baseline
+        scans.loc[later, [f"image:{name}" for name in sequences[1:]]] = ""
     scans.to_csv(folder / "scans.csv", index=False)
     return folder
 

@@ -416,14 +416,14 @@ def _preprocess_lesion(cohort: Cohort, config: DataConfig, patient: str, lesion:
     if not baseline.tumor_mask.any():
         warnings.append(f"patient {patient}, lesion {lesion}: the baseline tumour mask "
                         f"{cohort.tumor_file(baseline_row)} is empty in its crops; crops are centred on the scan")
-    sequences = _cut_sequences(cohort, baseline_row, baseline, config)
-    cut = [(float(row["days"]), cut_followup(cohort, row.to_dict(), baseline, config),
-            _sequence_crops(_cut_sequences(cohort, row.to_dict(), baseline, config), len(baseline.crops), config))
-           for _, row in rows.iterrows()]
+    sequences = _sequence_crops(cohort, baseline_row, baseline, config)
+    cut = [(float(row["days"]), cut_followup(cohort, row, baseline, config),
+            _sequence_crops(cohort, row, baseline, config))
+           for row in (r.to_dict() for _, r in rows.iterrows())]
     earlier = sorted(cut, key=lambda item: item[0])  # a target's priors: the scans of its lesion before its day
     for (_, row), (days, followup, own) in zip(rows.iterrows(), cut):
         _append_samples(parts, records, baseline, followup, row, baseline_row)
-        _append_priors(parts, earlier, days, sequences, len(baseline.crops), config)
+        _append_priors(parts, earlier, days, sequences, config)
         for key, value in zip(FOLLOWUP_SEQUENCE_KEYS, own):
             parts[key].append(value)
     return parts, records, warnings
@@ -457,10 +457,11 @@ def prior_slots(scan_days: Sequence[float], target_days: float, k_max: int) -> l
     return before[-k_max:] if k_max > 0 else []
 
 
-def _sequence_crops(sequences: list[FollowUpCrops | None], n_crops: int,
+def _sequence_crops(cohort: Cohort, row: Mapping[str, Any], baseline: BaselineCrops,
                     config: DataConfig) -> tuple[np.ndarray, np.ndarray]:
-    """(images (n_crops, Q, *S) float32, present (n_crops, Q) uint8) of one scan's cut sequences; zeros and 0 for a
-    missing one."""
+    """(images (n_crops, Q, *S) float32, present (n_crops, Q) uint8) of one scan's non-primary sequences
+    (:func:`_cut_sequences`) on the baseline's n_crops crops; zeros and 0 for a missing one."""
+    sequences, n_crops = _cut_sequences(cohort, row, baseline, config), len(baseline.crops)
     images = np.zeros((n_crops, len(sequences), *config.crop_size), np.float32)
     present = np.zeros((n_crops, len(sequences)), np.uint8)
     for q, sequence in enumerate(sequences):
@@ -470,10 +471,11 @@ def _sequence_crops(sequences: list[FollowUpCrops | None], n_crops: int,
 
 
 def _append_priors(parts, earlier: list[tuple[float, FollowUpCrops, tuple[np.ndarray, np.ndarray]]], days: float,
-                   sequences: list[FollowUpCrops | None], n_crops: int, config: DataConfig) -> None:
+                   sequences: tuple[np.ndarray, np.ndarray], config: DataConfig) -> None:
     """One target's prior slots (the K latest scans before ``days``, oldest first, empty slots last) with each
-    slot's own sequences, and the baseline's sequences, for each of its ``n_crops`` crops."""
-    k_max, q_max, size = _n_priors(config), len(sequences), tuple(config.crop_size)
+    slot's own sequences, and the baseline's sequences (:func:`_sequence_crops`), for each of its crops."""
+    images, present = sequences
+    n_crops, q_max, k_max, size = images.shape[0], images.shape[1], _n_priors(config), tuple(config.crop_size)
     slots = prior_slots([d for d, _, _ in earlier], days, k_max)
     priors = np.zeros((n_crops, k_max, *size), np.float32)
     masks = np.zeros((n_crops, k_max, *size), np.uint8)
@@ -485,7 +487,6 @@ def _append_priors(parts, earlier: list[tuple[float, FollowUpCrops, tuple[np.nda
         priors[:, slot], masks[:, slot], prior_days[:, slot] = followup.post[:, 0], followup.post_mask[:, 0], day
         prior_sequences[:, slot * q_max:(slot + 1) * q_max] = own
         prior_present[:, slot * q_max:(slot + 1) * q_max] = own_present
-    images, present = _sequence_crops(sequences, n_crops, config)
     for key, value in zip(PRIOR_KEYS, (priors, masks, prior_days, images, present, prior_sequences, prior_present)):
         parts[key].append(value)
 
