@@ -56,10 +56,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from oncodiff.arrays import bbox_mask
 from oncodiff.cohort import load_cohort, read_image
 from oncodiff.config import Config, load_config
 from oncodiff.data.denoise import smoothed
-from oncodiff.evaluation.distribution_scores import spread_skill
+from oncodiff.evaluation.distribution_scores import rank_histogram, spread_skill
 from oncodiff.evaluation.metrics import image_metrics
 from oncodiff.evaluation.proper_scores import crps_ensemble
 from oncodiff.pipeline.export import read_export_meta
@@ -77,13 +78,17 @@ ROUTES = {"default": [], "mechanistic": ["diffusion.residual=mechanistic"],
           "whitestripe": ["data.normalization=whitestripe"], "tissue": ["data.normalization=tissue"],
           "edm": ["diffusion.noise_sampling=lognormal"], "uniform": ["diffusion.noise_sampling=uniform"],
           "smoothdays": ["model.day_min_period=365"], "intensity": ["data.intensity_augmentation=true"],
-          "3d": CANDIDATE_ROUTES["3D patches 32^3, light network"]}
+          "3d": CANDIDATE_ROUTES["3D patches 32^3, light network"],
+          **{name: ["data.slices=tumor", f"data.slice_margin={margin}", "data.smoothing=auto",
+                    "diffusion.noise_sampling=lognormal"] for name, margin in (("slices2", 2), ("boxslices", 4))}}
 STEP_NOTES = {"mechanistic": "the same network with one more input channel, so the same steps; the forecast's fit is "
                              "timed on its own",
               **dict.fromkeys(("whitestripe", "tissue"),
                               "the same network on differently normalised crops, so the same steps"),
               **dict.fromkeys(("edm", "uniform"), "the same network trained at other noise levels, so the same steps"),
               "smoothdays": "the same network with fewer day features, so the same steps",
+              **dict.fromkeys(("slices2", "boxslices"), "the same network on more or fewer slices per follow-up, so "
+                                                        "the same steps"),
               "intensity": "the same network on crops with a random contrast and bias field, so the same steps"}  # routes whose step costs their base's: its probe
 SAME_STEPS_AS = dict.fromkeys(STEP_NOTES, "default")
 TRUTH_SCALE_WORDS = {
@@ -216,7 +221,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--train-sets", nargs="+", default=list(TRAIN_SETS), choices=TRAIN_SETS)
     parser.add_argument("--routes", nargs="+", default=["default", "regression"],
                         choices=["default", "mechanistic", "whitestripe", "tissue", "edm", "uniform", "smoothdays",
-                                 "intensity", "regression", "3d"],
+                                 "intensity", "regression", "3d", "slices2", "boxslices"],
                         help="default: the 2.5D tumour-slice route; mechanistic: the same with "
                              "diffusion.residual=mechanistic (the same steps); whitestripe: the same with data.normalization="
                              "=whitestripe (tissue-referenced, not moved by the tumour, unbounded); tissue: the same with "
@@ -226,7 +231,9 @@ def _parser() -> argparse.ArgumentParser:
                              "periods under a year left out (model.day_min_period=365); intensity: the default with one random "
                              "contrast curve and bias field per training sample, alike on its scans "
                              "(data.intensity_augmentation=true); regression: the default's regression "
-                             "U-Net (same steps); 3d: the light 3D patch route")
+                             "U-Net (same steps); 3d: the light 3D patch route; slices2 and boxslices: the edm route "
+                             "with its slices named: two on each side of the tumour (data.slice_margin=2, the default "
+                             "before 2026-12-08) or the tumour box's four (the default since)")
     parser.add_argument("--training-seed", type=int, default=0,
                         help="training.seed of the trained models (0: the config's); another value trains a "
                              "replicate, kept as ROUTE-seedN beside the seed-0 run")
@@ -478,6 +485,16 @@ def _predicted(case: Path, name: str, condition: str, transform) -> tuple[dict, 
                                        raw: scale_spread(samples[None], classes, 1.0 / applied)[0]}
 
 
+def box_scores(samples: np.ndarray, truth: np.ndarray, mask: np.ndarray) -> dict:
+    """In one follow-up's tumour box: evaluate's spread-skill terms, the share of voxels whose truth lies outside
+    every sample (its rank histogram's ends) and the share where the samples do not differ at all."""
+    spread = spread_skill(samples[None], truth[None], mask[None], SPREAD_MARGIN)
+    ranks = rank_histogram(samples[None], truth[None], mask[None], SPREAD_MARGIN)
+    box = bbox_mask(mask, SPREAD_MARGIN)
+    return spread | {"outside_share": ranks.get("outside_share", np.nan),
+                     "zero_spread_share": float((np.ptp(samples[:, box], axis=0) == 0).mean()) if box.any() else np.nan}
+
+
 def score(truth: TestTruth, sigma: float, predictions: dict[str, dict[str, list[Path]]]) -> dict:
     """Per-follow-up in-tumour MAE and SSIM of every method; means, ratios and paired bootstrap intervals."""
     rows = []
@@ -492,7 +509,7 @@ def score(truth: TestTruth, sigma: float, predictions: dict[str, dict[str, list[
                 methods |= means
                 for method, samples in drawn.items():
                     ensembles[method] = np.moveaxis(samples[:, mask], 0, -1)
-                    spread[method] = spread_skill(samples[None], follow["image"][None], mask[None], SPREAD_MARGIN)
+                    spread[method] = box_scores(samples, follow["image"], mask)
         for method, image in methods.items():
             metrics = image_metrics(image, follow["image"], mask, bbox_margin=4)
             # CRPS per in-tumour voxel: of the samples' empirical distribution; a point method's is its MAE
@@ -502,9 +519,10 @@ def score(truth: TestTruth, sigma: float, predictions: dict[str, dict[str, list[
             rows.append({"patient": patient, "timepoint": timepoint, "method": method,
                          "mae_tumor": metrics["mae_tumor"], "ssim_tumor": metrics["ssim_tumor"], "crps_tumor": crps,
                          "box_variance": box.get("spread", np.nan) ** 2, "box_mse_of_mean": box.get("rmse_of_mean", np.nan) ** 2,
-                         "samples": box.get("samples", 1)})
+                         "samples": box.get("samples", 1), "box_outside": box.get("outside_share", np.nan),
+                         "box_zero_spread": box.get("zero_spread_share", np.nan)})
     frame = pd.DataFrame(rows)
-    means = frame.groupby("method")[["mae_tumor", "ssim_tumor", "crps_tumor"]].mean()
+    means = frame.groupby("method")[["mae_tumor", "ssim_tumor", "crps_tumor", "box_outside", "box_zero_spread"]].mean()
     # spread-skill ratio in the tumour box (evaluation/distribution_scores.py), each follow-up's box weighted alike:
     # sqrt((M + 1) / M x mean sample variance / mean squared error of the sample mean); 1 = calibrated spread
     pooled = frame.groupby("method")[["box_variance", "box_mse_of_mean", "samples"]].mean()
@@ -584,7 +602,9 @@ def _spread_lines(scores: dict) -> list[str]:
 def _summary(results: dict) -> list[str]:
     """One line per scored run and test family, the sections below in brief: oncodiff's in-tumour MAE given the
     class and with the outcome unknown, and its CRPS with the outcome unknown, each over the denoised identity's
-    MAE; the SSIM given the class and the denoised identity's; the spread-skill ratios."""
+    MAE; the SSIM given the class and the denoised identity's; the spread-skill ratios; with the outcome unknown,
+    the share of tumour-box voxels whose truth lies outside every sample (calibrated: 2 / (M + 1)) and, in
+    brackets, the share where the samples do not differ at all (rows scored before 2026-12-08 have neither)."""
     rows = []
     for key, run in results.get("runs", {}).items():
         budget, train_set, route = key.split("/")
@@ -599,8 +619,9 @@ def _summary(results: dict) -> list[str]:
         return []
     return ["## Summary (oncodiff against the denoised identity; each run's section below has the intervals)", "",
             "| trained -> tested | route | budget | MAE given the class | MAE outcome unknown | CRPS outcome "
-            "unknown | SSIM given (denoised) | spread-skill given / unknown |",
-            "|---|---|---|---|---|---|---|---|", *rows, ""]
+            "unknown | SSIM given (denoised) | spread-skill given / unknown | truth outside every sample, unknown "
+            "(no spread) |",
+            "|---|---|---|---|---|---|---|---|---|", *rows, ""]
 
 
 def _summary_row(train_set: str, family: str, route: str, budget: str, steps: int, given: dict, unknown: dict,
@@ -611,7 +632,8 @@ def _summary_row(train_set: str, family: str, route: str, budget: str, steps: in
             f"{cell(given, 'mae_vs_denoised identity')} | {cell(unknown, 'mae_vs_denoised identity')} | "
             f"{cell(unknown, 'crps_vs_denoised identity mae')} | {cell(given, 'ssim_tumor')} "
             f"({denoised_ssim:.3f}) | {cell(given, 'spread_skill_box', '{:.2f}')}"
-            f" / {cell(unknown, 'spread_skill_box', '{:.2f}')} |")
+            f" / {cell(unknown, 'spread_skill_box', '{:.2f}')} | {cell(unknown, 'box_outside', '{:.2f}')} "
+            f"({cell(unknown, 'box_zero_spread', '{:.2f}')}) |")
 
 
 def _forecast_lines(run: dict) -> list[str]:

@@ -3,6 +3,9 @@
 import json
 import sys
 
+import numpy as np
+import pytest
+
 from factory import load_benchmark
 
 crossfamily = load_benchmark("crossfamily")
@@ -52,15 +55,30 @@ def test_the_summary_has_one_line_per_run_and_test_family():
             {"method": "oncodiff (given)", "mae_vs_denoised identity": given, "ssim_tumor": 0.73,
              "spread_skill_box": 0.18},
             {"method": "oncodiff (unknown)", "mae_vs_denoised identity": 0.905,
-             "crps_vs_denoised identity mae": 0.734, "spread_skill_box": float("nan")}]}
+             "crps_vs_denoised identity mae": 0.734, "spread_skill_box": float("nan"), "box_outside": 0.55,
+             "box_zero_spread": 0.22}]}
 
     results = {"runs": {"5min/brain/edm-seed1": {"steps": 117, "scores": {"glioma": rows(0.889), "brain": rows(0.5)}},
                         "5min/glioma/edm": {"steps": 117}}}  # not scored yet: no line
     lines = [line for line in crossfamily._summary(results) if line.startswith("| brain ->")]
     assert lines == ["| brain -> glioma | edm-seed1 | 5min (117 steps) | 0.889 | 0.905 | 0.734 | 0.730 (0.485) | "
-                     "0.18 / - |",
+                     "0.18 / - | 0.55 (0.22) |",
                      "| brain -> brain | edm-seed1 | 5min (117 steps) | 0.500 | 0.905 | 0.734 | 0.730 (0.485) | "
-                     "0.18 / - |"]
+                     "0.18 / - | 0.55 (0.22) |"]
+
+
+def test_box_scores_count_the_voxels_where_the_samples_do_not_differ_and_the_truth_outside_them():
+    rng = np.random.default_rng(0)
+    mask = np.zeros((12, 12, 12), bool)
+    mask[5:7, 5:7, 5:7] = True  # its box, 4 voxels around: 10 x 10 x 10
+    truth = rng.normal(size=mask.shape)
+    samples = rng.normal(size=(4, *mask.shape))
+    samples[:, :, :, :3] = 0.0  # the box's first two slices (z 1, 2) alike in every sample: no spread there
+    scores = crossfamily.box_scores(samples, truth, mask)
+    assert scores["zero_spread_share"] == pytest.approx(0.2)  # 2 of the box's 10 slices
+    # truth and samples exchangeable elsewhere: outside 2 / 5 there, and (almost) always at the alike slices
+    assert scores["outside_share"] == pytest.approx(0.8 * 0.4 + 0.2 * 1.0, abs=0.04)
+    assert scores["samples"] == 4 and scores["n"] == 1
     assert crossfamily.run_name("edm", 0) == "edm" and crossfamily.run_name("edm", 1) == "edm-seed1"
 
 
@@ -77,9 +95,9 @@ def test_spread_calibrated_runs_get_a_summary_line_and_a_paired_crps_line_for_th
             "oncodiff (unknown)": {"mean": -0.01, "ci95": [-0.02, -0.005]}}}}}
     results = {"runs": {"5min/brain/edm": {"steps": 117, "scores": {"glioma": rows}}}}
     lines = [line for line in crossfamily._summary(results) if line.startswith("| brain ->")]
-    assert lines == ["| brain -> glioma | edm | 5min (117 steps) | - | 0.900 | 0.600 | - (0.485) | - / 0.90 |",
+    assert lines == ["| brain -> glioma | edm | 5min (117 steps) | - | 0.900 | 0.600 | - (0.485) | - / 0.90 | - (-) |",
                      "| brain -> glioma | edm, samples as drawn | 5min (117 steps) | - | 0.900 | 0.700 | - (0.485) | "
-                     "- / 0.30 |"]
+                     "- / 0.30 | - (-) |"]
     assert crossfamily._spread_lines(rows) == [
         "CRPS of oncodiff (unknown) minus the same samples as drawn (spread calibration undone): -0.0100 "
         "(95 % CI -0.0200 .. -0.0050).", ""]
