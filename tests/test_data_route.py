@@ -116,12 +116,15 @@ def routed(tmp_path_factory):
 def test_a_3d_cohort_with_a_2d_preset_trains_on_tumour_slices_and_says_so(routed, capsys):
     saved = json.loads((routed["run"] / "config.json").read_text(encoding="utf-8"))
     config = saved["data"]
-    assert (config["slices"], config["slice_margin"], config["smoothing"]) == ("tumor", 2, "auto")
+    # the slices reach as far as the tumour box evaluation scores (evaluation.bbox_margin, 4 by default)
+    assert (config["slices"], config["slice_margin"], config["smoothing"]) == ("tumor", 4, "auto")
     assert saved["diffusion"]["noise_sampling"] == "lognormal"  # the run records what it trained with
     routed_again, sentence = volumetric_route(load_config("demo", TINY), routed["cohort"])
     assert routed_again.data.slices == "tumor" and "tumour's axial slices" in sentence
     assert routed_again.diffusion.noise_sampling == "lognormal" and "log-normal noise levels" in sentence
-    assert all(f"--set {o}" in sentence for o in VOLUMETRIC_ROUTE)
+    assert all(f"--set {o}" in sentence for o in VOLUMETRIC_ROUTE) and "--set data.slice_margin=4" in sentence
+    wider, _ = volumetric_route(load_config("demo", [*TINY, "evaluation.bbox_margin=6"]), routed["cohort"])
+    assert wider.data.slice_margin == 6  # a wider box scored: as many more slices predicted
     explicit, none = volumetric_route(load_config("demo", [*TINY, "data.slices=largest"]), routed["cohort"])
     assert none is None and explicit.data.slices == "largest"  # what a user sets is kept
     assert explicit.diffusion.noise_sampling == "auto"  # no route: training draws uniform levels
