@@ -219,3 +219,19 @@ def test_evaluate_scores_a_new_cohort_whole_with_the_denoised_baseline_and_one_v
     assert follow_ups == {f"P00{i}/L1/week6" for i in range(1, 5)}  # every patient, one row per follow-up
     crops = {row["case_id"] for row in summary["image_metrics"]["per_case"]}
     assert len(crops) > len(follow_ups)  # image metrics stay per crop (tumour slice)
+
+
+def test_the_spread_fit_takes_each_follow_ups_slices_as_one_3d_box(routed):
+    from oncodiff.pipeline.cases import load_cases
+    from oncodiff.pipeline.export import load_export
+    from oncodiff.pipeline.predict import slice_stacks
+
+    model = load_export(routed["run"] / "model")
+    cases = load_cases(model, routed["cohort"], cache_dir=routed["cache"])
+    stacks = slice_stacks(cases)
+    assert len(stacks) == len(cases.follow_ups()) and sorted(i for s in stacks for i in s) == list(range(len(cases)))
+    for stack in stacks:
+        z = [cases.cases[i].geometry.slice_index for i in stack]
+        assert z == list(range(z[0], z[0] + len(z)))  # in slice order, contiguous: the tumour's slices and the margin
+        assert len({cases.cases[i].follow_up_key for i in stack}) == 1
+    assert slice_stacks(cases.select([])) is None
