@@ -80,14 +80,16 @@ ROUTES = {"default": [], "mechanistic": ["diffusion.residual=mechanistic"],
           "smoothdays": ["model.day_min_period=365"], "intensity": ["data.intensity_augmentation=true"],
           "3d": CANDIDATE_ROUTES["3D patches 32^3, light network"],
           **{name: ["data.slices=tumor", f"data.slice_margin={margin}", "data.smoothing=auto",
-                    "diffusion.noise_sampling=lognormal"] for name, margin in (("slices2", 2), ("boxslices", 4))}}
+                    "diffusion.noise_sampling=lognormal", *trained]
+             for name, margin, trained in (("slices2", 2, []), ("boxslices", 4, []),
+                                           ("boxpredict", 4, ["data.train_slice_margin=2"]))}}
 STEP_NOTES = {"mechanistic": "the same network with one more input channel, so the same steps; the forecast's fit is "
                              "timed on its own",
               **dict.fromkeys(("whitestripe", "tissue"),
                               "the same network on differently normalised crops, so the same steps"),
               **dict.fromkeys(("edm", "uniform"), "the same network trained at other noise levels, so the same steps"),
               "smoothdays": "the same network with fewer day features, so the same steps",
-              **dict.fromkeys(("slices2", "boxslices"), "the same network on more or fewer slices per follow-up, so "
+              **dict.fromkeys(("slices2", "boxslices", "boxpredict"), "the same network on more or fewer slices per follow-up, so "
                                                         "the same steps"),
               "intensity": "the same network on crops with a random contrast and bias field, so the same steps"}  # routes whose step costs their base's: its probe
 SAME_STEPS_AS = dict.fromkeys(STEP_NOTES, "default")
@@ -220,8 +222,7 @@ def _parser() -> argparse.ArgumentParser:
                         "(the issue's 20 and 60 are options)")
     parser.add_argument("--train-sets", nargs="+", default=list(TRAIN_SETS), choices=TRAIN_SETS)
     parser.add_argument("--routes", nargs="+", default=["default", "regression"],
-                        choices=["default", "mechanistic", "whitestripe", "tissue", "edm", "uniform", "smoothdays",
-                                 "intensity", "regression", "3d", "slices2", "boxslices"],
+                        choices=[*ROUTES, "regression"],
                         help="default: the 2.5D tumour-slice route; mechanistic: the same with "
                              "diffusion.residual=mechanistic (the same steps); whitestripe: the same with data.normalization="
                              "=whitestripe (tissue-referenced, not moved by the tumour, unbounded); tissue: the same with "
@@ -231,9 +232,11 @@ def _parser() -> argparse.ArgumentParser:
                              "periods under a year left out (model.day_min_period=365); intensity: the default with one random "
                              "contrast curve and bias field per training sample, alike on its scans "
                              "(data.intensity_augmentation=true); regression: the default's regression "
-                             "U-Net (same steps); 3d: the light 3D patch route; slices2 and boxslices: the edm route "
-                             "with its slices named: two on each side of the tumour (data.slice_margin=2, the default "
-                             "before 2026-12-08) or the tumour box's four (the default since)")
+                             "U-Net (same steps); 3d: the light 3D patch route; slices2, boxslices, boxpredict: the "
+                             "edm route with its slices named: two on each side of the tumour cut, trained on and "
+                             "predicted (data.slice_margin=2, the default before 2026-12-08); the tumour box's four "
+                             "(data.slice_margin=4); four cut and predicted, two trained on "
+                             "(data.train_slice_margin=2, the default since)")
     parser.add_argument("--training-seed", type=int, default=0,
                         help="training.seed of the trained models (0: the config's); another value trains a "
                              "replicate, kept as ROUTE-seedN beside the seed-0 run")

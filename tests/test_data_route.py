@@ -117,7 +117,8 @@ def test_a_3d_cohort_with_a_2d_preset_trains_on_tumour_slices_and_says_so(routed
     saved = json.loads((routed["run"] / "config.json").read_text(encoding="utf-8"))
     config = saved["data"]
     # the slices reach as far as the tumour box evaluation scores (evaluation.bbox_margin, 4 by default)
-    assert (config["slices"], config["slice_margin"], config["smoothing"]) == ("tumor", 4, "auto")
+    assert (config["slices"], config["slice_margin"], config["train_slice_margin"], config["smoothing"]) == (
+        "tumor", 4, 2, "auto")
     assert saved["diffusion"]["noise_sampling"] == "lognormal"  # the run records what it trained with
     routed_again, sentence = volumetric_route(load_config("demo", TINY), routed["cohort"])
     assert routed_again.data.slices == "tumor" and "tumour's axial slices" in sentence
@@ -235,3 +236,31 @@ def test_the_spread_fit_takes_each_follow_ups_slices_as_one_3d_box(routed):
         assert z == list(range(z[0], z[0] + len(z)))  # in slice order, contiguous: the tumour's slices and the margin
         assert len({cases.cases[i].follow_up_key for i in stack}) == 1
     assert slice_stacks(cases.select([])) is None
+
+
+def test_training_takes_the_slices_near_the_tumour_and_prediction_every_slice_cut(routed):
+    from oncodiff.config import Config
+    from oncodiff.data.datamodule import CohortDataModule, training_slices
+
+    config = Config.from_json(routed["run"] / "config.json")
+    module = CohortDataModule(routed["cohort"], config, cache_dir=routed["cache"])
+    module.setup()
+    records, tumour = module.records, module.preprocessed.arrays["tumor_mask"]
+    by_follow_up: dict = {}
+    for i, r in enumerate(records):
+        by_follow_up.setdefault((r.patient_id, r.timepoint), []).append(i)
+    distance = {}
+    for group in by_follow_up.values():
+        z_tumour = [records[i].geometry.slice_index for i in group if tumour[i].any()]
+        for i in group:
+            z = records[i].geometry.slice_index
+            distance[i] = max(min(z_tumour) - z, z - max(z_tumour), 0)
+    assert max(distance.values()) == 2  # this small scan (10 slices) clips the 4-slice margin at 2
+    kept = training_slices(module.preprocessed, config.data)
+    assert kept == set(range(len(records)))  # every slice here is within the 2 trained on
+    one = training_slices(module.preprocessed, config.data.model_copy(update={"train_slice_margin": 1}))
+    assert one == {i for i, d in distance.items() if d <= 1} and len(one) < len(records)
+    assert set(module.dataset("train").indices) <= kept and set(module.dataset("val").indices) <= kept
+    # no training margin, or one as wide as the cut: every sample
+    assert training_slices(module.preprocessed, config.data.model_copy(update={"train_slice_margin": None})) is None
+    assert training_slices(module.preprocessed, config.data.model_copy(update={"train_slice_margin": 4})) is None

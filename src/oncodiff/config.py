@@ -53,6 +53,11 @@ class DataConfig(_Section):
         0, ge=0, description="tumor slices: also this many slices above and below the tumour, so that growth into "
         "neighbouring slices is predicted too"
     )
+    train_slice_margin: int | None = Field(
+        None, ge=0, description="tumor slices: train (and take the validation loss) only on the slices at most this "
+        "many slices beyond the tumour's; prediction, calibration and evaluation still take every slice that "
+        "slice_margin cuts. None: train on every cut slice"
+    )
     smoothing: Literal["none", "auto"] | float = Field(
         "none",
         description="Gaussian denoising of the pre and post scans (sigma in mm) before cropping, for noisy "

@@ -12,7 +12,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from oncodiff.cohort import Cohort, CohortSpec
-from oncodiff.config import SMOOTHING_MM, Config
+from oncodiff.config import SMOOTHING_MM, Config, DataConfig
 from oncodiff.data.clinical import ClinicalEncoder
 from oncodiff.data.dataset import PairedDataset, SampleLabels, SeededSampler, prior_image_keys
 from oncodiff.data.denoise import smoothing_index
@@ -187,8 +187,9 @@ class CohortDataModule(L.LightningDataModule):
                                            AUGMENTED_KEYS + prior_image_keys(preprocessed.arrays),
                                            self.config.data.intensity_augmentation)
         members = {name: set(getattr(splits, name)) for name in SPLIT_NAMES}
-        indices = {name: [i for i in selected if preprocessed.records[i].patient_id in members[name]]
-                   for name in SPLIT_NAMES}
+        trained = training_slices(preprocessed, self.config.data)
+        indices = {name: [i for i in selected if preprocessed.records[i].patient_id in members[name]
+                          and (trained is None or i in trained)] for name in SPLIT_NAMES}
         if not indices["train"]:
             raise ConfigError(f"the training split of {self.cohort_root} has no samples; check the splits and "
                               "data.timepoints")
@@ -211,6 +212,28 @@ class CohortDataModule(L.LightningDataModule):
         if self.splits_path is not None:
             splits.to_json(self.splits_path)
         return splits
+
+
+def training_slices(preprocessed: PreprocessedCohort, config: DataConfig) -> set[int] | None:
+    """The samples to train on when ``data.train_slice_margin`` keeps fewer slices than ``data.slice_margin`` cut:
+    the axial slices at most that many slices beyond the tumour's slices of their follow-up (a slice holds
+    tumour when its crop has at least ``data.min_tumor_voxels`` voxels of the baseline mask); None: every sample
+    (no such margin, or samples that are not slices)."""
+    margin = config.train_slice_margin
+    records = preprocessed.records
+    if margin is None or margin >= config.slice_margin or any(r.geometry.slice_index is None for r in records):
+        return None
+    tumour = preprocessed.arrays["tumor_mask"].reshape(len(records), -1).astype(bool).sum(1)
+    tumour = tumour >= max(1, config.min_tumor_voxels)
+    follow_ups: dict[tuple, list[int]] = {}
+    for i, r in enumerate(records):
+        follow_ups.setdefault((r.patient_id, r.lesion_id, r.timepoint), []).append(i)
+    kept = set()
+    for group in follow_ups.values():
+        z = [records[i].geometry.slice_index for i in group if tumour[i]]
+        low, high = (min(z) - margin, max(z) + margin) if z else (-np.inf, np.inf)
+        kept.update(i for i in group if low <= records[i].geometry.slice_index <= high)
+    return kept
 
 
 def _select_timepoints(records: tuple[SampleRecord, ...], timepoints: tuple[str, ...] | None) -> list[int]:
