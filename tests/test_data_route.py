@@ -222,22 +222,6 @@ def test_evaluate_scores_a_new_cohort_whole_with_the_denoised_baseline_and_one_v
     assert len(crops) > len(follow_ups)  # image metrics stay per crop (tumour slice)
 
 
-def test_the_spread_fit_takes_each_follow_ups_slices_as_one_3d_box(routed):
-    from oncodiff.pipeline.cases import load_cases
-    from oncodiff.pipeline.export import load_export
-    from oncodiff.pipeline.predict import slice_stacks
-
-    model = load_export(routed["run"] / "model")
-    cases = load_cases(model, routed["cohort"], cache_dir=routed["cache"])
-    stacks = slice_stacks(cases)
-    assert len(stacks) == len(cases.follow_ups()) and sorted(i for s in stacks for i in s) == list(range(len(cases)))
-    for stack in stacks:
-        z = [cases.cases[i].geometry.slice_index for i in stack]
-        assert z == list(range(z[0], z[0] + len(z)))  # in slice order, contiguous: the tumour's slices and the margin
-        assert len({cases.cases[i].follow_up_key for i in stack}) == 1
-    assert slice_stacks(cases.select([])) is None
-
-
 def test_training_takes_the_slices_near_the_tumour_and_prediction_every_slice_cut(routed):
     from oncodiff.config import Config
     from oncodiff.data.datamodule import CohortDataModule, training_slices

@@ -48,25 +48,6 @@ def test_box_samples_take_the_grown_tumour_box_and_skip_cases_without_a_tumour()
     np.testing.assert_array_equal(boxes[0].samples[0], samples[0, 0, 2:6, 2:6].ravel())
 
 
-def test_the_slices_of_one_follow_up_are_stacked_into_its_3d_box():
-    # crops 0..3 are axial slices z = 2, 0, 1, 3 of one follow-up (out of order), crop 4 a slice of another; the
-    # tumour is on slice z = 1 only, so a margin of 1 reaches slices 0 and 2, which hold no tumour of their own
-    rng = np.random.default_rng(0)
-    samples, post = rng.normal(size=(5, 2, 8, 8)), rng.normal(size=(5, 8, 8))
-    tumor = np.zeros((5, 8, 8), bool)
-    tumor[2, 3:5, 3:5] = True
-    tumor[4, 1, 1] = True
-    classes = np.array([[0, 1]] * 5)
-    per_slice = box_samples(samples, classes, post, tumor, margin=1)
-    assert [b.truth.size for b in per_slice] == [16, 9]  # each slice's own box: slices 0 and 2 left out
-    stacked = box_samples(samples, classes, post, tumor, margin=1, follow_ups=[[1, 2, 0, 3], [4]])
-    assert [b.truth.size for b in stacked] == [16 * 3, 9]  # z = 0, 1, 2 of the first follow-up
-    volume = np.stack([post[1], post[2], post[0], post[3]], axis=-1)
-    np.testing.assert_array_equal(stacked[0].truth, volume[2:6, 2:6, 0:3].ravel())
-    np.testing.assert_array_equal(stacked[0].samples[1], np.stack([samples[i, 1] for i in (1, 2, 0, 3)], -1)[2:6, 2:6, 0:3].ravel())
-    np.testing.assert_array_equal(stacked[0].classes, [0, 1])
-
-
 def _ensemble(rng, n_cases: int, n_samples: int, spread: float, error: float = 1.0) -> list[BoxSamples]:
     """Cases whose truth is centre + N(0, error^2) per voxel and whose samples are centre + N(0, spread^2):
     a calibrated ensemble when spread = error."""

@@ -323,8 +323,7 @@ def _fit_spread(exported: ExportedModel, parts: Sequence[tuple[CaseSet, Predicti
     and return it when ``sampling.spread`` asks for it."""
     boxes = [box for cases, predictions, _ in parts
              for box in box_samples(predictions.samples, predictions.sample_classes, cases.batch["post"][:, 0].numpy(),
-                                    cases.batch["tumor_mask"][:, 0].numpy(), config.evaluation.bbox_margin,
-                                    slice_stacks(cases))]
+                                    cases.batch["tumor_mask"][:, 0].numpy(), config.evaluation.bbox_margin)]
     fitted = SpreadCalibration.fit(boxes, split)
     if fitted is None:
         why = ("one prediction per case" if parts and parts[0][1].samples.shape[1] < 2
@@ -334,14 +333,6 @@ def _fit_spread(exported: ExportedModel, parts: Sequence[tuple[CaseSet, Predicti
     update_export_meta(exported.path, spread_calibration=fitted.to_dict())
     print(fitted.describe(), flush=True)
     return fitted if config.sampling.spread == "calibrated" else None
-
-
-def slice_stacks(cases: CaseSet) -> list[list[int]] | None:
-    """The crops of each follow-up in slice order when the cases are axial slices of 3D scans (data.slices
-    tumor or largest), so their tumour box is the follow-up's 3D box (spread.box_samples); None otherwise."""
-    if not len(cases) or any(c.geometry.slice_index is None for c in cases.cases):
-        return None
-    return [sorted(group, key=lambda i: cases.cases[i].geometry.slice_index) for group in cases.follow_ups()]
 
 
 def _sampled(exported: ExportedModel, cohort: str | Path, patients: Sequence[str], n: int, seed: int, mode: str,

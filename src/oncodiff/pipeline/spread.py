@@ -14,9 +14,8 @@ applies it: each sample's deviation from the mean of the case's samples *of the 
 so every class mean, and so the sample mean and its error, stays as drawn; only the spread within a class
 changes (a class drawn once keeps its one sample). ``k`` is the value on a fixed grid that minimises the mean
 per-voxel CRPS inside the tumour box (the baseline mask's bounding box grown by ``evaluation.bbox_margin``) on
-the validation split's follow-ups, sampled as ``predict`` samples them (for a 3D scan cut into axial slices,
-the box is the follow-up's 3D box over its stacked slices, as the stitched prediction is scored): minimum-CRPS
-estimation of an ensemble's spread (Gneiting, Raftery, Westveld & Goldman 2005), in its simplest form. ``k`` below 1 narrows an ensemble that
+the validation split's follow-ups, sampled as ``predict`` samples them: minimum-CRPS estimation of an ensemble's
+spread (Gneiting, Raftery, Westveld & Goldman 2005), in its simplest form. ``k`` below 1 narrows an ensemble that
 was too wide. The grid is coarse on purpose: a handful of validation follow-ups cannot pin ``k`` finely.
 
 What it does not do: it adds no spread where the samples have none (the pattern of the spread is the model's;
@@ -76,20 +75,9 @@ class BoxSamples:
 
 
 def box_samples(samples: np.ndarray, sample_classes: np.ndarray | None, post: np.ndarray, tumor: np.ndarray,
-                margin: int, follow_ups: Sequence[Sequence[int]] | None = None) -> list[BoxSamples]:
+                margin: int) -> list[BoxSamples]:
     """Each case's tumour-box voxels: (B, N, *S) samples, (B, N) classes or None, (B, *S) truth and baseline masks;
-    a case without a baseline tumour is left out.
-
-    ``follow_ups``: the crops of each follow-up in slice order (2D crops cut from one 3D scan at the same in-plane
-    place, one per axial slice): each follow-up's crops are stacked into one volume and its box is the 3D box of
-    the stacked tumour, as a stitched prediction is scored, rather than each slice's own box (which leaves out
-    the slices beyond the tumour and the box's corners on every slice)."""
-    if follow_ups is not None:
-        stack = (lambda a, group: np.stack([a[i] for i in group], axis=-1))
-        return [case for group in follow_ups
-                for case in box_samples(stack(samples, group)[None],
-                                        None if sample_classes is None else sample_classes[group[0]][None],
-                                        stack(post, group)[None], stack(tumor, group)[None], margin)]
+    a case without a baseline tumour is left out."""
     boxes = bbox_mask(tumor, margin, spatial_dims=post.ndim - 1)
     out = []
     for b, box in enumerate(boxes):
@@ -150,8 +138,8 @@ class SpreadCalibration:
         ratio = ("" if self.spread_skill_raw is None else
                  f", spread-skill {self.spread_skill_raw:.2f} -> {self.spread_skill_scaled:.2f}")
         return (f"spread calibration: each sample's deviation from its class mean x{self.factor:g} (tumour-box CRPS "
-                f"{self.crps_raw:.4f} -> {self.crps_scaled:.4f}{ratio}; the tumour boxes of {self.n_cases} {self.split} "
-                f"cases (a 3D scan's axial slices: one box per follow-up), {self.n_samples} samples each)")
+                f"{self.crps_raw:.4f} -> {self.crps_scaled:.4f}{ratio}; {self.n_cases} {self.split} crops with a "
+                f"baseline tumour, {self.n_samples} samples each)")
 
     def to_dict(self) -> dict:
         return asdict(self)
