@@ -11,7 +11,7 @@ volume per follow-up by ``predict``), with these settings:
   predicted those only). With two slices predicted, the box's outer slices were the denoised baseline in every
   sample: 22 % of the box's voxels had no spread in a 3D test cohort, pulling its spread-skill ratio down and
   putting the truth outside every sample there. Training on all four slices as well was measured: the
-  distribution was as well spread, but the in-tumour MAE across families was worse (benchmarks/results/crossfamily,
+  distribution spread more, but the in-tumour MAE across families was worse (docs/results.md,
   "Slices of the whole box");
 - ``data.smoothing=auto``: the model starts from the denoised baseline and learns the change, not the
   noise of two independent acquisitions (data/denoise.py);
