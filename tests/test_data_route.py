@@ -248,3 +248,24 @@ def test_training_takes_the_slices_near_the_tumour_and_prediction_every_slice_cu
     # no training margin, or one as wide as the cut: every sample
     assert training_slices(module.preprocessed, config.data.model_copy(update={"train_slice_margin": None})) is None
     assert training_slices(module.preprocessed, config.data.model_copy(update={"train_slice_margin": 4})) is None
+
+
+def test_no_tumour_volume_is_counted_on_slices_beyond_those_trained_on(routed):
+    from oncodiff.pipeline.cases import _mark_untrained_slices, load_cases
+    from oncodiff.pipeline.export import load_export
+    from oncodiff.pipeline.predict import Predictions
+
+    model = load_export(routed["run"] / "model")
+    cases = load_cases(model, routed["cohort"], cache_dir=routed["cache"])
+    assert all(c.volume_counted for c in cases.cases)  # this scan clips the cut at 2 slices: all were trained on
+    narrower = model.config.data.model_copy(update={"train_slice_margin": 1})
+    marked = _mark_untrained_slices(cases, narrower)
+    tumour = cases.batch["tumor_mask"].reshape(len(cases), -1).sum(1).numpy() > 0
+    uncounted = np.array([not c.volume_counted for c in marked.cases])
+    assert uncounted.any() and not (uncounted & tumour).any()  # only slices without tumour, the far ones
+    shape = tuple(cases.batch["pre"].shape[2:])
+    everywhere = np.ones((len(cases), 2, *shape), bool)  # every sample's mask: tumour in every voxel
+    pre = cases.batch["pre"][:, 0].numpy()
+    volumes = CaseVolumes.measure(None, marked, Predictions(np.stack([pre, pre], 1), pre, everywhere), -0.2)
+    assert (volumes.samples[uncounted] == 0).all() and (volumes.samples[~uncounted] > 0).all()
+    assert (volumes.probability[uncounted] == 0).all() and (volumes.probability[~uncounted] == 1).all()

@@ -14,6 +14,7 @@ A crop is a small grid placed on the preprocessed grid of the baseline (RAS, ``d
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -82,6 +83,24 @@ def _tumor_slices(tumor: np.ndarray, config: DataConfig) -> list[int]:
         margin = config.slice_margin
         chosen = np.arange(max(chosen.min() - margin, 0), min(chosen.max() + margin + 1, len(counts)))
     return [int(k) for k in chosen]
+
+
+def slices_near_tumour(follow_ups: Sequence[Sequence[int]], slice_index: Sequence[int | None],
+                       has_tumour: Sequence[bool], margin: int) -> set[int]:
+    """The crops whose axial slice lies at most ``margin`` slices beyond the slices with tumour of their follow-up
+    (``follow_ups``: crop indices per follow-up; a follow-up without a tumour slice keeps every crop)."""
+    kept: set[int] = set()
+    for group in follow_ups:
+        z = [slice_index[i] for i in group if has_tumour[i]]
+        low, high = (min(z) - margin, max(z) + margin) if z else (-np.inf, np.inf)
+        kept.update(i for i in group if low <= slice_index[i] <= high)
+    return kept
+
+
+def trained_slice_margin(config: DataConfig) -> int | None:
+    """``data.train_slice_margin`` when it keeps fewer slices than ``data.slice_margin`` cuts, else None."""
+    margin = config.train_slice_margin
+    return margin if config.slices == "tumor" and margin is not None and margin < config.slice_margin else None
 
 
 @dataclass(frozen=True, eq=False)

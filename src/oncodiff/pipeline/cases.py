@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from dataclasses import replace as dc_replace
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +23,9 @@ from oncodiff.data import (
     BaselineCrops, ClinicalEncoder, GeometryRecord, IntensityTransform, SurvivalClasses, crop_baseline,
     patient_outcomes, preprocess_cohort,
 )
-from oncodiff.config import SMOOTHING_MM
+from oncodiff.config import SMOOTHING_MM, DataConfig
 from oncodiff.data import mechanistic
+from oncodiff.data.crop import slices_near_tumour, trained_slice_margin
 from oncodiff.data.preprocess import ARRAY_KEYS, PRIOR_KEYS, prior_slots
 from oncodiff.errors import ConfigError, OncodiffError
 from oncodiff.models import CLASS_COUNTS, CLASS_LABEL_KEYS, prior_layout
@@ -47,6 +49,9 @@ class Case:
     pre_intensity: IntensityTransform
     has_truth: bool  # a follow-up scan at exactly these days exists (post and post_mask are real)
     priors: tuple[tuple[str, float], ...] = ()  # (timepoint, days) of the earlier scans it is predicted from
+    # False for an axial slice beyond those the model was trained on (data.train_slice_margin): generated for the
+    # image, but no tumour volume is counted there (pipeline/volumes.py)
+    volume_counted: bool = True
 
     @property
     def follow_up_key(self) -> str:
@@ -121,7 +126,20 @@ def load_cases(model: ExportedModel, cohort_root: str | Path, patients: Sequence
     if not cases:
         raise OncodiffError(f"no cases to predict in {cohort.root}: no patient selected has a baseline scan")
     batch = _batch(model, cohort, cases, arrays, overrides or {})
-    return CaseSet(cases, batch, cohort, preprocessed.cache_path.name)
+    return _mark_untrained_slices(CaseSet(cases, batch, cohort, preprocessed.cache_path.name), data)
+
+
+def _mark_untrained_slices(cases: CaseSet, data: DataConfig) -> CaseSet:
+    """``cases`` with ``volume_counted`` False on the axial slices further from the tumour than the model was
+    trained on (cut and predicted so the scored tumour box is the model's, but its masks there are extrapolation:
+    measured, a glioma-trained model grew brain tumours into them, 31 pp worse volume changes)."""
+    margin = trained_slice_margin(data)
+    if margin is None or any(c.geometry.slice_index is None for c in cases.cases):
+        return cases
+    tumour = cases.batch["tumor_mask"].reshape(len(cases), -1).sum(1).numpy() >= max(1, data.min_tumor_voxels)
+    near = slices_near_tumour(cases.follow_ups(), [c.geometry.slice_index for c in cases.cases], tumour, margin)
+    cases.cases = [c if i in near else dc_replace(c, volume_counted=False) for i, c in enumerate(cases.cases)]
+    return cases
 
 
 @dataclass(frozen=True)
