@@ -12,7 +12,8 @@ volume per follow-up by ``predict``), with these settings:
   sample: 22 % of the box's voxels had no spread in a 3D test cohort, pulling its spread-skill ratio down and
   putting the truth outside every sample there. Training on all four slices as well was measured: the
   distribution spread more, but the in-tumour MAE across families was worse (docs/results.md,
-  "Slices of the whole box");
+  "Slices of the whole box"). No tumour volume is counted on the slices beyond those trained on
+  (``Case.volume_counted``): there a glioma-trained model grew brain tumours that were not there;
 - ``data.smoothing=auto``: the model starts from the denoised baseline and learns the change, not the
   noise of two independent acquisitions (data/denoise.py);
 - ``diffusion.noise_sampling=lognormal`` (when the config leaves it at ``auto``): training draws its noise levels
