@@ -138,8 +138,8 @@ def _mark_untrained_slices(cases: CaseSet, data: DataConfig) -> CaseSet:
         return cases
     tumour = cases.batch["tumor_mask"].reshape(len(cases), -1).sum(1).numpy() >= max(1, data.min_tumor_voxels)
     near = slices_near_tumour(cases.follow_ups(), [c.geometry.slice_index for c in cases.cases], tumour, margin)
-    cases.cases = [c if i in near else dc_replace(c, volume_counted=False) for i, c in enumerate(cases.cases)]
-    return cases
+    return CaseSet([c if i in near else dc_replace(c, volume_counted=False) for i, c in enumerate(cases.cases)],
+                   cases.batch, cases.cohort, cases.data_hash)
 
 
 @dataclass(frozen=True)
