@@ -89,8 +89,8 @@ STEP_NOTES = {"mechanistic": "the same network with one more input channel, so t
                               "the same network on differently normalised crops, so the same steps"),
               **dict.fromkeys(("edm", "uniform"), "the same network trained at other noise levels, so the same steps"),
               "smoothdays": "the same network with fewer day features, so the same steps",
-              **dict.fromkeys(("slices2", "boxslices", "boxpredict"), "the same network on more or fewer slices per follow-up, so "
-                                                        "the same steps"),
+              **dict.fromkeys(("slices2", "boxslices", "boxpredict"),
+                              "the same network on more or fewer slices per follow-up, so the same steps"),
               "intensity": "the same network on crops with a random contrast and bias field, so the same steps"}  # routes whose step costs their base's: its probe
 SAME_STEPS_AS = dict.fromkeys(STEP_NOTES, "default")
 TRUTH_SCALE_WORDS = {

@@ -198,6 +198,9 @@ def test_cache_key_holds_the_new_options_and_the_report_records_each_pair(clinic
     assert len(keys) == 4
     # training-time augmentation does not change the preprocessed arrays, so it shares their cache entry
     assert cache_key(loaded, config.model_copy(update={"intensity_augmentation": True})) == cache_key(loaded, config)
+    # nor does the slice margin training takes: training and prediction share the cut slices' cache
+    assert cache_key(loaded, config.model_copy(update={"train_slice_margin": 2})) == cache_key(loaded, config)
+    assert cache_key(loaded, config.model_copy(update={"slice_margin": 4})) != cache_key(loaded, config)
     report = json.loads(write_preprocessing_report(result, tmp_path / "preprocessing.json").read_text())
     assert [p["timepoint"] for p in report["pairs"]] == ["month2", "month4"]
     assert {"pre_bias", "post_bias", "misalignment_mm", "registration", "post_intensity"} <= set(report["pairs"][0])

@@ -31,8 +31,8 @@ from oncodiff.outputs import check_not_inside
 CACHE_VERSION = 5
 # DataConfig fields that do not change the preprocessed arrays (they act in the DataModule).
 NOT_PREPROCESSING = frozenset(
-    {"timepoints", "train_slice_margin", "smoothing", "flips", "rotations", "intensity_augmentation", "val_fraction", "test_fraction", "folds", "fold", "num_workers", "cache_dir",
-     "preprocess_workers", "scheduler"}
+    {"timepoints", "smoothing", "flips", "rotations", "intensity_augmentation", "val_fraction", "test_fraction", "folds", "fold", "num_workers", "cache_dir",
+     "preprocess_workers", "scheduler", "train_slice_margin"}
 )
 ARRAYS_FILE = "arrays.npz"
 SAMPLES_FILE = "samples.json"
