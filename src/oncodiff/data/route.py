@@ -71,7 +71,8 @@ def volumetric_route(config: Config, cohort: str | Path) -> tuple[Config, str | 
               f"the configured noise levels (diffusion.noise_sampling={config.diffusion.noise_sampling})")
     return routed, (f"3D cohort, 2D preset: training on the tumour's axial slices ({crop} crops; the tumour's slices "
                     f"+-{routed.data.train_slice_margin} trained on, +-{routed.data.slice_margin} predicted: the "
-                    f"tumour box evaluation scores), from the denoised baseline (data.smoothing=auto), at {levels}; "
+                    "tumour box of evaluation.bbox_margin), from the denoised baseline (data.smoothing=auto), "
+                    f"at {levels}; "
                     "predict stitches the slices into one volume per follow-up. Why: 2D steps "
                     "are much cheaper than 3D ones and each follow-up gives many slices (benchmarks/volumetric.py); "
                     "log-normal noise levels transferred better between two synthetic families "
