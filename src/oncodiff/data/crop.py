@@ -85,22 +85,24 @@ def _tumor_slices(tumor: np.ndarray, config: DataConfig) -> list[int]:
     return [int(k) for k in chosen]
 
 
-def slices_near_tumour(follow_ups: Sequence[Sequence[int]], slice_index: Sequence[int | None],
-                       has_tumour: Sequence[bool], margin: int) -> set[int]:
-    """The crops whose axial slice lies at most ``margin`` slices beyond the slices with tumour of their follow-up
-    (``follow_ups``: crop indices per follow-up; a follow-up without a tumour slice keeps every crop)."""
+def trained_slices(follow_ups: Sequence[Sequence[int]], slice_index: Sequence[int | None],
+                   tumour_voxels: np.ndarray, config: DataConfig) -> set[int] | None:
+    """The crops a model with ``config`` trains on when ``data.train_slice_margin`` keeps fewer slices than
+    ``data.slice_margin`` cuts: those whose axial slice lies at most that many slices beyond the slices with tumour
+    of their follow-up (a slice holds tumour when its crop has at least ``data.min_tumor_voxels`` voxels of the
+    baseline mask; a follow-up without one keeps every crop). None: every crop (no such margin, or crops that
+    are not axial slices). ``follow_ups``: crop indices per follow-up; ``tumour_voxels``: per crop."""
+    margin = config.train_slice_margin
+    if (config.slices != "tumor" or margin is None or margin >= config.slice_margin
+            or any(z is None for z in slice_index)):
+        return None
+    has_tumour = np.asarray(tumour_voxels) >= max(1, config.min_tumor_voxels)
     kept: set[int] = set()
     for group in follow_ups:
         z = [slice_index[i] for i in group if has_tumour[i]]
         low, high = (min(z) - margin, max(z) + margin) if z else (-np.inf, np.inf)
         kept.update(i for i in group if low <= slice_index[i] <= high)
     return kept
-
-
-def trained_slice_margin(config: DataConfig) -> int | None:
-    """``data.train_slice_margin`` when it keeps fewer slices than ``data.slice_margin`` cuts, else None."""
-    margin = config.train_slice_margin
-    return margin if config.slices == "tumor" and margin is not None and margin < config.slice_margin else None
 
 
 @dataclass(frozen=True, eq=False)

@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader
 from oncodiff.cohort import Cohort, CohortSpec
 from oncodiff.config import SMOOTHING_MM, Config, DataConfig
 from oncodiff.data.clinical import ClinicalEncoder
-from oncodiff.data.crop import slices_near_tumour, trained_slice_margin
+from oncodiff.data.crop import trained_slices
 from oncodiff.data.dataset import PairedDataset, SampleLabels, SeededSampler, prior_image_keys
 from oncodiff.data.denoise import smoothing_index
 from oncodiff.data.labels import SurvivalClasses, patient_outcomes
@@ -216,19 +216,14 @@ class CohortDataModule(L.LightningDataModule):
 
 
 def training_slices(preprocessed: PreprocessedCohort, config: DataConfig) -> set[int] | None:
-    """The samples to train on when ``data.train_slice_margin`` keeps fewer slices than ``data.slice_margin`` cut:
-    the axial slices at most that many slices beyond the tumour's slices of their follow-up (a slice holds
-    tumour when its crop has at least ``data.min_tumor_voxels`` voxels of the baseline mask); None: every sample
-    (no such margin, or samples that are not slices)."""
-    margin, records = trained_slice_margin(config), preprocessed.records
-    if margin is None or any(r.geometry.slice_index is None for r in records):
-        return None
-    tumour = preprocessed.arrays["tumor_mask"].reshape(len(records), -1).astype(bool).sum(1)
+    """The samples to train on (:func:`oncodiff.data.crop.trained_slices`): with ``data.train_slice_margin``, the
+    axial slices at most that many slices beyond their follow-up's tumour slices; None: every sample."""
+    records = preprocessed.records
     follow_ups: dict[tuple, list[int]] = {}
     for i, r in enumerate(records):
         follow_ups.setdefault((r.patient_id, r.lesion_id, r.timepoint), []).append(i)
-    return slices_near_tumour(list(follow_ups.values()), [r.geometry.slice_index for r in records],
-                              tumour >= max(1, config.min_tumor_voxels), margin)
+    tumour = preprocessed.arrays["tumor_mask"].reshape(len(records), -1).astype(bool).sum(1)
+    return trained_slices(list(follow_ups.values()), [r.geometry.slice_index for r in records], tumour, config)
 
 
 def _select_timepoints(records: tuple[SampleRecord, ...], timepoints: tuple[str, ...] | None) -> list[int]:

@@ -25,7 +25,7 @@ from oncodiff.data import (
 )
 from oncodiff.config import SMOOTHING_MM, DataConfig
 from oncodiff.data import mechanistic
-from oncodiff.data.crop import slices_near_tumour, trained_slice_margin
+from oncodiff.data.crop import trained_slices
 from oncodiff.data.preprocess import ARRAY_KEYS, PRIOR_KEYS, prior_slots
 from oncodiff.errors import ConfigError, OncodiffError
 from oncodiff.models import CLASS_COUNTS, CLASS_LABEL_KEYS, prior_layout
@@ -133,11 +133,10 @@ def _mark_untrained_slices(cases: CaseSet, data: DataConfig) -> CaseSet:
     """``cases`` with ``volume_counted`` False on the axial slices further from the tumour than the model was
     trained on (cut and predicted so the scored tumour box is the model's, but its masks there are extrapolation:
     measured, a glioma-trained model grew brain tumours into them, 31 pp worse volume changes)."""
-    margin = trained_slice_margin(data)
-    if margin is None or any(c.geometry.slice_index is None for c in cases.cases):
+    tumour = cases.batch["tumor_mask"].reshape(len(cases), -1).sum(1).numpy()
+    near = trained_slices(cases.follow_ups(), [c.geometry.slice_index for c in cases.cases], tumour, data)
+    if near is None:
         return cases
-    tumour = cases.batch["tumor_mask"].reshape(len(cases), -1).sum(1).numpy() >= max(1, data.min_tumor_voxels)
-    near = slices_near_tumour(cases.follow_ups(), [c.geometry.slice_index for c in cases.cases], tumour, margin)
     return CaseSet([c if i in near else dc_replace(c, volume_counted=False) for i, c in enumerate(cases.cases)],
                    cases.batch, cases.cohort, cases.data_hash)
 

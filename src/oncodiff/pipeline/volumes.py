@@ -66,9 +66,9 @@ class CaseVolumes:
         true = np.where(known, cases.batch["post_mask"][:, 0].reshape(n_cases, -1).sum(1).numpy() * voxel, np.nan)
         unit = "mm3" if len(cases.cases[0].geometry.original_shape) == 3 else "mm2"
         # slices beyond those the model was trained on (data.train_slice_margin) hold no predicted tumour
-        counted = np.array([c.volume_counted for c in cases.cases])
+        counted = np.array([c.volume_counted for c in cases.cases]).reshape(n_cases, 1, *[1] * len(spatial))
         if predictions.masks is not None:  # each sample's own mask, in the units of the cohort's masks
-            masks = predictions.masks & counted.reshape(-1, *[1] * (predictions.masks.ndim - 1))
+            masks = predictions.masks & counted
             volumes = masks.reshape(n_cases, n_samples, -1).sum(-1) * voxel[:, None]
             return cls(baseline, baseline.copy(), volumes, true, masks.mean(axis=1).astype(np.float32),
                        unit, threshold, source="generated masks")
@@ -78,9 +78,9 @@ class CaseVolumes:
                        threshold, source="none", note="no segmenter: the training cohort had no follow-up tumour masks")
         images = np.concatenate([predictions.pre[:, None], predictions.samples], axis=1)  # (B, 1 + N, *S)
         masks = segmenter.predict(images.reshape(n_cases * (n_samples + 1), 1, *spatial))
-        masks = masks.reshape(n_cases, n_samples + 1, *spatial) & counted.reshape(-1, *[1] * (len(spatial) + 1))
+        masks = masks.reshape(n_cases, n_samples + 1, *spatial) & counted
         volumes = masks.reshape(n_cases, n_samples + 1, -1).sum(-1) * voxel[:, None]
-        probability = masks.reshape(n_cases, n_samples + 1, *spatial)[:, 1:].mean(axis=1).astype(np.float32)
+        probability = masks[:, 1:].mean(axis=1).astype(np.float32)
         return cls(baseline, volumes[:, 0], volumes[:, 1:], true, probability, unit, threshold, source="segmenter")
 
     def grouped(self, groups: list[list[int]]) -> CaseVolumes:
