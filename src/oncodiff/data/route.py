@@ -6,14 +6,14 @@ volume per follow-up by ``predict``), with these settings:
 
 - ``data.slices=tumor``, ``data.slice_margin`` = ``evaluation.bbox_margin`` (4 voxels by default) and
   ``data.train_slice_margin=2``: every slice with tumour and as many more on each side as the tumour box
-  (``evaluation.bbox_margin`` voxels beyond the tumour) reaches are cut and predicted, so every voxel of that
-  box is the model's and its samples can differ there; training takes the tumour's slices and two more on each
-  side (the route before 2026-12-08 cut and predicted those only). With two slices predicted, the box's outer slices were the denoised baseline in every
-  sample: 22 % of the box's voxels had no spread in a 3D test cohort, pulling its spread-skill ratio down and
-  putting the truth outside every sample there. Training on all four slices as well was measured: the
-  distribution spread more, but the in-tumour MAE across families was worse (docs/results.md,
-  "Slices of the whole box"). No tumour volume is counted on the slices beyond those trained on
-  (``Case.volume_counted``): there a glioma-trained model grew brain tumours that were not there;
+  (``evaluation.bbox_margin`` voxels beyond the tumour) reaches are cut and predicted, so every voxel of that box is
+  the model's and its samples can differ there; training takes the tumour's slices and two more on each side (the
+  route before 2026-12-08 cut and predicted those only). With two slices predicted, the box's outer slices were the
+  denoised baseline in every sample: 22 % of the box's voxels had no spread in a 3D test cohort, pulling its
+  spread-skill ratio down and putting the truth outside every sample there. Training on all four slices as well was
+  measured: the distribution spread more, but the in-tumour MAE across families was worse (docs/results.md, "Slices
+  of the whole box"). No tumour volume is counted on the slices beyond those trained on (``Case.volume_counted``):
+  there a glioma-trained model grew brain tumours that were not there;
 - ``data.smoothing=auto``: the model starts from the denoised baseline and learns the change, not the
   noise of two independent acquisitions (data/denoise.py);
 - ``diffusion.noise_sampling=lognormal`` (when the config leaves it at ``auto``): training draws its noise levels
